@@ -1,0 +1,382 @@
+"""The engine: the one place that calls the model.
+
+It owns flattening (samples x steps) into rows, chunking to ``batch_size`` rows per model call,
+grad mode, target reduction, the error context of failed model calls, and hook lifetimes.
+Explainers never see the model: they receive a :class:`ScoreFunction`.
+
+Row convention: a call over ``B`` samples with ``N`` rows each (IG steps, noise draws, masks)
+numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Union
+
+import torch
+from torch import nn
+
+from .errors import (
+    CompositionError,
+    LayerError,
+    ModelCallError,
+    ModelOutputError,
+    SalienceError,
+    ShapeError,
+)
+from .layout import Layout
+from .targets import Target
+
+__all__ = ["ScoreFunction", "default_batch_size", "find_layer"]
+
+# rows x elements per row targeted by the automatic batch size (about 16 MiB of float32 input)
+_AUTO_ELEMENTS = 2**22
+_AUTO_MAX_ROWS = 256
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], Any]
+RowSource = Union[torch.Tensor, Callable[[int, int], torch.Tensor]]
+
+
+def default_batch_size(row_numel: int) -> int:
+    """Rows per model call when ``batch_size=None``: at most 256 rows and about 4M input elements.
+
+    Bounded memory whatever the number of steps, samples or masks; 256 rows is also where the
+    CPU throughput of small CNNs is best (larger batches are slower per row).
+    """
+    return int(max(1, min(_AUTO_MAX_ROWS, _AUTO_ELEMENTS // max(1, row_numel))))
+
+
+def _model_device(model: Any) -> str:
+    if isinstance(model, nn.Module):
+        p = next(iter(model.parameters()), None)
+        if p is not None:
+            return f"{p.device} ({p.dtype})"
+    return "unknown"
+
+
+def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
+    """Resolve a dotted module name or a module to ``(name, module)``."""
+    if not isinstance(model, nn.Module):
+        raise LayerError(f"Layer methods need an nn.Module model. Got {type(model).__name__}.")
+    if isinstance(layer, nn.Module):
+        for name, mod in model.named_modules():
+            if mod is layer:
+                return name, mod
+        raise LayerError(f"The module {type(layer).__name__} passed as layer is not part of the model.")
+    if isinstance(layer, str):
+        mods = dict(model.named_modules())
+        if layer in mods:
+            return layer, mods[layer]
+        close = [n for n in mods if n and (layer in n or n.endswith(layer))][:5]
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise LayerError(
+            f"Layer {layer!r} not found in {type(model).__name__}.{hint} "
+            "List the candidates with salience.layers(model, x)."
+        )
+    raise LayerError(f"layer must be a dotted module name or an nn.Module. Got {type(layer).__name__}.")
+
+
+class ScoreFunction:
+    """``x -> one score per row``: a model composed with a bound target, plus the batching rules.
+
+    Built by :meth:`Explainer.explain`; explainers call :meth:`values`, :meth:`gradients` and
+    :meth:`layer_gradients`. Wrappers derive new score functions with :meth:`compose` (domains),
+    :meth:`repeat` (noise draws) and :meth:`retarget` (several targets per sample).
+
+    Parameters
+    ----------
+    model_fn : callable
+        ``model_fn(rows, samples) -> output`` with rows (R, *S) and the original-sample index of
+        each row (R,).
+    target : Target
+        A bound target.
+    input : Tensor of shape (B, *S)
+        The point being explained (``x``, or ``z`` inside a domain).
+    layout : Layout
+        Axis names of ``input``.
+    batch_size : int or None
+        Maximum rows per model call; None picks :func:`default_batch_size`.
+    """
+
+    def __init__(
+        self,
+        model_fn: ModelFn,
+        target: Target,
+        *,
+        input: torch.Tensor,
+        layout: Layout,
+        batch_size: int | None,
+        owner: str,
+        model: Any = None,
+        sample_map: torch.Tensor | None = None,
+        composed: bool = False,
+    ) -> None:
+        self.model_fn = model_fn
+        self.target = target
+        self.input = input
+        self.layout = layout
+        self.owner = owner
+        self.model = model
+        self.composed = composed
+        n = input.shape[0]
+        self.sample_map = (
+            torch.arange(n, device=input.device) if sample_map is None else sample_map.to(input.device)
+        )
+        row_numel = int(math.prod(input.shape[1:]))
+        self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel)
+        self._input_values: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ model calls
+    @property
+    def n_samples(self) -> int:
+        return int(self.input.shape[0])
+
+    def _output(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        try:
+            out = self.model_fn(rows, samples)
+        except SalienceError:
+            raise
+        except Exception as err:
+            raise ModelCallError(
+                f"{self.owner}: the model failed on a chunk of {rows.shape[0]} rows of shape "
+                f"{tuple(rows.shape[1:])}, dtype {rows.dtype}, on {rows.device} (model parameters "
+                f"on {_model_device(self.model)}): {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(out, torch.Tensor):
+            raise ModelOutputError(
+                f"{self.owner}: the model must return a torch.Tensor; got {type(out).__name__}. "
+                "Wrap it so that it returns the tensor to explain."
+            )
+        if out.ndim == 0 or out.shape[0] != rows.shape[0]:
+            raise ModelOutputError(
+                f"{self.owner}: the model returned shape {tuple(out.shape)} for {rows.shape[0]} "
+                "input rows; the first axis must be the batch."
+            )
+        return out
+
+    def _scores(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        out = self._output(rows, samples)
+        if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
+            raise ModelOutputError(
+                f"{self.owner}: the model output contains NaN or inf for a chunk of "
+                f"{rows.shape[0]} rows; attributions would be meaningless."
+            )
+        s = self.target(out, samples)
+        if s.shape != (rows.shape[0],):
+            raise ModelOutputError(
+                f"{self.owner}: the target {self.target!r} returned shape {tuple(s.shape)}; "
+                f"expected ({rows.shape[0]},)."
+            )
+        return s
+
+    def _chunks(self, n_rows: int) -> Iterator[tuple[int, int]]:
+        for start in range(0, n_rows, self.batch_size):
+            yield start, min(start + self.batch_size, n_rows)
+
+    def _source(self, source: RowSource, n: int | None) -> tuple[Callable[[int, int], torch.Tensor], int]:
+        if isinstance(source, torch.Tensor):
+            b = self.n_samples
+            if source.ndim < 2 or source.shape[0] != b:
+                raise ShapeError(
+                    f"{self.owner}: rows must have shape (B={b}, N, ...); got {tuple(source.shape)}."
+                )
+            flat = source.reshape(b * source.shape[1], *source.shape[2:])
+            return (lambda a, z: flat[a:z]), int(source.shape[1])
+        if n is None:
+            raise TypeError("n (rows per sample) is required when rows are generated lazily")
+        return source, int(n)
+
+    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        local = torch.arange(start, stop, device=self.input.device) // n
+        return local, self.sample_map[local]
+
+    # ------------------------------------------------------------------ public API
+    def values(self, source: RowSource, n: int | None = None) -> torch.Tensor:
+        """Scores of many rows per sample, without gradients.
+
+        Parameters
+        ----------
+        source : Tensor of shape (B, N, *S), or callable ``(start, stop) -> rows``
+            The rows, or a generator of rows ``start..stop`` (of ``B * n``) for bounded memory.
+        n : int, optional
+            Rows per sample, required with a callable source.
+
+        Returns
+        -------
+        Tensor of shape (B, N)
+        """
+        make, n = self._source(source, n)
+        b = self.n_samples
+        out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
+        with torch.no_grad():
+            for start, stop in self._chunks(b * n):
+                _, samples = self._samples(start, stop, n)
+                out[start:stop] = self._scores(make(start, stop), samples).to(out.dtype)
+        return out.reshape(b, n)
+
+    def gradients(
+        self, source: RowSource, n: int | None = None, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and their gradients w.r.t. the rows.
+
+        Parameters
+        ----------
+        source : Tensor of shape (B, N, *S), or callable ``(start, stop) -> rows``
+        n : int, optional
+            Rows per sample, required with a callable source.
+        weights : Tensor of shape (N,), optional
+            If given, the gradients are accumulated as ``sum_n weights[n] * grad[b, n]``
+            (memory bounded by ``batch_size``, not by N).
+
+        Returns
+        -------
+        values : Tensor of shape (B, N)
+        grads : Tensor of shape (B, N, *S), or (B, *S) with ``weights``
+        """
+        make, n = self._source(source, n)
+        b = self.n_samples
+        values = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
+        grads: torch.Tensor | None = None
+        if weights is not None:
+            weights = weights.to(device=self.input.device, dtype=self.input.dtype)
+        with torch.enable_grad():
+            for start, stop in self._chunks(b * n):
+                local, samples = self._samples(start, stop, n)
+                rows = make(start, stop).detach().requires_grad_(True)
+                s = self._scores(rows, samples)
+                (g,) = torch.autograd.grad(s.sum(), rows)
+                values[start:stop] = s.detach().to(values.dtype)
+                if grads is None:
+                    shape = (b, *g.shape[1:]) if weights is not None else (b * n, *g.shape[1:])
+                    grads = torch.zeros(shape, dtype=g.dtype, device=g.device)
+                if weights is not None:
+                    w = weights[torch.arange(start, stop, device=g.device) % n]
+                    grads.index_add_(0, local, g * w.reshape(-1, *([1] * (g.ndim - 1))))
+                else:
+                    grads[start:stop] = g
+        assert grads is not None  # at least one chunk ran  # noqa: S101
+        if weights is None:
+            grads = grads.reshape(b, n, *grads.shape[1:])
+        return values.reshape(b, n), grads
+
+    def gradient_at_input(self) -> torch.Tensor:
+        """d score / d input at the explained point, shape (B, *S); caches the scores there."""
+        values, grads = self.gradients(self.input.unsqueeze(1))
+        self._input_values = values[:, 0]
+        return grads[:, 0]
+
+    def input_values(self) -> torch.Tensor:
+        """Scores at the explained point, shape (B,) (cached)."""
+        if self._input_values is None:
+            self._input_values = self.values(self.input.unsqueeze(1))[:, 0]
+        return self._input_values
+
+    def reference_output(self) -> torch.Tensor:
+        """The raw model output at the explained point, shape (B, *O) (for binding targets)."""
+        outs = []
+        b = self.n_samples
+        with torch.no_grad():
+            for start, stop in self._chunks(b):
+                outs.append(self._output(self.input[start:stop], self.sample_map[start:stop]))
+        return torch.cat(outs)
+
+    @contextmanager
+    def _capture(self, module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> Any:
+            if not isinstance(out, torch.Tensor):
+                raise LayerError(
+                    f"The target layer returned {type(out).__name__}, not a tensor; pick a layer "
+                    "with a tensor output or pass reshape=... ."
+                )
+            store["a"] = out
+            # hand a copy downstream so an in-place op after the layer cannot alter `out`
+            return out.clone()
+
+        handle = module.register_forward_hook(hook)
+        try:
+            yield store
+        finally:
+            handle.remove()
+
+    def layer_gradients(
+        self, module: nn.Module, *, grad: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Activations of ``module`` at the explained input and the score's gradient w.r.t. them.
+
+        The forward hook exists only inside this call (removed in ``finally``); the backward pass
+        stops at the layer. Chunked over the batch.
+
+        Returns
+        -------
+        values : Tensor of shape (B,)
+        activations : Tensor of shape (B, *A)
+        grads : Tensor of shape (B, *A), or None with ``grad=False``
+        """
+        if self.composed:
+            raise CompositionError(
+                f"{self.owner} explains a layer of the model, which has no meaning inside a "
+                "domain (InDomain) or other input transform."
+            )
+        b = self.n_samples
+        vals, acts, grads = [], [], []
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx, self._capture(module) as store:
+            for start, stop in self._chunks(b):
+                samples = self.sample_map[start:stop]
+                store.clear()
+                s = self._scores(self.input[start:stop], samples)
+                if "a" not in store:
+                    raise LayerError(
+                        f"{self.owner}: the target layer was not called during the forward pass."
+                    )
+                a = store["a"]
+                if grad:
+                    (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
+                    grads.append(torch.zeros_like(a) if g is None else g.detach())
+                vals.append(s.detach())
+                acts.append(a.detach())
+        return torch.cat(vals), torch.cat(acts), (torch.cat(grads) if grad else None)
+
+    # ------------------------------------------------------------------ derived score functions
+    def _derive(self, **changes: Any) -> "ScoreFunction":
+        kw = dict(
+            model_fn=self.model_fn,
+            target=self.target,
+            input=self.input,
+            layout=self.layout,
+            batch_size=self.batch_size,
+            owner=self.owner,
+            model=self.model,
+            sample_map=self.sample_map,
+            composed=self.composed,
+        )
+        kw.update(changes)
+        return ScoreFunction(**kw)  # type: ignore[arg-type]
+
+    def compose(
+        self,
+        transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        input: torch.Tensor,
+        layout: Layout,
+    ) -> "ScoreFunction":
+        """The score of ``transform(z_rows, samples)``: explain in another space (a domain).
+
+        ``transform`` receives rows (R, *Z) and their original-sample indices (R,).
+        """
+        inner = self.model_fn
+
+        def model_fn(rows: torch.Tensor, samples: torch.Tensor) -> Any:
+            return inner(transform(rows, samples), samples)
+
+        return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True)
+
+    def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
+        """A score function over ``input`` of shape (B*k, *S) whose row ``i`` belongs to sample ``i // k``."""
+        return self._derive(input=input, sample_map=self.sample_map.repeat_interleave(k))
+
+    def retarget(self, target: Target, input: torch.Tensor, sample_map: torch.Tensor) -> "ScoreFunction":
+        """Same model, another (bound) target over ``input`` with an explicit sample map."""
+        return self._derive(target=target, input=input, sample_map=sample_map)

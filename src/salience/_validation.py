@@ -1,0 +1,112 @@
+"""Parameter and input checks shared by every component, with scikit-learn style messages."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any, Iterable
+
+import torch
+
+from .errors import DTypeError, InputError, ParameterError, ShapeError
+
+
+def _range(low: float | None, high: float | None, closed: str) -> str:
+    left = "[" if closed in ("both", "left") and low is not None else "("
+    right = "]" if closed in ("both", "right") and high is not None else ")"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{left}{lo}, {hi}{right}"
+
+
+def _inside(v: float, low: float | None, high: float | None, closed: str) -> bool:
+    if low is not None:
+        if v < low or (v == low and closed not in ("both", "left")):
+            return False
+    if high is not None:
+        if v > high or (v == high and closed not in ("both", "right")):
+            return False
+    return True
+
+
+def check_int(
+    value: Any, name: str, owner: str, low: int | None = None, high: int | None = None
+) -> int:
+    """Return ``value`` as an int, or raise ParameterError naming the parameter and the range."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or not _inside(
+        int(value), low, high, "both"
+    ):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be an int in the range "
+            f"{_range(low, high, 'both')}. Got {value!r} instead."
+        )
+    return int(value)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    owner: str,
+    low: float | None = None,
+    high: float | None = None,
+    closed: str = "both",
+) -> float:
+    """Return ``value`` as a finite float inside the interval, or raise ParameterError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(float(value))
+        or not _inside(float(value), low, high, closed)
+    ):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a float in the range "
+            f"{_range(low, high, closed)}. Got {value!r} instead."
+        )
+    return float(value)
+
+
+def check_option(value: Any, name: str, owner: str, options: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``options``, else raise ParameterError listing them."""
+    options = tuple(options)
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        if value in options:
+            return value
+    raise ParameterError(
+        f"The {name!r} parameter of {owner} must be one of "
+        f"{', '.join(repr(o) for o in options)}. Got {value!r} instead."
+    )
+
+
+def check_batch_size(value: Any, owner: str) -> int | None:
+    """``batch_size`` is None (automatic) or a positive int: the maximum rows per model call."""
+    if value is None:
+        return None
+    return check_int(value, "batch_size", owner, low=1)
+
+
+def check_input(x: Any, owner: str, name: str = "x") -> torch.Tensor:
+    """Check that ``x`` is a finite floating-point tensor with a batch axis."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(
+            f"{owner} expects {name} to be a torch.Tensor (channels-first, batch axis first). "
+            f"Got {type(x).__name__} instead; use torch.as_tensor(...) first."
+        )
+    if x.is_complex() or not x.is_floating_point():
+        raise DTypeError(
+            f"{owner} expects {name} to have a floating-point dtype (float16/32/64, bfloat16). "
+            f"Got {x.dtype} instead; cast with {name}.float() (complex data: use a domain)."
+        )
+    if x.ndim < 2:
+        raise ShapeError(
+            f"{owner} expects {name} to have a batch axis and a channel axis "
+            f"(at least 2 dims). Got shape {tuple(x.shape)} instead."
+        )
+    if x.shape[0] == 0:
+        raise ShapeError(f"{owner} got an empty batch: {name} has shape {tuple(x.shape)}.")
+    if not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise InputError(
+            f"{owner} expects {name} to be finite. Got {n_bad} NaN/inf value(s) in a tensor of "
+            f"shape {tuple(x.shape)}."
+        )
+    return x

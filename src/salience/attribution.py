@@ -1,0 +1,75 @@
+"""The result object every explainer returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .layout import Layout
+
+__all__ = ["Attribution"]
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """Attributions and what was explained.
+
+    Attributes
+    ----------
+    values : Tensor
+        Signed, unnormalised attributions on the input's device and dtype. Input-space methods
+        return ``x.shape``; channel-reduced methods and CAMs return (N, 1, *spatial); inside a
+        domain the shape is the domain's coefficient shape.
+    target : Tensor of shape (N,) or Target
+        The per-sample class indices explained, or the target object for non-class targets.
+    scores : Tensor of shape (N,)
+        The explained score at the input.
+    method : str
+        Name of the explainer (wrappers nest, e.g. ``"SmoothGrad(IntegratedGradients)"``).
+    layout : Layout
+        Axis names of ``values``.
+    domain : Domain or None
+        The domain the attributions live in (None for the input space).
+    delta : Tensor of shape (N,) or None
+        Completeness gap ``sum(values) - (f(x) - f(baseline))`` for the IG family, else None.
+    layer : str or None
+        The layer a CAM-family method explained.
+    info : dict
+        Method-specific extras (e.g. the quadrature rule, the number of model calls).
+    """
+
+    values: torch.Tensor
+    target: Any
+    scores: torch.Tensor
+    method: str
+    layout: Layout
+    domain: Any = None
+    delta: torch.Tensor | None = None
+    layer: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    def numpy(self) -> np.ndarray:
+        """The values as a numpy array (copied to the CPU)."""
+        return self.values.detach().cpu().numpy()
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.numpy()
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def __repr__(self) -> str:
+        extra = f", domain={self.domain!r}" if self.domain is not None else ""
+        extra += f", layer={self.layer!r}" if self.layer is not None else ""
+        return (
+            f"Attribution(method={self.method!r}, shape={self.shape}, layout={str(self.layout)!r}"
+            f"{extra}, dtype={self.values.dtype}, device={self.values.device})"
+        )

@@ -1,0 +1,17 @@
+"""Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
+
+from .base import Explainer, Parts, Wrapper
+from .gradient import Gradient, InputXGradient, Saliency
+from .integrated_gradients import IntegratedGradients
+from .smoothgrad import SmoothGrad
+
+__all__ = [
+    "Explainer",
+    "Wrapper",
+    "Parts",
+    "Gradient",
+    "Saliency",
+    "InputXGradient",
+    "IntegratedGradients",
+    "SmoothGrad",
+]

@@ -1,0 +1,177 @@
+"""Explainer base classes: the template ``explain`` and the wrapper base."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .._engine import ScoreFunction
+from .._validation import check_batch_size, check_input
+from ..attribution import Attribution
+from ..errors import ParameterError, ShapeError
+from ..layout import Layout, LayoutLike, as_layout
+from ..targets import TargetLike, as_target
+
+__all__ = ["Explainer", "Wrapper", "Parts"]
+
+
+@dataclass
+class Parts:
+    """What ``_attribute`` may return instead of a bare tensor, to report more than values."""
+
+    values: torch.Tensor
+    delta: torch.Tensor | None = None
+    layout: Layout | None = None
+    layer: str | None = None
+    domain: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def as_parts(result: "torch.Tensor | Parts", layout: Layout) -> Parts:
+    parts = result if isinstance(result, Parts) else Parts(values=result)
+    if parts.layout is None:
+        parts.layout = layout
+    return parts
+
+
+class Explainer:
+    """Base class of every explainer: validate, build the score function, attribute.
+
+    Subclasses store validated keyword-only hyperparameters in ``__init__`` (no hooks, no
+    ``.eval()``, no tensors) and implement ``_attribute(x, score)``, where ``score`` is a
+    :class:`~salience._engine.ScoreFunction`: they never see the model.
+
+    Parameters
+    ----------
+    model : callable
+        Maps a batch (B, *S) to outputs (B, *O); usually an ``nn.Module`` in eval mode. Never
+        modified: its mode, parameters, gradients and hooks are left as they were.
+    batch_size : int, optional
+        Maximum rows (samples x steps/draws/masks) per model call. None picks a bounded size
+        (at most 256 rows and about 4M input elements).
+    layout : str or Layout, optional
+        Axis names of the input; inferred from ``x.ndim`` when None ((N, C, T), (N, C, H, W),
+        (N, C, T, H, W)).
+    """
+
+    #: methods whose output depends on a random generator (opt out of batch invariance)
+    is_stochastic: ClassVar[bool] = False
+
+    def __init__(self, model: Any, *, batch_size: int | None = None, layout: LayoutLike | None = None) -> None:
+        if not callable(model):
+            raise ParameterError(
+                f"The 'model' parameter of {type(self).__name__} must be callable (an nn.Module or "
+                f"a function of a batch). Got {type(model).__name__} instead."
+            )
+        self.model = model
+        self.batch_size = check_batch_size(batch_size, type(self).__name__)
+        self.layout = as_layout(layout) if layout is not None else None
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{self.name}(batch_size={self.batch_size})"
+
+    def explain(self, x: torch.Tensor, target: TargetLike = None) -> Attribution:
+        """Explain ``target`` at ``x``.
+
+        Parameters
+        ----------
+        x : Tensor of shape (N, C, T), (N, C, H, W) or (N, C, T, H, W)
+            Floating-point, finite, channels-first; not modified.
+        target : int, sequence of ints, Tensor of shape (N,), Target, callable or None
+            What to explain; None explains the predicted class (or the single output of a model
+            with one output per sample), recorded in the result.
+
+        Returns
+        -------
+        Attribution
+        """
+        owner = self.name
+        x = check_input(x, owner)
+        layout = Layout.infer(x, self.layout)
+        model = self.model
+        if isinstance(model, nn.Module) and model.training:
+            warnings.warn(
+                f"{owner}: the model is in training mode; BatchNorm and dropout make attributions "
+                "depend on the rest of the batch and on chance. Call model.eval() first (salience "
+                "never changes the model's mode).",
+                UserWarning,
+                stacklevel=2,
+            )
+        unbound = as_target(target)
+        x = x.detach()
+        score = ScoreFunction(
+            lambda rows, samples: model(rows),
+            unbound,
+            input=x,
+            layout=layout,
+            batch_size=self.batch_size,
+            owner=owner,
+            model=model,
+        )
+        reference: dict[str, torch.Tensor] = {}
+
+        def lazy_reference() -> torch.Tensor:
+            if "out" not in reference:
+                reference["out"] = score.reference_output()
+            return reference["out"]
+
+        score.target = unbound.bind(x.shape[0], lazy_reference)
+        if "out" in reference:
+            with torch.no_grad():
+                score._input_values = score.target(reference["out"], score.sample_map)
+        parts = as_parts(self._attribute(x, score), layout)
+        values = parts.values
+        if not isinstance(values, torch.Tensor) or values.shape[0] != x.shape[0]:
+            raise ShapeError(f"{owner} produced attributions of the wrong batch size; this is a bug.")
+        return Attribution(
+            values=values.detach().to(dtype=x.dtype),
+            target=score.target.explained(),
+            scores=score.input_values().detach(),
+            method=owner,
+            layout=parts.layout or layout,
+            domain=parts.domain,
+            delta=None if parts.delta is None else parts.delta.detach(),
+            layer=parts.layer,
+            info=parts.info,
+        )
+
+    __call__ = explain
+
+    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> "torch.Tensor | Parts":
+        """Compute the attribution of ``score`` at ``x`` (B, *S). The one method to implement."""
+        raise NotImplementedError
+
+
+class Wrapper(Explainer):
+    """An explainer built around another one (SmoothGrad, InDomain, ClassRelevant).
+
+    The model, ``batch_size`` and ``layout`` are the wrapped explainer's.
+    """
+
+    def __init__(self, explainer: Explainer) -> None:
+        if not isinstance(explainer, Explainer):
+            raise ParameterError(
+                f"The 'explainer' parameter of {type(self).__name__} must be a salience Explainer "
+                f"(e.g. IntegratedGradients(model)). Got {type(explainer).__name__} instead."
+            )
+        self.explainer = explainer
+        super().__init__(explainer.model, batch_size=explainer.batch_size, layout=explainer.layout)
+
+    @property
+    def is_stochastic(self) -> bool:  # type: ignore[override]
+        return type(self).__dict__.get("_stochastic", False) or self.explainer.is_stochastic
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}({self.explainer.name})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.explainer!r})"

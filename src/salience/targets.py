@@ -1,0 +1,379 @@
+"""Targets: small callables that reduce a model's output to one score per row.
+
+A target sees the model output of a chunk of rows, shape (R, *O), and the index of the sample each
+row belongs to, shape (R,), and returns the explained score, shape (R,). ``as_target`` is the one
+place where ``int``, per-sample sequences/tensors, ``None`` and callables are coerced.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence, Union, cast
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelOutputError, TargetError
+
+__all__ = [
+    "Target",
+    "Class",
+    "Output",
+    "Contrast",
+    "Probability",
+    "LogProbability",
+    "Score",
+    "Predicted",
+    "as_target",
+]
+
+Reference = Callable[[], torch.Tensor]
+
+
+def _as_index(k: Any, n: int, what: str) -> torch.Tensor:
+    """Coerce an int or a per-sample sequence/tensor of ints to a LongTensor of shape (n,)."""
+    if isinstance(k, bool):
+        raise TargetError(f"{what} must be an int or a sequence of ints. Got {k!r} instead.")
+    if isinstance(k, int):
+        return torch.full((n,), k, dtype=torch.long)
+    t = torch.as_tensor(k)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TargetError(f"{what} must hold integer class indices. Got dtype {t.dtype} instead.")
+    if t.ndim == 0:
+        return t.long().expand(n).clone()
+    if t.ndim != 1 or t.shape[0] != n:
+        raise TargetError(
+            f"{what} must have one entry per sample (length {n}). Got shape {tuple(t.shape)} instead."
+        )
+    return t.long()
+
+
+def _single_output(out: torch.Tensor) -> torch.Tensor | None:
+    """Return the (R,) output of a model with one output per sample, else None."""
+    if out.ndim == 1:
+        return out
+    if out.ndim >= 2 and out[0].numel() == 1:
+        return out.reshape(out.shape[0])
+    return None
+
+
+class Target:
+    """Base class: maps model output (R, *O) and sample indices (R,) to scores (R,).
+
+    Subclasses implement ``__call__``; ``bind`` (called once per explanation with the number of
+    samples and a lazy reference output at x) returns a bound copy, never mutating ``self``.
+    """
+
+    def bind(self, n_samples: int, reference: Reference) -> "Target":
+        return self
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def explained(self) -> Any:
+        """What is recorded as ``Attribution.target``: per-sample class indices where they exist."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class _ClassLike(Target):
+    """Shared machinery of targets indexed by a class: Class, Probability, LogProbability."""
+
+    def __init__(self, k: Any) -> None:
+        if isinstance(k, bool) or not (isinstance(k, int) or hasattr(k, "__len__") or
+                                       isinstance(k, torch.Tensor)):
+            raise TargetError(
+                f"{type(self).__name__} expects a class index (int) or one index per sample. "
+                f"Got {k!r} instead."
+            )
+        self.k = k
+        self._index: torch.Tensor | None = None
+        self._checked = False
+
+    def bind(self, n_samples: int, reference: Reference) -> "Target":
+        new = copy.copy(self)
+        new._index = _as_index(self.k, n_samples, f"The target of {type(self).__name__}")
+        new._checked = False
+        return new
+
+    def with_index(self, k: Any) -> "_ClassLike":
+        return type(self)(k)
+
+    def _scores(self, out: torch.Tensor) -> torch.Tensor:
+        """Per-class scores (R, K) from the raw output; the identity for Class."""
+        return out
+
+    def _binary(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        sign = k.to(z.dtype) * 2 - 1
+        return sign * z
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        if self._index is None:
+            raise TargetError(f"{self!r} was used before bind(); this is a bug in the caller.")
+        k = self._index.to(output.device)[samples]
+        single = _single_output(output)
+        if single is not None:
+            if not self._checked:
+                bad = (k < 0) | (k > 1)
+                if bool(bad.any()):
+                    raise TargetError(
+                        f"{type(self).__name__}: the model has one output per sample (a binary "
+                        f"logit), so the class must be 0 or 1. Got {k[bad][0].item()} instead."
+                    )
+                self._checked = True
+            return self._binary(single, k)
+        if output.ndim != 2:
+            raise TargetError(
+                f"An int/class target needs a model output of shape (B, K); got shape "
+                f"{tuple(output.shape)}. Use Output(index) for multi-dimensional outputs or "
+                "Score(fn) for a custom reduction."
+            )
+        if not self._checked:
+            n_classes = output.shape[1]
+            bad = (k < 0) | (k >= n_classes)
+            if bool(bad.any()):
+                raise TargetError(
+                    f"Target class {k[bad][0].item()} is out of range for a model with "
+                    f"{n_classes} outputs (valid: 0..{n_classes - 1})."
+                )
+            self._checked = True
+        scores = self._scores(output)
+        return scores.gather(1, k[:, None]).squeeze(1)
+
+    def explained(self) -> Any:
+        return self._index if self._index is not None else self.k
+
+    def __repr__(self) -> str:
+        k = self.k if isinstance(self.k, int) else f"<{len(self.k)} per-sample indices>"
+        return f"{type(self).__name__}({k})"
+
+
+class Class(_ClassLike):
+    """The raw output (logit) of class ``k``: ``output[:, k]``.
+
+    Parameters
+    ----------
+    k : int or sequence/tensor of ints of shape (B,)
+        One class for every sample, or one per sample. For a model with a single output per
+        sample (a binary classifier's logit ``z``), class 1 explains ``z`` and class 0 explains
+        ``-z``.
+    """
+
+
+class Probability(_ClassLike):
+    """The softmax probability of class ``k`` (sigmoid for single-logit binary models)."""
+
+    def _scores(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out, dim=1)
+
+    def _binary(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super()._binary(z, k))
+
+
+class LogProbability(_ClassLike):
+    """The log-softmax of class ``k`` (log-sigmoid for single-logit binary models).
+
+    This is what SignalGrad-CAM explains with ``softmax_final=True``.
+    """
+
+    def _scores(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(out, dim=1)
+
+    def _binary(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return F.logsigmoid(super()._binary(z, k))
+
+
+class Output(Target):
+    """One entry of the model output for every sample: ``output[:, *index]``.
+
+    For regression and multi-output models (a forecast step, an output channel). ``Output()``
+    selects the single output of a model with one output per sample.
+
+    Parameters
+    ----------
+    index : int or tuple of ints
+        Index into the non-batch axes of the output.
+    """
+
+    def __init__(self, index: int | tuple[int, ...] = ()) -> None:
+        idx = (index,) if isinstance(index, int) else tuple(index)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise TargetError(f"Output expects an int or a tuple of ints. Got {index!r} instead.")
+        self.index = idx
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        if not self.index:
+            single = _single_output(output)
+            if single is None:
+                raise TargetError(
+                    f"Output() needs a model with one output per sample; got output shape "
+                    f"{tuple(output.shape)}. Pass Output(index) or a class index."
+                )
+            return single
+        try:
+            out = output[(slice(None),) + self.index]
+        except IndexError as err:
+            raise TargetError(
+                f"Output{self.index} is out of range for model output of shape "
+                f"{tuple(output.shape)}."
+            ) from err
+        if out.ndim != 1:
+            raise TargetError(
+                f"Output{self.index} selects shape {tuple(out.shape)} from model output "
+                f"{tuple(output.shape)}; it must select one value per sample."
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"Output({self.index if len(self.index) != 1 else self.index[0]})"
+
+
+class Score(Target):
+    """Any callable mapping the model output (R, *O) to one score per row (R,)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        if not callable(fn):
+            raise TargetError(f"Score expects a callable. Got {type(fn).__name__} instead.")
+        self.fn = fn
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        out = self.fn(output)
+        if not isinstance(out, torch.Tensor) or out.shape != (output.shape[0],):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TargetError(
+                f"Score function {getattr(self.fn, '__name__', self.fn)!r} must return one score "
+                f"per row, shape ({output.shape[0]},). Got {shape} instead."
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"Score({getattr(self.fn, '__name__', repr(self.fn))})"
+
+
+class Contrast(Target):
+    """Target score minus foil score: "why ``target`` rather than ``foils``?".
+
+    Parameters
+    ----------
+    target : int, sequence of ints, or a class-like target (Class, Probability, LogProbability)
+        The explained class; an ``int`` means ``Class(int)``. Any other Target when ``value`` is
+        used (regression: ``Contrast(Output(3), value=0.5)``).
+    foils : int, sequence of ints, or tensor of shape (B,) or (B, F), optional
+        Foil classes, scored the same way as ``target``; with several foils their mean is
+        subtracted.
+    value : float, optional
+        A foil value instead of foil classes (regression): score = target score - value.
+    quadratic : bool, default False
+        Explain the squared difference (SignalGrad-CAM's ``quadratic_contrastive_score``).
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        foils: Any = None,
+        *,
+        value: float | None = None,
+        quadratic: bool = False,
+    ) -> None:
+        if (foils is None) == (value is None):
+            raise TargetError("Contrast needs exactly one of foils=... (classes) or value=... .")
+        self.target = as_target(target) if not isinstance(target, Target) else target
+        if foils is not None and not isinstance(self.target, _ClassLike):
+            raise TargetError(
+                f"Contrast with foil classes needs a class-like target (int, Class, Probability, "
+                f"LogProbability). Got {self.target!r}; use value=... for other targets."
+            )
+        self.foils = foils
+        self.value = value
+        self.quadratic = bool(quadratic)
+        self._foils: list[Target] = []
+
+    def bind(self, n_samples: int, reference: Reference) -> "Target":
+        new = copy.copy(self)
+        new.target = self.target.bind(n_samples, reference)
+        if self.foils is not None:
+            f = torch.as_tensor(self.foils)
+            if f.ndim == 0:
+                cols = [int(f)]
+            elif f.ndim == 1 and not isinstance(self.foils, torch.Tensor):
+                cols = [int(v) for v in f]  # a list of foil classes shared by all samples
+            elif f.ndim == 1:
+                cols = [f]  # one foil per sample
+            elif f.ndim == 2 and f.shape[0] == n_samples:
+                cols = [f[:, j] for j in range(f.shape[1])]
+            else:
+                raise TargetError(
+                    f"Contrast foils must be an int, a list of ints, or a tensor of shape (B,) or "
+                    f"(B, F) with B={n_samples}. Got shape {tuple(f.shape)} instead."
+                )
+            base = cast(_ClassLike, self.target)  # checked in __init__
+            new._foils = [base.with_index(c).bind(n_samples, reference) for c in cols]
+        return new
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        s = self.target(output, samples)
+        if self._foils:
+            foil = torch.stack([t(output, samples) for t in self._foils]).mean(0)
+        else:
+            foil = torch.as_tensor(self.value, dtype=s.dtype, device=s.device)
+        d = s - foil
+        return d * d if self.quadratic else d
+
+    def explained(self) -> Any:
+        return self.target.explained()
+
+    def __repr__(self) -> str:
+        other = f"foils={self.foils!r}" if self.foils is not None else f"value={self.value!r}"
+        return f"Contrast({self.target!r}, {other}, quadratic={self.quadratic})"
+
+
+class Predicted(Target):
+    """``target=None``: the predicted class of a classifier, or the single output of a model
+    with one output per sample. Resolved once from the model's output at the explained input."""
+
+    def __init__(self) -> None:
+        self._bound: Target | None = None
+
+    def bind(self, n_samples: int, reference: Reference) -> "Target":
+        out = reference()
+        if _single_output(out) is not None:
+            return Output()
+        if out.ndim != 2:
+            raise TargetError(
+                f"target=None needs a classifier output (B, K) or one output per sample; got "
+                f"model output of shape {tuple(out.shape)}. Pass Output(index) or Score(fn)."
+            )
+        return Class(out.argmax(dim=1)).bind(n_samples, reference)
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        raise TargetError("Predicted() must be bound before use; this is a bug in the caller.")
+
+
+TargetLike = Union[None, int, Sequence[int], torch.Tensor, Target, Callable[..., Any]]
+
+
+def as_target(target: TargetLike) -> Target:
+    """Coerce the accepted target forms to a Target (the single coercion point).
+
+    ``None`` -> Predicted(); ``int`` or a per-sample sequence/tensor of ints -> Class;
+    a Target -> itself; any other callable -> Score.
+    """
+    if target is None:
+        return Predicted()
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, bool):
+        raise TargetError(f"target must be an int class index, not a bool. Got {target!r}.")
+    if isinstance(target, (int, torch.Tensor)) or (
+        isinstance(target, Sequence) and not isinstance(target, str)
+    ):
+        return Class(target)
+    if callable(target):
+        return Score(target)
+    raise TargetError(
+        "target must be None, an int, a sequence/tensor of ints (one per sample), a Target "
+        "(Class, Output, Contrast, Probability, LogProbability, Score) or a callable mapping the "
+        f"model output (B, ...) to (B,). Got {type(target).__name__} instead."
+    )

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import pytest
 import torch
+
+# test the checkout's own sources (also from a git worktree), not whatever is installed
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

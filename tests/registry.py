@@ -35,7 +35,7 @@ def _gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
-EXPLAINERS: list[Case] = [
+CORE: list[Case] = [
     Case("Gradient", lambda m, **kw: sl.Gradient(m, **kw), passes=lambda b: [b]),
     Case("Saliency", lambda m, **kw: sl.Saliency(m, **kw), passes=lambda b: [b]),
     Case("InputXGradient", lambda m, **kw: sl.InputXGradient(m, **kw), passes=lambda b: [b]),
@@ -64,3 +64,7 @@ EXPLAINERS: list[Case] = [
         stochastic=True,
     ),
 ]
+
+
+# Each family adds its cases in its own module (tests/cases_<family>.py) and one line here.
+EXPLAINERS: list[Case] = [*CORE]

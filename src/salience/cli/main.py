@@ -1,0 +1,339 @@
+"""The ``salience`` command: ``demo``, ``explain`` and ``layers``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._console import Progress, format_table
+from ._io import CLIError, load_data, load_model, parse_target
+
+#: --method names -> (salience class name, needs a layer)
+METHODS: dict[str, str] = {
+    "gradient": "Gradient",
+    "saliency": "Saliency",
+    "inputxgradient": "InputXGradient",
+    "ig": "IntegratedGradients",
+    "smoothgrad": "SmoothGrad",
+    "gradcam": "GradCAM",
+    "hirescam": "HiResCAM",
+    "rise": "RISE",
+    "occlusion": "Occlusion",
+}
+#: --domain names -> salience domain class name (None: the input space)
+DOMAINS: dict[str, str | None] = {"time": None, "fourier": "Fourier", "stft": "STFT", "wavelet": "Wavelet", "ica": "ICA"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="salience", description="Saliency maps for PyTorch models of signals, images and video.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+        sp.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+    d = sub.add_parser("demo", help="train tiny models on real and synthetic data, explain, evaluate, write a report")
+    d.add_argument("--out", default="salience-demo", help="output folder (default: ./salience-demo)")
+    d.add_argument("--images", action="store_true", help="add pretrained EfficientNet-Lite0 on two photos")
+    d.add_argument("--video", action="store_true", help="add synthetic moving-object clips with a tiny 3-D CNN")
+    d.add_argument("--quick", action="store_true", help="fewer samples, steps and epochs (for tests)")
+    d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    d.add_argument("--seed", type=int, default=0)
+    common(d)
+
+    e = sub.add_parser("explain", help="explain a model on data; writes .npz, PNGs and an HTML report")
+    e.add_argument("model", help="TorchScript (.pt) or torch.export (.pt2) archive, or package.module:factory")
+    e.add_argument("data", help=".npy, .npz or .csv inputs (N, C, ...)")
+    e.add_argument("--weights", help="state dict for a module:factory model (loaded with weights_only=True)")
+    e.add_argument("--trust-pickle", action="store_true", help="allow unpickling a full model file (runs its code)")
+    e.add_argument("--key", help="array name inside an .npz file")
+    e.add_argument("--method", default="ig", help=f"one of {', '.join(METHODS)} (default ig)")
+    e.add_argument("--domain", default="time", help=f"one of {', '.join(DOMAINS)} (default time)")
+    e.add_argument("--target", default=None, help="'predicted' (default), a class index, or one per sample: 1,0,2")
+    e.add_argument("--layer", default=None, help="layer name for CAM methods (see `salience layers`)")
+    e.add_argument("--fs", type=float, default=None, help="sampling rate in Hz (time axes in seconds, frequencies in Hz)")
+    e.add_argument("--steps", type=int, default=None, help="IG steps / SmoothGrad samples / RISE masks")
+    e.add_argument("--batch-size", type=int, default=None, help="maximum rows per model call")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    e.add_argument("--out", default="salience-explain", help="output folder (default ./salience-explain)")
+    e.add_argument("--plots", type=int, default=4, help="samples to draw (default 4; 0 for none)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the generator of stochastic methods")
+    common(e)
+
+    la = sub.add_parser("layers", help="list a model's candidate layers with their output shapes")
+    la.add_argument("model")
+    la.add_argument("--shape", help="input shape without or with batch, e.g. 8,256 or 1,3,224,224")
+    la.add_argument("--data", help="take the input shape from this data file instead")
+    la.add_argument("--weights")
+    la.add_argument("--trust-pickle", action="store_true")
+    la.add_argument("--device", default="cpu")
+    common(la)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 internal error, 2 bad input)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+
+        print(f"salience {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        with warnings.catch_warnings():
+            if args.quiet:
+                warnings.simplefilter("ignore")
+            return {"demo": _demo, "explain": _explain, "layers": _layers}[args.command](args)
+    except KeyboardInterrupt:
+        print("salience: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line unless --debug
+        if args.debug:
+            raise
+        from ..errors import SalienceError
+
+        user = isinstance(exc, (CLIError, SalienceError, FileNotFoundError, ImportError))
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        kind = "error" if user else f"internal error ({type(exc).__name__})"
+        print(f"salience: {kind}: {msg}" + ("" if user else " (run with --debug for the traceback)"), file=sys.stderr)
+        return 2 if user else 1
+
+
+# ------------------------------------------------------------------ demo
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    if args.threads < 1:
+        raise CLIError(f"--threads must be >= 1. Got {args.threads}.")
+    res = run_demo(DemoOptions(out=args.out, images=args.images, video=args.video, quick=args.quick,
+                               threads=args.threads, seed=args.seed, quiet=args.quiet))
+    if not args.quiet:
+        cols = ["task", "accuracy", "method", "deletion AUC", "insertion AUC", "pointing game", "relevance mass"]
+        cols = [c for c in cols if any(c in r for r in res.rows)]
+        print(format_table(res.rows, cols))
+        print(f"\n{len(res.pngs)} PNGs in {os.path.join(args.out, 'png')}; finished in {res.seconds:.1f} s")
+    print(f"report: {os.path.abspath(res.report)}")
+    return 0
+
+
+# ------------------------------------------------------------------ explain
+def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
+    import torch
+
+    import salience as sl
+
+    name = args.method.lower().replace("-", "").replace("_", "")
+    if name in ("integratedgradients",):
+        name = "ig"
+    if name in ("ixg", "inputxgrad"):
+        name = "inputxgradient"
+    if name not in METHODS:
+        raise CLIError(f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}.")
+    cls = getattr(sl, METHODS[name], None)
+    if cls is None:
+        raise CLIError(f"method {args.method!r} ({METHODS[name]}) is not available in this version of salience.")
+    kw: dict[str, Any] = {"batch_size": args.batch_size}
+    g = torch.Generator(device=args.device if args.device != "mps" else "cpu").manual_seed(args.seed)
+    if name == "ig" and args.steps:
+        kw["n_steps"] = args.steps
+    if name == "smoothgrad":
+        return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=args.steps or 50, generator=g)
+    if name in ("rise",):
+        kw["generator"] = g
+        if args.steps:
+            kw["n_masks"] = args.steps
+    if args.layer is not None:
+        if name not in ("gradcam", "hirescam"):
+            raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
+        kw["layer"] = args.layer
+    return cls(model, **kw)
+
+
+def _wrap_domain(args: argparse.Namespace, explainer: Any) -> Any:
+    import salience as sl
+
+    dom = args.domain.lower()
+    if dom not in DOMAINS:
+        raise CLIError(f"unknown domain {args.domain!r}; choose one of {', '.join(DOMAINS)}.")
+    if DOMAINS[dom] is None:
+        return explainer
+    cls = getattr(sl, DOMAINS[dom], None)
+    wrapper = getattr(sl, "InDomain", None)
+    if cls is None or wrapper is None:
+        raise CLIError(f"domain {args.domain!r} is not available in this version of salience.")
+    return wrapper(explainer, cls())
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import viz
+
+    if args.plots < 0:
+        raise CLIError(f"--plots must be >= 0. Got {args.plots}.")
+    if args.fs is not None and not args.fs > 0:
+        raise CLIError(f"--fs must be positive. Got {args.fs}.")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1. Got {args.batch_size}.")
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise CLIError(f"device {args.device!r} is not usable here: {str(exc).splitlines()[0]}") from exc
+    arr, meta = load_data(args.data, key=args.key)
+    fs = args.fs if args.fs is not None else (float(meta["fs"]) if "fs" in meta else None)
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device)
+    explainer = _wrap_domain(args, _build_explainer(args, model))
+    x = torch.from_numpy(arr).to(device)
+    target = parse_target(args.target, x.shape[0])
+    chunk = 16
+    parts = []
+    with Progress((x.shape[0] + chunk - 1) // chunk, disable=args.quiet, desc=f"explain ({args.method})") as bar:
+        for i in range(0, x.shape[0], chunk):
+            t = target[i : i + chunk] if isinstance(target, list) else target
+            parts.append(explainer.explain(x[i : i + chunk], target=t))
+            bar.step()
+    values = torch.cat([p.values for p in parts]).cpu().numpy()
+    targets = torch.cat([torch.as_tensor(p.target).reshape(-1).cpu() for p in parts]).numpy() if isinstance(parts[0].target, torch.Tensor) else np.array([])
+    scores = torch.cat([p.scores for p in parts]).cpu().numpy()
+    first = parts[0]
+    os.makedirs(args.out, exist_ok=True)
+    metadata = {
+        "method": first.method, "domain": args.domain, "layout": str(first.layout), "layer": first.layer,
+        "model": args.model, "data": args.data, "fs": fs, "target": args.target or "predicted",
+        "input_shape": list(arr.shape),
+    }
+    save = {"values": values, "targets": targets, "scores": scores, "metadata": np.array(json.dumps(metadata))}
+    if first.delta is not None:
+        save["delta"] = torch.cat([p.delta for p in parts]).cpu().numpy()
+    coords = getattr(first.domain, "coords", None)
+    if isinstance(coords, dict):
+        for k, v in coords.items():
+            save[f"coord_{k}"] = np.asarray(v)
+    npz = os.path.join(args.out, "attributions.npz")
+    np.savez_compressed(npz, **save)
+    report = viz.Report(f"salience explain: {os.path.basename(args.model)} on {os.path.basename(args.data)}")
+    report.section("Run", f"method {first.method}, domain {args.domain}, {arr.shape[0]} samples of shape {arr.shape[1:]}")
+    report.table([{"key": k, "value": "" if v is None else v} for k, v in metadata.items()])
+    png_dir = os.path.join(args.out, "png")
+    os.makedirs(png_dir, exist_ok=True)
+    n_plot = min(args.plots, arr.shape[0])
+    if n_plot:
+        report.section("Samples")
+    for j in range(n_plot):
+        figs = _sample_figures(arr[j], values[j], first, fs, os.path.join(args.out, f"sample{j}"))
+        embedded = []
+        for cap, fig in figs:
+            if isinstance(fig, str):
+                embedded.append((cap, fig))
+                continue
+            data = viz._mpl.to_png(fig if hasattr(fig, "savefig") else fig.figure, 90)
+            path = os.path.join(png_dir, f"sample{j}_{len(embedded)}.png")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            embedded.append((cap, data))
+        tgt = int(targets[j]) if targets.size else args.target
+        report.sample(f"sample {j}", target=tgt, metrics={"score": float(scores[j])}, figures=embedded)
+    html_path = report.save(os.path.join(args.out, "report.html"))
+    if not args.quiet:
+        print(f"attributions {values.shape} -> {npz}")
+    print(f"report: {os.path.abspath(html_path)}")
+    return 0
+
+
+def _sample_figures(x: np.ndarray, a: np.ndarray, attribution: Any, fs: float | None, stem: str) -> list[tuple[str, Any]]:
+    from .. import viz
+
+    if attribution.domain is not None:
+        fig = viz._mpl.new_figure((8, 3))
+        ax = fig.add_subplot()
+        ax.imshow(a.reshape(a.shape[0], -1), aspect="auto", cmap=viz.DEFAULT_CMAP,
+                  vmin=viz.limits(a)[0], vmax=viz.limits(a)[1])
+        ax.set_title(f"attribution in the {attribution.layout} coordinates")
+        return [("domain attribution", fig)]
+    if x.ndim == 2:
+        if x.shape[0] == 1:
+            return [("attribution", viz.plot_signal(x, a, fs=fs))]
+        return [("attribution", viz.plot_signal_map(x, a, fs=fs))]
+    if x.ndim == 3:
+        return [("attribution", viz.plot_image(x, a))]
+    gif = stem + ".gif"
+    viz.save_gif(x, a, gif)
+    return [("per-frame attribution", gif), ("slices", viz.plot_volume_slices(x, a))]
+
+
+# ------------------------------------------------------------------ layers
+def _layers(args: argparse.Namespace) -> int:
+    import torch
+
+    import salience as sl
+
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device)
+    if args.data:
+        arr, _ = load_data(args.data)
+        x = torch.from_numpy(arr[:1]).to(args.device)
+    elif args.shape:
+        try:
+            shape = [int(v) for v in args.shape.split(",")]
+        except ValueError as exc:
+            raise CLIError(f"--shape must be comma-separated ints such as 8,256. Got {args.shape!r}.") from exc
+        if len(shape) in (2, 3, 4) and len(shape) < 5 and not (len(shape) >= 3 and shape[0] == 1):
+            shape = [1] + shape
+        x = torch.zeros(shape, device=args.device)
+    else:
+        raise CLIError("give an example input: --shape C,T (or C,H,W) or --data FILE.")
+    layers_fn = getattr(sl, "layers", None)
+    if layers_fn is not None:
+        result = layers_fn(model, x)
+        print(result if isinstance(result, str) else _format_layers(result))
+        return 0
+    rows = _probe_layers(model, x)
+    print(format_table(rows, ["layer", "type", "output shape"]))
+    return 0
+
+
+def _format_layers(result: Any) -> str:
+    if isinstance(result, (list, tuple)) and result and isinstance(result[0], dict):
+        return format_table(list(result))
+    return "\n".join(str(r) for r in result)
+
+
+def _probe_layers(model: Any, x: Any) -> list[dict[str, Any]]:
+    """Output shape of every named submodule from one forward pass (hooks removed afterwards)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise CLIError("listing layers needs an nn.Module model.")
+    rows: dict[str, dict[str, Any]] = {}
+    handles = []
+
+    def hook(name: str) -> Any:
+        def fn(mod: Any, inp: Any, out: Any) -> None:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            rows.setdefault(name, {"layer": name, "type": type(mod).__name__, "output shape": str(shape)})
+        return fn
+
+    try:
+        for name, mod in model.named_modules():
+            if name:
+                handles.append(mod.register_forward_hook(hook(name)))
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        raise CLIError(f"the model failed on an input of shape {tuple(x.shape)}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    order = [n for n, _ in model.named_modules() if n in rows]
+    return [rows[n] for n in order]

@@ -1,0 +1,40 @@
+"""Plots and reports for attributions: signals, images, video/volumes, spectra, components, curves.
+
+Every plot function takes ``ax=`` (or ``fig=`` for multi-panel plots), returns the Axes (or the
+Figure), never calls ``show()``, accepts torch tensors on any device, numpy arrays and
+:class:`~salience.Attribution` objects, and draws signed attributions with a diverging colour map
+and an explicit normalisation (:func:`limits`). matplotlib is imported only when a plot is made;
+figures are created without pyplot, so they work headless (Agg).
+"""
+
+from .color import DEFAULT_CMAP, NORMS, limits, normalize, to_numpy, to_rgba
+from .curves import plot_curves
+from .image import plot_grid, plot_image
+from .report import Report
+from .spectrum import EEG_BANDS, band_sums, plot_bands, plot_components, plot_spectrum, plot_time_frequency
+from .timeseries import plot_signal, plot_signal_map
+from .video import plot_volume_slices, save_gif, video_frames
+
+__all__ = [
+    "DEFAULT_CMAP",
+    "NORMS",
+    "EEG_BANDS",
+    "limits",
+    "normalize",
+    "to_numpy",
+    "to_rgba",
+    "plot_signal",
+    "plot_signal_map",
+    "plot_image",
+    "plot_grid",
+    "plot_spectrum",
+    "plot_bands",
+    "band_sums",
+    "plot_time_frequency",
+    "plot_components",
+    "video_frames",
+    "save_gif",
+    "plot_volume_slices",
+    "plot_curves",
+    "Report",
+]

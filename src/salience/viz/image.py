@@ -1,0 +1,203 @@
+"""Images (N, C, H, W): heatmap overlays and the methods x samples grid."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError, ShapeError
+from . import _mpl
+from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
+
+__all__ = ["plot_image", "plot_grid"]
+
+
+def _image_hwc(image: Any) -> np.ndarray:
+    """(H, W, 3) or (H, W) floats in [0, 1] for display (min-max scaled per image)."""
+    im = to_numpy(image, "image")
+    if im.ndim == 4 and im.shape[0] == 1:
+        im = im[0]
+    if im.ndim == 3:
+        if im.shape[0] in (1, 3):
+            im = np.moveaxis(im, 0, -1)  # channels-first, the library's layout
+        elif im.shape[-1] not in (1, 3, 4):
+            raise ShapeError(f"The 'image' argument must have 1 or 3 channels (C, H, W); got shape {im.shape}.")
+        im = im[..., 0] if im.shape[-1] == 1 else im[..., :3]
+    elif im.ndim != 2:
+        raise ShapeError(f"The 'image' argument must be (C, H, W), (H, W, 3) or (H, W); got shape {im.shape}.")
+    lo, hi = float(np.nanmin(im)), float(np.nanmax(im))
+    return (im - lo) / (hi - lo) if hi > lo else np.zeros_like(im)
+
+
+def _strength(v: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Per-pixel magnitude in [0, 1] relative to the colour limits (for weighted opacity)."""
+    m = max(abs(vmin), abs(vmax)) or 1.0
+    return np.clip(np.abs(v) / m, 0.0, 1.0) ** 0.75
+
+
+def _map_hw(attr: Any, channel_reduce: str) -> np.ndarray:
+    a = to_numpy(attr, "attr")
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3:
+        if channel_reduce == "sum":
+            a = a.sum(0)
+        elif channel_reduce == "mean":
+            a = a.mean(0)
+        elif channel_reduce == "absmax":
+            a = np.take_along_axis(a, np.abs(a).argmax(0)[None], 0)[0]
+        else:
+            raise ParameterError(
+                f"The 'channel_reduce' parameter must be 'sum', 'mean' or 'absmax'. Got {channel_reduce!r} instead."
+            )
+    return _squeeze_to(a, 2, "attr", "an attribution of shape (H, W), (C, H, W) or (1, C, H, W)")
+
+
+def plot_image(
+    image: Any,
+    attr: Any = None,
+    *,
+    alpha: float = 0.8,
+    weighted_alpha: bool = True,
+    background: str = "gray",
+    channel_reduce: str = "sum",
+    cmap: Any = DEFAULT_CMAP,
+    norm: str = "symmetric",
+    percentile: float = 99.5,
+    colorbar: bool = True,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """An image with its attribution as a translucent heatmap.
+
+    Parameters
+    ----------
+    image : array or Tensor of shape (C, H, W), (1, C, H, W), (H, W) or (H, W, 3)
+        Shown min-max scaled (so normalised model inputs display correctly).
+    attr : array, Tensor or Attribution of shape (H', W'), (C, H', W') or (1, C, H', W'), optional
+        Channels are reduced with ``channel_reduce`` (``"sum"`` keeps the sign and the total);
+        another resolution (a CAM at layer size) is stretched over the image with bilinear
+        interpolation. None shows the image alone.
+    alpha : float in [0, 1]
+        Opacity of the heatmap (its maximum with ``weighted_alpha``).
+    weighted_alpha : bool
+        Scale each pixel's opacity by its attribution magnitude, so unimportant regions show the
+        image itself rather than a white veil.
+    background : {"gray", "rgb"}
+        Show the image in grey (the heatmap reads better) or in colour.
+    cmap, norm, percentile
+        Colour map and normalisation (:func:`~salience.viz.limits`); by default the limit is the
+        99.5th percentile of the magnitudes so one hot pixel does not wash the map out.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+        raise ParameterError(f"The 'alpha' parameter must be in [0, 1]. Got {alpha!r} instead.")
+    if background not in ("gray", "rgb"):
+        raise ParameterError(f"The 'background' parameter must be 'gray' or 'rgb'. Got {background!r} instead.")
+    im = _image_hwc(image)
+    H, W = im.shape[:2]
+    ax = _mpl.axes_or_new(ax, (4.2, 4.2 * H / W if W else 4.2))
+    shown = im.mean(-1) if (background == "gray" and im.ndim == 3) else im
+    ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+    if attr is not None:
+        a = _map_hw(attr, channel_reduce)
+        vmin, vmax = limits(a, norm, percentile)
+        v = np.abs(a) if norm == "absmax" else a
+        opacity = alpha * _strength(v, vmin, vmax) if weighted_alpha else alpha
+        ax.imshow(
+            v, cmap=cmap, vmin=vmin, vmax=vmax, alpha=opacity, interpolation="bilinear",
+            extent=(-0.5, W - 0.5, H - 0.5, -0.5),
+        )
+        if colorbar:
+            _mpl.colorbar(ax, _mpl.scalar_mappable(cmap, vmin, vmax), "attribution")
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_grid(
+    inputs: Any,
+    attributions: Mapping[str, Any],
+    *,
+    row_titles: Sequence[str] | None = None,
+    fs: float | None = None,
+    show_input: bool = True,
+    cmap: Any = DEFAULT_CMAP,
+    norm: str = "symmetric",
+    cell_size: float = 2.6,
+    **kwargs: Any,
+) -> Any:
+    """A samples x methods grid of attribution maps (images or signals).
+
+    Parameters
+    ----------
+    inputs : array or Tensor of shape (N, C, H, W) or (N, C, T)
+        The samples (rows).
+    attributions : mapping of str to array/Tensor/Attribution, each of shape (N, ...)
+        One entry per method (columns), in order. Each map gets its own symmetric colour scale
+        (methods have different units); compare shapes, not colours, across columns.
+    row_titles : sequence of str, optional
+        A label per sample (e.g. ``"coffee: pred espresso"``).
+    fs : float, optional
+        Sampling rate for signal grids.
+    show_input : bool
+        Add a first column with the bare input (images only).
+    **kwargs
+        Passed to :func:`plot_image` or :func:`~salience.viz.plot_signal`.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    from .timeseries import plot_signal, plot_signal_map
+
+    x = to_numpy(inputs, "inputs")
+    if x.ndim not in (3, 4):
+        raise ShapeError(f"The 'inputs' argument must be (N, C, T) signals or (N, C, H, W) images; got shape {x.shape}.")
+    if not isinstance(attributions, Mapping) or not attributions:
+        raise ParameterError("The 'attributions' argument must be a non-empty mapping {method name: maps}.")
+    maps = {str(k): to_numpy(v, f"attributions[{k!r}]") for k, v in attributions.items()}
+    N = x.shape[0]
+    for k, v in maps.items():
+        if v.shape[0] != N:
+            raise ShapeError(f"attributions[{k!r}] has {v.shape[0]} samples but inputs has {N}.")
+    if row_titles is not None and len(row_titles) != N:
+        raise ParameterError(f"The 'row_titles' parameter must have {N} entries. Got {len(row_titles)}.")
+    image = x.ndim == 4
+    multichannel = not image and x.shape[1] > 1
+    cols = list(maps) if not (image and show_input) else ["input"] + list(maps)
+    w = cell_size if image else cell_size * 1.5
+    h = cell_size if image else (cell_size * 0.6 if not multichannel else 0.55 + 0.17 * x.shape[1])
+    fig = _mpl.new_figure((w * len(cols) + 0.4, h * N + 0.5))
+    axes = np.atleast_2d(fig.subplots(N, len(cols), squeeze=False))
+    for i in range(N):
+        for j, name in enumerate(cols):
+            ax = axes[i, j]
+            if name == "input" and image and show_input:
+                plot_image(x[i], None, ax=ax)
+            elif image:
+                plot_image(x[i], maps[name][i], cmap=cmap, norm=norm, colorbar=False, ax=ax, **kwargs)
+            else:
+                draw = plot_signal_map if multichannel else plot_signal
+                draw(x[i], maps[name][i], fs=fs, cmap=cmap, norm=norm, colorbar=False, ax=ax, **kwargs)
+                ax.tick_params(labelsize=7)
+                if i < N - 1:
+                    ax.set_xlabel("")
+                    ax.set_xticklabels([])
+                if j > 0:
+                    ax.set_ylabel("")
+                    if multichannel:
+                        ax.set_yticklabels([])
+            if i == 0:
+                ax.set_title(name, fontsize=10)
+            if j == 0 and row_titles is not None:
+                ax.set_ylabel(str(row_titles[i]), fontsize=9)
+    return fig

@@ -1,0 +1,186 @@
+"""A self-contained HTML report: every image embedded, every user string escaped."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import ParameterError
+from . import _mpl
+
+__all__ = ["Report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
+padding:1.2em 2em;color:#222;background:#fff}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h3{margin-bottom:.3em}.meta{color:#666;font-size:.9em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+figure.salience-figure{display:inline-block;margin:.4em .6em .8em 0;vertical-align:top}
+figure.salience-figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#444;max-width:60em}
+.sample{border-left:4px solid #8ab;padding-left:1em;margin:1.2em 0}
+.kv{font-size:.95em}.kv b{color:#333}nav ul{columns:2;font-size:.92em}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        return _fmt(v.item())
+    return str(v)
+
+
+class Report:
+    """Collect text, tables and figures, then write one HTML file with everything embedded.
+
+    Figures (matplotlib figures, PNG/GIF bytes or image files) are stored as base64 data URIs, so
+    the file can be mailed or archived alone. Every string given to the report (titles, class
+    names, captions, metric names) is HTML-escaped.
+
+    Parameters
+    ----------
+    title : str
+        The page title.
+    dpi : int
+        Resolution used for matplotlib figures.
+
+    Examples
+    --------
+    >>> report = Report("my model")
+    >>> report.section("GunPoint", "a 1-D CNN")
+    >>> report.save("report.html")  # doctest: +SKIP
+    """
+
+    def __init__(self, title: str = "salience report", *, dpi: int = 90) -> None:
+        self.title = str(title)
+        self.dpi = int(dpi)
+        self._blocks: list[str] = []
+        self._toc: list[tuple[str, str]] = []
+        self.n_figures = 0
+
+    # -- content ---------------------------------------------------------------------------
+    def section(self, title: str, text: str | None = None) -> "Report":
+        """Start a section (listed in the table of contents)."""
+        anchor = f"s{len(self._toc)}"
+        self._toc.append((anchor, str(title)))
+        self._blocks.append(f'<h2 id="{anchor}">{_e(title)}</h2>')
+        if text:
+            self.text(text)
+        return self
+
+    def text(self, text: str) -> "Report":
+        """A paragraph of plain text (escaped; blank lines separate paragraphs)."""
+        for para in str(text).split("\n\n"):
+            self._blocks.append(f"<p>{_e(para)}</p>")
+        return self
+
+    def table(self, rows: Sequence[Mapping[str, Any]], *, caption: str | None = None) -> "Report":
+        """A table from a list of dicts (columns in first-seen order)."""
+        if not rows:
+            return self
+        cols: list[str] = []
+        for r in rows:
+            for k in r:
+                if k not in cols:
+                    cols.append(k)
+        head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+        cap = f"<caption>{_e(caption)}</caption>" if caption else ""
+        self._blocks.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        return self
+
+    def figure(self, fig: Any, caption: str | None = None, *, mime: str | None = None) -> "Report":
+        """Embed a figure: a matplotlib Figure/Axes, PNG or GIF bytes, or a path to an image."""
+        data, mime = self._image_bytes(fig, mime)
+        uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        alt = _e(caption or "figure")
+        cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+        self._blocks.append(f'<figure class="salience-figure"><img src="{uri}" alt="{alt}">{cap}</figure>')
+        self.n_figures += 1
+        return self
+
+    def sample(
+        self,
+        name: str,
+        *,
+        prediction: Any = None,
+        target: Any = None,
+        metrics: Mapping[str, Any] | None = None,
+        figures: Iterable[tuple[str, Any]] = (),
+    ) -> "Report":
+        """One explained sample: its prediction, target, metrics and figures (caption, figure)."""
+        self._blocks.append('<div class="sample">')
+        self._blocks.append(f"<h3>{_e(name)}</h3>")
+        kv = []
+        if prediction is not None:
+            kv.append(f"<b>prediction</b>: {_e(prediction)}")
+        if target is not None:
+            kv.append(f"<b>target</b>: {_e(target)}")
+        if metrics:
+            kv.append(" &middot; ".join(f"<b>{_e(k)}</b>: {_e(_fmt(v))}" for k, v in metrics.items()))
+        if kv:
+            self._blocks.append('<p class="kv">' + "<br>".join(kv) + "</p>")
+        for caption, fig in figures:
+            self.figure(fig, caption)
+        self._blocks.append("</div>")
+        return self
+
+    # -- output ----------------------------------------------------------------------------
+    def to_html(self) -> str:
+        """The report as one HTML string."""
+        toc = ""
+        if len(self._toc) > 1:
+            toc = "<nav><ul>" + "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in self._toc) + "</ul></nav>"
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        from .. import __version__
+
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(self.title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{_e(self.title)}</h1>"
+            f"<p class=\"meta\">salience {_e(__version__)} &middot; {stamp} &middot; {self.n_figures} figures. "
+            "Attributions are signed: red pushes the explained score up, blue pushes it down; each "
+            "map has its own symmetric colour scale.</p>"
+            f"{toc}{''.join(self._blocks)}</body></html>\n"
+        )
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the report; returns the path."""
+        path = os.fspath(path)
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_html())
+        return path
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _image_bytes(self, fig: Any, mime: str | None) -> tuple[bytes, str]:
+        if hasattr(fig, "savefig"):
+            return _mpl.to_png(fig, self.dpi), "image/png"
+        if hasattr(fig, "figure") and hasattr(fig.figure, "savefig"):  # an Axes
+            return _mpl.to_png(fig.figure, self.dpi), "image/png"
+        if isinstance(fig, (bytes, bytearray)):
+            data = bytes(fig)
+        elif isinstance(fig, (str, os.PathLike)):
+            with open(fig, "rb") as fh:
+                data = fh.read()
+        else:
+            raise ParameterError(
+                "Report.figure takes a matplotlib Figure or Axes, image bytes or a path. "
+                f"Got {type(fig).__name__} instead."
+            )
+        if mime is None:
+            mime = "image/gif" if data[:6] in (b"GIF87a", b"GIF89a") else "image/png"
+        return data, mime

@@ -1,0 +1,348 @@
+"""Frequency, time-frequency and component views of attributions computed in a domain.
+
+These functions take plain arrays and coordinates (frequencies in Hz, frame times, component
+traces), so they do not depend on how the domain attributions were computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError, ShapeError
+from . import _mpl
+from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
+
+__all__ = ["EEG_BANDS", "band_sums", "plot_spectrum", "plot_bands", "plot_time_frequency", "plot_components"]
+
+#: conventional EEG bands in Hz, each the half-open interval [low, high)
+EEG_BANDS: dict[str, tuple[float, float]] = {
+    "delta": (0.5, 4.0),
+    "theta": (4.0, 8.0),
+    "alpha": (8.0, 13.0),
+    "beta": (13.0, 30.0),
+    "gamma": (30.0, 100.0),
+}
+
+
+def _per_bin(attr: Any, channel: int | None) -> np.ndarray:
+    a = to_numpy(attr, "attr")
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 2:
+        if channel is None:
+            a = a.sum(0)
+        elif not (isinstance(channel, (int, np.integer)) and -a.shape[0] <= channel < a.shape[0]):
+            raise ParameterError(f"The 'channel' parameter must be an index in [0, {a.shape[0]}). Got {channel!r}.")
+        else:
+            a = a[channel]
+    if a.ndim != 1:
+        raise ShapeError(f"The 'attr' argument must be per-bin values (F,) or (C, F); got shape {a.shape}.")
+    return a
+
+
+def _freqs(freqs: Any, F: int, fs: float | None) -> np.ndarray:
+    if freqs is not None:
+        f = to_numpy(freqs, "freqs").ravel()
+        if f.shape[0] != F:
+            raise ShapeError(f"The 'freqs' argument has {f.shape[0]} entries but there are {F} bins.")
+        return f
+    if fs is None:
+        return np.arange(F, dtype=float)
+    return np.linspace(0, fs / 2, F)
+
+
+def _check_bands(bands: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
+    if not isinstance(bands, Mapping) or not bands:
+        raise ParameterError("The 'bands' parameter must be a non-empty mapping {name: (low_hz, high_hz)}.")
+    out = {}
+    for k, v in bands.items():
+        try:
+            lo, hi = (float(b) for b in v)
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f"Band {k!r} must be a pair (low_hz, high_hz). Got {v!r}.") from exc
+        if not hi > lo:
+            raise ParameterError(f"Band {k!r} must have high > low. Got {v!r}.")
+        out[str(k)] = (lo, hi)
+    return out
+
+
+def band_sums(attr: Any, freqs: Any, bands: Mapping[str, Sequence[float]] = EEG_BANDS) -> tuple[list[str], np.ndarray]:
+    """Sum per-bin attributions into named bands.
+
+    Parameters
+    ----------
+    attr : array or Tensor of shape (..., F)
+        Per-frequency-bin attributions (signed; sums keep the sign).
+    freqs : array of shape (F,)
+        Bin centre frequencies in Hz.
+    bands : mapping of str to (low, high)
+        A bin belongs to a band when ``low <= f < high`` (half-open, so adjacent bands never
+        share a bin); bins outside every band are left out.
+
+    Returns
+    -------
+    names : list of str
+    sums : ndarray of shape (..., n_bands)
+    """
+    a = to_numpy(attr, "attr")
+    f = to_numpy(freqs, "freqs").ravel()
+    if a.shape[-1] != f.shape[0]:
+        raise ShapeError(f"attr has {a.shape[-1]} bins on its last axis but freqs has {f.shape[0]}.")
+    b = _check_bands(bands)
+    sums = np.stack([a[..., (f >= lo) & (f < hi)].sum(-1) for lo, hi in b.values()], axis=-1)
+    return list(b), sums
+
+
+def plot_spectrum(
+    attr: Any,
+    freqs: Any = None,
+    *,
+    fs: float | None = None,
+    signal: Any = None,
+    channel: int | None = None,
+    bands: Mapping[str, Sequence[float]] | None = None,
+    fmax: float | None = None,
+    cmap: Any = DEFAULT_CMAP,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """Per-frequency-bin attribution as signed bars, against the signal's amplitude spectrum.
+
+    Parameters
+    ----------
+    attr : array, Tensor or Attribution of shape (F,) or (C, F)
+        Per-bin attributions (e.g. from Fourier-domain IG); channels are summed unless
+        ``channel`` picks one.
+    freqs : array of shape (F,), optional
+        Bin frequencies in Hz; by default ``F`` bins spread evenly on [0, fs/2] (the rfft bins
+        of an even-length signal), or bin indices without ``fs``.
+    signal : array or Tensor of shape (T,) or (C, T), optional
+        The explained signal; its rfft amplitude (mean over the selected channels) is drawn as
+        a grey line on a second y axis.
+    bands : mapping of str to (low, high), optional
+        Bands to shade and label (e.g. :data:`EEG_BANDS`).
+    fmax : float, optional
+        Upper limit of the frequency axis.
+
+    Returns
+    -------
+    matplotlib Axes
+        The attribution axes (the spectrum's twin axes is ``ax.right_ax`` when drawn).
+    """
+    a = _per_bin(attr, channel)
+    f = _freqs(freqs, a.shape[0], fs)
+    ax = _mpl.axes_or_new(ax, (8, 3))
+    mpl = _mpl.matplotlib()
+    vmin, vmax = limits(a, "symmetric")
+    colours = mpl.colormaps[cmap](np.clip((a - vmin) / (vmax - vmin), 0, 1)) if isinstance(cmap, str) else cmap(np.clip((a - vmin) / (vmax - vmin), 0, 1))
+    width = float(np.median(np.diff(f))) * 0.9 if f.shape[0] > 1 else 1.0
+    ax.bar(f, a, width=width, color=colours, edgecolor="none", zorder=2)
+    ax.axhline(0, color="0.3", linewidth=0.6, zorder=1)
+    ax.set_xlabel("frequency (Hz)" if (freqs is not None or fs is not None) else "frequency bin")
+    ax.set_ylabel("attribution")
+    hi = fmax if fmax is not None else float(f[-1]) + width / 2
+    ax.set_xlim(float(f[0]) - width / 2, hi)
+    if bands is not None:
+        for k, (name, (lo, bh)) in enumerate(_check_bands(bands).items()):
+            if lo >= hi:
+                continue
+            ax.axvspan(lo, min(bh, hi), color=("0.93" if k % 2 == 0 else "0.86"), zorder=0)
+            ax.text((lo + min(bh, hi)) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+    if signal is not None:
+        s = to_numpy(signal, "signal")
+        s = s[None] if s.ndim == 1 else _squeeze_to(s, 2, "signal", "a signal of shape (T,) or (C, T)")
+        if channel is not None:
+            s = s[channel : channel + 1] if channel >= 0 else s[channel:][:1]
+        amp = np.abs(np.fft.rfft(s, axis=-1)).mean(0)
+        fa = np.linspace(0, fs / 2, amp.shape[0]) if fs is not None else np.arange(amp.shape[0], dtype=float)
+        if fa.shape[0] == f.shape[0]:
+            fa = f
+        twin = ax.twinx()
+        twin.plot(fa, amp, color="0.35", linewidth=1.0, label="signal amplitude")
+        twin.set_ylabel("signal |FFT|", color="0.35")
+        twin.set_ylim(bottom=0)
+        twin.tick_params(axis="y", colors="0.35")
+        ax.right_ax = twin
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_bands(
+    attr: Any,
+    freqs: Any,
+    *,
+    bands: Mapping[str, Sequence[float]] = EEG_BANDS,
+    per_channel: bool = False,
+    channel_names: Sequence[str] | None = None,
+    cmap: Any = DEFAULT_CMAP,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """Attribution summed into frequency bands (see :func:`band_sums` for the bin convention).
+
+    Parameters
+    ----------
+    attr : array, Tensor or Attribution of shape (F,) or (C, F)
+    freqs : array of shape (F,)
+    per_channel : bool
+        With (C, F) input: a channels x bands signed heat map with the values written in each
+        cell; otherwise one bar per band (channels summed).
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    a = to_numpy(attr, "attr")
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    names, sums = band_sums(a, freqs, bands)
+    mpl = _mpl.matplotlib()
+    if per_channel and sums.ndim == 2:
+        ax = _mpl.axes_or_new(ax, (1.2 + 0.9 * len(names), 1.0 + 0.35 * sums.shape[0]))
+        vmin, vmax = limits(sums, "symmetric")
+        im = ax.imshow(sums, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        for (i, j), v in np.ndenumerate(sums):
+            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 * vmax else "black")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names)
+        C = sums.shape[0]
+        ax.set_yticks(range(C))
+        ax.set_yticklabels(list(channel_names) if channel_names is not None else [f"ch {i}" for i in range(C)])
+        _mpl.colorbar(ax, im, "attribution")
+    else:
+        s = sums.reshape(-1, len(names)).sum(0)
+        ax = _mpl.axes_or_new(ax, (1.5 + 0.8 * len(names), 3))
+        vmin, vmax = limits(s, "symmetric")
+        cm = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
+        ax.bar(range(len(names)), s, color=cm(np.clip((s - vmin) / (vmax - vmin), 0, 1)), edgecolor="0.3", linewidth=0.5)
+        ax.axhline(0, color="0.3", linewidth=0.6)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([f"{n}\n{lo:g}-{hi:g} Hz" for n, (lo, hi) in _check_bands(bands).items()], fontsize=8)
+        ax.set_ylabel("attribution")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_time_frequency(
+    attr: Any,
+    times: Any,
+    freqs: Any,
+    *,
+    channel: int | None = None,
+    cmap: Any = DEFAULT_CMAP,
+    norm: str = "symmetric",
+    percentile: float = 100.0,
+    fmax: float | None = None,
+    colorbar: bool = True,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """A time-frequency attribution map (e.g. STFT-domain IG) as a signed image.
+
+    Parameters
+    ----------
+    attr : array, Tensor or Attribution of shape (F, M) or (C, F, M)
+        Attribution per frequency bin and frame; channels are summed unless ``channel`` is given.
+    times : array of shape (M,)
+        Frame centre times (s).
+    freqs : array of shape (F,)
+        Bin frequencies (Hz).
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    a = to_numpy(attr, "attr")
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3:
+        a = a.sum(0) if channel is None else a[channel]
+    if a.ndim != 2:
+        raise ShapeError(f"The 'attr' argument must be (F, M) or (C, F, M); got shape {a.shape}.")
+    t = to_numpy(times, "times").ravel()
+    f = to_numpy(freqs, "freqs").ravel()
+    if a.shape != (f.shape[0], t.shape[0]):
+        if a.shape == (t.shape[0], f.shape[0]):
+            a = a.T
+        else:
+            raise ShapeError(f"attr has shape {a.shape} but freqs x times is ({f.shape[0]}, {t.shape[0]}).")
+    ax = _mpl.axes_or_new(ax, (8, 3.2))
+    vmin, vmax = limits(a, norm, percentile)
+    v = np.abs(a) if norm == "absmax" else a
+    mesh = ax.pcolormesh(t, f, v, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    if fmax is not None:
+        ax.set_ylim(top=fmax)
+    if colorbar:
+        _mpl.colorbar(ax, mesh, "attribution")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_components(
+    weights: Any,
+    sources: Any,
+    *,
+    fs: float | None = None,
+    names: Sequence[str] | None = None,
+    cmap: Any = DEFAULT_CMAP,
+    title: str | None = None,
+    fig: Any = None,
+) -> Any:
+    """Independent components: their attribution as bars beside their time courses.
+
+    Parameters
+    ----------
+    weights : array or Tensor of shape (K,) (or (1, K))
+        One attribution per component (e.g. ICA-domain IG summed per component).
+    sources : array or Tensor of shape (K, T)
+        The components' time courses for the explained sample; each is coloured by its weight.
+    fs : float, optional
+        Sampling rate for a time axis in seconds.
+    fig : matplotlib Figure, optional
+        Figure to draw into (two axes are added); a new one otherwise.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    w = to_numpy(weights, "weights").ravel()
+    s = _squeeze_to(to_numpy(sources, "sources"), 2, "sources", "component traces of shape (K, T)")
+    K = w.shape[0]
+    if s.shape[0] != K:
+        raise ShapeError(f"weights has {K} components but sources has {s.shape[0]} traces.")
+    labels = list(names) if names is not None else [f"IC {k}" for k in range(K)]
+    if len(labels) != K:
+        raise ParameterError(f"The 'names' parameter must name all {K} components.")
+    mpl = _mpl.matplotlib()
+    if fig is None:
+        fig = _mpl.new_figure((10, 0.9 + 0.55 * K))
+    bar_ax, trace_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3.2]}, sharey=True)
+    vmin, vmax = limits(w, "symmetric")
+    cm = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
+    colours = cm(np.clip((w - vmin) / (vmax - vmin), 0, 1))
+    pos = np.arange(K)[::-1]
+    bar_ax.barh(pos, w, color=colours, edgecolor="0.3", linewidth=0.5)
+    bar_ax.axvline(0, color="0.3", linewidth=0.6)
+    bar_ax.set_yticks(pos)
+    bar_ax.set_yticklabels(labels)
+    bar_ax.set_xlabel("attribution")
+    T = s.shape[1]
+    t = np.arange(T) / fs if fs else np.arange(T, dtype=float)
+    for k in range(K):
+        y = s[k] - s[k].mean()
+        m = float(np.max(np.abs(y))) or 1.0
+        trace_ax.plot(t, pos[k] + 0.42 * y / m, color=colours[k] if abs(w[k]) > 0.15 * vmax else "0.55", linewidth=1.0)
+    trace_ax.set_xlabel("time (s)" if fs else "sample")
+    trace_ax.set_ylim(-0.6, K - 0.4)
+    trace_ax.tick_params(axis="y", left=False)
+    if title:
+        fig.suptitle(title)
+    return fig

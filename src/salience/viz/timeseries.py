@@ -1,0 +1,218 @@
+"""Signals (N, C, T): channels drawn as importance-coloured lines, over shaded importance, or as
+an image-like map of every channel."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError, ShapeError
+from . import _mpl
+from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
+
+__all__ = ["plot_signal", "plot_signal_map"]
+
+
+def _signal_pair(x: Any, attr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(C, T) signal and (C, T) attribution; attributions of shape (1, T) are broadcast over the
+    channels and a different length (a CAM at layer resolution) is linearly resampled."""
+    xs = to_numpy(x, "x")
+    xs = xs[None] if xs.ndim == 1 else _squeeze_to(xs, 2, "x", "a signal of shape (T,), (C, T) or (1, C, T)")
+    a = to_numpy(attr, "attr")
+    a = a[None] if a.ndim == 1 else _squeeze_to(a, 2, "attr", "an attribution of shape (T,), (C, T) or (1, C, T)")
+    if a.shape[0] not in (1, xs.shape[0]):
+        raise ShapeError(
+            f"The 'attr' argument has {a.shape[0]} channels but the signal has {xs.shape[0]}; pass "
+            "one attribution row per channel or a single row (a channel-reduced map)."
+        )
+    if a.shape[1] != xs.shape[1]:
+        if a.shape[1] < 1:
+            raise ShapeError(f"The 'attr' argument is empty (shape {a.shape}).")
+        src = (np.arange(a.shape[1]) + 0.5) / a.shape[1]
+        dst = (np.arange(xs.shape[1]) + 0.5) / xs.shape[1]
+        a = np.stack([np.interp(dst, src, row) for row in a])
+    return xs, np.broadcast_to(a, xs.shape).copy()
+
+
+def _time_axis(T: int, fs: float | None) -> tuple[np.ndarray, str]:
+    if fs is None:
+        return np.arange(T, dtype=float), "sample"
+    if not isinstance(fs, (int, float)) or isinstance(fs, bool) or not fs > 0:
+        raise ParameterError(f"The 'fs' parameter must be a positive sampling rate in Hz. Got {fs!r} instead.")
+    return np.arange(T) / float(fs), "time (s)"
+
+
+def _select(channels: Sequence[int] | None, C: int) -> list[int]:
+    if channels is None:
+        return list(range(C))
+    out = []
+    for c in channels:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not -C <= c < C:
+            raise ParameterError(f"The 'channels' parameter must list channel indices in [0, {C}). Got {list(channels)!r}.")
+        out.append(int(c) % C)
+    if not out:
+        raise ParameterError("The 'channels' parameter must select at least one channel.")
+    return out
+
+
+def _names(channel_names: Sequence[str] | None, C: int) -> list[str]:
+    if channel_names is None:
+        return [f"ch {i}" for i in range(C)]
+    if len(channel_names) != C:
+        raise ParameterError(f"The 'channel_names' parameter must name all {C} channels. Got {len(channel_names)} names.")
+    return [str(n) for n in channel_names]
+
+
+def plot_signal(
+    x: Any,
+    attr: Any,
+    *,
+    fs: float | None = None,
+    channels: Sequence[int] | None = None,
+    channel_names: Sequence[str] | None = None,
+    style: str = "line",
+    cmap: Any = DEFAULT_CMAP,
+    norm: str = "symmetric",
+    percentile: float = 100.0,
+    linewidth: float = 2.0,
+    colorbar: bool = True,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """Draw a signal with its attribution, one band per channel.
+
+    Parameters
+    ----------
+    x : array or Tensor of shape (T,), (C, T) or (1, C, T)
+        One signal (CPU or GPU tensors and numpy arrays alike).
+    attr : array, Tensor or Attribution of shape (T,), (C, T), (1, T) or (1, C, T)
+        Its attribution; one row is broadcast over the channels, another length is resampled.
+    fs : float, optional
+        Sampling rate in Hz: the time axis is in seconds; samples otherwise.
+    channels : sequence of int, optional
+        Channels to draw (default all), top to bottom.
+    channel_names : sequence of str, optional
+        A name per channel of ``x``.
+    style : {"line", "background"}
+        ``"line"``: each trace coloured by its attribution at every sample (SignalGrad-CAM's
+        single-channel display). ``"background"``: a black trace over a shaded attribution band.
+    cmap, norm, percentile
+        Colour map (signed diverging by default) and normalisation (see :func:`~salience.viz.limits`);
+        one colour scale is shared by all channels so they are comparable.
+    colorbar : bool
+        Add a colour bar labelled ``attribution``.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure otherwise.
+
+    Returns
+    -------
+    matplotlib Axes
+        With several channels each trace is scaled to its band (the y axis names the channels);
+        a single channel keeps its amplitude units.
+    """
+    if style not in ("line", "background"):
+        raise ParameterError(f"The 'style' parameter must be 'line' or 'background'. Got {style!r} instead.")
+    xs, a = _signal_pair(x, attr)
+    C, T = xs.shape
+    sel = _select(channels, C)
+    names = _names(channel_names, C)
+    t, tlabel = _time_axis(T, fs)
+    vmin, vmax = limits(a[sel], norm, percentile)
+    mpl = _mpl.matplotlib()
+    from matplotlib.collections import LineCollection
+
+    ax = _mpl.axes_or_new(ax, (9, 1.2 + 0.9 * len(sel)) if len(sel) > 1 else (9, 2.8))
+    cnorm = mpl.colors.Normalize(vmin, vmax)
+    dt = (t[1] - t[0]) if T > 1 else 1.0
+    single = len(sel) == 1
+    for row, c in enumerate(sel):
+        y = xs[c]
+        v = np.abs(a[c]) if norm == "absmax" else a[c]
+        if single:
+            lo, hi = float(np.min(y)), float(np.max(y))
+            pad = 0.08 * (hi - lo if hi > lo else 1.0)
+            yb, band = y, (lo - pad, hi + pad)
+        else:
+            centre = len(sel) - 1 - row
+            m = float(np.max(np.abs(y - y.mean()))) or 1.0
+            yb, band = centre + 0.42 * (y - y.mean()) / m, (centre - 0.5, centre + 0.5)
+        if style == "line":
+            pts = np.stack([t, yb], axis=1)
+            segs = np.stack([pts[:-1], pts[1:]], axis=1)
+            lc = LineCollection(segs, cmap=cmap, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round")
+            lc.set_array(0.5 * (v[:-1] + v[1:]))
+            ax.add_collection(lc)
+            # a thin dark trace on top keeps the shape readable where the attribution is ~0 (white)
+            ax.plot(t, yb, color="0.2", linewidth=0.6, zorder=2)
+        else:
+            ax.imshow(
+                v[None, :], cmap=cmap, norm=cnorm, aspect="auto", interpolation="nearest",
+                extent=(t[0] - dt / 2, t[-1] + dt / 2, band[0], band[1]), zorder=1,
+            )
+            ax.plot(t, yb, color="black", linewidth=0.9, zorder=2)
+    ax.set_xlim(t[0] - dt / 2, t[-1] + dt / 2)
+    if single:
+        ax.set_ylim(*band)
+        ax.set_ylabel(names[sel[0]])
+    else:
+        ax.set_ylim(-0.5, len(sel) - 0.5)
+        ax.set_yticks(range(len(sel)))
+        ax.set_yticklabels([names[c] for c in reversed(sel)])
+    ax.set_xlabel(tlabel)
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        _mpl.colorbar(ax, _mpl.scalar_mappable(cmap, vmin, vmax), "attribution")
+    return ax
+
+
+def plot_signal_map(
+    x: Any,
+    attr: Any,
+    *,
+    fs: float | None = None,
+    channel_names: Sequence[str] | None = None,
+    traces: bool = True,
+    cmap: Any = DEFAULT_CMAP,
+    norm: str = "symmetric",
+    percentile: float = 100.0,
+    colorbar: bool = True,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """All channels as one image-like attribution map (rows = channels), traces overlaid.
+
+    SignalGrad-CAM's overlapped display: ``attr`` of shape (C, T) (or (1, T), broadcast) drawn as
+    an image over time, with each channel's trace scaled into its row when ``traces`` is True.
+    Parameters as in :func:`plot_signal`.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    xs, a = _signal_pair(x, attr)
+    C, T = xs.shape
+    names = _names(channel_names, C)
+    t, tlabel = _time_axis(T, fs)
+    vmin, vmax = limits(a, norm, percentile)
+    v = np.abs(a) if norm == "absmax" else a
+    ax = _mpl.axes_or_new(ax, (9, 1.5 + 0.45 * C))
+    dt = (t[1] - t[0]) if T > 1 else 1.0
+    im = ax.imshow(
+        v, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest",
+        extent=(t[0] - dt / 2, t[-1] + dt / 2, C - 0.5, -0.5),
+    )
+    if traces:
+        for c in range(C):
+            y = xs[c] - xs[c].mean()
+            m = float(np.max(np.abs(y))) or 1.0
+            ax.plot(t, c - 0.4 * y / m, color="black", linewidth=0.7)
+    ax.set_yticks(range(C))
+    ax.set_yticklabels(names)
+    ax.set_xlabel(tlabel)
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        _mpl.colorbar(ax, im, "attribution")
+    return ax

@@ -16,7 +16,14 @@ from .errors import (
 )
 from .explainers import (
     Explainer,
+    GradCAM,
+    GradCAMPlusPlus,
     Gradient,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+    layers,
     InputXGradient,
     IntegratedGradients,
     Saliency,
@@ -49,6 +56,13 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "layers",
     # targets
     "Target",
     "Class",

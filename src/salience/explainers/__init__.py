@@ -1,8 +1,10 @@
 """Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
 
 from .base import Explainer, Parts, Wrapper
+from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
+from .layers import LayerInfo, LayerTable, layers
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -14,4 +16,14 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "LayerExplainer",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "layers",
+    "LayerInfo",
+    "LayerTable",
 ]

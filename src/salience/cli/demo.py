@@ -55,6 +55,8 @@ def _methods(model: Any, kind: str, opts: DemoOptions) -> dict[str, Any]:
     }
     if kind == "image":
         del out["Input x Gradient"]
+    if hasattr(sl, "GradCAM"):  # the last layer with a spatial output
+        out["Grad-CAM"] = sl.GradCAM(model)
     return out
 
 

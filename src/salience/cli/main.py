@@ -23,6 +23,10 @@ METHODS: dict[str, str] = {
     "smoothgrad": "SmoothGrad",
     "gradcam": "GradCAM",
     "hirescam": "HiResCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
     "rise": "RISE",
     "occlusion": "Occlusion",
 }
@@ -69,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     la = sub.add_parser("layers", help="list a model's candidate layers with their output shapes")
     la.add_argument("model")
-    la.add_argument("--shape", help="input shape without or with batch, e.g. 8,256 or 1,3,224,224")
+    la.add_argument("--shape", help="shape of one sample without the batch axis, e.g. 8,256 or 3,224,224")
     la.add_argument("--data", help="take the input shape from this data file instead")
     la.add_argument("--weights")
     la.add_argument("--trust-pickle", action="store_true")
@@ -149,12 +153,14 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         kw["n_steps"] = args.steps
     if name == "smoothgrad":
         return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=args.steps or 50, generator=g)
+    if name in ("rise", "occlusion") and args.layer is not None:
+        raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
     if name in ("rise",):
         kw["generator"] = g
         if args.steps:
             kw["n_masks"] = args.steps
     if args.layer is not None:
-        if name not in ("gradcam", "hirescam"):
+        if name not in ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "scorecam"):
             raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
         kw["layer"] = args.layer
     return cls(model, **kw)
@@ -288,52 +294,12 @@ def _layers(args: argparse.Namespace) -> int:
             shape = [int(v) for v in args.shape.split(",")]
         except ValueError as exc:
             raise CLIError(f"--shape must be comma-separated ints such as 8,256. Got {args.shape!r}.") from exc
-        if len(shape) in (2, 3, 4) and len(shape) < 5 and not (len(shape) >= 3 and shape[0] == 1):
-            shape = [1] + shape
-        x = torch.zeros(shape, device=args.device)
+        if len(shape) not in (2, 3, 4) or min(shape) < 1:
+            raise CLIError(f"--shape is one sample without the batch axis: C,T or C,H,W or C,T,H,W. Got {args.shape!r}.")
+        x = torch.zeros([1] + shape, device=args.device)
     else:
         raise CLIError("give an example input: --shape C,T (or C,H,W) or --data FILE.")
-    layers_fn = getattr(sl, "layers", None)
-    if layers_fn is not None:
-        result = layers_fn(model, x)
-        print(result if isinstance(result, str) else _format_layers(result))
-        return 0
-    rows = _probe_layers(model, x)
-    print(format_table(rows, ["layer", "type", "output shape"]))
-    return 0
-
-
-def _format_layers(result: Any) -> str:
-    if isinstance(result, (list, tuple)) and result and isinstance(result[0], dict):
-        return format_table(list(result))
-    return "\n".join(str(r) for r in result)
-
-
-def _probe_layers(model: Any, x: Any) -> list[dict[str, Any]]:
-    """Output shape of every named submodule from one forward pass (hooks removed afterwards)."""
-    import torch
-
     if not isinstance(model, torch.nn.Module):
-        raise CLIError("listing layers needs an nn.Module model.")
-    rows: dict[str, dict[str, Any]] = {}
-    handles = []
-
-    def hook(name: str) -> Any:
-        def fn(mod: Any, inp: Any, out: Any) -> None:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            rows.setdefault(name, {"layer": name, "type": type(mod).__name__, "output shape": str(shape)})
-        return fn
-
-    try:
-        for name, mod in model.named_modules():
-            if name:
-                handles.append(mod.register_forward_hook(hook(name)))
-        with torch.no_grad():
-            model(x)
-    except Exception as exc:
-        raise CLIError(f"the model failed on an input of shape {tuple(x.shape)}: {str(exc).splitlines()[0]}") from exc
-    finally:
-        for h in handles:
-            h.remove()
-    order = [n for n, _ in model.named_modules() if n in rows]
-    return [rows[n] for n in order]
+        raise CLIError("listing layers needs an nn.Module model (TorchScript modules count).")
+    print(sl.layers(model, x))
+    return 0

@@ -1,0 +1,288 @@
+"""Every plot function: a figure is produced with the expected axes/artists, for torch tensors
+(CPU and, when present, CUDA) and numpy arrays alike; bad input raises a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+mpl = pytest.importorskip("matplotlib")
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.collections import LineCollection, QuadMesh  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import salience as sl  # noqa: E402
+from salience import viz  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def rng(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def as_kind(a, kind, device="cpu"):
+    return torch.tensor(a, device=device) if kind == "torch" else np.asarray(a)
+
+
+KINDS = ["numpy", "torch"]
+
+
+# ------------------------------------------------------------------ colours
+def test_limits_and_normalize_modes():
+    a = np.array([-2.0, 0.5, 1.0])
+    assert viz.limits(a) == (-2.0, 2.0)
+    assert viz.limits(a, "absmax") == (0.0, 2.0)
+    assert viz.limits(a, "minmax") == (-2.0, 1.0)
+    np.testing.assert_allclose(viz.normalize(a), [-1.0, 0.25, 0.5])
+    np.testing.assert_allclose(viz.normalize(a, "minmax"), [0.0, 2.5 / 3, 1.0])
+    np.testing.assert_allclose(viz.normalize(a, "absmax"), [1.0, 0.25, 0.5])
+    # percentile clipping keeps one outlier from washing out the rest
+    b = np.r_[np.ones(99), 100.0]
+    assert viz.limits(b, percentile=95)[1] == pytest.approx(1.0)
+    assert viz.limits(np.zeros(3)) == (-1.0, 1.0)  # all-zero maps do not divide by zero
+
+
+def test_to_rgba_zero_is_white_and_sign_kept():
+    c = viz.to_rgba(np.array([-1.0, 0.0, 1.0]))
+    assert c.shape == (3, 4)
+    assert np.allclose(c[1, :3], c[1, :3].mean(), atol=0.03) and c[1, :3].min() > 0.9  # ~white
+    assert c[0, 2] > c[0, 0] and c[2, 0] > c[2, 2]  # blue negative, red positive
+
+
+def test_to_numpy_accepts_attribution_and_grad_tensors():
+    x = torch.randn(2, 3, 10, requires_grad=True)
+    assert viz.to_numpy(x * 2).shape == (2, 3, 10)
+    attr = sl.Gradient(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(30, 2)).eval()).explain(x.detach(), 0)
+    assert viz.to_numpy(attr).shape == (2, 3, 10)
+
+
+@pytest.mark.parametrize("bad", [dict(norm="rank"), dict(percentile=0)])
+def test_limits_bad_parameters(bad):
+    with pytest.raises(sl.ParameterError, match="norm|percentile"):
+        viz.limits(np.ones(3), **bad)
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_plot_signal_line_colours_follow_attribution(kind, device):
+    T = 50
+    x = as_kind(np.sin(np.linspace(0, 6, T))[None].repeat(2, 0), kind, device)
+    a = np.zeros((2, T))
+    a[0, 10] = a[0, 11] = 1.0
+    ax = viz.plot_signal(x, as_kind(a, kind, device), fs=25.0, channel_names=["a", "b"])
+    assert isinstance(ax, Axes)
+    lcs = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lcs) == 2  # one coloured line per channel
+    assert lcs[0].get_array().max() == pytest.approx(1.0)  # the segment values are the attribution
+    assert ax.get_xlabel() == "time (s)"
+    assert ax.get_xlim()[1] == pytest.approx((T - 1) / 25 + 0.02)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]  # top to bottom
+    assert len(ax.figure.axes) == 2  # the colour bar
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_signal_background_and_channel_selection(kind):
+    x, a = as_kind(rng(4, 30), kind), as_kind(rng(4, 30, seed=1), kind)
+    ax = viz.plot_signal(x, a, style="background", channels=[3, 1], colorbar=False)
+    assert len(ax.images) == 2 and len(ax.lines) == 2
+    assert ax.get_xlabel() == "sample"
+    assert len(ax.figure.axes) == 1
+
+
+def test_plot_signal_broadcasts_a_cam_row_and_resamples_length():
+    ax = viz.plot_signal(rng(3, 40), rng(1, 10), colorbar=False)  # (1, T') layer-resolution CAM
+    assert len([c for c in ax.collections if isinstance(c, LineCollection)]) == 3
+
+
+def test_plot_signal_on_given_axes_returns_them():
+    from salience.viz._mpl import new_figure
+
+    fig = new_figure((4, 3))
+    ax = fig.add_subplot()
+    assert viz.plot_signal(rng(50), rng(50), ax=ax) is ax
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_signal_map_image_of_all_channels(kind):
+    ax = viz.plot_signal_map(as_kind(rng(5, 64), kind), as_kind(rng(5, 64, seed=2), kind), fs=32.0)
+    assert len(ax.images) == 1 and ax.images[0].get_array().shape == (5, 64)
+    assert len(ax.lines) == 5
+    lo, hi = ax.images[0].get_clim()
+    assert lo == -hi  # symmetric by default
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: viz.plot_signal(rng(2, 10), rng(3, 10)), "channels"),
+        (lambda: viz.plot_signal(rng(2, 10), rng(2, 10), style="dots"), "style"),
+        (lambda: viz.plot_signal(rng(2, 10), rng(2, 10), fs=-1), "fs"),
+        (lambda: viz.plot_signal(rng(2, 10), rng(2, 10), channels=[5]), "channels"),
+        (lambda: viz.plot_signal(rng(2, 2, 10), rng(2, 2, 10)), "shape"),
+        (lambda: viz.plot_signal(rng(10), rng(10), ax="left"), "ax"),
+        (lambda: viz.plot_signal(rng(10), None), "attr"),
+    ],
+)
+def test_plot_signal_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ------------------------------------------------------------------ images
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_plot_image_overlay(kind, device):
+    img = as_kind(rng(3, 16, 20), kind, device)
+    a = as_kind(rng(3, 16, 20, seed=3), kind, device)
+    ax = viz.plot_image(img, a, alpha=0.7)
+    assert len(ax.images) == 2
+    heat = ax.images[1]
+    assert heat.get_array().shape == (16, 20)  # channels summed
+    assert np.asarray(heat.get_alpha()).max() <= 0.7 + 1e-9  # opacity follows |attribution|
+    assert ax.get_xlim() == (-0.5, 19.5)
+
+
+def test_plot_image_low_resolution_cam_is_stretched_and_hwc_accepted():
+    ax = viz.plot_image(rng(32, 32, 3), rng(1, 4, 4), weighted_alpha=False, colorbar=False)
+    assert ax.images[1].get_extent() == [-0.5, 31.5, 31.5, -0.5]
+    assert viz.plot_image(rng(1, 8, 8)).images[0].get_array().shape == (8, 8)  # image alone
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: viz.plot_image(rng(5, 8, 8), rng(8, 8)), "channels"),
+        (lambda: viz.plot_image(rng(3, 8, 8), rng(8, 8), alpha=2), "alpha"),
+        (lambda: viz.plot_image(rng(3, 8, 8), rng(3, 8, 8), channel_reduce="max"), "channel_reduce"),
+        (lambda: viz.plot_image(rng(8), rng(8)), "image"),
+    ],
+)
+def test_plot_image_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_grid_images_and_signals(kind):
+    imgs = as_kind(rng(2, 3, 8, 8), kind)
+    fig = viz.plot_grid(imgs, {"A": as_kind(rng(2, 3, 8, 8), kind), "B": rng(2, 1, 8, 8)}, row_titles=["x", "y"])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 * 3  # input column + 2 methods
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "A", "B"]
+    sig = viz.plot_grid(as_kind(rng(3, 1, 30), kind), {"A": rng(3, 1, 30)}, fs=10.0)
+    assert len(sig.axes) == 3
+    multi = viz.plot_grid(rng(2, 4, 30), {"A": rng(2, 4, 30), "B": rng(2, 4, 30)})
+    assert all(len(ax.images) == 1 for ax in multi.axes)  # multichannel cells are maps
+
+
+def test_plot_grid_bad_input():
+    with pytest.raises(ValueError, match="samples"):
+        viz.plot_grid(rng(2, 3, 8, 8), {"A": rng(3, 3, 8, 8)})
+    with pytest.raises(ValueError, match="mapping"):
+        viz.plot_grid(rng(2, 3, 8, 8), {})
+    with pytest.raises(ValueError, match="row_titles"):
+        viz.plot_grid(rng(2, 3, 8, 8), {"A": rng(2, 3, 8, 8)}, row_titles=["one"])
+
+
+# ------------------------------------------------------------------ spectra, components
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_spectrum_bars_signal_and_bands(kind):
+    fs, T = 128.0, 256
+    freqs = np.fft.rfftfreq(T, 1 / fs)
+    a = np.zeros((2, freqs.size))
+    a[0, 20] = 1.0  # 10 Hz
+    a[1, 40] = -0.5  # 20 Hz
+    sig = np.sin(2 * np.pi * 10 * np.arange(T) / fs)[None].repeat(2, 0)
+    ax = viz.plot_spectrum(as_kind(a, kind), as_kind(freqs, kind), signal=as_kind(sig, kind), fs=fs, bands=viz.EEG_BANDS)
+    heights = np.array([p.get_height() for p in ax.patches if hasattr(p, "get_height") and p.get_width() < 1])
+    assert heights.size == freqs.size and heights[20] == 1.0 and heights[40] == -0.5  # channels summed
+    twin = ax.right_ax
+    line = twin.lines[0]
+    assert np.argmax(line.get_ydata()) == 20  # the signal's spectrum peaks at 10 Hz
+    assert {t.get_text() for t in ax.texts} == set(viz.EEG_BANDS)
+
+
+def test_band_sums_half_open_convention():
+    freqs = np.array([3.0, 4.0, 7.9, 8.0, 12.0, 13.0])
+    names, s = viz.band_sums(np.ones((2, 6)), freqs, {"theta": (4, 8), "alpha": (8, 13)})
+    assert names == ["theta", "alpha"]
+    np.testing.assert_array_equal(s, [[2, 2], [2, 2]])  # 4 and 7.9 in theta; 8 and 12 in alpha; 13 in neither
+    with pytest.raises(ValueError, match="bins"):
+        viz.band_sums(np.ones(5), freqs)
+    with pytest.raises(ValueError, match="high > low"):
+        viz.band_sums(np.ones(6), freqs, {"x": (5, 1)})
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_plot_bands(per_channel):
+    freqs = np.linspace(0, 64, 129)
+    ax = viz.plot_bands(torch.randn(3, 129), freqs, per_channel=per_channel)
+    if per_channel:
+        assert ax.images[0].get_array().shape == (3, 5) and len(ax.texts) == 15
+    else:
+        assert len(ax.patches) == 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_time_frequency(kind):
+    a = as_kind(rng(2, 9, 12), kind)
+    ax = viz.plot_time_frequency(a, np.arange(12) * 0.1, np.linspace(0, 64, 9))
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(mesh) == 1 and mesh[0].get_array().size == 9 * 12
+    assert ax.get_ylabel() == "frequency (Hz)"
+    with pytest.raises(ValueError, match="freqs x times"):
+        viz.plot_time_frequency(rng(9, 12), np.arange(5), np.arange(9))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_components(kind):
+    w = as_kind(np.array([0.5, -1.0, 0.1]), kind)
+    fig = viz.plot_components(w, as_kind(rng(3, 100), kind), fs=50.0)
+    bars, traces = fig.axes[:2]
+    assert [p.get_width() for p in bars.patches] == [0.5, -1.0, 0.1]
+    assert len(traces.lines) == 3 and traces.get_xlabel() == "time (s)"
+    with pytest.raises(ValueError, match="components"):
+        viz.plot_components(np.ones(2), rng(3, 10))
+
+
+# ------------------------------------------------------------------ curves
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_curves_auc_in_legend(kind):
+    c = as_kind(np.linspace(1, 0, 11), kind)  # AUC 0.5
+    ax = viz.plot_curves({"IG": c, "Grad": as_kind(np.ones((4, 11)), kind)}, kind="deletion", spread=True)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["IG (AUC 0.500)", "Grad (AUC 1.000)"]
+    assert len(ax.lines) == 2
+    with pytest.raises(ValueError, match="kind"):
+        viz.plot_curves({"a": c}, kind="both")
+    with pytest.raises(ValueError, match="steps"):
+        viz.plot_curves({"a": c}, fractions=np.arange(3))
+
+
+# ------------------------------------------------------------------ headless and pure
+def test_no_pyplot_state_and_no_show(monkeypatch):
+    import sys
+
+    import matplotlib.figure
+
+    def boom(*a, **k):
+        raise AssertionError("show() called")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "show", boom)
+    before = set(sys.modules)
+    ax = viz.plot_signal(rng(20), rng(20))
+    fig = viz.plot_grid(rng(1, 3, 8, 8), {"a": rng(1, 3, 8, 8)})
+    assert ax.figure.canvas.get_renderer() is not None and fig is not None
+    if "matplotlib.pyplot" not in before:
+        assert "matplotlib.pyplot" not in sys.modules  # figures are made without pyplot
+
+
+def test_inputs_are_not_modified():
+    x = torch.randn(2, 30)
+    a = torch.randn(2, 30)
+    x0, a0 = x.clone(), a.clone()
+    viz.plot_signal(x, a, norm="absmax")
+    viz.plot_signal_map(x, a, norm="minmax")
+    assert torch.equal(x, x0) and torch.equal(a, a0)

@@ -163,7 +163,15 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         if name not in ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "scorecam"):
             raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
         kw["layer"] = args.layer
+    if "cam" in name and isinstance(model, torch.jit.ScriptModule):
+        raise CLIError(_NO_HOOKS.format(what=f"method {args.method!r}"))
     return cls(model, **kw)
+
+
+_NO_HOOKS = (
+    "{what} needs layer hooks, which TorchScript modules do not support; give the model as a "
+    "torch.export archive (.pt2) or as package.module:factory with --weights."
+)
 
 
 def _wrap_domain(args: argparse.Namespace, explainer: Any) -> Any:
@@ -299,7 +307,7 @@ def _layers(args: argparse.Namespace) -> int:
         x = torch.zeros([1] + shape, device=args.device)
     else:
         raise CLIError("give an example input: --shape C,T (or C,H,W) or --data FILE.")
-    if not isinstance(model, torch.nn.Module):
-        raise CLIError("listing layers needs an nn.Module model (TorchScript modules count).")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise CLIError(_NO_HOOKS.format(what="listing layers"))
     print(sl.layers(model, x))
     return 0

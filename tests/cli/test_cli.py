@@ -1,0 +1,224 @@
+"""The ``salience`` command line on small fixtures: explain, layers, demo, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("matplotlib")
+
+from salience.cli import main  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+FACTORY = '''
+import torch
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+'''
+
+
+def tiny() -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return m.eval()
+
+
+@pytest.fixture
+def files(tmp_path):
+    model = tiny()
+    ts = tmp_path / "model.pt"
+    torch.jit.script(model).save(str(ts))
+    data = np.random.default_rng(0).standard_normal((5, 2, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    return {"model": model, "ts": str(ts), "npy": str(tmp_path / "x.npy"), "data": data, "dir": tmp_path}
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run the command as a user would (python -m salience == the console-script entry point)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "salience", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_entry_point_is_declared():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert cfg["project"]["scripts"]["salience"] == "salience.cli:main"
+    assert "sktime>=0.24" in cfg["project"]["optional-dependencies"]["demo"]
+
+
+def test_explain_torchscript_writes_npz_pngs_and_report(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["explain", files["ts"], files["npy"], "--method", "ig", "--steps", "8", "--out", str(out),
+               "--fs", "16", "--plots", "2", "--quiet"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'}"
+    z = np.load(out / "attributions.npz")
+    meta = json.loads(str(z["metadata"]))
+    assert z["values"].shape == (5, 2, 32) and z["scores"].shape == (5,) and z["delta"].shape == (5,)
+    assert meta["method"] == "IntegratedGradients" and meta["domain"] == "time" and meta["fs"] == 16.0
+    # the values are the library's: same as calling it directly
+    import salience as sl
+
+    direct = sl.IntegratedGradients(files["model"], n_steps=8).explain(torch.from_numpy(files["data"]))
+    np.testing.assert_allclose(z["values"], direct.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(z["targets"], direct.target.numpy())
+    assert sorted(os.listdir(out / "png")) == ["sample0_0.png", "sample1_0.png"]
+    assert open(out / "report.html").read().count('<figure class="salience-figure">') == 2
+
+
+def test_explain_factory_with_state_dict_target_and_csv(files, factory, tmp_path):
+    csv = tmp_path / "rec.csv"
+    np.savetxt(csv, files["data"][0].T, delimiter=",", header="a,b", comments="")
+    out = tmp_path / "o"
+    rc = main(["explain", "mymodels:make", str(csv), "--weights", str(tmp_path / "w.pt"), "--method", "gradient",
+               "--target", "2", "--out", str(out), "--quiet"])
+    assert rc == 0
+    z = np.load(out / "attributions.npz")
+    assert z["values"].shape == (1, 2, 32) and z["targets"].tolist() == [2]
+    x = torch.from_numpy(files["data"][:1]).requires_grad_()
+    files["model"](x)[0, 2].backward()
+    np.testing.assert_allclose(z["values"], x.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture
+def factory(files, tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "mymodels.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(pkg))
+    torch.save(files["model"].state_dict(), tmp_path / "w.pt")
+    return ["mymodels:make", "--weights", str(tmp_path / "w.pt")]
+
+
+def test_explain_gradcam_and_npz_key(files, factory, tmp_path):
+    np.savez(tmp_path / "d.npz", signals=files["data"], fs=np.array(32.0))
+    rc = main(["explain", factory[0], str(tmp_path / "d.npz"), *factory[1:], "--key", "signals", "--method", "gradcam",
+               "--layer", "0", "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    assert rc == 0
+    z = np.load(tmp_path / "o" / "attributions.npz")
+    assert z["values"].shape == (5, 1, 32)
+    assert json.loads(str(z["metadata"]))["fs"] == 32.0  # read from the npz
+
+
+def test_explain_images_and_video(tmp_path):
+    m2 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    m3 = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
+    for name, m, shape in (("img", m2, (2, 3, 8, 8)), ("vid", m3, (1, 1, 4, 8, 8))):
+        torch.jit.script(m).save(str(tmp_path / f"{name}.pt"))
+        np.save(tmp_path / f"{name}.npy", np.random.default_rng(1).standard_normal(shape).astype(np.float32))
+        assert main(["explain", str(tmp_path / f"{name}.pt"), str(tmp_path / f"{name}.npy"), "--method", "saliency",
+                     "--out", str(tmp_path / name), "--quiet", "--plots", "1"]) == 0
+    assert (tmp_path / "vid" / "sample0.gif").exists()
+    assert open(tmp_path / "vid" / "report.html").read().count("data:image/gif;base64") == 1
+
+
+def test_torch_export_archive(files, tmp_path):
+    # a dynamic batch axis: explainers send chunks of rows of any size
+    ep = torch.export.export(files["model"], (torch.from_numpy(files["data"][:2]),),
+                             dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    rc = main(["explain", str(tmp_path / "m.pt2"), files["npy"], "--method", "gradient", "--target", "0",
+               "--out", str(tmp_path / "o"), "--quiet", "--plots", "0"])
+    assert rc == 0
+
+
+def test_full_pickle_needs_trust_flag(files, tmp_path, capsys):
+    torch.save(files["model"], tmp_path / "full.pt")
+    rc = main(["explain", str(tmp_path / "full.pt"), files["npy"], "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--trust-pickle" in err and "Traceback" not in err
+    with pytest.warns(UserWarning, match="trust"):
+        rc = main(["explain", str(tmp_path / "full.pt"), files["npy"], "--trust-pickle", "--method", "gradient",
+                   "--out", str(tmp_path / "o"), "--plots", "0"])
+    assert rc == 0
+
+
+def test_layers_lists_shapes(files, factory, capsys):
+    assert main(["layers", *factory, "--shape", "2,32"]) == 0
+    out = capsys.readouterr().out
+    assert "(1, 4, 32)" in out and "default" in out
+    assert main(["layers", *factory, "--data", files["npy"]]) == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "nope.pt", "{npy}"], "model file not found"),
+        (["explain", "{ts}", "missing.npy"], "data file not found"),
+        (["explain", "{ts}", "{bad_shape}"], "expected (N, C, T)"),
+        (["explain", "{ts}", "{npy}", "--method", "magic"], "unknown method 'magic'"),
+        (["explain", "{ts}", "{npy}", "--domain", "hyperbolic"], "unknown domain"),
+        (["explain", "mymodels:make", "{npy}", "--method", "gradcam", "--layer", "nope"], "Layer 'nope' not found"),
+        (["explain", "{ts}", "{npy}", "--method", "gradcam"], "TorchScript modules do not support"),
+        (["explain", "mymodels:make", "{npy}", "--weights", "{npy}"], "weights_only=True"),
+        (["explain", "mymodels:nothing", "{npy}"], "no callable 'nothing'"),
+        (["explain", "nomodule_xyz:make", "{npy}"], "cannot import module"),
+        (["explain", "{ts}", "{npy}", "--method", "ig", "--layer", "0"], "--layer applies to CAM"),
+        (["explain", "{ts}", "{npy}", "--target", "7"], "out of range"),
+        (["explain", "{ts}", "{npy}", "--target", "a,b"], "--target must be"),
+        (["explain", "{ts}", "{wrong_channels}"], "model"),
+        (["explain", "{ts}", "{npy}", "--device", "nodevice"], "device"),
+        (["layers", "mymodels:make"], "--shape"),
+        (["layers", "{ts}", "--shape", "2,32"], "TorchScript"),
+        (["demo", "--threads", "0"], "--threads"),
+    ],
+)
+def test_bad_input_one_line_exit_2(files, factory, tmp_path, capsys, args, message):
+    np.save(tmp_path / "bad.npy", np.zeros(7, dtype=np.float32))
+    np.save(tmp_path / "wc.npy", np.zeros((2, 3, 32), dtype=np.float32))
+    subs = {"ts": files["ts"], "npy": files["npy"], "bad_shape": str(tmp_path / "bad.npy"), "wrong_channels": str(tmp_path / "wc.npy")}
+    argv = [a.format(**subs) for a in args] + ["--out", str(tmp_path / "o")] * (args[0] == "explain")
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    assert message in lines[-1] and lines[-1].startswith("salience: error: ")  # one line, last
+    assert err.count("salience: error") == 1 and "Traceback" not in err
+
+
+def test_subprocess_exit_codes_and_debug_traceback(files, tmp_path):
+    ok = run_cli("explain", files["ts"], files["npy"], "--method", "gradient", "--plots", "0", "--quiet",
+                 "--out", str(tmp_path / "o"))
+    assert ok.returncode == 0 and ok.stdout.startswith("report: "), ok.stderr
+    bad = run_cli("explain", files["ts"], str(tmp_path / "missing.npy"))
+    assert bad.returncode == 2 and bad.stderr.strip() == f"salience: error: data file not found: {tmp_path / 'missing.npy'}"
+    dbg = run_cli("explain", files["ts"], str(tmp_path / "missing.npy"), "--debug")
+    assert dbg.returncode != 0 and "Traceback" in dbg.stderr
+    assert run_cli().returncode == 2  # no command: usage
+    assert run_cli("--version").stdout.startswith("salience ")
+
+
+def test_demo_quick(tmp_path, capsys):
+    pytest.importorskip("sktime")
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "GunPoint" in printed and "Synthetic EEG" in printed and "pointing game" in printed
+    assert printed.strip().endswith(f"report: {out / 'report.html'}")
+    html = (out / "report.html").read_text()
+    pngs = os.listdir(out / "png")
+    assert html.count('<figure class="salience-figure">') == len(pngs) == 8  # every PNG is in the report
+    assert "Integrated Gradients" in html and "Grad-CAM" in html
+    from tests.viz.test_report import chromium, render
+
+    if chromium():
+        result = render(out / "report.html", tmp_path)
+        assert result["figures"] == result["decoded"] == 8 and result["errors"] == []

@@ -202,8 +202,11 @@ def test_subprocess_exit_codes_and_debug_traceback(files, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == f"salience: error: data file not found: {tmp_path / 'missing.npy'}"
     dbg = run_cli("explain", files["ts"], str(tmp_path / "missing.npy"), "--debug")
     assert dbg.returncode != 0 and "Traceback" in dbg.stderr
-    assert run_cli().returncode == 2  # no command: usage
-    assert run_cli("--version").stdout.startswith("salience ")
+
+
+def test_usage_and_version(capsys):
+    assert main([]) == 2  # no command: usage
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("salience ")
 
 
 def test_demo_quick(tmp_path, capsys):

@@ -48,6 +48,11 @@ def default_batch_size(row_numel: int) -> int:
     return int(max(1, min(_AUTO_MAX_ROWS, _AUTO_ELEMENTS // max(1, row_numel))))
 
 
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate chunk results without copying when there is a single chunk."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def _model_device(model: Any) -> str:
     if isinstance(model, nn.Module):
         p = next(iter(model.parameters()), None)
@@ -360,9 +365,9 @@ class ScoreFunction:
                     grads.append(torch.zeros_like(a) if g is None else g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())
-        values = torch.cat(vals)
+        values = _cat(vals)
         self._input_values = values  # the scores at the explained point, as input_values()
-        return values, torch.cat(acts), (torch.cat(grads) if grad else None)
+        return values, _cat(acts), (_cat(grads) if grad else None)
 
     def trace(self, n_rows: int | None = None) -> list[ModuleCall]:
         """Run the model once (no gradients) on the first ``n_rows`` inputs and report what

@@ -11,6 +11,7 @@ numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Union
@@ -319,6 +320,7 @@ class ScoreFunction:
                 # a frozen model (parameters without requires_grad): make the layer a leaf
                 out = out.detach().requires_grad_(True)
             store["a"] = out
+            store["calls"] = store.get("calls", 0) + 1
             # hand a copy downstream so an in-place op after the layer cannot alter `out`
             return out.clone()
 
@@ -360,6 +362,14 @@ class ScoreFunction:
                         f"{self.owner}: the target layer was not called during the forward pass."
                     )
                 a = store["a"]
+                if start == 0 and store["calls"] > 1:
+                    warnings.warn(
+                        f"{self.owner}: the target layer ran {store['calls']} times in one forward "
+                        "pass (a module reused, e.g. a shared ReLU); only its last call is "
+                        "explained. Pick a module that runs once (see salience.layers(model, x)).",
+                        UserWarning,
+                        stacklevel=4,
+                    )
                 if grad:
                     (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                     grads.append(torch.zeros_like(a) if g is None else g.detach())

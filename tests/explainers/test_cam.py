@@ -187,6 +187,22 @@ def test_inplace_relu_after_the_layer(inplace_layer):
         torch.testing.assert_close(got, ref, **TOL)
 
 
+def test_a_layer_called_twice_warns():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(3, 3, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(self.relu(self.conv(self.relu(x))).mean(2))
+
+    with pytest.warns(UserWarning, match="ran 2 times"):
+        attr = sl.GradCAM(Shared().double().eval(), layer="relu").explain(make_input("signal"), 1)
+    assert attr.layer == "relu"
+
+
 def test_frozen_model_works_and_stays_frozen():
     model, x = cnn(2), make_input("image")
     ref = sl.HiResCAM(model, layer="2").explain(x, 1).values

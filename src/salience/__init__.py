@@ -15,6 +15,8 @@ from .errors import (
     TargetError,
 )
 from .explainers import (
+    ClassRelevant,
+    TopClasses,
     Explainer,
     Gradient,
     InputXGradient,
@@ -49,6 +51,8 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "ClassRelevant",
+    "TopClasses",
     # targets
     "Target",
     "Class",

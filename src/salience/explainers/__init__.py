@@ -1,6 +1,7 @@
 """Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
 
 from .base import Explainer, Parts, Wrapper
+from .class_relevant import ClassRelevant, TopClasses
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
 from .smoothgrad import SmoothGrad
@@ -14,4 +15,6 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "ClassRelevant",
+    "TopClasses",
 ]

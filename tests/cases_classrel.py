@@ -1,0 +1,43 @@
+"""Contract cases: ClassRelevant (VAR) around each core gradient method.
+
+Passes: one forward over the B samples (class sets, scores at x), then the wrapped method's own
+passes over the B * K stacked rows (K = 3: classes [0, 2] plus the target 1 or 3 of the contract
+tests; with target 0 or 2 K is 2, which the count test does not use).
+"""
+
+from __future__ import annotations
+
+import salience as sl
+from registry import Case
+
+K = 3
+
+
+def _cr(inner, **kw):
+    return sl.ClassRelevant(inner, classes=[0, 2], **kw)
+
+
+CLASSREL: list[Case] = [
+    Case("ClassRelevant(Gradient)", lambda m, **kw: _cr(sl.Gradient(m, **kw)), passes=lambda b: [b, K * b]),
+    Case("ClassRelevant(Saliency)", lambda m, **kw: _cr(sl.Saliency(m, **kw)), passes=lambda b: [b, K * b]),
+    Case(
+        "ClassRelevant(InputXGradient)",
+        lambda m, **kw: _cr(sl.InputXGradient(m, **kw), normalize=True),
+        passes=lambda b: [b, K * b],
+    ),
+    Case(
+        "ClassRelevant(IG-trapezoid)",
+        lambda m, **kw: _cr(sl.IntegratedGradients(m, n_steps=4, **kw), tau=0.0),
+        passes=lambda b: [b, 4 * K * b],
+    ),
+    Case(
+        "ClassRelevant(IG-gausslegendre-mean)",
+        lambda m, **kw: _cr(sl.IntegratedGradients(m, n_steps=3, rule="gausslegendre", baseline="mean", **kw)),
+        passes=lambda b: [b, 3 * K * b, K * b],  # the scores at x come from the first forward
+    ),
+    Case(
+        "ClassRelevant(TopClasses, Gradient)",
+        lambda m, **kw: sl.ClassRelevant(sl.Gradient(m, **kw), classes=sl.TopClasses(2)),
+        passes=lambda b: [b, 3 * b],
+    ),
+]

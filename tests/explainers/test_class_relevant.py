@@ -11,10 +11,10 @@ from toy_models import Counting, Linear, cnn, make_input
 D = torch.float64
 
 
-def var_reference(maps: torch.Tensor, t: int, tau: float, use_abs: bool = True) -> torch.Tensor:
+def var_reference(maps: torch.Tensor, t: int, tau: float, use_abs: bool = True, inv_t: float = 10) -> torch.Tensor:
     """VAR's ClassSpecificAttributionWrapper, literally: maps (K, *A) for the classes in K order."""
     s = maps.abs() if use_abs else maps
-    m = torch.softmax(10 * s, dim=0)  # temperature 0.1, hard-coded in VAR
+    m = torch.softmax(inv_t * s, dim=0)  # temperature 0.1, hard-coded in VAR
     m_t = m[t]
     return maps[t] * m_t * ((m_t - 1 / maps.shape[0]) > tau)
 
@@ -47,9 +47,12 @@ def test_formula_on_ig_of_a_cnn_matches_separate_runs():
     ig = sl.IntegratedGradients(model, n_steps=5)
     classes = [0, 1, 2, 3]
     maps = torch.stack([ig.explain(x, target=k).values for k in classes], 1)  # (B, K, C, T)
-    attr = sl.ClassRelevant(ig, classes=classes).explain(x, target=[3, 1])
+    # the toy CNN's maps are ~0.01: temperature 0.1 would give a flat softmax (all zeros)
+    attr = sl.ClassRelevant(ig, classes=classes, temperature=0.004).explain(x, target=[3, 1])
+    assert (attr.values != 0).float().mean() > 0.1
     for b, t in enumerate([3, 1]):
-        torch.testing.assert_close(attr.values[b], var_reference(maps[b], t, 0.01), rtol=1e-12, atol=1e-14)
+        ref = var_reference(maps[b], t, 0.01, inv_t=1 / 0.004)
+        torch.testing.assert_close(attr.values[b], ref, rtol=1e-12, atol=1e-14)
     assert attr.delta is None  # the class-relevant map is not complete; no completeness gap
 
 
@@ -107,20 +110,21 @@ def test_per_sample_sets_of_different_sizes_equal_single_sample_runs(linear):
 def test_one_batched_inner_run_of_k_times_b_rows(make, rows_per_sample):
     model = Counting(cnn(1))
     x = make_input("signal", batch=3)
-    sl.ClassRelevant(make(model), classes="all").explain(x, target=1)
+    sl.ClassRelevant(make(model), classes="all", normalize=True).explain(x, target=1)
     # one forward over the B samples (classes, scores at x), then ONE run over B * K rows
     assert model.rows == [3, 3 * 4 * rows_per_sample]
     model = Counting(cnn(1))
-    sl.ClassRelevant(make(model), classes="all").explain(x, target=None)
+    sl.ClassRelevant(make(model), classes="all", normalize=True).explain(x, target=None)
     assert model.rows == [3, 3, 3 * 4 * rows_per_sample]  # + the forward that finds the prediction
 
 
 def test_engine_chunks_the_stacked_rows():
     model = Counting(cnn(1))
     x = make_input("signal", batch=3)
-    a = sl.ClassRelevant(sl.IntegratedGradients(model, n_steps=4, batch_size=5), classes="all").explain(x, 2)
+    a = sl.ClassRelevant(sl.IntegratedGradients(model, n_steps=4, batch_size=5), classes="all", normalize=True).explain(x, 2)
     assert max(model.rows) <= 5 and sum(model.rows) == 3 + 48
-    b = sl.ClassRelevant(sl.IntegratedGradients(cnn(1), n_steps=4), classes="all").explain(x, 2)
+    b = sl.ClassRelevant(sl.IntegratedGradients(cnn(1), n_steps=4), classes="all", normalize=True).explain(x, 2)
+    assert torch.count_nonzero(a.values) > 0
     torch.testing.assert_close(a.values, b.values, rtol=1e-12, atol=1e-14)
 
 
@@ -139,7 +143,7 @@ def test_other_classes_follow_the_kind_of_target(kind):
 def test_predicted_target_is_recorded():
     model = cnn(2)
     x = make_input("image", batch=3)
-    attr = sl.ClassRelevant(sl.Gradient(model), classes=[0, 1]).explain(x)
+    attr = sl.ClassRelevant(sl.Gradient(model), classes=[0, 1], normalize=True).explain(x)
     pred = model(x).argmax(1)
     assert torch.equal(attr.target, pred)
     for b in range(3):  # the predicted class was added where it was missing
@@ -226,23 +230,25 @@ def test_temperature_parameter(linear):
 def test_inside_and_around_smoothgrad():
     model = cnn(1)
     x = make_input("signal")
-    base = sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3]).explain(x, 2).values
+    base = sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3], normalize=True).explain(x, 2).values
+    assert torch.count_nonzero(base) > 0
     inner = sl.ClassRelevant(
         sl.SmoothGrad(sl.Gradient(model), n_samples=2, sigma=0.0, generator=torch.Generator().manual_seed(0)),
-        classes=[0, 2, 3],
+        classes=[0, 2, 3], normalize=True,
     ).explain(x, 2).values
     outer = sl.SmoothGrad(
-        sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3]),
+        sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3], normalize=True),
         n_samples=2, sigma=0.0, generator=torch.Generator().manual_seed(0),
     ).explain(x, 2).values
     torch.testing.assert_close(inner, base, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(outer, base, rtol=1e-12, atol=1e-14)
     # per-sample sets follow the original sample of each noisy row
     noisy = sl.SmoothGrad(
-        sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]]),
+        sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]], normalize=True),
         n_samples=3, sigma=0.0, generator=torch.Generator().manual_seed(0),
     ).explain(x, [1, 3]).values
-    direct = sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]]).explain(x, [1, 3]).values
+    direct = sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]], normalize=True).explain(x, [1, 3]).values
+    assert torch.count_nonzero(direct[0]) > 0 and torch.count_nonzero(direct[1]) > 0
     torch.testing.assert_close(noisy, direct, rtol=1e-12, atol=1e-14)
 
 
@@ -281,3 +287,57 @@ def test_call_time_errors():
         sl.ClassRelevant(sl.Gradient(model), classes=lambda s: s.argmax(1)).explain(x, 1)
     with pytest.raises(sl.ParameterError, match="Explainer"):
         sl.ClassRelevant(model, classes="all")
+
+
+def test_engine_per_row_targets_through_retarget(linear):
+    """ScoreFunction.retarget(target_map=...): rows of one sample, each with its own class."""
+    from salience._engine import ScoreFunction
+    from salience.layout import Layout
+
+    model, w, x = linear
+    score = ScoreFunction(
+        lambda rows, samples: model(rows), sl.Class(0).bind(3, lambda: None),
+        input=x, layout=Layout("b c t"), batch_size=2, owner="test",
+    )
+    rows = x.repeat_interleave(2, 0)  # (6, ...): sample b twice
+    classes = torch.tensor([0, 4, 1, 3, 2, 2])
+    per_row = score.retarget(
+        sl.Class(classes).bind(6, lambda: None), rows, score.sample_map.repeat_interleave(2),
+        target_map=torch.arange(6),
+    )
+    torch.testing.assert_close(per_row.gradient_at_input(), w[classes], rtol=0, atol=0)
+    torch.testing.assert_close(per_row.input_values(), model(rows).gather(1, classes[:, None])[:, 0].detach())
+    # repeat() carries the per-row target along (row i // k)
+    torch.testing.assert_close(per_row.repeat(rows.repeat_interleave(3, 0), 3).gradient_at_input(),
+                               w[classes.repeat_interleave(3)], rtol=0, atol=0)
+    # without target_map the target is indexed by the original sample, as before
+    shared = score.retarget(sl.Class([1, 2, 3]).bind(3, lambda: None), rows, score.sample_map.repeat_interleave(2))
+    torch.testing.assert_close(shared.gradient_at_input(), w[[1, 1, 2, 2, 3, 3]], rtol=0, atol=0)
+
+
+def test_class_forms_are_equivalent(linear):
+    import numpy as np
+
+    model, _, x = linear
+    g = sl.Gradient(model)
+    ref = sl.ClassRelevant(g, classes=[0, 3, 4]).explain(x, 3).values
+    for form in ((0, 3, 4), torch.tensor([0, 3, 4]), np.array([0, 3, 4]), [[0, 3, 4]] * 3,
+                 torch.tensor([[0, 3, 4]] * 3), [torch.tensor(0), torch.tensor(3), 4]):
+        cr = sl.ClassRelevant(g, classes=form)
+        torch.testing.assert_close(cr.explain(x, 3).values, ref, rtol=0, atol=0)
+        assert not any(isinstance(v, torch.Tensor) for v in vars(cr).values())  # no tensors stored
+
+
+def test_warns_when_small_magnitudes_flatten_the_softmax(linear):
+    model, w, x = linear
+    tiny = Linear(1e-4 * w).eval()
+    with pytest.warns(UserWarning, match="nearly uniform"):
+        out = sl.ClassRelevant(sl.Gradient(tiny), classes="all").explain(x, 0)
+    assert torch.count_nonzero(out.values) == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.count_nonzero(sl.ClassRelevant(sl.Gradient(tiny), classes="all", normalize=True).explain(x, 0).values)
+        sl.ClassRelevant(sl.Gradient(model), classes="all").explain(x, 0)
+        sl.ClassRelevant(sl.Gradient(tiny), classes="all", tau=0.8).explain(x, 0)  # zeros on purpose

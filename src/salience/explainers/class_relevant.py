@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral
 from typing import Any, Callable, Sequence, Union
 
@@ -105,6 +106,9 @@ class ClassRelevant(Wrapper):
     ``normalize`` the maps of a sample are divided by one per-sample scale before the softmax
     (the same for every class, so the classes still compete on their relative magnitudes), which
     makes the mask invariant to that scale; the returned values keep the raw scale of ``H_t``.
+    Maps that are small compared with the temperature (max |H| ~ 1e-3 against 0.1: untrained
+    models, long signals averaged by global pooling) give a nearly uniform softmax and all-zero
+    results; a UserWarning says so.
 
     Parameters
     ----------
@@ -168,6 +172,7 @@ class ClassRelevant(Wrapper):
     ) -> None:
         super().__init__(explainer)
         owner = type(self).__name__
+        #: "all", a rule, a list of ints (shared) or a list of per-sample lists
         self.classes = self._check_classes(classes, owner)
         self.tau = check_float(tau, "tau", owner, low=-1.0, high=1.0)
         self.temperature = check_float(temperature, "temperature", owner, low=0.0, closed="right")
@@ -182,6 +187,8 @@ class ClassRelevant(Wrapper):
             return check_option(classes, "classes", owner, ("all",))
         if isinstance(classes, TopClasses) or (callable(classes) and not isinstance(classes, torch.Tensor)):
             return classes
+        if hasattr(classes, "__array__") and not isinstance(classes, torch.Tensor):
+            classes = torch.as_tensor(classes)  # numpy arrays
         if isinstance(classes, torch.Tensor):
             if classes.ndim not in (1, 2) or classes.numel() == 0:
                 raise ParameterError(
@@ -217,7 +224,7 @@ class ClassRelevant(Wrapper):
                 raise ParameterError(f"{what} has an empty class set.")
             if min(row) < 0:
                 raise ParameterError(f"{what} must hold class indices >= 0. Got {row} instead.")
-        return ("shared", parsed[0]) if shared else ("per_sample", parsed)
+        return parsed[0] if shared else parsed
 
     def __repr__(self) -> str:
         return (
@@ -232,10 +239,10 @@ class ClassRelevant(Wrapper):
         single = _single_output(out) is not None
         n_out = 2 if (single and type(target)._binary_head) else (1 if single else out.reshape(n, -1).shape[1])
         spec = self.classes
-        if isinstance(spec, tuple) and spec[0] == "shared":
-            sets = [list(spec[1]) for _ in range(n)]
-        elif isinstance(spec, tuple):
-            per = spec[1]
+        if isinstance(spec, list) and not isinstance(spec[0], list):
+            sets = [list(spec) for _ in range(n)]
+        elif isinstance(spec, list):
+            per = spec
             n_orig = int(score.sample_map.max()) + 1
             if len(per) != n_orig:
                 raise ParameterError(
@@ -288,10 +295,11 @@ class ClassRelevant(Wrapper):
         return sets
 
     # ------------------------------------------------------------------ attribution
-    def _combine(self, maps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _combine(self, maps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """VAR's combination for one sample: maps (K, *A) of the compared classes, target row t.
 
-        Returns ``H_t * M_t * 1[M_t - 1/K > tau]`` and the share ``M_t``, both of shape (*A).
+        Returns ``H_t * M_t * 1[M_t - 1/K > tau]`` and the share ``M_t``, both of shape (*A), and
+        the softmax logits (K, *A).
         """
         s = maps.abs() if self.use_abs else maps
         if not s.is_floating_point():
@@ -302,9 +310,10 @@ class ClassRelevant(Wrapper):
             if bool(scale > 0):
                 s = s / scale.to(s.dtype)
         # multiply by 1/temperature (10.0 exactly for 0.1), as VAR's softmax(10 * S)
-        m_t = torch.softmax(s * (1.0 / self.temperature), dim=0)[t]
+        logits = s * (1.0 / self.temperature)
+        m_t = torch.softmax(logits, dim=0)[t]
         keep = (m_t - 1.0 / maps.shape[0]) > self.tau
-        return maps[t] * m_t * keep, m_t
+        return maps[t] * m_t * keep, m_t, logits
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         target = score.target
@@ -345,19 +354,34 @@ class ClassRelevant(Wrapper):
             raise RuntimeError(f"{self.explainer.name} returned {rows} rows of the wrong shape; this is a bug.")
 
         k_max = int(counts.max())
+        tau_reachable = (1.0 - 1.0 / counts.to(torch.float64) > self.tau).tolist()
         if h.is_complex() and not self.use_abs:
             raise ParameterError(
                 f"{self.name}: the attributions are complex; use use_abs=True to compare magnitudes."
             )
-        results, shares = [], []
+        results, shares, flat_samples = [], [], []
         for b, (start, k) in enumerate(zip(offsets.tolist(), counts.tolist())):
             # one sample's maps (K_b, *A), contiguous as VAR stacks them: the same softmax call,
             # so equal base maps give bit-identical results; sets may differ in size per sample
-            r, m_t = self._combine(h[start : start + k], int(t_pos[b]))
+            r, m_t, logits = self._combine(h[start : start + k], int(t_pos[b]))
             results.append(r)
             shares.append(m_t)
+            if tau_reachable[b] and bool(h[start + int(t_pos[b])].any()) and not bool(r.any()):
+                flat_samples.append((b, float(logits.amax() - logits.amin())))
         result = torch.stack(results)
         share = torch.stack(shares)
+        flat_samples = [(b, spread) for b, spread in flat_samples if spread < 1.0]
+        if flat_samples:
+            b, spread = flat_samples[0]
+            warnings.warn(
+                f"{self.name}: the map of {len(flat_samples)} sample(s) is all zeros because the "
+                f"classes' softmax is nearly uniform (e.g. sample {b}: |H| / temperature spans "
+                f"only {spread:.2g}); the attribution magnitudes are small compared with "
+                f"temperature={self.temperature}. Pass normalize=True (scale-free) or a smaller "
+                "temperature.",
+                UserWarning,
+                stacklevel=3,
+            )
         classes = torch.full((n, k_max), -1, dtype=torch.long, device=device)
         classes[group, pos] = flat
         info = {

@@ -218,6 +218,14 @@ def make_grid(
     Böhle, Fritz & Schiele, "Convolutional Dynamic Alignment Networks", CVPR 2021 (grid pointing
     game); Rao, Böhle & Schiele, "Towards Better Understanding Attribution Methods", CVPR 2022;
     Walter, Vreeken & Fischer, arXiv:2503.07346, 2025 (VAR's 2 x 2 ImageNet grids).
+
+    Examples
+    --------
+    >>> import torch
+    >>> signals = torch.randn(8, 2, 100)  # a pool of 8 signals, 4 classes
+    >>> grid = make_grid(signals, [0, 1, 2, 3, 0, 1, 2, 3], cells=4)  # time grids of 4 segments
+    >>> grid.inputs.shape, grid.labels.tolist(), grid.masks.shape
+    (torch.Size([2, 2, 400]), [[0, 1, 2, 3], [0, 1, 2, 3]], torch.Size([4, 400]))
     """
     x = check_input(x, _OWNER)
     lay = Layout.infer(x, layout)

@@ -1,4 +1,4 @@
-"""Contract cases: ClassRelevant (VAR) around each core gradient method.
+"""Contract cases: ClassRelevant (VAR) around each core gradient method and Grad-CAM.
 
 Passes: one forward over the B samples (class sets, scores at x), then the wrapped method's own
 passes over the B * K stacked rows (K = 3: classes [0, 2] plus the target 1 or 3 of the contract
@@ -52,13 +52,11 @@ def _conv2(m):
     return inner[2] if inner is not None else "2"
 
 
-# Grad-CAM lives on the `cam` branch; the case activates once both branches are merged.
-if hasattr(sl, "GradCAM"):
-    CLASSREL.append(
-        Case(
-            "ClassRelevant(GradCAM)",
-            lambda m, **kw: _cr(sl.GradCAM(m, layer=_conv2(m), **kw)),
-            passes=lambda b: [b, K * b],  # the forward at x, then one layer pass over B * K rows
-            needs_layer=True,
-        )
+CLASSREL.append(
+    Case(
+        "ClassRelevant(GradCAM)",
+        lambda m, **kw: _cr(sl.GradCAM(m, layer=_conv2(m), **kw)),
+        passes=lambda b: [b, K * b],  # the forward at x, then one layer pass over B * K rows
+        needs_layer=True,
     )
+)

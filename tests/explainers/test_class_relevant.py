@@ -341,3 +341,19 @@ def test_warns_when_small_magnitudes_flatten_the_softmax(linear):
         assert torch.count_nonzero(sl.ClassRelevant(sl.Gradient(tiny), classes="all", normalize=True).explain(x, 0).values)
         sl.ClassRelevant(sl.Gradient(model), classes="all").explain(x, 0)
         sl.ClassRelevant(sl.Gradient(tiny), classes="all", tau=0.8).explain(x, 0)  # zeros on purpose
+
+
+def test_grad_cam_maps_compete_at_the_cam_resolution():
+    model = cnn(2)
+    x = make_input("image", batch=2)
+    cam = sl.GradCAM(model, layer="2", upsample=False)
+    maps = torch.stack([cam.explain(x, k).values for k in range(4)], 1)  # (B, K, 1, h, w)
+    counting = Counting(model)
+    attr = sl.ClassRelevant(sl.GradCAM(counting, layer=model[2], upsample=False), classes="all",
+                            normalize=True, tau=0.0).explain(x, [1, 3])
+    assert counting.rows == [2, 8] and attr.layer is not None
+    for b, t in enumerate([1, 3]):
+        s = maps[b].abs() / maps[b].abs().amax()
+        m = torch.softmax(10 * s, 0)[t]
+        torch.testing.assert_close(attr.values[b], maps[b, t] * m * (m > 0.25), rtol=1e-12, atol=1e-15)
+    assert torch.count_nonzero(attr.values) > 0

@@ -2,8 +2,10 @@
 
 from .base import Explainer, Parts, Wrapper
 from .class_relevant import ClassRelevant, TopClasses
+from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
+from .layers import LayerInfo, LayerTable, layers
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -17,4 +19,14 @@ __all__ = [
     "SmoothGrad",
     "ClassRelevant",
     "TopClasses",
+    "LayerExplainer",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "layers",
+    "LayerInfo",
+    "LayerTable",
 ]

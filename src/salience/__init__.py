@@ -15,6 +15,8 @@ from .errors import (
     TargetError,
 )
 from .explainers import (
+    ClassRelevant,
+    TopClasses,
     Explainer,
     GradCAM,
     GradCAMPlusPlus,
@@ -56,6 +58,8 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "ClassRelevant",
+    "TopClasses",
     "GradCAM",
     "HiResCAM",
     "GradCAMPlusPlus",

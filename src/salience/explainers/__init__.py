@@ -1,6 +1,7 @@
 """Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
 
 from .base import Explainer, Parts, Wrapper
+from .class_relevant import ClassRelevant, TopClasses
 from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
@@ -16,6 +17,8 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "ClassRelevant",
+    "TopClasses",
     "LayerExplainer",
     "GradCAM",
     "HiResCAM",

@@ -57,11 +57,39 @@ def _methods(model: Any, kind: str, opts: DemoOptions) -> dict[str, Any]:
         del out["Input x Gradient"]
     if hasattr(sl, "GradCAM"):  # the last layer with a spatial output
         out["Grad-CAM"] = sl.GradCAM(model)
+    if hasattr(sl, "RISE"):
+        masks = {"signal": 2000, "image": 256, "video": 1000}[kind] // (4 if opts.quick else 1)
+        out["RISE"] = sl.RISE(model, n_masks=masks, generator=torch.Generator().manual_seed(opts.seed + 1),
+                              progress=False)
     return out
 
 
 def _explain_all(methods: dict[str, Any], x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     return {name: m.explain(x, target=target) for name, m in methods.items()}
+
+
+def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, batch_size: int = 64) -> tuple[Any, Any]:
+    """Deletion and insertion curves (B, steps + 1) of the explained class."""
+    return _evaluate.deletion_insertion(model, x, att.values, y, steps=steps, batch_size=batch_size)
+
+
+def _auc(curves: torch.Tensor) -> float:
+    return float(_evaluate.auc(curves).mean())
+
+
+def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample pointing game hits and relevance mass against a ground-truth mask."""
+    return _evaluate.pointing_game(att.values, truth), _evaluate.relevance_mass(att.values, truth)
+
+
+def _fourier(model: Any, x: torch.Tensor, y: torch.Tensor, fs: float | None, steps: int) -> Any:
+    """Fourier-domain IG (per channel and frequency bin) and the bin frequencies, when available."""
+    import salience as sl
+
+    if not hasattr(sl, "FourierIG"):
+        return None
+    att = sl.FourierIG(model, n_steps=steps, fs=fs).explain(x, target=y)
+    return att, att.domain.coordinates(fs=fs)["f"]
 
 
 # ------------------------------------------------------------------ figures and files
@@ -123,18 +151,17 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     bar.set(f"{task.name}: evaluating")
     rows, curves_del, curves_ins, per_sample = [], {}, {}, {}
     for name, a in attrs.items():
-        d, i = _evaluate.deletion_insertion(model, x, a.values, y, steps=10 if opts.quick else 20)
+        d, i = _curves(model, x, a, y, steps=10 if opts.quick else 20)
         curves_del[name], curves_ins[name] = d, i
         row = {"task": task.name, "accuracy": task.accuracy, "method": name,
-               "deletion AUC": float(_evaluate.auc(d).mean()), "insertion AUC": float(_evaluate.auc(i).mean())}
+               "deletion AUC": _auc(d), "insertion AUC": _auc(i)}
         if task.truth is not None:
-            truth = task.truth[idx]
-            pg = _evaluate.pointing_game(a.values, truth)
-            rm = _evaluate.relevance_mass(a.values, truth)
+            pg, rm = _localisation(a, task.truth[idx])
             row["pointing game"] = float(pg.mean())
             row["relevance mass"] = float(rm.mean())
             per_sample[name] = (pg, rm)
         rows.append(row)
+    fourier = _fourier(model, x[:2], y[:2], task.fs, steps=16 if opts.quick else 32)
     bar.step()
     bar.set(f"{task.name}: drawing")
     rep = sink.report
@@ -167,6 +194,21 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
             if task.truth is not None:
                 _draw_truth(ax, task.truth[idx[j]].numpy(), task.fs, rows_top_down=True)
         figs.append((f"{best} over the signal", sink.png(ax, f"{slug}_sample{j}_{_slug(best)}")))
+        if fourier is not None:
+            fatt, freqs = fourier
+            per_bin = fatt.values[j]
+            fig = viz._mpl.new_figure((11, 3.2) if task.fs else (8, 3.2))
+            if task.fs:
+                ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
+            else:
+                ax1, ax2 = fig.add_subplot(), None
+            viz.plot_spectrum(per_bin, freqs, signal=x[j], bands=viz.EEG_BANDS if task.fs else None,
+                              fmax=45.0 if task.fs else 0.25, ax=ax1,
+                              title="Fourier-domain IG per frequency bin (channels summed)")
+            if ax2 is not None:
+                viz.plot_bands(per_bin, freqs, per_channel=True, channel_names=names, ax=ax2,
+                               title="per channel and EEG band")
+            figs.append(("Integrated Gradients in the Fourier domain", sink.png(fig, f"{slug}_sample{j}_fourier")))
         metrics = {}
         if per_sample:
             metrics = {"pointing game (IG)": float(per_sample[best][0][j]), "relevance mass (IG)": float(per_sample[best][1][j])}
@@ -191,10 +233,10 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     rows = []
     curves_del = {}
     for name, a in attrs.items():
-        d, i = _evaluate.deletion_insertion(model, x, a.values, y, steps=5 if opts.quick else 8, batch_size=18)
+        d, i = _curves(model, x, a, y, steps=5 if opts.quick else 8, batch_size=18)
         curves_del[name] = d
         rows.append({"task": task.name, "accuracy": float("nan"), "method": name,
-                     "deletion AUC": float(_evaluate.auc(d).mean()), "insertion AUC": float(_evaluate.auc(i).mean())})
+                     "deletion AUC": _auc(d), "insertion AUC": _auc(i)})
     bar.step()
     rep = sink.report
     rep.section(task.name, task.description)
@@ -225,8 +267,7 @@ def _video_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     attrs = _explain_all(methods, x, y)
     rows = []
     for name, a in attrs.items():
-        pg = _evaluate.pointing_game(a.values, task.truth[:8])
-        rm = _evaluate.relevance_mass(a.values, task.truth[:8])
+        pg, rm = _localisation(a, task.truth[:8])
         rows.append({"task": task.name, "accuracy": task.accuracy, "method": name,
                      "pointing game": float(pg.mean()), "relevance mass": float(rm.mean())})
     bar.step()

@@ -20,8 +20,8 @@ __all__ = ["EEG_BANDS", "band_sums", "plot_spectrum", "plot_bands", "plot_time_f
 EEG_BANDS: dict[str, tuple[float, float]] = {
     "delta": (0.5, 4.0),
     "theta": (4.0, 8.0),
-    "alpha": (8.0, 13.0),
-    "beta": (13.0, 30.0),
+    "alpha": (8.0, 12.0),
+    "beta": (12.0, 30.0),
     "gamma": (30.0, 100.0),
 }
 

@@ -1,0 +1,30 @@
+"""Masking: maskers draw masks over named axes; substrates say what replaces masked values.
+
+Generating masks (:mod:`salience.masking.maskers`) and applying them (:func:`fill` with a
+:class:`Substrate`) are separate concerns, shared by RISE, MaskUpdate, Occlusion and the
+deletion/insertion metrics. Masks hold values in [0, 1], 1 = keep.
+"""
+
+from .substrates import (
+    Blur,
+    ChannelMean,
+    Constant,
+    Interpolate,
+    Noise,
+    Substrate,
+    SubstrateLike,
+    as_substrate,
+    fill,
+)
+
+__all__ = [
+    "Substrate",
+    "SubstrateLike",
+    "Constant",
+    "ChannelMean",
+    "Blur",
+    "Noise",
+    "Interpolate",
+    "as_substrate",
+    "fill",
+]

@@ -5,6 +5,7 @@ Generating masks (:mod:`salience.masking.maskers`) and applying them (:func:`fil
 deletion/insertion metrics. Masks hold values in [0, 1], 1 = keep.
 """
 
+from .maskers import GridMasker, Masker, MaskPlan, Segments, SlidingWindow
 from .substrates import (
     Blur,
     ChannelMean,
@@ -18,6 +19,11 @@ from .substrates import (
 )
 
 __all__ = [
+    "Masker",
+    "MaskPlan",
+    "GridMasker",
+    "SlidingWindow",
+    "Segments",
     "Substrate",
     "SubstrateLike",
     "Constant",

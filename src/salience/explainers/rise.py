@@ -48,6 +48,9 @@ class RISE(Explainer):
         applies to every spatial axis; default 8 per spatial axis.
     p_keep : float, default 0.5
         Probability that a cell is kept.
+    shift : bool, default True
+        Random shift of the upsampled grid (RISE); False resizes the grid to the input exactly
+        (``cells`` equal to the axis length then gives element-sized binary cells).
     masker : Masker, optional
         Replaces ``cells``/``p_keep`` (e.g. ``Segments(20, p_keep=0.5)`` for long series).
     substrate : str, float or Substrate, default 0.0
@@ -92,6 +95,7 @@ class RISE(Explainer):
         n_masks: int = 4000,
         cells: AxisSizes | None = None,
         p_keep: float = 0.5,
+        shift: bool = True,
         masker: Masker | None = None,
         substrate: SubstrateLike = 0.0,
         normalization: str = "p_keep",
@@ -104,7 +108,7 @@ class RISE(Explainer):
         owner = type(self).__name__
         self.n_masks = check_int(n_masks, "n_masks", owner, low=1)
         if masker is None:
-            masker = GridMasker(cells, p_keep=p_keep)
+            masker = GridMasker(cells, p_keep=p_keep, shift=shift)
         else:
             masker = check_masker(masker, owner)
             if cells is not None:

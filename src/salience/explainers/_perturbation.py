@@ -9,7 +9,7 @@ import torch
 from .._engine import ScoreFunction
 from .._validation import check_int
 from ..errors import ParameterError
-from ..masking import Masker, Substrate, as_substrate, fill
+from ..masking import Constant, Masker, Substrate, as_substrate, fill
 
 # masks of one block rendered at once: at most this many mask elements (32 MiB of float64)
 _BLOCK_ELEMENTS = 2**22
@@ -28,15 +28,34 @@ def masked_scores(
     """Scores of ``fill(x[b], masks[k])`` for every sample ``b`` and mask ``k``: shape (B, K).
 
     Rows are built lazily per engine chunk (row ``r``: sample ``r // K``, mask ``r % K``), so
-    memory stays bounded by ``batch_size`` rows plus the block of masks.
+    memory stays bounded by ``batch_size`` rows plus the block of masks. With a precomputed
+    substrate ``base`` (B, *S) a row is ``base[b] + m * (x[b] - base[b])`` (= ``x*m + (1-m)*base``
+    up to rounding), built by broadcasting one sample against its run of masks.
     """
     k_total = masks.shape[0]
     lay = score.layout
+    if base is not None:
+        zero = isinstance(sub, Constant) and sub.value == 0.0
+        diff = x if zero else x - base
+
+    def piece(b: int, k0: int, k1: int) -> torch.Tensor:
+        m = masks[k0:k1]
+        if base is None:
+            xb = x[b : b + 1].expand(k1 - k0, *x.shape[1:])
+            return fill(xb, m, sub, lay)
+        if zero:
+            return diff[b : b + 1] * m
+        return torch.addcmul(base[b : b + 1], m, diff[b : b + 1])
 
     def rows(start: int, stop: int) -> torch.Tensor:
-        r = torch.arange(start, stop, device=x.device)
-        b, k = r // k_total, r % k_total
-        return fill(x[b], masks[k], sub, lay, base=None if base is None else base[b])
+        out = []
+        r = start
+        while r < stop:
+            b, k0 = divmod(r, k_total)
+            k1 = min(k_total, k0 + (stop - r))
+            out.append(piece(b, k0, k1))
+            r += k1 - k0
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     return score.values(rows, n=k_total)
 

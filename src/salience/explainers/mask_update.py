@@ -10,7 +10,7 @@ from .._engine import ScoreFunction
 from .._validation import check_float, check_int, check_option
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
-from ..masking import GridMasker, SubstrateLike, fill
+from ..masking import Constant, GridMasker, SubstrateLike, fill
 from ..masking.maskers import AxisSizes
 from ._perturbation import check_bool, check_generator, check_substrate
 from ._progress import progress_bar
@@ -156,9 +156,20 @@ class MaskUpdate(Explainer):
         p_prev = torch.zeros(r, dtype=dtype, device=x.device)
         cell_view = (r,) + (1,) * len(grid.grid_shape)
 
+        # one copy of each sample per chain (c = 1: no copy); rows are x*m + (1-m)*base
+        xr = x if c == 1 else x.repeat_interleave(c, 0)
+        if base is not None:
+            zero = isinstance(sub, Constant) and sub.value == 0.0
+            base_r = base if c == 1 else base.repeat_interleave(c, 0)
+            diff_r = xr if zero else xr - base_r
+
         def rows(start: int, stop: int) -> torch.Tensor:
-            i = torch.arange(start, stop, device=x.device) // c
-            return fill(x[i], masks[start:stop], sub, lay, base=None if base is None else base[i])
+            m = masks[start:stop]
+            if base is None:
+                return fill(xr[start:stop], m, sub, lay)
+            if zero:
+                return diff_r[start:stop] * m
+            return torch.addcmul(base_r[start:stop], m, diff_r[start:stop])
 
         with progress_bar(self.n_steps, "MaskUpdate steps", self.progress) as bar:
             for _ in range(self.n_steps):

@@ -214,6 +214,7 @@ class _Grid:
         self.shift = shift
         # cell size per axis: the range of the random offset
         self.cell = [math.ceil(size / s) for _, _, size, s in self.axes]
+        self._cache: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def bernoulli(self, n: int, p: float, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
         u = torch.rand((n, *self.grid_shape), generator=gen, device=gen.device, dtype=torch.float64)
@@ -229,30 +230,43 @@ class _Grid:
     def render(self, grids: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         """Upsample grids (n, *grid_shape) with offsets (n, n_cell_axes) to masks (n, *mask_shape)."""
         out = grids
-        for j, (i, _name, size, s) in enumerate(self.axes):
-            out = self._axis(out, i + 1, size, s, self.cell[j], shifts[:, j])
+        for j, (i, _name, _size, _s) in enumerate(self.axes):
+            out = self._axis(out, i + 1, j, shifts[:, j])
         return out
 
-    def _axis(self, g: torch.Tensor, dim: int, size: int, s: int, cell: int, shift: torch.Tensor) -> torch.Tensor:
+    def _tables(self, j: int, device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per possible offset: the two source cells and the weight of every output position."""
+        key = (j, str(device))
+        if key not in self._cache:
+            _, _, size, s = self.axes[j]
+            cell = self.cell[j]
+            if self.shift:
+                up = (s + 1) * cell
+                o = torch.arange(cell).reshape(cell, 1) + torch.arange(size).reshape(1, size)
+            else:
+                up = size
+                o = torch.arange(size).reshape(1, size)
+            src = ((o.to(torch.float64) + 0.5) * (s / up) - 0.5).clamp(0, s - 1)
+            i0 = src.floor().long().clamp(max=s - 1)
+            i1 = (i0 + 1).clamp(max=s - 1)
+            w = src - i0.to(torch.float64)
+            self._cache[key] = (i0.to(device), i1.to(device), w.to(device))
+        return self._cache[key]
+
+    def _axis(self, g: torch.Tensor, dim: int, j: int, shift: torch.Tensor) -> torch.Tensor:
         n = g.shape[0]
-        dev = g.device
-        if self.shift:
-            up = (s + 1) * cell
-            o = shift.to(dev).reshape(n, 1) + torch.arange(size, device=dev).reshape(1, size)
-        else:
-            up = size
-            o = torch.arange(size, device=dev).reshape(1, size).expand(n, size)
-        src = ((o.to(torch.float64) + 0.5) * (s / up) - 0.5).clamp(0, s - 1)
-        i0 = src.floor().long().clamp(max=s - 1)
-        i1 = (i0 + 1).clamp(max=s - 1)
-        w = (src - i0.to(torch.float64)).to(g.dtype)
+        size = self.axes[j][2]
+        i0, i1, w = self._tables(j, g.device)
+        row = shift.to(g.device) if self.shift else torch.zeros(n, dtype=torch.long, device=g.device)
+        i0, i1, w = i0[row], i1[row], w[row].to(g.dtype)  # (n, size)
         moved = g.movedim(dim, -1)
         lead = moved.shape[1:-1]
         view = (n,) + (1,) * len(lead) + (size,)
         idx0 = i0.reshape(view).expand(n, *lead, size)
         idx1 = i1.reshape(view).expand(n, *lead, size)
         w = w.reshape(view)
-        out = moved.gather(-1, idx0) * (1 - w) + moved.gather(-1, idx1) * w
+        a = moved.gather(-1, idx0)
+        out = torch.addcmul(a, moved.gather(-1, idx1) - a, w)
         return out.movedim(-1, dim)
 
 

@@ -49,3 +49,7 @@ PERTURBATION: list[Case] = [
         kinds=("signal", "video"),
     ),
 ]
+
+# RISE(all_classes=True) returns (B, K, *spatial) with layout 'b k ...', not broadcastable to x, so
+# it is outside the contract's shape check; tests/explainers/test_perturbation.py checks it
+# against per-class runs.

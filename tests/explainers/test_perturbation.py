@@ -81,7 +81,9 @@ def _naive_rise(model, x, masks, target, substrate, p_keep):
     return out / (masks.shape[0] * p_keep)
 
 
-@pytest.mark.parametrize("kind, substrate", [("signal", 0.0), ("signal", "mean"), ("image", "blur")])
+@pytest.mark.parametrize(
+    "kind, substrate", [("signal", 0.0), ("signal", "mean"), ("signal", "interpolate"), ("image", "blur"), ("image", 0.5)]
+)
 def test_rise_naive_loop_equals_batched(kind, substrate):
     model = cnn(DIMS[kind])
     x = make_input(kind, batch=3)
@@ -335,3 +337,16 @@ def test_numpy_model_errors():
     bad = sl.NumpyModel(lambda a: np.array(["x"] * len(a)))
     with pytest.raises(ModelOutputError):
         bad(torch.zeros(2, 3))
+
+
+def test_rise_all_classes_equals_per_class_runs():
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    kw = dict(n_masks=9, cells=4, progress=False)
+    every = sl.RISE(model, all_classes=True, generator=_g(2), batch_size=5, **kw)(x, target=0)
+    assert every.values.shape == (2, 4, 20) and every.layout == "b k t"
+    for k in range(4):
+        one = sl.RISE(model, generator=_g(2), **kw)(x, target=k).values
+        torch.testing.assert_close(every.values[:, k : k + 1], one, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ParameterError, match="all_classes"):
+        sl.RISE(model, all_classes=True, n_masks=3, cells={"c": 3, "t": 4}, progress=False)(x, target=0)

@@ -23,14 +23,20 @@ def block_size(n_masks: int, n_samples: int, batch_size: int, mask_numel: int) -
 
 
 def masked_scores(
-    x: torch.Tensor, score: ScoreFunction, masks: torch.Tensor, sub: Substrate, base: torch.Tensor | None
+    x: torch.Tensor,
+    score: ScoreFunction,
+    masks: torch.Tensor,
+    sub: Substrate,
+    base: torch.Tensor | None,
+    outputs: bool = False,
 ) -> torch.Tensor:
     """Scores of ``fill(x[b], masks[k])`` for every sample ``b`` and mask ``k``: shape (B, K).
 
     Rows are built lazily per engine chunk (row ``r``: sample ``r // K``, mask ``r % K``), so
     memory stays bounded by ``batch_size`` rows plus the block of masks. With a precomputed
     substrate ``base`` (B, *S) a row is ``base[b] + m * (x[b] - base[b])`` (= ``x*m + (1-m)*base``
-    up to rounding), built by broadcasting one sample against its run of masks.
+    up to rounding), built by broadcasting one sample against its run of masks. With
+    ``outputs=True`` the raw model outputs (B, K, *O) are returned instead of the target's scores.
     """
     k_total = masks.shape[0]
     lay = score.layout
@@ -57,7 +63,7 @@ def masked_scores(
             r += k1 - k0
         return out[0] if len(out) == 1 else torch.cat(out)
 
-    return score.values(rows, n=k_total)
+    return (score.outputs if outputs else score.values)(rows, n=k_total)
 
 
 def check_masker(masker: Any, owner: str) -> Masker:

@@ -59,6 +59,12 @@ class RISE(Explainer):
     normalization : {"p_keep", "coverage"}, default "p_keep"
         Divide by ``N * p_keep`` (the paper) or by ``sum_i M_i`` per position (Xplique's variant,
         an estimate of E[score | position kept]).
+    all_classes : bool, default False
+        Explain every model output from the same forward passes (the original RISE's matrix
+        product): values of shape (B, K, *spatial) with the channel axis ``c`` replaced by an
+        output axis ``k`` in the layout (K = the number of outputs per sample, flattened). The
+        masks must be shared across channels (the default). ``target`` then only selects the
+        recorded score.
     generator : torch.Generator, optional
         Source of the masks (the global RNG is never used).
     progress : bool, default True
@@ -99,6 +105,7 @@ class RISE(Explainer):
         masker: Masker | None = None,
         substrate: SubstrateLike = 0.0,
         normalization: str = "p_keep",
+        all_classes: bool = False,
         generator: torch.Generator | None = None,
         progress: bool = True,
         batch_size: int | None = None,
@@ -121,6 +128,7 @@ class RISE(Explainer):
                 f"{owner}: normalization='p_keep' needs a random masker with a p_keep attribute; "
                 f"{masker!r} has none. Use normalization='coverage'."
             )
+        self.all_classes = check_bool(all_classes, "all_classes", owner)
         self.generator = check_generator(generator, owner)
         self.progress = check_bool(progress, "progress", owner)
 
@@ -133,22 +141,42 @@ class RISE(Explainer):
         n = self.n_masks
         plan = self.masker.plan(x.shape[1:], lay, n, generator=gen, device=x.device, dtype=x.dtype)
         n = plan.n
+        out_layout = None
+        if self.all_classes:
+            c_axis = lay.axes("c")[0] - 1 if "c" in lay.names else None
+            if c_axis is None or plan.shape[c_axis] != 1:
+                raise ParameterError(
+                    f"RISE(all_classes=True) puts the outputs on the channel axis, so it needs a "
+                    f"layout with 'c' and masks shared across channels; got layout {lay} and mask "
+                    f"shape {plan.shape}."
+                )
+            out_layout = lay.replace("c", "k")
         sub = self.substrate
         base = None if sub.needs_mask else sub(x, lay)
         b = x.shape[0]
-        acc = torch.zeros((b, *plan.shape), dtype=x.dtype, device=x.device)
+        acc: torch.Tensor | None = None
         cover = torch.zeros(plan.shape, dtype=x.dtype, device=x.device)
         mask_numel = int(torch.Size(plan.shape).numel())
         block = block_size(n, b, score.batch_size, mask_numel)
         with progress_bar(n, "RISE masks", self.progress) as bar:
             for k0 in range(0, n, block):
                 masks = plan(k0, min(n, k0 + block))
-                s = masked_scores(x, score, masks, sub, base)  # (B, K)
-                acc += torch.tensordot(s, masks, dims=([1], [0]))
+                if self.all_classes:
+                    o = masked_scores(x, score, masks, sub, base, outputs=True)  # (B, K, *O)
+                    o = o.reshape(b, masks.shape[0], -1)
+                    # (B, O, *mask_shape without c): the output axis takes the channel's place
+                    m = masks.squeeze(1 + c_axis)  # type: ignore[operator]
+                    part = torch.tensordot(o.transpose(1, 2), m, dims=([2], [0])).movedim(1, 1 + c_axis)  # type: ignore[operator]
+                else:
+                    s = masked_scores(x, score, masks, sub, base)  # (B, K)
+                    part = torch.tensordot(s, masks, dims=([1], [0]))
+                acc = part if acc is None else acc + part
                 cover += masks.sum(0)
                 bar.update(masks.shape[0])
+        assert acc is not None  # n >= 1  # noqa: S101
         if self.normalization == "p_keep":
             values = acc / (n * float(self.masker.p_keep))  # type: ignore[attr-defined]
         else:
             values = torch.where(cover > 0, acc / cover.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
-        return Parts(values, info={"n_masks": n, "masker": repr(self.masker), "normalization": self.normalization})
+        info = {"n_masks": n, "masker": repr(self.masker), "normalization": self.normalization}
+        return Parts(values, layout=out_layout, info=info)

@@ -350,3 +350,32 @@ def test_rise_all_classes_equals_per_class_runs():
         torch.testing.assert_close(every.values[:, k : k + 1], one, rtol=1e-10, atol=1e-12)
     with pytest.raises(ParameterError, match="all_classes"):
         sl.RISE(model, all_classes=True, n_masks=3, cells={"c": 3, "t": 4}, progress=False)(x, target=0)
+
+
+class _InSpectrum(sl.Wrapper):
+    """A stand-in for InDomain(Fourier): explain f(irfft(z)) over z = rfft(x) as (B, C, F, 2)."""
+
+    def _attribute(self, x, score):
+        t = x.shape[-1]
+        z = torch.view_as_real(torch.fft.rfft(x, dim=-1)).contiguous()
+        lay = score.layout.replace("t", "f", "r")
+
+        def inverse(rows, samples):
+            return torch.fft.irfft(torch.view_as_complex(rows.contiguous()), n=t, dim=-1)
+
+        inner = score.compose(inverse, z, lay)
+        return sl.explainers.base.as_parts(self.explainer._attribute(z, inner), lay)
+
+
+def test_perturbation_methods_inside_a_composed_score():
+    """Masks over frequency bins through score.compose (what InDomain will do)."""
+    t, k0 = 32, 5
+    w = torch.cos(2 * math.pi * k0 * torch.arange(t, dtype=D) / t).reshape(1, 1, t)
+    model = Linear(w).eval()
+    x = torch.cos(2 * math.pi * k0 * torch.arange(t, dtype=D) / t).reshape(1, 1, t) * 3 + 0.1 * _x((1, 1, t))
+    occ = _InSpectrum(sl.Occlusion(model, window={"f": 1}, progress=False))(x, target=0)
+    assert occ.values.shape == (1, 1, t // 2 + 1, 1) and occ.layout == "b c f r"
+    assert int(occ.values[0, 0, :, 0].argmax()) == k0
+    rise = _InSpectrum(sl.RISE(model, n_masks=300, cells={"f": t // 2 + 1}, shift=False, generator=_g(),
+                               progress=False))(x, target=0)
+    assert int(rise.values[0, 0, :, 0].argmax()) == k0

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_int
 from ..errors import ParameterError
 from ..masking import Constant, Masker, Substrate, as_substrate, fill
 
@@ -94,4 +93,4 @@ def check_bool(value: Any, name: str, owner: str) -> bool:
     return value
 
 
-__all__ = ["block_size", "masked_scores", "check_masker", "check_substrate", "check_generator", "check_bool", "check_int"]
+__all__ = ["block_size", "masked_scores", "check_masker", "check_substrate", "check_generator", "check_bool"]

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from salience.errors import ParameterError, ShapeError
 from salience.layout import Layout
@@ -17,28 +16,29 @@ def _g(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def _reference_grid(grid, shifts, sizes, mode):
-    """RISE's upsample (s+1)*ceil(L/s) with half-pixel centres, then crop at the shift."""
+def _reference_grid(grid, shifts, sizes):
+    """RISE's generate_masks, any rank: skimage resize to (s+1)*ceil(L/s), then crop at the shift."""
+    transform = pytest.importorskip("skimage.transform")
     cells = grid.shape[2:]
-    cell = [math.ceil(L / s) for L, s in zip(sizes, cells)]
-    up = [(s + 1) * c for s, c in zip(cells, cell)]
-    big = F.interpolate(grid, size=up, mode=mode, align_corners=False)
+    up = [(s + 1) * math.ceil(L / s) for L, s in zip(sizes, cells)]
     out = []
     for i in range(grid.shape[0]):
+        big = transform.resize(grid[i].numpy(), (1, *up), order=1, mode="reflect", anti_aliasing=False)
         sl = [slice(int(shifts[i, d]), int(shifts[i, d]) + sizes[d]) for d in range(len(sizes))]
-        out.append(big[(i, slice(None), *sl)])
+        out.append(torch.from_numpy(big[(slice(None), *sl)]))
     return torch.stack(out)
 
 
 @pytest.mark.parametrize(
-    "layout, shape, cells, mode",
+    "layout, shape, cells",
     [
-        ("b c t", (3, 50), {"t": 7}, "linear"),
-        ("b c h w", (3, 20, 17), {"h": 4, "w": 5}, "bilinear"),
-        ("b c t h w", (2, 6, 9, 8), {"t": 2, "h": 3, "w": 3}, "trilinear"),
+        ("b c t", (3, 50), {"t": 7}),
+        ("b c h w", (3, 20, 17), {"h": 4, "w": 5}),
+        ("b c h w", (3, 50, 50), {"h": 7, "w": 7}),
+        ("b c t h w", (2, 6, 9, 8), {"t": 2, "h": 3, "w": 3}),
     ],
 )
-def test_grid_matches_interpolate_and_crop(layout, shape, cells, mode):
+def test_grid_matches_rise_reference_upsampling(layout, shape, cells):
     masker = GridMasker(cells, p_keep=0.5)
     lay = Layout(layout)
     grid = masker.resolve(shape, lay)
@@ -46,9 +46,19 @@ def test_grid_matches_interpolate_and_crop(layout, shape, cells, mode):
     keep = grid.bernoulli(4, 0.5, g, torch.float64)
     shifts = grid.shifts(4, g)
     ours = grid.render(keep, shifts)
-    ref = _reference_grid(keep, shifts, [shape[i] for i in range(1, len(shape))], mode)
+    ref = _reference_grid(keep, shifts, [shape[i] for i in range(1, len(shape))])
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     assert ours.shape == (4, 1, *shape[1:])
+
+
+def test_grid_without_shift_is_a_plain_resize():
+    transform = pytest.importorskip("skimage.transform")
+    grid = GridMasker({"t": 5}, shift=False).resolve((1, 23), "b c t")
+    keep = grid.bernoulli(3, 0.5, _g(4), torch.float64)
+    ours = grid.render(keep, grid.shifts(3, _g()))
+    for i in range(3):
+        ref = transform.resize(keep[i].numpy(), (1, 23), order=1, mode="reflect", anti_aliasing=False)
+        torch.testing.assert_close(ours[i], torch.from_numpy(ref), rtol=1e-12, atol=1e-12)
 
 
 def test_grid_values_shapes_and_keep_rate():
@@ -136,3 +146,4 @@ def test_segments_equal_and_boundaries():
         Segments(boundaries=[4, 2])
     with pytest.raises(ParameterError, match="outside"):
         Segments(boundaries=[12]).sample((1, 9), "b c t")
+

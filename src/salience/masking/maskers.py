@@ -135,9 +135,10 @@ def _check_axis_spec(value: Any, name: str, owner: str, allow_none: bool = True)
 class GridMasker(Masker):
     """RISE masks: a low-resolution Bernoulli grid per named axis, upsampled and randomly shifted.
 
-    For an axis of length ``L`` with ``s`` cells the grid is linearly upsampled (half-pixel
-    centres, as ``skimage.transform.resize(order=1)`` / ``F.interpolate(align_corners=False)``) to
-    ``(s + 1) * ceil(L / s)`` and cropped to ``L`` at a random offset in ``[0, ceil(L / s))``, as in
+    For an axis of length ``L`` with ``s`` cells the grid is linearly upsampled to
+    ``(s + 1) * ceil(L / s)`` exactly as RISE's ``skimage.transform.resize(order=1,
+    mode='reflect', anti_aliasing=False)`` (half-pixel centres; beyond the outer cell centres the
+    grid is mirrored, not clamped as in ``F.interpolate``) and cropped to ``L`` at a random offset in ``[0, ceil(L / s))``, as in
     RISE. With ``shift=False`` the grid is resized to exactly ``L`` (no crop; ``s == L`` then gives
     element-sized binary cells). Axes without cells get size 1 (the mask is shared along them).
 
@@ -246,7 +247,10 @@ class _Grid:
             else:
                 up = size
                 o = torch.arange(size).reshape(1, size)
-            src = ((o.to(torch.float64) + 0.5) * (s / up) - 0.5).clamp(0, s - 1)
+            src = (o.to(torch.float64) + 0.5) * (s / up) - 0.5
+            # beyond the outer cell centres: mirror about them (skimage's mode='reflect', RISE)
+            src = torch.where(src < 0, -src, src)
+            src = torch.where(src > s - 1, 2 * (s - 1) - src, src).clamp(0, s - 1)
             i0 = src.floor().long().clamp(max=s - 1)
             i1 = (i0 + 1).clamp(max=s - 1)
             w = src - i0.to(torch.float64)

@@ -1,5 +1,7 @@
 """salience: saliency maps for PyTorch models of signals, images and video, in any domain."""
 
+from . import masking
+from .adapters import NumpyModel
 from .attribution import Attribution
 from .errors import (
     CompositionError,
@@ -28,6 +30,9 @@ from .explainers import (
     layers,
     InputXGradient,
     IntegratedGradients,
+    MaskUpdate,
+    Occlusion,
+    RISE,
     Saliency,
     SmoothGrad,
     Wrapper,
@@ -67,6 +72,11 @@ __all__ = [
     "LayerCAM",
     "ScoreCAM",
     "layers",
+    "RISE",
+    "MaskUpdate",
+    "Occlusion",
+    "NumpyModel",
+    "masking",
     # targets
     "Target",
     "Class",

@@ -251,6 +251,40 @@ class ScoreFunction:
                 out[start:stop] = self._scores(make(start, stop), samples, tmap).to(out.dtype)
         return out.reshape(b, n)
 
+    def outputs(self, source: RowSource, n: int | None = None) -> torch.Tensor:
+        """Raw model outputs of many rows per sample, without gradients and without the target.
+
+        For methods that explain every output at once from the same forward passes (RISE with
+        ``all_classes=True``).
+
+        Parameters
+        ----------
+        source : Tensor of shape (B, N, *S), or callable ``(start, stop) -> rows``
+        n : int, optional
+            Rows per sample, required with a callable source.
+
+        Returns
+        -------
+        Tensor of shape (B, N, *O)
+        """
+        make, n = self._source(source, n)
+        b = self.n_samples
+        out: torch.Tensor | None = None
+        with torch.no_grad():
+            for start, stop in self._chunks(b * n):
+                _, samples, _ = self._samples(start, stop, n)
+                o = self._output(make(start, stop), samples)
+                if o.is_floating_point() and not bool(torch.isfinite(o).all()):
+                    raise ModelOutputError(
+                        f"{self.owner}: the model output contains NaN or inf for a chunk of "
+                        f"{stop - start} rows; attributions would be meaningless."
+                    )
+                if out is None:
+                    out = torch.empty((b * n, *o.shape[1:]), dtype=self.input.dtype, device=self.input.device)
+                out[start:stop] = o.to(out.dtype)
+        assert out is not None  # at least one chunk ran  # noqa: S101
+        return out.reshape(b, n, *out.shape[1:])
+
     def gradients(
         self, source: RowSource, n: int | None = None, weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,9 @@ from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, S
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
 from .layers import LayerInfo, LayerTable, layers
+from .mask_update import MaskUpdate
+from .occlusion import Occlusion
+from .rise import RISE
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -29,4 +32,7 @@ __all__ = [
     "layers",
     "LayerInfo",
     "LayerTable",
+    "RISE",
+    "MaskUpdate",
+    "Occlusion",
 ]

@@ -225,3 +225,18 @@ def test_demo_quick(tmp_path, capsys):
     if chromium():
         result = render(out / "report.html", tmp_path)
         assert result["figures"] == result["decoded"] == 8 and result["errors"] == []
+
+
+@pytest.mark.parametrize("extra", [["--method", "rise", "--steps", "64"], ["--method", "occlusion", "--window", "t=8"]])
+def test_explain_perturbation_methods(files, tmp_path, extra):
+    pytest.importorskip("salience.explainers.rise")
+    rc = main(["explain", files["ts"], files["npy"], *extra, "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    assert rc == 0
+    assert np.load(tmp_path / "o" / "attributions.npz")["values"].shape[0] == 5
+
+
+def test_occlusion_needs_window(files, tmp_path, capsys):
+    pytest.importorskip("salience.explainers.occlusion")
+    assert main(["explain", files["ts"], files["npy"], "--method", "occlusion", "--out", str(tmp_path)]) == 2
+    assert "--window" in capsys.readouterr().err
+    assert main(["explain", files["ts"], files["npy"], "--method", "occlusion", "--window", "t", "--out", str(tmp_path)]) == 2

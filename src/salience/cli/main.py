@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--layer", default=None, help="layer name for CAM methods (see `salience layers`)")
     e.add_argument("--fs", type=float, default=None, help="sampling rate in Hz (time axes in seconds, frequencies in Hz)")
     e.add_argument("--steps", type=int, default=None, help="IG steps / SmoothGrad samples / RISE masks")
+    e.add_argument("--window", default=None, help="occlusion window per axis, e.g. t=25 or h=16,w=16")
+    e.add_argument("--stride", default=None, help="occlusion stride per axis (default: the window)")
     e.add_argument("--batch-size", type=int, default=None, help="maximum rows per model call")
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     e.add_argument("--out", default="salience-explain", help="output folder (default ./salience-explain)")
@@ -155,10 +157,20 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=args.steps or 50, generator=g)
     if name in ("rise", "occlusion") and args.layer is not None:
         raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
-    if name in ("rise",):
+    if name in ("rise", "occlusion"):
+        kw["progress"] = not args.quiet
+    if name == "rise":
         kw["generator"] = g
         if args.steps:
             kw["n_masks"] = args.steps
+    if name == "occlusion":
+        if args.window is None:
+            raise CLIError("--method occlusion needs --window, e.g. t=25 for signals or h=16,w=16 for images.")
+        kw["window"] = _axis_sizes(args.window, "--window")
+        if args.stride is not None:
+            kw["stride"] = _axis_sizes(args.stride, "--stride")
+    elif args.window is not None or args.stride is not None:
+        raise CLIError(f"--window/--stride apply to occlusion, not {args.method!r}.")
     if args.layer is not None:
         if name not in ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "scorecam"):
             raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
@@ -174,6 +186,19 @@ _NO_HOOKS = (
 )
 
 
+def _axis_sizes(text: str, option: str) -> dict[str, int]:
+    out = {}
+    for part in text.split(","):
+        k, eq, v = part.partition("=")
+        try:
+            if not eq or not k.strip():
+                raise ValueError
+            out[k.strip()] = int(v)
+        except ValueError as exc:
+            raise CLIError(f"{option} takes axis=size pairs such as t=25 or h=16,w=16. Got {text!r}.") from exc
+    return out
+
+
 def _wrap_domain(args: argparse.Namespace, explainer: Any) -> Any:
     import salience as sl
 
@@ -186,7 +211,8 @@ def _wrap_domain(args: argparse.Namespace, explainer: Any) -> Any:
     wrapper = getattr(sl, "InDomain", None)
     if cls is None or wrapper is None:
         raise CLIError(f"domain {args.domain!r} is not available in this version of salience.")
-    return wrapper(explainer, cls())
+    kwargs = {"fs": args.fs} if dom in ("fourier", "stft") and args.fs is not None else {}
+    return wrapper(explainer, cls(**kwargs))
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -231,10 +257,9 @@ def _explain(args: argparse.Namespace) -> int:
     save = {"values": values, "targets": targets, "scores": scores, "metadata": np.array(json.dumps(metadata))}
     if first.delta is not None:
         save["delta"] = torch.cat([p.delta for p in parts]).cpu().numpy()
-    coords = getattr(first.domain, "coords", None)
-    if isinstance(coords, dict):
-        for k, v in coords.items():
-            save[f"coord_{k}"] = np.asarray(v)
+    coords = _coordinates(first, fs)
+    for k, v in coords.items():
+        save[f"coord_{k}"] = v
     npz = os.path.join(args.out, "attributions.npz")
     np.savez_compressed(npz, **save)
     report = viz.Report(f"salience explain: {os.path.basename(args.model)} on {os.path.basename(args.data)}")
@@ -246,7 +271,7 @@ def _explain(args: argparse.Namespace) -> int:
     if n_plot:
         report.section("Samples")
     for j in range(n_plot):
-        figs = _sample_figures(arr[j], values[j], first, fs, os.path.join(args.out, f"sample{j}"))
+        figs = _sample_figures(arr[j], values[j], first, fs, os.path.join(args.out, f"sample{j}"), coords)
         embedded = []
         for cap, fig in figs:
             if isinstance(fig, str):
@@ -266,9 +291,33 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_figures(x: np.ndarray, a: np.ndarray, attribution: Any, fs: float | None, stem: str) -> list[tuple[str, Any]]:
+def _coordinates(attribution: Any, fs: float | None) -> dict[str, np.ndarray]:
+    """The domain's coordinates (e.g. bin frequencies ``f``), as numpy arrays."""
+    dom = attribution.domain
+    if dom is None or not hasattr(dom, "coordinates"):
+        return {}
+    try:
+        coords = dom.coordinates(fs=fs)
+    except Exception:  # a domain without coordinates for this input: report without them
+        return {}
+    return {str(k): np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in (coords or {}).items()}
+
+
+def _sample_figures(x: np.ndarray, a: np.ndarray, attribution: Any, fs: float | None, stem: str,
+                    coords: dict[str, np.ndarray] | None = None) -> list[tuple[str, Any]]:
     from .. import viz
 
+    coords = coords or {}
+    names = attribution.layout.names[1:]  # without the batch axis
+    if attribution.domain is not None and "f" in coords:
+        if names == ("c", "f") and coords["f"].shape[0] == a.shape[-1]:
+            f = coords["f"]
+            bands = viz.EEG_BANDS if fs is not None else None
+            return [("attribution per frequency bin", viz.plot_spectrum(a, f, signal=x, fs=fs, bands=bands))]
+        other = [n for n in names if n not in ("c", "f")]
+        if len(other) == 1 and other[0] in coords and a.ndim == 3:
+            t = coords[other[0]]
+            return [("time-frequency attribution", viz.plot_time_frequency(a, t, coords["f"]))]
     if attribution.domain is not None:
         fig = viz._mpl.new_figure((8, 3))
         ax = fig.add_subplot()

@@ -203,7 +203,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
             else:
                 ax1, ax2 = fig.add_subplot(), None
             viz.plot_spectrum(per_bin, freqs, signal=x[j], bands=viz.EEG_BANDS if task.fs else None,
-                              fmax=45.0 if task.fs else 0.25, ax=ax1,
+                              fmax=45.0 if task.fs else 0.1, ax=ax1,
                               title="Fourier-domain IG per frequency bin (channels summed)")
             if ax2 is not None:
                 viz.plot_bands(per_bin, freqs, per_channel=True, channel_names=names, ax=ax2,

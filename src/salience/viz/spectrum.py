@@ -104,6 +104,7 @@ def plot_spectrum(
     channel: int | None = None,
     bands: Mapping[str, Sequence[float]] | None = None,
     fmax: float | None = None,
+    xlabel: str | None = None,
     cmap: Any = DEFAULT_CMAP,
     title: str | None = None,
     ax: Any = None,
@@ -125,6 +126,9 @@ def plot_spectrum(
         Bands to shade and label (e.g. :data:`EEG_BANDS`).
     fmax : float, optional
         Upper limit of the frequency axis.
+    xlabel : str, optional
+        Label of the frequency axis (default: Hz with ``fs`` or frequencies above 0.5, cycles
+        per sample for normalised frequencies, bin indices otherwise).
 
     Returns
     -------
@@ -140,7 +144,10 @@ def plot_spectrum(
     width = float(np.median(np.diff(f))) * 0.9 if f.shape[0] > 1 else 1.0
     ax.bar(f, a, width=width, color=colours, edgecolor="none", zorder=2)
     ax.axhline(0, color="0.3", linewidth=0.6, zorder=1)
-    ax.set_xlabel("frequency (Hz)" if (freqs is not None or fs is not None) else "frequency bin")
+    if xlabel is None:
+        xlabel = "frequency (Hz)" if fs is not None or (freqs is not None and float(np.max(f)) > 0.5) else (
+            "frequency (cycles per sample)" if freqs is not None else "frequency bin")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("attribution")
     hi = fmax if fmax is not None else float(f[-1]) + width / 2
     ax.set_xlim(float(f[0]) - width / 2, hi)
@@ -148,8 +155,9 @@ def plot_spectrum(
         for k, (name, (lo, bh)) in enumerate(_check_bands(bands).items()):
             if lo >= hi:
                 continue
-            ax.axvspan(lo, min(bh, hi), color=("0.93" if k % 2 == 0 else "0.86"), zorder=0)
-            ax.text((lo + min(bh, hi)) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+            ax.axvspan(lo, min(bh, hi), color=("0.96" if k % 2 == 0 else "0.9"), zorder=0)
+            ax.text((lo + min(bh, hi)) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                    fontsize=8, color="0.35")
     if signal is not None:
         s = to_numpy(signal, "signal")
         s = s[None] if s.ndim == 1 else _squeeze_to(s, 2, "signal", "a signal of shape (T,) or (C, T)")

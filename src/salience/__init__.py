@@ -24,6 +24,8 @@ from .explainers import (
     Wrapper,
 )
 from .layout import Layout
+from . import metrics
+from .metrics import evaluate
 from .targets import (
     Class,
     Contrast,
@@ -41,6 +43,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Attribution",
     "Layout",
+    "metrics",
+    "evaluate",
     # explainers
     "Explainer",
     "Wrapper",

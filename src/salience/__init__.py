@@ -1,5 +1,7 @@
 """salience: saliency maps for PyTorch models of signals, images and video, in any domain."""
 
+from . import masking
+from .adapters import NumpyModel
 from .attribution import Attribution
 from .errors import (
     CompositionError,
@@ -19,6 +21,9 @@ from .explainers import (
     Gradient,
     InputXGradient,
     IntegratedGradients,
+    MaskUpdate,
+    Occlusion,
+    RISE,
     Saliency,
     SmoothGrad,
     Wrapper,
@@ -53,6 +58,11 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "RISE",
+    "MaskUpdate",
+    "Occlusion",
+    "NumpyModel",
+    "masking",
     # targets
     "Target",
     "Class",

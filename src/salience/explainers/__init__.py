@@ -3,6 +3,9 @@
 from .base import Explainer, Parts, Wrapper
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
+from .mask_update import MaskUpdate
+from .occlusion import Occlusion
+from .rise import RISE
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -14,4 +17,7 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "RISE",
+    "MaskUpdate",
+    "Occlusion",
 ]

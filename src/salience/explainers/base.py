@@ -147,7 +147,7 @@ class Wrapper(Explainer):
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
-        return type(self).__dict__.get("_stochastic", False) or self.explainer.is_stochastic
+        return bool(getattr(type(self), "_stochastic", False)) or self.explainer.is_stochastic
 
     @property
     def name(self) -> str:

@@ -18,6 +18,8 @@ from .._validation import check_float, check_int, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
+from ..masking import Substrate, as_substrate
+from ..explainers._progress import progress_bar
 from ..targets import TargetLike
 from .base import Metric, check_attribution, in_domain, pearson, prepare, reduce_channels, rankdata, unpack
 
@@ -37,7 +39,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- substrates
-class RiseBlur:
+class RiseBlur(Substrate):
     """RISE's insertion substrate, exactly: an 11-tap Gaussian (sigma 5) with zero padding.
 
     RISE builds its kernel as ``scipy.ndimage.gaussian_filter`` (sigma 5, truncate 4, mode
@@ -92,7 +94,7 @@ class RiseBlur:
         return f"RiseBlur(sigma={self.sigma!r}, size={self.size!r})"
 
 
-class NoisyLinearImputation:
+class NoisyLinearImputation(Substrate):
     """ROAD's noisy linear imputation: removed values solve a neighbourhood-average equation.
 
     Each removed value equals the weighted mean of its in-bounds neighbours (weight ``1/m`` for
@@ -204,26 +206,11 @@ class NoisyLinearImputation:
 
 
 def _substrate(substrate: Any, owner: str) -> Any:
-    """Coerce a substrate: a float, a tensor broadcastable to the input, or a substrate object
-    ``sub(x, layout, mask=None) -> Tensor`` (``needs_mask`` for mask-aware ones)."""
-    try:
-        from ..masking import as_substrate  # the shared substrates (perturbation branch)
-    except ImportError:  # pragma: no cover - before the masking package is merged
-        as_substrate = None
+    """A tensor broadcastable to the input, or a :class:`~salience.masking.Substrate`
+    (coerced by :func:`~salience.masking.as_substrate` from a float or a name)."""
     if isinstance(substrate, torch.Tensor):
         return substrate
-    if as_substrate is not None and isinstance(substrate, (str, float, int)) and not isinstance(substrate, bool):
-        return as_substrate(substrate, owner)
-    if isinstance(substrate, (float, int)) and not isinstance(substrate, bool):
-        value = float(substrate)
-        return lambda x, layout, mask=None: torch.full_like(x, value)
-    if callable(substrate):
-        return substrate
-    raise ParameterError(
-        f"The 'substrate' parameter of {owner} must be a float, a tensor broadcastable to the "
-        f"input, 'zeros'/'mean'/'blur'/'interpolate', or a substrate object (RiseBlur(), "
-        f"NoisyLinearImputation(), salience.masking.Blur(...), ...). Got {substrate!r} instead."
-    )
+    return as_substrate(substrate, owner)
 
 
 def _full_substrate(sub: Any, x: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor | None:
@@ -284,6 +271,7 @@ def _curve(
     domain: Any,
     layout: LayoutLike | None,
     batch_size: int | None,
+    progress: bool,
     owner: str,
 ) -> torch.Tensor:
     a, target, domain = unpack(attribution, target, domain)
@@ -302,8 +290,10 @@ def _curve(
     sub = _substrate(substrate, owner)
     full = _full_substrate(sub, space, lay, owner)
     deletion = mode == "deletion"
+    bar = progress_bar(space.shape[0] * k, mode, progress)
 
     def make(start: int, stop: int) -> torch.Tensor:
+        bar.update(stop - start)
         r = torch.arange(start, stop, device=space.device)
         b, i = r // k, r % k
         changed = (ranks[b] < counts[i, None]).reshape(-1, *unit_shape)
@@ -315,7 +305,8 @@ def _curve(
             sb = sub(xb, lay, torch.broadcast_to(keep, xb.shape).to(xb.dtype))
         return torch.where(changed, sb, xb) if deletion else torch.where(changed, xb, sb)
 
-    return score.values(make, n=k)
+    with bar:
+        return score.values(make, n=k)
 
 
 _CURVE_DOC = """
@@ -354,6 +345,8 @@ _CURVE_DOC = """
     layout : str or Layout, optional
     batch_size : int, optional
         Maximum rows per model call.
+    progress : bool, default True
+        Show a tqdm bar over the scored rows (if tqdm is installed).
 
     Returns
     -------
@@ -376,6 +369,7 @@ def deletion_curve(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Deletion curve: the score as the most relevant units are replaced by the substrate.
 
@@ -384,7 +378,7 @@ def deletion_curve(
     """
     return _curve("deletion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
                   substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
-                  batch_size=batch_size, owner="deletion_curve")
+                  batch_size=batch_size, progress=progress, owner="deletion_curve")
 
 
 def insertion_curve(
@@ -401,6 +395,7 @@ def insertion_curve(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Insertion curve: the score as the most relevant units of ``x`` are put into the substrate.
 
@@ -411,7 +406,7 @@ def insertion_curve(
         substrate = 0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
     return _curve("insertion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
                   substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
-                  batch_size=batch_size, owner="insertion_curve")
+                  batch_size=batch_size, progress=progress, owner="insertion_curve")
 
 
 deletion_curve.__doc__ = (deletion_curve.__doc__ or "") + _CURVE_DOC + """
@@ -625,6 +620,7 @@ class Deletion(_Perturbation):
         substrate: Any = 0.0,
         reduce_channels: str | None = None,
         batch_size: int | None = None,
+        progress: bool = True,
     ) -> None:
         owner = type(self).__name__
         if step is not None and steps is not None:
@@ -635,6 +631,7 @@ class Deletion(_Perturbation):
         self.substrate = substrate
         self.reduce_channels = check_option(reduce_channels, "reduce_channels", owner, (None, "sum", "mean", "max", "absmax"))
         self.batch_size = batch_size
+        self.progress = bool(progress)
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
@@ -645,7 +642,7 @@ class Deletion(_Perturbation):
         fn = deletion_curve if self._mode == "deletion" else insertion_curve
         return fn(model, x, attribution, target, step=self.step, steps=self.steps, max_fraction=self.max_fraction,
                   substrate=self.substrate, reduce_channels=self.reduce_channels, domain=domain, layout=layout,
-                  batch_size=self.batch_size)
+                  batch_size=self.batch_size, progress=self.progress)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
@@ -660,9 +657,10 @@ class Insertion(Deletion):
     _mode = "insertion"
 
     def __init__(self, *, step: int | None = None, steps: int | None = None, max_fraction: float = 1.0,
-                 substrate: Any = None, reduce_channels: str | None = None, batch_size: int | None = None) -> None:
+                 substrate: Any = None, reduce_channels: str | None = None, batch_size: int | None = None,
+                 progress: bool = True) -> None:
         super().__init__(step=step, steps=steps, max_fraction=max_fraction, substrate=substrate,
-                         reduce_channels=reduce_channels, batch_size=batch_size)
+                         reduce_channels=reduce_channels, batch_size=batch_size, progress=progress)
 
 
 class FaithfulnessCorrelation(_Perturbation):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -113,6 +114,7 @@ class EdgeDetector(sl.Explainer):
         return torch.cat([d, torch.zeros_like(x[..., :1])], -1)
 
 
+@functools.lru_cache(maxsize=1)
 def _trained_model():
     g = torch.Generator().manual_seed(0)
     n, t = 96, 32

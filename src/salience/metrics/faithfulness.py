@@ -18,7 +18,7 @@ from .._validation import check_float, check_int, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
-from ..masking import Substrate, as_substrate
+from ..masking import Constant, Substrate, as_substrate
 from ..explainers._progress import progress_bar
 from ..targets import TargetLike
 from .base import Metric, check_attribution, in_domain, pearson, prepare, reduce_channels, rankdata, unpack
@@ -288,7 +288,8 @@ def _curve(
     counts = _schedule(n_units, step, steps, max_fraction, owner).to(space.device)
     k = counts.shape[0]
     sub = _substrate(substrate, owner)
-    full = _full_substrate(sub, space, lay, owner)
+    const = sub.value if isinstance(sub, Constant) else None
+    full = None if const is not None else _full_substrate(sub, space, lay, owner)
     deletion = mode == "deletion"
     bar = progress_bar(space.shape[0] * k, mode, progress)
 
@@ -297,7 +298,9 @@ def _curve(
         r = torch.arange(start, stop, device=space.device)
         b, i = r // k, r % k
         changed = (ranks[b] < counts[i, None]).reshape(-1, *unit_shape)
-        xb = space[b]
+        xb = space[b]  # a fresh tensor: filling it in place is safe
+        if const is not None:
+            return xb.masked_fill_(changed if deletion else ~changed, const)
         if full is not None:
             sb = full[b]
         else:

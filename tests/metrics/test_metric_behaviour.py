@@ -255,3 +255,49 @@ def test_errors():
         M.evaluate([sl.Gradient(model)], [M.PointingGame()], model, x)
     with pytest.raises(sl.ParameterError, match="nn.Module"):
         M.model_randomisation(sl.Gradient(lambda t: t.flatten(1)[:, :4]), x)
+
+
+# ---------------------------------------------------------------------------- no side effects
+def _all_metrics():
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    return [
+        M.Deletion(step=7, progress=False),
+        M.Insertion(steps=4, progress=False),
+        M.Deletion(steps=3, substrate=M.NoisyLinearImputation(generator=g()), progress=False),
+        M.FaithfulnessCorrelation(n_runs=4, subset_size=5, generator=g()),
+        M.Infidelity(n_perturbations=3, generator=g()),
+        M.MaxSensitivity(n_perturbations=2, generator=g()),
+        M.AvgSensitivity(n_perturbations=2, generator=g()),
+        M.Sparseness(),
+        M.Complexity(),
+        M.CompletenessGap(),
+        M.ModelRandomisation(generator=g()),
+        M.RandomLogit(generator=g()),
+        M.PointingGame(tolerance=1.0),
+        M.EnergyPointingGame(),
+        M.RelevanceMass(),
+        M.RelevanceRankAccuracy(),
+        M.TopQIoU(q=0.2),
+    ]
+
+
+@pytest.mark.parametrize("metric", _all_metrics(), ids=lambda m: m.name)
+def test_metric_contract(metric):
+    model = cnn(1)
+    x = make_input("signal", batch=3)
+    x0 = x.clone()
+    mask = torch.zeros(3, 1, 20, dtype=torch.bool)
+    mask[..., 5:9] = True
+    explainer = sl.Gradient(model)
+    att = explainer.explain(x, torch.tensor([0, 1, 2]))
+    state = copy.deepcopy(model.state_dict())
+    rng = torch.random.get_rng_state()
+    out = metric(model, x, att, None, explainer=explainer, mask=mask)
+    assert out.shape == (3,) and out.dtype == x.dtype and out.device == x.device
+    assert torch.equal(x, x0)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert torch.equal(rng, torch.random.get_rng_state())
+    if metric.is_stochastic and hasattr(metric, "generator"):
+        assert metric.generator is not None

@@ -91,6 +91,43 @@ def test_attribution_domain_is_used_and_insertion_starts_from_zero_coefficients(
     assert float(via_attr[0, 0]) == pytest.approx(zero, rel=1e-9)
 
 
+class BoundFFT(FFT):
+    """The salience Domain protocol: bind(x, layout), inverse(z, index), output_layout."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.bound_to = None
+
+    def bind(self, x, layout=None):
+        out = copy.copy(self)
+        out.bound_to = x.shape[0]
+        return out
+
+    def inverse(self, z, index=None):
+        assert self.bound_to is not None and index is not None and index.shape == (z.shape[0],)
+        return super().inverse(z)
+
+    def output_layout(self, layout):
+        return sl.Layout("b c f r")
+
+
+def test_reduced_domain_attribution_removes_whole_bins():
+    """An InDomain report sums re/im per bin ("b c f"): deleting a bin zeroes both parts."""
+    model = cnn(1)
+    x = make_input("signal")
+    dom = BoundFFT(20)
+    bins = torch.randn(2, 3, 11, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    att = sl.Attribution(values=bins, target=torch.tensor([0, 3]), scores=torch.zeros(2), method="m",
+                         layout=sl.Layout("b c f"), domain=dom)
+    ours = M.deletion_curve(model, x, att, steps=5, progress=False)
+    ref = M.deletion_curve(model, x, bins[..., None], torch.tensor([0, 3]), steps=5, domain=FFT(20), progress=False)
+    torch.testing.assert_close(ours, ref)
+    bad = sl.Attribution(values=bins, target=torch.tensor([0, 3]), scores=torch.zeros(2), method="m",
+                         layout=sl.Layout("b c k"), domain=dom)
+    with pytest.raises(sl.ShapeError, match="reduce=False"):
+        M.deletion_curve(model, x, bad, steps=5, progress=False)
+
+
 def test_completeness_and_infidelity_in_a_domain():
     from toy_models import Linear
 

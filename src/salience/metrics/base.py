@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -156,6 +157,14 @@ def generic_layout(z: torch.Tensor) -> Layout:
     return Layout(" ".join(["b", "c"] + [f"z{i}" for i in range(z.ndim - 2)]))
 
 
+def _inverse_takes_index(domain: Any) -> bool:
+    try:
+        params = inspect.signature(domain.inverse).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2
+
+
 def in_domain(
     score: ScoreFunction, x: torch.Tensor, domain: Any, layout: Layout
 ) -> tuple[torch.Tensor, Layout, ScoreFunction]:
@@ -163,7 +172,8 @@ def in_domain(
 
     ``r = x - inverse(forward(x))`` (zero for exact domains) makes ``g(forward(x)) == f(x)``, as
     in ``InDomain``. The domain is duck-typed: ``forward(x) -> z`` and ``inverse(z) -> x``, both
-    batched over the first axis; an optional ``output_layout(layout)`` names z's axes.
+    batched over the first axis; optional ``bind(x, layout)`` (per-batch state; then
+    ``inverse(z, index)`` receives each row's sample) and ``output_layout(layout)`` (z's axes).
     """
     for meth in ("forward", "inverse"):
         if not callable(getattr(domain, meth, None)):
@@ -171,20 +181,66 @@ def in_domain(
                 f"{score.owner}: domain must have forward(x) and inverse(z) methods. Got "
                 f"{type(domain).__name__} without {meth}()."
             )
+    if callable(getattr(domain, "bind", None)):
+        domain = domain.bind(x, layout)
+    with_index = _inverse_takes_index(domain)
+
+    def inverse(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return domain.inverse(rows, index) if with_index else domain.inverse(rows)
+
     with torch.no_grad():
         z = domain.forward(x)
         if not isinstance(z, torch.Tensor) or z.shape[0] != x.shape[0]:
             raise ShapeError(f"{score.owner}: domain.forward(x) must return a tensor with x's batch size.")
-        residual = x - domain.inverse(z)
+        residual = x - inverse(z, torch.arange(x.shape[0], device=x.device))
     out_layout = getattr(domain, "output_layout", None)
     zl = out_layout(layout) if callable(out_layout) else None
-    if zl is None or Layout(str(zl)).ndim != z.ndim:
-        zl = generic_layout(z)
+    zl = generic_layout(z) if zl is None or Layout(str(zl)).ndim != z.ndim else Layout(str(zl))
 
-    def transform(rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return domain.inverse(rows) + residual[samples]
+    def transform(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return inverse(rows, index) + residual[index]
 
-    return z, Layout(str(zl)), score.compose(transform, z, Layout(str(zl)))
+    return z, zl, score.compose(transform, z, zl)
+
+
+def align(a: torch.Tensor, a_layout: Layout | None, space: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor:
+    """Attributions with fewer axes than ``space`` (a domain's reduced report, e.g. Fourier bins
+    without the re/im axis) get singleton axes where ``layout`` has names they lack."""
+    if a.ndim == space.ndim or a_layout is None:
+        return a
+    names = [n for n in layout.names if n in a_layout.names]
+    if names != list(a_layout.names):
+        raise ShapeError(
+            f"{owner}: attributions with layout {a_layout} cannot be placed in the domain's "
+            f"coefficients {layout}; compute them with InDomain(..., reduce=False)."
+        )
+    shape = [a.shape[a_layout.names.index(n)] if n in a_layout.names else 1 for n in layout.names]
+    return a.reshape(shape)
+
+
+def setup(
+    owner: str,
+    model: Any,
+    x: torch.Tensor,
+    attribution: "torch.Tensor | Attribution",
+    target: TargetLike,
+    domain: Any,
+    *,
+    batch_size: int | None,
+    layout: LayoutLike | None,
+) -> tuple[torch.Tensor, torch.Tensor, Layout, ScoreFunction]:
+    """Shared preamble of the model-based metrics: ``(attribution, space, layout, score)``.
+
+    ``space`` is ``x``, or ``domain.forward(x)`` with the score composed through the inverse.
+    """
+    a, target, domain = unpack(attribution, target, domain)
+    a_layout = attribution.layout if isinstance(attribution, Attribution) else None
+    x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
+    space = x
+    if domain is not None:
+        space, lay, score = in_domain(score, x, domain, lay)
+    a = check_attribution(align(a, a_layout, space, lay, owner), space, owner)
+    return a, space, lay, score
 
 
 def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:

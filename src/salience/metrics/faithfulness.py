@@ -21,7 +21,7 @@ from ..layout import Layout, LayoutLike
 from ..masking import Constant, Substrate, as_substrate
 from ..explainers._progress import progress_bar
 from ..targets import TargetLike
-from .base import Metric, check_attribution, in_domain, pearson, prepare, reduce_channels, rankdata, unpack
+from .base import Metric, pearson, rankdata, reduce_channels, setup
 
 __all__ = [
     "deletion_curve",
@@ -274,13 +274,8 @@ def _curve(
     progress: bool,
     owner: str,
 ) -> torch.Tensor:
-    a, target, domain = unpack(attribution, target, domain)
     max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
-    x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
-    space = x
-    if domain is not None:
-        space, lay, score = in_domain(score, x, domain, lay)
-    a = check_attribution(a, space, owner)
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     units = reduce_channels(a, reduce)
     unit_shape = units.shape[1:]
     ranks = _ranks(units.flatten(1))
@@ -491,13 +486,8 @@ def faithfulness_correlation(
     from ..explainers.smoothgrad import make_generator
 
     owner = "faithfulness_correlation"
-    a, target, domain = unpack(attribution, target, domain)
     n_runs = check_int(n_runs, "n_runs", owner, low=2)
-    x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
-    space = x
-    if domain is not None:
-        space, lay, score = in_domain(score, x, domain, lay)
-    a = check_attribution(a, space, owner)
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     flat = a.flatten(1)
     n_units = flat.shape[1]
     subset_size = check_int(subset_size, "subset_size", owner, low=1, high=n_units)
@@ -572,14 +562,9 @@ def infidelity(
     from ..explainers.smoothgrad import make_generator
 
     owner = "infidelity"
-    a, target, domain = unpack(attribution, target, domain)
     n = check_int(n_perturbations, "n_perturbations", owner, low=1)
     std = check_float(std, "std", owner, low=0.0)
-    x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
-    space = x
-    if domain is not None:
-        space, lay, score = in_domain(score, x, domain, lay)
-    a = check_attribution(a, space, owner)
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     gen = make_generator(generator)
     if perturbation is None:
         pert = torch.randn((space.shape[0], n, *space.shape[1:]), generator=gen, device=gen.device, dtype=space.dtype)

@@ -13,7 +13,7 @@ from ..attribution import Attribution
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..targets import TargetLike
-from .base import Metric, check_attribution, in_domain, prepare, similarity, unpack
+from .base import Metric, prepare, setup, similarity, unpack
 from .robustness import explain_with
 
 __all__ = [
@@ -60,12 +60,7 @@ def completeness_gap(
     Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
     owner = "completeness_gap"
-    a, target, domain = unpack(attribution, target, domain)
-    x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
-    space = x
-    if domain is not None:
-        space, lay, score = in_domain(score, x, domain, lay)
-    a = check_attribution(a, space, owner)
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     base = torch.as_tensor(baseline, dtype=space.dtype, device=space.device).expand(space.shape)
     rows = torch.stack([space, base], 1)
     vals = score.values(rows)

@@ -46,8 +46,9 @@ from .sanity import (
     randomisation_layers,
 )
 
-# grid pointing game (class-relevant branch): add here when merged
-# from .grid import GridPointingGame, grid_pointing_game
+# grid pointing game: written on branch `classrel` (src/salience/metrics/grid.py); when merging,
+# keep this file and uncomment the import and the __all__ names below.
+# from .grid import Grid, GridBatch, grid_pointing_game, make_grid
 
 __all__ = [
     "Metric",
@@ -64,7 +65,7 @@ __all__ = [
     "RelevanceMass",
     "RelevanceRankAccuracy",
     "TopQIoU",
-    # "grid_pointing_game", "GridPointingGame",  (classrel branch)
+    # "Grid", "GridBatch", "make_grid", "grid_pointing_game",  (classrel branch)
     # faithfulness
     "deletion_curve",
     "insertion_curve",

@@ -48,7 +48,6 @@ def cnn(dims: int, in_channels: int = 3, n_classes: int = 4, seed: int = 0, dtyp
     """conv -> ReLU -> conv -> ReLU -> global average pool -> linear, for 1, 2 or 3 spatial dims."""
     conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
     pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
-    g = torch.manual_seed  # noqa: F841  (documenting: the global RNG is restored below)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = nn.Sequential(

@@ -38,6 +38,8 @@ from .explainers import (
     Wrapper,
 )
 from .layout import Layout
+from . import metrics
+from .metrics import evaluate
 from .targets import (
     Class,
     Contrast,
@@ -55,6 +57,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Attribution",
     "Layout",
+    "metrics",
+    "evaluate",
     # explainers
     "Explainer",
     "Wrapper",

@@ -28,9 +28,9 @@ from .errors import (
     ShapeError,
 )
 from .layout import Layout
-from .targets import Target
+from .targets import Target, TargetLike, as_target
 
-__all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer"]
+__all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer", "make_score"]
 
 # rows x elements per row targeted by the automatic batch size (about 16 MiB of float32 input)
 _AUTO_ELEMENTS = 2**22
@@ -581,3 +581,55 @@ class ScoreFunction:
             sample_map=sample_map,
             target_map=sample_map if target_map is None else target_map,
         )
+
+
+def make_score(
+    model: Any,
+    x: torch.Tensor,
+    target: TargetLike,
+    *,
+    batch_size: int | None,
+    layout: Layout,
+    owner: str,
+) -> ScoreFunction:
+    """The score function of ``model`` at ``x`` with ``target`` bound there (what ``explain`` uses).
+
+    The target is coerced with :func:`~salience.targets.as_target` and bound once at ``x``
+    (``target=None`` freezes each sample's predicted class); when binding needed the model output
+    at ``x``, the scores there are cached so that :meth:`ScoreFunction.input_values` costs no
+    further model call.
+
+    Parameters
+    ----------
+    model : callable
+        Maps rows (R, *S) to outputs (R, *O).
+    x : Tensor of shape (B, *S)
+        The explained point (detached by the caller).
+    target : TargetLike
+    batch_size : int or None
+    layout : Layout
+    owner : str
+        Name used in error messages (the explainer or metric).
+    """
+    unbound = as_target(target)
+    score = ScoreFunction(
+        lambda rows, samples: model(rows),
+        unbound,
+        input=x,
+        layout=layout,
+        batch_size=batch_size,
+        owner=owner,
+        model=model,
+    )
+    reference: dict[str, torch.Tensor] = {}
+
+    def lazy_reference() -> torch.Tensor:
+        if "out" not in reference:
+            reference["out"] = score.reference_output()
+        return reference["out"]
+
+    score.target = unbound.bind(x.shape[0], lazy_reference)
+    if "out" in reference:
+        with torch.no_grad():
+            score._input_values = score.target(reference["out"], score.target_map)
+    return score

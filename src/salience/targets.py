@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, Union, cast
 import torch
 import torch.nn.functional as F
 
-from .errors import ModelOutputError, TargetError
+from .errors import TargetError
 
 __all__ = [
     "Target",

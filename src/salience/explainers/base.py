@@ -9,12 +9,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._engine import ScoreFunction
+from .._engine import ScoreFunction, make_score
 from .._validation import check_batch_size, check_input
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
-from ..targets import TargetLike, as_target
+from ..targets import TargetLike
 
 __all__ = ["Explainer", "Wrapper", "Parts"]
 
@@ -108,28 +108,8 @@ class Explainer:
                 UserWarning,
                 stacklevel=2,
             )
-        unbound = as_target(target)
         x = x.detach()
-        score = ScoreFunction(
-            lambda rows, samples: model(rows),
-            unbound,
-            input=x,
-            layout=layout,
-            batch_size=self.batch_size,
-            owner=owner,
-            model=model,
-        )
-        reference: dict[str, torch.Tensor] = {}
-
-        def lazy_reference() -> torch.Tensor:
-            if "out" not in reference:
-                reference["out"] = score.reference_output()
-            return reference["out"]
-
-        score.target = unbound.bind(x.shape[0], lazy_reference)
-        if "out" in reference:
-            with torch.no_grad():
-                score._input_values = score.target(reference["out"], score.target_map)
+        score = make_score(model, x, target, batch_size=self.batch_size, layout=layout, owner=owner)
         parts = as_parts(self._attribute(x, score), layout)
         values = parts.values
         if not isinstance(values, torch.Tensor) or values.shape[0] != x.shape[0]:

@@ -1,0 +1,700 @@
+"""Faithfulness metrics: deletion/insertion (RISE and Xplique), faithfulness correlation, infidelity.
+
+The model is only called through the engine's :class:`~salience._engine.ScoreFunction`: the
+perturbed rows are generated lazily chunk by chunk (``batch_size`` rows per model call), on the
+input's device, so memory stays bounded whatever the number of steps.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .._validation import check_float, check_int, check_option
+from ..attribution import Attribution
+from ..errors import ParameterError, ShapeError
+from ..layout import Layout, LayoutLike
+from ..masking import Constant, Substrate, as_substrate
+from ..explainers._progress import progress_bar
+from ..targets import TargetLike
+from .base import Metric, pearson, rankdata, reduce_channels, setup
+
+__all__ = [
+    "deletion_curve",
+    "insertion_curve",
+    "auc",
+    "faithfulness_correlation",
+    "infidelity",
+    "RiseBlur",
+    "NoisyLinearImputation",
+    "Deletion",
+    "Insertion",
+    "FaithfulnessCorrelation",
+    "Infidelity",
+]
+
+
+# ---------------------------------------------------------------------------- substrates
+class RiseBlur(Substrate):
+    """RISE's insertion substrate, exactly: an 11-tap Gaussian (sigma 5) with zero padding.
+
+    RISE builds its kernel as ``scipy.ndimage.gaussian_filter`` (sigma 5, truncate 4, mode
+    ``reflect``) of an 11x11 unit impulse, i.e. the Gaussian's tails folded back into the 11
+    taps (not a renormalised truncated Gaussian), and blurs with ``conv2d(x, K, padding=5)``
+    per channel, which darkens the borders. The kernel is separable, so it is applied along every
+    spatial axis of the layout (time for signals, h and w for images, t, h and w for video).
+
+    Parameters
+    ----------
+    sigma : float, default 5.0
+    size : int, default 11
+        Number of taps (odd).
+    """
+
+    needs_mask: ClassVar[bool] = False
+    is_random: ClassVar[bool] = False
+
+    def __init__(self, sigma: float = 5.0, size: int = 11) -> None:
+        self.sigma = check_float(sigma, "sigma", "RiseBlur", low=0.0, closed="neither")
+        self.size = check_int(size, "size", "RiseBlur", low=1)
+        if self.size % 2 == 0:
+            raise ParameterError(f"The 'size' parameter of RiseBlur must be odd. Got {size!r} instead.")
+
+    def kernel(self) -> torch.Tensor:
+        """The 1-D kernel (float64, ``size`` taps) whose outer products give RISE's kernel."""
+        n, c = self.size, self.size // 2
+        radius = int(4.0 * self.sigma + 0.5)  # scipy's gaussian_filter1d, truncate=4
+        j = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        w = torch.exp(-0.5 * (j / self.sigma) ** 2)
+        w = w / w.sum()
+        out = torch.zeros(n, dtype=torch.float64)
+        for i in range(n):
+            p = (i + j.long()) % (2 * n)  # half-sample symmetric extension of the impulse
+            p = torch.where(p >= n, 2 * n - 1 - p, p)
+            out[i] = w[p == c].sum()
+        return out
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        lay = Layout(str(layout))
+        k = self.kernel().to(device=x.device, dtype=x.dtype).reshape(1, 1, -1)
+        r = self.size // 2
+        out = x
+        for dim in lay.spatial_axes:
+            moved = out.movedim(dim, -1)
+            lead, n = moved.shape[:-1], moved.shape[-1]
+            res = F.conv1d(moved.reshape(-1, 1, n), k, padding=r)
+            out = res.reshape(*lead, n).movedim(-1, dim)
+        return out.contiguous()
+
+    def __repr__(self) -> str:
+        return f"RiseBlur(sigma={self.sigma!r}, size={self.size!r})"
+
+
+class NoisyLinearImputation(Substrate):
+    """ROAD's noisy linear imputation: removed values solve a neighbourhood-average equation.
+
+    Each removed value equals the weighted mean of its in-bounds neighbours (weight ``1/m`` for
+    a neighbour offset along ``m`` spatial axes: direct 1, diagonal 1/2, as ROAD's 1/6 and 1/12),
+    per channel; the sparse symmetric system is solved by batched conjugate gradients on the
+    input's device, then Gaussian noise of std ``noise`` is added to the imputed values. On a
+    signal this is linear interpolation between the kept neighbours (constant beyond the ends).
+    A row with nothing kept is imputed with zeros. Mask-aware (mask: 1 = keep).
+
+    Parameters
+    ----------
+    noise : float, default 0.01
+        Standard deviation of the noise added to imputed values (ROAD's default).
+    generator : torch.Generator, optional
+        Source of the noise; the draws depend on the chunking (``batch_size``).
+    max_iter : int, default 2000
+    tol : float, default 1e-10
+        Relative residual at which conjugate gradients stop.
+
+    References
+    ----------
+    Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution Methods"
+    (ROAD), ICML 2022.
+    """
+
+    needs_mask: ClassVar[bool] = True
+    is_random: ClassVar[bool] = True
+
+    def __init__(
+        self, noise: float = 0.01, *, generator: torch.Generator | None = None, max_iter: int = 2000, tol: float = 1e-10
+    ) -> None:
+        owner = "NoisyLinearImputation"
+        self.noise = check_float(noise, "noise", owner, low=0.0)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ParameterError(f"The 'generator' parameter of {owner} must be a torch.Generator or None.")
+        self.generator = generator
+        self.max_iter = check_int(max_iter, "max_iter", owner, low=1)
+        self.tol = check_float(tol, "tol", owner, low=0.0)
+
+    @staticmethod
+    def _shift(t: torch.Tensor, offset: tuple[int, ...]) -> torch.Tensor:
+        """``out[p] = t[p + offset]`` along the trailing axes, zero outside."""
+        d = len(offset)
+        pad: list[int] = []
+        for o in reversed(offset):
+            pad += [max(-o, 0), max(o, 0)]
+        out = F.pad(t, pad)
+        for i, o in enumerate(offset):
+            dim = t.ndim - d + i
+            out = out.narrow(dim, max(o, 0), t.shape[dim])
+        return out
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            raise ParameterError("NoisyLinearImputation is mask-aware: call it as substrate(x, layout, mask).")
+        lay = Layout(str(layout))
+        spatial = lay.spatial_axes
+        d = len(spatial)
+        # move spatial axes last
+        rest = [i for i in range(x.ndim) if i not in spatial]
+        perm = rest + list(spatial)
+        inv = [perm.index(i) for i in range(x.ndim)]
+        v = x.permute(perm)
+        known = torch.broadcast_to(mask >= 0.5, x.shape).permute(perm).to(x.dtype)
+        unknown = 1 - known
+        offsets = [o for o in product((-1, 0, 1), repeat=d) if any(o)]
+        weights = [1.0 / sum(1 for c in o if c) for o in offsets]
+        ones = torch.ones_like(v)
+        diag = sum(w * self._shift(ones, o) for o, w in zip(offsets, weights))
+        rhs = unknown * sum(w * self._shift(v * known, o) for o, w in zip(offsets, weights))
+
+        def apply(p: torch.Tensor) -> torch.Tensor:
+            p = p * unknown
+            return unknown * (diag * p - sum(w * self._shift(p, o) for o, w in zip(offsets, weights)))
+
+        rows = v.shape[0]
+        dims = tuple(range(1, v.ndim))
+        sol = torch.zeros_like(v)
+        res = rhs.clone()
+        p = res.clone()
+        rr = (res * res).sum(dims)
+        stop = (self.tol**2) * rr.clamp_min(torch.finfo(x.dtype).tiny)
+        for _ in range(self.max_iter):
+            if bool((rr <= stop).all()):
+                break
+            ap = apply(p)
+            pap = (p * ap).sum(dims)
+            alpha = torch.where(pap > 0, rr / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+            shape = (rows,) + (1,) * (v.ndim - 1)
+            sol = sol + alpha.reshape(shape) * p
+            res = res - alpha.reshape(shape) * ap
+            rr_new = (res * res).sum(dims)
+            beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+            p = res + beta.reshape(shape) * p
+            rr = rr_new
+        if self.noise > 0:
+            from ..explainers.smoothgrad import make_generator  # lazy: avoid an import cycle
+
+            if self.generator is None:
+                self.generator = make_generator(None)
+            g = self.generator
+            eps = torch.randn(v.shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)
+            sol = sol + self.noise * eps * unknown
+        out = known * v + unknown * sol
+        return out.permute(inv).contiguous()
+
+    def __repr__(self) -> str:
+        return f"NoisyLinearImputation(noise={self.noise!r})"
+
+
+def _substrate(substrate: Any, owner: str) -> Any:
+    """A tensor broadcastable to the input, or a :class:`~salience.masking.Substrate`
+    (coerced by :func:`~salience.masking.as_substrate` from a float or a name)."""
+    if isinstance(substrate, torch.Tensor):
+        return substrate
+    return as_substrate(substrate, owner)
+
+
+def _full_substrate(sub: Any, x: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor | None:
+    """The substrate for all of ``x`` when it does not depend on the mask, else None."""
+    if isinstance(sub, torch.Tensor):
+        sub = sub.to(device=x.device, dtype=x.dtype)
+        try:
+            return sub.expand(x.shape)
+        except RuntimeError as err:
+            raise ShapeError(
+                f"{owner}: a substrate tensor of shape {tuple(sub.shape)} does not broadcast to the "
+                f"input's shape {tuple(x.shape)}."
+            ) from err
+    if getattr(sub, "needs_mask", False):
+        return None
+    out = sub(x, layout, None)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        raise ShapeError(f"{owner}: the substrate must return a tensor of the input's shape {tuple(x.shape)}.")
+    return out.to(dtype=x.dtype)
+
+
+# ---------------------------------------------------------------------------- deletion / insertion
+def _schedule(n_units: int, step: int | None, steps: int | None, max_fraction: float, owner: str) -> torch.Tensor:
+    """Number of units changed at each recorded state (RISE ``step`` or Xplique ``steps``)."""
+    if step is not None and steps is not None:
+        raise ParameterError(f"{owner}: pass step=... (RISE) or steps=... (Xplique), not both.")
+    if step is not None:
+        step = check_int(step, "step", owner, low=1)
+        n_steps = math.ceil(n_units / step)
+        return torch.clamp(torch.arange(n_steps + 1) * step, max=n_units)
+    steps = min(100, n_units) if steps is None else check_int(steps, "steps", owner, low=1)
+    max_n = int(math.floor(n_units * max_fraction))
+    # Xplique: np.linspace(0, max_n, steps + 1, dtype=np.int32), i.e. truncated toward zero
+    grid = torch.linspace(0, max_n, steps + 1, dtype=torch.float64)
+    return grid.floor().long()
+
+
+def _ranks(units: torch.Tensor) -> torch.Tensor:
+    """Rank of each unit (0 = most relevant), descending, ties broken by position."""
+    order = torch.sort(units, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(units.shape[1], device=units.device).expand_as(order))
+    return ranks
+
+
+def _curve(
+    mode: str,
+    model: Any,
+    x: torch.Tensor,
+    attribution: Any,
+    target: TargetLike,
+    *,
+    step: int | None,
+    steps: int | None,
+    max_fraction: float,
+    substrate: Any,
+    reduce: str | None,
+    domain: Any,
+    layout: LayoutLike | None,
+    batch_size: int | None,
+    progress: bool,
+    owner: str,
+) -> torch.Tensor:
+    max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    units = reduce_channels(a, reduce)
+    unit_shape = units.shape[1:]
+    ranks = _ranks(units.flatten(1))
+    n_units = ranks.shape[1]
+    counts = _schedule(n_units, step, steps, max_fraction, owner).to(space.device)
+    k = counts.shape[0]
+    sub = _substrate(substrate, owner)
+    const = sub.value if isinstance(sub, Constant) else None
+    full = None if const is not None else _full_substrate(sub, space, lay, owner)
+    deletion = mode == "deletion"
+    bar = progress_bar(space.shape[0] * k, mode, progress)
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        bar.update(stop - start)
+        r = torch.arange(start, stop, device=space.device)
+        b, i = r // k, r % k
+        changed = (ranks[b] < counts[i, None]).reshape(-1, *unit_shape)
+        xb = space[b]  # a fresh tensor: filling it in place is safe
+        if const is not None:
+            return xb.masked_fill_(changed if deletion else ~changed, const)
+        if full is not None:
+            sb = full[b]
+        else:
+            keep = ~changed if deletion else changed
+            sb = sub(xb, lay, torch.broadcast_to(keep, xb.shape).to(xb.dtype))
+        return torch.where(changed, sb, xb) if deletion else torch.where(changed, xb, sb)
+
+    with bar:
+        return score.values(make, n=k)
+
+
+_CURVE_DOC = """
+    Parameters
+    ----------
+    model : callable
+        Maps (R, *S) to outputs (R, *O); never modified.
+    x : Tensor of shape (B, *S)
+    attribution : Tensor broadcastable to ``x`` (or to ``domain.forward(x)``), or Attribution
+        Its elements are the units removed/inserted together: an attribution of shape
+        (B, 1, *spatial) moves whole time steps/pixels (all channels, as RISE), a full-shape
+        one moves single cells (as Xplique on time series). Ranked in descending order, ties by
+        position.
+    target : int, Tensor (B,), Target or None
+        The tracked score, bound at ``x`` (None: each sample's predicted class at ``x``; an
+        Attribution's recorded target when an Attribution is passed).
+    step : int, optional
+        RISE: units changed per step; ``ceil(n / step) + 1`` states are scored, from the start
+        state to the end state.
+    steps : int, optional
+        Xplique: score ``steps + 1`` states changing ``floor(linspace(0, floor(n *
+        max_fraction), steps + 1))`` units. Default when neither is given: ``min(100, n)``.
+    max_fraction : float in (0, 1], default 1.0
+        Xplique's ``max_percentage_perturbed`` (with ``steps``).
+    substrate : float, Tensor, str or substrate object
+        What removed units become. A float or tensor; ``"zeros"``, ``"mean"``, ``"blur"``,
+        ``"interpolate"`` and the objects of :mod:`salience.masking` (``Blur``, ``Interpolate``,
+        ...); :class:`RiseBlur` (RISE's insertion start); :class:`NoisyLinearImputation` (ROAD).
+        In a domain, the substrate is in coefficient space (0: zero coefficients).
+    reduce_channels : {None, "sum", "mean", "max", "absmax"}, default None
+        Reduce a channel-wise attribution to one value per position first (Xplique averages the
+        channels of images: ``"mean"``).
+    domain : object with ``forward(x) -> z`` and ``inverse(z) -> x``, optional
+        Remove/insert coefficients of this domain (frequency bins, ICA components, wavelet
+        bands): the model sees ``inverse(z_perturbed) + (x - inverse(forward(x)))``.
+    layout : str or Layout, optional
+    batch_size : int, optional
+        Maximum rows per model call.
+    progress : bool, default True
+        Show a tqdm bar over the scored rows (if tqdm is installed).
+
+    Returns
+    -------
+    Tensor of shape (B, K)
+        The score at each of the K states; ``auc(curve)`` gives the area.
+"""
+
+
+def deletion_curve(
+    model: Any,
+    x: torch.Tensor,
+    attribution: "torch.Tensor | Attribution",
+    target: TargetLike = None,
+    *,
+    step: int | None = None,
+    steps: int | None = None,
+    max_fraction: float = 1.0,
+    substrate: Any = 0.0,
+    reduce_channels: str | None = None,
+    domain: Any = None,
+    layout: LayoutLike | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Deletion curve: the score as the most relevant units are replaced by the substrate.
+
+    RISE: ``step=...`` with a zero substrate; Xplique: ``steps=10`` with a zero substrate.
+    ROAD (MoRF): ``substrate=NoisyLinearImputation()``.
+    """
+    return _curve("deletion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
+                  substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
+                  batch_size=batch_size, progress=progress, owner="deletion_curve")
+
+
+def insertion_curve(
+    model: Any,
+    x: torch.Tensor,
+    attribution: "torch.Tensor | Attribution",
+    target: TargetLike = None,
+    *,
+    step: int | None = None,
+    steps: int | None = None,
+    max_fraction: float = 1.0,
+    substrate: Any = None,
+    reduce_channels: str | None = None,
+    domain: Any = None,
+    layout: LayoutLike | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Insertion curve: the score as the most relevant units of ``x`` are put into the substrate.
+
+    The default substrate is RISE's blurred input (:class:`RiseBlur`) in input space and zero
+    coefficients in a domain. Xplique's insertion starts from ``substrate=0.0``.
+    """
+    if substrate is None:
+        substrate = 0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
+    return _curve("insertion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
+                  substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
+                  batch_size=batch_size, progress=progress, owner="insertion_curve")
+
+
+deletion_curve.__doc__ = (deletion_curve.__doc__ or "") + _CURVE_DOC + """
+    References
+    ----------
+    Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC
+    2018; Rong et al., ROAD, ICML 2022.
+"""
+insertion_curve.__doc__ = (insertion_curve.__doc__ or "") + _CURVE_DOC + """
+    References
+    ----------
+    Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018.
+"""
+
+
+def auc(curve: torch.Tensor) -> torch.Tensor:
+    """Area under curves sampled at equally spaced points of [0, 1] (trapezoid rule).
+
+    ``(sum(s) - s[0]/2 - s[-1]/2) / (K - 1)``: RISE's formula, equal to Xplique's mean of the
+    trapezoids ``mean((s[:-1] + s[1:]) / 2)``. With RISE's ``step`` the last step may change
+    fewer units; like RISE, the area still counts it as a full step.
+
+    Parameters
+    ----------
+    curve : Tensor of shape (..., K), K >= 2
+
+    Returns
+    -------
+    Tensor of shape (...)
+    """
+    if curve.shape[-1] < 2:
+        raise ShapeError(f"auc needs at least 2 points per curve. Got shape {tuple(curve.shape)}.")
+    return (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (curve.shape[-1] - 1)
+
+
+# ---------------------------------------------------------------------------- faithfulness correlation
+def faithfulness_correlation(
+    model: Any,
+    x: torch.Tensor,
+    attribution: "torch.Tensor | Attribution",
+    target: TargetLike = None,
+    *,
+    n_runs: int = 100,
+    subset_size: int = 224,
+    substrate: Any = 0.0,
+    similarity: str | Callable = "pearson",
+    generator: torch.Generator | None = None,
+    domain: Any = None,
+    layout: LayoutLike | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Faithfulness correlation: do attribution sums predict the score drop of random subsets?
+
+    For each of ``n_runs`` random subsets of ``subset_size`` units (attribution elements; drawn
+    per sample without replacement), the units are replaced by the substrate; the metric is the
+    correlation over runs between ``sum(attribution over the subset)`` and ``f(x) - f(x_subset)``.
+
+    Parameters
+    ----------
+    n_runs : int, default 100
+    subset_size : int, default 224
+        Quantus' default (an image row); use a fraction of the units of your data.
+    substrate : float, tensor or substrate object, default 0.0
+    similarity : {"pearson", "spearman"} or callable, default "pearson"
+        Pearson as Bhatt et al. and Quantus; Xplique's MuFidelity uses Spearman.
+    generator : torch.Generator, optional
+        Subsets are drawn per sample as ``torch.rand((n_runs, n_units), generator=generator)
+        .argsort(-1)[:, :subset_size]``, sample after sample.
+
+    Returns
+    -------
+    Tensor of shape (B,)
+        NaN where the score or the attribution sums do not vary.
+
+    References
+    ----------
+    Bhatt et al., "Evaluating and Aggregating Feature-based Model Explanations", IJCAI 2020.
+    """
+    from ..explainers.smoothgrad import make_generator
+
+    owner = "faithfulness_correlation"
+    n_runs = check_int(n_runs, "n_runs", owner, low=2)
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    flat = a.flatten(1)
+    n_units = flat.shape[1]
+    subset_size = check_int(subset_size, "subset_size", owner, low=1, high=n_units)
+    gen = make_generator(generator)
+    b = space.shape[0]
+    idx = torch.stack(
+        [torch.rand((n_runs, n_units), generator=gen, device=gen.device).argsort(-1)[:, :subset_size] for _ in range(b)]
+    ).to(space.device)  # (B, n_runs, k)
+    sums = flat.gather(1, idx.reshape(b, -1)).reshape(b, n_runs, subset_size).sum(-1)
+    sub = _substrate(substrate, owner)
+    full = _full_substrate(sub, space, lay, owner)
+    unit_shape = a.shape[1:]
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        r = torch.arange(start, stop, device=space.device)
+        s, i = r // n_runs, r % n_runs
+        removed = torch.zeros((r.shape[0], n_units), dtype=torch.bool, device=space.device)
+        removed.scatter_(1, idx[s, i], True)
+        removed = removed.reshape(-1, *unit_shape)
+        xb = space[s]
+        sb = full[s] if full is not None else sub(xb, lay, torch.broadcast_to(~removed, xb.shape).to(xb.dtype))
+        return torch.where(removed, sb, xb)
+
+    drops = score.input_values()[:, None] - score.values(make, n=n_runs)
+    if callable(similarity):
+        return similarity(sums, drops)
+    kind = check_option(similarity, "similarity", owner, ("pearson", "spearman"))
+    if kind == "spearman":
+        return pearson(rankdata(sums), rankdata(drops))
+    return pearson(sums, drops)
+
+
+# ---------------------------------------------------------------------------- infidelity
+def infidelity(
+    model: Any,
+    x: torch.Tensor,
+    attribution: "torch.Tensor | Attribution",
+    target: TargetLike = None,
+    *,
+    n_perturbations: int = 10,
+    std: float = 0.1,
+    perturbation: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | None = None,
+    normalize: bool = False,
+    generator: torch.Generator | None = None,
+    domain: Any = None,
+    layout: LayoutLike | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Infidelity: ``E_I[(I . attribution - (f(x) - f(x - I)))^2]``.
+
+    Parameters
+    ----------
+    n_perturbations : int, default 10
+    std : float, default 0.1
+        Standard deviation of the default perturbation ``I ~ N(0, std^2)`` (input units).
+    perturbation : callable, optional
+        ``perturbation(x, n, generator) -> I`` of shape (B, n, *S): custom perturbations
+        (Yeh et al.'s square-removal or baseline-difference perturbations).
+    normalize : bool, default False
+        Scale the attribution by the optimal ``beta = E[I.a * df] / E[(I.a)^2]`` first (Captum's
+        ``normalize=True``).
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    Tensor of shape (B,)
+
+    References
+    ----------
+    Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
+    """
+    from ..explainers.smoothgrad import make_generator
+
+    owner = "infidelity"
+    n = check_int(n_perturbations, "n_perturbations", owner, low=1)
+    std = check_float(std, "std", owner, low=0.0)
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    gen = make_generator(generator)
+    if perturbation is None:
+        pert = torch.randn((space.shape[0], n, *space.shape[1:]), generator=gen, device=gen.device, dtype=space.dtype)
+        pert = pert.to(space.device) * std
+    else:
+        pert = perturbation(space, n, gen)
+        if not isinstance(pert, torch.Tensor) or pert.shape != (space.shape[0], n, *space.shape[1:]):
+            raise ShapeError(f"{owner}: perturbation must return a tensor of shape {(space.shape[0], n, *space.shape[1:])}.")
+        pert = pert.to(device=space.device, dtype=space.dtype)
+    dots = (pert * a.unsqueeze(1)).flatten(2).sum(-1)  # (B, n)
+    diffs = score.input_values()[:, None] - score.values(space.unsqueeze(1) - pert)
+    if normalize:
+        num = (dots * diffs).mean(1, keepdim=True)
+        den = (dots * dots).mean(1, keepdim=True)
+        beta = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        dots = beta * dots
+    return (dots - diffs).square().mean(1)
+
+
+# ---------------------------------------------------------------------------- classes
+class _Perturbation(Metric):
+    requires_model: ClassVar[bool] = True
+
+
+class Deletion(_Perturbation):
+    """Deletion AUC (lower is better); ``curve(...)`` gives the curve. See :func:`deletion_curve`.
+
+    RISE: ``Deletion(step=224)`` (pixels per step; zero substrate). Xplique:
+    ``Deletion(steps=10)``. ROAD: ``Deletion(substrate=NoisyLinearImputation())``.
+    """
+
+    higher_is_better: ClassVar[bool | None] = False
+    _mode = "deletion"
+
+    def __init__(
+        self,
+        *,
+        step: int | None = None,
+        steps: int | None = None,
+        max_fraction: float = 1.0,
+        substrate: Any = 0.0,
+        reduce_channels: str | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        owner = type(self).__name__
+        if step is not None and steps is not None:
+            raise ParameterError(f"{owner}: pass step=... (RISE) or steps=... (Xplique), not both.")
+        self.step = None if step is None else check_int(step, "step", owner, low=1)
+        self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
+        self.max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
+        self.substrate = substrate
+        self.reduce_channels = check_option(reduce_channels, "reduce_channels", owner, (None, "sum", "mean", "max", "absmax"))
+        self.batch_size = batch_size
+        self.progress = bool(progress)
+
+    @property
+    def is_stochastic(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.substrate, "is_random", False))
+
+    def curve(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+              domain: Any = None, layout: LayoutLike | None = None) -> torch.Tensor:
+        fn = deletion_curve if self._mode == "deletion" else insertion_curve
+        return fn(model, x, attribution, target, step=self.step, steps=self.steps, max_fraction=self.max_fraction,
+                  substrate=self.substrate, reduce_channels=self.reduce_channels, domain=domain, layout=layout,
+                  batch_size=self.batch_size, progress=self.progress)
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        return auc(self.curve(model, x, attribution, target, domain=domain))
+
+
+class Insertion(Deletion):
+    """Insertion AUC (higher is better). RISE: ``Insertion(step=224)`` (blurred start,
+    :class:`RiseBlur`); Xplique: ``Insertion(steps=10, substrate=0.0)``. See :func:`insertion_curve`."""
+
+    higher_is_better: ClassVar[bool | None] = True
+    _mode = "insertion"
+
+    def __init__(self, *, step: int | None = None, steps: int | None = None, max_fraction: float = 1.0,
+                 substrate: Any = None, reduce_channels: str | None = None, batch_size: int | None = None,
+                 progress: bool = True) -> None:
+        super().__init__(step=step, steps=steps, max_fraction=max_fraction, substrate=substrate,
+                         reduce_channels=reduce_channels, batch_size=batch_size, progress=progress)
+
+
+class FaithfulnessCorrelation(_Perturbation):
+    """:func:`faithfulness_correlation` as a metric class (higher is better)."""
+
+    higher_is_better: ClassVar[bool | None] = True
+    is_stochastic: ClassVar[bool] = True
+
+    def __init__(self, *, n_runs: int = 100, subset_size: int = 224, substrate: Any = 0.0,
+                 similarity: str | Callable = "pearson", generator: torch.Generator | None = None,
+                 batch_size: int | None = None) -> None:
+        owner = type(self).__name__
+        self.n_runs = check_int(n_runs, "n_runs", owner, low=2)
+        self.subset_size = check_int(subset_size, "subset_size", owner, low=1)
+        self.substrate = substrate
+        self.similarity = similarity
+        self.generator = generator
+        self.batch_size = batch_size
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        return faithfulness_correlation(model, x, attribution, target, n_runs=self.n_runs,
+                                        subset_size=self.subset_size, substrate=self.substrate,
+                                        similarity=self.similarity, generator=self.generator, domain=domain,
+                                        batch_size=self.batch_size)
+
+
+class Infidelity(_Perturbation):
+    """:func:`infidelity` as a metric class (lower is better)."""
+
+    higher_is_better: ClassVar[bool | None] = False
+    is_stochastic: ClassVar[bool] = True
+
+    def __init__(self, *, n_perturbations: int = 10, std: float = 0.1, perturbation: Callable | None = None,
+                 normalize: bool = False, generator: torch.Generator | None = None,
+                 batch_size: int | None = None) -> None:
+        owner = type(self).__name__
+        self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
+        self.std = check_float(std, "std", owner, low=0.0)
+        self.perturbation = perturbation
+        self.normalize = bool(normalize)
+        self.generator = generator
+        self.batch_size = batch_size
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        return infidelity(model, x, attribution, target, n_perturbations=self.n_perturbations, std=self.std,
+                          perturbation=self.perturbation, normalize=self.normalize, generator=self.generator,
+                          domain=domain, batch_size=self.batch_size)

@@ -1,0 +1,178 @@
+"""Robustness metrics: how much an explanation changes under small input noise."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from .._validation import check_float, check_input, check_int
+from ..attribution import Attribution
+from ..errors import ParameterError
+from ..targets import TargetLike
+from .base import Metric
+
+__all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
+
+
+def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[torch.Tensor, Any]:
+    """Run an Explainer (or a callable ``(x, target) -> Tensor | Attribution``); values and the
+    explained target (per-sample class indices where recorded, else ``target``)."""
+    if not callable(explainer):
+        raise ParameterError(
+            f"explainer must be a salience Explainer or a callable (x, target) -> attribution. "
+            f"Got {type(explainer).__name__} instead."
+        )
+    out = explainer(x, target)
+    if isinstance(out, Attribution):
+        return out.values.detach(), out.target
+    if not isinstance(out, torch.Tensor):
+        raise ParameterError(f"The explainer returned {type(out).__name__}; expected a Tensor or an Attribution.")
+    return out.detach(), target
+
+
+def repeat_target(target: Any, k: int) -> Any:
+    """A per-sample target for ``x.repeat_interleave(k, 0)``."""
+    if isinstance(target, torch.Tensor) and target.ndim == 1:
+        return target.repeat_interleave(k)
+    if isinstance(target, (list, tuple)):
+        return torch.as_tensor(target).repeat_interleave(k)
+    return target
+
+
+def _sensitivities(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike,
+    *,
+    n_perturbations: int,
+    radius: float,
+    norm: Any,
+    normalize: bool,
+    attribution: Any,
+    generator: torch.Generator | None,
+    owner: str,
+) -> torch.Tensor:
+    from ..explainers.smoothgrad import make_generator
+
+    x = check_input(x, owner).detach()
+    n = check_int(n_perturbations, "n_perturbations", owner, low=1)
+    radius = check_float(radius, "radius", owner, low=0.0)
+    if attribution is None:
+        ref, explained = explain_with(explainer, x, target)
+    else:
+        ref = attribution.values.detach() if isinstance(attribution, Attribution) else attribution.detach()
+        explained = attribution.target if (isinstance(attribution, Attribution) and target is None) else target
+    gen = make_generator(generator)
+    b = x.shape[0]
+    # uniform in the L-infinity ball, as Captum's default_perturb_func
+    noise = torch.rand((b * n, *x.shape[1:]), generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
+    xp = x.repeat_interleave(n, 0) + (2 * noise - 1) * radius
+    pert, _ = explain_with(explainer, xp, repeat_target(explained, n))
+    diff = (pert - ref.repeat_interleave(n, 0)).reshape(b * n, -1)
+    ordv = 2 if norm == "fro" else norm
+    sens = torch.linalg.vector_norm(diff, ord=ordv, dim=1).reshape(b, n)
+    if normalize:
+        den = torch.linalg.vector_norm(ref.reshape(b, -1), ord=ordv, dim=1)
+        sens = sens / torch.where(den == 0, torch.ones_like(den), den)[:, None]
+    return sens
+
+
+_DOC = """
+    Parameters
+    ----------
+    explainer : Explainer or callable ``(x, target) -> Tensor | Attribution``
+    x : Tensor of shape (B, *S)
+    target : int, Tensor (B,), Target or None
+        None: the class the explainer records at ``x`` is kept for the perturbed copies.
+    n_perturbations : int, default 10
+    radius : float, default 0.02
+        Perturbations are uniform in the L-infinity ball of this radius (Captum's default).
+    norm : "fro" or float, default "fro"
+        Norm of the flattened explanation difference.
+    normalize : bool, default False
+        Divide by the norm of the explanation at ``x`` (Captum's ``sensitivity_max`` does; Yeh
+        et al.'s definition does not).
+    attribution : Tensor or Attribution, optional
+        The explanation at ``x`` if already computed.
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    Tensor of shape (B,)
+
+    References
+    ----------
+    Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
+"""
+
+
+def max_sensitivity(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    n_perturbations: int = 10,
+    radius: float = 0.02,
+    norm: Any = "fro",
+    normalize: bool = False,
+    attribution: Any = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Max-sensitivity: the largest change of the explanation over random perturbations."""
+    return _sensitivities(explainer, x, target, n_perturbations=n_perturbations, radius=radius, norm=norm,
+                          normalize=normalize, attribution=attribution, generator=generator,
+                          owner="max_sensitivity").amax(1)
+
+
+def avg_sensitivity(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    n_perturbations: int = 10,
+    radius: float = 0.02,
+    norm: Any = "fro",
+    normalize: bool = False,
+    attribution: Any = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Average sensitivity: the mean change of the explanation over random perturbations."""
+    return _sensitivities(explainer, x, target, n_perturbations=n_perturbations, radius=radius, norm=norm,
+                          normalize=normalize, attribution=attribution, generator=generator,
+                          owner="avg_sensitivity").mean(1)
+
+
+max_sensitivity.__doc__ = (max_sensitivity.__doc__ or "") + _DOC
+avg_sensitivity.__doc__ = (avg_sensitivity.__doc__ or "") + _DOC
+
+
+class MaxSensitivity(Metric):
+    """:func:`max_sensitivity` as a metric class (lower is better)."""
+
+    higher_is_better: ClassVar[bool | None] = False
+    requires_explainer: ClassVar[bool] = True
+    is_stochastic: ClassVar[bool] = True
+    _reduce = staticmethod(max_sensitivity)
+
+    def __init__(self, *, n_perturbations: int = 10, radius: float = 0.02, norm: Any = "fro",
+                 normalize: bool = False, generator: torch.Generator | None = None) -> None:
+        owner = type(self).__name__
+        self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
+        self.radius = check_float(radius, "radius", owner, low=0.0)
+        self.norm = norm
+        self.normalize = bool(normalize)
+        self.generator = generator
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
+        return type(self)._reduce(explainer, x, target, n_perturbations=self.n_perturbations, radius=self.radius,
+                                  norm=self.norm, normalize=self.normalize, attribution=attribution,
+                                  generator=self.generator)
+
+
+class AvgSensitivity(MaxSensitivity):
+    """:func:`avg_sensitivity` as a metric class (lower is better)."""
+
+    _reduce = staticmethod(avg_sensitivity)

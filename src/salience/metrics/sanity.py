@@ -1,0 +1,329 @@
+"""Axioms and sanity checks: completeness gap, model-parameter randomisation, random logit."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from .._validation import check_option
+from ..attribution import Attribution
+from ..errors import ParameterError
+from ..layout import LayoutLike
+from ..targets import TargetLike
+from .base import Metric, prepare, setup, similarity, unpack
+from .robustness import explain_with
+
+__all__ = [
+    "completeness_gap",
+    "randomisation_layers",
+    "model_randomisation",
+    "random_logit",
+    "CompletenessGap",
+    "ModelRandomisation",
+    "RandomLogit",
+]
+
+_SIMILARITIES = ("spearman", "pearson", "cosine")
+
+
+def completeness_gap(
+    model: Any,
+    x: torch.Tensor,
+    attribution: "torch.Tensor | Attribution",
+    target: TargetLike = None,
+    *,
+    baseline: "float | torch.Tensor" = 0.0,
+    domain: Any = None,
+    layout: LayoutLike | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Completeness gap ``sum(attribution) - (f(x) - f(baseline))`` per sample (signed).
+
+    Zero for methods satisfying completeness (IG with an exact quadrature, DeepLIFT-Rescale on
+    piecewise-linear models, Shapley values). Equal to Captum's convergence delta.
+
+    Parameters
+    ----------
+    baseline : float or Tensor broadcastable to ``x`` (or to ``domain.forward(x)``), default 0.0
+    domain : optional
+        The attribution lives in this domain; ``f(baseline)`` is ``f(inverse(baseline) + r)``.
+
+    Returns
+    -------
+    Tensor of shape (B,)
+
+    References
+    ----------
+    Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
+    """
+    owner = "completeness_gap"
+    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    base = torch.as_tensor(baseline, dtype=space.dtype, device=space.device).expand(space.shape)
+    rows = torch.stack([space, base], 1)
+    vals = score.values(rows)
+    return a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
+
+
+# ---------------------------------------------------------------------------- randomisation
+def randomisation_layers(model: nn.Module) -> list[str]:
+    """Names of the modules holding parameters, from the output side to the input side.
+
+    This is the cascading order of Adebayo et al. (the last module in registration order first).
+    """
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"Model randomisation needs an nn.Module. Got {type(model).__name__} instead.")
+    names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    return names[::-1]
+
+
+def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
+    """Draw new parameters for ``module`` (in place, on a copy) without touching the global RNG.
+
+    Modules with ``reset_parameters`` use their own default initialisation, run under a forked
+    RNG seeded from ``generator``; other parameters get ``N(0, std(p)^2)`` draws.
+    """
+    params = list(module.parameters(recurse=False))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    devices = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+    with torch.no_grad():
+        if callable(getattr(module, "reset_parameters", None)):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                module.reset_parameters()
+            return
+        g = torch.Generator().manual_seed(seed)
+        for p in params:
+            std = float(p.std()) if p.numel() > 1 else 1.0
+            p.copy_((torch.randn(p.shape, generator=g, dtype=torch.float64) * std).to(p))
+
+
+def _with_model(explainer: Any, original: nn.Module, new: nn.Module) -> Any:
+    """A shallow copy of ``explainer`` (and of the explainers it wraps) bound to ``new``.
+
+    Attributes that are modules of ``original`` (a CAM layer) are swapped for the module of the
+    same name in ``new``.
+    """
+    names = {id(m): n for n, m in original.named_modules()}
+    new_mods = dict(new.named_modules())
+    out = copy.copy(explainer)
+    for key, value in list(vars(out).items()):
+        if value is original:
+            setattr(out, key, new)
+        elif isinstance(value, nn.Module) and id(value) in names:
+            setattr(out, key, new_mods[names[id(value)]])
+        elif key == "explainer" and hasattr(value, "model"):
+            setattr(out, key, _with_model(value, original, new))
+    return out
+
+
+def model_randomisation(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    layers: list[str] | None = None,
+    similarity_fn: "str | Callable" = "spearman",
+    absolute: bool = False,
+    attribution: Any = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Cascading model-parameter randomisation: similarity to the original map, layer by layer.
+
+    The model is deep-copied (the user's model is never modified); the layers are randomised
+    cumulatively from the output side (:func:`randomisation_layers`) and the explainer is re-run
+    on the copy after each step. A sane explainer's maps decorrelate quickly; a data-only
+    "explainer" (an edge detector) keeps similarity 1.
+
+    Parameters
+    ----------
+    explainer : Explainer
+        Its model must be an ``nn.Module``; wrappers are re-bound recursively.
+    x : Tensor of shape (B, *S)
+    target : optional
+        None keeps the class the explainer records at ``x`` for every randomised model.
+    layers : list of str, optional
+        Module names to randomise, in this order (default: all, output side first).
+    similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
+        Spearman rank correlation as Adebayo et al.; a callable maps two (B, F) tensors to (B,).
+    absolute : bool, default False
+        Compare ``|maps|`` (Adebayo et al. report both).
+    attribution : Tensor or Attribution, optional
+        The map of the trained model, if already computed.
+    generator : torch.Generator, optional
+        Seeds the re-initialisation; the global RNG is left untouched.
+
+    Returns
+    -------
+    Tensor of shape (B, L)
+        Similarity after randomising layers ``0..l`` of ``layers``.
+
+    References
+    ----------
+    Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
+    """
+    from ..explainers.smoothgrad import make_generator
+
+    model = getattr(explainer, "model", None)
+    if not isinstance(model, nn.Module):
+        raise ParameterError(
+            "model_randomisation needs a salience Explainer whose model is an nn.Module. Got "
+            f"{type(explainer).__name__} with model {type(model).__name__}."
+        )
+    if not callable(similarity_fn):
+        check_option(similarity_fn, "similarity_fn", "model_randomisation", _SIMILARITIES)
+    names = randomisation_layers(model) if layers is None else list(layers)
+    mods = dict(model.named_modules())
+    unknown = [n for n in names if n not in mods]
+    if unknown:
+        raise ParameterError(f"model_randomisation: layers {unknown} are not modules of the model.")
+    gen = make_generator(generator)
+    x = x.detach()
+    if attribution is None:
+        ref, explained = explain_with(explainer, x, target)
+    else:
+        ref, explained, _ = unpack(attribution, target, None)
+    target = explained if target is None else target
+    ref = ref.flatten(1)
+    if absolute:
+        ref = ref.abs()
+    clone = copy.deepcopy(model)
+    clone_mods = dict(clone.named_modules())
+    bound = _with_model(explainer, model, clone)
+    out = []
+    for name in names:
+        _reinitialise(clone_mods[name], gen)
+        vals, _ = explain_with(bound, x, target)
+        vals = vals.flatten(1)
+        if absolute:
+            vals = vals.abs()
+        out.append(similarity(ref, vals.to(ref.dtype), similarity_fn))
+    return torch.stack(out, 1)
+
+
+def random_logit(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    n_classes: int | None = None,
+    similarity_fn: "str | Callable" = "spearman",
+    attribution: Any = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random-logit check: similarity between the map of the class and that of a random other class.
+
+    A class-sensitive explainer gives low similarity. The other class is drawn uniformly among
+    the ``n_classes - 1`` others with ``generator``.
+
+    Parameters
+    ----------
+    explainer : Explainer (or callable ``(x, target)``)
+    target : int, Tensor (B,) or None
+        Class indices; None: the predicted class recorded by the explainer.
+    n_classes : int, optional
+        Inferred from the model output at ``x`` when the explainer is a salience Explainer.
+    similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
+        Quantus' RandomLogit uses SSIM on images.
+
+    Returns
+    -------
+    Tensor of shape (B,)
+
+    References
+    ----------
+    Sixt et al., "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
+    """
+    from ..explainers.smoothgrad import make_generator
+
+    if not callable(similarity_fn):
+        check_option(similarity_fn, "similarity_fn", "random_logit", _SIMILARITIES)
+    x = x.detach()
+    if attribution is None:
+        ref, explained = explain_with(explainer, x, target)
+    else:
+        ref, explained, _ = unpack(attribution, target, None)
+    k = torch.as_tensor(explained if target is None else target)
+    if k.is_floating_point() or k.ndim > 1:
+        raise ParameterError("random_logit needs class indices as target (int or one per sample).")
+    k = k.long().to(x.device).expand(x.shape[0])
+    if n_classes is None:
+        model = getattr(explainer, "model", None)
+        if model is None:
+            raise ParameterError("random_logit: pass n_classes=... for a callable explainer.")
+        _, _, score = prepare("random_logit", model, x[:1], 0, batch_size=None, layout=getattr(explainer, "layout", None))
+        n_classes = int(score.reference_output().shape[1])
+    if n_classes < 2:
+        raise ParameterError(f"random_logit needs at least 2 classes. Got n_classes={n_classes}.")
+    gen = make_generator(generator)
+    offset = torch.randint(1, n_classes, (x.shape[0],), generator=gen, device=gen.device).to(x.device)
+    other = (k + offset) % n_classes
+    vals, _ = explain_with(explainer, x, other)
+    return similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity_fn)
+
+
+# ---------------------------------------------------------------------------- classes
+class CompletenessGap(Metric):
+    """:func:`completeness_gap` as a metric class (closer to zero is better; signed)."""
+
+    higher_is_better: ClassVar[bool | None] = None
+    requires_model: ClassVar[bool] = True
+
+    def __init__(self, *, baseline: "float | torch.Tensor" = 0.0, batch_size: int | None = None) -> None:
+        self.baseline = baseline
+        self.batch_size = batch_size
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        return completeness_gap(model, x, attribution, target, baseline=self.baseline, domain=domain,
+                                batch_size=self.batch_size)
+
+
+class ModelRandomisation(Metric):
+    """Similarity after randomising the whole cascade (lower is better); see :func:`model_randomisation`."""
+
+    higher_is_better: ClassVar[bool | None] = False
+    requires_explainer: ClassVar[bool] = True
+    is_stochastic: ClassVar[bool] = True
+
+    def __init__(self, *, layers: list[str] | None = None, similarity_fn: "str | Callable" = "spearman",
+                 absolute: bool = False, generator: torch.Generator | None = None) -> None:
+        if not callable(similarity_fn):
+            check_option(similarity_fn, "similarity_fn", "ModelRandomisation", _SIMILARITIES)
+        self.layers = layers
+        self.similarity_fn = similarity_fn
+        self.absolute = bool(absolute)
+        self.generator = generator
+
+    def curve(self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None) -> torch.Tensor:
+        return model_randomisation(explainer, x, target, layers=self.layers, similarity_fn=self.similarity_fn,
+                                   absolute=self.absolute, attribution=attribution, generator=self.generator)
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
+        return self.curve(explainer, x, target, attribution=attribution)[:, -1]
+
+
+class RandomLogit(Metric):
+    """:func:`random_logit` as a metric class (lower is better)."""
+
+    higher_is_better: ClassVar[bool | None] = False
+    requires_explainer: ClassVar[bool] = True
+    is_stochastic: ClassVar[bool] = True
+
+    def __init__(self, *, n_classes: int | None = None, similarity_fn: "str | Callable" = "spearman",
+                 generator: torch.Generator | None = None) -> None:
+        if not callable(similarity_fn):
+            check_option(similarity_fn, "similarity_fn", "RandomLogit", _SIMILARITIES)
+        self.n_classes = n_classes
+        self.similarity_fn = similarity_fn
+        self.generator = generator
+
+    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
+                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+        explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
+        return random_logit(explainer, x, target, n_classes=self.n_classes, similarity_fn=self.similarity_fn,
+                            attribution=attribution, generator=self.generator)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import _data, _evaluate
+from . import _data
 from ._console import Progress
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -69,17 +69,38 @@ def _explain_all(methods: dict[str, Any], x: torch.Tensor, target: torch.Tensor)
 
 
 def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, batch_size: int = 64) -> tuple[Any, Any]:
-    """Deletion and insertion curves (B, steps + 1) of the explained class."""
-    return _evaluate.deletion_insertion(model, x, att.values, y, steps=steps, batch_size=batch_size)
+    """Deletion and insertion curves (B, steps + 1) of the explained class's softmax probability.
+
+    Zero substrate for deletion, RISE's blurred input for insertion (salience.metrics defaults);
+    the attribution's elements are the units (a (B, 1, T) map moves whole time steps).
+    """
+    import salience as sl
+    from salience import metrics as M
+
+    target = sl.Probability(y)
+    kw = {"steps": steps, "batch_size": batch_size, "progress": False}
+    return (M.deletion_curve(model, x, att.values, target, **kw),
+            M.insertion_curve(model, x, att.values, target, **kw))
 
 
 def _auc(curves: torch.Tensor) -> float:
-    return float(_evaluate.auc(curves).mean())
+    from salience import metrics as M
+
+    return float(M.auc(curves).mean())
 
 
 def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample pointing game hits and relevance mass against a ground-truth mask."""
-    return _evaluate.pointing_game(att.values, truth), _evaluate.relevance_mass(att.values, truth)
+    """Per-sample pointing game hits and positive relevance mass against a ground-truth mask.
+
+    Maps without a channel axis (Grad-CAM, RISE: (B, 1, ...)) are scored against the mask
+    pooled over channels, i.e. on where in time/space they point.
+    """
+    from salience import metrics as M
+
+    a = att.values
+    if a.shape[1] == 1 and truth.shape[1] != 1:
+        truth = truth.any(1, keepdim=True)
+    return M.pointing_game(a, truth), M.relevance_mass(a, truth, positive=True)
 
 
 def _fourier(model: Any, x: torch.Tensor, y: torch.Tensor, fs: float | None, steps: int) -> Any:
@@ -158,7 +179,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
         if task.truth is not None:
             pg, rm = _localisation(a, task.truth[idx])
             row["pointing game"] = float(pg.mean())
-            row["relevance mass"] = float(rm.mean())
+            row["relevance mass (+)"] = float(rm.mean())
             per_sample[name] = (pg, rm)
         rows.append(row)
     fourier = _fourier(model, x[:2], y[:2], task.fs, steps=16 if opts.quick else 32)
@@ -168,8 +189,13 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     slug = _slug(task.name)
     rep.section(task.name, task.description)
     rep.text(f"Tiny 1-D CNN ({sum(p.numel() for p in model.parameters())} parameters), test accuracy "
-             f"{task.accuracy:.1%}. Metrics over {len(idx)} test samples; deletion/insertion remove or reveal "
-             "the highest-attributed samples first (zero fill) and track the target's probability.")
+             f"{task.accuracy:.1%}. Metrics (salience.metrics) over {len(idx)} test samples: deletion "
+             "replaces the highest-attributed elements by 0 and insertion puts them into a blurred "
+             "input, most important first, tracking the target's softmax probability (AUC: lower is "
+             "better for deletion, higher for insertion)."
+             + (" Pointing game: the largest attribution lies in the ground-truth window; relevance "
+                "mass (+): the share of the positive attribution inside it (channel-less maps such "
+                "as Grad-CAM and RISE are scored on time only)." if task.truth is not None else ""))
     rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation")
     show = slice(0, 3)
     names = task.channel_names
@@ -181,6 +207,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     ax1, ax2 = fig.subplots(1, 2)
     viz.plot_curves(curves_del, kind="deletion", ax=ax1, ylabel="target probability")
     viz.plot_curves(curves_ins, kind="insertion", ax=ax2, ylabel="target probability")
+    ax2.set_xlabel("fraction of input revealed (from a blurred input)")
     rep.figure(sink.png(fig, f"{slug}_curves"), "deletion and insertion curves (mean +- std over samples)")
     best = "Integrated Gradients"
     for j in range(2):
@@ -211,7 +238,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
             figs.append(("Integrated Gradients in the Fourier domain", sink.png(fig, f"{slug}_sample{j}_fourier")))
         metrics = {}
         if per_sample:
-            metrics = {"pointing game (IG)": float(per_sample[best][0][j]), "relevance mass (IG)": float(per_sample[best][1][j])}
+            metrics = {"pointing game (IG)": float(per_sample[best][0][j]), "relevance mass (+) (IG)": float(per_sample[best][1][j])}
         metrics["p(target)"] = float(prob[j, y[j]])
         rep.sample(f"{task.name} test #{int(idx[j])}", prediction=task.classes[int(pred[j])],
                    target=task.classes[int(y[j])], metrics=metrics, figures=figs)
@@ -269,7 +296,7 @@ def _video_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     for name, a in attrs.items():
         pg, rm = _localisation(a, task.truth[:8])
         rows.append({"task": task.name, "accuracy": task.accuracy, "method": name,
-                     "pointing game": float(pg.mean()), "relevance mass": float(rm.mean())})
+                     "pointing game": float(pg.mean()), "relevance mass (+)": float(rm.mean())})
     bar.step()
     rep = sink.report
     rep.section(task.name, task.description)

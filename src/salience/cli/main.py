@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"salience {__version__}")
         return 0
     if args.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     try:
         with warnings.catch_warnings():
@@ -125,7 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
     res = run_demo(DemoOptions(out=args.out, images=args.images, video=args.video, quick=args.quick,
                                threads=args.threads, seed=args.seed, quiet=args.quiet))
     if not args.quiet:
-        cols = ["task", "accuracy", "method", "deletion AUC", "insertion AUC", "pointing game", "relevance mass"]
+        cols = ["task", "accuracy", "method", "deletion AUC", "insertion AUC", "pointing game", "relevance mass (+)"]
         cols = [c for c in cols if any(c in r for r in res.rows)]
         print(format_table(res.rows, cols))
         print(f"\n{len(res.pngs)} PNGs in {os.path.join(args.out, 'png')}; finished in {res.seconds:.1f} s")

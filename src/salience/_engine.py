@@ -6,6 +6,11 @@ Explainers never see the model: they receive a :class:`ScoreFunction`.
 
 Row convention: a call over ``B`` samples with ``N`` rows each (IG steps, noise draws, masks)
 numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
+
+Index convention: ``model_fn(rows, index)`` receives, for each row, the position in the score
+function's own ``input`` of the point the row belongs to (so a domain transform can look up
+per-point state such as a residual), while the target receives the original sample of each row
+(``sample_map[index]``). Derived score functions translate the index to their parent's.
 """
 
 from __future__ import annotations
@@ -87,8 +92,8 @@ class ScoreFunction:
     Parameters
     ----------
     model_fn : callable
-        ``model_fn(rows, samples) -> output`` with rows (R, *S) and the original-sample index of
-        each row (R,).
+        ``model_fn(rows, index) -> output`` with rows (R, *S) and, for each row, the position (R,)
+        in ``input`` of the point it belongs to (the original sample for a top-level score).
     target : Target
         A bound target.
     input : Tensor of shape (B, *S)
@@ -132,9 +137,9 @@ class ScoreFunction:
     def n_samples(self) -> int:
         return int(self.input.shape[0])
 
-    def _output(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def _output(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         try:
-            out = self.model_fn(rows, samples)
+            out = self.model_fn(rows, index)
         except SalienceError:
             raise
         except Exception as err:
@@ -155,8 +160,8 @@ class ScoreFunction:
             )
         return out
 
-    def _scores(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        out = self._output(rows, samples)
+    def _scores(self, rows: torch.Tensor, local: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        out = self._output(rows, local)
         if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
             raise ModelOutputError(
                 f"{self.owner}: the model output contains NaN or inf for a chunk of "
@@ -211,8 +216,8 @@ class ScoreFunction:
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
         with torch.no_grad():
             for start, stop in self._chunks(b * n):
-                _, samples = self._samples(start, stop, n)
-                out[start:stop] = self._scores(make(start, stop), samples).to(out.dtype)
+                local, samples = self._samples(start, stop, n)
+                out[start:stop] = self._scores(make(start, stop), local, samples).to(out.dtype)
         return out.reshape(b, n)
 
     def gradients(
@@ -244,7 +249,7 @@ class ScoreFunction:
             for start, stop in self._chunks(b * n):
                 local, samples = self._samples(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
-                s = self._scores(rows, samples)
+                s = self._scores(rows, local, samples)
                 (g,) = torch.autograd.grad(s.sum(), rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
@@ -278,7 +283,7 @@ class ScoreFunction:
         b = self.n_samples
         with torch.no_grad():
             for start, stop in self._chunks(b):
-                outs.append(self._output(self.input[start:stop], self.sample_map[start:stop]))
+                outs.append(self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device)))
         return torch.cat(outs)
 
     @contextmanager
@@ -327,7 +332,8 @@ class ScoreFunction:
             for start, stop in self._chunks(b):
                 samples = self.sample_map[start:stop]
                 store.clear()
-                s = self._scores(self.input[start:stop], samples)
+                local = torch.arange(start, stop, device=self.input.device)
+                s = self._scores(self.input[start:stop], local, samples)
                 if "a" not in store:
                     raise LayerError(
                         f"{self.owner}: the target layer was not called during the forward pass."
@@ -362,21 +368,57 @@ class ScoreFunction:
         input: torch.Tensor,
         layout: Layout,
     ) -> "ScoreFunction":
-        """The score of ``transform(z_rows, samples)``: explain in another space (a domain).
+        """The score of ``transform(z_rows, index)``: explain in another space (a domain).
 
-        ``transform`` receives rows (R, *Z) and their original-sample indices (R,).
+        ``input`` (B', *Z) has one point per point of this score's input (same order).
+        ``transform`` receives rows (R, *Z) and, for each row, the position (R,) of its point in
+        ``input`` (which is the original sample for a top-level score, and the noisy copy inside
+        :meth:`repeat`), so per-point state (a domain's residual) can be looked up.
         """
         inner = self.model_fn
 
-        def model_fn(rows: torch.Tensor, samples: torch.Tensor) -> Any:
-            return inner(transform(rows, samples), samples)
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(transform(rows, index), index)
 
         return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True)
 
     def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
         """A score function over ``input`` of shape (B*k, *S) whose row ``i`` belongs to sample ``i // k``."""
-        return self._derive(input=input, sample_map=self.sample_map.repeat_interleave(k))
+        inner = self.model_fn
 
-    def retarget(self, target: Target, input: torch.Tensor, sample_map: torch.Tensor) -> "ScoreFunction":
-        """Same model, another (bound) target over ``input`` with an explicit sample map."""
-        return self._derive(target=target, input=input, sample_map=sample_map)
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(rows, torch.div(index, k, rounding_mode="floor"))
+
+        return self._derive(model_fn=model_fn, input=input, sample_map=self.sample_map.repeat_interleave(k))
+
+    def retarget(
+        self,
+        target: Target,
+        input: torch.Tensor,
+        sample_map: torch.Tensor,
+        rows: torch.Tensor | None = None,
+    ) -> "ScoreFunction":
+        """Same model, another (bound) target over ``input`` with an explicit sample map.
+
+        ``rows`` (optional, shape (B',)) gives for each point of ``input`` the position of the
+        point of this score's input it derives from; it is only needed when this score is
+        composed (inside a domain) and its points are not one per original sample.
+        """
+        if rows is None:
+            n = self.n_samples
+            identity = self.sample_map.numel() == n and bool(
+                torch.equal(self.sample_map, torch.arange(n, device=self.sample_map.device))
+            )
+            if self.composed and not identity:
+                raise CompositionError(
+                    f"{self.owner}: retarget() on a composed score whose points are not one per "
+                    "sample needs rows= (the parent point of each new point)."
+                )
+            rows = sample_map
+        parent_rows = rows.to(self.input.device)
+        inner = self.model_fn
+
+        def model_fn(r: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(r, parent_rows[index])
+
+        return self._derive(model_fn=model_fn, target=target, input=input, sample_map=sample_map)

@@ -437,7 +437,9 @@ def aggregate_bands(
         an Attribution records the band names and edges in ``info["bands"]``.
     """
     table = _bands(bands)
-    is_attr = hasattr(attribution, "values") and hasattr(attribution, "layout")
+    from ..attribution import Attribution
+
+    is_attr = isinstance(attribution, Attribution)
     values = attribution.values if is_attr else attribution
     if not isinstance(values, torch.Tensor):
         raise ParameterError(f"aggregate_bands expects an Attribution or a Tensor. Got {type(attribution).__name__}.")

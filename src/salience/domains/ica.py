@@ -69,11 +69,13 @@ class ICA(Domain):
 
     Parameters
     ----------
-    ica : fitted FastICA-like object, or unfitted estimator, optional
+    ica : fitted FastICA-like object, list of them, or unfitted estimator, optional
         Anything with ``components_`` (K, C), ``mixing_`` (C, K) and optionally ``mean_`` (C,),
         e.g. ``sklearn.decomposition.FastICA`` after ``fit``; an object with ``fit`` but
-        without ``components_`` is fitted by :meth:`fit`. None builds a scikit-learn FastICA
-        (optional dependency, ``pip install salience[ica]``).
+        without ``components_`` is cloned and fitted by :meth:`fit` (or per sample). In
+        ``mode="sample"`` a list gives one fitted ICA per sample of the batch (the reference
+        workflow: each sample's own FastICA). None builds a scikit-learn FastICA (optional
+        dependency, ``pip install salience[ica]``).
     mode : {"dataset", "sample"}, default "dataset"
     n_components : int, optional
         For the FastICA built here (None: as many as channels).
@@ -128,7 +130,18 @@ class ICA(Domain):
         self.tol = float(tol)
         self.axis = axis
         self.ica = ica
-        if ica is not None and hasattr(ica, "components_") and hasattr(ica, "mixing_"):
+        self._per_sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if isinstance(ica, (list, tuple)):
+            if self.mode != "sample" or not ica:
+                raise ParameterError(
+                    f"A list of fitted ICAs (one per sample) needs mode='sample' and at least one "
+                    f"element in {owner}. Got mode={self.mode!r} and {len(ica)} element(s)."
+                )
+            mats = [_matrices(i) for i in ica]
+            if len({m[0].shape for m in mats}) != 1:
+                raise ParameterError(f"The fitted ICAs given to {owner} must all have the same shapes.")
+            self._per_sample = tuple(torch.stack(t) for t in zip(*mats))  # type: ignore[assignment]
+        elif ica is not None and hasattr(ica, "components_") and hasattr(ica, "mixing_"):
             self._set(*_matrices(ica))
         elif ica is not None and not hasattr(ica, "fit"):
             raise ParameterError(
@@ -186,10 +199,35 @@ class ICA(Domain):
         # per-sample mode without a shared ICA fits one per sample when bound
         return hasattr(self, "mixing_") or self.mode == "sample"
 
+    def _sample_matrices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        if self._per_sample is not None:
+            if self._per_sample[0].shape[0] != b:
+                raise ShapeError(
+                    f"ICA was given {self._per_sample[0].shape[0]} fitted ICAs (one per sample) "
+                    f"for a batch of {b} samples."
+                )
+            return self._per_sample
+        if hasattr(self, "mixing_"):
+            return (
+                self.mixing_.expand(b, *self.mixing_.shape),
+                self.components_.expand(b, *self.components_.shape),
+                self.mean_.expand(b, *self.mean_.shape),
+            )
+        mats = []
+        for i in range(b):
+            est = self._estimator()
+            est.fit(self._observations(x[i : i + 1]))
+            mats.append(_matrices(est))
+        a, w, m = (torch.stack(t) for t in zip(*mats))
+        return a, w, m
+
     @property
     def exact(self) -> bool:  # type: ignore[override]
         if hasattr(self, "_exact"):
             return bool(self._exact)
+        if self._per_sample is not None:
+            return all(_is_exact(a, w) for a, w in zip(self._per_sample[0], self._per_sample[1]))
         if hasattr(self, "mixing_"):
             return _is_exact(self.mixing_, self.components_)
         return self.n_components is None
@@ -235,25 +273,17 @@ class ICA(Domain):
     def _bind(self, x: torch.Tensor) -> None:
         c_axis = self._axis(x, self.axis)
         if hasattr(self, "mixing_"):
-            if self.mixing_.shape[0] != x.shape[c_axis]:
+            if self.mixing_.shape[0] != x.shape[c_axis]:  # noqa: SIM102
                 raise ShapeError(
                     f"ICA was fitted on {self.mixing_.shape[0]} channels; x has {x.shape[c_axis]}."
                 )
             self._exact = _is_exact(self.mixing_, self.components_)
         if self.mode == "dataset":
             return
-        if hasattr(self, "mixing_"):
-            a = self.mixing_.expand(x.shape[0], *self.mixing_.shape)
-            w = self.components_.expand(x.shape[0], *self.components_.shape)
-            m = self.mean_.expand(x.shape[0], *self.mean_.shape)
-        else:
-            mats = []
-            for i in range(x.shape[0]):
-                est = self._estimator()
-                est.fit(self._observations(x[i : i + 1]))
-                mats.append(_matrices(est))
-            a, w, m = (torch.stack(t) for t in zip(*mats))
-            self._exact = all(_is_exact(ai, wi) for ai, wi in zip(a, w))
+        a, w, m = self._sample_matrices(x)
+        if a.shape[1] != x.shape[c_axis]:
+            raise ShapeError(f"ICA was fitted on {a.shape[1]} channels; x has {x.shape[c_axis]}.")
+        self._exact = all(_is_exact(ai, wi) for ai, wi in zip(a, w))
         self.sample_mixing_ = a  # (B, C, K)
         self.sample_unmixing_ = w  # (B, K, C)
         self.sample_mean_ = m  # (B, C)

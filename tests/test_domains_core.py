@@ -398,3 +398,35 @@ def test_daubechies_filters():
         assert abs(h.sum() - math.sqrt(2)) < 1e-12
         for m in range(1, order):
             assert abs((h[: h.size - 2 * m] * h[2 * m :]).sum()) < 1e-10
+
+
+# ---------------------------------------------------------------- engine: per-point index through derived scores
+class _TwoTargets(sl.Explainer):
+    """Gradient computed through ``retarget`` with every point duplicated (a ClassRelevant-like wrapper)."""
+
+    def __init__(self, model, rows: bool):
+        super().__init__(model)
+        self.rows = rows
+
+    def _attribute(self, x, score):
+        b = x.shape[0]
+        xx = x.repeat_interleave(2, 0)
+        sm = score.sample_map.repeat_interleave(2)
+        rows = torch.arange(b, device=x.device).repeat_interleave(2) if self.rows else None
+        return score.retarget(score.target, xx, sm, rows=rows).gradient_at_input()[0::2]
+
+
+def test_retarget_inside_domain_uses_parent_points():
+    model, x = cnn(1), _x()
+    lossy = LOSSY["ICA-lossy"]
+    ref = sl.InDomain(sl.Gradient(model), lossy()).explain(x, target=2).values
+    for rows in (True, False):  # top level: one point per sample, rows may be omitted
+        got = sl.InDomain(_TwoTargets(model, rows), lossy()).explain(x, target=2).values
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-13)
+    gen = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    a = sl.SmoothGrad(sl.InDomain(_TwoTargets(model, True), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
+    b = sl.SmoothGrad(sl.InDomain(sl.Gradient(model), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
+    torch.testing.assert_close(a.values, b.values, rtol=0, atol=1e-13)
+    # noisy copies are not one point per sample: the parent points must be given
+    with pytest.raises(sl.CompositionError, match="rows="):
+        sl.SmoothGrad(sl.InDomain(_TwoTargets(model, False), lossy()), n_samples=2, generator=gen()).explain(x, target=2)

@@ -220,7 +220,7 @@ def _completeness(domain, n, rule="riemann_trapezoid", model=None, x=None):
 @pytest.mark.parametrize("name", ALL)
 def test_ig_completeness_in_every_domain(name):
     coarse = _completeness(ALL[name](), 4)
-    fine = _completeness(ALL[name](), 64)
+    fine = _completeness(ALL[name](), 32)
     assert fine < 1e-3
     assert fine < coarse / 4
 

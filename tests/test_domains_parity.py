@@ -15,7 +15,9 @@ Definitional differences neutralised here:
   is compared directly, and our default one-sided form against the reference folded (DC and
   Nyquist once, every other bin k plus bin T-k);
 - ICA: the reference's per-sample mode (mixing weights as coefficients, sources of the sample
-  fixed, zero baseline, summed over channels) is our ``ICAIG(mode="sample")``.
+  fixed, zero baseline, summed over channels) is our ``ICAIG(mode="sample")``;
+- STFT: the reference's rectangular window is our ``window="boxcar"``; wavelets: its Haar DWT
+  with circular padding and band order [A_L, D_1..D_L] is our ``Wavelet("haar")``.
 """
 
 from __future__ import annotations
@@ -109,3 +111,32 @@ def test_ica_ig_parity_per_sample():
     _close(torch.stack(ours), theirs_t)
     _close(batched, theirs_t)
     _close(listed, theirs_t)
+
+
+def test_wavelet_ig_parity_haar_bands():
+    # reference DWTIG: circular padding to a multiple of 2**levels, orthonormal Haar, one score
+    # per band [A_L, D_1..D_L] (it returns a trailing axis of size 1)
+    model, x = _model(), _data()
+    theirs = _theirs_kw(cdsm.DWTIG, model, x, levels=3)[..., 0]
+    ours = sl.WaveletIG(model, n_steps=N_STEPS, levels=3).explain(x, target=TARGET).values
+    _close(ours, theirs)
+
+
+def test_stft_ig_parity_boxcar():
+    # reference STFTIG: rectangular window (ours: window="boxcar"), center=True, reflect padding
+    model, x = _model(), _data()
+    theirs = _theirs_kw(cdsm.STFTIG, model, x, n_fft=8, hop_length=4, win_length=8)
+    ours = sl.STFTIG(model, n_steps=N_STEPS, n_fft=8, hop_length=4, window="boxcar").explain(x, target=TARGET)
+    _close(ours.values, theirs)
+
+
+def _theirs_kw(cls, model, x, **kw):
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(x.shape[0]):
+            ref = cls(copy.deepcopy(model), N_STEPS, TARGET, torch.device("cpu"), **kw)
+            xi = x[i : i + 1].numpy()
+            r = ref.run(xi, np.zeros_like(xi)).detach()
+            out.append(r.reshape(1, *r.shape[-3:]))
+    return torch.cat(out)

@@ -6,6 +6,12 @@ Explainers never see the model: they receive a :class:`ScoreFunction`.
 
 Row convention: a call over ``B`` samples with ``N`` rows each (IG steps, noise draws, masks)
 numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
+
+Index convention: ``model_fn(rows, index)`` receives, for each row, the position in the score
+function's own ``input`` of the point the row belongs to (so a domain transform can look up
+per-point state such as a residual), while the target receives ``target_map[index]`` (by default
+the original sample, ``sample_map[index]``). Derived score functions translate the index to
+their parent's.
 """
 
 from __future__ import annotations
@@ -112,8 +118,8 @@ class ScoreFunction:
     Parameters
     ----------
     model_fn : callable
-        ``model_fn(rows, samples) -> output`` with rows (R, *S) and the original-sample index of
-        each row (R,).
+        ``model_fn(rows, index) -> output`` with rows (R, *S) and, for each row, the position (R,)
+        in ``input`` of the point it belongs to (the original sample for a top-level score).
     target : Target
         A bound target.
     input : Tensor of shape (B, *S)
@@ -166,9 +172,9 @@ class ScoreFunction:
     def n_samples(self) -> int:
         return int(self.input.shape[0])
 
-    def _output(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def _output(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         try:
-            out = self.model_fn(rows, samples)
+            out = self.model_fn(rows, index)
         except SalienceError:
             raise
         except Exception as err:
@@ -189,16 +195,14 @@ class ScoreFunction:
             )
         return out
 
-    def _scores(
-        self, rows: torch.Tensor, samples: torch.Tensor, target_rows: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        out = self._output(rows, samples)
+    def _scores(self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
+        out = self._output(rows, index)
         if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
             raise ModelOutputError(
                 f"{self.owner}: the model output contains NaN or inf for a chunk of "
                 f"{rows.shape[0]} rows; attributions would be meaningless."
             )
-        s = self.target(out, samples if target_rows is None else target_rows)
+        s = self.target(out, target_rows)
         if s.shape != (rows.shape[0],):
             raise ModelOutputError(
                 f"{self.owner}: the target {self.target!r} returned shape {tuple(s.shape)}; "
@@ -223,9 +227,10 @@ class ScoreFunction:
             raise TypeError("n (rows per sample) is required when rows are generated lazily")
         return source, int(n)
 
-    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For rows ``start..stop``: their points' positions in ``input`` and target indices."""
         local = torch.arange(start, stop, device=self.input.device) // n
-        return local, self.sample_map[local], self.target_map[local]
+        return local, self.target_map[local]
 
     # ------------------------------------------------------------------ public API
     def values(self, source: RowSource, n: int | None = None) -> torch.Tensor:
@@ -247,8 +252,8 @@ class ScoreFunction:
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
         with torch.no_grad():
             for start, stop in self._chunks(b * n):
-                _, samples, tmap = self._samples(start, stop, n)
-                out[start:stop] = self._scores(make(start, stop), samples, tmap).to(out.dtype)
+                local, tmap = self._samples(start, stop, n)
+                out[start:stop] = self._scores(make(start, stop), local, tmap).to(out.dtype)
         return out.reshape(b, n)
 
     def outputs(self, source: RowSource, n: int | None = None) -> torch.Tensor:
@@ -272,8 +277,8 @@ class ScoreFunction:
         out: torch.Tensor | None = None
         with torch.no_grad():
             for start, stop in self._chunks(b * n):
-                _, samples, _ = self._samples(start, stop, n)
-                o = self._output(make(start, stop), samples)
+                local, _ = self._samples(start, stop, n)
+                o = self._output(make(start, stop), local)
                 if o.is_floating_point() and not bool(torch.isfinite(o).all()):
                     raise ModelOutputError(
                         f"{self.owner}: the model output contains NaN or inf for a chunk of "
@@ -312,9 +317,9 @@ class ScoreFunction:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
         with torch.enable_grad():
             for start, stop in self._chunks(b * n):
-                local, samples, tmap = self._samples(start, stop, n)
+                local, tmap = self._samples(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
-                s = self._scores(rows, samples, tmap)
+                s = self._scores(rows, local, tmap)
                 (g,) = torch.autograd.grad(s.sum(), rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
@@ -348,7 +353,7 @@ class ScoreFunction:
         b = self.n_samples
         with torch.no_grad():
             for start, stop in self._chunks(b):
-                outs.append(self._output(self.input[start:stop], self.sample_map[start:stop]))
+                outs.append(self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device)))
         return torch.cat(outs)
 
     @contextmanager
@@ -399,9 +404,9 @@ class ScoreFunction:
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx, self._capture(module) as store:
             for start, stop in self._chunks(b):
-                samples = self.sample_map[start:stop]
                 store.clear()
-                s = self._scores(self.input[start:stop], samples, self.target_map[start:stop])
+                local = torch.arange(start, stop, device=self.input.device)
+                s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
                 if "a" not in store:
                     raise LayerError(
                         f"{self.owner}: the target layer was not called during the forward pass."
@@ -460,7 +465,7 @@ class ScoreFunction:
                 if name:
                     handles.append(mod.register_forward_hook(make_hook(name)))
             with torch.no_grad():
-                out = self._output(self.input[:n], self.sample_map[:n])
+                out = self._output(self.input[:n], torch.arange(n, device=self.input.device))
         finally:
             for h in handles:
                 h.remove()
@@ -534,20 +539,29 @@ class ScoreFunction:
         input: torch.Tensor,
         layout: Layout,
     ) -> "ScoreFunction":
-        """The score of ``transform(z_rows, samples)``: explain in another space (a domain).
+        """The score of ``transform(z_rows, index)``: explain in another space (a domain).
 
-        ``transform`` receives rows (R, *Z) and their original-sample indices (R,).
+        ``input`` (B', *Z) has one point per point of this score's input (same order).
+        ``transform`` receives rows (R, *Z) and, for each row, the position (R,) of its point in
+        ``input`` (the original sample for a top-level score, the noisy copy inside
+        :meth:`repeat`), so per-point state (a domain's residual) can be looked up.
         """
         inner = self.model_fn
 
-        def model_fn(rows: torch.Tensor, samples: torch.Tensor) -> Any:
-            return inner(transform(rows, samples), samples)
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(transform(rows, index), index)
 
         return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True)
 
     def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
-        """A score function over ``input`` of shape (B*k, *S) whose row ``i`` belongs to sample ``i // k``."""
+        """A score function over ``input`` of shape (B*k, *S) whose point ``i`` derives from point ``i // k``."""
+        inner = self.model_fn
+
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(rows, torch.div(index, k, rounding_mode="floor"))
+
         return self._derive(
+            model_fn=model_fn,
             input=input,
             sample_map=self.sample_map.repeat_interleave(k),
             target_map=self.target_map.repeat_interleave(k),
@@ -558,6 +572,7 @@ class ScoreFunction:
         target: Target,
         input: torch.Tensor,
         sample_map: torch.Tensor,
+        rows: torch.Tensor | None = None,
         *,
         target_map: torch.Tensor | None = None,
     ) -> "ScoreFunction":
@@ -569,13 +584,36 @@ class ScoreFunction:
             A bound target.
         input : Tensor of shape (R, *S)
         sample_map : Tensor of shape (R,)
-            The original sample of each row (what the model function receives).
+            The original sample of each new point.
+        rows : Tensor of shape (R,), optional
+            For each new point, the position of the point of this score's input it derives from
+            (what the model function receives). Defaults to ``sample_map``; required when this
+            score is composed (inside a domain) and its points are not one per original sample.
         target_map : Tensor of shape (R,), optional
-            The index handed to ``target`` for each row; defaults to ``sample_map``. Pass
-            ``arange(R)`` with a target bound over ``R`` rows to give every row its own target
-            (several classes explained for one sample in one batched run, as ClassRelevant does).
+            The index handed to ``target`` for each point; defaults to ``sample_map``. Pass
+            ``arange(R)`` with a target bound over ``R`` points to give every point its own
+            target (several classes explained for one sample in one batched run, as
+            ClassRelevant does).
         """
+        if rows is None:
+            n = self.n_samples
+            identity = self.sample_map.numel() == n and bool(
+                torch.equal(self.sample_map, torch.arange(n, device=self.sample_map.device))
+            )
+            if self.composed and not identity:
+                raise CompositionError(
+                    f"{self.owner}: retarget() on a composed score whose points are not one per "
+                    "sample needs rows= (the parent point of each new point)."
+                )
+            rows = sample_map
+        parent_rows = rows.to(self.input.device)
+        inner = self.model_fn
+
+        def model_fn(r: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(r, parent_rows[index])
+
         return self._derive(
+            model_fn=model_fn,
             target=target,
             input=input,
             sample_map=sample_map,

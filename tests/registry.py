@@ -67,4 +67,6 @@ CORE: list[Case] = [
 
 
 # Each family adds its cases in its own module (tests/cases_<family>.py) and one line here.
-EXPLAINERS: list[Case] = [*CORE]
+from cases_modbp import MODBP  # noqa: E402
+
+EXPLAINERS: list[Case] = [*CORE, *MODBP]

@@ -15,13 +15,18 @@ from .errors import (
     TargetError,
 )
 from .explainers import (
+    LRP,
+    DeconvNet,
     Explainer,
+    GuidedBackprop,
     Gradient,
     InputXGradient,
     IntegratedGradients,
     Saliency,
+    ReLUCoverageWarning,
     SmoothGrad,
     Wrapper,
+    lrp,
 )
 from .layout import Layout
 from .targets import (
@@ -49,6 +54,11 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "GuidedBackprop",
+    "DeconvNet",
+    "ReLUCoverageWarning",
+    "LRP",
+    "lrp",
     # targets
     "Target",
     "Class",

@@ -3,6 +3,9 @@
 from .base import Explainer, Parts, Wrapper
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
+from . import lrp
+from .lrp import LRP
+from .modified_backprop import DeconvNet, GuidedBackprop, ReLUCoverageWarning
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -14,4 +17,9 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "GuidedBackprop",
+    "DeconvNet",
+    "ReLUCoverageWarning",
+    "LRP",
+    "lrp",
 ]

@@ -1,0 +1,36 @@
+"""Contract-suite cases for modified backpropagation: Guided Backprop, DeconvNet, LRP."""
+
+from __future__ import annotations
+
+import torch
+
+import salience as sl
+from registry import Case
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
+
+
+MODBP: list[Case] = [
+    Case("GuidedBackprop", lambda m, **kw: sl.GuidedBackprop(m, **kw), passes=lambda b: [b]),
+    Case("DeconvNet", lambda m, **kw: sl.DeconvNet(m, **kw), passes=lambda b: [b]),
+    Case("LRP-epsilon", lambda m, **kw: sl.LRP(m, **kw), passes=lambda b: [b]),
+    Case(
+        "LRP-epsilon_plus_flat",
+        lambda m, **kw: sl.LRP(m, composite="epsilon_plus_flat", **kw),
+        passes=lambda b: [b],
+    ),
+    Case(
+        "LRP-epsilon_gamma_box",
+        lambda m, **kw: sl.LRP(m, composite=sl.lrp.epsilon_gamma_box(-4.0, 4.0), **kw),
+        passes=lambda b: [b],
+    ),
+    Case(
+        "SmoothGrad(GuidedBackprop)",
+        lambda m, **kw: sl.SmoothGrad(sl.GuidedBackprop(m, **kw), n_samples=2, generator=_gen()),
+        passes=lambda b: [2 * b, b],
+        stochastic=True,
+    ),
+]
+

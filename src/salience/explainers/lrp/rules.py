@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._validation import check_float
-from ...errors import LayerError, ParameterError
+from ...errors import LayerError, ParameterError, ShapeError
 
 __all__ = [
     "Rule",
@@ -253,8 +253,8 @@ class ZBox(Rule):
     Parameters
     ----------
     low, high : float or Tensor
-        Bounds of the input; tensors broadcast against one sample (e.g. shape (C, 1, 1) for
-        per-channel bounds of normalised images).
+        Bounds of the first layer's input; tensors broadcast against one sample of it (e.g.
+        shape (C, 1, 1) for per-channel bounds of normalised images).
     stabilizer : float
     """
 
@@ -269,10 +269,20 @@ class ZBox(Rule):
                 object.__setattr__(self, name, check_float(v, name, "ZBox"))
         object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer, "ZBox"))
 
+    @staticmethod
+    def _bound(value: BoundLike, x: torch.Tensor) -> torch.Tensor:
+        bound = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        try:
+            return torch.broadcast_to(bound, x.shape[1:]).expand_as(x)
+        except RuntimeError:
+            raise ShapeError(
+                f"ZBox bounds of shape {tuple(bound.shape)} do not broadcast against one sample of "
+                f"the first layer's input, shape {tuple(x.shape[1:])}."
+            ) from None
+
     def relevance(self, layer: LayerCall, r: torch.Tensor) -> torch.Tensor:
         w, b, x = layer.need_weights(self), layer.bias, layer.x
-        low = torch.as_tensor(self.low, dtype=x.dtype, device=x.device).expand_as(x)
-        high = torch.as_tensor(self.high, dtype=x.dtype, device=x.device).expand_as(x)
+        low, high = (self._bound(v, x) for v in (self.low, self.high))
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         z = layer.forward(x) - layer.forward(low, wp, _pos(b)) - layer.forward(high, wn, _neg(b))
         s = r / stabilize(z, self.stabilizer)

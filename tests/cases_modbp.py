@@ -12,9 +12,21 @@ def _gen() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
+def _conv2(m):
+    """Layer "2" (second conv of toy_models.cnn); by module when wrapped in Counting."""
+    inner = getattr(m, "model", None)
+    return inner[2] if inner is not None else "2"
+
+
 MODBP: list[Case] = [
     Case("GuidedBackprop", lambda m, **kw: sl.GuidedBackprop(m, **kw), passes=lambda b: [b]),
     Case("DeconvNet", lambda m, **kw: sl.DeconvNet(m, **kw), passes=lambda b: [b]),
+    Case(
+        "GuidedGradCAM",
+        lambda m, **kw: sl.GuidedGradCAM(m, layer=_conv2(m), **kw),
+        passes=lambda b: [b, b],  # Grad-CAM pass, Guided Backprop pass
+        needs_layer=True,
+    ),
     Case("LRP-epsilon", lambda m, **kw: sl.LRP(m, **kw), passes=lambda b: [b]),
     Case(
         "LRP-epsilon_plus_flat",

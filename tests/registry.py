@@ -67,6 +67,7 @@ CORE: list[Case] = [
 
 
 # Each family adds its cases in its own module (tests/cases_<family>.py) and one line here.
+from cases_cam import CAM  # noqa: E402
 from cases_modbp import MODBP  # noqa: E402
 
-EXPLAINERS: list[Case] = [*CORE, *MODBP]
+EXPLAINERS: list[Case] = [*CORE, *CAM, *MODBP]

@@ -101,9 +101,11 @@ def test_no_side_effects(case: Case, kind: str):
     x = make_input(kind)
     x_copy = x.clone()
     before = _snapshot(model)
+    rng = torch.random.get_rng_state()
     with torch.no_grad():  # gradient methods must work inside no_grad too
         _run(case, model, x)
     _assert_same(before, _snapshot(model))
+    assert torch.equal(rng, torch.random.get_rng_state()), "the global RNG was used"
     assert torch.equal(x, x_copy) and not x.requires_grad and x.grad is None
 
 

@@ -233,3 +233,47 @@ def test_parity_captum(kind, net, method):
         warnings.simplefilter("ignore")  # Captum announces its hooks
         theirs = theirs_cls(model).attribute(x.clone().requires_grad_(True), target=target)
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- Guided Grad-CAM
+@pytest.mark.parametrize("kind", ["signal", "image", "video"])
+def test_guided_gradcam_is_the_product(kind):
+    model, x = cnn(DIMS[kind]), make_input(kind)
+    attr = sl.GuidedGradCAM(model, layer="3").explain(x, 2)
+    cam = sl.GradCAM(model, layer="3").explain(x, 2).values
+    gbp = sl.GuidedBackprop(model).explain(x, 2).values
+    assert cam.shape == (x.shape[0], 1, *x.shape[2:]) and (cam > 0).any()
+    torch.testing.assert_close(attr.values, gbp * cam, rtol=0, atol=0)
+    torch.testing.assert_close(attr.info["cam"], cam, rtol=0, atol=0)
+    assert attr.layer == "3" and attr.values.shape == x.shape
+
+
+def test_guided_gradcam_strip_explains_the_logit_in_both_parts():
+    model = cnn(1)
+    with_softmax = nn.Sequential(*model, nn.Softmax(dim=1)).eval()
+    x = make_input("signal")
+    stripped = sl.GuidedGradCAM(with_softmax, layer="3", final_activation="strip").explain(x, 1).values
+    logits = sl.GuidedGradCAM(model, layer="3").explain(x, 1).values
+    torch.testing.assert_close(stripped, logits, rtol=0, atol=0)
+    with pytest.warns(UserWarning, match="ends in Softmax"):
+        sl.GuidedGradCAM(with_softmax, layer="3").explain(x, 1)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("kind", ["signal", "image", "video"])
+@pytest.mark.parametrize("layer", ["2", "3"])
+def test_parity_captum_guided_gradcam(kind, layer):
+    """Captum's GuidedGradCam with interpolate_mode set to the paper's (bi/tri)linear
+    upsampling (Captum's default is "nearest"); float64 exact."""
+    captum = pytest.importorskip("captum.attr")
+    model, x = cnn(DIMS[kind]), make_input(kind, batch=3, seed=2)
+    target = torch.tensor([1, 0, 3])
+    ours = sl.GuidedGradCAM(model, layer=layer).explain(x, target).values
+    mode = {"signal": "linear", "image": "bilinear", "video": "trilinear"}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = captum.GuidedGradCam(model, model[int(layer)]).attribute(
+            x.clone().requires_grad_(True), target=target, interpolate_mode=mode
+        )
+    assert theirs.abs().max() > 0
+    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-15)

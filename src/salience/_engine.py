@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Union
 
 import torch
@@ -28,7 +29,7 @@ from .errors import (
 from .layout import Layout
 from .targets import Target
 
-__all__ = ["ScoreFunction", "default_batch_size", "find_layer"]
+__all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer"]
 
 # rows x elements per row targeted by the automatic batch size (about 16 MiB of float32 input)
 _AUTO_ELEMENTS = 2**22
@@ -77,6 +78,24 @@ def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.
             "List the candidates with salience.layers(model, x)."
         )
     raise LayerError(f"layer must be a dotted module name or an nn.Module. Got {type(layer).__name__}.")
+
+
+@dataclass
+class ModuleCall:
+    """What one submodule did during a traced forward pass (see :meth:`ScoreFunction.trace`).
+
+    ``shape`` is the shape of its (last) output, or None when that output is not a tensor;
+    ``order`` ranks modules by when their last call finished; ``is_output`` says whether that
+    output is the model's output tensor itself.
+    """
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+    output_type: str
+    calls: int
+    order: int
+    is_output: bool
 
 
 class ScoreFunction:
@@ -316,6 +335,9 @@ class ScoreFunction:
                     f"The target layer returned {type(out).__name__}, not a tensor; pick a layer "
                     "with a tensor output or pass reshape=... ."
                 )
+            if torch.is_grad_enabled() and not out.requires_grad:
+                # a frozen model (parameters without requires_grad): make the layer a leaf
+                out = out.detach().requires_grad_(True)
             store["a"] = out
             # hand a copy downstream so an in-place op after the layer cannot alter `out`
             return out.clone()
@@ -363,7 +385,63 @@ class ScoreFunction:
                     grads.append(torch.zeros_like(a) if g is None else g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())
-        return torch.cat(vals), torch.cat(acts), (torch.cat(grads) if grad else None)
+        values = torch.cat(vals)
+        self._input_values = values  # the scores at the explained point, as input_values()
+        return values, torch.cat(acts), (torch.cat(grads) if grad else None)
+
+    def trace(self, n_rows: int | None = None) -> list[ModuleCall]:
+        """Run the model once (no gradients) on the first ``n_rows`` inputs and report what
+        every submodule returned, in the order their last call finished.
+
+        Hooks on every submodule exist only inside this call (removed in ``finally``).
+        """
+        if self.composed:
+            raise CompositionError(
+                f"{self.owner} inspects the model's layers, which has no meaning inside a "
+                "domain (InDomain) or other input transform."
+            )
+        model = self.model
+        if not isinstance(model, nn.Module):
+            raise LayerError(
+                f"{self.owner}: layer methods need an nn.Module model. Got {type(model).__name__}."
+            )
+        n = self.n_samples if n_rows is None else min(int(n_rows), self.n_samples)
+        seen: dict[str, list[Any]] = {}  # name -> [module, last output, calls, order]
+        counter = [0]
+
+        def make_hook(name: str) -> Callable[..., None]:
+            def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
+                rec = seen.setdefault(name, [mod, None, 0, 0])
+                rec[1] = out
+                rec[2] += 1
+                rec[3] = counter[0]
+                counter[0] += 1
+
+            return hook
+
+        handles = []
+        try:
+            for name, mod in model.named_modules():
+                if name:
+                    handles.append(mod.register_forward_hook(make_hook(name)))
+            with torch.no_grad():
+                out = self._output(self.input[:n], self.sample_map[:n])
+        finally:
+            for h in handles:
+                h.remove()
+        calls = [
+            ModuleCall(
+                name=name,
+                module=mod,
+                shape=tuple(o.shape) if isinstance(o, torch.Tensor) else None,
+                output_type=type(o).__name__,
+                calls=k,
+                order=order,
+                is_output=o is out,
+            )
+            for name, (mod, o, k, order) in seen.items()
+        ]
+        return sorted(calls, key=lambda c: c.order)
 
     # ------------------------------------------------------------------ derived score functions
     def _derive(self, **changes: Any) -> "ScoreFunction":
@@ -381,6 +459,39 @@ class ScoreFunction:
         )
         kw.update(changes)
         return ScoreFunction(**kw)  # type: ignore[arg-type]
+
+    def strip_final(self, module: nn.Module, name: str = "") -> "ScoreFunction":
+        """The score of the model with its final module ``module`` (a Softmax, a Sigmoid)
+        skipped: that module returns its input, so the pre-activation output is explained.
+
+        The model is not modified: a forward hook on ``module`` lives only inside each model
+        call. Raises LayerError if the replaced output is not the model's output.
+        """
+        inner = self.model_fn
+        owner = self.owner
+
+        def model_fn(rows: torch.Tensor, samples: torch.Tensor) -> Any:
+            seen: dict[str, Any] = {}
+
+            def hook(_mod: nn.Module, inp: Any, _out: Any) -> Any:
+                seen["x"] = inp[0]
+                return inp[0]
+
+            handle = module.register_forward_hook(hook)
+            try:
+                out = inner(rows, samples)
+            finally:
+                handle.remove()
+            if "x" not in seen or out is not seen["x"]:
+                raise LayerError(
+                    f"{owner}: cannot strip the final activation: module {name!r} "
+                    f"({type(module).__name__}) is not the model's last operation (its output is "
+                    "not what the model returns). Explain the model as it is, or wrap it so that "
+                    "it returns the pre-activation output."
+                )
+            return out
+
+        return self._derive(model_fn=model_fn)
 
     def compose(
         self,

@@ -105,16 +105,18 @@ class _ClassLike(Target):
         """Per-class scores (R, K) from the raw output; the identity for Class."""
         return out
 
+    #: whether a single-logit output is read as a binary classifier (sigmoid) for k in {0, 1}
+    _binary_head = False
+
     def _binary(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        sign = k.to(z.dtype) * 2 - 1
-        return sign * z
+        return (k.to(z.dtype) * 2 - 1) * z  # the logit of class k: z for 1, -z for 0
 
     def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         if self._index is None:
             raise TargetError(f"{self!r} was used before bind(); this is a bug in the caller.")
         k = self._index.to(output.device)[samples]
         single = _single_output(output)
-        if single is not None:
+        if single is not None and self._binary_head:
             if not self._checked:
                 bad = (k < 0) | (k > 1)
                 if bool(bad.any()):
@@ -124,6 +126,8 @@ class _ClassLike(Target):
                     )
                 self._checked = True
             return self._binary(single, k)
+        if output.ndim == 1:
+            output = output[:, None]
         if output.ndim != 2:
             raise TargetError(
                 f"An int/class target needs a model output of shape (B, K); got shape "
@@ -134,9 +138,14 @@ class _ClassLike(Target):
             n_classes = output.shape[1]
             bad = (k < 0) | (k >= n_classes)
             if bool(bad.any()):
+                hint = (
+                    " For a single-logit binary classifier use Probability(k)/LogProbability(k) "
+                    "(sigmoid) or Score(lambda out: -out[:, 0]) for the negative class."
+                    if n_classes == 1 else ""
+                )
                 raise TargetError(
                     f"Target class {k[bad][0].item()} is out of range for a model with "
-                    f"{n_classes} outputs (valid: 0..{n_classes - 1})."
+                    f"{n_classes} outputs (valid: 0..{n_classes - 1}).{hint}"
                 )
             self._checked = True
         scores = self._scores(output)
@@ -156,14 +165,19 @@ class Class(_ClassLike):
     Parameters
     ----------
     k : int or sequence/tensor of ints of shape (B,)
-        One class for every sample, or one per sample. For a model with a single output per
-        sample (a binary classifier's logit ``z``), class 1 explains ``z`` and class 0 explains
-        ``-z``.
+        One class for every sample, or one per sample. Plain indexing: on a model with one
+        output per sample only ``k = 0`` is valid (that output itself).
     """
 
 
 class Probability(_ClassLike):
-    """The softmax probability of class ``k`` (sigmoid for single-logit binary models)."""
+    """The softmax probability of class ``k``.
+
+    On a model with a single output per sample (a binary classifier's logit ``z``), class 1 is
+    ``sigmoid(z)`` and class 0 is ``1 - sigmoid(z)``.
+    """
+
+    _binary_head = True
 
     def _scores(self, out: torch.Tensor) -> torch.Tensor:
         return torch.softmax(out, dim=1)
@@ -175,8 +189,11 @@ class Probability(_ClassLike):
 class LogProbability(_ClassLike):
     """The log-softmax of class ``k`` (log-sigmoid for single-logit binary models).
 
-    This is what SignalGrad-CAM explains with ``softmax_final=True``.
+    This is what SignalGrad-CAM explains with ``softmax_final=True``. On a single-logit model,
+    class 1 is ``log sigmoid(z)`` and class 0 is ``log sigmoid(-z)``.
     """
+
+    _binary_head = True
 
     def _scores(self, out: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(out, dim=1)

@@ -1,11 +1,13 @@
 """Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
 
 from .base import Explainer, Parts, Wrapper
+from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
 from . import lrp
 from .lrp import LRP
-from .modified_backprop import DeconvNet, GuidedBackprop, ReLUCoverageWarning
+from .modified_backprop import DeconvNet, GuidedBackprop, GuidedGradCAM, ReLUCoverageWarning
+from .layers import LayerInfo, LayerTable, layers
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -19,7 +21,18 @@ __all__ = [
     "SmoothGrad",
     "GuidedBackprop",
     "DeconvNet",
+    "GuidedGradCAM",
     "ReLUCoverageWarning",
     "LRP",
     "lrp",
+    "LayerExplainer",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "layers",
+    "LayerInfo",
+    "LayerTable",
 ]

@@ -29,6 +29,9 @@ class Parts:
     layer: str | None = None
     domain: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: the explained scores at x (B,), when they differ from ``score.input_values()`` (e.g. a
+    #: CAM explaining the pre-activation output of a model ending in Softmax)
+    scores: torch.Tensor | None = None
 
 
 def as_parts(result: "torch.Tensor | Parts", layout: Layout) -> Parts:
@@ -134,7 +137,7 @@ class Explainer:
         return Attribution(
             values=values.detach().to(dtype=x.dtype),
             target=score.target.explained(),
-            scores=score.input_values().detach(),
+            scores=(parts.scores if parts.scores is not None else score.input_values()).detach(),
             method=owner,
             layout=parts.layout or layout,
             domain=parts.domain,
@@ -167,7 +170,7 @@ class Wrapper(Explainer):
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
-        return type(self).__dict__.get("_stochastic", False) or self.explainer.is_stochastic
+        return bool(getattr(type(self), "_stochastic", False)) or self.explainer.is_stochastic
 
     @property
     def name(self) -> str:

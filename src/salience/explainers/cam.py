@@ -1,0 +1,458 @@
+"""The CAM family: class activation maps of a layer, for 1-, 2- and 3-D networks.
+
+One base, :class:`LayerExplainer`, captures the target layer's activations ``A`` (B, K, *a) and
+the score's gradients ``G`` with respect to them in one batched backward pass (through
+``score.layer_gradients``), then each method combines them in a few lines. Everything is
+written over "the axes after the channel axis", never per rank.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, ClassVar, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._engine import ScoreFunction, find_layer
+from .._validation import check_option
+from ..errors import LayerError, ParameterError, ShapeError
+from ..layout import Layout, LayoutLike
+from .base import Explainer, Parts
+from .layers import default_layer, final_activation
+
+__all__ = [
+    "LayerExplainer",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+]
+
+LayerLike = Union[None, str, nn.Module]
+Reshape = Union[None, str, Callable[[torch.Tensor], torch.Tensor]]
+
+_INTERPOLATION = ("linear", "bilinear", "trilinear")  # by number of spatial axes
+
+
+def _check_bool(value: Any, name: str, owner: str) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r} instead.")
+    return value
+
+
+def token_grid(tokens: torch.Tensor, sizes: tuple[int, ...], owner: str = "reshape='tokens'") -> torch.Tensor:
+    """Tokens (B, L, D) -> feature maps (B, D, *grid), dropping a leading CLS token if present.
+
+    The grid is the input's spatial ``sizes`` divided by one common patch size ``p``; the
+    number of extra leading tokens (0 or 1) is whatever makes ``prod(grid)`` equal the token
+    count. Raises LayerError when no such grid exists or when it is ambiguous.
+    """
+    if tokens.ndim != 3:
+        raise LayerError(
+            f"{owner}: expected a token output of shape (B, L, D); got {tuple(tokens.shape)}. "
+            "Pass reshape=callable mapping the layer output to (B, K, *spatial)."
+        )
+    n_tokens = tokens.shape[1]
+    found = []
+    for extra in (0, 1):
+        for p in range(1, max(sizes) + 1):
+            if all(s % p == 0 for s in sizes) and math.prod(s // p for s in sizes) == n_tokens - extra:
+                found.append((extra, tuple(s // p for s in sizes)))
+    if len(found) != 1:
+        what = "no patch grid fits" if not found else f"several grids fit: {found}"
+        raise LayerError(
+            f"{owner}: cannot infer a token grid for {n_tokens} tokens and input sizes {sizes} "
+            f"({what}). Pass reshape=callable, e.g. "
+            "lambda a: a[:, 1:].reshape(a.shape[0], 14, 14, -1).permute(0, 3, 1, 2)."
+        )
+    extra, grid = found[0]
+    body = tokens[:, extra:]
+    return body.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
+class LayerExplainer(Explainer):
+    """Base of the CAM family: maps of one layer, upsampled to the input.
+
+    Subclasses implement ``_combine(a, g) -> (B, *a)`` from the activations ``a`` and gradients
+    ``g`` of shape (B, K, *a) (or override ``_layer_map`` when they need model calls of their
+    own, as Score-CAM does).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Never modified; hooks exist only during a call.
+    layer : str or nn.Module, optional
+        The target layer, as a dotted name (``"features.28"``, ``"layer4"``) or the module. None
+        picks the last layer whose output is spatial like the input (found by a dry run on one
+        sample; see :func:`salience.layers`). The layer used is recorded in ``Attribution.layer``.
+    relu : bool, default True
+        Keep only the positive evidence, as the papers do; ``relu=False`` returns the signed map
+        (SignalGrad-CAM's ``avoid_relu``).
+    upsample : bool, default True
+        Interpolate the map to the input's spatial size (linear, bilinear or trilinear for 1, 2
+        or 3 spatial axes, ``align_corners=False``); False leaves it at the layer's resolution.
+    reshape : None, "tokens" or callable, optional
+        For layers whose output is not (B, K, *spatial), e.g. transformer tokens (B, L, D). A
+        callable maps the layer output to (B, K, *spatial) (it is applied to activations and
+        gradients alike). ``"tokens"`` infers a patch grid from the input size and drops a
+        leading CLS token. Requires an explicit ``layer`` (the last blocks of a CLS-token
+        classifier only feed the CLS token: pick e.g. ``blocks[-1].norm1``).
+    final_activation : {"warn", "keep", "strip"}, default "warn"
+        What to do when the model ends in a Softmax/LogSoftmax/Sigmoid module. ``"warn"`` explains
+        the output as it is and says so; ``"keep"`` does the same silently; ``"strip"`` explains
+        the pre-activation logit (the final module returns its input during the call; the model
+        is not modified). With ``"strip"``, ``target=LogProbability(k)`` explains the
+        log-probability (SignalGrad-CAM's ``softmax_final=True``).
+    batch_size : int, optional
+        Maximum samples per forward/backward pass.
+    layout : str or Layout, optional
+        Axis names of the input.
+    """
+
+    #: does the method use gradients (False for Score-CAM)
+    uses_gradients: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        layer: LayerLike = None,
+        relu: bool = True,
+        upsample: bool = True,
+        reshape: Reshape = None,
+        final_activation: str = "warn",
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
+        super().__init__(model, batch_size=batch_size, layout=layout)
+        owner = type(self).__name__
+        if not (layer is None or isinstance(layer, (str, nn.Module))):
+            raise ParameterError(
+                f"The 'layer' parameter of {owner} must be None, a dotted module name or an "
+                f"nn.Module. Got {type(layer).__name__} instead."
+            )
+        if not (reshape is None or reshape == "tokens" or callable(reshape)):
+            raise ParameterError(
+                f"The 'reshape' parameter of {owner} must be None, 'tokens' or a callable mapping "
+                f"the layer output to (B, K, *spatial). Got {reshape!r} instead."
+            )
+        if reshape is not None and layer is None:
+            raise ParameterError(
+                f"{owner}: reshape=... needs an explicit layer=...: in a CLS-token transformer the "
+                "last modules only feed the CLS token, so their token maps have zero gradient. "
+                "Pick the output of the last block's attention input, e.g. 'blocks.11.norm1'."
+            )
+        self.layer = layer
+        self.relu = _check_bool(relu, "relu", owner)
+        self.upsample = _check_bool(upsample, "upsample", owner)
+        self.reshape = reshape
+        self.final_activation = check_option(
+            final_activation, "final_activation", owner, ("warn", "keep", "strip")
+        )
+
+    def __repr__(self) -> str:
+        layer = self.layer if not isinstance(self.layer, nn.Module) else type(self.layer).__name__
+        return f"{self.name}(layer={layer!r}, relu={self.relu}, upsample={self.upsample})"
+
+    # ------------------------------------------------------------------ template
+    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+        owner = self.name
+        layout = score.layout
+        spatial = layout.spatial
+        if not spatial:
+            raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
+        sizes = tuple(x.shape[i] for i in layout.spatial_axes)
+        if self.layer is None:
+            name = default_layer(score.trace(n_rows=1), x.ndim, 1, owner).name
+        else:
+            name = find_layer(score.model, self.layer)[0]
+        module = find_layer(score.model, name)[1]
+        score = self._head(score)
+        values, cam = self._layer_map(x, score, module, sizes)
+        layer_shape = tuple(cam.shape[1:])
+        if self.relu:
+            cam = cam.clamp_min(0)
+        cam = cam.unsqueeze(1)  # (B, 1, *a)
+        if self.upsample and tuple(cam.shape[2:]) != sizes:
+            if len(sizes) > len(_INTERPOLATION):
+                raise ShapeError(
+                    f"{owner} upsamples maps with 1 to 3 spatial axes; layout {layout} has "
+                    f"{len(sizes)}. Pass upsample=False."
+                )
+            cam = F.interpolate(cam, size=sizes, mode=_INTERPOLATION[len(sizes) - 1], align_corners=False)
+        return Parts(
+            _to_layout(cam, layout),
+            layout=layout,
+            layer=name,
+            scores=values,
+            info={"layer_shape": layer_shape, "relu": self.relu, "upsampled": self.upsample},
+        )
+
+    def _head(self, score: ScoreFunction) -> ScoreFunction:
+        """Warn about, keep or strip a final Softmax/Sigmoid."""
+        head = final_activation(score.model)
+        if self.final_activation == "strip":
+            if head is None:
+                raise LayerError(
+                    f"{self.name}: final_activation='strip' but the model's last module is not a "
+                    "Softmax, LogSoftmax or Sigmoid; there is nothing to strip."
+                )
+            return score.strip_final(head[1], head[0])
+        if head is not None and self.final_activation == "warn":
+            kind = type(head[1]).__name__
+            what = "log-probability" if kind == "LogSoftmax" else "probability"
+            warnings.warn(
+                f"{self.name}: the model ends in {kind} (module {head[0]!r}), so the {what} output "
+                f"by the model is explained (target {score.target!r}). Pass final_activation="
+                "'strip' to explain the pre-activation logit (with target=LogProbability(k) for "
+                "the log-probability), or final_activation='keep' to silence this warning.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return score
+
+    def _grid(self, t: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        """Layer output (B, *A) -> (B, K, *a) with one axis per input spatial axis."""
+        if self.reshape == "tokens":
+            t = token_grid(t, sizes, f"{self.name}(reshape='tokens')")
+        elif self.reshape is not None:
+            t = self.reshape(t)
+            if not isinstance(t, torch.Tensor):
+                raise LayerError(f"{self.name}: reshape must return a tensor; got {type(t).__name__}.")
+        if t.ndim != 2 + len(sizes):
+            raise LayerError(
+                f"{self.name}: the target layer's output has shape {tuple(t.shape)}, but a map "
+                f"over the input's {len(sizes)} spatial axes needs (B, K, {', '.join(['...'] * len(sizes))}). "
+                "Pick a convolutional layer (salience.layers(model, x) lists them) or pass "
+                "reshape=... (e.g. 'tokens' for transformer outputs)."
+            )
+        return t
+
+    def _layer_map(
+        self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (B,) and the layer-resolution map (B, *a)."""
+        values, a, g = score.layer_gradients(module)
+        assert g is not None  # grad=True  # noqa: S101
+        a, g = self._grid(a, sizes), self._grid(g, sizes)
+        return values, self._combine(a, g)
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Activations and gradients (B, K, *a) -> map (B, *a)."""
+        raise NotImplementedError
+
+
+def _positions(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(2, t.ndim))
+
+
+def _to_layout(cam: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(B, 1, *spatial) in the order b, c, spatial... -> the input layout's axis order."""
+    if not layout.has_channels:
+        return cam.squeeze(1)
+    canonical = ("b", "c", *layout.spatial)
+    if canonical == layout.names:
+        return cam
+    return cam.permute(*(canonical.index(n) for n in layout.names))
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den where den != 0, else 0 (no epsilon that would bias small values)."""
+    nz = den != 0
+    return torch.where(nz, num / torch.where(nz, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+class GradCAM(LayerExplainer):
+    """Grad-CAM: channel weights are the gradients averaged over positions,
+    ``cam = ReLU(sum_k mean(G_k) A_k)``.
+
+    Returns maps of shape (N, 1, *spatial) (raw, unnormalised). See :class:`LayerExplainer` for
+    the parameters.
+
+    References
+    ----------
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization", ICCV 2017.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+    ...                       nn.Flatten(), nn.Linear(16, 3)).eval()
+    >>> attr = GradCAM(model, layer="1").explain(torch.randn(4, 8, 100), target=2)
+    >>> attr.values.shape, attr.layer
+    (torch.Size([4, 1, 100]), '1')
+    """
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        w = g.mean(dim=_positions(g), keepdim=True)
+        return (w * a).sum(1)
+
+
+class HiResCAM(LayerExplainer):
+    """HiResCAM: element-wise gradient times activation, ``cam = sum_k G_k * A_k``.
+
+    For a CNN ending in one linear layer after the target layer, the signed map
+    (``relu=False``) sums over positions to the score minus the bias: it shows exactly which
+    positions the model used. ``relu=True`` (default) keeps the positive evidence as Grad-CAM does.
+
+    References
+    ----------
+    Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    convolutional neural networks", arXiv:2011.08891, 2020.
+    """
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return (g * a).sum(1)
+
+
+class GradCAMPlusPlus(LayerExplainer):
+    """Grad-CAM++: channel weights ``w_k = sum_pos alpha_k * ReLU(G_k)`` with
+    ``alpha = G^2 / (2 G^2 + sum_pos(A_k) G^3)`` (0 where the denominator is 0).
+
+    The higher derivatives are the closed form of the paper for an exponential output; like the
+    paper's and pytorch-grad-cam's code, they are computed from the first derivative of the score.
+
+    References
+    ----------
+    Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations for Deep
+    Convolutional Networks", WACV 2018.
+    """
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        pos = _positions(g)
+        g2 = g * g
+        alpha = _safe_div(g2, 2 * g2 + a.sum(dim=pos, keepdim=True) * g2 * g)
+        w = (alpha * g.clamp_min(0)).sum(dim=pos, keepdim=True)
+        return (w * a).sum(1)
+
+
+class XGradCAM(LayerExplainer):
+    """XGrad-CAM: channel weights ``w_k = sum_pos(A_k G_k) / sum_pos(A_k)`` (0 for an all-zero
+    channel).
+
+    References
+    ----------
+    Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+    BMVC 2020.
+    """
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        pos = _positions(g)
+        w = _safe_div((a * g).sum(dim=pos, keepdim=True), a.sum(dim=pos, keepdim=True))
+        return (w * a).sum(1)
+
+
+class LayerCAM(LayerExplainer):
+    """LayerCAM: positive gradients as position-wise weights, ``cam = sum_k ReLU(G_k) * A_k``.
+
+    References
+    ----------
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+    IEEE TIP 2021.
+    """
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return (g.clamp_min(0) * a).sum(1)
+
+
+class ScoreCAM(LayerExplainer):
+    """Score-CAM: channel weights from the scores of the input masked by each activation map.
+
+    Each channel ``A_k`` is upsampled to the input size and min-max normalised to [0, 1] (an
+    all-constant channel gives an all-zero mask); the score of ``x * mask_k`` is computed for
+    every channel (batched forward passes without gradients, chunked by ``batch_size``, the
+    masked inputs generated chunk by chunk), and the weights are the softmax of those scores
+    over channels (Algorithm 1 of the paper): ``cam = ReLU(sum_k softmax(s)_k A_k)``.
+
+    Costs one pass over the batch plus N x K rows, K being the layer's channel count.
+
+    Parameters
+    ----------
+    progress : bool, default True
+        Show a tqdm progress bar over the masked rows (if tqdm is installed).
+    Other parameters
+        See :class:`LayerExplainer`.
+
+    References
+    ----------
+    Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural
+    Networks", CVPR workshops 2020.
+    """
+
+    uses_gradients = False
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        layer: LayerLike = None,
+        relu: bool = True,
+        upsample: bool = True,
+        reshape: Reshape = None,
+        final_activation: str = "warn",
+        progress: bool = True,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
+        super().__init__(
+            model,
+            layer=layer,
+            relu=relu,
+            upsample=upsample,
+            reshape=reshape,
+            final_activation=final_activation,
+            batch_size=batch_size,
+            layout=layout,
+        )
+        self.progress = _check_bool(progress, "progress", type(self).__name__)
+
+    def _layer_map(
+        self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        values, a, _ = score.layer_gradients(module, grad=False)
+        a = self._grid(a, sizes)
+        b, k = a.shape[:2]
+        if len(sizes) > len(_INTERPOLATION):
+            raise ShapeError(f"{self.name} supports 1 to 3 spatial axes; got {len(sizes)}.")
+        mode = _INTERPOLATION[len(sizes) - 1]
+        flat = a.reshape(b * k, 1, *a.shape[2:])
+        layout = score.layout
+        bar = _progress_bar(self.progress, b * k, f"{self.name} masks")
+
+        def rows(start: int, stop: int) -> torch.Tensor:
+            m = flat[start:stop]
+            if tuple(m.shape[2:]) != sizes:
+                m = F.interpolate(m, size=sizes, mode=mode, align_corners=False)
+            lo = m.flatten(1).amin(1).reshape(-1, *([1] * (m.ndim - 1)))
+            hi = m.flatten(1).amax(1).reshape(-1, *([1] * (m.ndim - 1)))
+            m = _safe_div(m - lo, (hi - lo).expand_as(m))
+            m = _to_layout(m, layout).to(x.dtype)
+            owner = torch.arange(start, stop, device=x.device) // k
+            if bar is not None:
+                bar.update(stop - start)
+            return x[owner] * m
+
+        try:
+            s = score.values(rows, n=k)  # (B, K)
+        finally:
+            if bar is not None:
+                bar.close()
+        w = torch.softmax(s, dim=1).reshape(b, k, *([1] * (a.ndim - 2)))
+        return values, (w * a).sum(1)
+
+
+def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False)

@@ -189,52 +189,6 @@ def test_model_unchanged_after_call_and_after_exception(cls):
     )
 
 
-# ---------------------------------------------------------------- parity with Captum
-class MaxPoolNet(nn.Module):
-    """conv-ReLU(inplace)-maxpool-conv-ReLU-linear, in 1-D or 2-D."""
-
-    def __init__(self, dims: int) -> None:
-        super().__init__()
-        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dims]
-        pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[dims]
-        self.features = nn.Sequential(conv(3, 6, 3, padding=1), nn.ReLU(inplace=True), pool(2), conv(6, 4, 3), nn.ReLU())
-        self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize("kind", ["signal", "image", "video"])
-@pytest.mark.parametrize("net", ["cnn", "maxpool"])
-@pytest.mark.parametrize("method", ["guided", "deconv"])
-def test_parity_captum(kind, net, method):
-    """Same rule as Captum's GuidedBackprop/Deconvolution (hooks on nn.ReLU modules); float64 exact."""
-    captum = pytest.importorskip("captum.attr")
-    if net == "maxpool" and kind == "video":
-        pytest.skip("MaxPoolNet is 1-D/2-D")
-    x = make_input(kind, batch=3, seed=7)
-    if net == "cnn":
-        model = cnn(DIMS[kind])
-    else:
-        def build():
-            m = MaxPoolNet(DIMS[kind])
-            m(x.float())  # materialise the lazy layer
-            return m
-
-        model = seeded(5, build).double().eval()
-    ours_cls, theirs_cls = {
-        "guided": (sl.GuidedBackprop, captum.GuidedBackprop),
-        "deconv": (sl.DeconvNet, captum.Deconvolution),
-    }[method]
-    target = torch.tensor([0, 3, 1])
-    ours = ours_cls(model).explain(x, target).values
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Captum announces its hooks
-        theirs = theirs_cls(model).attribute(x.clone().requires_grad_(True), target=target)
-    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-15)
-
-
 # ---------------------------------------------------------------- Guided Grad-CAM
 @pytest.mark.parametrize("kind", ["signal", "image", "video"])
 def test_guided_gradcam_is_the_product(kind):
@@ -257,23 +211,3 @@ def test_guided_gradcam_strip_explains_the_logit_in_both_parts():
     torch.testing.assert_close(stripped, logits, rtol=0, atol=0)
     with pytest.warns(UserWarning, match="ends in Softmax"):
         sl.GuidedGradCAM(with_softmax, layer="3").explain(x, 1)
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize("kind", ["signal", "image", "video"])
-@pytest.mark.parametrize("layer", ["2", "3"])
-def test_parity_captum_guided_gradcam(kind, layer):
-    """Captum's GuidedGradCam with interpolate_mode set to the paper's (bi/tri)linear
-    upsampling (Captum's default is "nearest"); float64 exact."""
-    captum = pytest.importorskip("captum.attr")
-    model, x = cnn(DIMS[kind]), make_input(kind, batch=3, seed=2)
-    target = torch.tensor([1, 0, 3])
-    ours = sl.GuidedGradCAM(model, layer=layer).explain(x, target).values
-    mode = {"signal": "linear", "image": "bilinear", "video": "trilinear"}[kind]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        theirs = captum.GuidedGradCam(model, model[int(layer)]).attribute(
-            x.clone().requires_grad_(True), target=target, interpolate_mode=mode
-        )
-    assert theirs.abs().max() > 0
-    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-15)

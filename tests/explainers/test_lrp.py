@@ -264,3 +264,62 @@ def test_rules_are_data():
     conv, lin = seeded(0, lambda: (nn.Conv2d(1, 1, 1), nn.Linear(1, 1)))
     assert comp.rule_for(conv) == ZPlus() and comp.rule_for(lin) == Epsilon()
     assert comp.rule_for(nn.MaxPool1d(2)) is None
+
+
+# ---------------------------------------------------------------- residual additions
+class Residual(nn.Module):
+    """A bias-free 1-D residual net using every functional form of addition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 4, 3, padding=1, bias=False)
+        self.c2 = nn.Conv1d(4, 4, 3, padding=1, bias=False)
+        self.c3 = nn.Conv1d(4, 4, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.head = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        h = self.relu(self.c1(x))
+        h = h + self.relu(self.c2(h))  # Tensor.__add__
+        g = self.relu(self.c3(h))
+        g += h  # Tensor.__iadd__ (in place)
+        g = torch.add(g, self.relu(self.c2(g)))
+        g.add_(h)  # in place, result not rebound
+        return self.head(self.pool(g).flatten(1))
+
+
+def test_residual_sums_conserve_and_keep_forward_values():
+    model = seeded(1, Residual).double().eval()
+    x = make_input("signal", batch=3)
+    attr = sl.LRP(model, composite=sl.lrp.epsilon(1e-12, stabilizer=1e-12)).explain(x, 2)
+    torch.testing.assert_close(attr.scores, model(x)[:, 2], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(attr.values.flatten(1).sum(1), attr.scores, rtol=1e-9, atol=1e-12)
+    # without the sum rule, each addition hands the full relevance to both terms
+    plain = dataclasses.replace(sl.lrp.epsilon(1e-12, stabilizer=1e-12), sums=None)
+    gap = sl.LRP(model, composite=plain).explain(x, 2).delta.abs()
+    assert (gap > 1e-3 * attr.scores.abs()).all()
+
+
+def test_sum_rule_closed_form():
+    """out = a + b with a = relu(W1 x), b = relu(W2 x): R_a = a / (a + b) * R, per element."""
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 4, bias=False), nn.Linear(6, 4, bias=False)
+            self.head = nn.Linear(4, 2, bias=False)
+
+        def forward(self, x):
+            return self.head(self.a(x.flatten(1)) + self.b(x.flatten(1)))
+
+    model = seeded(2, Two).double().eval()
+    x = make_input("signal")[:, :2, :3]
+    lrp0 = dataclasses.replace(sl.lrp.single(Epsilon(0.0)), sums=Epsilon(0.0))
+    attr = sl.LRP(model, composite=lrp0).explain(x, 0).values.flatten(1)
+    xf = x.flatten(1)
+    za, zb = xf @ model.a.weight.T, xf @ model.b.weight.T
+    r = (za + zb) * model.head.weight[0]  # relevance of each hidden unit (LRP-0 at the head)
+    ra, rb = za / (za + zb) * r, zb / (za + zb) * r
+    expected = xf * ((ra / za) @ model.a.weight) + xf * ((rb / zb) @ model.b.weight)
+    torch.testing.assert_close(attr, expected, rtol=1e-9, atol=1e-12)

@@ -128,3 +128,51 @@ def test_parity_zennit(kind, name):
         with Gradient(model, zennit_composite()) as attributor:
             _, theirs = attributor(x.clone(), lambda out: torch.eye(4, dtype=out.dtype)[target] * out)
         torch.testing.assert_close(ours, theirs, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "block, name",
+    [
+        pytest.param("BasicBlock", "epsilon_plus_flat", marks=pytest.mark.slow),
+        pytest.param("BasicBlock", "epsilon_gamma_box", marks=pytest.mark.slow),
+        pytest.param("Bottleneck", "epsilon_plus_flat", marks=pytest.mark.slow),
+        pytest.param("Bottleneck", "epsilon_gamma_box", marks=pytest.mark.slow),
+    ],
+)
+def test_parity_zennit_resnet(block, name):
+    """torchvision ResNets: zennit's ResNetCanonizer (BatchNorm merging and a Sum module for
+    the residual addition, Norm rule) against our BatchNorm merging and functional-sum rule.
+    BatchNorm eps=0 pins zennit's x / sqrt(1 + eps) leftover (see test_parity_zennit). Slow
+    (about 10 s each on 2 shared cores: 5M float64 parameters)."""
+    pytest.importorskip("zennit")
+    resnet = pytest.importorskip("torchvision.models.resnet")
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    def build():
+        m = resnet.ResNet(getattr(resnet, block), [1, 1, 1, 1], num_classes=4)
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.data.normal_(1, 0.1)
+                mod.bias.data.normal_(0, 0.1)
+                mod.eps = 0.0
+        return m
+
+    model = seeded(0, build).double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([1, 2])
+    if name == "epsilon_plus_flat":
+        ours, theirs_comp = "epsilon_plus_flat", EpsilonPlusFlat(canonizers=[ResNetCanonizer()])
+    else:
+        ours = sl.lrp.epsilon_gamma_box(-3.0, 3.0)
+        theirs_comp = EpsilonGammaBox(low=-3.0, high=3.0, canonizers=[ResNetCanonizer()])
+    attr = sl.LRP(model, composite=ours).explain(x, target)
+    with Gradient(model, theirs_comp) as attributor:
+        out, theirs = attributor(x.clone(), lambda o: torch.eye(4, dtype=o.dtype)[target] * o)
+    torch.testing.assert_close(attr.values, theirs, rtol=1e-10, atol=1e-15)
+    # the conservation gap is only what biases absorb: it matches zennit's
+    torch.testing.assert_close(attr.delta, theirs.flatten(1).sum(1) - out[torch.arange(2), target], rtol=1e-8, atol=1e-12)

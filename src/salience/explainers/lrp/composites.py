@@ -19,6 +19,7 @@ from typing import Callable
 from torch import nn
 
 from ..._validation import check_float
+from ...errors import ParameterError
 from .rules import AFFINE, AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus
 
 __all__ = [
@@ -80,6 +81,11 @@ class Composite:
     first : Rule, optional
         Rule of the first Linear/convolution layer in ``model.modules()`` order (the input layer):
         ``Flat``, ``WSquare`` or ``ZBox``.
+    sums : Epsilon or None
+        Rule for functional additions of two activations inside the model's forward (residual
+        connections ``out = out + identity`` / ``out += identity``): relevance is shared in
+        proportion to the two terms (epsilon rule, as zennit's ``Sum`` canonizer with ``Norm``).
+        None leaves their plain gradient, which hands the full relevance to both terms.
     merge_batchnorm : bool
         Merge a BatchNorm in eval mode that directly consumes the output of a Linear/standard
         convolution layer into that layer's weights and bias for the relevance computation (the
@@ -90,8 +96,15 @@ class Composite:
 
     rules: tuple[tuple[tuple[type, ...], Rule], ...]
     first: Rule | None = None
+    sums: Epsilon | None = Epsilon(1e-6)
     merge_batchnorm: bool = True
     name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.sums is not None and not isinstance(self.sums, Epsilon):
+            raise ParameterError(
+                f"The 'sums' parameter of Composite must be an Epsilon rule or None. Got {self.sums!r} instead."
+            )
 
     def rule_for(self, module: nn.Module) -> Rule | None:
         for types, rule in self.rules:
@@ -120,10 +133,7 @@ def _check(epsilon: float, stabilizer: float, owner: str) -> tuple[float, float]
 
 def single(rule: Rule, name: str | None = None, stabilizer: float = 1e-6) -> Composite:
     """One rule on every Linear/convolution layer (plus Pass on activations, Epsilon on pools)."""
-    return Composite(
-        rules=(*_base(stabilizer), (AFFINE, rule)),
-        name=name or repr(rule),
-    )
+    return Composite(rules=(*_base(stabilizer), (AFFINE, rule)), sums=Epsilon(stabilizer), name=name or repr(rule))
 
 
 def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
@@ -137,6 +147,7 @@ def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_plus")
     return Composite(
         rules=(*_base(stabilizer), (CONV, ZPlus(stabilizer=stabilizer)), ((nn.Linear,), Epsilon(epsilon))),
+        sums=Epsilon(stabilizer),
         name="epsilon_plus",
     )
 
@@ -145,7 +156,7 @@ def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Compos
     """:func:`epsilon_plus` with the flat rule on the first layer."""
     epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_plus_flat")
     base = epsilon_plus(epsilon, stabilizer)
-    return Composite(rules=base.rules, first=Flat(stabilizer), name="epsilon_plus_flat")
+    return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_plus_flat")
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
@@ -157,6 +168,7 @@ def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Com
             (CONV, AlphaBeta(2.0, 1.0, stabilizer)),
             ((nn.Linear,), Epsilon(epsilon)),
         ),
+        sums=Epsilon(stabilizer),
         name="epsilon_alpha2_beta1",
     )
 
@@ -165,7 +177,7 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -
     """:func:`epsilon_alpha2_beta1` with the flat rule on the first layer."""
     epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_alpha2_beta1_flat")
     base = epsilon_alpha2_beta1(epsilon, stabilizer)
-    return Composite(rules=base.rules, first=Flat(stabilizer), name="epsilon_alpha2_beta1_flat")
+    return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_alpha2_beta1_flat")
 
 
 def epsilon_gamma_box(
@@ -186,6 +198,7 @@ def epsilon_gamma_box(
             ((nn.Linear,), Epsilon(epsilon)),
         ),
         first=ZBox(low, high, stabilizer),  # type: ignore[arg-type]
+        sums=Epsilon(stabilizer),
         name="epsilon_gamma_box",
     )
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Union
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..._engine import ScoreFunction
 from ...errors import LayerError, ParameterError
@@ -15,7 +16,7 @@ from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
 from ..base import Explainer, Parts
 from .composites import BATCHNORMS, COMPOSITES, Composite, single
-from .rules import AFFINE, LayerCall, Rule
+from .rules import AFFINE, Epsilon, LayerCall, Rule, stabilize
 
 __all__ = ["LRP", "LRPCoverageWarning"]
 
@@ -46,6 +47,61 @@ def _seed(_module: nn.Module, out: torch.Tensor, _same: torch.Tensor) -> torch.T
     # relevance of the output: output * d score / d output (sums to the score for linear targets)
     value = out.detach()
     return replace_backward(out, out, lambda g: g * value)
+
+
+class _Sum(torch.autograd.Function):
+    """``a + b`` whose relevance is shared in proportion to ``a`` and ``b`` (epsilon rule)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, epsilon: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, b)
+        ctx.epsilon = epsilon
+        return a + b
+
+    @staticmethod
+    def backward(ctx: Any, r: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        share = r / stabilize(a + b, ctx.epsilon)
+        return a * share, b * share, None
+
+
+def _activation(t: torch.Tensor) -> bool:
+    """In the autograd graph of the input, and not a parameter."""
+    return t.grad_fn is not None or (t.requires_grad and not isinstance(t, nn.Parameter))
+
+
+_ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
+_IADD = {torch.Tensor.add_, torch.Tensor.__iadd__}
+
+
+class _FunctionalSums(TorchFunctionMode):
+    """During the model's forward, ``a + b`` of two activations (residual connections) gets the
+    epsilon rule instead of the gradient, which would hand the full relevance to both."""
+
+    def __init__(self, epsilon: float) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.active = False
+        self.count = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.active and not kwargs and len(args) == 2 and (func in _ADD or func in _IADD):
+            a, b = args
+            if (
+                isinstance(a, torch.Tensor)
+                and isinstance(b, torch.Tensor)
+                and _activation(a)
+                and _activation(b)
+                and a.shape == b.shape
+                and a.is_floating_point()
+            ):
+                self.count += 1
+                if func in _IADD:
+                    out = _Sum.apply(a.clone(), b, self.epsilon)
+                    return a.copy_(out)
+                return _Sum.apply(a, b, self.epsilon)
+        return func(*args, **kwargs)
 
 
 def _rule_handler(rule: Rule) -> Callable[..., torch.Tensor]:
@@ -137,12 +193,32 @@ class _LRPPass:
             )
         produced: dict[int, tuple[Any, ...]] = {}
         plan = self._plan(model, produced)
-        handle = model.register_forward_pre_hook(lambda *_: produced.clear())
+        sums = self.composite.sums
+        mode = _FunctionalSums(sums.epsilon) if sums is not None else None
+
+        def start(*_: Any) -> None:
+            produced.clear()
+            if mode is not None:
+                mode.active = True
+
+        def stop(*_: Any) -> None:
+            if mode is not None:
+                mode.active = False
+
+        handles = [
+            model.register_forward_pre_hook(start),
+            model.register_forward_hook(stop, always_call=True),
+        ]
         try:
             with rewired(model, plan, output=_seed):
-                yield
+                if mode is None:
+                    yield
+                else:
+                    with mode:
+                        yield
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
             produced.clear()
 
 

@@ -274,9 +274,14 @@ class LRP(Explainer):
 
     Notes
     -----
-    Operations applied functionally (residual ``+``, ``x.mean(...)`` pooling, ``torch.relu``)
-    carry the plain gradient; layers with parameters but no rule are named in an
-    :class:`LRPCoverageWarning`.
+    Residual additions written functionally (``out = out + identity``, ``out += identity``,
+    ``torch.add``, ``add_``) of two activations share the relevance in proportion to the two
+    terms (``Composite.sums``, the epsilon rule; zennit needs a model-specific canonizer for
+    this). Other functional operations carry their plain gradient: ``torch.relu`` and
+    ``flatten``/``cat`` are harmless, but a functional ``x.mean(...)`` pooling spreads relevance
+    uniformly, also onto zero activations where it is lost; use pooling modules
+    (``nn.AdaptiveAvgPool1d``), which get the epsilon rule. Layers with parameters but no rule
+    are named in an :class:`LRPCoverageWarning`; ``delta`` shows what was not conserved.
 
     References
     ----------

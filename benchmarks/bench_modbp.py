@@ -68,7 +68,8 @@ def bare(model, x, target):
 
 
 def candidates(model, x, target):
-    from captum.attr import LRP as CLRP, Deconvolution, GuidedBackprop as CGBP
+    layer = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))][-1]
+    from captum.attr import LRP as CLRP, Deconvolution, GuidedBackprop as CGBP, GuidedGradCam
 
     out = {
         "bare forward+backward": bare(model, x, target),
@@ -76,6 +77,10 @@ def candidates(model, x, target):
         "captum GuidedBackprop": lambda: CGBP(model).attribute(x, target=target),
         "salience DeconvNet": lambda: sl.DeconvNet(model).explain(x, target),
         "captum Deconvolution": lambda: Deconvolution(model).attribute(x, target=target),
+        "salience GuidedGradCAM (last conv)": lambda: sl.GuidedGradCAM(model, layer=layer).explain(x, target),
+        "captum GuidedGradCam (bilinear)": lambda: GuidedGradCam(model, dict(model.named_modules())[layer]).attribute(
+            x, target=target, interpolate_mode="linear" if x.ndim == 3 else "bilinear"
+        ),
         "salience LRP epsilon": lambda: sl.LRP(model, composite="epsilon").explain(x, target),
         "salience LRP epsilon_plus_flat": lambda: sl.LRP(model, composite="epsilon_plus_flat").explain(x, target),
     }

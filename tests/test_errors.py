@@ -181,3 +181,9 @@ def test_linear_helper_sanity():
     # guards the analytic model used across the suite
     w = torch.ones(2, 3, 4, dtype=torch.float64)
     assert Linear(w)(torch.ones(1, 3, 4, dtype=torch.float64)).tolist() == [[12.0, 12.0]]
+
+
+def test_target_out_of_range_in_a_later_chunk(model, x):
+    # only the second sample's class is bad; with batch_size=1 it sits in the second chunk
+    with pytest.raises(sl.TargetError, match="Target class 9 is out of range"):
+        sl.Gradient(model, batch_size=1).explain(x, [0, 9])

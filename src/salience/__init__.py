@@ -1,5 +1,7 @@
 """salience: saliency maps for PyTorch models of signals, images and video, in any domain."""
 
+from . import masking
+from .adapters import NumpyModel
 from .attribution import Attribution
 from .errors import (
     CompositionError,
@@ -17,6 +19,8 @@ from .errors import (
 from .explainers import (
     LRP,
     DeconvNet,
+    ClassRelevant,
+    TopClasses,
     Explainer,
     GuidedBackprop,
     GuidedGradCAM,
@@ -30,6 +34,9 @@ from .explainers import (
     layers,
     InputXGradient,
     IntegratedGradients,
+    MaskUpdate,
+    Occlusion,
+    RISE,
     Saliency,
     ReLUCoverageWarning,
     SmoothGrad,
@@ -68,6 +75,8 @@ __all__ = [
     "ReLUCoverageWarning",
     "LRP",
     "lrp",
+    "ClassRelevant",
+    "TopClasses",
     "GradCAM",
     "HiResCAM",
     "GradCAMPlusPlus",
@@ -75,6 +84,11 @@ __all__ = [
     "LayerCAM",
     "ScoreCAM",
     "layers",
+    "RISE",
+    "MaskUpdate",
+    "Occlusion",
+    "NumpyModel",
+    "masking",
     # targets
     "Target",
     "Class",

@@ -11,6 +11,7 @@ numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Union
@@ -48,6 +49,11 @@ def default_batch_size(row_numel: int) -> int:
     CPU throughput of small CNNs is best (larger batches are slower per row).
     """
     return int(max(1, min(_AUTO_MAX_ROWS, _AUTO_ELEMENTS // max(1, row_numel))))
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate chunk results without copying when there is a single chunk."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _model_device(model: Any) -> str:
@@ -118,6 +124,11 @@ class ScoreFunction:
         Axis names of ``input``.
     batch_size : int or None
         Maximum rows per model call; None picks :func:`default_batch_size`.
+    sample_map : Tensor of shape (B,), optional
+        The original sample of each row of ``input`` (what ``model_fn`` receives); default
+        ``arange(B)``.
+    target_map : Tensor of shape (B,), optional
+        The index handed to ``target`` for each row; default ``sample_map``.
     """
 
     def __init__(
@@ -134,6 +145,7 @@ class ScoreFunction:
         composed: bool = False,
         contexts: tuple[PassContext, ...] = (),
         cache: dict[str, torch.Tensor] | None = None,
+        target_map: torch.Tensor | None = None,
     ) -> None:
         self.model_fn = model_fn
         self.target = target
@@ -146,6 +158,9 @@ class ScoreFunction:
         self.sample_map = (
             torch.arange(n, device=input.device) if sample_map is None else sample_map.to(input.device)
         )
+        # the index handed to the target for each row: the original sample by default; a
+        # per-row index when several targets share one sample (see ``retarget``)
+        self.target_map = self.sample_map if target_map is None else target_map.to(input.device)
         row_numel = int(math.prod(input.shape[1:]))
         self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel)
         self.contexts = tuple(contexts)
@@ -191,14 +206,16 @@ class ScoreFunction:
             )
         return out
 
-    def _scores(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def _scores(
+        self, rows: torch.Tensor, samples: torch.Tensor, target_rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = self._output(rows, samples)
         if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
             raise ModelOutputError(
                 f"{self.owner}: the model output contains NaN or inf for a chunk of "
                 f"{rows.shape[0]} rows; attributions would be meaningless."
             )
-        s = self.target(out, samples)
+        s = self.target(out, samples if target_rows is None else target_rows)
         if s.shape != (rows.shape[0],):
             raise ModelOutputError(
                 f"{self.owner}: the target {self.target!r} returned shape {tuple(s.shape)}; "
@@ -223,9 +240,9 @@ class ScoreFunction:
             raise TypeError("n (rows per sample) is required when rows are generated lazily")
         return source, int(n)
 
-    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         local = torch.arange(start, stop, device=self.input.device) // n
-        return local, self.sample_map[local]
+        return local, self.sample_map[local], self.target_map[local]
 
     @contextmanager
     def _pass(self) -> Iterator[None]:
@@ -255,9 +272,43 @@ class ScoreFunction:
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                _, samples = self._samples(start, stop, n)
-                out[start:stop] = self._scores(make(start, stop), samples).to(out.dtype)
+                _, samples, tmap = self._samples(start, stop, n)
+                out[start:stop] = self._scores(make(start, stop), samples, tmap).to(out.dtype)
         return out.reshape(b, n)
+
+    def outputs(self, source: RowSource, n: int | None = None) -> torch.Tensor:
+        """Raw model outputs of many rows per sample, without gradients and without the target.
+
+        For methods that explain every output at once from the same forward passes (RISE with
+        ``all_classes=True``).
+
+        Parameters
+        ----------
+        source : Tensor of shape (B, N, *S), or callable ``(start, stop) -> rows``
+        n : int, optional
+            Rows per sample, required with a callable source.
+
+        Returns
+        -------
+        Tensor of shape (B, N, *O)
+        """
+        make, n = self._source(source, n)
+        b = self.n_samples
+        out: torch.Tensor | None = None
+        with torch.no_grad(), self._pass():
+            for start, stop in self._chunks(b * n):
+                _, samples, _ = self._samples(start, stop, n)
+                o = self._output(make(start, stop), samples)
+                if o.is_floating_point() and not bool(torch.isfinite(o).all()):
+                    raise ModelOutputError(
+                        f"{self.owner}: the model output contains NaN or inf for a chunk of "
+                        f"{stop - start} rows; attributions would be meaningless."
+                    )
+                if out is None:
+                    out = torch.empty((b * n, *o.shape[1:]), dtype=self.input.dtype, device=self.input.device)
+                out[start:stop] = o.to(out.dtype)
+        assert out is not None  # at least one chunk ran  # noqa: S101
+        return out.reshape(b, n, *out.shape[1:])
 
     def gradients(
         self, source: RowSource, n: int | None = None, weights: torch.Tensor | None = None
@@ -286,9 +337,9 @@ class ScoreFunction:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
         with torch.enable_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, samples = self._samples(start, stop, n)
+                local, samples, tmap = self._samples(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
-                s = self._scores(rows, samples)
+                s = self._scores(rows, samples, tmap)
                 (g,) = torch.autograd.grad(s.sum(), rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
@@ -339,6 +390,7 @@ class ScoreFunction:
                 # a frozen model (parameters without requires_grad): make the layer a leaf
                 out = out.detach().requires_grad_(True)
             store["a"] = out
+            store["calls"] = store.get("calls", 0) + 1
             # hand a copy downstream so an in-place op after the layer cannot alter `out`
             return out.clone()
 
@@ -374,20 +426,28 @@ class ScoreFunction:
             for start, stop in self._chunks(b):
                 samples = self.sample_map[start:stop]
                 store.clear()
-                s = self._scores(self.input[start:stop], samples)
+                s = self._scores(self.input[start:stop], samples, self.target_map[start:stop])
                 if "a" not in store:
                     raise LayerError(
                         f"{self.owner}: the target layer was not called during the forward pass."
                     )
                 a = store["a"]
+                if start == 0 and store["calls"] > 1:
+                    warnings.warn(
+                        f"{self.owner}: the target layer ran {store['calls']} times in one forward "
+                        "pass (a module reused, e.g. a shared ReLU); only its last call is "
+                        "explained. Pick a module that runs once (see salience.layers(model, x)).",
+                        UserWarning,
+                        stacklevel=4,
+                    )
                 if grad:
                     (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                     grads.append(torch.zeros_like(a) if g is None else g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())
-        values = torch.cat(vals)
+        values = _cat(vals)
         self._input_values = values  # the scores at the explained point, as input_values()
-        return values, torch.cat(acts), (torch.cat(grads) if grad else None)
+        return values, _cat(acts), (_cat(grads) if grad else None)
 
     def trace(self, n_rows: int | None = None) -> list[ModuleCall]:
         """Run the model once (no gradients) on the first ``n_rows`` inputs and report what
@@ -424,7 +484,7 @@ class ScoreFunction:
             for name, mod in model.named_modules():
                 if name:
                     handles.append(mod.register_forward_hook(make_hook(name)))
-            with torch.no_grad():
+            with torch.no_grad(), self._pass():
                 out = self._output(self.input[:n], self.sample_map[:n])
         finally:
             for h in handles:
@@ -456,6 +516,7 @@ class ScoreFunction:
             sample_map=self.sample_map,
             composed=self.composed,
             contexts=self.contexts,
+            target_map=self.target_map,
         )
         kw.update(changes)
         return ScoreFunction(**kw)  # type: ignore[arg-type]
@@ -524,8 +585,37 @@ class ScoreFunction:
 
     def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
         """A score function over ``input`` of shape (B*k, *S) whose row ``i`` belongs to sample ``i // k``."""
-        return self._derive(input=input, sample_map=self.sample_map.repeat_interleave(k))
+        return self._derive(
+            input=input,
+            sample_map=self.sample_map.repeat_interleave(k),
+            target_map=self.target_map.repeat_interleave(k),
+        )
 
-    def retarget(self, target: Target, input: torch.Tensor, sample_map: torch.Tensor) -> "ScoreFunction":
-        """Same model, another (bound) target over ``input`` with an explicit sample map."""
-        return self._derive(target=target, input=input, sample_map=sample_map)
+    def retarget(
+        self,
+        target: Target,
+        input: torch.Tensor,
+        sample_map: torch.Tensor,
+        *,
+        target_map: torch.Tensor | None = None,
+    ) -> "ScoreFunction":
+        """Same model, another (bound) target over ``input`` with an explicit sample map.
+
+        Parameters
+        ----------
+        target : Target
+            A bound target.
+        input : Tensor of shape (R, *S)
+        sample_map : Tensor of shape (R,)
+            The original sample of each row (what the model function receives).
+        target_map : Tensor of shape (R,), optional
+            The index handed to ``target`` for each row; defaults to ``sample_map``. Pass
+            ``arange(R)`` with a target bound over ``R`` rows to give every row its own target
+            (several classes explained for one sample in one batched run, as ClassRelevant does).
+        """
+        return self._derive(
+            target=target,
+            input=input,
+            sample_map=sample_map,
+            target_map=sample_map if target_map is None else target_map,
+        )

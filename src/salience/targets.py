@@ -117,12 +117,13 @@ class _ClassLike(Target):
         k = self._index.to(output.device)[samples]
         single = _single_output(output)
         if single is not None and self._binary_head:
-            if not self._checked:
-                bad = (k < 0) | (k > 1)
+            if not self._checked:  # check every sample's index once, not only this chunk's
+                k_all = self._index
+                bad = (k_all < 0) | (k_all > 1)
                 if bool(bad.any()):
                     raise TargetError(
                         f"{type(self).__name__}: the model has one output per sample (a binary "
-                        f"logit), so the class must be 0 or 1. Got {k[bad][0].item()} instead."
+                        f"logit), so the class must be 0 or 1. Got {k_all[bad][0].item()} instead."
                     )
                 self._checked = True
             return self._binary(single, k)
@@ -134,9 +135,10 @@ class _ClassLike(Target):
                 f"{tuple(output.shape)}. Use Output(index) for multi-dimensional outputs or "
                 "Score(fn) for a custom reduction."
             )
-        if not self._checked:
+        if not self._checked:  # check every sample's index once, not only this chunk's
             n_classes = output.shape[1]
-            bad = (k < 0) | (k >= n_classes)
+            k_all = self._index
+            bad = (k_all < 0) | (k_all >= n_classes)
             if bool(bad.any()):
                 hint = (
                     " For a single-logit binary classifier use Probability(k)/LogProbability(k) "
@@ -144,7 +146,7 @@ class _ClassLike(Target):
                     if n_classes == 1 else ""
                 )
                 raise TargetError(
-                    f"Target class {k[bad][0].item()} is out of range for a model with "
+                    f"Target class {k_all[bad][0].item()} is out of range for a model with "
                     f"{n_classes} outputs (valid: 0..{n_classes - 1}).{hint}"
                 )
             self._checked = True

@@ -136,6 +136,32 @@ def test_upsampling_is_linear_interpolation_without_align_corners(kind):
     torch.testing.assert_close(big, F.interpolate(small, size=x.shape[2:], mode=mode, align_corners=False), **TOL)
 
 
+def test_channels_last_layout_gets_maps_in_its_own_axis_order():
+    class ChannelsLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = cnn(1)
+
+        def forward(self, x):  # (N, T, C)
+            return self.body(x.transpose(1, 2))
+
+    model = ChannelsLast().eval()
+    x = make_input("signal", batch=3)  # (N, C, T)
+    for cls in (sl.GradCAM, sl.ScoreCAM):
+        kw = {"progress": False} if cls is sl.ScoreCAM else {}
+        ref = cls(model.body, layer="2", **kw).explain(x, 1)
+        got = cls(model, layer="body.2", layout="b t c", **kw).explain(x.transpose(1, 2), 1)
+        assert got.values.shape == (3, 20, 1) and got.layout == "b t c"
+        torch.testing.assert_close(got.values, ref.values.transpose(1, 2), **TOL)
+
+
+def test_smoothgrad_of_a_cam_records_the_layer():
+    model, x = cnn(2), make_input("image")
+    attr = sl.SmoothGrad(sl.GradCAM(model, layer="2"), n_samples=2, sigma=0.0).explain(x, 1)
+    assert attr.layer == "2" and attr.method == "SmoothGrad(GradCAM)"
+    torch.testing.assert_close(attr.values, sl.GradCAM(model, layer="2").explain(x, 1).values, **TOL)
+
+
 # ---------------------------------------------------------------------------- layers and hooks
 def test_default_layer_is_last_spatial_layer_and_recorded():
     model, x = cnn(1), make_input("signal")
@@ -159,6 +185,22 @@ def test_inplace_relu_after_the_layer(inplace_layer):
         ref = cls(make(False), layer=inplace_layer, relu=False).explain(x, 2).values
         got = cls(make(True), layer=inplace_layer, relu=False).explain(x, 2).values
         torch.testing.assert_close(got, ref, **TOL)
+
+
+def test_a_layer_called_twice_warns():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(3, 3, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.head(self.relu(self.conv(self.relu(x))).mean(2))
+
+    with pytest.warns(UserWarning, match="ran 2 times"):
+        attr = sl.GradCAM(Shared().double().eval(), layer="relu").explain(make_input("signal"), 1)
+    assert attr.layer == "relu"
 
 
 def test_frozen_model_works_and_stays_frozen():

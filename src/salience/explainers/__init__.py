@@ -1,6 +1,7 @@
 """Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
 
 from .base import Explainer, Parts, Wrapper
+from .class_relevant import ClassRelevant, TopClasses
 from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
@@ -8,6 +9,9 @@ from . import lrp
 from .lrp import LRP
 from .modified_backprop import DeconvNet, GuidedBackprop, GuidedGradCAM, ReLUCoverageWarning
 from .layers import LayerInfo, LayerTable, layers
+from .mask_update import MaskUpdate
+from .occlusion import Occlusion
+from .rise import RISE
 from .smoothgrad import SmoothGrad
 
 __all__ = [
@@ -25,6 +29,8 @@ __all__ = [
     "ReLUCoverageWarning",
     "LRP",
     "lrp",
+    "ClassRelevant",
+    "TopClasses",
     "LayerExplainer",
     "GradCAM",
     "HiResCAM",
@@ -35,4 +41,7 @@ __all__ = [
     "layers",
     "LayerInfo",
     "LayerTable",
+    "RISE",
+    "MaskUpdate",
+    "Occlusion",
 ]

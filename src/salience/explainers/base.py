@@ -129,7 +129,7 @@ class Explainer:
         score.target = unbound.bind(x.shape[0], lazy_reference)
         if "out" in reference:
             with torch.no_grad():
-                score._input_values = score.target(reference["out"], score.sample_map)
+                score._input_values = score.target(reference["out"], score.target_map)
         parts = as_parts(self._attribute(x, score), layout)
         values = parts.values
         if not isinstance(values, torch.Tensor) or values.shape[0] != x.shape[0]:

@@ -115,4 +115,7 @@ class SmoothGrad(Wrapper):
             out = sum2 / n  # type: ignore[operator]
         else:
             out = sum2 / n - mean * mean  # type: ignore[operator]
-        return Parts(out, layout=last.layout, domain=last.domain, info={"n_samples": n, "sigma": self.sigma})
+        return Parts(
+            out, layout=last.layout, domain=last.domain, layer=last.layer,
+            info={"n_samples": n, "sigma": self.sigma},
+        )

@@ -1,0 +1,116 @@
+"""Occlusion: the score drop when a window of the input is replaced by a substrate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._engine import ScoreFunction
+from ..errors import ParameterError
+from ..layout import LayoutLike
+from ..masking import Masker, SlidingWindow, SubstrateLike
+from ..masking.maskers import AxisSizes
+from ._perturbation import block_size, check_bool, check_masker, check_substrate, masked_scores
+from ._progress import progress_bar
+from .base import Explainer, Parts
+
+__all__ = ["Occlusion"]
+
+
+class Occlusion(Explainer):
+    """Occlusion: ``score(x) - score(fill(x, M_k))`` for every window ``k``, averaged per position.
+
+    Each mask ``M_k`` (1 = keep, 0 = occluded) comes from a deterministic masker, by default a
+    :class:`~salience.masking.SlidingWindow`. The drop of window ``k`` is credited to the
+    positions it occludes, weighted by ``1 - M_k``, and each position's credits are divided by
+    ``sum_k (1 - M_k)``, i.e. overlapping windows are averaged (Captum's convention; the sign is
+    positive where occluding lowers the score). Positions no window covers get 0. Forward passes
+    only; any callable model works.
+
+    Parameters
+    ----------
+    model : callable
+    window : int or dict of str to int, optional
+        Window length per axis name, e.g. ``{"t": 25}`` or ``{"h": 8, "w": 8}``; an int applies
+        to every spatial axis. Axes not named are occluded as a whole (all channels at once unless
+        ``"c"`` is named).
+    stride : int or dict of str to int, optional
+        Default: the window (disjoint windows tiling the input).
+    masker : Masker, optional
+        Instead of ``window``/``stride``: any deterministic masker, e.g. ``Segments(12)`` or
+        ``Segments(boundaries=[...])`` for long series (beats, sleep epochs).
+    substrate : str, float or Substrate, default 0.0
+        What occluded values become (``"zeros"``, ``"mean"``, ``"blur"``, ``"interpolate"``, ...).
+    progress : bool, default True
+    batch_size : int, optional
+    layout : str or Layout, optional
+
+    Returns
+    -------
+    Attributions of shape (B, *mask_shape), e.g. (B, 1, T) when windows span all channels.
+
+    References
+    ----------
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014.
+
+    Examples
+    --------
+    >>> import torch, salience as sl
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 3)).eval()
+    >>> sl.Occlusion(model, window={"t": 5}, progress=False)(torch.randn(2, 2, 20), target=0).shape
+    (2, 1, 20)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        window: AxisSizes | None = None,
+        stride: AxisSizes | None = None,
+        masker: Masker | None = None,
+        substrate: SubstrateLike = 0.0,
+        progress: bool = True,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
+        super().__init__(model, batch_size=batch_size, layout=layout)
+        owner = type(self).__name__
+        if masker is None:
+            if window is None:
+                raise ParameterError(f"{owner} needs window=... (e.g. {{'t': 25}}) or masker=... .")
+            masker = SlidingWindow(window, stride)
+        else:
+            masker = check_masker(masker, owner)
+            if window is not None or stride is not None:
+                raise ParameterError(f"{owner}: pass either window/stride or masker=..., not both.")
+            if masker.is_random:
+                raise ParameterError(f"{owner} needs a deterministic masker; {masker!r} is random (use RISE).")
+        self.masker = masker
+        self.substrate = check_substrate(substrate, owner)
+        self.progress = check_bool(progress, "progress", owner)
+
+    def __repr__(self) -> str:
+        return f"Occlusion(masker={self.masker!r}, substrate={self.substrate!r})"
+
+    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+        lay = score.layout
+        plan = self.masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
+        n = plan.n
+        sub = self.substrate
+        base = None if sub.needs_mask else sub(x, lay)
+        b = x.shape[0]
+        s0 = score.input_values().to(x.dtype).reshape(b, 1)
+        acc = torch.zeros((b, *plan.shape), dtype=x.dtype, device=x.device)
+        count = torch.zeros(plan.shape, dtype=x.dtype, device=x.device)
+        block = block_size(n, b, score.batch_size, int(torch.Size(plan.shape).numel()))
+        with progress_bar(n, "Occlusion windows", self.progress) as bar:
+            for k0 in range(0, n, block):
+                masks = plan(k0, min(n, k0 + block))
+                drop = s0 - masked_scores(x, score, masks, sub, base)  # (B, K)
+                occluded = 1 - masks
+                acc += torch.tensordot(drop, occluded, dims=([1], [0]))
+                count += occluded.sum(0)
+                bar.update(masks.shape[0])
+        values = torch.where(count > 0, acc / count.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
+        return Parts(values, info={"n_windows": n, "masker": repr(self.masker)})

@@ -1,0 +1,182 @@
+"""RISE: randomized input sampling, a forward-only (black-box) saliency method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._engine import ScoreFunction
+from .._validation import check_int, check_option
+from ..errors import ParameterError
+from ..layout import LayoutLike
+from ..masking import GridMasker, Masker, SubstrateLike
+from ..masking.maskers import AxisSizes
+from ._perturbation import (
+    block_size,
+    check_bool,
+    check_generator,
+    check_masker,
+    check_substrate,
+    masked_scores,
+)
+from ._progress import progress_bar
+from .base import Explainer, Parts
+from .smoothgrad import make_generator
+
+__all__ = ["RISE"]
+
+
+class RISE(Explainer):
+    """RISE: the score-weighted average of random masks.
+
+    ``S = 1 / (N * p_keep) * sum_i score(fill(x, M_i)) * M_i`` over ``N`` random masks ``M_i``
+    (values in [0, 1], 1 = keep) drawn by a :class:`~salience.masking.GridMasker` over named axes
+    (or any random masker), where ``fill(x, M) = x * M + (1 - M) * substrate(x)``. Masks are drawn
+    once per call and shared by every sample of the batch, so with a fixed ``generator`` the map of
+    a sample does not depend on the rest of the batch. The masks are rendered and scored in blocks
+    (memory bounded by ``batch_size`` rows and a block of masks, never all masks at once); only
+    forward passes are made, so any callable model works (see :class:`~salience.NumpyModel` for
+    scikit-learn).
+
+    Parameters
+    ----------
+    model : callable
+    n_masks : int, default 4000
+    cells : int or dict of str to int, optional
+        Grid cells per axis name, e.g. ``{"t": 16}``, ``{"h": 7, "w": 7}``, ``{"f": 32}``; an int
+        applies to every spatial axis; default 8 per spatial axis.
+    p_keep : float, default 0.5
+        Probability that a cell is kept.
+    shift : bool, default True
+        Random shift of the upsampled grid (RISE); False resizes the grid to the input exactly
+        (``cells`` equal to the axis length then gives element-sized binary cells).
+    masker : Masker, optional
+        Replaces ``cells``/``p_keep`` (e.g. ``Segments(20, p_keep=0.5)`` for long series).
+    substrate : str, float or Substrate, default 0.0
+        What masked values become (``"zeros"``, ``"mean"``, ``"blur"``, ``"interpolate"``, a
+        constant, or a :mod:`salience.masking` substrate).
+    normalization : {"p_keep", "coverage"}, default "p_keep"
+        Divide by ``N * p_keep`` (the paper) or by ``sum_i M_i`` per position (Xplique's variant,
+        an estimate of E[score | position kept]).
+    all_classes : bool, default False
+        Explain every model output from the same forward passes (the original RISE's matrix
+        product): values of shape (B, K, *spatial) with the channel axis ``c`` replaced by an
+        output axis ``k`` in the layout (K = the number of outputs per sample, flattened). The
+        masks must be shared across channels (the default). ``target`` then only selects the
+        recorded score.
+    generator : torch.Generator, optional
+        Source of the masks (the global RNG is never used).
+    progress : bool, default True
+        Show a tqdm bar over the masks (if tqdm is installed).
+    batch_size : int, optional
+    layout : str or Layout, optional
+
+    Returns
+    -------
+    Attributions of shape (B, *mask_shape): 1 on the axes the masks do not vary along (e.g.
+    (B, 1, T) for signals, (B, 1, H, W) for images), broadcastable to ``x``.
+
+    References
+    ----------
+    Petsiuk, Das, Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models",
+    BMVC 2018.
+
+    Examples
+    --------
+    >>> import torch, salience as sl
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 3)).eval()
+    >>> rise = sl.RISE(model, n_masks=64, cells={"t": 5}, generator=torch.Generator().manual_seed(0),
+    ...                progress=False)
+    >>> rise(torch.randn(2, 2, 20), target=1).shape
+    (2, 1, 20)
+    """
+
+    is_stochastic = True
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        n_masks: int = 4000,
+        cells: AxisSizes | None = None,
+        p_keep: float = 0.5,
+        shift: bool = True,
+        masker: Masker | None = None,
+        substrate: SubstrateLike = 0.0,
+        normalization: str = "p_keep",
+        all_classes: bool = False,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> None:
+        super().__init__(model, batch_size=batch_size, layout=layout)
+        owner = type(self).__name__
+        self.n_masks = check_int(n_masks, "n_masks", owner, low=1)
+        if masker is None:
+            masker = GridMasker(cells, p_keep=p_keep, shift=shift)
+        else:
+            masker = check_masker(masker, owner)
+            if cells is not None:
+                raise ParameterError(f"{owner}: pass either cells=... or masker=..., not both.")
+        self.masker = masker
+        self.substrate = check_substrate(substrate, owner)
+        self.normalization = check_option(normalization, "normalization", owner, ("p_keep", "coverage"))
+        if self.normalization == "p_keep" and getattr(masker, "p_keep", None) is None:
+            raise ParameterError(
+                f"{owner}: normalization='p_keep' needs a random masker with a p_keep attribute; "
+                f"{masker!r} has none. Use normalization='coverage'."
+            )
+        self.all_classes = check_bool(all_classes, "all_classes", owner)
+        self.generator = check_generator(generator, owner)
+        self.progress = check_bool(progress, "progress", owner)
+
+    def __repr__(self) -> str:
+        return f"RISE(n_masks={self.n_masks}, masker={self.masker!r}, substrate={self.substrate!r})"
+
+    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+        gen = make_generator(self.generator)
+        lay = score.layout
+        n = self.n_masks
+        plan = self.masker.plan(x.shape[1:], lay, n, generator=gen, device=x.device, dtype=x.dtype)
+        n = plan.n
+        out_layout = None
+        if self.all_classes:
+            c_axis = lay.axes("c")[0] - 1 if "c" in lay.names else None
+            if c_axis is None or plan.shape[c_axis] != 1:
+                raise ParameterError(
+                    f"RISE(all_classes=True) puts the outputs on the channel axis, so it needs a "
+                    f"layout with 'c' and masks shared across channels; got layout {lay} and mask "
+                    f"shape {plan.shape}."
+                )
+            out_layout = lay.replace("c", "k")
+        sub = self.substrate
+        base = None if sub.needs_mask else sub(x, lay)
+        b = x.shape[0]
+        acc: torch.Tensor | None = None
+        cover = torch.zeros(plan.shape, dtype=x.dtype, device=x.device)
+        mask_numel = int(torch.Size(plan.shape).numel())
+        block = block_size(n, b, score.batch_size, mask_numel)
+        with progress_bar(n, "RISE masks", self.progress) as bar:
+            for k0 in range(0, n, block):
+                masks = plan(k0, min(n, k0 + block))
+                if self.all_classes:
+                    o = masked_scores(x, score, masks, sub, base, outputs=True)  # (B, K, *O)
+                    o = o.reshape(b, masks.shape[0], -1)
+                    # (B, O, *mask_shape without c): the output axis takes the channel's place
+                    m = masks.squeeze(1 + c_axis)  # type: ignore[operator]
+                    part = torch.tensordot(o.transpose(1, 2), m, dims=([2], [0])).movedim(1, 1 + c_axis)  # type: ignore[operator]
+                else:
+                    s = masked_scores(x, score, masks, sub, base)  # (B, K)
+                    part = torch.tensordot(s, masks, dims=([1], [0]))
+                acc = part if acc is None else acc + part
+                cover += masks.sum(0)
+                bar.update(masks.shape[0])
+        assert acc is not None  # n >= 1  # noqa: S101
+        if self.normalization == "p_keep":
+            values = acc / (n * float(self.masker.p_keep))  # type: ignore[attr-defined]
+        else:
+            values = torch.where(cover > 0, acc / cover.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
+        info = {"n_masks": n, "masker": repr(self.masker), "normalization": self.normalization}
+        return Parts(values, layout=out_layout, info=info)

@@ -1,0 +1,349 @@
+"""Substrates: what a masked-out value is replaced by, and the fill ``x*m + (1-m)*substrate``.
+
+A substrate maps rows ``x`` of shape (R, *S) (with their :class:`~salience.layout.Layout`, whose
+first axis ``b`` numbers the rows) to a tensor of the same shape. Mask-aware substrates
+(``needs_mask = True``, e.g. :class:`Interpolate`) also read the mask. Perturbation explainers
+(RISE, MaskUpdate, Occlusion) and the deletion/insertion metrics share these objects, so a map and
+its faithfulness score use the same notion of "removed".
+
+Examples
+--------
+>>> import torch
+>>> from salience.layout import Layout
+>>> x = torch.arange(6.0).reshape(1, 1, 6)
+>>> m = torch.tensor([[[1.0, 0, 0, 0, 0, 1]]])
+>>> fill(x, m, "zeros", Layout("b c t"))
+tensor([[[0., 0., 0., 0., 0., 5.]]])
+>>> fill(x, m, Interpolate(), Layout("b c t"))
+tensor([[[0., 1., 2., 3., 4., 5.]]])
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any, ClassVar, Mapping, Union
+
+import torch
+
+from .._validation import check_float, check_int, check_option
+from ..errors import ParameterError, ShapeError
+from ..layout import Layout, LayoutLike, as_layout
+
+__all__ = [
+    "Substrate",
+    "Constant",
+    "ChannelMean",
+    "Blur",
+    "Noise",
+    "Interpolate",
+    "as_substrate",
+    "fill",
+    "SubstrateLike",
+]
+
+
+class Substrate:
+    """Base class: ``substrate(x, layout, mask=None) -> Tensor`` of ``x``'s shape, dtype and device.
+
+    Subclasses implement ``__call__``. ``needs_mask`` declares that the result depends on the
+    mask (then callers must pass it, broadcastable to ``x``, 1 = keep); ``is_random`` that it
+    draws random numbers (from its own generator, never the global RNG).
+    """
+
+    needs_mask: ClassVar[bool] = False
+    is_random: ClassVar[bool] = False
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Constant(Substrate):
+    """Every removed value becomes ``value`` (0 by default: in normalised space, the mean input).
+
+    Parameters
+    ----------
+    value : float, default 0.0
+    """
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.value = check_float(value, "value", "Constant")
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full_like(x, self.value)
+
+    def __repr__(self) -> str:
+        return f"Constant({self.value!r})"
+
+
+class ChannelMean(Substrate):
+    """Each row's per-channel mean over all other axes (the overall mean if there is no ``c`` axis)."""
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        lay = _checked(layout, x)
+        dims = tuple(i for i, n in enumerate(lay.names) if n not in ("b", "c"))
+        if not dims:
+            return x.clone()
+        return x.mean(dim=dims, keepdim=True).expand_as(x).clone()
+
+
+def _gaussian_kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).to(dtype=dtype, device=device)
+
+
+def _reflect_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Indices of a length-``n`` axis padded by ``radius`` on both sides, half-sample symmetric
+    (scipy.ndimage ``mode='reflect'``: ``d c b a | a b c d | d c b a``), valid for any ``n``."""
+    i = torch.arange(-radius, n + radius, device=device) % (2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
+class Blur(Substrate):
+    """Gaussian blur along named axes (separable; RISE's insertion start, generalised to any rank).
+
+    Parameters
+    ----------
+    sigma : float or dict of str to float
+        Standard deviation in samples, one for all blurred axes or one per axis name.
+    axes : sequence of str, optional
+        Axis names to blur; default the layout's spatial axes (``t``; ``h, w``; ``t, h, w``; ``f``).
+    truncate : float, default 4.0
+        The kernel radius is ``ceil(truncate * sigma)`` unless ``radius`` is given (as scipy).
+    radius : int, optional
+        Kernel half-width; RISE's insertion kernel is 11 taps (``radius=5``) with ``sigma=5``.
+    padding : {"reflect", "zeros"}, default "reflect"
+        ``"reflect"`` as ``scipy.ndimage.gaussian_filter``; ``"zeros"`` as RISE's
+        ``conv2d(..., padding=5)`` (darkens borders).
+    """
+
+    def __init__(
+        self,
+        sigma: Union[float, Mapping[str, float]] = 5.0,
+        axes: tuple[str, ...] | list[str] | None = None,
+        *,
+        truncate: float = 4.0,
+        radius: int | None = None,
+        padding: str = "reflect",
+    ) -> None:
+        owner = "Blur"
+        if isinstance(sigma, Mapping):
+            self.sigma: Union[float, dict[str, float]] = {
+                str(k): check_float(v, f"sigma[{k!r}]", owner, low=0.0) for k, v in sigma.items()
+            }
+        else:
+            self.sigma = check_float(sigma, "sigma", owner, low=0.0)
+        if axes is not None and (isinstance(axes, str) or not all(isinstance(a, str) for a in axes)):
+            raise ParameterError(
+                f"The 'axes' parameter of {owner} must be a sequence of axis names such as ('h', 'w'). "
+                f"Got {axes!r} instead."
+            )
+        self.axes = None if axes is None else tuple(axes)
+        self.truncate = check_float(truncate, "truncate", owner, low=0.0)
+        self.radius = None if radius is None else check_int(radius, "radius", owner, low=0)
+        self.padding = check_option(padding, "padding", owner, ("reflect", "zeros"))
+
+    def _axes(self, lay: Layout) -> tuple[str, ...]:
+        if self.axes is not None:
+            lay.axes(*self.axes)
+            return self.axes
+        if isinstance(self.sigma, dict):
+            return tuple(self.sigma)
+        return lay.spatial
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        lay = _checked(layout, x)
+        out = x
+        for name in self._axes(lay):
+            sigma = self.sigma.get(name, 0.0) if isinstance(self.sigma, dict) else self.sigma
+            if sigma == 0.0:
+                continue
+            out = self._blur_axis(out, lay.axes(name)[0], sigma)
+        return out.clone() if out is x else out
+
+    def _blur_axis(self, x: torch.Tensor, dim: int, sigma: float) -> torch.Tensor:
+        r = self.radius if self.radius is not None else int(math.ceil(self.truncate * sigma))
+        if r == 0:
+            return x
+        n = x.shape[dim]
+        k = _gaussian_kernel(sigma, r, x.dtype, x.device)
+        moved = x.movedim(dim, -1)
+        lead = moved.shape[:-1]
+        flat = moved.reshape(-1, 1, n)
+        if self.padding == "reflect":
+            flat = flat.index_select(-1, _reflect_index(n, r, x.device))
+        else:
+            flat = torch.nn.functional.pad(flat, (r, r))
+        out = torch.nn.functional.conv1d(flat, k.reshape(1, 1, -1))
+        return out.reshape(*lead, n).movedim(-1, dim)
+
+    def __repr__(self) -> str:
+        return f"Blur(sigma={self.sigma!r}, axes={self.axes!r}, padding={self.padding!r})"
+
+
+class Noise(Substrate):
+    """Gaussian noise ``mean + std * eps``, drawn from ``generator`` (never the global RNG).
+
+    Every call draws new noise; explainers call a substrate once per explained sample, so all
+    masks of one sample share one noise image.
+
+    Parameters
+    ----------
+    std : float, default 1.0
+    mean : float, default 0.0
+    generator : torch.Generator, optional
+        A fresh randomly seeded generator is made when None (non-reproducible).
+    """
+
+    is_random = True
+
+    def __init__(self, std: float = 1.0, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
+        self.std = check_float(std, "std", "Noise", low=0.0)
+        self.mean = check_float(mean, "mean", "Noise")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ParameterError(
+                f"The 'generator' parameter of Noise must be a torch.Generator or None. "
+                f"Got {type(generator).__name__} instead."
+            )
+        self.generator = generator
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        from ..explainers.smoothgrad import make_generator  # lazy: explainers import masking
+
+        if self.generator is None:
+            self.generator = make_generator(None)
+        gen = self.generator
+        eps = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
+        return self.mean + self.std * eps
+
+    def __repr__(self) -> str:
+        return f"Noise(std={self.std!r}, mean={self.mean!r})"
+
+
+class Interpolate(Substrate):
+    """Linear interpolation across each masked span along one axis (time series), mask-aware.
+
+    Positions whose mask is at least ``threshold`` are anchors; every other position gets the
+    straight line between the nearest anchors on its left and right (of the same row and
+    channel). Before the first or after the last anchor the nearest anchor's value is held; a line
+    with no anchor at all gets its mean.
+
+    Parameters
+    ----------
+    axis : str, optional
+        Axis to interpolate along; default ``"t"``, or the only spatial axis of the layout.
+    threshold : float, default 0.5
+        Mask value from which a position counts as kept.
+    """
+
+    needs_mask = True
+
+    def __init__(self, axis: str | None = None, threshold: float = 0.5) -> None:
+        if axis is not None and not isinstance(axis, str):
+            raise ParameterError(f"The 'axis' parameter of Interpolate must be an axis name. Got {axis!r} instead.")
+        self.axis = axis
+        self.threshold = check_float(threshold, "threshold", "Interpolate", low=0.0, high=1.0, closed="right")
+
+    def _axis(self, lay: Layout) -> int:
+        if self.axis is not None:
+            return lay.axes(self.axis)[0]
+        if "t" in lay.names:
+            return lay.axes("t")[0]
+        if len(lay.spatial) == 1:
+            return lay.axes(lay.spatial[0])[0]
+        raise ParameterError(
+            f"Interpolate needs axis=... for layout {lay} (no 't' axis and several spatial axes)."
+        )
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        lay = _checked(layout, x)
+        if mask is None:
+            raise ParameterError("Interpolate is mask-aware: call it as substrate(x, layout, mask).")
+        dim = self._axis(lay)
+        keep = torch.broadcast_to(mask >= self.threshold, x.shape).movedim(dim, -1)
+        v = x.movedim(dim, -1)
+        n = v.shape[-1]
+        pos = torch.arange(n, device=x.device).expand_as(v)
+        prev = torch.where(keep, pos, torch.full_like(pos, -1)).cummax(-1).values
+        nxt = torch.where(keep, pos, torch.full_like(pos, n)).flip(-1).cummin(-1).values.flip(-1)
+        has_prev, has_next = prev >= 0, nxt < n
+        v_prev = v.gather(-1, prev.clamp(min=0))
+        v_next = v.gather(-1, nxt.clamp(max=n - 1))
+        span = (nxt - prev).clamp(min=1).to(x.dtype)
+        w = (pos - prev).to(x.dtype) / span
+        out = v_prev + w * (v_next - v_prev)
+        out = torch.where(has_prev & ~has_next, v_prev, out)
+        out = torch.where(~has_prev & has_next, v_next, out)
+        out = torch.where(~has_prev & ~has_next, v.mean(-1, keepdim=True).expand_as(v), out)
+        return out.movedim(-1, dim).contiguous()
+
+    def __repr__(self) -> str:
+        return f"Interpolate(axis={self.axis!r}, threshold={self.threshold!r})"
+
+
+SubstrateLike = Union[str, float, Substrate]
+
+_NAMED = {
+    "zeros": lambda: Constant(0.0),
+    "mean": ChannelMean,
+    "blur": Blur,
+    "interpolate": Interpolate,
+}
+
+
+def as_substrate(obj: Any, owner: str = "substrate", name: str = "substrate") -> Substrate:
+    """Coerce ``"zeros"``, ``"mean"``, ``"blur"`` (sigma 5), ``"interpolate"``, a float or a Substrate."""
+    if isinstance(obj, Substrate):
+        return obj
+    if isinstance(obj, str) and obj in _NAMED:
+        return _NAMED[obj]()
+    if isinstance(obj, Real) and not isinstance(obj, bool):
+        return Constant(float(obj))
+    raise ParameterError(
+        f"The {name!r} parameter of {owner} must be 'zeros', 'mean', 'blur', 'interpolate', a float "
+        f"or a salience.masking.Substrate (Constant, ChannelMean, Blur, Noise, Interpolate). "
+        f"Got {obj!r} instead."
+    )
+
+
+def _checked(layout: LayoutLike, x: torch.Tensor) -> Layout:
+    lay = as_layout(layout)
+    if x.ndim != lay.ndim:
+        raise ShapeError(f"rows of shape {tuple(x.shape)} do not match layout {lay} ({lay.ndim} dims).")
+    return lay
+
+
+def fill(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    substrate: SubstrateLike,
+    layout: LayoutLike,
+    base: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x * mask + (1 - mask) * substrate(x)``: keep where the mask is 1, replace where it is 0.
+
+    Parameters
+    ----------
+    x : Tensor of shape (R, *S)
+    mask : Tensor broadcastable to ``x``
+        Values in [0, 1]; 1 = keep.
+    substrate : Substrate, str or float
+        See :func:`as_substrate`.
+    layout : Layout or str
+        Axis names of ``x`` (first axis: rows).
+    base : Tensor broadcastable to ``x``, optional
+        A precomputed substrate (for substrates without ``needs_mask``), to reuse it over many masks.
+
+    Returns
+    -------
+    Tensor of shape (R, *S)
+    """
+    sub = as_substrate(substrate, "fill")
+    if base is None:
+        base = sub(x, layout, mask if sub.needs_mask else None)
+    mask = mask.to(x.dtype)
+    return x * mask + (1 - mask) * base

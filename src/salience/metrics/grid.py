@@ -1,0 +1,410 @@
+"""Grid pointing game: compose inputs of different classes into a grid, score attribution mass per cell.
+
+Images become an n x n mosaic (VAR, Böhle et al., Rao et al.); signals become a "time grid" of k
+inputs one after another along time; any layout works by naming the grid axes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._engine import ScoreFunction
+from .._validation import check_float, check_input, check_int, check_option
+from ..attribution import Attribution
+from ..errors import ParameterError, ShapeError
+from ..layout import Layout, LayoutLike
+from ..targets import Class
+
+__all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game"]
+
+_OWNER = "make_grid"
+#: torch's name of linear interpolation for 1, 2 and 3 interpolated axes
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+#: a total positive mass at or below this scores 0 (Rao et al.)
+EPS = 1e-7
+
+
+class GridBatch(NamedTuple):
+    """Every (grid, cell) pair as one row: explain ``inputs`` for ``targets`` and score ``cells``."""
+
+    inputs: torch.Tensor  # (G * n_cells, C, *S), each composite repeated once per cell
+    targets: torch.Tensor  # (G * n_cells,), the label of the cell
+    cells: torch.Tensor  # (G * n_cells,), the cell index
+    classes: torch.Tensor  # (G * n_cells, n_cells), the grid's labels (ClassRelevant's class sets)
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """Composite inputs with per-cell labels and masks.
+
+    Attributes
+    ----------
+    inputs : Tensor of shape (G, C, *S)
+        The composites.
+    labels : LongTensor of shape (G, n_cells)
+        The class of each cell, cells numbered row-major over the grid axes.
+    masks : BoolTensor of shape (n_cells, *S)
+        Cell ``i`` covers ``masks[i]`` (the same in every composite).
+    sources : LongTensor of shape (G, n_cells)
+        Index into the pool given to :func:`make_grid` of the input in each cell.
+    layout : Layout
+    axes : tuple of str
+        The grid axes, e.g. ``("h", "w")`` or ``("t",)``.
+    cells : tuple of int
+        Cells per grid axis.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    sources: torch.Tensor
+    layout: Layout
+    axes: tuple[str, ...]
+    cells: tuple[int, ...]
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.masks.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def expand(self) -> GridBatch:
+        """One row per (grid, cell): the composite, the cell's label as target, the cell index and
+        the grid's labels (pass ``classes=batch.classes`` to ClassRelevant to compare the cells)."""
+        n = self.n_cells
+        g = len(self)
+        return GridBatch(
+            inputs=self.inputs.repeat_interleave(n, dim=0),
+            targets=self.labels.reshape(-1),
+            cells=torch.arange(n, device=self.labels.device).repeat(g),
+            classes=self.labels.repeat_interleave(n, dim=0),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Grid({len(self)} composites of shape {tuple(self.inputs.shape[1:])}, cells "
+            f"{'x'.join(map(str, self.cells))} over {self.axes})"
+        )
+
+
+def _edges(length: int, n: int) -> list[int]:
+    return [(i * length) // n for i in range(n + 1)]
+
+
+def _confident(
+    x: torch.Tensor, labels: torch.Tensor, models: Sequence[Any], threshold: float, layout: Layout,
+    batch_size: int | None,
+) -> torch.Tensor:
+    """Rao et al.'s filter: every model predicts the label with softmax confidence >= threshold."""
+    keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    for model in models:
+        if not callable(model):
+            raise ParameterError(f"The 'model' parameter of {_OWNER} must be callable. Got {type(model).__name__}.")
+        score = ScoreFunction(
+            lambda rows, samples, m=model: m(rows),
+            Class(labels).bind(x.shape[0], lambda: torch.empty(0)),
+            input=x,
+            layout=layout,
+            batch_size=batch_size,
+            owner=_OWNER,
+            model=model,
+        )
+        out = score.reference_output()
+        if out.ndim != 2 or out.shape[1] < 2:
+            raise ShapeError(
+                f"{_OWNER}: the confidence filter needs classifier outputs (N, K) with K >= 2; got "
+                f"shape {tuple(out.shape)}."
+            )
+        if int(labels.max()) >= out.shape[1]:
+            raise ParameterError(
+                f"{_OWNER}: label {int(labels.max())} is out of range for a model with {out.shape[1]} outputs."
+            )
+        p = torch.softmax(out.to(torch.promote_types(out.dtype, torch.float32)), dim=1)
+        conf = p.gather(1, labels[:, None].to(p.device))[:, 0]
+        keep &= ((p.argmax(1) == labels.to(p.device)) & (conf >= threshold)).to(keep.device)
+    return keep
+
+
+def _group(order: list[int], labels: list[int], n: int, distinct: bool) -> list[list[int]]:
+    """Consecutive groups of n (``distinct=False``, VAR), or greedy groups of n distinct classes:
+    each input joins the first open group that lacks its class; a group is emitted when full."""
+    if not distinct:
+        return [order[i : i + n] for i in range(0, len(order) - n + 1, n)]
+    open_groups: list[list[int]] = []
+    done: list[list[int]] = []
+    for i in order:
+        for grp in open_groups:
+            if all(labels[j] != labels[i] for j in grp):
+                grp.append(i)
+                if len(grp) == n:
+                    open_groups.remove(grp)
+                    done.append(grp)
+                break
+        else:
+            if n == 1:
+                done.append([i])
+            else:
+                open_groups.append([i])
+    return done
+
+
+def make_grid(
+    x: torch.Tensor,
+    labels: Any,
+    cells: int | Sequence[int] | None = None,
+    *,
+    axes: Sequence[str] | None = None,
+    layout: LayoutLike | None = None,
+    resize: bool | None = None,
+    mode: str = "area",
+    distinct: bool = True,
+    model: Any = None,
+    min_confidence: float | None = None,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Grid:
+    """Compose a pool of inputs into grids whose cells hold inputs of different classes.
+
+    Parameters
+    ----------
+    x : Tensor of shape (N, C, *S)
+        The pool of inputs.
+    labels : sequence or Tensor of shape (N,)
+        The class of each input.
+    cells : int or sequence of ints, optional
+        Cells per grid axis; an int is used for every grid axis. Default: 2 x 2 for two grid axes
+        (VAR's and Böhle/Rao's image grid), 4 for one (a time grid of 4 segments).
+    axes : sequence of str, optional
+        The axes along which cells are placed. Default ``("h", "w")`` for layouts with h and w
+        (images, video frames), else ``("t",)``.
+    layout : str or Layout, optional
+        Axis names of ``x`` (inferred from its rank when None).
+    resize : bool, optional
+        True: each input is resized to its cell so the composite has the size of one input (VAR
+        resizes 224-pixel images to 112 for a 224-pixel 2 x 2 mosaic); cells differ by at most one
+        element when a size does not divide. False: inputs are placed at full size (the
+        composite is ``cells`` times larger along each grid axis). Default: True for image grids,
+        False for time grids (resampling a signal would change its frequency content).
+    mode : {"area", "nearest", "linear"}, default "area"
+        Resampling when ``resize``: area averaging (antialiased, any rank; VAR resizes the raw
+        images with PIL's antialiased bilinear filter, which a pre-sized tensor cannot repeat),
+        nearest, or torch's (bi/tri)linear interpolation.
+    distinct : bool, default True
+        Every grid holds different classes (Böhle/Rao): inputs are taken in pool order and each
+        joins the first incomplete grid that lacks its class; inputs left in incomplete grids are
+        dropped. False: consecutive groups, classes may repeat (VAR's ImageNet grids).
+    model : callable or sequence of callables, optional
+        With ``min_confidence``: keep only inputs that every model classifies as their label with
+        softmax confidence >= ``min_confidence`` (Rao et al.'s filter; VAR's demo has none).
+    min_confidence : float in [0, 1], optional
+    batch_size : int, optional
+        Rows per model call of the confidence filter.
+    generator : torch.Generator, optional
+        Shuffle the pool first (VAR shuffles with a fixed seed); the global RNG is never used.
+
+    Returns
+    -------
+    Grid
+
+    References
+    ----------
+    Böhle, Fritz & Schiele, "Convolutional Dynamic Alignment Networks", CVPR 2021 (grid pointing
+    game); Rao, Böhle & Schiele, "Towards Better Understanding Attribution Methods", CVPR 2022;
+    Walter, Vreeken & Fischer, arXiv:2503.07346, 2025 (VAR's 2 x 2 ImageNet grids).
+
+    Examples
+    --------
+    >>> import torch
+    >>> signals = torch.randn(8, 2, 100)  # a pool of 8 signals, 4 classes
+    >>> grid = make_grid(signals, [0, 1, 2, 3, 0, 1, 2, 3], cells=4)  # time grids of 4 segments
+    >>> grid.inputs.shape, grid.labels.tolist(), grid.masks.shape
+    (torch.Size([2, 2, 400]), [[0, 1, 2, 3], [0, 1, 2, 3]], torch.Size([4, 400]))
+    """
+    x = check_input(x, _OWNER)
+    lay = Layout.infer(x, layout)
+    if lay.names[1] != "c":
+        raise ShapeError(f"{_OWNER} needs a channels-first layout 'b c ...'. Got {lay}.")
+    lab = torch.as_tensor(labels)
+    if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool or lab.shape != (x.shape[0],):
+        raise ParameterError(
+            f"The 'labels' parameter of {_OWNER} must hold one integer class per input, shape "
+            f"({x.shape[0]},). Got {tuple(lab.shape)} of dtype {lab.dtype} instead."
+        )
+    lab = lab.long()
+    if axes is None:
+        axes = ("h", "w") if lay.is_image_like else ("t",)
+    axes = tuple(axes)
+    pos = lay.axes(*axes)
+    if "b" in axes or "c" in axes or len(set(axes)) != len(axes):
+        raise ParameterError(f"The 'axes' parameter of {_OWNER} must name distinct spatial axes of {lay}. Got {axes}.")
+    if cells is None:
+        cells = (2, 2) if len(axes) == 2 else (4,) * len(axes)
+    elif isinstance(cells, int) and not isinstance(cells, bool):
+        cells = (cells,) * len(axes)
+    cells = tuple(check_int(c, "cells", _OWNER, low=1) for c in cells)
+    if len(cells) != len(axes):
+        raise ParameterError(
+            f"The 'cells' parameter of {_OWNER} needs one count per grid axis {axes}. Got {cells}."
+        )
+    if resize is None:
+        resize = set(axes) >= {"h", "w"}
+    resize = check_option(resize, "resize", _OWNER, (True, False))
+    mode = check_option(mode, "mode", _OWNER, ("area", "nearest", "linear"))
+    distinct = check_option(distinct, "distinct", _OWNER, (True, False))
+    if (model is None) != (min_confidence is None):
+        raise ParameterError(f"{_OWNER}: the confidence filter needs both model=... and min_confidence=... .")
+
+    keep = torch.ones(x.shape[0], dtype=torch.bool)
+    if min_confidence is not None:
+        thr = check_float(min_confidence, "min_confidence", _OWNER, low=0.0, high=1.0)
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
+        keep = _confident(x.detach(), lab.to(x.device), models, thr, lay, batch_size).cpu()
+    order = torch.arange(x.shape[0])
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise ParameterError(f"The 'generator' parameter of {_OWNER} must be a torch.Generator.")
+        order = order[torch.randperm(x.shape[0], generator=generator, device=generator.device).cpu()]
+    order_list = [int(i) for i in order.tolist() if keep[i]]
+    n_cells = math.prod(cells)
+    groups = _group(order_list, lab.tolist(), n_cells, distinct)
+    if not groups:
+        raise ShapeError(
+            f"{_OWNER}: {len(order_list)} usable inputs (of {x.shape[0]}) do not fill one grid of "
+            f"{n_cells} cells{' with different classes' if distinct else ''}."
+        )
+
+    spatial = list(x.shape[2:])
+    out_size = list(spatial)
+    bounds = []  # per grid axis: cell edges in the composite
+    for p, n in zip(pos, cells):
+        length = x.shape[p]
+        if resize:
+            if length < n:
+                raise ShapeError(f"{_OWNER}: axis {lay.names[p]!r} of size {length} cannot hold {n} cells.")
+            bounds.append(_edges(length, n))
+        else:
+            bounds.append([i * length for i in range(n + 1)])
+            out_size[p - 2] = n * length
+    src = torch.tensor(groups, dtype=torch.long)  # (G, n_cells)
+    g = src.shape[0]
+    composite = x.new_zeros((g, x.shape[1], *out_size))
+    masks = torch.zeros((n_cells, *out_size), dtype=torch.bool, device=x.device)
+    for cell, index in enumerate(itertools.product(*(range(n) for n in cells))):
+        region: list[Any] = [slice(None)] * (len(spatial))
+        size = list(spatial)
+        for a, (p, i) in enumerate(zip(pos, index)):
+            lo, hi = bounds[a][i], bounds[a][i + 1]
+            region[p - 2] = slice(lo, hi)
+            size[p - 2] = hi - lo
+        part = x.detach()[src[:, cell].to(x.device)]
+        if size != spatial:
+            kw = {"mode": _LINEAR[len(spatial)], "align_corners": False} if mode == "linear" else {"mode": mode}
+            if mode == "linear" and len(spatial) not in _LINEAR:
+                raise ParameterError(f"{_OWNER}: mode='linear' supports 1 to 3 spatial axes.")
+            part = F.interpolate(part, size=size, **kw)
+        composite[(slice(None), slice(None), *region)] = part
+        masks[(cell, *region)] = True
+    return Grid(
+        inputs=composite,
+        labels=lab[src].to(x.device),
+        masks=masks,
+        sources=src,
+        layout=lay,
+        axes=axes,
+        cells=cells,
+    )
+
+
+def grid_pointing_game(
+    attributions: torch.Tensor | Attribution,
+    grid: Grid | torch.Tensor,
+    cells: torch.Tensor | Sequence[int] | None = None,
+    *,
+    reduce: str = "sum",
+) -> torch.Tensor:
+    """Share of the positive attribution mass inside the explained cell (Rao et al.'s GridPG).
+
+    For each attribution map ``A`` (explaining the class of cell ``i``):
+
+    1. channels are reduced (``reduce``), giving one map (1, *S');
+    2. the map is upsampled to the composite's size with (bi/tri)linear interpolation
+       (``align_corners=False``) when its size differs (CAMs, reduced layers);
+    3. ``A+ = max(A, 0)``;
+    4. score = ``sum(A+ in cell i) / sum(A+)``, or 0 when ``sum(A+) <= 1e-7``.
+
+    Chance level is ``1 / n_cells`` for a map spread evenly (0.25 on a 2 x 2 grid).
+
+    Parameters
+    ----------
+    attributions : Tensor of shape (M, C', *S') or Attribution
+        Input-space attributions of the composites (C' may be 1, S' may be coarser than S).
+    grid : Grid or BoolTensor of shape (n_cells, *S)
+        The grid (its masks) or the cell masks themselves.
+    cells : LongTensor of shape (M,), optional
+        The cell each map explains. Default: the order of :meth:`Grid.expand`
+        (``arange(n_cells)`` repeated), which needs ``M`` to be a multiple of ``n_cells``.
+    reduce : {"sum", "positive", "abs"}, default "sum"
+        Channel reduction before the positive part: the signed sum over channels (Rao et al.'s
+        choice for pixel-wise maps; positive and negative channel contributions cancel), the sum
+        of each channel's positive part, or the sum of absolute values (VAR's display uses the
+        channel mean of ``|A|``; the score is invariant to the 1/C factor).
+
+    Returns
+    -------
+    Tensor of shape (M,)
+        Scores in [0, 1].
+    """
+    owner = "grid_pointing_game"
+    if isinstance(attributions, Attribution):
+        if attributions.domain is not None:
+            raise ShapeError(f"{owner} needs input-space attributions; got attributions in {attributions.domain!r}.")
+        attributions = attributions.values
+    if not isinstance(attributions, torch.Tensor) or attributions.ndim < 3:
+        raise ShapeError(f"{owner}: attributions must be a tensor (M, C, *S). Got {type(attributions).__name__}.")
+    masks = grid.masks if isinstance(grid, Grid) else grid
+    if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
+        raise ParameterError(f"{owner}: 'grid' must be a Grid or a boolean mask tensor (n_cells, *S).")
+    reduce = check_option(reduce, "reduce", owner, ("sum", "positive", "abs"))
+    a = attributions.detach()
+    if a.is_complex():
+        raise ShapeError(f"{owner}: complex attributions (a domain) cannot be scored on input cells.")
+    m = a.shape[0]
+    n_cells = masks.shape[0]
+    if cells is None:
+        if m % n_cells:
+            raise ShapeError(
+                f"{owner}: {m} maps for {n_cells} cells; pass cells=... (the cell of each map)."
+            )
+        cells_t = torch.arange(n_cells).repeat(m // n_cells)
+    else:
+        cells_t = torch.as_tensor(cells).long().reshape(-1)
+        if cells_t.shape != (m,) or bool(((cells_t < 0) | (cells_t >= n_cells)).any()):
+            raise ParameterError(f"{owner}: cells must hold one cell index in [0, {n_cells}) per map.")
+    if a.ndim - 2 != masks.ndim - 1:
+        raise ShapeError(
+            f"{owner}: maps of shape {tuple(a.shape)} do not match cell masks of shape {tuple(masks.shape)}."
+        )
+    a = a.to(torch.promote_types(a.dtype, torch.float32))
+    if reduce == "sum":
+        a = a.sum(1, keepdim=True)
+    elif reduce == "positive":
+        a = a.clamp(min=0).sum(1, keepdim=True)
+    else:
+        a = a.abs().sum(1, keepdim=True)
+    size = tuple(masks.shape[1:])
+    if tuple(a.shape[2:]) != size:
+        if len(size) not in _LINEAR:
+            raise ShapeError(f"{owner}: cannot upsample maps with {len(size)} spatial axes.")
+        a = F.interpolate(a, size=size, mode=_LINEAR[len(size)], align_corners=False)
+    pos = a[:, 0].clamp(min=0)
+    total = pos.flatten(1).sum(1)
+    inside = (pos * masks[cells_t.to(masks.device)].to(pos.device, pos.dtype)).flatten(1).sum(1)
+    safe = torch.where(total > EPS, total, torch.ones_like(total))
+    return torch.where(total > EPS, inside / safe, torch.zeros_like(total))

@@ -39,6 +39,16 @@ MODBP: list[Case] = [
         passes=lambda b: [b],
     ),
     Case(
+        "ClassRelevant(GuidedBackprop)",
+        lambda m, **kw: sl.ClassRelevant(sl.GuidedBackprop(m, **kw), classes=[0, 2], normalize=True),
+        passes=lambda b: [b, 3 * b],  # class sets and scores, then the B * K stacked rows (K = 3)
+    ),
+    Case(
+        "ClassRelevant(LRP-epsilon_plus_flat)",
+        lambda m, **kw: sl.ClassRelevant(sl.LRP(m, composite="epsilon_plus_flat", **kw), classes=[0, 2], normalize=True),
+        passes=lambda b: [b, 3 * b],
+    ),
+    Case(
         "SmoothGrad(GuidedBackprop)",
         lambda m, **kw: sl.SmoothGrad(sl.GuidedBackprop(m, **kw), n_samples=2, generator=_gen()),
         passes=lambda b: [2 * b, b],

@@ -19,6 +19,7 @@ from .errors import (
 from .explainers import (
     LRP,
     DeconvNet,
+    LRPCoverageWarning,
     ClassRelevant,
     TopClasses,
     Explainer,
@@ -74,6 +75,7 @@ __all__ = [
     "GuidedGradCAM",
     "ReLUCoverageWarning",
     "LRP",
+    "LRPCoverageWarning",
     "lrp",
     "ClassRelevant",
     "TopClasses",

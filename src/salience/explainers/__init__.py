@@ -6,7 +6,7 @@ from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, S
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
 from . import lrp
-from .lrp import LRP
+from .lrp import LRP, LRPCoverageWarning
 from .modified_backprop import DeconvNet, GuidedBackprop, GuidedGradCAM, ReLUCoverageWarning
 from .layers import LayerInfo, LayerTable, layers
 from .mask_update import MaskUpdate
@@ -28,6 +28,7 @@ __all__ = [
     "GuidedGradCAM",
     "ReLUCoverageWarning",
     "LRP",
+    "LRPCoverageWarning",
     "lrp",
     "ClassRelevant",
     "TopClasses",

@@ -134,7 +134,7 @@ def test_parity_zennit(kind, name):
 @pytest.mark.parametrize(
     "block, name",
     [
-        pytest.param("BasicBlock", "epsilon_plus_flat", marks=pytest.mark.slow),
+        ("BasicBlock", "epsilon_plus_flat"),
         pytest.param("BasicBlock", "epsilon_gamma_box", marks=pytest.mark.slow),
         pytest.param("Bottleneck", "epsilon_plus_flat", marks=pytest.mark.slow),
         pytest.param("Bottleneck", "epsilon_gamma_box", marks=pytest.mark.slow),
@@ -143,8 +143,8 @@ def test_parity_zennit(kind, name):
 def test_parity_zennit_resnet(block, name):
     """torchvision ResNets: zennit's ResNetCanonizer (BatchNorm merging and a Sum module for
     the residual addition, Norm rule) against our BatchNorm merging and functional-sum rule.
-    BatchNorm eps=0 pins zennit's x / sqrt(1 + eps) leftover (see test_parity_zennit). Slow
-    (about 10 s each on 2 shared cores: 5M float64 parameters)."""
+    BatchNorm eps=0 pins zennit's x / sqrt(1 + eps) leftover (see test_parity_zennit). About
+    2 s each (5M float64 parameters); three of the four are marked slow."""
     pytest.importorskip("zennit")
     resnet = pytest.importorskip("torchvision.models.resnet")
     from zennit.attribution import Gradient

@@ -34,9 +34,14 @@ from .domains import (
     aggregate_bands,
 )
 from .explainers import (
+    LRP,
+    DeconvNet,
+    LRPCoverageWarning,
     ClassRelevant,
     TopClasses,
     Explainer,
+    GuidedBackprop,
+    GuidedGradCAM,
     GradCAM,
     GradCAMPlusPlus,
     Gradient,
@@ -51,8 +56,10 @@ from .explainers import (
     Occlusion,
     RISE,
     Saliency,
+    ReLUCoverageWarning,
     SmoothGrad,
     Wrapper,
+    lrp,
 )
 from .layout import Layout
 from . import metrics
@@ -84,6 +91,13 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "GuidedBackprop",
+    "DeconvNet",
+    "GuidedGradCAM",
+    "ReLUCoverageWarning",
+    "LRP",
+    "LRPCoverageWarning",
+    "lrp",
     "ClassRelevant",
     "TopClasses",
     "GradCAM",

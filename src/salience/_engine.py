@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, ContextManager, Iterator, Union
 
 import torch
 from torch import nn
@@ -43,6 +43,8 @@ _AUTO_ELEMENTS = 2**22
 _AUTO_MAX_ROWS = 256
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], Any]
+#: ``context(model) -> context manager`` entered around each pass (forward and backward)
+PassContext = Callable[[Any], ContextManager[Any]]
 RowSource = Union[torch.Tensor, Callable[[int, int], torch.Tensor]]
 
 
@@ -147,6 +149,8 @@ class ScoreFunction:
         model: Any = None,
         sample_map: torch.Tensor | None = None,
         composed: bool = False,
+        contexts: tuple[PassContext, ...] = (),
+        cache: dict[str, torch.Tensor] | None = None,
         target_map: torch.Tensor | None = None,
     ) -> None:
         self.model_fn = model_fn
@@ -165,7 +169,20 @@ class ScoreFunction:
         self.target_map = self.sample_map if target_map is None else target_map.to(input.device)
         row_numel = int(math.prod(input.shape[1:]))
         self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel)
-        self._input_values: torch.Tensor | None = None
+        self.contexts = tuple(contexts)
+        # scores at the explained point; shared with score functions made by `under`
+        self._cache: dict[str, torch.Tensor] = {} if cache is None else cache
+
+    @property
+    def _input_values(self) -> torch.Tensor | None:
+        return self._cache.get("input_values")
+
+    @_input_values.setter
+    def _input_values(self, value: torch.Tensor | None) -> None:
+        if value is None:
+            self._cache.pop("input_values", None)
+        else:
+            self._cache["input_values"] = value
 
     # ------------------------------------------------------------------ model calls
     @property
@@ -232,6 +249,14 @@ class ScoreFunction:
         local = torch.arange(start, stop, device=self.input.device) // n
         return local, self.target_map[local]
 
+    @contextmanager
+    def _pass(self) -> Iterator[None]:
+        """Enter the pass contexts (see :meth:`under`) around one pass of model calls."""
+        with ExitStack() as stack:
+            for context in self.contexts:
+                stack.enter_context(context(self.model))
+            yield
+
     # ------------------------------------------------------------------ public API
     def values(self, source: RowSource, n: int | None = None) -> torch.Tensor:
         """Scores of many rows per sample, without gradients.
@@ -250,7 +275,7 @@ class ScoreFunction:
         make, n = self._source(source, n)
         b = self.n_samples
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
                 local, tmap = self._samples(start, stop, n)
                 out[start:stop] = self._scores(make(start, stop), local, tmap).to(out.dtype)
@@ -275,7 +300,7 @@ class ScoreFunction:
         make, n = self._source(source, n)
         b = self.n_samples
         out: torch.Tensor | None = None
-        with torch.no_grad():
+        with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
                 local, _ = self._samples(start, stop, n)
                 o = self._output(make(start, stop), local)
@@ -315,7 +340,7 @@ class ScoreFunction:
         grads: torch.Tensor | None = None
         if weights is not None:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._pass():
             for start, stop in self._chunks(b * n):
                 local, tmap = self._samples(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
@@ -351,7 +376,7 @@ class ScoreFunction:
         """The raw model output at the explained point, shape (B, *O) (for binding targets)."""
         outs = []
         b = self.n_samples
-        with torch.no_grad():
+        with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b):
                 outs.append(self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device)))
         return torch.cat(outs)
@@ -402,7 +427,7 @@ class ScoreFunction:
         b = self.n_samples
         vals, acts, grads = [], [], []
         ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx, self._capture(module) as store:
+        with ctx, self._pass(), self._capture(module) as store:
             for start, stop in self._chunks(b):
                 store.clear()
                 local = torch.arange(start, stop, device=self.input.device)
@@ -464,7 +489,7 @@ class ScoreFunction:
             for name, mod in model.named_modules():
                 if name:
                     handles.append(mod.register_forward_hook(make_hook(name)))
-            with torch.no_grad():
+            with torch.no_grad(), self._pass():
                 out = self._output(self.input[:n], torch.arange(n, device=self.input.device))
         finally:
             for h in handles:
@@ -495,6 +520,7 @@ class ScoreFunction:
             model=self.model,
             sample_map=self.sample_map,
             composed=self.composed,
+            contexts=self.contexts,
             target_map=self.target_map,
         )
         kw.update(changes)
@@ -552,6 +578,18 @@ class ScoreFunction:
             return inner(transform(rows, index), index)
 
         return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True)
+
+    def under(self, context: PassContext) -> "ScoreFunction":
+        """The same score, with every pass of model calls run inside ``context(model)``.
+
+        ``context`` receives the model and returns a context manager, entered once around each
+        pass (all chunks of :meth:`values`, :meth:`gradients`, :meth:`layer_gradients`: forward
+        *and* backward), and exited in every case, also when a model call raises. Modified
+        backpropagation (Guided Backprop, DeconvNet, LRP) uses it to install module hooks that
+        change backward rules for the duration of a pass only. The context must not change the
+        forward values: the derived score function shares the cached scores at the input.
+        """
+        return self._derive(contexts=(*self.contexts, context), cache=self._cache)
 
     def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
         """A score function over ``input`` of shape (B*k, *S) whose point ``i`` derives from point ``i // k``."""

@@ -69,6 +69,8 @@ CORE: list[Case] = [
 # Each family adds its cases in its own module (tests/cases_<family>.py) and one line here.
 from cases_cam import CAM  # noqa: E402
 from cases_classrel import CLASSREL  # noqa: E402
+from cases_domains import DOMAIN_CASES  # noqa: E402
+from cases_modbp import MODBP  # noqa: E402
 from cases_perturbation import PERTURBATION  # noqa: E402
 
-EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION]
+EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION, *DOMAIN_CASES, *MODBP]

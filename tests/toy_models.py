@@ -78,3 +78,35 @@ def make_input(kind: str, batch: int = 2, seed: int = 1, dtype=torch.float64) ->
 
 def n_rows(shape) -> int:
     return math.prod(shape)
+
+
+def bn_cnn(dims: int, *, bias: bool = True, batchnorm: bool = True, bn_eps: float = 1e-5, seed: int = 0) -> nn.Sequential:
+    """conv-[BN]-ReLU-conv-[BN]-ReLU(inplace)-GAP-Linear(8->4), float64, eval; random BN statistics."""
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]
+    pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
+
+    def build():
+        layers = [conv(3, 6, 3, padding=1, bias=bias)]
+        if batchnorm:
+            layers.append(bn(6, eps=bn_eps))
+        layers += [nn.ReLU(), conv(6, 8, 3, padding=1, bias=bias)]
+        if batchnorm:
+            layers.append(bn(8, eps=bn_eps))
+        layers += [nn.ReLU(inplace=True), pool(1), nn.Flatten(), nn.Linear(8, 4, bias=bias)]
+        m = nn.Sequential(*layers)
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.data.normal_()
+                mod.bias.data.normal_()
+        return m
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = build()
+    finally:
+        torch.random.set_rng_state(state)
+    return model.double().eval()

@@ -6,15 +6,21 @@ Explainers never see the model: they receive a :class:`ScoreFunction`.
 
 Row convention: a call over ``B`` samples with ``N`` rows each (IG steps, noise draws, masks)
 numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
+
+Index convention: ``model_fn(rows, index)`` receives, for each row, the position in the score
+function's own ``input`` of the point the row belongs to (so a domain transform can look up
+per-point state such as a residual), while the target receives ``target_map[index]`` (by default
+the original sample, ``sample_map[index]``). Derived score functions translate the index to
+their parent's.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, ContextManager, Iterator, Union
 
 import torch
 from torch import nn
@@ -37,6 +43,8 @@ _AUTO_ELEMENTS = 2**22
 _AUTO_MAX_ROWS = 256
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], Any]
+#: ``context(model) -> context manager`` entered around each pass (forward and backward)
+PassContext = Callable[[Any], ContextManager[Any]]
 RowSource = Union[torch.Tensor, Callable[[int, int], torch.Tensor]]
 
 
@@ -112,8 +120,8 @@ class ScoreFunction:
     Parameters
     ----------
     model_fn : callable
-        ``model_fn(rows, samples) -> output`` with rows (R, *S) and the original-sample index of
-        each row (R,).
+        ``model_fn(rows, index) -> output`` with rows (R, *S) and, for each row, the position (R,)
+        in ``input`` of the point it belongs to (the original sample for a top-level score).
     target : Target
         A bound target.
     input : Tensor of shape (B, *S)
@@ -141,6 +149,8 @@ class ScoreFunction:
         model: Any = None,
         sample_map: torch.Tensor | None = None,
         composed: bool = False,
+        contexts: tuple[PassContext, ...] = (),
+        cache: dict[str, torch.Tensor] | None = None,
         target_map: torch.Tensor | None = None,
     ) -> None:
         self.model_fn = model_fn
@@ -159,16 +169,29 @@ class ScoreFunction:
         self.target_map = self.sample_map if target_map is None else target_map.to(input.device)
         row_numel = int(math.prod(input.shape[1:]))
         self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel)
-        self._input_values: torch.Tensor | None = None
+        self.contexts = tuple(contexts)
+        # scores at the explained point; shared with score functions made by `under`
+        self._cache: dict[str, torch.Tensor] = {} if cache is None else cache
+
+    @property
+    def _input_values(self) -> torch.Tensor | None:
+        return self._cache.get("input_values")
+
+    @_input_values.setter
+    def _input_values(self, value: torch.Tensor | None) -> None:
+        if value is None:
+            self._cache.pop("input_values", None)
+        else:
+            self._cache["input_values"] = value
 
     # ------------------------------------------------------------------ model calls
     @property
     def n_samples(self) -> int:
         return int(self.input.shape[0])
 
-    def _output(self, rows: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def _output(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         try:
-            out = self.model_fn(rows, samples)
+            out = self.model_fn(rows, index)
         except SalienceError:
             raise
         except Exception as err:
@@ -189,16 +212,14 @@ class ScoreFunction:
             )
         return out
 
-    def _scores(
-        self, rows: torch.Tensor, samples: torch.Tensor, target_rows: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        out = self._output(rows, samples)
+    def _scores(self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
+        out = self._output(rows, index)
         if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
             raise ModelOutputError(
                 f"{self.owner}: the model output contains NaN or inf for a chunk of "
                 f"{rows.shape[0]} rows; attributions would be meaningless."
             )
-        s = self.target(out, samples if target_rows is None else target_rows)
+        s = self.target(out, target_rows)
         if s.shape != (rows.shape[0],):
             raise ModelOutputError(
                 f"{self.owner}: the target {self.target!r} returned shape {tuple(s.shape)}; "
@@ -223,9 +244,18 @@ class ScoreFunction:
             raise TypeError("n (rows per sample) is required when rows are generated lazily")
         return source, int(n)
 
-    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For rows ``start..stop``: their points' positions in ``input`` and target indices."""
         local = torch.arange(start, stop, device=self.input.device) // n
-        return local, self.sample_map[local], self.target_map[local]
+        return local, self.target_map[local]
+
+    @contextmanager
+    def _pass(self) -> Iterator[None]:
+        """Enter the pass contexts (see :meth:`under`) around one pass of model calls."""
+        with ExitStack() as stack:
+            for context in self.contexts:
+                stack.enter_context(context(self.model))
+            yield
 
     # ------------------------------------------------------------------ public API
     def values(self, source: RowSource, n: int | None = None) -> torch.Tensor:
@@ -245,10 +275,10 @@ class ScoreFunction:
         make, n = self._source(source, n)
         b = self.n_samples
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                _, samples, tmap = self._samples(start, stop, n)
-                out[start:stop] = self._scores(make(start, stop), samples, tmap).to(out.dtype)
+                local, tmap = self._samples(start, stop, n)
+                out[start:stop] = self._scores(make(start, stop), local, tmap).to(out.dtype)
         return out.reshape(b, n)
 
     def outputs(self, source: RowSource, n: int | None = None) -> torch.Tensor:
@@ -270,10 +300,10 @@ class ScoreFunction:
         make, n = self._source(source, n)
         b = self.n_samples
         out: torch.Tensor | None = None
-        with torch.no_grad():
+        with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                _, samples, _ = self._samples(start, stop, n)
-                o = self._output(make(start, stop), samples)
+                local, _ = self._samples(start, stop, n)
+                o = self._output(make(start, stop), local)
                 if o.is_floating_point() and not bool(torch.isfinite(o).all()):
                     raise ModelOutputError(
                         f"{self.owner}: the model output contains NaN or inf for a chunk of "
@@ -310,11 +340,11 @@ class ScoreFunction:
         grads: torch.Tensor | None = None
         if weights is not None:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, samples, tmap = self._samples(start, stop, n)
+                local, tmap = self._samples(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
-                s = self._scores(rows, samples, tmap)
+                s = self._scores(rows, local, tmap)
                 (g,) = torch.autograd.grad(s.sum(), rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
@@ -346,9 +376,9 @@ class ScoreFunction:
         """The raw model output at the explained point, shape (B, *O) (for binding targets)."""
         outs = []
         b = self.n_samples
-        with torch.no_grad():
+        with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b):
-                outs.append(self._output(self.input[start:stop], self.sample_map[start:stop]))
+                outs.append(self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device)))
         return torch.cat(outs)
 
     @contextmanager
@@ -397,11 +427,11 @@ class ScoreFunction:
         b = self.n_samples
         vals, acts, grads = [], [], []
         ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx, self._capture(module) as store:
+        with ctx, self._pass(), self._capture(module) as store:
             for start, stop in self._chunks(b):
-                samples = self.sample_map[start:stop]
                 store.clear()
-                s = self._scores(self.input[start:stop], samples, self.target_map[start:stop])
+                local = torch.arange(start, stop, device=self.input.device)
+                s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
                 if "a" not in store:
                     raise LayerError(
                         f"{self.owner}: the target layer was not called during the forward pass."
@@ -459,8 +489,8 @@ class ScoreFunction:
             for name, mod in model.named_modules():
                 if name:
                     handles.append(mod.register_forward_hook(make_hook(name)))
-            with torch.no_grad():
-                out = self._output(self.input[:n], self.sample_map[:n])
+            with torch.no_grad(), self._pass():
+                out = self._output(self.input[:n], torch.arange(n, device=self.input.device))
         finally:
             for h in handles:
                 h.remove()
@@ -490,6 +520,7 @@ class ScoreFunction:
             model=self.model,
             sample_map=self.sample_map,
             composed=self.composed,
+            contexts=self.contexts,
             target_map=self.target_map,
         )
         kw.update(changes)
@@ -534,20 +565,41 @@ class ScoreFunction:
         input: torch.Tensor,
         layout: Layout,
     ) -> "ScoreFunction":
-        """The score of ``transform(z_rows, samples)``: explain in another space (a domain).
+        """The score of ``transform(z_rows, index)``: explain in another space (a domain).
 
-        ``transform`` receives rows (R, *Z) and their original-sample indices (R,).
+        ``input`` (B', *Z) has one point per point of this score's input (same order).
+        ``transform`` receives rows (R, *Z) and, for each row, the position (R,) of its point in
+        ``input`` (the original sample for a top-level score, the noisy copy inside
+        :meth:`repeat`), so per-point state (a domain's residual) can be looked up.
         """
         inner = self.model_fn
 
-        def model_fn(rows: torch.Tensor, samples: torch.Tensor) -> Any:
-            return inner(transform(rows, samples), samples)
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(transform(rows, index), index)
 
         return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True)
 
+    def under(self, context: PassContext) -> "ScoreFunction":
+        """The same score, with every pass of model calls run inside ``context(model)``.
+
+        ``context`` receives the model and returns a context manager, entered once around each
+        pass (all chunks of :meth:`values`, :meth:`gradients`, :meth:`layer_gradients`: forward
+        *and* backward), and exited in every case, also when a model call raises. Modified
+        backpropagation (Guided Backprop, DeconvNet, LRP) uses it to install module hooks that
+        change backward rules for the duration of a pass only. The context must not change the
+        forward values: the derived score function shares the cached scores at the input.
+        """
+        return self._derive(contexts=(*self.contexts, context), cache=self._cache)
+
     def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
-        """A score function over ``input`` of shape (B*k, *S) whose row ``i`` belongs to sample ``i // k``."""
+        """A score function over ``input`` of shape (B*k, *S) whose point ``i`` derives from point ``i // k``."""
+        inner = self.model_fn
+
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(rows, torch.div(index, k, rounding_mode="floor"))
+
         return self._derive(
+            model_fn=model_fn,
             input=input,
             sample_map=self.sample_map.repeat_interleave(k),
             target_map=self.target_map.repeat_interleave(k),
@@ -558,6 +610,7 @@ class ScoreFunction:
         target: Target,
         input: torch.Tensor,
         sample_map: torch.Tensor,
+        rows: torch.Tensor | None = None,
         *,
         target_map: torch.Tensor | None = None,
     ) -> "ScoreFunction":
@@ -569,13 +622,36 @@ class ScoreFunction:
             A bound target.
         input : Tensor of shape (R, *S)
         sample_map : Tensor of shape (R,)
-            The original sample of each row (what the model function receives).
+            The original sample of each new point.
+        rows : Tensor of shape (R,), optional
+            For each new point, the position of the point of this score's input it derives from
+            (what the model function receives). Defaults to ``sample_map``; required when this
+            score is composed (inside a domain) and its points are not one per original sample.
         target_map : Tensor of shape (R,), optional
-            The index handed to ``target`` for each row; defaults to ``sample_map``. Pass
-            ``arange(R)`` with a target bound over ``R`` rows to give every row its own target
-            (several classes explained for one sample in one batched run, as ClassRelevant does).
+            The index handed to ``target`` for each point; defaults to ``sample_map``. Pass
+            ``arange(R)`` with a target bound over ``R`` points to give every point its own
+            target (several classes explained for one sample in one batched run, as
+            ClassRelevant does).
         """
+        if rows is None:
+            n = self.n_samples
+            identity = self.sample_map.numel() == n and bool(
+                torch.equal(self.sample_map, torch.arange(n, device=self.sample_map.device))
+            )
+            if self.composed and not identity:
+                raise CompositionError(
+                    f"{self.owner}: retarget() on a composed score whose points are not one per "
+                    "sample needs rows= (the parent point of each new point)."
+                )
+            rows = sample_map
+        parent_rows = rows.to(self.input.device)
+        inner = self.model_fn
+
+        def model_fn(r: torch.Tensor, index: torch.Tensor) -> Any:
+            return inner(r, parent_rows[index])
+
         return self._derive(
+            model_fn=model_fn,
             target=target,
             input=input,
             sample_map=sample_map,

@@ -5,6 +5,9 @@ from .class_relevant import ClassRelevant, TopClasses
 from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients
+from . import lrp
+from .lrp import LRP, LRPCoverageWarning
+from .modified_backprop import DeconvNet, GuidedBackprop, GuidedGradCAM, ReLUCoverageWarning
 from .layers import LayerInfo, LayerTable, layers
 from .mask_update import MaskUpdate
 from .occlusion import Occlusion
@@ -20,6 +23,13 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "SmoothGrad",
+    "GuidedBackprop",
+    "DeconvNet",
+    "GuidedGradCAM",
+    "ReLUCoverageWarning",
+    "LRP",
+    "LRPCoverageWarning",
+    "lrp",
     "ClassRelevant",
     "TopClasses",
     "LayerExplainer",

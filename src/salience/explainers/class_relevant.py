@@ -344,7 +344,7 @@ class ClassRelevant(Wrapper):
         out_r = out[group]
         row_target = target.with_index(flat).bind(rows, lambda: out_r)
         inner = score.retarget(
-            row_target, xr, score.sample_map[group], target_map=torch.arange(rows, device=device)
+            row_target, xr, score.sample_map[group], group, target_map=torch.arange(rows, device=device)
         )
         with torch.no_grad():
             inner._input_values = row_target(out_r, torch.arange(rows, device=device))

@@ -1,0 +1,27 @@
+"""Domains: explain in the coefficients of an invertible transform (Fourier, ICA, STFT, wavelets)."""
+
+from .base import Compose, Domain, Time
+from .fourier import EEG_BANDS, STFT, Fourier, aggregate_bands
+from .ica import ICA
+from .in_domain import ICAIG, STFTIG, CrossDomainIG, FourierIG, InDomain, TimeIG, WaveletIG
+from .wavelet import Wavelet, daubechies
+
+__all__ = [
+    "Domain",
+    "Time",
+    "Fourier",
+    "STFT",
+    "ICA",
+    "Wavelet",
+    "Compose",
+    "InDomain",
+    "CrossDomainIG",
+    "TimeIG",
+    "FourierIG",
+    "ICAIG",
+    "STFTIG",
+    "WaveletIG",
+    "aggregate_bands",
+    "EEG_BANDS",
+    "daubechies",
+]

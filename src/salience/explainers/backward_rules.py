@@ -1,0 +1,107 @@
+"""Temporary backward rules on modules: the mechanism under Guided Backprop, DeconvNet and LRP.
+
+A *plan* maps modules of the model to handlers. While :func:`rewired` is active, each planned
+module keeps its forward value, but its output is replaced by a tensor whose backward pass is the
+handler's rule instead of the module's own derivative. Everything is installed by hooks that exist
+only inside the ``with`` block and are removed in ``finally``; parameters, buffers, modes and
+``.grad`` are never touched.
+
+Used through :meth:`salience._engine.ScoreFunction.under`, which enters such a context around each
+pass of model calls (forward and backward).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["Handler", "replace_backward", "rewired"]
+
+#: ``handler(module, x, y) -> new output`` where ``x`` is the module's (first) input as it was
+#: before the call and ``y`` its output; return ``y`` itself to leave the module alone.
+Handler = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _Replace(torch.autograd.Function):
+    """``value`` in the forward pass; ``backward(grad)`` as the gradient of ``x`` in the backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, backward: Callable) -> torch.Tensor:  # type: ignore[override]
+        ctx.rule = backward
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        return ctx.rule(grad), None, None
+
+
+def replace_backward(
+    x: torch.Tensor, value: torch.Tensor, backward: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """A copy of ``value`` whose gradient flows to ``x`` as ``backward(grad of the copy)``.
+
+    ``value``'s own graph is cut: the only path back from the result is the rule.
+    """
+    return _Replace.apply(x, value.detach(), backward)
+
+
+@contextmanager
+def rewired(
+    model: nn.Module,
+    plan: Mapping[nn.Module, Handler],
+    *,
+    output: Handler | None = None,
+) -> Iterator[None]:
+    """Replace the backward rule of the planned modules (and of the model's output) temporarily.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model; only hooks are added, and removed on exit (also after an exception).
+    plan : mapping of module to handler
+        For each module, ``handler(module, x, y)`` returns the tensor that replaces its output.
+        Modules whose ``inplace`` attribute is true (``nn.ReLU(inplace=True)``) run on a copy of
+        their input, so ``x`` is still the input as it was.
+    output : handler, optional
+        Applied to the output of ``model`` itself (after its own plan entry, if any).
+    """
+    handles: list[Any] = []
+    stash: dict[int, torch.Tensor] = {}
+
+    def pre_hook(module: nn.Module, inputs: tuple[Any, ...]) -> Any:
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
+            return None
+        stash[id(module)] = inputs[0]
+        if getattr(module, "inplace", False):
+            return (inputs[0].clone(), *inputs[1:])
+        return None
+
+    def make_hook(handler: Handler) -> Callable[..., Any]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
+            x = stash.pop(id(module), None)
+            if x is None or not isinstance(out, torch.Tensor):
+                return None
+            return handler(module, x, out)
+
+        return hook
+
+    try:
+        for module, handler in plan.items():
+            handles.append(module.register_forward_pre_hook(pre_hook))
+            handles.append(module.register_forward_hook(make_hook(handler)))
+        if output is not None:
+
+            def output_hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
+                if not isinstance(out, torch.Tensor):
+                    return None
+                return output(module, out, out)
+
+            handles.append(model.register_forward_hook(output_hook))
+        yield
+    finally:
+        for handle in reversed(handles):
+            handle.remove()
+        stash.clear()

@@ -1,0 +1,213 @@
+"""LRP composites: which rule applies to which layer, as small frozen data objects.
+
+A :class:`Composite` maps layer types to rules (first match wins), gives the first Linear or
+convolution layer of the model (in ``model.modules()`` order) its own rule, and says whether a
+BatchNorm that directly follows a Linear/convolution layer is merged into it for the relevance
+computation. Layers matched by no entry keep their plain gradient.
+
+The named composites (:data:`COMPOSITES`) follow the usual recipes for conv nets (Montavon et
+al. 2019; Kohlbrenner et al. 2020) and use zennit's names: ``epsilon``, ``epsilon_plus``,
+``epsilon_plus_flat``, ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat`` and
+``epsilon_gamma_box`` (the last needs the input bounds: :func:`epsilon_gamma_box`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..._validation import check_float
+from ...errors import ParameterError
+from .rules import AFFINE, AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus
+
+__all__ = [
+    "Composite",
+    "COMPOSITES",
+    "single",
+    "epsilon",
+    "epsilon_plus",
+    "epsilon_plus_flat",
+    "epsilon_alpha2_beta1",
+    "epsilon_alpha2_beta1_flat",
+    "epsilon_gamma_box",
+    "CONV",
+    "ACTIVATIONS",
+    "AVG_POOLS",
+    "BATCHNORMS",
+]
+
+CONV: tuple[type, ...] = tuple(t for t in AFFINE if t is not nn.Linear)
+ACTIVATIONS: tuple[type, ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+)
+AVG_POOLS: tuple[type, ...] = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+)
+BATCHNORMS: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass(frozen=True, eq=False)
+class Composite:
+    """Rules per layer type for one LRP explanation.
+
+    Parameters
+    ----------
+    rules : tuple of (types, Rule)
+        Checked in order; the first entry whose types match a module (``isinstance``) gives its
+        rule. Modules matched by none keep their plain gradient (e.g. max pooling routes all
+        relevance to the maximum; Flatten/Dropout in eval pass it unchanged).
+    first : Rule, optional
+        Rule of the first Linear/convolution layer in ``model.modules()`` order (the input layer):
+        ``Flat``, ``WSquare`` or ``ZBox``.
+    sums : Epsilon or None
+        Rule for functional additions of two activations inside the model's forward (residual
+        connections ``out = out + identity`` / ``out += identity``): relevance is shared in
+        proportion to the two terms (epsilon rule, as zennit's ``Sum`` canonizer with ``Norm``).
+        None leaves their plain gradient, which hands the full relevance to both terms.
+    merge_batchnorm : bool
+        Merge a BatchNorm in eval mode that directly consumes the output of a Linear/standard
+        convolution layer into that layer's weights and bias for the relevance computation (the
+        model is not changed). An unmerged BatchNorm gets its rule from ``rules`` (default Pass).
+    name : str
+        Recorded in ``Attribution.info["composite"]``.
+    """
+
+    rules: tuple[tuple[tuple[type, ...], Rule], ...]
+    first: Rule | None = None
+    sums: Epsilon | None = Epsilon(1e-6)
+    merge_batchnorm: bool = True
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.sums is not None and not isinstance(self.sums, Epsilon):
+            raise ParameterError(
+                f"The 'sums' parameter of Composite must be an Epsilon rule or None. Got {self.sums!r} instead."
+            )
+
+    def rule_for(self, module: nn.Module) -> Rule | None:
+        for types, rule in self.rules:
+            if isinstance(module, types):
+                return rule
+        return None
+
+    def __repr__(self) -> str:
+        return f"Composite({self.name!r})"
+
+
+def _base(stabilizer: float) -> list[tuple[tuple[type, ...], Rule]]:
+    return [
+        (ACTIVATIONS, Pass()),
+        (AVG_POOLS, Epsilon(stabilizer)),
+        (BATCHNORMS, Pass()),
+    ]
+
+
+def _check(epsilon: float, stabilizer: float, owner: str) -> tuple[float, float]:
+    return (
+        check_float(epsilon, "epsilon", owner, low=0.0),
+        check_float(stabilizer, "stabilizer", owner, low=0.0),
+    )
+
+
+def single(rule: Rule, name: str | None = None, stabilizer: float = 1e-6) -> Composite:
+    """One rule on every Linear/convolution layer (plus Pass on activations, Epsilon on pools)."""
+    return Composite(rules=(*_base(stabilizer), (AFFINE, rule)), sums=Epsilon(stabilizer), name=name or repr(rule))
+
+
+def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """Epsilon on every Linear/convolution layer."""
+    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon")
+    return single(Epsilon(epsilon), "epsilon", stabilizer)
+
+
+def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """z+ on convolutions, epsilon on Linear layers."""
+    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_plus")
+    return Composite(
+        rules=(*_base(stabilizer), (CONV, ZPlus(stabilizer=stabilizer)), ((nn.Linear,), Epsilon(epsilon))),
+        sums=Epsilon(stabilizer),
+        name="epsilon_plus",
+    )
+
+
+def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """:func:`epsilon_plus` with the flat rule on the first layer."""
+    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_plus_flat")
+    base = epsilon_plus(epsilon, stabilizer)
+    return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_plus_flat")
+
+
+def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """alpha=2, beta=1 on convolutions, epsilon on Linear layers."""
+    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_alpha2_beta1")
+    return Composite(
+        rules=(
+            *_base(stabilizer),
+            (CONV, AlphaBeta(2.0, 1.0, stabilizer)),
+            ((nn.Linear,), Epsilon(epsilon)),
+        ),
+        sums=Epsilon(stabilizer),
+        name="epsilon_alpha2_beta1",
+    )
+
+
+def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    """:func:`epsilon_alpha2_beta1` with the flat rule on the first layer."""
+    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_alpha2_beta1_flat")
+    base = epsilon_alpha2_beta1(epsilon, stabilizer)
+    return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_alpha2_beta1_flat")
+
+
+def epsilon_gamma_box(
+    low: "float | object", high: "float | object", *, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6
+) -> Composite:
+    """gamma on convolutions, epsilon on Linear layers, z^B on the first layer.
+
+    Parameters
+    ----------
+    low, high : float or Tensor
+        Bounds of the input (see :class:`ZBox`).
+    """
+    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_gamma_box")
+    return Composite(
+        rules=(
+            *_base(stabilizer),
+            (CONV, Gamma(gamma, stabilizer)),
+            ((nn.Linear,), Epsilon(epsilon)),
+        ),
+        first=ZBox(low, high, stabilizer),  # type: ignore[arg-type]
+        sums=Epsilon(stabilizer),
+        name="epsilon_gamma_box",
+    )
+
+
+#: named composites that need no data-dependent argument
+COMPOSITES: dict[str, Callable[..., Composite]] = {
+    "epsilon": epsilon,
+    "epsilon_plus": epsilon_plus,
+    "epsilon_plus_flat": epsilon_plus_flat,
+    "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
+    "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
+}

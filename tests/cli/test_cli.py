@@ -218,13 +218,18 @@ def test_demo_quick(tmp_path, capsys):
     assert printed.strip().endswith(f"report: {out / 'report.html'}")
     html = (out / "report.html").read_text()
     pngs = os.listdir(out / "png")
-    assert html.count('<figure class="salience-figure">') == len(pngs) == 8  # every PNG is in the report
-    assert "Integrated Gradients" in html and "Grad-CAM" in html
+    n = len(pngs)
+    assert html.count('<figure class="salience-figure">') == n  # every PNG is in the report
+    # 2 tasks x (grid + curves + 2 samples x (IG, Fourier IG)) + 2 EEG samples x ICA components
+    assert n == 14, sorted(pngs)
+    for name in ("Integrated Gradients", "Grad-CAM", "RISE", "Fourier domain", "independent components",
+                 "pointing game"):
+        assert name in html
     from tests.viz.test_report import chromium, render
 
     if chromium():
         result = render(out / "report.html", tmp_path)
-        assert result["figures"] == result["decoded"] == 8 and result["errors"] == []
+        assert result["figures"] == result["decoded"] == n and result["errors"] == []
 
 
 @pytest.mark.parametrize("extra", [["--method", "rise", "--steps", "64"], ["--method", "occlusion", "--window", "t=8"]])
@@ -240,3 +245,16 @@ def test_occlusion_needs_window(files, tmp_path, capsys):
     assert main(["explain", files["ts"], files["npy"], "--method", "occlusion", "--out", str(tmp_path)]) == 2
     assert "--window" in capsys.readouterr().err
     assert main(["explain", files["ts"], files["npy"], "--method", "occlusion", "--window", "t", "--out", str(tmp_path)]) == 2
+
+
+def test_explain_in_the_fourier_domain(files, tmp_path):
+    rc = main(["explain", files["ts"], files["npy"], "--method", "ig", "--steps", "8", "--domain", "fourier",
+               "--fs", "32", "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    assert rc == 0
+    z = np.load(tmp_path / "o" / "attributions.npz")
+    assert z["values"].shape == (5, 2, 17)  # rfft bins of T = 32
+    np.testing.assert_allclose(z["coord_f"], np.fft.rfftfreq(32, 1 / 32))
+    meta = json.loads(str(z["metadata"]))
+    assert meta["domain"] == "fourier" and meta["layout"] == "b c f"
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "attribution per frequency bin" in html

@@ -103,6 +103,25 @@ def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return M.pointing_game(a, truth), M.relevance_mass(a, truth, positive=True)
 
 
+def _ica(model: Any, task: _data.Task, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> Any:
+    """ICA-domain IG with one FastICA fitted on the training set: one score per independent
+    component, and the components' time courses for each explained sample (None when
+    unavailable)."""
+    import salience as sl
+
+    try:
+        from sklearn.decomposition import FastICA
+    except ImportError:
+        return None
+    if not hasattr(sl, "ICAIG") or x.shape[1] < 2:
+        return None
+    rows = task.x_train.permute(0, 2, 1).reshape(-1, x.shape[1]).double().numpy()
+    ica = FastICA(n_components=x.shape[1], whiten="unit-variance", random_state=seed, max_iter=400).fit(rows)
+    att = sl.ICAIG(model, ica, mode="sample", n_steps=steps).explain(x, target=y)
+    sources = np.stack([ica.transform(xi.double().numpy().T).T for xi in x])  # (B, K, T)
+    return att, sources
+
+
 def _fourier(model: Any, x: torch.Tensor, y: torch.Tensor, fs: float | None, steps: int) -> Any:
     """Fourier-domain IG (per channel and frequency bin) and the bin frequencies, when available."""
     import salience as sl
@@ -183,6 +202,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
             per_sample[name] = (pg, rm)
         rows.append(row)
     fourier = _fourier(model, x[:2], y[:2], task.fs, steps=16 if opts.quick else 32)
+    ica = _ica(model, task, x[:2], y[:2], steps=16 if opts.quick else 32, seed=opts.seed)
     bar.step()
     bar.set(f"{task.name}: drawing")
     rep = sink.report
@@ -236,6 +256,11 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
                 viz.plot_bands(per_bin, freqs, per_channel=True, channel_names=names, ax=ax2,
                                title="per channel and EEG band")
             figs.append(("Integrated Gradients in the Fourier domain", sink.png(fig, f"{slug}_sample{j}_fourier")))
+        if ica is not None:
+            iatt, sources = ica
+            fig = viz.plot_components(iatt.values[j], sources[j], fs=task.fs,
+                                      title="ICA-domain IG: one score per independent component (FastICA fitted on the training set)")
+            figs.append(("Integrated Gradients over independent components", sink.png(fig, f"{slug}_sample{j}_ica")))
         metrics = {}
         if per_sample:
             metrics = {"pointing game (IG)": float(per_sample[best][0][j]), "relevance mass (+) (IG)": float(per_sample[best][1][j])}

@@ -258,3 +258,15 @@ def test_explain_in_the_fourier_domain(files, tmp_path):
     assert meta["domain"] == "fourier" and meta["layout"] == "b c f"
     html = (tmp_path / "o" / "report.html").read_text()
     assert "attribution per frequency bin" in html
+
+
+@pytest.mark.parametrize("domain", ["stft", "wavelet", "ica"])
+def test_explain_other_domains(files, tmp_path, domain):
+    if domain == "ica":
+        pytest.importorskip("sklearn")
+    rc = main(["explain", files["ts"], files["npy"], "--method", "gradient", "--domain", domain, "--fs", "32",
+               "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    assert rc == 0
+    z = np.load(tmp_path / "o" / "attributions.npz")
+    assert json.loads(str(z["metadata"]))["domain"] == domain and z["values"].shape[0] == 5
+    assert (tmp_path / "o" / "report.html").read_text().count('<figure class="salience-figure">') == 1

@@ -199,7 +199,7 @@ def _axis_sizes(text: str, option: str) -> dict[str, int]:
     return out
 
 
-def _wrap_domain(args: argparse.Namespace, explainer: Any) -> Any:
+def _wrap_domain(args: argparse.Namespace, explainer: Any, x: Any) -> Any:
     import salience as sl
 
     dom = args.domain.lower()
@@ -211,8 +211,13 @@ def _wrap_domain(args: argparse.Namespace, explainer: Any) -> Any:
     wrapper = getattr(sl, "InDomain", None)
     if cls is None or wrapper is None:
         raise CLIError(f"domain {args.domain!r} is not available in this version of salience.")
-    kwargs = {"fs": args.fs} if dom in ("fourier", "stft") and args.fs is not None else {}
-    return wrapper(explainer, cls(**kwargs))
+    kwargs: dict[str, Any] = {"fs": args.fs} if dom in ("fourier", "stft") and args.fs is not None else {}
+    if dom == "ica":
+        kwargs["random_state"] = args.seed
+    domain = cls(**kwargs)
+    if getattr(domain, "_needs_fit", False):  # learned domains (ICA) are fitted on the data given
+        domain.fit(x)
+    return wrapper(explainer, domain)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -234,8 +239,8 @@ def _explain(args: argparse.Namespace) -> int:
     arr, meta = load_data(args.data, key=args.key)
     fs = args.fs if args.fs is not None else (float(meta["fs"]) if "fs" in meta else None)
     model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device)
-    explainer = _wrap_domain(args, _build_explainer(args, model))
     x = torch.from_numpy(arr).to(device)
+    explainer = _wrap_domain(args, _build_explainer(args, model), x)
     target = parse_target(args.target, x.shape[0])
     chunk = 16
     parts = []

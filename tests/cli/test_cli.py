@@ -264,7 +264,8 @@ def test_explain_in_the_fourier_domain(files, tmp_path):
 def test_explain_other_domains(files, tmp_path, domain):
     if domain == "ica":
         pytest.importorskip("sklearn")
-    rc = main(["explain", files["ts"], files["npy"], "--method", "gradient", "--domain", domain, "--fs", "32",
+    np.save(tmp_path / "long.npy", np.random.default_rng(2).standard_normal((5, 2, 128)).astype(np.float32))
+    rc = main(["explain", files["ts"], str(tmp_path / "long.npy"), "--method", "gradient", "--domain", domain, "--fs", "32",
                "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
     assert rc == 0
     z = np.load(tmp_path / "o" / "attributions.npz")

@@ -63,6 +63,7 @@ from .explainers import (
 )
 from .layout import Layout
 from . import metrics
+from . import viz  # plots and reports; matplotlib is imported only when a plot is made
 from .metrics import evaluate
 from .targets import (
     Class,
@@ -82,6 +83,7 @@ __all__ = [
     "Attribution",
     "Layout",
     "metrics",
+    "viz",
     "evaluate",
     # explainers
     "Explainer",

@@ -286,3 +286,15 @@ def test_inputs_are_not_modified():
     viz.plot_signal(x, a, norm="absmax")
     viz.plot_signal_map(x, a, norm="minmax")
     assert torch.equal(x, x0) and torch.equal(a, a0)
+
+
+def test_plot_grid_per_method_norm_and_cmap():
+    a = np.abs(rng(1, 3, 8, 8)) + 5.0  # all positive with an offset, like RISE
+    fig = viz.plot_grid(rng(1, 3, 8, 8), {"IG": rng(1, 3, 8, 8), "RISE": a},
+                        norm={"RISE": "minmax"}, cmap={"RISE": "Reds"})
+    heat_ig, heat_rise = fig.axes[1].images[1], fig.axes[2].images[1]
+    assert heat_rise.get_cmap().name == "Reds" and heat_ig.get_cmap().name == "RdBu_r"
+    lo, hi = heat_rise.get_clim()
+    assert lo > 5.0  # min-max, not (-m, m)
+    alpha = np.asarray(heat_rise.get_alpha())
+    assert alpha.min() < 0.05 and alpha.max() > 0.5  # the offset does not make the whole map opaque

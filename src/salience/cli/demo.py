@@ -37,7 +37,7 @@ class DemoResult:
 
 
 # ------------------------------------------------------------------ methods (plug-in points)
-def _methods(model: Any, kind: str, opts: DemoOptions) -> dict[str, Any]:
+def _methods(model: Any, kind: str, opts: DemoOptions, cam_layer: str | None = None) -> dict[str, Any]:
     """The explainers shown for a task kind ("signal", "image", "video"), in column order.
 
     Capabilities that are not installed in this version are skipped, so a method is added here
@@ -55,8 +55,8 @@ def _methods(model: Any, kind: str, opts: DemoOptions) -> dict[str, Any]:
     }
     if kind == "image":
         del out["Input x Gradient"]
-    if hasattr(sl, "GradCAM"):  # the last layer with a spatial output
-        out["Grad-CAM"] = sl.GradCAM(model)
+    if hasattr(sl, "GradCAM"):  # default: the last layer with a spatial output
+        out["Grad-CAM"] = sl.GradCAM(model, layer=cam_layer)
     if hasattr(sl, "RISE"):
         masks = {"signal": 2000, "image": 256, "video": 1000}[kind] // (4 if opts.quick else 1)
         out["RISE"] = sl.RISE(model, n_masks=masks, generator=torch.Generator().manual_seed(opts.seed + 1),
@@ -151,6 +151,12 @@ class _Sink:
         return data
 
 
+#: RISE scores are all positive (weighted mean scores): shown min-max scaled on a sequential map
+_POSITIVE = {"norm": {"RISE": "minmax"}, "cmap": {"RISE": "Reds"}}
+_GRID_CAPTION = ("samples x methods; each map on its own symmetric scale (red raises the explained "
+                 "score, blue lowers it), except RISE, whose scores are all positive: min-max scaled, white to red")
+
+
 def _slug(s: str) -> str:
     return "".join(c.lower() if c.isalnum() else "-" for c in s).strip("-").replace("--", "-")
 
@@ -221,8 +227,8 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     names = task.channel_names
     titles = [f"#{int(j)}: {task.classes[int(t)]}" for j, t in zip(idx[show], y[show])]
     fig = viz.plot_grid(x[show], {k: a.values[show] for k, a in attrs.items()}, row_titles=titles, fs=task.fs,
-                        channel_names=names)
-    rep.figure(sink.png(fig, f"{slug}_grid"), "samples x methods (each map on its own symmetric scale)")
+                        channel_names=names, **_POSITIVE)
+    rep.figure(sink.png(fig, f"{slug}_grid"), _GRID_CAPTION)
     fig = viz._mpl.new_figure((10, 3.4))
     ax1, ax2 = fig.subplots(1, 2)
     viz.plot_curves(curves_del, kind="deletion", ax=ax1, ylabel="target probability")
@@ -277,7 +283,8 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     task = _data.efficientnet_images()
     model, x, y = task.model, task.x_test, task.y_test
     bar.set("images: explaining")
-    methods = _methods(model, "image", opts)
+    # EfficientNet reuses one Swish module everywhere: explain the head convolution instead
+    methods = _methods(model, "image", opts, cam_layer="_conv_head")
     attrs = _explain_all(methods, x, y)
     bar.step()
     with torch.no_grad():
@@ -294,8 +301,8 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     rep.section(task.name, task.description)
     rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation (predicted class)")
     titles = [f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})" for i, (p, k) in enumerate(zip(task.notes["photos"], y))]
-    fig = viz.plot_grid(x, {k: a.values for k, a in attrs.items()}, row_titles=titles)
-    rep.figure(sink.png(fig, "images_grid"), "photos x methods, explaining the predicted class")
+    fig = viz.plot_grid(x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_POSITIVE)
+    rep.figure(sink.png(fig, "images_grid"), "photos x methods, explaining the predicted class. " + _GRID_CAPTION)
     for j, photo in enumerate(task.notes["photos"]):
         ax = viz.plot_image(x[j], attrs["Integrated Gradients"].values[j], title=f"Integrated Gradients: {task.classes[int(y[j])]}")
         rep.sample(photo, prediction=f"{task.classes[int(y[j])]} ({float(prob[j, y[j]]):.1%})", target="predicted class",

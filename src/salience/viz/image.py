@@ -31,9 +31,13 @@ def _image_hwc(image: Any) -> np.ndarray:
 
 
 def _strength(v: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Per-pixel magnitude in [0, 1] relative to the colour limits (for weighted opacity)."""
-    m = max(abs(vmin), abs(vmax)) or 1.0
-    return np.clip(np.abs(v) / m, 0.0, 1.0) ** 0.75
+    """Per-pixel weight in [0, 1] for weighted opacity: the distance from the colour map's
+    neutral point (0 for signed limits, the lower limit otherwise), relative to the limits."""
+    if vmin < 0 < vmax:
+        w = np.abs(v) / (max(-vmin, vmax) or 1.0)
+    else:
+        w = (v - vmin) / ((vmax - vmin) or 1.0)
+    return np.clip(w, 0.0, 1.0) ** 0.75
 
 
 def _map_hw(attr: Any, channel_reduce: str) -> np.ndarray:
@@ -131,7 +135,7 @@ def plot_grid(
     fs: float | None = None,
     show_input: bool = True,
     cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    norm: "str | Mapping[str, str]" = "symmetric",
     cell_size: float = 2.6,
     **kwargs: Any,
 ) -> Any:
@@ -150,6 +154,9 @@ def plot_grid(
         Sampling rate for signal grids.
     show_input : bool
         Add a first column with the bare input (images only).
+    cmap, norm : colour map and normalisation, or a mapping from method name to one
+        Per-column choices, e.g. ``norm={"RISE": "minmax"}, cmap={"RISE": "Reds"}`` for a method
+        whose scores are all positive (methods not in a mapping get the defaults).
     **kwargs
         Passed to :func:`plot_image` or :func:`~salience.viz.plot_signal`.
 
@@ -171,6 +178,9 @@ def plot_grid(
             raise ShapeError(f"attributions[{k!r}] has {v.shape[0]} samples but inputs has {N}.")
     if row_titles is not None and len(row_titles) != N:
         raise ParameterError(f"The 'row_titles' parameter must have {N} entries. Got {len(row_titles)}.")
+    def pick(option: Any, name: str, default: Any) -> Any:
+        return option.get(name, default) if isinstance(option, Mapping) else option
+
     image = x.ndim == 4
     multichannel = not image and x.shape[1] > 1
     cols = list(maps) if not (image and show_input) else ["input"] + list(maps)
@@ -184,10 +194,12 @@ def plot_grid(
             if name == "input" and image and show_input:
                 plot_image(x[i], None, ax=ax)
             elif image:
-                plot_image(x[i], maps[name][i], cmap=cmap, norm=norm, colorbar=False, ax=ax, **kwargs)
+                plot_image(x[i], maps[name][i], cmap=pick(cmap, name, DEFAULT_CMAP), norm=pick(norm, name, "symmetric"),
+                           colorbar=False, ax=ax, **kwargs)
             else:
                 draw = plot_signal_map if multichannel else plot_signal
-                draw(x[i], maps[name][i], fs=fs, cmap=cmap, norm=norm, colorbar=False, ax=ax, **kwargs)
+                draw(x[i], maps[name][i], fs=fs, cmap=pick(cmap, name, DEFAULT_CMAP), norm=pick(norm, name, "symmetric"),
+                     colorbar=False, ax=ax, **kwargs)
                 ax.tick_params(labelsize=7)
                 if i < N - 1:
                     ax.set_xlabel("")

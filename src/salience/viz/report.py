@@ -58,7 +58,9 @@ class Report:
     Examples
     --------
     >>> report = Report("my model")
-    >>> report.section("GunPoint", "a 1-D CNN")
+    >>> _ = report.section("GunPoint", "a 1-D CNN").table([{"method": "IG", "deletion AUC": 0.12}])
+    >>> "<td>IG</td>" in report.to_html()
+    True
     >>> report.save("report.html")  # doctest: +SKIP
     """
 

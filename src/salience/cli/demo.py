@@ -234,7 +234,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     viz.plot_curves(curves_del, kind="deletion", ax=ax1, ylabel="target probability")
     viz.plot_curves(curves_ins, kind="insertion", ax=ax2, ylabel="target probability")
     ax2.set_xlabel("fraction of input revealed (from a blurred input)")
-    rep.figure(sink.png(fig, f"{slug}_curves"), "deletion and insertion curves (mean +- std over samples)")
+    rep.figure(sink.png(fig, f"{slug}_curves"), "deletion and insertion curves (mean over samples)")
     best = "Integrated Gradients"
     for j in range(2):
         a = attrs[best].values[j]

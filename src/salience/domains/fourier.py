@@ -165,8 +165,8 @@ class Fourier(Domain):
             return values, layout
         values = values.sum(layout.axes("r")[0])
         layout = _drop(layout, "r")
-        if self.output == "full":
-            f = layout.axes("f")[0]
+        f = layout.axes("f")[0]
+        if self.output == "full" and values.shape[f] > 1:  # size 1: shared by every bin
             n = self._length()
             k = torch.arange(n, device=values.device)
             idx = torch.minimum(k, n - k)

@@ -214,6 +214,8 @@ class Wavelet(Domain):
         if self.per == "coefficient" or "coef" not in layout.names:
             return values, layout
         axis = layout.axes("coef")[0]
+        if values.shape[axis] == 1:  # shared by every coefficient (a mask not split by band)
+            return values, layout.replace("coef", "band")
         _, padded = self._length()
         sums = [v.sum(axis, keepdim=True) for v in torch.split(values, self._sizes(padded), dim=axis)]
         return torch.cat(sums, axis), layout.replace("coef", "band")

@@ -220,6 +220,17 @@ class Wavelet(Domain):
         sums = [v.sum(axis, keepdim=True) for v in torch.split(values, self._sizes(padded), dim=axis)]
         return torch.cat(sums, axis), layout.replace("coef", "band")
 
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        """One value per band repeated over the band's coefficients (layout ``band`` -> ``coef``)."""
+        if "band" not in layout.names:
+            return values, layout
+        axis = layout.axes("band")[0]
+        if values.shape[axis] > 1:
+            _, padded = self._length()
+            sizes = torch.tensor(self._sizes(padded), device=values.device)
+            values = values.repeat_interleave(sizes, dim=axis)
+        return values, layout.replace("band", "coef")
+
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:
         """``band``: the level of each reported band (band 0 is the approximation at ``levels``);
         with ``per="coefficient"``, ``coef``: the level of each coefficient."""

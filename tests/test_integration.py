@@ -195,8 +195,9 @@ def test_deletion_over_wavelet_bands_removes_whole_bands():
     attr = sl.WaveletIG(model, wavelet="haar", levels=2, n_steps=2).explain(x, target=1)
     assert attr.layout == "b c band" and attr.values.shape == (2, 3, 3)
     curve = deletion_curve(model, x, attr, step=1, progress=False)
-    # the same as ranking the coefficients, each carrying its band's value (bands of 4, 8, 4)
-    per_coef = attr.values.repeat_interleave(torch.tensor([4, 8, 4]), dim=-1)
+    # the same as ranking the coefficients, each carrying an even share of its band (4, 8, 4)
+    sizes = torch.tensor([4, 8, 4])
+    per_coef = (attr.values / sizes).repeat_interleave(sizes, dim=-1)
     ref = deletion_curve(model, x, per_coef, 1, domain=sl.Wavelet("haar", levels=2), step=1, progress=False)
     torch.testing.assert_close(curve, ref)
 

@@ -166,9 +166,10 @@ class Domain:
     def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
         """Place values in the reported units (:meth:`reduce`'s output) on the coordinates of ``z``.
 
-        The way back from a report to ``z``, for metrics that remove or insert coefficients: each
-        reported unit's value goes to every coordinate of the unit (repeated, or on an axis of
-        size 1 that broadcasts), so ranking the result ranks the units. Default: unchanged.
+        The way back from a report to ``z``, for metrics that remove, insert or sum coefficients:
+        each unit's value is spread over its coordinates (on an axis of size 1 that broadcasts,
+        or shared evenly), so the coordinates of a unit tie and sums over units are kept.
+        Default: unchanged.
         """
         return values, layout
 

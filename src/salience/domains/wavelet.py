@@ -221,14 +221,21 @@ class Wavelet(Domain):
         return torch.cat(sums, axis), layout.replace("coef", "band")
 
     def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
-        """One value per band repeated over the band's coefficients (layout ``band`` -> ``coef``)."""
+        """A band's value shared evenly by its coefficients (layout ``band`` -> ``coef``).
+
+        The pseudo-inverse of :meth:`reduce`'s sum: sums over any set of bands are kept (what
+        faithfulness correlation and infidelity add up), every coefficient of a band has the same
+        value, so deletion removes bands whole, ranked by their value per coefficient.
+        """
         if "band" not in layout.names:
             return values, layout
         axis = layout.axes("band")[0]
         if values.shape[axis] > 1:
             _, padded = self._length()
             sizes = torch.tensor(self._sizes(padded), device=values.device)
-            values = values.repeat_interleave(sizes, dim=axis)
+            view = [1] * values.ndim
+            view[axis] = -1
+            values = (values / sizes.to(values.dtype).reshape(view)).repeat_interleave(sizes, dim=axis)
         return values, layout.replace("band", "coef")
 
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:

@@ -163,6 +163,16 @@ class Domain:
         """Sum attributions of ``z`` into the reported units (default: every coordinate)."""
         return values, layout
 
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        """Place values in the reported units (:meth:`reduce`'s output) on the coordinates of ``z``.
+
+        The way back from a report to ``z``, for metrics that remove, insert or sum coefficients:
+        each unit's value is spread over its coordinates (on an axis of size 1 that broadcasts,
+        or shared evenly), so the coordinates of a unit tie and sums over units are kept.
+        Default: unchanged.
+        """
+        return values, layout
+
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Axis values of the reported attributions, for plots (default: none)."""
         return {}
@@ -257,6 +267,9 @@ class Compose(Domain):
 
     def reduce(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
         return self.second.reduce(values, layout)
+
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        return self.second.expand(values, layout)
 
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.second.coordinates(**kwargs)

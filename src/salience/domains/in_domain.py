@@ -19,6 +19,15 @@ from .wavelet import Wavelet
 __all__ = ["InDomain", "CrossDomainIG", "TimeIG", "FourierIG", "ICAIG", "STFTIG", "WaveletIG"]
 
 
+def _broadcasts(shape: torch.Size, full: torch.Size) -> bool:
+    """``shape`` is ``full`` with some axes (not the batch axis) shared, i.e. of size 1."""
+    return (
+        len(shape) == len(full)
+        and shape[0] == full[0]
+        and all(s == n or s == 1 for s, n in zip(shape[1:], full[1:]))
+    )
+
+
 class InDomain(Wrapper):
     """Run any explainer in the coefficients of a domain: explain ``g(z) = f(inverse(z))``.
 
@@ -105,7 +114,9 @@ class InDomain(Wrapper):
         if score._input_values is None and g._input_values is not None:
             score._input_values = g._input_values
         values, layout = parts.values, parts.layout
-        if self.reduce and values.shape == z.shape and layout == z_layout:
+        if self.reduce and layout == z_layout and _broadcasts(values.shape, z.shape):
+            # a full-shape map, or one shared along some axes (size 1: a RISE/Occlusion map whose
+            # masks do not split a bin's real and imaginary parts, or a source's samples)
             values, layout = d.reduce(values, z_layout)
         domain: Domain = d if parts.domain is None else Compose(d, parts.domain)
         info = dict(parts.info)

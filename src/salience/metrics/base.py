@@ -165,8 +165,13 @@ def _inverse_takes_index(domain: Any) -> bool:
     return len(params) >= 2
 
 
+def bind(domain: Any, x: torch.Tensor, layout: Layout) -> Any:
+    """The domain with the per-batch state of ``x`` (duck-typed: domains without ``bind`` as is)."""
+    return domain.bind(x, layout) if callable(getattr(domain, "bind", None)) else domain
+
+
 def in_domain(
-    score: ScoreFunction, x: torch.Tensor, domain: Any, layout: Layout
+    score: ScoreFunction, x: torch.Tensor, domain: Any, layout: Layout, *, bound: bool = False
 ) -> tuple[torch.Tensor, Layout, ScoreFunction]:
     """Move a score function into a domain: ``z = domain.forward(x)``, ``g(z) = f(inverse(z) + r)``.
 
@@ -181,8 +186,8 @@ def in_domain(
                 f"{score.owner}: domain must have forward(x) and inverse(z) methods. Got "
                 f"{type(domain).__name__} without {meth}()."
             )
-    if callable(getattr(domain, "bind", None)):
-        domain = domain.bind(x, layout)
+    if not bound:
+        domain = bind(domain, x, layout)
     with_index = _inverse_takes_index(domain)
 
     def inverse(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -238,9 +243,29 @@ def setup(
     x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
     space = x
     if domain is not None:
-        space, lay, score = in_domain(score, x, domain, lay)
+        d = bind(domain, x, lay)
+        space, lay, score = in_domain(score, x, d, lay, bound=True)
+        a, a_layout = to_coefficients(a, a_layout, d, space, lay)
     a = check_attribution(align(a, a_layout, space, lay, owner), space, owner)
     return a, space, lay, score
+
+
+def to_coefficients(
+    a: torch.Tensor, a_layout: Layout | None, domain: Any, z: torch.Tensor, z_layout: Layout
+) -> tuple[torch.Tensor, Layout | None]:
+    """Attributions in a domain's reported units (``InDomain``'s default: Fourier bins, wavelet
+    bands) mapped back onto the coefficients ``z`` with the bound domain's ``expand``.
+
+    A plain tensor with fewer axes than ``z`` is taken to be in the reported units (its layout
+    is that of ``domain.reduce``). Domains without ``reduce``/``expand`` are left to :func:`align`.
+    """
+    reduce, expand = getattr(domain, "reduce", None), getattr(domain, "expand", None)
+    if a_layout is None and a.ndim < z.ndim and callable(reduce):
+        a_layout = Layout(str(reduce(torch.zeros_like(z), z_layout)[1]))
+    if a_layout is not None and a_layout != z_layout and callable(expand):
+        a, a_layout = expand(a, a_layout)
+        a_layout = Layout(str(a_layout))
+    return a, a_layout
 
 
 def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:

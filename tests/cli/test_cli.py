@@ -287,3 +287,20 @@ def test_demo_images_and_video(tmp_path):
     gifs = sorted(p.name for p in (out / "video").glob("*.gif"))
     assert gifs == ["sample0_ig.gif", "sample1_ig.gif"] and html.count("data:image/gif;base64") == 2
     assert len(list((out / "video" / "sample0_frames").glob("frame_*.png"))) == 8
+
+
+def test_explain_edf_recording(files, tmp_path):
+    pyedflib = pytest.importorskip("pyedflib")
+    x = np.random.default_rng(3).standard_normal((2, 128))
+    hdr = [{"label": f"EEG {i}", "dimension": "uV", "sample_frequency": 32, "physical_max": 10, "physical_min": -10,
+            "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""} for i in range(2)]
+    w = pyedflib.EdfWriter(str(tmp_path / "r.edf"), 2, file_type=pyedflib.FILETYPE_EDFPLUS)
+    w.setSignalHeaders(hdr)
+    w.writeSamples(list(x))
+    w.close()
+    rc = main(["explain", files["ts"], str(tmp_path / "r.edf"), "--method", "gradient", "--out", str(tmp_path / "o"),
+               "--quiet", "--plots", "1"])
+    assert rc == 0
+    z = np.load(tmp_path / "o" / "attributions.npz")
+    meta = json.loads(str(z["metadata"]))
+    assert z["values"].shape == (1, 2, 128) and meta["fs"] == 32.0 and meta["channels"] == ["EEG 0", "EEG 1"]

@@ -89,7 +89,9 @@ def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[st
     .npy/.npz: 3-5 dims are (N, C, T), (N, C, H, W), (N, C, T, H, W); 2 dims are (N, T)
     single-channel signals; .npz takes ``key`` (default: ``x`` or the only array) and optional
     ``fs``/``y`` arrays. .csv: one multichannel recording, rows = time steps, columns = channels
-    (a header row is skipped), giving (1, C, T).
+    (a header row is skipped), giving (1, C, T). .edf/.bdf (with pyedflib installed): one
+    recording (1, C, T) of the channels at the highest sampling rate, with ``fs`` and channel
+    names.
     """
     if not os.path.isfile(path):
         raise CLIError(f"data file not found: {path}")
@@ -114,10 +116,10 @@ def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[st
                 first = fh.readline()
             skip = 0 if _numeric_row(first) else 1
             arr = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2).T[None]
-        elif ext == ".edf":
-            raise CLIError("reading .edf needs an EDF reader, which is not supported yet: convert to .npy first.")
+        elif ext in (".edf", ".bdf"):
+            arr, meta = _read_edf(path)
         else:
-            raise CLIError(f"unsupported data file {path}: use .npy, .npz or .csv.")
+            raise CLIError(f"unsupported data file {path}: use .npy, .npz, .csv or .edf.")
     except CLIError:
         raise
     except (ValueError, OSError) as exc:
@@ -134,6 +136,29 @@ def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[st
     if not np.isfinite(arr).all():
         raise CLIError(f"{path} contains NaN or infinite values.")
     return arr.astype(np.float32), meta
+
+
+def _read_edf(path: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """One EDF/BDF recording as (1, C, T) with its sampling rate and channel names (pyedflib)."""
+    try:
+        import pyedflib
+    except ImportError as exc:
+        raise CLIError("reading EDF files needs pyedflib: pip install pyedflib (or convert to .npy).") from exc
+    reader = pyedflib.EdfReader(path)
+    try:
+        rates = np.asarray(reader.getSampleFrequencies(), dtype=float)
+        if rates.size == 0:
+            raise CLIError(f"{path} holds no signals.")
+        keep = np.flatnonzero(rates == rates.max())  # channels at the main rate (annotations differ)
+        if keep.size < rates.size:
+            warnings.warn(f"{path}: {rates.size - keep.size} channel(s) at other sampling rates were left out.",
+                          UserWarning, stacklevel=3)
+        arr = np.stack([reader.readSignal(int(i)) for i in keep])[None]
+        labels = reader.getSignalLabels()
+        meta = {"fs": float(rates.max()), "channels": [labels[int(i)] for i in keep]}
+    finally:
+        reader.close()
+    return arr, meta
 
 
 def _numeric_row(line: str) -> bool:

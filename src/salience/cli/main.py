@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="explain a model on data; writes .npz, PNGs and an HTML report")
     e.add_argument("model", help="TorchScript (.pt) or torch.export (.pt2) archive, or package.module:factory")
-    e.add_argument("data", help=".npy, .npz or .csv inputs (N, C, ...)")
+    e.add_argument("data", help=".npy, .npz, .csv or .edf (with pyedflib) inputs (N, C, ...)")
     e.add_argument("--weights", help="state dict for a module:factory model (loaded with weights_only=True)")
     e.add_argument("--trust-pickle", action="store_true", help="allow unpickling a full model file (runs its code)")
     e.add_argument("--key", help="array name inside an .npz file")
@@ -257,7 +257,7 @@ def _explain(args: argparse.Namespace) -> int:
     metadata = {
         "method": first.method, "domain": args.domain, "layout": str(first.layout), "layer": first.layer,
         "model": args.model, "data": args.data, "fs": fs, "target": args.target or "predicted",
-        "input_shape": list(arr.shape),
+        "input_shape": list(arr.shape), "channels": meta.get("channels"),
     }
     save = {"values": values, "targets": targets, "scores": scores, "metadata": np.array(json.dumps(metadata))}
     if first.delta is not None:
@@ -276,7 +276,8 @@ def _explain(args: argparse.Namespace) -> int:
     if n_plot:
         report.section("Samples")
     for j in range(n_plot):
-        figs = _sample_figures(arr[j], values[j], first, fs, os.path.join(args.out, f"sample{j}"), coords)
+        figs = _sample_figures(arr[j], values[j], first, fs, os.path.join(args.out, f"sample{j}"), coords,
+                               meta.get("channels"))
         embedded = []
         for cap, fig in figs:
             if isinstance(fig, str):
@@ -309,7 +310,7 @@ def _coordinates(attribution: Any, fs: float | None) -> dict[str, np.ndarray]:
 
 
 def _sample_figures(x: np.ndarray, a: np.ndarray, attribution: Any, fs: float | None, stem: str,
-                    coords: dict[str, np.ndarray] | None = None) -> list[tuple[str, Any]]:
+                    coords: dict[str, np.ndarray] | None = None, channels: Any = None) -> list[tuple[str, Any]]:
     from .. import viz
 
     coords = coords or {}
@@ -331,9 +332,10 @@ def _sample_figures(x: np.ndarray, a: np.ndarray, attribution: Any, fs: float | 
         ax.set_title(f"attribution in the {attribution.layout} coordinates")
         return [("domain attribution", fig)]
     if x.ndim == 2:
+        names = list(channels) if channels is not None and len(channels) == x.shape[0] else None
         if x.shape[0] == 1:
-            return [("attribution", viz.plot_signal(x, a, fs=fs))]
-        return [("attribution", viz.plot_signal_map(x, a, fs=fs))]
+            return [("attribution", viz.plot_signal(x, a, fs=fs, channel_names=names))]
+        return [("attribution", viz.plot_signal_map(x, a, fs=fs, channel_names=names))]
     if x.ndim == 3:
         return [("attribution", viz.plot_image(x, a))]
     gif = stem + ".gif"

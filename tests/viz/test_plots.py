@@ -298,3 +298,24 @@ def test_plot_grid_per_method_norm_and_cmap():
     assert lo > 5.0  # min-max, not (-m, m)
     alpha = np.asarray(heat_rise.get_alpha())
     assert alpha.min() < 0.05 and alpha.max() > 0.5  # the offset does not make the whole map opaque
+
+
+def test_plot_attribution_picks_the_view_from_the_layout():
+    from torch import nn
+
+    torch.manual_seed(0)
+    sig = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    img = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
+    x1, x2 = torch.randn(2, 2, 64), torch.randn(1, 3, 8, 8)
+    ax = viz.plot_attribution(x1, sl.Gradient(sig).explain(x1, 0), 1, fs=32.0)
+    assert len(ax.images) == 1 and ax.get_xlabel() == "time (s)"  # all channels as a map
+    ax = viz.plot_attribution(x2, sl.Gradient(img).explain(x2, 0))
+    assert len(ax.images) == 2  # image + overlay
+    if hasattr(sl, "FourierIG"):
+        att = sl.FourierIG(sig, n_steps=4, fs=32.0).explain(x1, 0)
+        ax = viz.plot_attribution(x1, att, fs=32.0)
+        assert ax.get_xlabel() == "frequency (Hz)" and len(ax.patches) >= 33
+    with pytest.raises(ValueError, match="Attribution"):
+        viz.plot_attribution(x1, np.zeros((2, 2, 64)))
+    with pytest.raises(ValueError, match="index"):
+        viz.plot_attribution(x1, sl.Gradient(sig).explain(x1, 0), 5)

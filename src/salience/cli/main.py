@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -273,11 +274,11 @@ def _explain(args: argparse.Namespace) -> int:
     png_dir = os.path.join(args.out, "png")
     os.makedirs(png_dir, exist_ok=True)
     n_plot = min(args.plots, arr.shape[0])
+    full = dataclasses.replace(first, values=torch.from_numpy(values))  # all samples, for plotting
     if n_plot:
         report.section("Samples")
     for j in range(n_plot):
-        figs = _sample_figures(arr[j], values[j], first, fs, os.path.join(args.out, f"sample{j}"), coords,
-                               meta.get("channels"))
+        figs = _sample_figures(arr, full, j, fs, os.path.join(args.out, f"sample{j}"), meta.get("channels"))
         embedded = []
         for cap, fig in figs:
             if isinstance(fig, str):
@@ -309,38 +310,21 @@ def _coordinates(attribution: Any, fs: float | None) -> dict[str, np.ndarray]:
     return {str(k): np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in (coords or {}).items()}
 
 
-def _sample_figures(x: np.ndarray, a: np.ndarray, attribution: Any, fs: float | None, stem: str,
-                    coords: dict[str, np.ndarray] | None = None, channels: Any = None) -> list[tuple[str, Any]]:
+def _sample_figures(x_all: np.ndarray, attribution: Any, j: int, fs: float | None, stem: str,
+                    channels: Any = None) -> list[tuple[str, Any]]:
+    """Figures for sample ``j``: the view matching the layout; clips also get an animated GIF."""
     from .. import viz
 
-    coords = coords or {}
-    names = attribution.layout.names[1:]  # without the batch axis
-    if attribution.domain is not None and "f" in coords:
-        if names == ("c", "f") and coords["f"].shape[0] == a.shape[-1]:
-            f = coords["f"]
-            bands = viz.EEG_BANDS if fs is not None else None
-            return [("attribution per frequency bin", viz.plot_spectrum(a, f, signal=x, fs=fs, bands=bands))]
-        other = [n for n in names if n not in ("c", "f")]
-        if len(other) == 1 and other[0] in coords and a.ndim == 3:
-            t = coords[other[0]]
-            return [("time-frequency attribution", viz.plot_time_frequency(a, t, coords["f"]))]
-    if attribution.domain is not None:
-        fig = viz._mpl.new_figure((8, 3))
-        ax = fig.add_subplot()
-        ax.imshow(a.reshape(a.shape[0], -1), aspect="auto", cmap=viz.DEFAULT_CMAP,
-                  vmin=viz.limits(a)[0], vmax=viz.limits(a)[1])
-        ax.set_title(f"attribution in the {attribution.layout} coordinates")
-        return [("domain attribution", fig)]
-    if x.ndim == 2:
-        names = list(channels) if channels is not None and len(channels) == x.shape[0] else None
-        if x.shape[0] == 1:
-            return [("attribution", viz.plot_signal(x, a, fs=fs, channel_names=names))]
-        return [("attribution", viz.plot_signal_map(x, a, fs=fs, channel_names=names))]
-    if x.ndim == 3:
-        return [("attribution", viz.plot_image(x, a))]
-    gif = stem + ".gif"
-    viz.save_gif(x, a, gif)
-    return [("per-frame attribution", gif), ("slices", viz.plot_volume_slices(x, a))]
+    x = x_all[j]
+    if x.ndim == 4 and attribution.domain is None:
+        a = attribution.values[j].cpu().numpy()
+        gif = stem + ".gif"
+        viz.save_gif(x, a, gif)
+        return [("per-frame attribution", gif), ("slices", viz.plot_volume_slices(x, a))]
+    names = list(channels) if channels is not None and len(channels) == x.shape[0] else None
+    view = viz.plot_attribution(x_all, attribution, j, fs=fs, channel_names=names)
+    caption = "attribution per frequency bin" if "f" in attribution.layout.names else "attribution"
+    return [(caption, view)]
 
 
 # ------------------------------------------------------------------ layers

@@ -7,6 +7,7 @@ and an explicit normalisation (:func:`limits`). matplotlib is imported only when
 figures are created without pyplot, so they work headless (Agg).
 """
 
+from .auto import plot_attribution
 from .color import DEFAULT_CMAP, NORMS, limits, normalize, to_numpy, to_rgba
 from .curves import plot_curves
 from .image import plot_grid, plot_image
@@ -23,6 +24,7 @@ __all__ = [
     "normalize",
     "to_numpy",
     "to_rgba",
+    "plot_attribution",
     "plot_signal",
     "plot_signal_map",
     "plot_image",

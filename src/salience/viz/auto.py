@@ -1,0 +1,106 @@
+"""One call that picks the view matching an attribution's layout."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from . import _mpl
+from .color import DEFAULT_CMAP, limits, to_numpy
+
+__all__ = ["plot_attribution"]
+
+
+def plot_attribution(
+    x: Any,
+    attribution: Any,
+    index: int = 0,
+    *,
+    fs: float | None = None,
+    channel_names: Sequence[str] | None = None,
+    ax: Any = None,
+) -> Any:
+    """Draw sample ``index`` of an :class:`~salience.Attribution` with the view its layout calls for.
+
+    ``b c t`` signals: :func:`plot_signal` (one channel) or :func:`plot_signal_map`;
+    ``b c h w`` images: :func:`plot_image`; ``b c t h w`` clips and volumes:
+    :func:`plot_volume_slices`; a frequency axis ``f`` (Fourier domain): :func:`plot_spectrum`
+    against the signal's spectrum; ``f`` and a frame axis (STFT): :func:`plot_time_frequency`;
+    components (``b k``, ICA per sample): a signed bar chart; any other domain layout: the values
+    as a signed image.
+
+    Parameters
+    ----------
+    x : array or Tensor of shape (N, C, ...)
+        The explained inputs.
+    attribution : Attribution
+        Its ``layout``, ``domain`` and values choose the view.
+    index : int
+        Which sample to draw.
+    fs : float, optional
+        Sampling rate (time axes in seconds, frequencies in Hz).
+    channel_names : sequence of str, optional
+    ax : matplotlib Axes, optional
+        Ignored by the multi-panel volume view.
+
+    Returns
+    -------
+    matplotlib Axes or Figure
+    """
+    from .image import plot_image
+    from .spectrum import EEG_BANDS, plot_spectrum, plot_time_frequency
+    from .timeseries import plot_signal, plot_signal_map
+    from .video import plot_volume_slices
+
+    layout = getattr(attribution, "layout", None)
+    if layout is None:
+        raise ParameterError("plot_attribution needs an Attribution (with a layout); use plot_signal/plot_image for arrays.")
+    xs = to_numpy(x, "x")
+    a_all = to_numpy(attribution, "attribution")
+    if not -a_all.shape[0] <= index < a_all.shape[0] or xs.shape[0] != a_all.shape[0]:
+        raise ParameterError(f"index {index} must address one of the {a_all.shape[0]} samples of x and the attribution.")
+    xi, a = xs[index], a_all[index]
+    names = tuple(n for n in layout.names if n != "b")
+    domain = getattr(attribution, "domain", None)
+    coords: dict[str, np.ndarray] = {}
+    if domain is not None and hasattr(domain, "coordinates"):
+        try:
+            coords = {k: to_numpy(v) for k, v in (domain.coordinates(fs=fs) or {}).items()}
+        except Exception:  # a domain without coordinates for this input
+            coords = {}
+    if domain is None:
+        if names == ("c", "t"):
+            if xi.shape[0] == 1:
+                return plot_signal(xi, a, fs=fs, channel_names=channel_names, ax=ax)
+            return plot_signal_map(xi, a, fs=fs, channel_names=channel_names, ax=ax)
+        if names == ("c", "h", "w"):
+            return plot_image(xi, a, ax=ax)
+        if len(names) == 4 and names[0] == "c" and names[-2:] == ("h", "w"):
+            return plot_volume_slices(xi, a, axis_name=names[1])
+    if "f" in names and "f" in coords and coords["f"].shape[0] == a.shape[names.index("f")]:
+        rest = [n for n in names if n not in ("c", "f")]
+        if not rest:
+            bands = EEG_BANDS if fs is not None else None
+            sig = xi if xi.ndim == 2 else None
+            return plot_spectrum(a, coords["f"], signal=sig, fs=fs, bands=bands, ax=ax)
+        if len(rest) == 1 and rest[0] in coords and a.ndim == 3:
+            return plot_time_frequency(a, coords[rest[0]], coords["f"], ax=ax)
+    ax = _mpl.axes_or_new(ax, (8, 3))
+    if a.ndim == 1:
+        vmin, vmax = limits(a)
+        mpl = _mpl.matplotlib()
+        ax.bar(range(a.shape[0]), a, color=mpl.colormaps[DEFAULT_CMAP]((a - vmin) / (vmax - vmin)), edgecolor="0.3", linewidth=0.5)
+        ax.axhline(0, color="0.3", linewidth=0.6)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel("attribution")
+        return ax
+    v = a.reshape(a.shape[0], -1)
+    vmin, vmax = limits(v)
+    im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_ylabel(names[0])
+    ax.set_xlabel(" x ".join(names[1:]))
+    ax.set_title(f"attribution in the {layout} coordinates", fontsize=10)
+    _mpl.colorbar(ax, im, "attribution")
+    return ax

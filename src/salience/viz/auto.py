@@ -99,6 +99,9 @@ def plot_attribution(
     v = a.reshape(a.shape[0], -1)
     vmin, vmax = limits(v)
     im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if v.shape[0] <= 32:
+        ax.set_yticks(range(v.shape[0]))
+        ax.set_yticklabels([f"{names[0]} {i}" for i in range(v.shape[0])])
     ax.set_ylabel(names[0])
     ax.set_xlabel(" x ".join(names[1:]))
     ax.set_title(f"attribution in the {layout} coordinates", fontsize=10)

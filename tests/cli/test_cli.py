@@ -19,6 +19,9 @@ from salience.cli import main  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+# the fixtures save TorchScript archives, which torch >= 2.10 deprecates (they still load)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+
 FACTORY = '''
 import torch
 from torch import nn

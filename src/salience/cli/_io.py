@@ -58,7 +58,9 @@ def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = Fa
             names = zf.namelist()
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         try:
-            return torch.jit.load(spec, map_location=device).eval()
+            with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript; archives still load
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load.*")
+                return torch.jit.load(spec, map_location=device).eval()
         except Exception as exc:
             raise CLIError(f"cannot load TorchScript archive {spec}: {str(exc).splitlines()[0]}") from exc
     if spec.endswith(".pt2") or any("serialized_exported_program" in n or n.endswith("models/model.json") for n in names):

@@ -7,6 +7,7 @@ from typing import Any, Union
 import torch
 
 from .._engine import ScoreFunction
+from .._validation import check_bool
 from ..errors import ParameterError, ShapeError
 from ..explainers.base import Explainer, Parts, Wrapper, as_parts
 from ..explainers.integrated_gradients import BaselineLike, IntegratedGradients
@@ -70,10 +71,8 @@ class InDomain(Wrapper):
                 f"The 'domain' parameter of {type(self).__name__} must be a salience Domain "
                 f"(Time(), Fourier(), ICA(...), ...). Got {type(domain).__name__} instead."
             )
-        if not isinstance(reduce, bool):
-            raise ParameterError(f"The 'reduce' parameter of {type(self).__name__} must be a bool. Got {reduce!r} instead.")
         self.domain = domain
-        self.reduce = reduce
+        self.reduce = check_bool(reduce, "reduce", type(self).__name__)
 
     @property
     def name(self) -> str:

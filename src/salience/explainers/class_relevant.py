@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence, Union
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_float, check_int, check_option
+from .._validation import check_bool, check_float, check_int, check_option
 from ..errors import ParameterError, TargetError
 from ..targets import _ClassLike, _single_output
 from .base import Explainer, Parts, Wrapper, as_parts
@@ -38,7 +38,7 @@ class TopClasses:
 
     def __init__(self, k: int = 2, *, least_likely: bool = True) -> None:
         self.k = check_int(k, "k", "TopClasses", low=1)
-        self.least_likely = check_option(least_likely, "least_likely", "TopClasses", (True, False))
+        self.least_likely = check_bool(least_likely, "least_likely", "TopClasses")
 
     def __repr__(self) -> str:
         return f"TopClasses(k={self.k}, least_likely={self.least_likely})"
@@ -176,7 +176,7 @@ class ClassRelevant(Wrapper):
         self.classes = self._check_classes(classes, owner)
         self.tau = check_float(tau, "tau", owner, low=-1.0, high=1.0)
         self.temperature = check_float(temperature, "temperature", owner, low=0.0, closed="right")
-        self.use_abs = check_option(use_abs, "use_abs", owner, (True, False))
+        self.use_abs = check_bool(use_abs, "use_abs", owner)
         norm = check_option(normalize, "normalize", owner, (False, True, "max", "mean"))
         self.normalize = "max" if norm is True else norm
 

@@ -7,25 +7,13 @@ import math
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_float, check_int, check_option
-from ..errors import ParameterError
+from .._validation import check_float, check_generator, check_int, check_option, make_generator
 from .base import Explainer, Parts, Wrapper, as_parts
 
-__all__ = ["SmoothGrad", "make_generator"]
+__all__ = ["SmoothGrad"]
 
 # noisy copies materialised at once: at most this many input elements (about 64 MiB of float32)
 _GROUP_ELEMENTS = 2**24
-
-
-def make_generator(generator: torch.Generator | None) -> torch.Generator:
-    """The caller's generator, or a fresh randomly seeded one (the global RNG is never used)."""
-    if generator is None:
-        g = torch.Generator()
-        g.seed()
-        return g
-    if not isinstance(generator, torch.Generator):
-        raise ParameterError(f"generator must be a torch.Generator or None. Got {type(generator).__name__}.")
-    return generator
 
 
 class SmoothGrad(Wrapper):
@@ -73,12 +61,7 @@ class SmoothGrad(Wrapper):
         self.n_samples = check_int(n_samples, "n_samples", owner, low=1)
         self.sigma = check_float(sigma, "sigma", owner, low=0.0)
         self.kind = check_option(kind, "kind", owner, ("mean", "square", "var"))
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ParameterError(
-                f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
-        self.generator = generator
+        self.generator = check_generator(generator, owner)
 
     @property
     def name(self) -> str:

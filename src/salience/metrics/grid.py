@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .._engine import ScoreFunction
-from .._validation import check_float, check_input, check_int, check_option
+from .._validation import check_bool, check_float, check_generator, check_input, check_int, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
@@ -255,9 +255,9 @@ def make_grid(
         )
     if resize is None:
         resize = set(axes) >= {"h", "w"}
-    resize = check_option(resize, "resize", _OWNER, (True, False))
+    resize = check_bool(resize, "resize", _OWNER)
     mode = check_option(mode, "mode", _OWNER, ("area", "nearest", "linear"))
-    distinct = check_option(distinct, "distinct", _OWNER, (True, False))
+    distinct = check_bool(distinct, "distinct", _OWNER)
     if (model is None) != (min_confidence is None):
         raise ParameterError(f"{_OWNER}: the confidence filter needs both model=... and min_confidence=... .")
 
@@ -268,8 +268,7 @@ def make_grid(
         keep = _confident(x.detach(), lab.to(x.device), models, thr, lay, batch_size).cpu()
     order = torch.arange(x.shape[0])
     if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise ParameterError(f"The 'generator' parameter of {_OWNER} must be a torch.Generator.")
+        check_generator(generator, _OWNER)
         order = order[torch.randperm(x.shape[0], generator=generator, device=generator.device).cpu()]
     order_list = [int(i) for i in order.tolist() if keep[i]]
     n_cells = math.prod(cells)

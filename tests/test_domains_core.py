@@ -413,7 +413,7 @@ class _TwoTargets(sl.Explainer):
         xx = x.repeat_interleave(2, 0)
         sm = score.sample_map.repeat_interleave(2)
         rows = torch.arange(b, device=x.device).repeat_interleave(2) if self.rows else None
-        return score.retarget(score.target, xx, sm, rows=rows).gradient_at_input()[0::2]
+        return score.retarget(score.target, xx, sm, parents=rows).gradient_at_input()[0::2]
 
 
 def test_retarget_inside_domain_uses_parent_points():
@@ -428,5 +428,5 @@ def test_retarget_inside_domain_uses_parent_points():
     b = sl.SmoothGrad(sl.InDomain(sl.Gradient(model), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
     torch.testing.assert_close(a.values, b.values, rtol=0, atol=1e-13)
     # noisy copies are not one point per sample: the parent points must be given
-    with pytest.raises(sl.CompositionError, match="rows="):
+    with pytest.raises(sl.CompositionError, match="parents="):
         sl.SmoothGrad(sl.InDomain(_TwoTargets(model, False), lossy()), n_samples=2, generator=gen()).explain(x, target=2)

@@ -97,12 +97,8 @@ class InDomain(Wrapper):
             out = d.inverse(rows, index)
             return out if residual is None else out + residual[index]
 
-        g = score.compose(transform, z, z_layout)
-        # g(z) == f(x): share the cached score at the explained point both ways
-        g._input_values = score._input_values
+        g = score.compose(transform, z, z_layout)  # shares the cached scores at x (g(z) == f(x))
         parts = as_parts(self.explainer._attribute(z, g), z_layout)
-        if score._input_values is None and g._input_values is not None:
-            score._input_values = g._input_values
         values, layout = parts.values, parts.layout
         if self.reduce and values.shape == z.shape and layout == z_layout:
             values, layout = d.reduce(values, z_layout)

@@ -11,7 +11,7 @@ import torch
 from .._engine import ScoreFunction
 from .._validation import check_bool, check_float, check_int, check_option
 from ..errors import ParameterError, TargetError
-from ..targets import _ClassLike, _single_output
+from ..targets import ClassTarget
 from .base import Explainer, Parts, Wrapper, as_parts
 
 __all__ = ["ClassRelevant", "TopClasses"]
@@ -233,11 +233,10 @@ class ClassRelevant(Wrapper):
         )
 
     # ------------------------------------------------------------------ class sets
-    def _sets(self, out: torch.Tensor, target: _ClassLike, t_idx: torch.Tensor, score: ScoreFunction) -> list[list[int]]:
+    def _sets(self, out: torch.Tensor, target: ClassTarget, t_idx: torch.Tensor, score: ScoreFunction) -> list[list[int]]:
         """The compared classes of every row of ``score.input`` (target included, no duplicates)."""
         n = out.shape[0]
-        single = _single_output(out) is not None
-        n_out = 2 if (single and type(target)._binary_head) else (1 if single else out.reshape(n, -1).shape[1])
+        n_out = target.n_classes(out)
         spec = self.classes
         if isinstance(spec, list) and not isinstance(spec[0], list):
             sets = [list(spec) for _ in range(n)]
@@ -253,18 +252,13 @@ class ClassRelevant(Wrapper):
         elif spec == "all":
             sets = [list(range(n_out)) for _ in range(n)]
         else:
-            if out.ndim != 2 and not single:
+            if out.ndim > 2 and out[0].numel() != 1:  # not (B, C) nor one output per sample
                 raise TargetError(
                     f"{self.name}: a class rule needs per-class model outputs (B, C); got shape "
                     f"{tuple(out.shape)}."
                 )
-            # per-class scores in the target's own sense (logits, probabilities, log-probabilities);
-            # a single-logit binary model has the logits (-z, z) for classes (0, 1)
-            if single and n_out == 2:
-                z = out.reshape(n)
-                per_class = torch.stack([-z, z], 1)
-            else:
-                per_class = target._scores(out)
+            # per-class scores in the target's own sense (logits, probabilities, log-probabilities)
+            per_class = target.class_scores(out)
             if isinstance(spec, TopClasses):
                 chosen = spec.select(per_class, t_idx)
             else:
@@ -317,7 +311,7 @@ class ClassRelevant(Wrapper):
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         target = score.target
-        if not isinstance(target, _ClassLike):
+        if not isinstance(target, ClassTarget):
             raise TargetError(
                 f"{self.name} needs a class target (an int, Class, Probability, LogProbability, "
                 f"or None for the predicted class) so that other classes can be explained the same "
@@ -325,10 +319,7 @@ class ClassRelevant(Wrapper):
             )
         n = x.shape[0]
         device = x.device
-        out = score.reference_output()
-        if score._input_values is None:
-            with torch.no_grad():
-                score._input_values = score.target(out, score.target_map)
+        out = score.reference_output()  # cached: input_values() reuses it
         t_idx = target.explained().to(device)[score.target_map]
         sets = self._sets(out, target, t_idx, score)
 
@@ -347,7 +338,7 @@ class ClassRelevant(Wrapper):
             row_target, xr, score.sample_map[group], group, target_map=torch.arange(rows, device=device)
         )
         with torch.no_grad():
-            inner._input_values = row_target(out_r, torch.arange(rows, device=device))
+            inner.record_input_values(row_target(out_r, torch.arange(rows, device=device)))
         parts = as_parts(self.explainer._attribute(xr, inner), score.layout)
         h = parts.values
         if not isinstance(h, torch.Tensor) or h.shape[0] != rows:

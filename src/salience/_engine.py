@@ -526,6 +526,29 @@ class ScoreFunction:
         ]
         return sorted(calls, key=lambda c: c.order)
 
+    def find_layer(self, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
+        """Resolve a dotted module name or a module of the model to ``(name, module)``.
+
+        Raises LayerError when the model is not an ``nn.Module`` or has no such layer.
+        """
+        return find_layer(self.model, layer)
+
+    def final_module(self) -> tuple[str, nn.Module] | None:
+        """The model's last leaf module in registration order, as ``(name, module)``.
+
+        A static guess (no forward pass) at the module producing the output, for methods that
+        handle a final Softmax/Sigmoid; :meth:`strip_final` checks at call time that the module's
+        output really is the model's output. None when the model is not an ``nn.Module`` or has
+        no submodule.
+        """
+        if not isinstance(self.model, nn.Module):
+            return None
+        last: tuple[str, nn.Module] | None = None
+        for name, mod in self.model.named_modules():
+            if name and not any(True for _ in mod.children()):
+                last = (name, mod)
+        return last
+
     # ------------------------------------------------------------------ derived score functions
     def _derive(self, **changes: Any) -> "ScoreFunction":
         kw = dict(

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, Callable, ClassVar, Union, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._engine import ScoreFunction, find_layer
+from .._engine import ScoreFunction
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
 from ..errors import LayerError, ParameterError, ShapeError
@@ -163,11 +163,10 @@ class LayerExplainer(Explainer):
             raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
         if self.layer is None:
-            name = default_layer(score.trace(n_rows=1), x.ndim, 1, owner).name
+            call = default_layer(score.trace(n_rows=1), x.ndim, 1, owner)
+            name, module = call.name, call.module
         else:
-            name = find_layer(score.model, self.layer)[0]
-        module = find_layer(score.model, name)[1]
-        score = self._head(score)
+            name, module = score.find_layer(self.layer)
         values, cam = self._layer_map(x, score, module, sizes)
         layer_shape = tuple(cam.shape[1:])
         if self.relu:
@@ -188,9 +187,9 @@ class LayerExplainer(Explainer):
             info={"layer_shape": layer_shape, "relu": self.relu, "upsampled": self.upsample},
         )
 
-    def _head(self, score: ScoreFunction) -> ScoreFunction:
-        """Warn about, keep or strip a final Softmax/Sigmoid."""
-        head = final_activation(score.model)
+    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
+        """Warn about, keep or strip a final Softmax/Sigmoid (``final_activation``)."""
+        head = final_activation(score)
         if self.final_activation == "strip":
             if head is None:
                 raise LayerError(
@@ -207,7 +206,7 @@ class LayerExplainer(Explainer):
                 "'strip' to explain the pre-activation logit (with target=LogProbability(k) for "
                 "the log-probability), or final_activation='keep' to silence this warning.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
         return score
 
@@ -232,9 +231,8 @@ class LayerExplainer(Explainer):
         self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores (B,) and the layer-resolution map (B, *a)."""
-        values, a, g = score.layer_gradients(module)
-        assert g is not None  # grad=True  # noqa: S101
-        a, g = self._grid(a, sizes), self._grid(g, sizes)
+        values, a, g = score.layer_gradients(module)  # grad=True: g is a tensor
+        a, g = self._grid(a, sizes), self._grid(cast(torch.Tensor, g), sizes)
         return values, self._combine(a, g)
 
     def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

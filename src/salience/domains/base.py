@@ -240,10 +240,10 @@ class Compose(Domain):
         first = self.first.bind(x, layout)
         with torch.no_grad():
             z1 = first.forward(x)
-        assert first.layout is not None  # set by bind  # noqa: S101
-        second = self.second.bind(z1, first.output_layout(first.layout))
+        x_layout = first.layout if first.layout is not None else layout  # bind sets it
+        second = self.second.bind(z1, first.output_layout(x_layout))
         bound = copy.copy(self)
-        bound.first, bound.second, bound.layout = first, second, first.layout
+        bound.first, bound.second, bound.layout = first, second, x_layout
         return bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from .._engine import ScoreFunction
 from .._validation import check_bool, check_float, check_int, check_option
-from ..errors import ParameterError, TargetError
+from ..errors import ParameterError, ShapeError, TargetError
 from ..targets import ClassTarget
 from .base import Explainer, Parts, Wrapper, as_parts
 
@@ -342,7 +342,10 @@ class ClassRelevant(Wrapper):
         parts = as_parts(self.explainer._attribute(xr, inner), score.layout)
         h = parts.values
         if not isinstance(h, torch.Tensor) or h.shape[0] != rows:
-            raise RuntimeError(f"{self.explainer.name} returned {rows} rows of the wrong shape; this is a bug.")
+            raise ShapeError(
+                f"{self.name}: the wrapped explainer {self.explainer.name} must return one attribution "
+                f"per explained row ({rows}); got {tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}."
+            )
 
         k_max = int(counts.max())
         tau_reachable = (1.0 - 1.0 / counts.to(torch.float64) > self.tau).tolist()

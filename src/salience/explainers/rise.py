@@ -170,7 +170,8 @@ class RISE(Explainer):
                 acc = part if acc is None else acc + part
                 cover += masks.sum(0)
                 bar.update(masks.shape[0])
-        assert acc is not None  # n >= 1  # noqa: S101
+        if acc is None:
+            raise ParameterError(f"{self.name} needs at least one mask; got n_masks={n}.")
         if self.normalization == "p_keep":
             values = acc / (n * float(self.masker.p_keep))  # type: ignore[attr-defined]
         else:

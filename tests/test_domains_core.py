@@ -329,6 +329,35 @@ def test_sklearn_fastica_dataset_and_sample_modes():
         assert per_sample.delta.abs().max() < 1e-3
 
 
+def test_ica_fits_never_touch_numpys_global_rng():
+    """Review #3: FastICA fits draw their seed from generator= (or random_state), never from
+    numpy's global RNG, also for an unfitted estimator given as ``ica``."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    import numpy as np
+    from sklearn.decomposition import FastICA
+
+    x = _x(b=2, c=2, t=64)
+    model = cnn(1, in_channels=2)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.random.seed(123)
+        before = np.random.get_state()
+        a = sl.ICAIG(model, n_steps=2, generator=gen()).explain(x, target=1)
+        b = sl.ICAIG(model, FastICA(whiten="unit-variance"), n_steps=2, generator=gen()).explain(x, target=1)
+        sl.ICAIG(model, n_steps=2).explain(x, target=1)
+        sl.ICA(mode="dataset").fit(x)
+        after = np.random.get_state()
+    assert np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    torch.testing.assert_close(a.values, b.values, rtol=0, atol=0)  # same seeds, same fits
+    with pytest.raises(sl.ParameterError, match="random_state.*generator"):
+        sl.ICA(random_state=0, generator=gen())
+    with pytest.raises(sl.ParameterError, match="generator"):
+        sl.ICAIG(model, generator=3)
+
+
 # ---------------------------------------------------------------- bands
 def test_aggregate_bands_conventions():
     fs, t = 64.0, 128

@@ -205,14 +205,17 @@ class ICAIG(CrossDomainIG):
     each sample's sources fixed, zero baseline (the mean signal), one score per component
     (B, K). ``mode="dataset"``: IG over the sources (B, K, T) of a dataset-level ICA.
 
+    ``model`` and ``ica`` are positional (as in the reference implementation's
+    ``ICAIG(model, ica, ...)``); every other parameter is keyword-only.
+
     Parameters
     ----------
     model : callable
     ica : fitted FastICA-like object or estimator, optional
         See :class:`ICA`; None fits one FastICA per sample (``mode="sample"``).
     mode : {"sample", "dataset"}, default "sample"
-    n_components, random_state : optional
-        For the FastICA fitted here.
+    n_components, random_state, generator : optional
+        For the FastICA fitted here (see :class:`ICA`; numpy's global RNG is never used).
     **kwargs
         See :class:`CrossDomainIG`.
     """
@@ -225,10 +228,11 @@ class ICAIG(CrossDomainIG):
         mode: str = "sample",
         n_components: int | None = None,
         random_state: int | None = None,
+        generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
         domain = ica if isinstance(ica, ICA) else ICA(
-            ica, mode=mode, n_components=n_components, random_state=random_state
+            ica, mode=mode, n_components=n_components, random_state=random_state, generator=generator
         )
         super().__init__(model, domain, **kwargs)
 

@@ -358,6 +358,35 @@ def test_ica_fits_never_touch_numpys_global_rng():
         sl.ICAIG(model, generator=3)
 
 
+def test_into_is_shared_by_in_domain_and_metrics_and_keeps_the_residual():
+    """Review #7: one implementation of "explain inside a domain" (domains.base.into); for a
+    lossy domain g(forward(x)) == f(x) through the residual, for Domain and duck-typed objects."""
+    from salience._engine import make_score
+    from salience.domains.base import into
+
+    model, x = cnn(1), _x()
+    lay = sl.Layout("b c t")
+    lossy = LOSSY["ICA-lossy"]()
+
+    class Duck:  # forward/inverse only, lossy through the bound domain's matrices
+        def __init__(self, d):
+            self.d = d
+
+        def forward(self, v):
+            return self.d.forward(v)
+
+        def inverse(self, z):
+            return self.d.inverse(z)
+
+    for dom in (lossy, Duck(lossy.bind(x, lay))):
+        score = make_score(model, x, 2, batch_size=None, layout=lay, owner="test")
+        z, zl, g, bound = into(score, x, dom, lay)
+        assert zl.ndim == z.ndim and not bound.exact
+        torch.testing.assert_close(g.values(z.unsqueeze(1))[:, 0], model(x)[:, 2].detach(), rtol=0, atol=1e-12)
+    ours = sl.InDomain(sl.Gradient(model), lossy).explain(x, target=2)
+    torch.testing.assert_close(ours.scores, model(x)[:, 2].detach(), rtol=0, atol=1e-12)
+
+
 # ---------------------------------------------------------------- bands
 def test_aggregate_bands_conventions():
     fs, t = 64.0, 128

@@ -8,11 +8,11 @@ import torch
 
 from .._engine import ScoreFunction
 from .._validation import check_bool
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError
 from ..explainers.base import Explainer, Parts, Wrapper, as_parts
 from ..explainers.integrated_gradients import BaselineLike, IntegratedGradients
 from ..layout import LayoutLike
-from .base import Compose, Domain, Time
+from .base import Compose, Domain, Time, into
 from .fourier import STFT, Fourier
 from .ica import ICA
 from .wavelet import Wavelet
@@ -82,22 +82,7 @@ class InDomain(Wrapper):
         return f"{type(self).__name__}({self.explainer!r}, {self.domain!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
-        d = self.domain.bind(x, score.layout)
-        with torch.no_grad():
-            z = d.forward(x).detach()
-            residual = None if d.exact else (x - d.inverse(z)).detach()
-        z_layout = d.output_layout(score.layout)
-        if z.ndim != z_layout.ndim or z.shape[0] != x.shape[0] or z.is_complex():
-            raise ShapeError(
-                f"{d.name}.forward returned shape {tuple(z.shape)} ({z.dtype}) for {z_layout!r}; "
-                "a domain must return real coefficients with the batch axis first."
-            )
-
-        def transform(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            out = d.inverse(rows, index)
-            return out if residual is None else out + residual[index]
-
-        g = score.compose(transform, z, z_layout)  # shares the cached scores at x (g(z) == f(x))
+        z, z_layout, g, d = into(score, x, self.domain, score.layout)  # g(z) == f(x)
         parts = as_parts(self.explainer._attribute(z, g), z_layout)
         values, layout = parts.values, parts.layout
         if self.reduce and values.shape == z.shape and layout == z_layout:

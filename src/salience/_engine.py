@@ -251,7 +251,7 @@ class ScoreFunction:
             raise TypeError("n (rows per sample) is required when rows are generated lazily")
         return source, int(n)
 
-    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _positions(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For rows ``start..stop``: their points' positions in ``input`` and target indices."""
         local = torch.arange(start, stop, device=self.input.device) // n
         return local, self.target_map[local]
@@ -284,7 +284,7 @@ class ScoreFunction:
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, tmap = self._samples(start, stop, n)
+                local, tmap = self._positions(start, stop, n)
                 out[start:stop] = self._scores(make(start, stop), local, tmap).to(out.dtype)
         return out.reshape(b, n)
 
@@ -309,7 +309,7 @@ class ScoreFunction:
         out: torch.Tensor | None = None
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, _ = self._samples(start, stop, n)
+                local, _ = self._positions(start, stop, n)
                 o = self._output(make(start, stop), local)
                 if out is None:
                     out = torch.empty((b * n, *o.shape[1:]), dtype=self.input.dtype, device=self.input.device)
@@ -345,7 +345,7 @@ class ScoreFunction:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
         with torch.enable_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, tmap = self._samples(start, stop, n)
+                local, tmap = self._positions(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
                 s = self._scores(rows, local, tmap)
                 (g,) = torch.autograd.grad(s.sum(), rows)

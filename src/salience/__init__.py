@@ -67,6 +67,7 @@ from . import viz  # plots and reports; matplotlib is imported only when a plot 
 from .metrics import evaluate
 from .targets import (
     Class,
+    ClassTarget,
     Contrast,
     LogProbability,
     Output,
@@ -133,6 +134,7 @@ __all__ = [
     # targets
     "Target",
     "Class",
+    "ClassTarget",
     "Output",
     "Contrast",
     "Probability",

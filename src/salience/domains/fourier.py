@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import torch
 
-from .._validation import check_float, check_int, check_option
+from .._validation import check_bool, check_float, check_int, check_option
 from ..errors import NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -286,9 +286,9 @@ class STFT(Domain):
         self.hop_length = max(1, self.hop_length)
         self.win_length = self.n_fft if win_length is None else check_int(win_length, "win_length", owner, low=1, high=self.n_fft)
         self.window = _window(window, self.win_length, owner)
-        self.center = check_option(center, "center", owner, (True, False))
+        self.center = check_bool(center, "center", owner)
         self.pad_mode = check_option(pad_mode, "pad_mode", owner, ("reflect", "constant", "replicate", "circular"))
-        self.normalized = check_option(normalized, "normalized", owner, (True, False))
+        self.normalized = check_bool(normalized, "normalized", owner)
         self.axis = axis
         self.fs = None if fs is None else check_float(fs, "fs", owner, low=0.0, closed="neither")
 

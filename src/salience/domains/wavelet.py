@@ -79,6 +79,9 @@ class Wavelet(Domain):
     ``"b c band"``; ``per="coefficient"`` keeps every coefficient. Zero coefficients are the
     zero signal.
 
+    ``wavelet`` is the one positional parameter (``Wavelet("db2")``, as in PyWavelets); every
+    other parameter is keyword-only.
+
     Parameters
     ----------
     wavelet : "haar", "db1".."db20", sequence of floats, or object with ``dec_lo``, default "haar"

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._validation import check_float, check_input, check_int
+from .._validation import check_float, check_input, check_int, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError
 from ..targets import TargetLike
@@ -53,7 +53,6 @@ def _sensitivities(
     generator: torch.Generator | None,
     owner: str,
 ) -> torch.Tensor:
-    from ..explainers.smoothgrad import make_generator
 
     x = check_input(x, owner).detach()
     n = check_int(n_perturbations, "n_perturbations", owner, low=1)

@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_option
+from .._validation import check_option, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError
 from ..layout import LayoutLike
@@ -164,7 +164,6 @@ def model_randomisation(
     ----------
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    from ..explainers.smoothgrad import make_generator
 
     model = getattr(explainer, "model", None)
     if not isinstance(model, nn.Module):
@@ -236,7 +235,6 @@ def random_logit(
     ----------
     Sixt et al., "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
     """
-    from ..explainers.smoothgrad import make_generator
 
     if not callable(similarity_fn):
         check_option(similarity_fn, "similarity_fn", "random_logit", _SIMILARITIES)

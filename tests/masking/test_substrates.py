@@ -119,3 +119,12 @@ def test_as_substrate():
             as_substrate(bad)
     with pytest.raises(ShapeError):
         ChannelMean()(_x((2, 3)), SIG)
+
+
+def test_noise_without_generator_leaves_the_substrate_unchanged():
+    # review #4: the substrate object is the user's; a call must not store a generator on it
+    sub = Noise(std=0.5)
+    a = sub(_x((1, 2, 8)), SIG)
+    b = sub(_x((1, 2, 8)), SIG)
+    assert sub.generator is None
+    assert not torch.equal(a, b)  # a fresh random generator per call

@@ -214,9 +214,7 @@ class Noise(Substrate):
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
         from ..explainers.smoothgrad import make_generator  # lazy: explainers import masking
 
-        if self.generator is None:
-            self.generator = make_generator(None)
-        gen = self.generator
+        gen = make_generator(self.generator)  # local: the substrate object is never changed
         eps = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
         return self.mean + self.std * eps
 

@@ -193,9 +193,7 @@ class NoisyLinearImputation(Substrate):
         if self.noise > 0:
             from ..explainers.smoothgrad import make_generator  # lazy: avoid an import cycle
 
-            if self.generator is None:
-                self.generator = make_generator(None)
-            g = self.generator
+            g = make_generator(self.generator)  # local: the substrate object is never changed
             eps = torch.randn(v.shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)
             sol = sol + self.noise * eps * unknown
         out = known * v + unknown * sol

@@ -6,10 +6,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from .._engine import make_score
 from .._validation import check_float, check_input, check_int
 from ..attribution import Attribution
 from ..errors import ParameterError
-from ..targets import TargetLike
+from ..explainers.base import Explainer, as_parts
+from ..layout import Layout
+from ..targets import Target, TargetLike
 from .base import Metric
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
@@ -31,13 +34,61 @@ def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[t
     return out.detach(), target
 
 
-def repeat_target(target: Any, k: int) -> Any:
-    """A per-sample target for ``x.repeat_interleave(k, 0)``."""
+class _Repeated(Target):
+    """``target`` for ``x.repeat_interleave(k, 0)``: row ``r`` is scored as sample ``r // k``.
+
+    Only used for plain callables (``(x, target) -> attribution``); a salience Explainer is
+    re-run through :meth:`ScoreFunction.repeat` instead, with the target bound at ``x``.
+    """
+
+    def __init__(self, target: Target, k: int) -> None:
+        self.target, self.k = target, k
+
+    def bind(self, n_samples: int, reference: Any) -> Target:
+        # a target resolved from the output (Predicted) reads the first copy of each sample
+        inner = self.target.bind(n_samples // self.k, lambda: reference()[:: self.k])
+        return _Repeated(inner, self.k)
+
+    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        return self.target(output, torch.div(samples, self.k, rounding_mode="floor"))
+
+    def explained(self) -> Any:
+        e = self.target.explained()
+        return e.repeat_interleave(self.k) if isinstance(e, torch.Tensor) else e
+
+    def __repr__(self) -> str:
+        return f"{self.target!r} (each sample repeated {self.k} times)"
+
+
+def repeat_target(target: TargetLike, k: int) -> Any:
+    """The target for ``x.repeat_interleave(k, 0)``: per-sample indices repeated, ints and
+    per-sample-free forms kept, Target objects scored on the sample each copy comes from."""
     if isinstance(target, torch.Tensor) and target.ndim == 1:
         return target.repeat_interleave(k)
     if isinstance(target, (list, tuple)):
         return torch.as_tensor(target).repeat_interleave(k)
+    if isinstance(target, Target):
+        return _Repeated(target, k)
     return target
+
+
+def explain_repeated(explainer: Any, x: torch.Tensor, target: TargetLike, xp: torch.Tensor, k: int) -> torch.Tensor:
+    """Explain ``xp`` (B*k, *S), whose row ``r`` is a perturbed copy of ``x[r // k]``, with
+    ``target`` bound at ``x``: copy ``r`` is scored exactly as sample ``r // k`` (same class,
+    same foils, same probability), whatever the target form.
+
+    A salience :class:`~salience.explainers.base.Explainer` is run on the engine's
+    :meth:`~salience._engine.ScoreFunction.repeat` of the score bound at ``x``; a plain callable
+    gets ``repeat_target(target, k)``.
+    """
+    if isinstance(explainer, Explainer):
+        lay = Layout.infer(x, explainer.layout)
+        score = make_score(explainer.model, x, target, batch_size=explainer.batch_size, layout=lay,
+                           owner=explainer.name)
+        parts = as_parts(explainer._attribute(xp, score.repeat(xp, k)), lay)
+        return parts.values.detach().to(dtype=xp.dtype)
+    values, _ = explain_with(explainer, xp, repeat_target(target, k))
+    return values
 
 
 def _sensitivities(
@@ -68,7 +119,7 @@ def _sensitivities(
     # uniform in the L-infinity ball, as Captum's default_perturb_func
     noise = torch.rand((b * n, *x.shape[1:]), generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
     xp = x.repeat_interleave(n, 0) + (2 * noise - 1) * radius
-    pert, _ = explain_with(explainer, xp, repeat_target(explained, n))
+    pert = explain_repeated(explainer, x, explained if target is None else target, xp, n)
     diff = (pert - ref.repeat_interleave(n, 0)).reshape(b * n, -1)
     ordv = 2 if norm == "fro" else norm
     sens = torch.linalg.vector_norm(diff, ord=ordv, dim=1).reshape(b, n)

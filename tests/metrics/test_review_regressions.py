@@ -1,0 +1,63 @@
+"""Regression tests for the review findings on metrics (numbers refer to /work/review.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import salience as sl
+from salience import metrics as M
+from toy_models import cnn, make_input
+
+
+# ---------------------------------------------------------------------------- #1 sensitivity targets
+@pytest.mark.parametrize(
+    "target",
+    [sl.Probability(1), sl.LogProbability([0, 2]), sl.Contrast(1, foils=[0, 3]), sl.Class([0, 1]), 1, None],
+    ids=["prob", "logprob-per-sample", "contrast", "class-per-sample", "int", "none"],
+)
+@pytest.mark.parametrize("fn", [M.max_sensitivity, M.avg_sensitivity])
+def test_zero_radius_gives_zero_sensitivity_for_every_target_form(fn, target):
+    # with radius 0 the perturbed copies equal x, so they must be explained with the same score
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    out = fn(sl.Gradient(model), x, target, n_perturbations=3, radius=0.0,
+             generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
+
+
+def test_zero_radius_with_a_plain_callable_and_per_sample_target():
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    grad = sl.Gradient(model)
+    calls = []
+
+    def explain(xx, t):  # a callable explainer: receives the target for the repeated rows
+        calls.append(t)
+        return grad.explain(xx, t).values
+
+    out = M.max_sensitivity(explain, x, sl.Probability([2, 1]), n_perturbations=3, radius=0.0,
+                            generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
+    assert torch.equal(calls[1].bind(6, None).explained(), torch.tensor([2, 2, 2, 1, 1, 1]))
+
+
+def test_sensitivity_with_precomputed_attribution_keeps_the_user_target():
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    att = sl.Gradient(model).explain(x, sl.Probability(1))
+    out = M.MaxSensitivity(n_perturbations=2, radius=0.0, generator=torch.Generator().manual_seed(0))(
+        model, x, att, sl.Probability(1), explainer=sl.Gradient(model))
+    torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- #4 substrates keep their state
+def test_noisy_linear_imputation_without_generator_leaves_the_substrate_unchanged():
+    from salience.layout import Layout
+
+    sub = M.NoisyLinearImputation(noise=0.1)
+    x = make_input("signal", batch=1)
+    keep = torch.ones_like(x)
+    keep[..., 3:6] = 0
+    sub(x, Layout("b c t"), keep)
+    assert sub.generator is None

@@ -61,3 +61,34 @@ def test_noisy_linear_imputation_without_generator_leaves_the_substrate_unchange
     keep[..., 3:6] = 0
     sub(x, Layout("b c t"), keep)
     assert sub.generator is None
+
+
+# ---------------------------------------------------------------------------- #2 random logit targets
+@pytest.mark.parametrize("target", [sl.Probability(1), sl.LogProbability([1, 3]), sl.Class(2)])
+def test_random_logit_scores_the_other_class_like_the_target(target):
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    grad = sl.Gradient(model)
+    seen = []
+
+    def explain(xx, t):
+        seen.append(t)
+        return grad.explain(xx, t)
+
+    out = M.random_logit(explain, x, target, n_classes=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2,)
+    other = seen[1]
+    assert type(other) is type(target)
+    k = torch.as_tensor(target.k).expand(2)
+    assert bool((torch.as_tensor(other.k) != k).all())
+    # the metric equals the similarity of the two maps computed by hand
+    ref = grad.explain(x, target).values.flatten(1)
+    alt = grad.explain(x, other).values.flatten(1)
+    torch.testing.assert_close(out, M.base.similarity(ref, alt, "spearman"))
+
+
+def test_random_logit_rejects_non_class_targets_with_a_parameter_error():
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    with pytest.raises(sl.ParameterError, match="class target"):
+        M.random_logit(sl.Gradient(model), x, sl.Output(0))

@@ -12,7 +12,7 @@ from .._validation import check_option
 from ..attribution import Attribution
 from ..errors import ParameterError
 from ..layout import LayoutLike
-from ..targets import TargetLike
+from ..targets import Class, LogProbability, Probability, Target, TargetLike, as_target
 from .base import Metric, prepare, setup, similarity, unpack
 from .robustness import explain_with
 
@@ -221,8 +221,10 @@ def random_logit(
     Parameters
     ----------
     explainer : Explainer (or callable ``(x, target)``)
-    target : int, Tensor (B,) or None
-        Class indices; None: the predicted class recorded by the explainer.
+    target : int, Tensor (B,), Class, Probability, LogProbability or None
+        The explained class; None: the predicted class recorded by the explainer. The random
+        other class is explained with the same kind of target (``Probability(k)`` ->
+        ``Probability(other)``).
     n_classes : int, optional
         Inferred from the model output at ``x`` when the explainer is a salience Explainer.
     similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
@@ -245,9 +247,18 @@ def random_logit(
         ref, explained = explain_with(explainer, x, target)
     else:
         ref, explained, _ = unpack(attribution, target, None)
-    k = torch.as_tensor(explained if target is None else target)
-    if k.is_floating_point() or k.ndim > 1:
-        raise ParameterError("random_logit needs class indices as target (int or one per sample).")
+    t = as_target(explained if target is None else target)
+    if not isinstance(t, (Class, Probability, LogProbability)):
+        raise ParameterError(
+            "random_logit needs a class target: an int, one int per sample, Class, Probability or "
+            f"LogProbability (the other class is scored the same way). Got {t!r} instead."
+        )
+    k = torch.as_tensor(t.explained())
+    if k.is_floating_point() or k.ndim > 1 or (k.ndim == 1 and k.shape[0] != x.shape[0]):
+        raise ParameterError(
+            f"random_logit needs class indices as target (an int or one per sample, {x.shape[0]}). "
+            f"Got {t!r} instead."
+        )
     k = k.long().to(x.device).expand(x.shape[0])
     if n_classes is None:
         model = getattr(explainer, "model", None)
@@ -260,7 +271,8 @@ def random_logit(
     gen = make_generator(generator)
     offset = torch.randint(1, n_classes, (x.shape[0],), generator=gen, device=gen.device).to(x.device)
     other = (k + offset) % n_classes
-    vals, _ = explain_with(explainer, x, other)
+    # the other class is scored as the explained one (a probability stays a probability)
+    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other)
     return similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity_fn)
 
 

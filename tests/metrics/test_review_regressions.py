@@ -92,3 +92,35 @@ def test_random_logit_rejects_non_class_targets_with_a_parameter_error():
     x = make_input("signal", batch=2)
     with pytest.raises(sl.ParameterError, match="class target"):
         M.random_logit(sl.Gradient(model), x, sl.Output(0))
+
+
+# ---------------------------------------------------------------------------- #18 completeness baselines
+def _linear():
+    from toy_models import Linear
+
+    w = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return Linear(w).eval(), w
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "mean", 0.5, lambda x: x.flip(-1), "tensor"])
+def test_completeness_gap_accepts_every_ig_baseline(baseline):
+    # on a linear model, IG with the same baseline is exact: the gap is zero
+    model, _ = _linear()
+    x = make_input("signal", batch=2)[:, :2, :5]
+    if baseline == "tensor":
+        baseline = torch.linspace(-1, 1, 5, dtype=x.dtype)[None, None]
+    att = sl.IntegratedGradients(model, baseline=baseline, n_steps=4).explain(x, 1)
+    gap = M.completeness_gap(model, x, att, 1, baseline=baseline)
+    torch.testing.assert_close(gap, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
+    torch.testing.assert_close(M.CompletenessGap(baseline=baseline)(model, x, att, 1), gap)
+
+
+def test_completeness_gap_validates_its_baseline():
+    with pytest.raises(sl.ParameterError, match="baseline"):
+        M.CompletenessGap(baseline="median")
+    with pytest.raises(sl.ParameterError, match="batch_size"):
+        M.CompletenessGap(batch_size=0)
+    model, _ = _linear()
+    x = make_input("signal", batch=2)[:, :2, :5]
+    with pytest.raises(sl.ParameterError, match="baseline"):
+        M.completeness_gap(model, x, torch.zeros_like(x), 1, baseline=torch.zeros(3))

@@ -8,9 +8,10 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_option
+from .._validation import check_batch_size, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError
+from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import Class, LogProbability, Probability, Target, TargetLike, as_target
 from .base import Metric, prepare, setup, similarity, unpack
@@ -35,7 +36,7 @@ def completeness_gap(
     attribution: "torch.Tensor | Attribution",
     target: TargetLike = None,
     *,
-    baseline: "float | torch.Tensor" = 0.0,
+    baseline: BaselineLike = 0.0,
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
@@ -47,7 +48,9 @@ def completeness_gap(
 
     Parameters
     ----------
-    baseline : float or Tensor broadcastable to ``x`` (or to ``domain.forward(x)``), default 0.0
+    baseline : "zeros", "mean", float, Tensor or callable, default 0.0
+        As in :class:`~salience.IntegratedGradients`: a tensor broadcastable to ``x`` (or to
+        ``domain.forward(x)``), a callable of it, or ``"mean"`` (per-sample, per-channel mean).
     domain : optional
         The attribution lives in this domain; ``f(baseline)`` is ``f(inverse(baseline) + r)``.
 
@@ -61,7 +64,7 @@ def completeness_gap(
     """
     owner = "completeness_gap"
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    base = torch.as_tensor(baseline, dtype=space.dtype, device=space.device).expand(space.shape)
+    base = resolve_baseline(_check_baseline(baseline, owner), space, score, owner)
     rows = torch.stack([space, base], 1)
     vals = score.values(rows)
     return a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
@@ -283,9 +286,10 @@ class CompletenessGap(Metric):
     higher_is_better: ClassVar[bool | None] = None
     requires_model: ClassVar[bool] = True
 
-    def __init__(self, *, baseline: "float | torch.Tensor" = 0.0, batch_size: int | None = None) -> None:
-        self.baseline = baseline
-        self.batch_size = batch_size
+    def __init__(self, *, baseline: BaselineLike = 0.0, batch_size: int | None = None) -> None:
+        owner = type(self).__name__
+        self.baseline = _check_baseline(baseline, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

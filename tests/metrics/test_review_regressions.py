@@ -124,3 +124,25 @@ def test_completeness_gap_validates_its_baseline():
     x = make_input("signal", batch=2)[:, :2, :5]
     with pytest.raises(sl.ParameterError, match="baseline"):
         M.completeness_gap(model, x, torch.zeros_like(x), 1, baseline=torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------- #17 one name per meaning
+def test_parameter_names_do_not_clash_with_other_components():
+    import inspect
+
+    for fn in (M.deletion_curve, M.insertion_curve, M.Deletion, M.Insertion):
+        params = inspect.signature(fn).parameters
+        assert "channel_reduction" in params and "reduce_channels" not in params  # Saliency's is a bool
+    for fn in (M.model_randomisation, M.random_logit, M.ModelRandomisation, M.RandomLogit,
+               M.faithfulness_correlation, M.FaithfulnessCorrelation):
+        params = inspect.signature(fn).parameters
+        assert "similarity" in params and "similarity_fn" not in params
+    for fn in (M.model_randomisation, M.ModelRandomisation):
+        assert "use_abs" in inspect.signature(fn).parameters  # as ClassRelevant
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    a = torch.randn_like(x)
+    mean = M.deletion_curve(model, x, a, 1, steps=4, channel_reduction="mean", progress=False)
+    torch.testing.assert_close(mean, M.deletion_curve(model, x, a.mean(1, keepdim=True), 1, steps=4, progress=False))
+    with pytest.raises(sl.ParameterError, match="channel_reduction"):
+        M.Deletion(channel_reduction="median")

@@ -58,7 +58,9 @@ class RISE(Explainer):
         constant, or a :mod:`salience.masking` substrate).
     normalization : {"p_keep", "coverage"}, default "p_keep"
         Divide by ``N * p_keep`` (the paper) or by ``sum_i M_i`` per position (Xplique's variant,
-        an estimate of E[score | position kept]).
+        an estimate of E[score | position kept]). The name follows RISE and Xplique; it picks
+        the Monte-Carlo estimator's denominator and is not a display normalisation (the map keeps
+        the score's units and sign; rescaling belongs to plotting).
     all_classes : bool, default False
         Explain every model output from the same forward passes (the original RISE's matrix
         product): values of shape (B, K, *spatial) with the channel axis ``c`` replaced by an

@@ -21,7 +21,7 @@ from ..layout import Layout, LayoutLike
 from ..masking import Constant, Substrate, as_substrate
 from ..explainers._progress import progress_bar
 from ..targets import TargetLike
-from .base import Metric, pearson, rankdata, reduce_channels, setup
+from .base import Metric, pearson, rankdata, reduce_channels as _reduce_channels, setup
 
 __all__ = [
     "deletion_curve",
@@ -274,7 +274,7 @@ def _curve(
 ) -> torch.Tensor:
     max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    units = reduce_channels(a, reduce)
+    units = _reduce_channels(a, reduce)
     unit_shape = units.shape[1:]
     ranks = _ranks(units.flatten(1))
     n_units = ranks.shape[1]
@@ -332,7 +332,7 @@ _CURVE_DOC = """
         ``"interpolate"`` and the objects of :mod:`salience.masking` (``Blur``, ``Interpolate``,
         ...); :class:`RiseBlur` (RISE's insertion start); :class:`NoisyLinearImputation` (ROAD).
         In a domain, the substrate is in coefficient space (0: zero coefficients).
-    reduce_channels : {None, "sum", "mean", "max", "absmax"}, default None
+    channel_reduction : {None, "sum", "mean", "max", "absmax"}, default None
         Reduce a channel-wise attribution to one value per position first (Xplique averages the
         channels of images: ``"mean"``).
     domain : object with ``forward(x) -> z`` and ``inverse(z) -> x``, optional
@@ -361,7 +361,7 @@ def deletion_curve(
     steps: int | None = None,
     max_fraction: float = 1.0,
     substrate: Any = 0.0,
-    reduce_channels: str | None = None,
+    channel_reduction: str | None = None,
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
@@ -373,7 +373,7 @@ def deletion_curve(
     ROAD (MoRF): ``substrate=NoisyLinearImputation()``.
     """
     return _curve("deletion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
-                  substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
+                  substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
                   batch_size=batch_size, progress=progress, owner="deletion_curve")
 
 
@@ -387,7 +387,7 @@ def insertion_curve(
     steps: int | None = None,
     max_fraction: float = 1.0,
     substrate: Any = None,
-    reduce_channels: str | None = None,
+    channel_reduction: str | None = None,
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
@@ -401,7 +401,7 @@ def insertion_curve(
     if substrate is None:
         substrate = 0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
     return _curve("insertion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
-                  substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
+                  substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
                   batch_size=batch_size, progress=progress, owner="insertion_curve")
 
 
@@ -604,7 +604,7 @@ class Deletion(_Perturbation):
         steps: int | None = None,
         max_fraction: float = 1.0,
         substrate: Any = 0.0,
-        reduce_channels: str | None = None,
+        channel_reduction: str | None = None,
         batch_size: int | None = None,
         progress: bool = True,
     ) -> None:
@@ -615,7 +615,7 @@ class Deletion(_Perturbation):
         self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
         self.max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
         self.substrate = substrate
-        self.reduce_channels = check_option(reduce_channels, "reduce_channels", owner, (None, "sum", "mean", "max", "absmax"))
+        self.channel_reduction = check_option(channel_reduction, "channel_reduction", owner, (None, "sum", "mean", "max", "absmax"))
         self.batch_size = batch_size
         self.progress = bool(progress)
 
@@ -627,7 +627,7 @@ class Deletion(_Perturbation):
               domain: Any = None, layout: LayoutLike | None = None) -> torch.Tensor:
         fn = deletion_curve if self._mode == "deletion" else insertion_curve
         return fn(model, x, attribution, target, step=self.step, steps=self.steps, max_fraction=self.max_fraction,
-                  substrate=self.substrate, reduce_channels=self.reduce_channels, domain=domain, layout=layout,
+                  substrate=self.substrate, channel_reduction=self.channel_reduction, domain=domain, layout=layout,
                   batch_size=self.batch_size, progress=self.progress)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
@@ -643,10 +643,10 @@ class Insertion(Deletion):
     _mode = "insertion"
 
     def __init__(self, *, step: int | None = None, steps: int | None = None, max_fraction: float = 1.0,
-                 substrate: Any = None, reduce_channels: str | None = None, batch_size: int | None = None,
+                 substrate: Any = None, channel_reduction: str | None = None, batch_size: int | None = None,
                  progress: bool = True) -> None:
         super().__init__(step=step, steps=steps, max_fraction=max_fraction, substrate=substrate,
-                         reduce_channels=reduce_channels, batch_size=batch_size, progress=progress)
+                         channel_reduction=channel_reduction, batch_size=batch_size, progress=progress)
 
 
 class FaithfulnessCorrelation(_Perturbation):

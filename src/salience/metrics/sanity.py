@@ -14,7 +14,8 @@ from ..errors import ParameterError
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import Class, LogProbability, Probability, Target, TargetLike, as_target
-from .base import Metric, prepare, setup, similarity, unpack
+from .base import Metric, prepare, setup, unpack
+from .base import similarity as _similarity
 from .robustness import explain_with
 
 __all__ = [
@@ -128,8 +129,8 @@ def model_randomisation(
     target: TargetLike = None,
     *,
     layers: list[str] | None = None,
-    similarity_fn: "str | Callable" = "spearman",
-    absolute: bool = False,
+    similarity: "str | Callable" = "spearman",
+    use_abs: bool = False,
     attribution: Any = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -149,9 +150,9 @@ def model_randomisation(
         None keeps the class the explainer records at ``x`` for every randomised model.
     layers : list of str, optional
         Module names to randomise, in this order (default: all, output side first).
-    similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
+    similarity : {"spearman", "pearson", "cosine"} or callable, default "spearman"
         Spearman rank correlation as Adebayo et al.; a callable maps two (B, F) tensors to (B,).
-    absolute : bool, default False
+    use_abs : bool, default False
         Compare ``|maps|`` (Adebayo et al. report both).
     attribution : Tensor or Attribution, optional
         The map of the trained model, if already computed.
@@ -175,8 +176,8 @@ def model_randomisation(
             "model_randomisation needs a salience Explainer whose model is an nn.Module. Got "
             f"{type(explainer).__name__} with model {type(model).__name__}."
         )
-    if not callable(similarity_fn):
-        check_option(similarity_fn, "similarity_fn", "model_randomisation", _SIMILARITIES)
+    if not callable(similarity):
+        check_option(similarity, "similarity", "model_randomisation", _SIMILARITIES)
     names = randomisation_layers(model) if layers is None else list(layers)
     mods = dict(model.named_modules())
     unknown = [n for n in names if n not in mods]
@@ -190,7 +191,7 @@ def model_randomisation(
         ref, explained, _ = unpack(attribution, target, None)
     target = explained if target is None else target
     ref = ref.flatten(1)
-    if absolute:
+    if use_abs:
         ref = ref.abs()
     clone = copy.deepcopy(model)
     clone_mods = dict(clone.named_modules())
@@ -200,9 +201,9 @@ def model_randomisation(
         _reinitialise(clone_mods[name], gen)
         vals, _ = explain_with(bound, x, target)
         vals = vals.flatten(1)
-        if absolute:
+        if use_abs:
             vals = vals.abs()
-        out.append(similarity(ref, vals.to(ref.dtype), similarity_fn))
+        out.append(_similarity(ref, vals.to(ref.dtype), similarity))
     return torch.stack(out, 1)
 
 
@@ -212,7 +213,7 @@ def random_logit(
     target: TargetLike = None,
     *,
     n_classes: int | None = None,
-    similarity_fn: "str | Callable" = "spearman",
+    similarity: "str | Callable" = "spearman",
     attribution: Any = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -230,7 +231,7 @@ def random_logit(
         ``Probability(other)``).
     n_classes : int, optional
         Inferred from the model output at ``x`` when the explainer is a salience Explainer.
-    similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
+    similarity : {"spearman", "pearson", "cosine"} or callable, default "spearman"
         Quantus' RandomLogit uses SSIM on images.
 
     Returns
@@ -243,8 +244,8 @@ def random_logit(
     """
     from ..explainers.smoothgrad import make_generator
 
-    if not callable(similarity_fn):
-        check_option(similarity_fn, "similarity_fn", "random_logit", _SIMILARITIES)
+    if not callable(similarity):
+        check_option(similarity, "similarity", "random_logit", _SIMILARITIES)
     x = x.detach()
     if attribution is None:
         ref, explained = explain_with(explainer, x, target)
@@ -276,7 +277,7 @@ def random_logit(
     other = (k + offset) % n_classes
     # the other class is scored as the explained one (a probability stays a probability)
     vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other)
-    return similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity_fn)
+    return _similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity)
 
 
 # ---------------------------------------------------------------------------- classes
@@ -304,18 +305,18 @@ class ModelRandomisation(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, layers: list[str] | None = None, similarity_fn: "str | Callable" = "spearman",
-                 absolute: bool = False, generator: torch.Generator | None = None) -> None:
-        if not callable(similarity_fn):
-            check_option(similarity_fn, "similarity_fn", "ModelRandomisation", _SIMILARITIES)
+    def __init__(self, *, layers: list[str] | None = None, similarity: "str | Callable" = "spearman",
+                 use_abs: bool = False, generator: torch.Generator | None = None) -> None:
+        if not callable(similarity):
+            check_option(similarity, "similarity", "ModelRandomisation", _SIMILARITIES)
         self.layers = layers
-        self.similarity_fn = similarity_fn
-        self.absolute = bool(absolute)
+        self.similarity = similarity
+        self.use_abs = bool(use_abs)
         self.generator = generator
 
     def curve(self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None) -> torch.Tensor:
-        return model_randomisation(explainer, x, target, layers=self.layers, similarity_fn=self.similarity_fn,
-                                   absolute=self.absolute, attribution=attribution, generator=self.generator)
+        return model_randomisation(explainer, x, target, layers=self.layers, similarity=self.similarity,
+                                   use_abs=self.use_abs, attribution=attribution, generator=self.generator)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
@@ -330,16 +331,16 @@ class RandomLogit(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_classes: int | None = None, similarity_fn: "str | Callable" = "spearman",
+    def __init__(self, *, n_classes: int | None = None, similarity: "str | Callable" = "spearman",
                  generator: torch.Generator | None = None) -> None:
-        if not callable(similarity_fn):
-            check_option(similarity_fn, "similarity_fn", "RandomLogit", _SIMILARITIES)
+        if not callable(similarity):
+            check_option(similarity, "similarity", "RandomLogit", _SIMILARITIES)
         self.n_classes = n_classes
-        self.similarity_fn = similarity_fn
+        self.similarity = similarity
         self.generator = generator
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
-        return random_logit(explainer, x, target, n_classes=self.n_classes, similarity_fn=self.similarity_fn,
+        return random_logit(explainer, x, target, n_classes=self.n_classes, similarity=self.similarity,
                             attribution=attribution, generator=self.generator)

@@ -146,3 +146,88 @@ def test_parameter_names_do_not_clash_with_other_components():
     torch.testing.assert_close(mean, M.deletion_curve(model, x, a.mean(1, keepdim=True), 1, steps=4, progress=False))
     with pytest.raises(sl.ParameterError, match="channel_reduction"):
         M.Deletion(channel_reduction="median")
+
+
+# ---------------------------------------------------------------------------- #15 one row builder
+def test_tensor_substrate_is_a_reference_for_metrics_and_explainers():
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    a = torch.randn_like(x)
+    ref = torch.randn_like(x)  # one reference per sample
+    curve = M.deletion_curve(model, x, a, 1, steps=5, substrate=ref, progress=False)
+    assert torch.equal(curve, M.deletion_curve(model, x, a, 1, steps=5, substrate=sl.masking.Reference(ref),
+                                               progress=False))
+    # by hand: the last state replaces everything with the reference
+    torch.testing.assert_close(curve[:, -1], model(ref)[:, 1])
+    occ = sl.Occlusion(model, window={"t": 4}, substrate=ref[:1], progress=False).explain(x, 1)
+    occ_ref = sl.Occlusion(model, window={"t": 4}, substrate=sl.masking.Reference(ref[:1]), progress=False)
+    assert torch.equal(occ.values, occ_ref.explain(x, 1).values)
+
+
+@pytest.mark.parametrize("substrate", [0.0, 0.3, "mean", "interpolate", sl.masking.Blur(1.0)])
+def test_filler_bool_and_float_masks_agree(substrate):
+    from salience.masking import Filler
+
+    x = make_input("signal", batch=3)
+    keep = torch.rand(5, 1, x.shape[-1], generator=torch.Generator().manual_seed(0)) > 0.5
+    f = Filler(x, substrate, "b c t")
+    idx = torch.tensor([0, 2, 2, 1, 0])
+    exact = f(idx, keep)
+    torch.testing.assert_close(f(idx, keep.to(x.dtype)), exact, rtol=0, atol=1e-12)
+    # a run of masks against one sample equals the per-row form
+    torch.testing.assert_close(f(2, keep.to(x.dtype)), f(torch.full((5,), 2), keep.to(x.dtype)), rtol=0, atol=0)
+    torch.testing.assert_close(exact[keep.expand_as(exact)], x[idx][keep.expand_as(exact)], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------- #19 progress bars
+@pytest.mark.parametrize("enabled", [True, False])
+def test_progress_bars_on_faithfulness_correlation_and_sensitivity(enabled, capsys):
+    pytest.importorskip("tqdm")
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    a = torch.randn_like(x)
+    M.FaithfulnessCorrelation(n_runs=3, subset_size=4, generator=torch.Generator().manual_seed(0),
+                              progress=enabled)(model, x, a, 1)
+    M.MaxSensitivity(n_perturbations=2, generator=torch.Generator().manual_seed(0), progress=enabled)(
+        model, x, a, 1, explainer=sl.Gradient(model))
+    err = capsys.readouterr().err
+    assert ("faithfulness_correlation" in err and "max_sensitivity" in err) == enabled
+    assert (err == "") == (not enabled)
+
+
+def test_sensitivity_does_not_depend_on_how_perturbations_are_grouped():
+    model = cnn(1)
+    x = make_input("signal", batch=2)
+    kw = dict(n_perturbations=5, radius=0.1, progress=False)
+    one = M.avg_sensitivity(sl.Gradient(model, batch_size=2), x, 1, generator=torch.Generator().manual_seed(0), **kw)
+    all_ = M.avg_sensitivity(sl.Gradient(model), x, 1, generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(one, all_, rtol=1e-12, atol=1e-12)
+    assert bool((one > 0).all())
+
+
+# ---------------------------------------------------------------------------- #20 validated parameters
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: M.MaxSensitivity(norm="l2"), "norm"),
+        (lambda: M.MaxSensitivity(normalize="yes"), "normalize"),
+        (lambda: M.AvgSensitivity(generator=0), "generator"),
+        (lambda: M.Deletion(batch_size=0), "batch_size"),
+        (lambda: M.Deletion(substrate="median"), "substrate"),
+        (lambda: M.Insertion(progress=1), "progress"),
+        (lambda: M.FaithfulnessCorrelation(similarity="kendall"), "similarity"),
+        (lambda: M.FaithfulnessCorrelation(batch_size=-1), "batch_size"),
+        (lambda: M.FaithfulnessCorrelation(substrate=object()), "substrate"),
+        (lambda: M.Infidelity(perturbation=3), "perturbation"),
+        (lambda: M.Infidelity(normalize=None), "normalize"),
+        (lambda: M.Infidelity(batch_size=1.5), "batch_size"),
+        (lambda: M.ModelRandomisation(use_abs="no"), "use_abs"),
+        (lambda: M.ModelRandomisation(layers="0"), "layers"),
+        (lambda: M.ModelRandomisation(generator=1), "generator"),
+        (lambda: M.RandomLogit(n_classes=1), "n_classes"),
+        (lambda: M.RandomLogit(similarity="kendall"), "similarity"),
+    ],
+)
+def test_metric_classes_validate_in_init(make, match):
+    with pytest.raises(sl.ParameterError, match=match):
+        make()

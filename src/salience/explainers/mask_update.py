@@ -10,7 +10,7 @@ from .._engine import ScoreFunction
 from .._validation import check_float, check_int, check_option
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
-from ..masking import Constant, GridMasker, SubstrateLike, fill
+from ..masking import Filler, GridMasker, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import check_bool, check_generator, check_substrate
 from ._progress import progress_bar
@@ -145,8 +145,7 @@ class MaskUpdate(Explainer):
         b, c = x.shape[0], self.n_chains
         r = b * c
         grid = self.masker.resolve(x.shape[1:], lay)
-        sub = self.substrate
-        base = None if sub.needs_mask else sub(x, lay)
+        filler = Filler(x, self.substrate, lay, self.name)
         dtype = x.dtype
         # chain j of sample i is row i * c + j
         u = torch.rand((r, *grid.grid_shape), generator=gen, device=gen.device, dtype=torch.float64)
@@ -156,20 +155,10 @@ class MaskUpdate(Explainer):
         p_prev = torch.zeros(r, dtype=dtype, device=x.device)
         cell_view = (r,) + (1,) * len(grid.grid_shape)
 
-        # one copy of each sample per chain (c = 1: no copy); rows are x*m + (1-m)*base
-        xr = x if c == 1 else x.repeat_interleave(c, 0)
-        if base is not None:
-            zero = isinstance(sub, Constant) and sub.value == 0.0
-            base_r = base if c == 1 else base.repeat_interleave(c, 0)
-            diff_r = xr if zero else xr - base_r
-
+        # chain j of sample i is row i * c + j; every chain of a sample shares its substrate
         def rows(start: int, stop: int) -> torch.Tensor:
-            m = masks[start:stop]
-            if base is None:
-                return fill(xr[start:stop], m, sub, lay)
-            if zero:
-                return diff_r[start:stop] * m
-            return torch.addcmul(base_r[start:stop], m, diff_r[start:stop])
+            index = slice(start, stop) if c == 1 else torch.arange(start, stop, device=x.device) // c
+            return filler(index, masks[start:stop])
 
         with progress_bar(self.n_steps, "MaskUpdate steps", self.progress) as bar:
             for _ in range(self.n_steps):

@@ -9,7 +9,7 @@ import torch
 from .._engine import ScoreFunction
 from ..errors import ParameterError
 from ..layout import LayoutLike
-from ..masking import Masker, SlidingWindow, SubstrateLike
+from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import block_size, check_bool, check_masker, check_substrate, masked_scores
 from ._progress import progress_bar
@@ -97,8 +97,7 @@ class Occlusion(Explainer):
         lay = score.layout
         plan = self.masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
         n = plan.n
-        sub = self.substrate
-        base = None if sub.needs_mask else sub(x, lay)
+        filler = Filler(x, self.substrate, lay, self.name)
         b = x.shape[0]
         s0 = score.input_values().to(x.dtype).reshape(b, 1)
         acc = torch.zeros((b, *plan.shape), dtype=x.dtype, device=x.device)
@@ -107,7 +106,7 @@ class Occlusion(Explainer):
         with progress_bar(n, "Occlusion windows", self.progress) as bar:
             for k0 in range(0, n, block):
                 masks = plan(k0, min(n, k0 + block))
-                drop = s0 - masked_scores(x, score, masks, sub, base)  # (B, K)
+                drop = s0 - masked_scores(score, masks, filler)  # (B, K)
                 occluded = 1 - masks
                 acc += torch.tensordot(drop, occluded, dims=([1], [0]))
                 count += occluded.sum(0)

@@ -10,7 +10,7 @@ from .._engine import ScoreFunction
 from .._validation import check_int, check_option
 from ..errors import ParameterError
 from ..layout import LayoutLike
-from ..masking import GridMasker, Masker, SubstrateLike
+from ..masking import Filler, GridMasker, Masker, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import (
     block_size,
@@ -153,8 +153,7 @@ class RISE(Explainer):
                     f"shape {plan.shape}."
                 )
             out_layout = lay.replace("c", "k")
-        sub = self.substrate
-        base = None if sub.needs_mask else sub(x, lay)
+        filler = Filler(x, self.substrate, lay, self.name)
         b = x.shape[0]
         acc: torch.Tensor | None = None
         cover = torch.zeros(plan.shape, dtype=x.dtype, device=x.device)
@@ -164,13 +163,13 @@ class RISE(Explainer):
             for k0 in range(0, n, block):
                 masks = plan(k0, min(n, k0 + block))
                 if self.all_classes:
-                    o = masked_scores(x, score, masks, sub, base, outputs=True)  # (B, K, *O)
+                    o = masked_scores(score, masks, filler, outputs=True)  # (B, K, *O)
                     o = o.reshape(b, masks.shape[0], -1)
                     # (B, O, *mask_shape without c): the output axis takes the channel's place
                     m = masks.squeeze(1 + c_axis)  # type: ignore[operator]
                     part = torch.tensordot(o.transpose(1, 2), m, dims=([2], [0])).movedim(1, 1 + c_axis)  # type: ignore[operator]
                 else:
-                    s = masked_scores(x, score, masks, sub, base)  # (B, K)
+                    s = masked_scores(score, masks, filler)  # (B, K)
                     part = torch.tensordot(s, masks, dims=([1], [0]))
                 acc = part if acc is None else acc + part
                 cover += masks.sum(0)

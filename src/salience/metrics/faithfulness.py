@@ -14,11 +14,12 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_float, check_int, check_option
+from .._validation import check_batch_size, check_float, check_int, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
-from ..masking import Constant, Substrate, as_substrate
+from ..masking import Filler, Substrate, as_substrate
+from ..explainers._perturbation import check_bool, check_generator
 from ..explainers._progress import progress_bar
 from ..targets import TargetLike
 from .base import Metric, pearson, rankdata, reduce_channels as _reduce_channels, setup
@@ -203,33 +204,6 @@ class NoisyLinearImputation(Substrate):
         return f"NoisyLinearImputation(noise={self.noise!r})"
 
 
-def _substrate(substrate: Any, owner: str) -> Any:
-    """A tensor broadcastable to the input, or a :class:`~salience.masking.Substrate`
-    (coerced by :func:`~salience.masking.as_substrate` from a float or a name)."""
-    if isinstance(substrate, torch.Tensor):
-        return substrate
-    return as_substrate(substrate, owner)
-
-
-def _full_substrate(sub: Any, x: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor | None:
-    """The substrate for all of ``x`` when it does not depend on the mask, else None."""
-    if isinstance(sub, torch.Tensor):
-        sub = sub.to(device=x.device, dtype=x.dtype)
-        try:
-            return sub.expand(x.shape)
-        except RuntimeError as err:
-            raise ShapeError(
-                f"{owner}: a substrate tensor of shape {tuple(sub.shape)} does not broadcast to the "
-                f"input's shape {tuple(x.shape)}."
-            ) from err
-    if getattr(sub, "needs_mask", False):
-        return None
-    out = sub(x, layout, None)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        raise ShapeError(f"{owner}: the substrate must return a tensor of the input's shape {tuple(x.shape)}.")
-    return out.to(dtype=x.dtype)
-
-
 # ---------------------------------------------------------------------------- deletion / insertion
 def _schedule(n_units: int, step: int | None, steps: int | None, max_fraction: float, owner: str) -> torch.Tensor:
     """Number of units changed at each recorded state (RISE ``step`` or Xplique ``steps``)."""
@@ -280,9 +254,7 @@ def _curve(
     n_units = ranks.shape[1]
     counts = _schedule(n_units, step, steps, max_fraction, owner).to(space.device)
     k = counts.shape[0]
-    sub = _substrate(substrate, owner)
-    const = sub.value if isinstance(sub, Constant) else None
-    full = None if const is not None else _full_substrate(sub, space, lay, owner)
+    filler = Filler(space, substrate, lay, owner)
     deletion = mode == "deletion"
     bar = progress_bar(space.shape[0] * k, mode, progress)
 
@@ -291,15 +263,7 @@ def _curve(
         r = torch.arange(start, stop, device=space.device)
         b, i = r // k, r % k
         changed = (ranks[b] < counts[i, None]).reshape(-1, *unit_shape)
-        xb = space[b]  # a fresh tensor: filling it in place is safe
-        if const is not None:
-            return xb.masked_fill_(changed if deletion else ~changed, const)
-        if full is not None:
-            sb = full[b]
-        else:
-            keep = ~changed if deletion else changed
-            sb = sub(xb, lay, torch.broadcast_to(keep, xb.shape).to(xb.dtype))
-        return torch.where(changed, sb, xb) if deletion else torch.where(changed, xb, sb)
+        return filler(b, ~changed if deletion else changed)
 
     with bar:
         return score.values(make, n=k)
@@ -439,6 +403,12 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- faithfulness correlation
+def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
+    if callable(similarity):
+        return similarity
+    return check_option(similarity, "similarity", owner, ("pearson", "spearman"))
+
+
 def faithfulness_correlation(
     model: Any,
     x: torch.Tensor,
@@ -453,6 +423,7 @@ def faithfulness_correlation(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Faithfulness correlation: do attribution sums predict the score drop of random subsets?
 
@@ -471,6 +442,8 @@ def faithfulness_correlation(
     generator : torch.Generator, optional
         Subsets are drawn per sample as ``torch.rand((n_runs, n_units), generator=generator)
         .argsort(-1)[:, :subset_size]``, sample after sample.
+    progress : bool, default True
+        Show a tqdm bar over the scored rows (if tqdm is installed).
 
     Returns
     -------
@@ -485,6 +458,8 @@ def faithfulness_correlation(
 
     owner = "faithfulness_correlation"
     n_runs = check_int(n_runs, "n_runs", owner, low=2)
+    similarity = _check_similarity(similarity, owner)
+    progress = check_bool(progress, "progress", owner)
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     flat = a.flatten(1)
     n_units = flat.shape[1]
@@ -495,25 +470,23 @@ def faithfulness_correlation(
         [torch.rand((n_runs, n_units), generator=gen, device=gen.device).argsort(-1)[:, :subset_size] for _ in range(b)]
     ).to(space.device)  # (B, n_runs, k)
     sums = flat.gather(1, idx.reshape(b, -1)).reshape(b, n_runs, subset_size).sum(-1)
-    sub = _substrate(substrate, owner)
-    full = _full_substrate(sub, space, lay, owner)
+    filler = Filler(space, substrate, lay, owner)
     unit_shape = a.shape[1:]
+    bar = progress_bar(b * n_runs, owner, progress)
 
     def make(start: int, stop: int) -> torch.Tensor:
+        bar.update(stop - start)
         r = torch.arange(start, stop, device=space.device)
         s, i = r // n_runs, r % n_runs
         removed = torch.zeros((r.shape[0], n_units), dtype=torch.bool, device=space.device)
         removed.scatter_(1, idx[s, i], True)
-        removed = removed.reshape(-1, *unit_shape)
-        xb = space[s]
-        sb = full[s] if full is not None else sub(xb, lay, torch.broadcast_to(~removed, xb.shape).to(xb.dtype))
-        return torch.where(removed, sb, xb)
+        return filler(s, ~removed.reshape(-1, *unit_shape))
 
-    drops = score.input_values()[:, None] - score.values(make, n=n_runs)
+    with bar:
+        drops = score.input_values()[:, None] - score.values(make, n=n_runs)
     if callable(similarity):
         return similarity(sums, drops)
-    kind = check_option(similarity, "similarity", owner, ("pearson", "spearman"))
-    if kind == "spearman":
+    if similarity == "spearman":
         return pearson(rankdata(sums), rankdata(drops))
     return pearson(sums, drops)
 
@@ -614,10 +587,11 @@ class Deletion(_Perturbation):
         self.step = None if step is None else check_int(step, "step", owner, low=1)
         self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
         self.max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
-        self.substrate = substrate
+        # None: the insertion default (RiseBlur in input space, zero coefficients in a domain)
+        self.substrate = None if substrate is None else as_substrate(substrate, owner)
         self.channel_reduction = check_option(channel_reduction, "channel_reduction", owner, (None, "sum", "mean", "max", "absmax"))
-        self.batch_size = batch_size
-        self.progress = bool(progress)
+        self.batch_size = check_batch_size(batch_size, owner)
+        self.progress = check_bool(progress, "progress", owner)
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
@@ -657,21 +631,22 @@ class FaithfulnessCorrelation(_Perturbation):
 
     def __init__(self, *, n_runs: int = 100, subset_size: int = 224, substrate: Any = 0.0,
                  similarity: str | Callable = "pearson", generator: torch.Generator | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, progress: bool = True) -> None:
         owner = type(self).__name__
         self.n_runs = check_int(n_runs, "n_runs", owner, low=2)
         self.subset_size = check_int(subset_size, "subset_size", owner, low=1)
-        self.substrate = substrate
-        self.similarity = similarity
-        self.generator = generator
-        self.batch_size = batch_size
+        self.substrate = as_substrate(substrate, owner)
+        self.similarity = _check_similarity(similarity, owner)
+        self.generator = check_generator(generator, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
+        self.progress = check_bool(progress, "progress", owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
         return faithfulness_correlation(model, x, attribution, target, n_runs=self.n_runs,
                                         subset_size=self.subset_size, substrate=self.substrate,
                                         similarity=self.similarity, generator=self.generator, domain=domain,
-                                        batch_size=self.batch_size)
+                                        batch_size=self.batch_size, progress=self.progress)
 
 
 class Infidelity(_Perturbation):
@@ -686,10 +661,15 @@ class Infidelity(_Perturbation):
         owner = type(self).__name__
         self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
         self.std = check_float(std, "std", owner, low=0.0)
+        if perturbation is not None and not callable(perturbation):
+            raise ParameterError(
+                f"The 'perturbation' parameter of {owner} must be None or a callable (x, n, generator) -> "
+                f"perturbations. Got {type(perturbation).__name__} instead."
+            )
         self.perturbation = perturbation
-        self.normalize = bool(normalize)
-        self.generator = generator
-        self.batch_size = batch_size
+        self.normalize = check_bool(normalize, "normalize", owner)
+        self.generator = check_generator(generator, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

@@ -8,9 +8,10 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_batch_size, check_option
+from .._validation import check_batch_size, check_int, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError
+from ..explainers._perturbation import check_bool, check_generator
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import Class, LogProbability, Probability, Target, TargetLike, as_target
@@ -29,6 +30,23 @@ __all__ = [
 ]
 
 _SIMILARITIES = ("spearman", "pearson", "cosine")
+
+
+def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
+    if callable(similarity):
+        return similarity
+    return check_option(similarity, "similarity", owner, _SIMILARITIES)
+
+
+def _check_layers(layers: Any, owner: str) -> list[str] | None:
+    if layers is None:
+        return None
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+        raise ParameterError(
+            f"The 'layers' parameter of {owner} must be None or a list of module names such as "
+            f"['2', '0']. Got {layers!r} instead."
+        )
+    return list(layers)
 
 
 def completeness_gap(
@@ -176,9 +194,11 @@ def model_randomisation(
             "model_randomisation needs a salience Explainer whose model is an nn.Module. Got "
             f"{type(explainer).__name__} with model {type(model).__name__}."
         )
-    if not callable(similarity):
-        check_option(similarity, "similarity", "model_randomisation", _SIMILARITIES)
-    names = randomisation_layers(model) if layers is None else list(layers)
+    owner = "model_randomisation"
+    similarity = _check_similarity(similarity, owner)
+    use_abs = check_bool(use_abs, "use_abs", owner)
+    layers = _check_layers(layers, owner)
+    names = randomisation_layers(model) if layers is None else layers
     mods = dict(model.named_modules())
     unknown = [n for n in names if n not in mods]
     if unknown:
@@ -244,8 +264,9 @@ def random_logit(
     """
     from ..explainers.smoothgrad import make_generator
 
-    if not callable(similarity):
-        check_option(similarity, "similarity", "random_logit", _SIMILARITIES)
+    similarity = _check_similarity(similarity, "random_logit")
+    if n_classes is not None:
+        n_classes = check_int(n_classes, "n_classes", "random_logit", low=2)
     x = x.detach()
     if attribution is None:
         ref, explained = explain_with(explainer, x, target)
@@ -307,12 +328,11 @@ class ModelRandomisation(Metric):
 
     def __init__(self, *, layers: list[str] | None = None, similarity: "str | Callable" = "spearman",
                  use_abs: bool = False, generator: torch.Generator | None = None) -> None:
-        if not callable(similarity):
-            check_option(similarity, "similarity", "ModelRandomisation", _SIMILARITIES)
-        self.layers = layers
-        self.similarity = similarity
-        self.use_abs = bool(use_abs)
-        self.generator = generator
+        owner = type(self).__name__
+        self.layers = _check_layers(layers, owner)
+        self.similarity = _check_similarity(similarity, owner)
+        self.use_abs = check_bool(use_abs, "use_abs", owner)
+        self.generator = check_generator(generator, owner)
 
     def curve(self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None) -> torch.Tensor:
         return model_randomisation(explainer, x, target, layers=self.layers, similarity=self.similarity,
@@ -333,11 +353,10 @@ class RandomLogit(Metric):
 
     def __init__(self, *, n_classes: int | None = None, similarity: "str | Callable" = "spearman",
                  generator: torch.Generator | None = None) -> None:
-        if not callable(similarity):
-            check_option(similarity, "similarity", "RandomLogit", _SIMILARITIES)
-        self.n_classes = n_classes
-        self.similarity = similarity
-        self.generator = generator
+        owner = type(self).__name__
+        self.n_classes = None if n_classes is None else check_int(n_classes, "n_classes", owner, low=2)
+        self.similarity = _check_similarity(similarity, owner)
+        self.generator = check_generator(generator, owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

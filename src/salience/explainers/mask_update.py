@@ -111,7 +111,9 @@ class MaskUpdate(Explainer):
         super().__init__(model, batch_size=batch_size, layout=layout)
         owner = type(self).__name__
         self.n_steps = check_int(n_steps, "n_steps", owner, low=1)
-        self.masker = GridMasker(cells, shift=check_bool(shift, "shift", owner))
+        self.cells = cells
+        self.shift = check_bool(shift, "shift", owner)
+        self._masker()  # validates cells
         self.init_keep = check_float(init_keep, "init_keep", owner, low=0.0, high=1.0)
         self.lr = check_float(lr, "lr", owner, low=0.0, high=1.0)
         self.offset = check_float(offset, "offset", owner)
@@ -123,7 +125,11 @@ class MaskUpdate(Explainer):
         self.progress = check_bool(progress, "progress", owner)
 
     def __repr__(self) -> str:
-        return f"MaskUpdate(n_steps={self.n_steps}, cells={self.masker.cells!r}, n_chains={self.n_chains})"
+        return f"MaskUpdate(n_steps={self.n_steps}, cells={self.cells!r}, n_chains={self.n_chains})"
+
+    def _masker(self) -> GridMasker:
+        """The grid of cells (its ``p_keep`` is unused: the chain sets the cells)."""
+        return GridMasker(self.cells, shift=self.shift)
 
     def _probability(self, s: torch.Tensor) -> torch.Tensor:
         if self.link == "sigmoid":
@@ -144,7 +150,7 @@ class MaskUpdate(Explainer):
         lay = score.layout
         b, c = x.shape[0], self.n_chains
         r = b * c
-        grid = self.masker.resolve(x.shape[1:], lay)
+        grid = self._masker().resolve(x.shape[1:], lay)
         filler = Filler(x, self.substrate, lay, self.name)
         dtype = x.dtype
         # chain j of sample i is row i * c + j

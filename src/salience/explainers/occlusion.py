@@ -79,23 +79,30 @@ class Occlusion(Explainer):
         if masker is None:
             if window is None:
                 raise ParameterError(f"{owner} needs window=... (e.g. {{'t': 25}}) or masker=... .")
-            masker = SlidingWindow(window, stride)
         else:
             masker = check_masker(masker, owner)
             if window is not None or stride is not None:
                 raise ParameterError(f"{owner}: pass either window/stride or masker=..., not both.")
             if masker.is_random:
                 raise ParameterError(f"{owner} needs a deterministic masker; {masker!r} is random (use RISE).")
+        self.window = window
+        self.stride = stride
         self.masker = masker
         self.substrate = check_substrate(substrate, owner)
         self.progress = check_bool(progress, "progress", owner)
+        self._masker()  # validates window and stride
+
+    def _masker(self) -> Masker:
+        """The masker in use: ``masker``, or the sliding window built from ``window``/``stride``."""
+        return self.masker if self.masker is not None else SlidingWindow(self.window, self.stride)
 
     def __repr__(self) -> str:
-        return f"Occlusion(masker={self.masker!r}, substrate={self.substrate!r})"
+        return f"Occlusion(masker={self._masker()!r}, substrate={self.substrate!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         lay = score.layout
-        plan = self.masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
+        masker = self._masker()
+        plan = masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
         n = plan.n
         filler = Filler(x, self.substrate, lay, self.name)
         b = x.shape[0]
@@ -112,4 +119,4 @@ class Occlusion(Explainer):
                 count += occluded.sum(0)
                 bar.update(masks.shape[0])
         values = torch.where(count > 0, acc / count.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
-        return Parts(values, info={"n_windows": n, "masker": repr(self.masker)})
+        return Parts(values, info={"n_windows": n, "masker": repr(masker)})

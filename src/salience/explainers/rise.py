@@ -116,32 +116,41 @@ class RISE(Explainer):
         super().__init__(model, batch_size=batch_size, layout=layout)
         owner = type(self).__name__
         self.n_masks = check_int(n_masks, "n_masks", owner, low=1)
-        if masker is None:
-            masker = GridMasker(cells, p_keep=p_keep, shift=shift)
-        else:
+        if masker is not None:
             masker = check_masker(masker, owner)
             if cells is not None:
                 raise ParameterError(f"{owner}: pass either cells=... or masker=..., not both.")
+        self.cells = cells
+        self.p_keep = p_keep
+        self.shift = shift
         self.masker = masker
         self.substrate = check_substrate(substrate, owner)
         self.normalization = check_option(normalization, "normalization", owner, ("p_keep", "coverage"))
-        if self.normalization == "p_keep" and getattr(masker, "p_keep", None) is None:
+        built = self._masker()  # validates cells, p_keep and shift
+        if self.normalization == "p_keep" and getattr(built, "p_keep", None) is None:
             raise ParameterError(
                 f"{owner}: normalization='p_keep' needs a random masker with a p_keep attribute; "
-                f"{masker!r} has none. Use normalization='coverage'."
+                f"{built!r} has none. Use normalization='coverage'."
             )
         self.all_classes = check_bool(all_classes, "all_classes", owner)
         self.generator = check_generator(generator, owner)
         self.progress = check_bool(progress, "progress", owner)
 
+    def _masker(self) -> Masker:
+        """The masker in use: ``masker``, or the grid built from ``cells``/``p_keep``/``shift``."""
+        if self.masker is not None:
+            return self.masker
+        return GridMasker(self.cells, p_keep=self.p_keep, shift=self.shift)
+
     def __repr__(self) -> str:
-        return f"RISE(n_masks={self.n_masks}, masker={self.masker!r}, substrate={self.substrate!r})"
+        return f"RISE(n_masks={self.n_masks}, masker={self._masker()!r}, substrate={self.substrate!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         gen = make_generator(self.generator)
         lay = score.layout
         n = self.n_masks
-        plan = self.masker.plan(x.shape[1:], lay, n, generator=gen, device=x.device, dtype=x.dtype)
+        masker = self._masker()
+        plan = masker.plan(x.shape[1:], lay, n, generator=gen, device=x.device, dtype=x.dtype)
         n = plan.n
         out_layout = None
         if self.all_classes:
@@ -176,8 +185,8 @@ class RISE(Explainer):
                 bar.update(masks.shape[0])
         assert acc is not None  # n >= 1  # noqa: S101
         if self.normalization == "p_keep":
-            values = acc / (n * float(self.masker.p_keep))  # type: ignore[attr-defined]
+            values = acc / (n * float(masker.p_keep))  # type: ignore[attr-defined]
         else:
             values = torch.where(cover > 0, acc / cover.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
-        info = {"n_masks": n, "masker": repr(self.masker), "normalization": self.normalization}
+        info = {"n_masks": n, "masker": repr(masker), "normalization": self.normalization}
         return Parts(values, layout=out_layout, info=info)

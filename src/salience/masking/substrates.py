@@ -162,8 +162,8 @@ class Blur(Substrate):
     def __init__(
         self,
         sigma: Union[float, Mapping[str, float]] = 5.0,
-        axes: tuple[str, ...] | list[str] | None = None,
         *,
+        axes: tuple[str, ...] | list[str] | None = None,
         truncate: float = 4.0,
         radius: int | None = None,
         padding: str = "reflect",
@@ -239,7 +239,7 @@ class Noise(Substrate):
 
     is_random = True
 
-    def __init__(self, std: float = 1.0, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
+    def __init__(self, std: float = 1.0, *, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
         self.std = check_float(std, "std", "Noise", low=0.0)
         self.mean = check_float(mean, "mean", "Noise")
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -278,7 +278,7 @@ class Interpolate(Substrate):
 
     needs_mask = True
 
-    def __init__(self, axis: str | None = None, threshold: float = 0.5) -> None:
+    def __init__(self, axis: str | None = None, *, threshold: float = 0.5) -> None:
         if axis is not None and not isinstance(axis, str):
             raise ParameterError(f"The 'axis' parameter of Interpolate must be an axis name. Got {axis!r} instead.")
         self.axis = axis

@@ -59,7 +59,7 @@ class RiseBlur(Substrate):
     needs_mask: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
 
-    def __init__(self, sigma: float = 5.0, size: int = 11) -> None:
+    def __init__(self, sigma: float = 5.0, *, size: int = 11) -> None:
         self.sigma = check_float(sigma, "sigma", "RiseBlur", low=0.0, closed="neither")
         self.size = check_int(size, "size", "RiseBlur", low=1)
         if self.size % 2 == 0:

@@ -70,7 +70,8 @@ CORE: list[Case] = [
 from cases_cam import CAM  # noqa: E402
 from cases_classrel import CLASSREL  # noqa: E402
 from cases_domains import DOMAIN_CASES  # noqa: E402
+from cases_integration import INTEGRATION  # noqa: E402
 from cases_modbp import MODBP  # noqa: E402
 from cases_perturbation import PERTURBATION  # noqa: E402
 
-EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION, *DOMAIN_CASES, *MODBP]
+EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION, *DOMAIN_CASES, *MODBP, *INTEGRATION]

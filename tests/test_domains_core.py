@@ -329,6 +329,64 @@ def test_sklearn_fastica_dataset_and_sample_modes():
         assert per_sample.delta.abs().max() < 1e-3
 
 
+def test_ica_fits_never_touch_numpys_global_rng():
+    """Review #3: FastICA fits draw their seed from generator= (or random_state), never from
+    numpy's global RNG, also for an unfitted estimator given as ``ica``."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    import numpy as np
+    from sklearn.decomposition import FastICA
+
+    x = _x(b=2, c=2, t=64)
+    model = cnn(1, in_channels=2)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.random.seed(123)
+        before = np.random.get_state()
+        a = sl.ICAIG(model, n_steps=2, generator=gen()).explain(x, target=1)
+        b = sl.ICAIG(model, FastICA(whiten="unit-variance"), n_steps=2, generator=gen()).explain(x, target=1)
+        sl.ICAIG(model, n_steps=2).explain(x, target=1)
+        sl.ICA(mode="dataset").fit(x)
+        after = np.random.get_state()
+    assert np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    torch.testing.assert_close(a.values, b.values, rtol=0, atol=0)  # same seeds, same fits
+    with pytest.raises(sl.ParameterError, match="random_state.*generator"):
+        sl.ICA(random_state=0, generator=gen())
+    with pytest.raises(sl.ParameterError, match="generator"):
+        sl.ICAIG(model, generator=3)
+
+
+def test_into_is_shared_by_in_domain_and_metrics_and_keeps_the_residual():
+    """Review #7: one implementation of "explain inside a domain" (domains.base.into); for a
+    lossy domain g(forward(x)) == f(x) through the residual, for Domain and duck-typed objects."""
+    from salience._engine import make_score
+    from salience.domains.base import into
+
+    model, x = cnn(1), _x()
+    lay = sl.Layout("b c t")
+    lossy = LOSSY["ICA-lossy"]()
+
+    class Duck:  # forward/inverse only, lossy through the bound domain's matrices
+        def __init__(self, d):
+            self.d = d
+
+        def forward(self, v):
+            return self.d.forward(v)
+
+        def inverse(self, z):
+            return self.d.inverse(z)
+
+    for dom in (lossy, Duck(lossy.bind(x, lay))):
+        score = make_score(model, x, 2, batch_size=None, layout=lay, owner="test")
+        z, zl, g, bound = into(score, x, dom, lay)
+        assert zl.ndim == z.ndim and not bound.exact
+        torch.testing.assert_close(g.values(z.unsqueeze(1))[:, 0], model(x)[:, 2].detach(), rtol=0, atol=1e-12)
+    ours = sl.InDomain(sl.Gradient(model), lossy).explain(x, target=2)
+    torch.testing.assert_close(ours.scores, model(x)[:, 2].detach(), rtol=0, atol=1e-12)
+
+
 # ---------------------------------------------------------------- bands
 def test_aggregate_bands_conventions():
     fs, t = 64.0, 128
@@ -413,7 +471,7 @@ class _TwoTargets(sl.Explainer):
         xx = x.repeat_interleave(2, 0)
         sm = score.sample_map.repeat_interleave(2)
         rows = torch.arange(b, device=x.device).repeat_interleave(2) if self.rows else None
-        return score.retarget(score.target, xx, sm, rows=rows).gradient_at_input()[0::2]
+        return score.retarget(score.target, xx, sm, parents=rows).gradient_at_input()[0::2]
 
 
 def test_retarget_inside_domain_uses_parent_points():
@@ -428,5 +486,5 @@ def test_retarget_inside_domain_uses_parent_points():
     b = sl.SmoothGrad(sl.InDomain(sl.Gradient(model), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
     torch.testing.assert_close(a.values, b.values, rtol=0, atol=1e-13)
     # noisy copies are not one point per sample: the parent points must be given
-    with pytest.raises(sl.CompositionError, match="rows="):
+    with pytest.raises(sl.CompositionError, match="parents="):
         sl.SmoothGrad(sl.InDomain(_TwoTargets(model, False), lossy()), n_samples=2, generator=gen()).explain(x, target=2)

@@ -66,6 +66,7 @@ from . import metrics
 from .metrics import evaluate
 from .targets import (
     Class,
+    ClassTarget,
     Contrast,
     LogProbability,
     Output,
@@ -131,6 +132,7 @@ __all__ = [
     # targets
     "Target",
     "Class",
+    "ClassTarget",
     "Output",
     "Contrast",
     "Probability",

@@ -131,8 +131,9 @@ class ScoreFunction:
     batch_size : int or None
         Maximum rows per model call; None picks :func:`default_batch_size`.
     sample_map : Tensor of shape (B,), optional
-        The original sample of each row of ``input`` (what ``model_fn`` receives); default
-        ``arange(B)``.
+        The original sample of each row of ``input`` (recorded for bookkeeping and the default
+        ``target_map``; ``model_fn`` receives positions in ``input``, see the module docstring);
+        default ``arange(B)``.
     target_map : Tensor of shape (B,), optional
         The index handed to ``target`` for each row; default ``sample_map``.
     """
@@ -173,16 +174,22 @@ class ScoreFunction:
         # scores at the explained point; shared with score functions made by `under`
         self._cache: dict[str, torch.Tensor] = {} if cache is None else cache
 
-    @property
-    def _input_values(self) -> torch.Tensor | None:
-        return self._cache.get("input_values")
+    def record_input_values(self, values: torch.Tensor) -> torch.Tensor:
+        """Record the scores at the explained point, shape (B,), unless some are cached already.
 
-    @_input_values.setter
-    def _input_values(self, value: torch.Tensor | None) -> None:
-        if value is None:
-            self._cache.pop("input_values", None)
-        else:
-            self._cache["input_values"] = value
+        For methods whose model calls include the explained point itself (the last step of an
+        IG path, a forward pass made to pick classes), so that :meth:`input_values` costs no
+        further model call. Returns the cached scores.
+        """
+        if "input_values" not in self._cache:
+            values = values.detach()
+            if values.shape != (self.n_samples,):
+                raise ShapeError(
+                    f"{self.owner}: scores at the explained point must have shape "
+                    f"({self.n_samples},); got {tuple(values.shape)}."
+                )
+            self._cache["input_values"] = values
+        return self._cache["input_values"]
 
     # ------------------------------------------------------------------ model calls
     @property
@@ -210,15 +217,15 @@ class ScoreFunction:
                 f"{self.owner}: the model returned shape {tuple(out.shape)} for {rows.shape[0]} "
                 "input rows; the first axis must be the batch."
             )
-        return out
-
-    def _scores(self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
-        out = self._output(rows, index)
         if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
             raise ModelOutputError(
                 f"{self.owner}: the model output contains NaN or inf for a chunk of "
                 f"{rows.shape[0]} rows; attributions would be meaningless."
             )
+        return out
+
+    def _scores(self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
+        out = self._output(rows, index)
         s = self.target(out, target_rows)
         if s.shape != (rows.shape[0],):
             raise ModelOutputError(
@@ -244,7 +251,7 @@ class ScoreFunction:
             raise TypeError("n (rows per sample) is required when rows are generated lazily")
         return source, int(n)
 
-    def _samples(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _positions(self, start: int, stop: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For rows ``start..stop``: their points' positions in ``input`` and target indices."""
         local = torch.arange(start, stop, device=self.input.device) // n
         return local, self.target_map[local]
@@ -277,7 +284,7 @@ class ScoreFunction:
         out = torch.empty(b * n, dtype=self.input.dtype, device=self.input.device)
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, tmap = self._samples(start, stop, n)
+                local, tmap = self._positions(start, stop, n)
                 out[start:stop] = self._scores(make(start, stop), local, tmap).to(out.dtype)
         return out.reshape(b, n)
 
@@ -302,17 +309,13 @@ class ScoreFunction:
         out: torch.Tensor | None = None
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, _ = self._samples(start, stop, n)
+                local, _ = self._positions(start, stop, n)
                 o = self._output(make(start, stop), local)
-                if o.is_floating_point() and not bool(torch.isfinite(o).all()):
-                    raise ModelOutputError(
-                        f"{self.owner}: the model output contains NaN or inf for a chunk of "
-                        f"{stop - start} rows; attributions would be meaningless."
-                    )
                 if out is None:
                     out = torch.empty((b * n, *o.shape[1:]), dtype=self.input.dtype, device=self.input.device)
                 out[start:stop] = o.to(out.dtype)
-        assert out is not None  # at least one chunk ran  # noqa: S101
+        if out is None:
+            raise ShapeError(f"{self.owner}: outputs() needs at least one row per sample; got n={n}.")
         return out.reshape(b, n, *out.shape[1:])
 
     def gradients(
@@ -342,7 +345,7 @@ class ScoreFunction:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
         with torch.enable_grad(), self._pass():
             for start, stop in self._chunks(b * n):
-                local, tmap = self._samples(start, stop, n)
+                local, tmap = self._positions(start, stop, n)
                 rows = make(start, stop).detach().requires_grad_(True)
                 s = self._scores(rows, local, tmap)
                 (g,) = torch.autograd.grad(s.sum(), rows)
@@ -355,7 +358,8 @@ class ScoreFunction:
                     grads.index_add_(0, local, g * w.reshape(-1, *([1] * (g.ndim - 1))))
                 else:
                     grads[start:stop] = g
-        assert grads is not None  # at least one chunk ran  # noqa: S101
+        if grads is None:
+            raise ShapeError(f"{self.owner}: gradients() needs at least one row per sample; got n={n}.")
         if weights is None:
             grads = grads.reshape(b, n, *grads.shape[1:])
         return values.reshape(b, n), grads
@@ -363,23 +367,36 @@ class ScoreFunction:
     def gradient_at_input(self) -> torch.Tensor:
         """d score / d input at the explained point, shape (B, *S); caches the scores there."""
         values, grads = self.gradients(self.input.unsqueeze(1))
-        self._input_values = values[:, 0]
+        self.record_input_values(values[:, 0])
         return grads[:, 0]
 
     def input_values(self) -> torch.Tensor:
         """Scores at the explained point, shape (B,) (cached)."""
-        if self._input_values is None:
-            self._input_values = self.values(self.input.unsqueeze(1))[:, 0]
-        return self._input_values
+        cached = self._cache.get("input_values")
+        if cached is not None:
+            return cached
+        output = self._cache.get("reference_output")
+        if output is not None:
+            with torch.no_grad():
+                return self.record_input_values(self.target(output, self.target_map))
+        return self.record_input_values(self.values(self.input.unsqueeze(1))[:, 0])
 
     def reference_output(self) -> torch.Tensor:
-        """The raw model output at the explained point, shape (B, *O) (for binding targets)."""
+        """The raw model output at the explained point, shape (B, *O) (for binding targets).
+
+        Cached: later calls, and :meth:`input_values`, cost no further model call.
+        """
+        cached = self._cache.get("reference_output")
+        if cached is not None:
+            return cached
         outs = []
         b = self.n_samples
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b):
                 outs.append(self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device)))
-        return torch.cat(outs)
+        out = _cat(outs)
+        self._cache["reference_output"] = out
+        return out
 
     @contextmanager
     def _capture(self, module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
@@ -389,7 +406,8 @@ class ScoreFunction:
             if not isinstance(out, torch.Tensor):
                 raise LayerError(
                     f"The target layer returned {type(out).__name__}, not a tensor; pick a layer "
-                    "with a tensor output or pass reshape=... ."
+                    "whose output is a single tensor (list the candidates and their output types "
+                    "with salience.layers(model, x))."
                 )
             if torch.is_grad_enabled() and not out.requires_grad:
                 # a frozen model (parameters without requires_grad): make the layer a leaf
@@ -451,7 +469,7 @@ class ScoreFunction:
                 vals.append(s.detach())
                 acts.append(a.detach())
         values = _cat(vals)
-        self._input_values = values  # the scores at the explained point, as input_values()
+        self.record_input_values(values)  # the scores at the explained point, as input_values()
         return values, _cat(acts), (_cat(grads) if grad else None)
 
     def trace(self, n_rows: int | None = None) -> list[ModuleCall]:
@@ -508,6 +526,29 @@ class ScoreFunction:
         ]
         return sorted(calls, key=lambda c: c.order)
 
+    def find_layer(self, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
+        """Resolve a dotted module name or a module of the model to ``(name, module)``.
+
+        Raises LayerError when the model is not an ``nn.Module`` or has no such layer.
+        """
+        return find_layer(self.model, layer)
+
+    def final_module(self) -> tuple[str, nn.Module] | None:
+        """The model's last leaf module in registration order, as ``(name, module)``.
+
+        A static guess (no forward pass) at the module producing the output, for methods that
+        handle a final Softmax/Sigmoid; :meth:`strip_final` checks at call time that the module's
+        output really is the model's output. None when the model is not an ``nn.Module`` or has
+        no submodule.
+        """
+        if not isinstance(self.model, nn.Module):
+            return None
+        last: tuple[str, nn.Module] | None = None
+        for name, mod in self.model.named_modules():
+            if name and not any(True for _ in mod.children()):
+                last = (name, mod)
+        return last
+
     # ------------------------------------------------------------------ derived score functions
     def _derive(self, **changes: Any) -> "ScoreFunction":
         kw = dict(
@@ -536,7 +577,7 @@ class ScoreFunction:
         inner = self.model_fn
         owner = self.owner
 
-        def model_fn(rows: torch.Tensor, samples: torch.Tensor) -> Any:
+        def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
             seen: dict[str, Any] = {}
 
             def hook(_mod: nn.Module, inp: Any, _out: Any) -> Any:
@@ -545,7 +586,7 @@ class ScoreFunction:
 
             handle = module.register_forward_hook(hook)
             try:
-                out = inner(rows, samples)
+                out = inner(rows, index)
             finally:
                 handle.remove()
             if "x" not in seen or out is not seen["x"]:
@@ -571,13 +612,18 @@ class ScoreFunction:
         ``transform`` receives rows (R, *Z) and, for each row, the position (R,) of its point in
         ``input`` (the original sample for a top-level score, the noisy copy inside
         :meth:`repeat`), so per-point state (a domain's residual) can be looked up.
+
+        The transform must map ``input`` to this score's input (``transform(input, arange(B))``
+        equals it, up to rounding): the derived score function shares the cached scores at the
+        explained point.
         """
         inner = self.model_fn
 
         def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
             return inner(transform(rows, index), index)
 
-        return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True)
+        # g(z) == f(x) by contract: the scores (and output) at the explained point are shared
+        return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True, cache=self._cache)
 
     def under(self, context: PassContext) -> "ScoreFunction":
         """The same score, with every pass of model calls run inside ``context(model)``.
@@ -610,7 +656,7 @@ class ScoreFunction:
         target: Target,
         input: torch.Tensor,
         sample_map: torch.Tensor,
-        rows: torch.Tensor | None = None,
+        parents: torch.Tensor | None = None,
         *,
         target_map: torch.Tensor | None = None,
     ) -> "ScoreFunction":
@@ -623,17 +669,18 @@ class ScoreFunction:
         input : Tensor of shape (R, *S)
         sample_map : Tensor of shape (R,)
             The original sample of each new point.
-        rows : Tensor of shape (R,), optional
-            For each new point, the position of the point of this score's input it derives from
-            (what the model function receives). Defaults to ``sample_map``; required when this
-            score is composed (inside a domain) and its points are not one per original sample.
+        parents : Tensor of shape (R,), optional
+            For each new point, the position in this score's ``input`` of the point it derives
+            from (the index this score's model function receives). Defaults to ``sample_map``;
+            required when this score is composed (inside a domain) and its points are not one
+            per original sample.
         target_map : Tensor of shape (R,), optional
             The index handed to ``target`` for each point; defaults to ``sample_map``. Pass
             ``arange(R)`` with a target bound over ``R`` points to give every point its own
             target (several classes explained for one sample in one batched run, as
             ClassRelevant does).
         """
-        if rows is None:
+        if parents is None:
             n = self.n_samples
             identity = self.sample_map.numel() == n and bool(
                 torch.equal(self.sample_map, torch.arange(n, device=self.sample_map.device))
@@ -641,10 +688,10 @@ class ScoreFunction:
             if self.composed and not identity:
                 raise CompositionError(
                     f"{self.owner}: retarget() on a composed score whose points are not one per "
-                    "sample needs rows= (the parent point of each new point)."
+                    "sample needs parents= (the parent point of each new point)."
                 )
-            rows = sample_map
-        parent_rows = rows.to(self.input.device)
+            parents = sample_map
+        parent_rows = parents.to(self.input.device)
         inner = self.model_fn
 
         def model_fn(r: torch.Tensor, index: torch.Tensor) -> Any:
@@ -689,7 +736,7 @@ def make_score(
     """
     unbound = as_target(target)
     score = ScoreFunction(
-        lambda rows, samples: model(rows),
+        lambda rows, index: model(rows),
         unbound,
         input=x,
         layout=layout,
@@ -697,15 +744,7 @@ def make_score(
         owner=owner,
         model=model,
     )
-    reference: dict[str, torch.Tensor] = {}
-
-    def lazy_reference() -> torch.Tensor:
-        if "out" not in reference:
-            reference["out"] = score.reference_output()
-        return reference["out"]
-
-    score.target = unbound.bind(x.shape[0], lazy_reference)
-    if "out" in reference:
-        with torch.no_grad():
-            score._input_values = score.target(reference["out"], score.target_map)
+    # the reference output is cached by the score function: when binding needed it,
+    # input_values() reuses it
+    score.target = unbound.bind(x.shape[0], score.reference_output)
     return score

@@ -110,3 +110,30 @@ def check_input(x: Any, owner: str, name: str = "x") -> torch.Tensor:
             f"shape {tuple(x.shape)}."
         )
     return x
+
+
+def check_bool(value: Any, name: str, owner: str) -> bool:
+    """Return ``value`` if it is a bool, else raise ParameterError naming the parameter."""
+    if not isinstance(value, bool):
+        raise ParameterError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r} instead.")
+    return value
+
+
+def check_generator(generator: Any, owner: str, name: str = "generator") -> torch.Generator | None:
+    """Return ``generator`` if it is a torch.Generator or None, else raise ParameterError."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a torch.Generator or None. "
+            f"Got {type(generator).__name__} instead."
+        )
+    return generator
+
+
+def make_generator(generator: torch.Generator | None, owner: str = "salience") -> torch.Generator:
+    """The caller's generator, or a fresh randomly seeded one (the global RNG is never used)."""
+    if generator is None:
+        g = torch.Generator()
+        g.seed()
+        return g
+    check_generator(generator, owner)
+    return generator

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ._validation import check_bool
 from .errors import ModelOutputError, ParameterError
 
 __all__ = ["NumpyModel"]
@@ -41,10 +42,8 @@ class NumpyModel:
     def __init__(self, fn: Callable[[np.ndarray], Any], *, flatten: bool = True, dtype: Any = None) -> None:
         if not callable(fn):
             raise ParameterError(f"The 'fn' parameter of NumpyModel must be callable. Got {type(fn).__name__} instead.")
-        if not isinstance(flatten, bool):
-            raise ParameterError(f"The 'flatten' parameter of NumpyModel must be a bool. Got {flatten!r} instead.")
         self.fn = fn
-        self.flatten = flatten
+        self.flatten = check_bool(flatten, "flatten", "NumpyModel")
         self.dtype = dtype
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

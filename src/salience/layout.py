@@ -13,6 +13,10 @@ __all__ = ["Layout", "as_layout"]
 _DEFAULTS = {3: "b c t", 4: "b c h w", 5: "b c t h w"}
 
 
+#: axes that are not positions: batch, channel, real/imaginary part of a complex coefficient
+_COMPONENT = ("b", "c", "r")
+
+
 class Layout:
     """An ordered tuple of axis names, the first two being batch ``b`` and channel ``c``.
 
@@ -65,8 +69,14 @@ class Layout:
 
     @property
     def spatial(self) -> tuple[str, ...]:
-        """Names of the axes after batch and channel (what masks, CAMs and plots act on)."""
-        return tuple(n for n in self.names if n not in ("b", "c"))
+        """Names of the axes masks, CAMs, blurs and plots act on: all but the component axes.
+
+        The component axes are the batch ``b``, the channel ``c`` and ``r``, the real/imaginary
+        pair a domain gives complex coefficients (``"b c f r"`` for :class:`~salience.Fourier`):
+        a mask, a window or a blur moves along a frequency bin, never between its real and
+        imaginary parts.
+        """
+        return tuple(n for n in self.names if n not in _COMPONENT)
 
     @property
     def spatial_axes(self) -> tuple[int, ...]:

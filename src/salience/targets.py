@@ -1,7 +1,9 @@
 """Targets: small callables that reduce a model's output to one score per row.
 
-A target sees the model output of a chunk of rows, shape (R, *O), and the index of the sample each
-row belongs to, shape (R,), and returns the explained score, shape (R,). ``as_target`` is the one
+A target sees the model output of a chunk of rows, shape (R, *O), and for each row the index the
+engine hands it, shape (R,) (the original sample by default; one index per explained point when
+several targets share a sample, see ``ScoreFunction.retarget``), and returns the explained score,
+shape (R,). A bound per-sample target reads its entry at that index. ``as_target`` is the one
 place where ``int``, per-sample sequences/tensors, ``None`` and callables are coerced.
 """
 
@@ -17,6 +19,7 @@ from .errors import TargetError
 
 __all__ = [
     "Target",
+    "ClassTarget",
     "Class",
     "Output",
     "Contrast",
@@ -58,7 +61,7 @@ def _single_output(out: torch.Tensor) -> torch.Tensor | None:
 
 
 class Target:
-    """Base class: maps model output (R, *O) and sample indices (R,) to scores (R,).
+    """Base class: maps model output (R, *O) and target indices (R,) to scores (R,).
 
     Subclasses implement ``__call__``; ``bind`` (called once per explanation with the number of
     samples and a lazy reference output at x) returns a bound copy, never mutating ``self``.
@@ -67,7 +70,7 @@ class Target:
     def bind(self, n_samples: int, reference: Reference) -> "Target":
         return self
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def explained(self) -> Any:
@@ -78,8 +81,15 @@ class Target:
         return f"{type(self).__name__}()"
 
 
-class _ClassLike(Target):
-    """Shared machinery of targets indexed by a class: Class, Probability, LogProbability."""
+class ClassTarget(Target):
+    """Base of the targets indexed by a class: :class:`Class`, :class:`Probability`,
+    :class:`LogProbability`.
+
+    Besides scoring the bound class, a class target scores every class the same way
+    (:meth:`class_scores`), so that methods comparing classes (ClassRelevant) can rank and
+    explain other classes in the target's own sense; :meth:`with_index` gives the same kind of
+    target for other classes.
+    """
 
     def __init__(self, k: Any) -> None:
         if isinstance(k, bool) or not (isinstance(k, int) or hasattr(k, "__len__") or
@@ -98,8 +108,36 @@ class _ClassLike(Target):
         new._checked = False
         return new
 
-    def with_index(self, k: Any) -> "_ClassLike":
+    def with_index(self, k: Any) -> "ClassTarget":
+        """The same kind of target for class(es) ``k`` (unbound)."""
         return type(self)(k)
+
+    def n_classes(self, output: torch.Tensor) -> int:
+        """The number of classes of a model output (R, *O): its per-sample size, or 2 for a
+        single-logit binary model read through a sigmoid (Probability, LogProbability)."""
+        if _single_output(output) is not None:
+            return 2 if self._binary_head else 1
+        return int(output.reshape(output.shape[0], -1).shape[1])
+
+    def class_scores(self, output: torch.Tensor) -> torch.Tensor:
+        """Every class's score in this target's sense, shape (R, n_classes(output)).
+
+        Logits for Class, softmax probabilities for Probability, log-softmax for LogProbability;
+        for a single-logit binary model the scores of classes 0 and 1 (e.g. ``sigmoid(-z)`` and
+        ``sigmoid(z)`` for Probability).
+        """
+        single = _single_output(output)
+        if single is not None:
+            if self._binary_head:
+                ones = torch.ones_like(single, dtype=torch.long)
+                return torch.stack([self._binary(single, ones * 0), self._binary(single, ones)], 1)
+            return single[:, None]
+        if output.ndim != 2:
+            raise TargetError(
+                f"{type(self).__name__} needs per-class model outputs (R, K); got shape "
+                f"{tuple(output.shape)}."
+            )
+        return self._scores(output)
 
     def _scores(self, out: torch.Tensor) -> torch.Tensor:
         """Per-class scores (R, K) from the raw output; the identity for Class."""
@@ -111,10 +149,10 @@ class _ClassLike(Target):
     def _binary(self, z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return (k.to(z.dtype) * 2 - 1) * z  # the logit of class k: z for 1, -z for 0
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self._index is None:
             raise TargetError(f"{self!r} was used before bind(); this is a bug in the caller.")
-        k = self._index.to(output.device)[samples]
+        k = self._index.to(output.device)[index]
         single = _single_output(output)
         if single is not None and self._binary_head:
             if not self._checked:  # check every sample's index once, not only this chunk's
@@ -161,7 +199,11 @@ class _ClassLike(Target):
         return f"{type(self).__name__}({k})"
 
 
-class Class(_ClassLike):
+#: former private name, kept for code written against it
+_ClassLike = ClassTarget
+
+
+class Class(ClassTarget):
     """The raw output (logit) of class ``k``: ``output[:, k]``.
 
     Parameters
@@ -172,7 +214,7 @@ class Class(_ClassLike):
     """
 
 
-class Probability(_ClassLike):
+class Probability(ClassTarget):
     """The softmax probability of class ``k``.
 
     On a model with a single output per sample (a binary classifier's logit ``z``), class 1 is
@@ -188,7 +230,7 @@ class Probability(_ClassLike):
         return torch.sigmoid(super()._binary(z, k))
 
 
-class LogProbability(_ClassLike):
+class LogProbability(ClassTarget):
     """The log-softmax of class ``k`` (log-sigmoid for single-logit binary models).
 
     This is what SignalGrad-CAM explains with ``softmax_final=True``. On a single-logit model,
@@ -222,7 +264,7 @@ class Output(Target):
             raise TargetError(f"Output expects an int or a tuple of ints. Got {index!r} instead.")
         self.index = idx
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if not self.index:
             single = _single_output(output)
             if single is None:
@@ -257,7 +299,7 @@ class Score(Target):
             raise TargetError(f"Score expects a callable. Got {type(fn).__name__} instead.")
         self.fn = fn
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = self.fn(output)
         if not isinstance(out, torch.Tensor) or out.shape != (output.shape[0],):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -299,7 +341,7 @@ class Contrast(Target):
         if (foils is None) == (value is None):
             raise TargetError("Contrast needs exactly one of foils=... (classes) or value=... .")
         self.target = as_target(target) if not isinstance(target, Target) else target
-        if foils is not None and not isinstance(self.target, _ClassLike):
+        if foils is not None and not isinstance(self.target, ClassTarget):
             raise TargetError(
                 f"Contrast with foil classes needs a class-like target (int, Class, Probability, "
                 f"LogProbability). Got {self.target!r}; use value=... for other targets."
@@ -327,14 +369,14 @@ class Contrast(Target):
                     f"Contrast foils must be an int, a list of ints, or a tensor of shape (B,) or "
                     f"(B, F) with B={n_samples}. Got shape {tuple(f.shape)} instead."
                 )
-            base = cast(_ClassLike, self.target)  # checked in __init__
+            base = cast(ClassTarget, self.target)  # checked in __init__
             new._foils = [base.with_index(c).bind(n_samples, reference) for c in cols]
         return new
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        s = self.target(output, samples)
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        s = self.target(output, index)
         if self._foils:
-            foil = torch.stack([t(output, samples) for t in self._foils]).mean(0)
+            foil = torch.stack([t(output, index) for t in self._foils]).mean(0)
         else:
             foil = torch.as_tensor(self.value, dtype=s.dtype, device=s.device)
         d = s - foil
@@ -366,7 +408,7 @@ class Predicted(Target):
             )
         return Class(out.argmax(dim=1)).bind(n_samples, reference)
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         raise TargetError("Predicted() must be bound before use; this is a bug in the caller.")
 
 

@@ -286,6 +286,23 @@ def test_softmax_head_warns_keeps_or_strips():
     assert all(not m._forward_hooks for m in model.modules())
 
 
+def test_wrappers_record_the_scores_of_the_stripped_function():
+    """Review #5: final_activation='strip' is applied once by explain, so wrappers record the
+    logits (the explained function), not the softmax output."""
+    base, model = _with_head(nn.Softmax(dim=1))
+    x = make_input("signal", batch=3)
+    logits = base(x)[:, 2]
+    cam = lambda: sl.GradCAM(model, layer="1", relu=False, final_activation="strip")  # noqa: E731
+    smooth = sl.SmoothGrad(cam(), sigma=0.0, n_samples=2, progress=False).explain(x, 2)
+    torch.testing.assert_close(smooth.scores, logits, **TOL)
+    torch.testing.assert_close(smooth.values, cam().explain(x, 2).values, **TOL)
+    relevant = sl.ClassRelevant(cam(), classes="all").explain(x, 2)
+    torch.testing.assert_close(relevant.scores, logits, **TOL)
+    guided = sl.GuidedGradCAM(model, layer="1", final_activation="strip").explain(x, 2)
+    torch.testing.assert_close(guided.scores, logits, **TOL)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
 def test_binary_sigmoid_head():
     base, model = _with_head(nn.Sigmoid(), n_out=1)
     x = make_input("signal", batch=3)

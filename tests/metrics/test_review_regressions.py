@@ -231,3 +231,13 @@ def test_sensitivity_does_not_depend_on_how_perturbations_are_grouped():
 def test_metric_classes_validate_in_init(make, match):
     with pytest.raises(sl.ParameterError, match=match):
         make()
+
+
+def test_zero_radius_sensitivity_of_an_explainer_with_a_stripped_final_activation():
+    # the perturbed copies must see the same explained function as Explainer.explain
+    model = torch.nn.Sequential(cnn(1), torch.nn.Softmax(-1)).eval()
+    x = make_input("signal", batch=2)
+    cam = sl.GradCAM(model, layer="0.2", final_activation="strip")
+    out = M.max_sensitivity(cam, x, 1, n_perturbations=2, radius=0.0, generator=torch.Generator().manual_seed(0),
+                            progress=False)
+    torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)

@@ -1,6 +1,6 @@
 """Domains: explain in the coefficients of an invertible transform (Fourier, ICA, STFT, wavelets)."""
 
-from .base import Compose, Domain, Time
+from .base import Compose, Domain, Time, as_domain, into
 from .fourier import EEG_BANDS, STFT, Fourier, aggregate_bands
 from .ica import ICA
 from .in_domain import ICAIG, STFTIG, CrossDomainIG, FourierIG, InDomain, TimeIG, WaveletIG
@@ -24,4 +24,6 @@ __all__ = [
     "aggregate_bands",
     "EEG_BANDS",
     "daubechies",
+    "as_domain",
+    "into",
 ]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..errors import NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 
-__all__ = ["Domain", "Time", "Compose"]
+if TYPE_CHECKING:
+    from .._engine import ScoreFunction
+
+__all__ = ["Domain", "Time", "Compose", "as_domain", "into"]
 
 
 class Domain:
@@ -163,6 +166,16 @@ class Domain:
         """Sum attributions of ``z`` into the reported units (default: every coordinate)."""
         return values, layout
 
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        """Place values in the reported units (:meth:`reduce`'s output) on the coordinates of ``z``.
+
+        The way back from a report to ``z``, for metrics that remove, insert or sum coefficients:
+        each unit's value is spread over its coordinates (on an axis of size 1 that broadcasts,
+        or shared evenly), so the coordinates of a unit tie and sums over units are kept.
+        Default: unchanged.
+        """
+        return values, layout
+
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Axis values of the reported attributions, for plots (default: none)."""
         return {}
@@ -240,10 +253,10 @@ class Compose(Domain):
         first = self.first.bind(x, layout)
         with torch.no_grad():
             z1 = first.forward(x)
-        assert first.layout is not None  # set by bind  # noqa: S101
-        second = self.second.bind(z1, first.output_layout(first.layout))
+        x_layout = first.layout if first.layout is not None else layout  # bind sets it
+        second = self.second.bind(z1, first.output_layout(x_layout))
         bound = copy.copy(self)
-        bound.first, bound.second, bound.layout = first, second, first.layout
+        bound.first, bound.second, bound.layout = first, second, x_layout
         return bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,5 +271,134 @@ class Compose(Domain):
     def reduce(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
         return self.second.reduce(values, layout)
 
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        return self.second.expand(values, layout)
+
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.second.coordinates(**kwargs)
+
+
+class _Adapted(Domain):
+    """A duck-typed domain (``forward(x)``, ``inverse(z)``) seen through the Domain contract.
+
+    An object with ``bind(x, layout)`` follows the full protocol: its bound copy receives
+    ``inverse(z, index)``; one without receives ``inverse(z)``. Without an ``exact`` attribute
+    it counts as lossy (the residual is then computed, which is always correct).
+    """
+
+    def __init__(self, obj: Any) -> None:
+        super().__init__()
+        self.obj = obj
+        self._protocol = callable(getattr(obj, "bind", None))
+
+    @property
+    def exact(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.obj, "exact", False))
+
+    @property
+    def name(self) -> str:
+        return type(self.obj).__name__
+
+    def __repr__(self) -> str:
+        return repr(self.obj)
+
+    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Domain":
+        bound = copy.copy(self)
+        bound.layout = Layout.infer(x, as_layout(layout) if layout is not None else None)
+        if self._protocol:
+            bound.obj = self.obj.bind(x, layout)
+        return bound
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.obj.forward(x)
+
+    def inverse(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.obj.inverse(z, index) if self._protocol else self.obj.inverse(z)
+
+    def output_layout(self, layout: LayoutLike) -> Layout:
+        out = getattr(self.obj, "output_layout", None)
+        return as_layout(str(out(layout))) if callable(out) else as_layout(layout)
+
+    def reduce(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        fn = getattr(self.obj, "reduce", None)
+        return fn(values, layout) if callable(fn) else (values, layout)
+
+
+def as_domain(domain: Any, owner: str) -> Domain:
+    """A :class:`Domain` as it is; an object with ``forward(x)`` and ``inverse(z)`` methods
+    adapted to the contract (see :func:`into`); anything else raises ParameterError."""
+    if isinstance(domain, Domain):
+        return domain
+    for meth in ("forward", "inverse"):
+        if not callable(getattr(domain, meth, None)):
+            raise ParameterError(
+                f"{owner}: the domain must be a salience Domain (Time(), Fourier(), ICA(...), ...) "
+                f"or have forward(x) and inverse(z) methods. Got {type(domain).__name__} without "
+                f"{meth}()."
+            )
+    return _Adapted(domain)
+
+
+def _generic_layout(z: torch.Tensor) -> Layout:
+    """A layout for coefficients whose axes have no known names: ``b c z0 z1 ...``."""
+    return Layout(" ".join(["b", "c"] + [f"z{i}" for i in range(z.ndim - 2)]))
+
+
+def into(
+    score: "ScoreFunction", x: torch.Tensor, domain: Any, layout: Layout
+) -> tuple[torch.Tensor, Layout, "ScoreFunction", Domain]:
+    """Explain inside a domain: ``z = forward(x)`` and the score ``g(z) = f(inverse(z) + r)``.
+
+    The one implementation behind :class:`~salience.domains.InDomain` and the metrics'
+    ``domain=`` argument. The domain is bound to ``x``; for a lossy domain (``exact`` False)
+    the fixed residual ``r = x - inverse(forward(x))`` of each point makes
+    ``g(forward(x)) == f(x)`` (exact domains: ``r`` is omitted). ``domain`` is a
+    :class:`Domain` or a duck-typed object (see :func:`as_domain`).
+
+    Parameters
+    ----------
+    score : ScoreFunction
+        The score at ``x``.
+    x : Tensor of shape (B, *S)
+    domain : Domain or object with forward/inverse
+    layout : Layout
+        Axis names of ``x``.
+
+    Returns
+    -------
+    z : Tensor of shape (B, *Z)
+        The coefficients (real, detached).
+    z_layout : Layout
+        Their axis names (``b c z0 z1 ...`` for a duck-typed domain without ``output_layout``).
+    g : ScoreFunction
+        The score in the domain (shares the cached scores at ``x``).
+    bound : Domain
+        The domain bound to ``x`` (for ``reduce`` and the recorded ``Attribution.domain``).
+    """
+    owner = score.owner
+    adapted = not isinstance(domain, Domain)
+    d = as_domain(domain, owner).bind(x, layout)
+    with torch.no_grad():
+        z = d.forward(x)
+        if not isinstance(z, torch.Tensor) or z.ndim < 1 or z.shape[0] != x.shape[0] or z.is_complex():
+            got = f"shape {tuple(z.shape)} ({z.dtype})" if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ShapeError(
+                f"{owner}: {d.name}.forward(x) returned {got}; a domain must return real "
+                "coefficients with the batch axis first."
+            )
+        z = z.detach()
+        residual = None if d.exact else (x - d.inverse(z, torch.arange(x.shape[0], device=x.device))).detach()
+    z_layout = d.output_layout(layout)
+    if z_layout.ndim != z.ndim:
+        if not adapted:
+            raise ShapeError(
+                f"{owner}: {d.name}.forward returned shape {tuple(z.shape)} for {z_layout!r}; the "
+                "coefficients must have one axis per name of output_layout()."
+            )
+        z_layout = _generic_layout(z)
+
+    def transform(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        out = d.inverse(rows, index)
+        return out if residual is None else out + residual[index]
+
+    return z, z_layout, score.compose(transform, z, z_layout), d

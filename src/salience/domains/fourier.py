@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import torch
 
-from .._validation import check_float, check_int, check_option
+from .._validation import check_bool, check_float, check_int, check_option
 from ..errors import NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -165,8 +165,8 @@ class Fourier(Domain):
             return values, layout
         values = values.sum(layout.axes("r")[0])
         layout = _drop(layout, "r")
-        if self.output == "full":
-            f = layout.axes("f")[0]
+        f = layout.axes("f")[0]
+        if self.output == "full" and values.shape[f] > 1:  # size 1: shared by every bin
             n = self._length()
             k = torch.arange(n, device=values.device)
             idx = torch.minimum(k, n - k)
@@ -178,6 +178,22 @@ class Fourier(Domain):
             view[f] = -1
             values = values.index_select(f, idx) * scale.reshape(view)
         return values, layout
+
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        """Full-spectrum reports (``output="full"``) folded back onto the one-sided bins: bin k
+        gets the values of k and T-k (the two halves :meth:`reduce` split it into)."""
+        if self.output != "full" or "r" in layout.names or "f" not in layout.names:
+            return values, layout
+        f = layout.axes("f")[0]
+        n = self._length()
+        if values.shape[f] != n:
+            return values, layout
+        k = torch.arange(n, device=values.device)
+        idx = torch.minimum(k, n - k)
+        shape = list(values.shape)
+        shape[f] = n // 2 + 1
+        out = torch.zeros(shape, dtype=values.dtype, device=values.device)
+        return out.index_add_(f, idx, values), layout
 
     def coordinates(self, fs: float | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Frequencies of the reported bins: ``k * fs / T`` in Hz (cycles per sample without fs).
@@ -270,9 +286,9 @@ class STFT(Domain):
         self.hop_length = max(1, self.hop_length)
         self.win_length = self.n_fft if win_length is None else check_int(win_length, "win_length", owner, low=1, high=self.n_fft)
         self.window = _window(window, self.win_length, owner)
-        self.center = check_option(center, "center", owner, (True, False))
+        self.center = check_bool(center, "center", owner)
         self.pad_mode = check_option(pad_mode, "pad_mode", owner, ("reflect", "constant", "replicate", "circular"))
-        self.normalized = check_option(normalized, "normalized", owner, (True, False))
+        self.normalized = check_bool(normalized, "normalized", owner)
         self.axis = axis
         self.fs = None if fs is None else check_float(fs, "fs", owner, low=0.0, closed="neither")
 

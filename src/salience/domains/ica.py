@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_int, check_option
+from .._validation import check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -67,6 +67,9 @@ class ICA(Domain):
     With fewer components than channels the domain is lossy (``exact`` is False) and
     :class:`InDomain` adds the residual ``x - inverse(forward(x))`` so that completeness holds.
 
+    ``ica`` is the one positional parameter (the object that defines the domain); every other
+    parameter is keyword-only.
+
     Parameters
     ----------
     ica : fitted FastICA-like object, list of them, or unfitted estimator, optional
@@ -80,7 +83,13 @@ class ICA(Domain):
     n_components : int, optional
         For the FastICA built here (None: as many as channels).
     random_state : int, optional
-        For the FastICA built here.
+        Seed of every FastICA fitted here (scikit-learn's parameter; the same seed for every
+        fit). Exclusive with ``generator``.
+    generator : torch.Generator, optional
+        Source of the FastICA seeds when ``random_state`` is None: one seed is drawn per fit
+        (per sample in ``mode="sample"``), also for an unfitted estimator passed as ``ica``
+        whose own ``random_state`` is None. numpy's global RNG is never used; None draws from a
+        fresh randomly seeded generator.
     max_iter : int, default 200
     tol : float, default 1e-4
     axis : str, default "c"
@@ -116,6 +125,7 @@ class ICA(Domain):
         mode: str = "dataset",
         n_components: int | None = None,
         random_state: int | None = None,
+        generator: torch.Generator | None = None,
         max_iter: int = 200,
         tol: float = 1e-4,
         axis: str = "c",
@@ -125,9 +135,14 @@ class ICA(Domain):
         owner = type(self).__name__
         self.mode = check_option(mode, "mode", owner, ("dataset", "sample"))
         self.n_components = None if n_components is None else check_int(n_components, "n_components", owner, low=1)
-        self.random_state = random_state
+        self.random_state = None if random_state is None else check_int(random_state, "random_state", owner, low=0)
+        self.generator = check_generator(generator, owner)
+        if self.random_state is not None and self.generator is not None:
+            raise ParameterError(f"{owner}: pass either random_state=... or generator=..., not both.")
         self.max_iter = check_int(max_iter, "max_iter", owner, low=1)
-        self.tol = float(tol)
+        self.tol = check_float(tol, "tol", owner, low=0.0)
+        if not isinstance(axis, str):
+            raise ParameterError(f"The 'axis' parameter of {owner} must be an axis name (str). Got {axis!r} instead.")
         self.axis = axis
         self.ica = ica
         self._per_sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -215,8 +230,9 @@ class ICA(Domain):
                 self.mean_.expand(b, *self.mean_.shape),
             )
         mats = []
+        gen = self._seed_source()
         for i in range(b):
-            est = self._estimator()
+            est = self._estimator(gen)
             est.fit(self._observations(x[i : i + 1]))
             mats.append(_matrices(est))
         a, w, m = (torch.stack(t) for t in zip(*mats))
@@ -233,11 +249,23 @@ class ICA(Domain):
         return self.n_components is None
 
     # ------------------------------------------------------------------ fitting
-    def _estimator(self) -> Any:
+    def _seed_source(self) -> torch.Generator | None:
+        """The generator seeds are drawn from (None when ``random_state`` fixes them)."""
+        return None if self.random_state is not None else make_generator(self.generator, type(self).__name__)
+
+    def _estimator(self, gen: torch.Generator | None) -> Any:
+        """A fresh estimator whose seed never comes from numpy's global RNG."""
+        seed = self.random_state
+        if gen is not None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device))
         if self.ica is not None:
             from sklearn.base import clone  # the user's estimator class, never refitted in place
 
-            return clone(self.ica)
+            est = clone(self.ica)
+            params = est.get_params(deep=False) if hasattr(est, "get_params") else {}
+            if "random_state" in params and params["random_state"] is None:
+                est.set_params(random_state=seed)
+            return est
         try:
             from sklearn.decomposition import FastICA
         except ImportError as err:  # pragma: no cover - exercised without scikit-learn
@@ -248,7 +276,7 @@ class ICA(Domain):
         return FastICA(
             n_components=self.n_components,
             whiten="unit-variance",
-            random_state=self.random_state,
+            random_state=seed,
             max_iter=self.max_iter,
             tol=self.tol,
         )
@@ -265,7 +293,7 @@ class ICA(Domain):
         ----------
         x : Tensor of shape (M, C, T)
         """
-        est = self._estimator()
+        est = self._estimator(self._seed_source())
         est.fit(self._observations(x))
         self._set(*_matrices(est))
         return self

@@ -7,16 +7,26 @@ from typing import Any, Union
 import torch
 
 from .._engine import ScoreFunction
-from ..errors import ParameterError, ShapeError
+from .._validation import check_bool
+from ..errors import ParameterError
 from ..explainers.base import Explainer, Parts, Wrapper, as_parts
 from ..explainers.integrated_gradients import BaselineLike, IntegratedGradients
 from ..layout import LayoutLike
-from .base import Compose, Domain, Time
+from .base import Compose, Domain, Time, into
 from .fourier import STFT, Fourier
 from .ica import ICA
 from .wavelet import Wavelet
 
 __all__ = ["InDomain", "CrossDomainIG", "TimeIG", "FourierIG", "ICAIG", "STFTIG", "WaveletIG"]
+
+
+def _broadcasts(shape: torch.Size, full: torch.Size) -> bool:
+    """``shape`` is ``full`` with some axes (not the batch axis) shared, i.e. of size 1."""
+    return (
+        len(shape) == len(full)
+        and shape[0] == full[0]
+        and all(s == n or s == 1 for s, n in zip(shape[1:], full[1:]))
+    )
 
 
 class InDomain(Wrapper):
@@ -70,10 +80,8 @@ class InDomain(Wrapper):
                 f"The 'domain' parameter of {type(self).__name__} must be a salience Domain "
                 f"(Time(), Fourier(), ICA(...), ...). Got {type(domain).__name__} instead."
             )
-        if not isinstance(reduce, bool):
-            raise ParameterError(f"The 'reduce' parameter of {type(self).__name__} must be a bool. Got {reduce!r} instead.")
         self.domain = domain
-        self.reduce = reduce
+        self.reduce = check_bool(reduce, "reduce", type(self).__name__)
 
     @property
     def name(self) -> str:
@@ -83,29 +91,12 @@ class InDomain(Wrapper):
         return f"{type(self).__name__}({self.explainer!r}, {self.domain!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
-        d = self.domain.bind(x, score.layout)
-        with torch.no_grad():
-            z = d.forward(x).detach()
-            residual = None if d.exact else (x - d.inverse(z)).detach()
-        z_layout = d.output_layout(score.layout)
-        if z.ndim != z_layout.ndim or z.shape[0] != x.shape[0] or z.is_complex():
-            raise ShapeError(
-                f"{d.name}.forward returned shape {tuple(z.shape)} ({z.dtype}) for {z_layout!r}; "
-                "a domain must return real coefficients with the batch axis first."
-            )
-
-        def transform(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            out = d.inverse(rows, index)
-            return out if residual is None else out + residual[index]
-
-        g = score.compose(transform, z, z_layout)
-        # g(z) == f(x): share the cached score at the explained point both ways
-        g._input_values = score._input_values
+        z, z_layout, g, d = into(score, x, self.domain, score.layout)  # g(z) == f(x)
         parts = as_parts(self.explainer._attribute(z, g), z_layout)
-        if score._input_values is None and g._input_values is not None:
-            score._input_values = g._input_values
         values, layout = parts.values, parts.layout
-        if self.reduce and values.shape == z.shape and layout == z_layout:
+        if self.reduce and layout == z_layout and _broadcasts(values.shape, z.shape):
+            # a full-shape map, or one shared along some axes (size 1: a RISE/Occlusion map whose
+            # masks do not split a bin's real and imaginary parts, or a source's samples)
             values, layout = d.reduce(values, z_layout)
         domain: Domain = d if parts.domain is None else Compose(d, parts.domain)
         info = dict(parts.info)
@@ -210,14 +201,17 @@ class ICAIG(CrossDomainIG):
     each sample's sources fixed, zero baseline (the mean signal), one score per component
     (B, K). ``mode="dataset"``: IG over the sources (B, K, T) of a dataset-level ICA.
 
+    ``model`` and ``ica`` are positional (as in the reference implementation's
+    ``ICAIG(model, ica, ...)``); every other parameter is keyword-only.
+
     Parameters
     ----------
     model : callable
     ica : fitted FastICA-like object or estimator, optional
         See :class:`ICA`; None fits one FastICA per sample (``mode="sample"``).
     mode : {"sample", "dataset"}, default "sample"
-    n_components, random_state : optional
-        For the FastICA fitted here.
+    n_components, random_state, generator : optional
+        For the FastICA fitted here (see :class:`ICA`; numpy's global RNG is never used).
     **kwargs
         See :class:`CrossDomainIG`.
     """
@@ -230,10 +224,11 @@ class ICAIG(CrossDomainIG):
         mode: str = "sample",
         n_components: int | None = None,
         random_state: int | None = None,
+        generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
         domain = ica if isinstance(ica, ICA) else ICA(
-            ica, mode=mode, n_components=n_components, random_state=random_state
+            ica, mode=mode, n_components=n_components, random_state=random_state, generator=generator
         )
         super().__init__(model, domain, **kwargs)
 

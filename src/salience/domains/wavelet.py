@@ -79,6 +79,9 @@ class Wavelet(Domain):
     ``"b c band"``; ``per="coefficient"`` keeps every coefficient. Zero coefficients are the
     zero signal.
 
+    ``wavelet`` is the one positional parameter (``Wavelet("db2")``, as in PyWavelets); every
+    other parameter is keyword-only.
+
     Parameters
     ----------
     wavelet : "haar", "db1".."db20", sequence of floats, or object with ``dec_lo``, default "haar"
@@ -214,9 +217,29 @@ class Wavelet(Domain):
         if self.per == "coefficient" or "coef" not in layout.names:
             return values, layout
         axis = layout.axes("coef")[0]
+        if values.shape[axis] == 1:  # shared by every coefficient (a mask not split by band)
+            return values, layout.replace("coef", "band")
         _, padded = self._length()
         sums = [v.sum(axis, keepdim=True) for v in torch.split(values, self._sizes(padded), dim=axis)]
         return torch.cat(sums, axis), layout.replace("coef", "band")
+
+    def expand(self, values: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, Layout]:
+        """A band's value shared evenly by its coefficients (layout ``band`` -> ``coef``).
+
+        The pseudo-inverse of :meth:`reduce`'s sum: sums over any set of bands are kept (what
+        faithfulness correlation and infidelity add up), every coefficient of a band has the same
+        value, so deletion removes bands whole, ranked by their value per coefficient.
+        """
+        if "band" not in layout.names:
+            return values, layout
+        axis = layout.axes("band")[0]
+        if values.shape[axis] > 1:
+            _, padded = self._length()
+            sizes = torch.tensor(self._sizes(padded), device=values.device)
+            view = [1] * values.ndim
+            view[axis] = -1
+            values = (values / sizes.to(values.dtype).reshape(view)).repeat_interleave(sizes, dim=axis)
+        return values, layout.replace("band", "coef")
 
     def coordinates(self, **kwargs: Any) -> dict[str, torch.Tensor]:
         """``band``: the level of each reported band (band 0 is the approximation at ``levels``);

@@ -62,19 +62,4 @@ def check_substrate(substrate: Any, owner: str) -> Substrate:
     return as_substrate(substrate, owner)
 
 
-def check_generator(generator: Any, owner: str) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ParameterError(
-            f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-            f"Got {type(generator).__name__} instead."
-        )
-    return generator
-
-
-def check_bool(value: Any, name: str, owner: str) -> bool:
-    if not isinstance(value, bool):
-        raise ParameterError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r} instead.")
-    return value
-
-
-__all__ = ["block_size", "masked_scores", "check_masker", "check_substrate", "check_generator", "check_bool"]
+__all__ = ["block_size", "masked_scores", "check_masker", "check_substrate"]

@@ -29,8 +29,8 @@ class Parts:
     layer: str | None = None
     domain: Any = None
     info: dict[str, Any] = field(default_factory=dict)
-    #: the explained scores at x (B,), when they differ from ``score.input_values()`` (e.g. a
-    #: CAM explaining the pre-activation output of a model ending in Softmax)
+    #: the explained scores at x (B,), when they differ from ``score.input_values()`` of the
+    #: score function ``_attribute`` received (rarely needed: see ``Explainer._explained_score``)
     scores: torch.Tensor | None = None
 
 
@@ -110,6 +110,7 @@ class Explainer:
             )
         x = x.detach()
         score = make_score(model, x, target, batch_size=self.batch_size, layout=layout, owner=owner)
+        score = self._explained_score(score)
         parts = as_parts(self._attribute(x, score), layout)
         values = parts.values
         if not isinstance(values, torch.Tensor) or values.shape[0] != x.shape[0]:
@@ -132,6 +133,16 @@ class Explainer:
         """Compute the attribution of ``score`` at ``x`` (B, *S). The one method to implement."""
         raise NotImplementedError
 
+    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
+        """The score function this explainer explains, derived from the model's (optional hook).
+
+        The identity by default. ``explain`` applies it once, before ``_attribute``, and records
+        the scores of the result (so ``Attribution.scores`` match what was explained); wrappers
+        delegate to the wrapped explainer, so noisy copies, domains and retargeted classes are
+        derived from it. The CAM family uses it for ``final_activation="strip"``.
+        """
+        return score
+
 
 class Wrapper(Explainer):
     """An explainer built around another one (SmoothGrad, InDomain, ClassRelevant).
@@ -147,6 +158,9 @@ class Wrapper(Explainer):
             )
         self.explainer = explainer
         super().__init__(explainer.model, batch_size=explainer.batch_size, layout=explainer.layout)
+
+    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
+        return self.explainer._explained_score(score)
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]

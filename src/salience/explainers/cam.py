@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, Callable, ClassVar, Union, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._engine import ScoreFunction, find_layer
-from .._validation import check_option
+from .._engine import ScoreFunction
+from .._progress import progress_bar
+from .._validation import check_bool, check_option
 from ..errors import LayerError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from .base import Explainer, Parts
@@ -37,12 +38,6 @@ LayerLike = Union[None, str, nn.Module]
 Reshape = Union[None, str, Callable[[torch.Tensor], torch.Tensor]]
 
 _INTERPOLATION = ("linear", "bilinear", "trilinear")  # by number of spatial axes
-
-
-def _check_bool(value: Any, name: str, owner: str) -> bool:
-    if not isinstance(value, bool):
-        raise ParameterError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r} instead.")
-    return value
 
 
 def token_grid(tokens: torch.Tensor, sizes: tuple[int, ...], owner: str = "reshape='tokens'") -> torch.Tensor:
@@ -148,8 +143,8 @@ class LayerExplainer(Explainer):
                 "Pick the output of the last block's attention input, e.g. 'blocks.11.norm1'."
             )
         self.layer = layer
-        self.relu = _check_bool(relu, "relu", owner)
-        self.upsample = _check_bool(upsample, "upsample", owner)
+        self.relu = check_bool(relu, "relu", owner)
+        self.upsample = check_bool(upsample, "upsample", owner)
         self.reshape = reshape
         self.final_activation = check_option(
             final_activation, "final_activation", owner, ("warn", "keep", "strip")
@@ -168,11 +163,10 @@ class LayerExplainer(Explainer):
             raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
         if self.layer is None:
-            name = default_layer(score.trace(n_rows=1), x.ndim, 1, owner).name
+            call = default_layer(score.trace(n_rows=1), x.ndim, 1, owner)
+            name, module = call.name, call.module
         else:
-            name = find_layer(score.model, self.layer)[0]
-        module = find_layer(score.model, name)[1]
-        score = self._head(score)
+            name, module = score.find_layer(self.layer)
         values, cam = self._layer_map(x, score, module, sizes)
         layer_shape = tuple(cam.shape[1:])
         if self.relu:
@@ -193,9 +187,9 @@ class LayerExplainer(Explainer):
             info={"layer_shape": layer_shape, "relu": self.relu, "upsampled": self.upsample},
         )
 
-    def _head(self, score: ScoreFunction) -> ScoreFunction:
-        """Warn about, keep or strip a final Softmax/Sigmoid."""
-        head = final_activation(score.model)
+    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
+        """Warn about, keep or strip a final Softmax/Sigmoid (``final_activation``)."""
+        head = final_activation(score)
         if self.final_activation == "strip":
             if head is None:
                 raise LayerError(
@@ -212,7 +206,7 @@ class LayerExplainer(Explainer):
                 "'strip' to explain the pre-activation logit (with target=LogProbability(k) for "
                 "the log-probability), or final_activation='keep' to silence this warning.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
         return score
 
@@ -237,9 +231,8 @@ class LayerExplainer(Explainer):
         self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores (B,) and the layer-resolution map (B, *a)."""
-        values, a, g = score.layer_gradients(module)
-        assert g is not None  # grad=True  # noqa: S101
-        a, g = self._grid(a, sizes), self._grid(g, sizes)
+        values, a, g = score.layer_gradients(module)  # grad=True: g is a tensor
+        a, g = self._grid(a, sizes), self._grid(cast(torch.Tensor, g), sizes)
         return values, self._combine(a, g)
 
     def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -411,7 +404,7 @@ class ScoreCAM(LayerExplainer):
             batch_size=batch_size,
             layout=layout,
         )
-        self.progress = _check_bool(progress, "progress", type(self).__name__)
+        self.progress = check_bool(progress, "progress", type(self).__name__)
 
     def _layer_map(
         self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
@@ -424,7 +417,7 @@ class ScoreCAM(LayerExplainer):
         mode = _INTERPOLATION[len(sizes) - 1]
         flat = a.reshape(b * k, 1, *a.shape[2:])
         layout = score.layout
-        bar = _progress_bar(self.progress, b * k, f"{self.name} masks")
+        bar = progress_bar(b * k, f"{self.name} masks", self.progress)
 
         def rows(start: int, stop: int) -> torch.Tensor:
             m = flat[start:stop]
@@ -435,24 +428,10 @@ class ScoreCAM(LayerExplainer):
             m = _safe_div(m - lo, (hi - lo).expand_as(m))
             m = _to_layout(m, layout).to(x.dtype)
             owner = torch.arange(start, stop, device=x.device) // k
-            if bar is not None:
-                bar.update(stop - start)
+            bar.update(stop - start)
             return x[owner] * m
 
-        try:
+        with bar:
             s = score.values(rows, n=k)  # (B, K)
-        finally:
-            if bar is not None:
-                bar.close()
         w = torch.softmax(s, dim=1).reshape(b, k, *([1] * (a.ndim - 2)))
         return values, (w * a).sum(1)
-
-
-def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False)

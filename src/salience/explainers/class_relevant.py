@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence, Union
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_float, check_int, check_option
-from ..errors import ParameterError, TargetError
-from ..targets import _ClassLike, _single_output
+from .._validation import check_bool, check_float, check_int, check_option
+from ..errors import ParameterError, ShapeError, TargetError
+from ..targets import ClassTarget
 from .base import Explainer, Parts, Wrapper, as_parts
 
 __all__ = ["ClassRelevant", "TopClasses"]
@@ -38,7 +38,7 @@ class TopClasses:
 
     def __init__(self, k: int = 2, *, least_likely: bool = True) -> None:
         self.k = check_int(k, "k", "TopClasses", low=1)
-        self.least_likely = check_option(least_likely, "least_likely", "TopClasses", (True, False))
+        self.least_likely = check_bool(least_likely, "least_likely", "TopClasses")
 
     def __repr__(self) -> str:
         return f"TopClasses(k={self.k}, least_likely={self.least_likely})"
@@ -176,7 +176,7 @@ class ClassRelevant(Wrapper):
         self.classes = self._check_classes(classes, owner)
         self.tau = check_float(tau, "tau", owner, low=-1.0, high=1.0)
         self.temperature = check_float(temperature, "temperature", owner, low=0.0, closed="right")
-        self.use_abs = check_option(use_abs, "use_abs", owner, (True, False))
+        self.use_abs = check_bool(use_abs, "use_abs", owner)
         norm = check_option(normalize, "normalize", owner, (False, True, "max", "mean"))
         self.normalize = "max" if norm is True else norm
 
@@ -233,11 +233,10 @@ class ClassRelevant(Wrapper):
         )
 
     # ------------------------------------------------------------------ class sets
-    def _sets(self, out: torch.Tensor, target: _ClassLike, t_idx: torch.Tensor, score: ScoreFunction) -> list[list[int]]:
+    def _sets(self, out: torch.Tensor, target: ClassTarget, t_idx: torch.Tensor, score: ScoreFunction) -> list[list[int]]:
         """The compared classes of every row of ``score.input`` (target included, no duplicates)."""
         n = out.shape[0]
-        single = _single_output(out) is not None
-        n_out = 2 if (single and type(target)._binary_head) else (1 if single else out.reshape(n, -1).shape[1])
+        n_out = target.n_classes(out)
         spec = self.classes
         if isinstance(spec, list) and not isinstance(spec[0], list):
             sets = [list(spec) for _ in range(n)]
@@ -253,18 +252,13 @@ class ClassRelevant(Wrapper):
         elif spec == "all":
             sets = [list(range(n_out)) for _ in range(n)]
         else:
-            if out.ndim != 2 and not single:
+            if out.ndim > 2 and out[0].numel() != 1:  # not (B, C) nor one output per sample
                 raise TargetError(
                     f"{self.name}: a class rule needs per-class model outputs (B, C); got shape "
                     f"{tuple(out.shape)}."
                 )
-            # per-class scores in the target's own sense (logits, probabilities, log-probabilities);
-            # a single-logit binary model has the logits (-z, z) for classes (0, 1)
-            if single and n_out == 2:
-                z = out.reshape(n)
-                per_class = torch.stack([-z, z], 1)
-            else:
-                per_class = target._scores(out)
+            # per-class scores in the target's own sense (logits, probabilities, log-probabilities)
+            per_class = target.class_scores(out)
             if isinstance(spec, TopClasses):
                 chosen = spec.select(per_class, t_idx)
             else:
@@ -317,7 +311,7 @@ class ClassRelevant(Wrapper):
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         target = score.target
-        if not isinstance(target, _ClassLike):
+        if not isinstance(target, ClassTarget):
             raise TargetError(
                 f"{self.name} needs a class target (an int, Class, Probability, LogProbability, "
                 f"or None for the predicted class) so that other classes can be explained the same "
@@ -325,10 +319,7 @@ class ClassRelevant(Wrapper):
             )
         n = x.shape[0]
         device = x.device
-        out = score.reference_output()
-        if score._input_values is None:
-            with torch.no_grad():
-                score._input_values = score.target(out, score.target_map)
+        out = score.reference_output()  # cached: input_values() reuses it
         t_idx = target.explained().to(device)[score.target_map]
         sets = self._sets(out, target, t_idx, score)
 
@@ -347,11 +338,14 @@ class ClassRelevant(Wrapper):
             row_target, xr, score.sample_map[group], group, target_map=torch.arange(rows, device=device)
         )
         with torch.no_grad():
-            inner._input_values = row_target(out_r, torch.arange(rows, device=device))
+            inner.record_input_values(row_target(out_r, torch.arange(rows, device=device)))
         parts = as_parts(self.explainer._attribute(xr, inner), score.layout)
         h = parts.values
         if not isinstance(h, torch.Tensor) or h.shape[0] != rows:
-            raise RuntimeError(f"{self.explainer.name} returned {rows} rows of the wrong shape; this is a bug.")
+            raise ShapeError(
+                f"{self.name}: the wrapped explainer {self.explainer.name} must return one attribution "
+                f"per explained row ({rows}); got {tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}."
+            )
 
         k_max = int(counts.max())
         tau_reachable = (1.0 - 1.0 / counts.to(torch.float64) > self.tau).tolist()

@@ -173,7 +173,6 @@ class IntegratedGradients(Explainer):
         attr = diff * grad_sum
         f_x = values[:, -1] if float(alphas[-1]) == 1.0 else score.input_values()
         f_0 = values[:, 0] if float(alphas[0]) == 0.0 else score.values(x0.unsqueeze(1))[:, 0]
-        if score._input_values is None:
-            score._input_values = f_x
+        score.record_input_values(f_x)
         delta = attr.flatten(1).sum(1) - (f_x - f_0)
         return Parts(attr, delta=delta, info={"rule": self.rule, "n_steps": n, "baseline_scores": f_0})

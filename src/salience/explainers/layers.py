@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .._engine import ModuleCall, ScoreFunction
+from .._engine import ModuleCall, ScoreFunction, make_score
 from .._validation import check_input
 from ..errors import LayerError
 from ..layout import Layout, LayoutLike
@@ -100,15 +100,10 @@ def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: st
     return spatial[-1]
 
 
-def final_activation(model: Any) -> tuple[str, nn.Module] | None:
-    """The model's final Softmax/LogSoftmax/Sigmoid module, judged statically: the last leaf
-    module in registration order. None if there is none (or the model is not a Module)."""
-    if not isinstance(model, nn.Module):
-        return None
-    last: tuple[str, nn.Module] | None = None
-    for name, mod in model.named_modules():
-        if name and not any(True for _ in mod.children()):
-            last = (name, mod)
+def final_activation(score: ScoreFunction) -> tuple[str, nn.Module] | None:
+    """The model's final Softmax/LogSoftmax/Sigmoid module, judged statically (its last leaf
+    module, see :meth:`ScoreFunction.final_module`). None if there is none."""
+    last = score.final_module()
     if last is not None and isinstance(last[1], _ACTIVATIONS):
         return last
     return None
@@ -155,16 +150,7 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
     lay = Layout.infer(x, layout)
     if not isinstance(model, nn.Module):
         raise LayerError(f"layers() needs an nn.Module model. Got {type(model).__name__}.")
-    score = ScoreFunction(
-        lambda rows, samples: model(rows),
-        Output(),
-        input=x.detach(),
-        layout=lay,
-        batch_size=None,
-        owner="layers",
-        model=model,
-    )
-    calls = score.trace()
+    calls = make_score(model, x.detach(), Output(), batch_size=None, layout=lay, owner="layers").trace()
     n = x.shape[0]
     spatial = [c for c in calls if _is_spatial(c, x.ndim, n)]
     default = spatial[-1].name if spatial else None

@@ -7,15 +7,14 @@ from typing import Any
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_float, check_int, check_option
+from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, SubstrateLike
 from ..masking.maskers import AxisSizes
-from ._perturbation import check_bool, check_generator, check_substrate
-from ._progress import progress_bar
+from ._perturbation import check_substrate
+from .._progress import progress_bar
 from .base import Explainer, Parts
-from .smoothgrad import make_generator
 
 __all__ = ["MaskUpdate"]
 

@@ -24,7 +24,6 @@ from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired
 from .base import Explainer, Parts
 from .cam import GradCAM, LayerLike, Reshape
-from .layers import final_activation
 
 __all__ = ["GuidedBackprop", "DeconvNet", "GuidedGradCAM", "ReLUCoverageWarning"]
 
@@ -233,13 +232,10 @@ class GuidedGradCAM(GradCAM):
         return f"{self.name}(layer={layer!r}, relu={self.relu})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+        # ``score`` is already the explained one (final_activation handled by GradCAM's
+        # _explained_score), so both parts explain the same function
         cam = super()._attribute(x, score)
-        guided = score
-        if self.final_activation == "strip":
-            head = final_activation(score.model)
-            if head is not None:  # (GradCAM raised already otherwise)
-                guided = score.strip_final(head[1], head[0])
-        gbp = guided.under(_ReLURule(_guided, self.name)).gradient_at_input()
+        gbp = score.under(_ReLURule(_guided, self.name)).gradient_at_input()
         info = dict(cam.info)
         info["cam"] = cam.values
         return Parts(gbp * cam.values, layout=cam.layout, layer=cam.layer, scores=cam.scores, info=info)

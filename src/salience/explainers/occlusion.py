@@ -7,12 +7,13 @@ from typing import Any
 import torch
 
 from .._engine import ScoreFunction
+from .._validation import check_bool
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
 from ..masking.maskers import AxisSizes
-from ._perturbation import block_size, check_bool, check_masker, check_substrate, masked_scores
-from ._progress import progress_bar
+from ._perturbation import block_size, check_masker, check_substrate, masked_scores
+from .._progress import progress_bar
 from .base import Explainer, Parts
 
 __all__ = ["Occlusion"]

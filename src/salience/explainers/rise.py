@@ -7,22 +7,19 @@ from typing import Any
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_int, check_option
+from .._validation import check_bool, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, Masker, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import (
     block_size,
-    check_bool,
-    check_generator,
     check_masker,
     check_substrate,
     masked_scores,
 )
-from ._progress import progress_bar
+from .._progress import progress_bar
 from .base import Explainer, Parts
-from .smoothgrad import make_generator
 
 __all__ = ["RISE"]
 
@@ -183,7 +180,8 @@ class RISE(Explainer):
                 acc = part if acc is None else acc + part
                 cover += masks.sum(0)
                 bar.update(masks.shape[0])
-        assert acc is not None  # n >= 1  # noqa: S101
+        if acc is None:
+            raise ParameterError(f"{self.name} needs at least one mask; got n_masks={n}.")
         if self.normalization == "p_keep":
             values = acc / (n * float(masker.p_keep))  # type: ignore[attr-defined]
         else:

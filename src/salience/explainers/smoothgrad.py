@@ -7,25 +7,15 @@ import math
 import torch
 
 from .._engine import ScoreFunction
-from .._validation import check_float, check_int, check_option
+from .._progress import progress_bar
+from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError
 from .base import Explainer, Parts, Wrapper, as_parts
 
-__all__ = ["SmoothGrad", "make_generator"]
+__all__ = ["SmoothGrad"]
 
 # noisy copies materialised at once: at most this many input elements (about 64 MiB of float32)
 _GROUP_ELEMENTS = 2**24
-
-
-def make_generator(generator: torch.Generator | None) -> torch.Generator:
-    """The caller's generator, or a fresh randomly seeded one (the global RNG is never used)."""
-    if generator is None:
-        g = torch.Generator()
-        g.seed()
-        return g
-    if not isinstance(generator, torch.Generator):
-        raise ParameterError(f"generator must be a torch.Generator or None. Got {type(generator).__name__}.")
-    return generator
 
 
 class SmoothGrad(Wrapper):
@@ -49,6 +39,8 @@ class SmoothGrad(Wrapper):
     kind : {"mean", "square", "var"}, default "mean"
     generator : torch.Generator, optional
         Source of the noise; the global RNG is never touched.
+    progress : bool, default True
+        Show a tqdm progress bar over the noise draws (if tqdm is installed).
 
     References
     ----------
@@ -67,18 +59,15 @@ class SmoothGrad(Wrapper):
         sigma: float = 0.15,
         kind: str = "mean",
         generator: torch.Generator | None = None,
+        progress: bool = True,
     ) -> None:
         super().__init__(explainer)
         owner = type(self).__name__
         self.n_samples = check_int(n_samples, "n_samples", owner, low=1)
         self.sigma = check_float(sigma, "sigma", owner, low=0.0)
         self.kind = check_option(kind, "kind", owner, ("mean", "square", "var"))
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ParameterError(
-                f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
-        self.generator = generator
+        self.generator = check_generator(generator, owner)
+        self.progress = check_bool(progress, "progress", owner)
 
     @property
     def name(self) -> str:
@@ -95,19 +84,21 @@ class SmoothGrad(Wrapper):
         sum1: torch.Tensor | None = None
         sum2: torch.Tensor | None = None
         last: Parts | None = None
-        for start in range(0, n, group):
-            k = min(group, n - start)
-            noise = torch.randn((b, k, *x.shape[1:]), generator=gen, device=gen.device, dtype=x.dtype)
-            xn = (x.unsqueeze(1) + std * noise.to(x.device)).reshape(b * k, *x.shape[1:])
-            last = as_parts(self.explainer._attribute(xn, score.repeat(xn, k)), score.layout)
-            v = last.values.reshape(b, k, *last.values.shape[1:])
-            s1 = v.sum(1)
-            sum1 = s1 if sum1 is None else sum1 + s1
-            if self.kind != "mean":
-                s2 = (v * v).sum(1)
-                sum2 = s2 if sum2 is None else sum2 + s2
+        with progress_bar(n, f"{self.name} draws", self.progress) as bar:
+            for start in range(0, n, group):
+                k = min(group, n - start)
+                noise = torch.randn((b, k, *x.shape[1:]), generator=gen, device=gen.device, dtype=x.dtype)
+                xn = (x.unsqueeze(1) + std * noise.to(x.device)).reshape(b * k, *x.shape[1:])
+                last = as_parts(self.explainer._attribute(xn, score.repeat(xn, k)), score.layout)
+                v = last.values.reshape(b, k, *last.values.shape[1:])
+                s1 = v.sum(1)
+                sum1 = s1 if sum1 is None else sum1 + s1
+                if self.kind != "mean":
+                    s2 = (v * v).sum(1)
+                    sum2 = s2 if sum2 is None else sum2 + s2
+                bar.update(k)
         if sum1 is None or last is None:
-            raise RuntimeError("SmoothGrad ran no noise draw; n_samples must be >= 1")
+            raise ParameterError(f"{self.name} needs at least one noise draw; got n_samples={n}.")
         mean = sum1 / n
         if self.kind == "mean":
             out = mean

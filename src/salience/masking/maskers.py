@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 import torch
 
-from .._validation import check_float, check_int
+from .._validation import check_bool, check_float, check_int, make_generator
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 
@@ -164,9 +164,7 @@ class GridMasker(Masker):
         owner = type(self).__name__
         self.cells = _check_axis_spec(cells, "cells", owner)
         self.p_keep = check_float(p_keep, "p_keep", owner, low=0.0, high=1.0, closed="right")
-        if not isinstance(shift, bool):
-            raise ParameterError(f"The 'shift' parameter of {owner} must be a bool. Got {shift!r} instead.")
-        self.shift = shift
+        self.shift = check_bool(shift, "shift", owner)
 
     def __repr__(self) -> str:
         return f"GridMasker(cells={self.cells!r}, p_keep={self.p_keep!r}, shift={self.shift!r})"
@@ -454,6 +452,4 @@ class Segments(Masker):
 
 
 def _generator(generator: torch.Generator | None) -> torch.Generator:
-    from ..explainers.smoothgrad import make_generator  # lazy: explainers import masking
-
     return make_generator(generator)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Mapping, Union
 
 import torch
 
-from .._validation import check_float, check_int, check_option
+from .._validation import check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 
@@ -242,16 +242,9 @@ class Noise(Substrate):
     def __init__(self, std: float = 1.0, *, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
         self.std = check_float(std, "std", "Noise", low=0.0)
         self.mean = check_float(mean, "mean", "Noise")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ParameterError(
-                f"The 'generator' parameter of Noise must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
-        self.generator = generator
+        self.generator = check_generator(generator, "Noise")
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
-        from ..explainers.smoothgrad import make_generator  # lazy: explainers import masking
-
         gen = make_generator(self.generator)  # local: the substrate object is never changed
         eps = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
         return self.mean + self.std * eps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -10,6 +9,7 @@ import torch
 from .._engine import ScoreFunction, make_score
 from .._validation import check_batch_size, check_input
 from ..attribution import Attribution
+from ..domains.base import into
 from ..errors import InputError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
@@ -152,57 +152,6 @@ def prepare(
     return x, lay, score
 
 
-def generic_layout(z: torch.Tensor) -> Layout:
-    """A layout for coefficients whose axes have no known names: ``b c z0 z1 ...``."""
-    return Layout(" ".join(["b", "c"] + [f"z{i}" for i in range(z.ndim - 2)]))
-
-
-def _inverse_takes_index(domain: Any) -> bool:
-    try:
-        params = inspect.signature(domain.inverse).parameters
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2
-
-
-def in_domain(
-    score: ScoreFunction, x: torch.Tensor, domain: Any, layout: Layout
-) -> tuple[torch.Tensor, Layout, ScoreFunction]:
-    """Move a score function into a domain: ``z = domain.forward(x)``, ``g(z) = f(inverse(z) + r)``.
-
-    ``r = x - inverse(forward(x))`` (zero for exact domains) makes ``g(forward(x)) == f(x)``, as
-    in ``InDomain``. The domain is duck-typed: ``forward(x) -> z`` and ``inverse(z) -> x``, both
-    batched over the first axis; optional ``bind(x, layout)`` (per-batch state; then
-    ``inverse(z, index)`` receives each row's sample) and ``output_layout(layout)`` (z's axes).
-    """
-    for meth in ("forward", "inverse"):
-        if not callable(getattr(domain, meth, None)):
-            raise ParameterError(
-                f"{score.owner}: domain must have forward(x) and inverse(z) methods. Got "
-                f"{type(domain).__name__} without {meth}()."
-            )
-    if callable(getattr(domain, "bind", None)):
-        domain = domain.bind(x, layout)
-    with_index = _inverse_takes_index(domain)
-
-    def inverse(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return domain.inverse(rows, index) if with_index else domain.inverse(rows)
-
-    with torch.no_grad():
-        z = domain.forward(x)
-        if not isinstance(z, torch.Tensor) or z.shape[0] != x.shape[0]:
-            raise ShapeError(f"{score.owner}: domain.forward(x) must return a tensor with x's batch size.")
-        residual = x - inverse(z, torch.arange(x.shape[0], device=x.device))
-    out_layout = getattr(domain, "output_layout", None)
-    zl = out_layout(layout) if callable(out_layout) else None
-    zl = generic_layout(z) if zl is None or Layout(str(zl)).ndim != z.ndim else Layout(str(zl))
-
-    def transform(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return inverse(rows, index) + residual[index]
-
-    return z, zl, score.compose(transform, z, zl)
-
-
 def align(a: torch.Tensor, a_layout: Layout | None, space: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor:
     """Attributions with fewer axes than ``space`` (a domain's reduced report, e.g. Fourier bins
     without the re/im axis) get singleton axes where ``layout`` has names they lack."""
@@ -238,9 +187,28 @@ def setup(
     x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
     space = x
     if domain is not None:
-        space, lay, score = in_domain(score, x, domain, lay)
+        space, lay, score, d = into(score, x, domain, lay)
+        a, a_layout = to_coefficients(a, a_layout, d, space, lay)
     a = check_attribution(align(a, a_layout, space, lay, owner), space, owner)
     return a, space, lay, score
+
+
+def to_coefficients(
+    a: torch.Tensor, a_layout: Layout | None, domain: Any, z: torch.Tensor, z_layout: Layout
+) -> tuple[torch.Tensor, Layout | None]:
+    """Attributions in a domain's reported units (``InDomain``'s default: Fourier bins, wavelet
+    bands) mapped back onto the coefficients ``z`` with the bound domain's ``expand``.
+
+    A plain tensor with fewer axes than ``z`` is taken to be in the reported units (its layout
+    is that of ``domain.reduce``). Domains without ``reduce``/``expand`` are left to :func:`align`.
+    """
+    reduce, expand = getattr(domain, "reduce", None), getattr(domain, "expand", None)
+    if a_layout is None and a.ndim < z.ndim and callable(reduce):
+        a_layout = Layout(str(reduce(torch.zeros_like(z), z_layout)[1]))
+    if a_layout is not None and a_layout != z_layout and callable(expand):
+        a, a_layout = expand(a, a_layout)
+        a_layout = Layout(str(a_layout))
+    return a, a_layout
 
 
 def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:

@@ -14,13 +14,12 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_batch_size, check_float, check_int, check_option
+from .._validation import check_batch_size, check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..masking import Filler, Substrate, as_substrate
-from ..explainers._perturbation import check_bool, check_generator
-from ..explainers._progress import progress_bar
+from .._progress import progress_bar
 from ..targets import TargetLike
 from .base import Metric, pearson, rankdata, reduce_channels as _reduce_channels, setup
 
@@ -129,9 +128,7 @@ class NoisyLinearImputation(Substrate):
     ) -> None:
         owner = "NoisyLinearImputation"
         self.noise = check_float(noise, "noise", owner, low=0.0)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ParameterError(f"The 'generator' parameter of {owner} must be a torch.Generator or None.")
-        self.generator = generator
+        self.generator = check_generator(generator, owner)
         self.max_iter = check_int(max_iter, "max_iter", owner, low=1)
         self.tol = check_float(tol, "tol", owner, low=0.0)
 
@@ -192,8 +189,6 @@ class NoisyLinearImputation(Substrate):
             p = res + beta.reshape(shape) * p
             rr = rr_new
         if self.noise > 0:
-            from ..explainers.smoothgrad import make_generator  # lazy: avoid an import cycle
-
             g = make_generator(self.generator)  # local: the substrate object is never changed
             eps = torch.randn(v.shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)
             sol = sol + self.noise * eps * unknown
@@ -454,7 +449,6 @@ def faithfulness_correlation(
     ----------
     Bhatt et al., "Evaluating and Aggregating Feature-based Model Explanations", IJCAI 2020.
     """
-    from ..explainers.smoothgrad import make_generator
 
     owner = "faithfulness_correlation"
     n_runs = check_int(n_runs, "n_runs", owner, low=2)
@@ -530,7 +524,6 @@ def infidelity(
     ----------
     Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
-    from ..explainers.smoothgrad import make_generator
 
     owner = "infidelity"
     n = check_int(n_perturbations, "n_perturbations", owner, low=1)

@@ -14,12 +14,12 @@ from typing import Any, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._engine import ScoreFunction
-from .._validation import check_float, check_input, check_int, check_option
+from .._engine import make_score
+from .._validation import check_bool, check_float, check_generator, check_input, check_int, check_option
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
-from ..targets import Class
+from ..targets import Output
 
 __all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game"]
 
@@ -107,16 +107,8 @@ def _confident(
     for model in models:
         if not callable(model):
             raise ParameterError(f"The 'model' parameter of {_OWNER} must be callable. Got {type(model).__name__}.")
-        score = ScoreFunction(
-            lambda rows, samples, m=model: m(rows),
-            Class(labels).bind(x.shape[0], lambda: torch.empty(0)),
-            input=x,
-            layout=layout,
-            batch_size=batch_size,
-            owner=_OWNER,
-            model=model,
-        )
-        out = score.reference_output()
+        # only the raw outputs are read: Output() binds without a model call
+        out = make_score(model, x, Output(), batch_size=batch_size, layout=layout, owner=_OWNER).reference_output()
         if out.ndim != 2 or out.shape[1] < 2:
             raise ShapeError(
                 f"{_OWNER}: the confidence filter needs classifier outputs (N, K) with K >= 2; got "
@@ -255,9 +247,9 @@ def make_grid(
         )
     if resize is None:
         resize = set(axes) >= {"h", "w"}
-    resize = check_option(resize, "resize", _OWNER, (True, False))
+    resize = check_bool(resize, "resize", _OWNER)
     mode = check_option(mode, "mode", _OWNER, ("area", "nearest", "linear"))
-    distinct = check_option(distinct, "distinct", _OWNER, (True, False))
+    distinct = check_bool(distinct, "distinct", _OWNER)
     if (model is None) != (min_confidence is None):
         raise ParameterError(f"{_OWNER}: the confidence filter needs both model=... and min_confidence=... .")
 
@@ -268,8 +260,7 @@ def make_grid(
         keep = _confident(x.detach(), lab.to(x.device), models, thr, lay, batch_size).cpu()
     order = torch.arange(x.shape[0])
     if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise ParameterError(f"The 'generator' parameter of {_OWNER} must be a torch.Generator.")
+        check_generator(generator, _OWNER)
         order = order[torch.randperm(x.shape[0], generator=generator, device=generator.device).cpu()]
     order_list = [int(i) for i in order.tolist() if keep[i]]
     n_cells = math.prod(cells)

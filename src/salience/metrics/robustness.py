@@ -9,11 +9,10 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .._engine import default_batch_size, make_score
-from .._validation import check_float, check_input, check_int
+from .._validation import check_bool, check_float, check_generator, check_input, check_int, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError
-from ..explainers._perturbation import check_bool, check_generator
-from ..explainers._progress import progress_bar
+from .._progress import progress_bar
 from ..explainers.base import Explainer, as_parts
 from ..layout import Layout
 from ..targets import Target, TargetLike
@@ -89,6 +88,7 @@ def reexplainer(explainer: Any, x: torch.Tensor, target: TargetLike) -> Callable
         lay = Layout.infer(x, explainer.layout)
         score = make_score(explainer.model, x, target, batch_size=explainer.batch_size, layout=lay,
                            owner=explainer.name)
+        score = explainer._explained_score(score)  # as Explainer.explain (e.g. a stripped softmax)
 
         def run(xp: torch.Tensor, k: int) -> torch.Tensor:
             parts = as_parts(explainer._attribute(xp, score.repeat(xp, k)), lay)
@@ -128,7 +128,6 @@ def _sensitivities(
     progress: bool,
     owner: str,
 ) -> torch.Tensor:
-    from ..explainers.smoothgrad import make_generator
 
     x = check_input(x, owner).detach()
     n = check_int(n_perturbations, "n_perturbations", owner, low=1)

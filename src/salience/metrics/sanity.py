@@ -8,13 +8,12 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_batch_size, check_int, check_option
+from .._validation import check_batch_size, check_bool, check_generator, check_int, check_option, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError
-from ..explainers._perturbation import check_bool, check_generator
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
-from ..targets import Class, LogProbability, Probability, Target, TargetLike, as_target
+from ..targets import ClassTarget, Target, TargetLike, as_target
 from .base import Metric, prepare, setup, unpack
 from .base import similarity as _similarity
 from .robustness import explain_with
@@ -186,7 +185,6 @@ def model_randomisation(
     ----------
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    from ..explainers.smoothgrad import make_generator
 
     model = getattr(explainer, "model", None)
     if not isinstance(model, nn.Module):
@@ -262,7 +260,6 @@ def random_logit(
     ----------
     Sixt et al., "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
     """
-    from ..explainers.smoothgrad import make_generator
 
     similarity = _check_similarity(similarity, "random_logit")
     if n_classes is not None:
@@ -273,7 +270,7 @@ def random_logit(
     else:
         ref, explained, _ = unpack(attribution, target, None)
     t = as_target(explained if target is None else target)
-    if not isinstance(t, (Class, Probability, LogProbability)):
+    if not isinstance(t, ClassTarget):
         raise ParameterError(
             "random_logit needs a class target: an int, one int per sample, Class, Probability or "
             f"LogProbability (the other class is scored the same way). Got {t!r} instead."
@@ -290,7 +287,7 @@ def random_logit(
         if model is None:
             raise ParameterError("random_logit: pass n_classes=... for a callable explainer.")
         _, _, score = prepare("random_logit", model, x[:1], 0, batch_size=None, layout=getattr(explainer, "layout", None))
-        n_classes = int(score.reference_output().shape[1])
+        n_classes = t.n_classes(score.reference_output())
     if n_classes < 2:
         raise ParameterError(f"random_logit needs at least 2 classes. Got n_classes={n_classes}.")
     gen = make_generator(generator)

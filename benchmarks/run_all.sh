@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every benchmark in full, one after the other (nothing else should be running), then
+# assembles benchmarks/RESULTS.md from the per-benchmark result files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONUNBUFFERED=1
+benches=("${@:-core domains cam perturbation metrics modbp classrel}")
+for b in ${benches[@]}; do
+  echo "=== bench_$b ($(date -u +%H:%M:%S))"
+  python "benchmarks/bench_$b.py"
+done
+{
+  echo "# Benchmark results"
+  echo
+  echo "Measured by \`bash benchmarks/run_all.sh\` on $(date -u +%Y-%m-%d), one benchmark after the other"
+  echo "on an otherwise idle machine: $(nproc) CPU cores ($(python -c 'import platform; print(platform.processor() or platform.machine())')),"
+  echo "torch $(python -c 'import torch; print(torch.__version__)'), 2 threads, no GPU. Every ratio compares"
+  echo "timings taken in the same run. The \"bare limit\" is the model's own forward(+backward) cost"
+  echo "over the same number of rows."
+  echo
+  for b in core domains cam perturbation metrics modbp classrel; do
+    f="benchmarks/results_$b.md"
+    if [ -f "$f" ]; then cat "$f"; echo; fi
+  done
+} > benchmarks/RESULTS.md
+echo "wrote benchmarks/RESULTS.md"

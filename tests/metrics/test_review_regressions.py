@@ -241,3 +241,11 @@ def test_zero_radius_sensitivity_of_an_explainer_with_a_stripped_final_activatio
     out = M.max_sensitivity(cam, x, 1, n_perturbations=2, radius=0.0, generator=torch.Generator().manual_seed(0),
                             progress=False)
     torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
+
+
+def test_random_logit_on_a_single_logit_binary_model_uses_two_classes():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(60, 1)).double().eval()
+    x = make_input("signal", batch=2)
+    out = M.random_logit(sl.Gradient(model), x, sl.Probability(1), generator=torch.Generator().manual_seed(0))
+    # Probability(0) = 1 - sigmoid(z): its gradient is the negated gradient of Probability(1)
+    torch.testing.assert_close(out, torch.full((2,), -1.0, dtype=x.dtype))

@@ -379,3 +379,26 @@ def test_perturbation_methods_inside_a_composed_score():
     rise = _InSpectrum(sl.RISE(model, n_masks=300, cells={"f": t // 2 + 1}, shift=False, generator=_g(),
                                progress=False))(x, target=0)
     assert int(rise.values[0, 0, :, 0].argmax()) == k0
+
+
+# ---------------------------------------------------------------------------- review #20: parameters are stored
+def test_perturbation_explainers_store_their_parameters_and_build_maskers_per_call():
+    model = Reader(0).eval()
+    rise = sl.RISE(model, n_masks=8, cells={"t": 4}, p_keep=0.3, shift=False, progress=False)
+    assert (rise.cells, rise.p_keep, rise.shift, rise.masker) == ({"t": 4}, 0.3, False, None)
+    occ = sl.Occlusion(model, window={"t": 4}, stride=2, progress=False)
+    assert (occ.window, occ.stride, occ.masker) == ({"t": 4}, 2, None)
+    mu = sl.MaskUpdate(model, n_steps=3, cells={"t": 5}, shift=False, progress=False)
+    assert (mu.cells, mu.shift) == ({"t": 5}, False)
+    # sklearn-style: a changed attribute is used by the next call
+    x = torch.randn(1, 1, 12, dtype=torch.float64)
+    occ.window, occ.stride = {"t": 6}, None
+    assert occ.explain(x, 0).info["n_windows"] == 2
+    rise.p_keep = 0.6
+    assert "p_keep=0.6" in rise.explain(x, 0).info["masker"]
+    with pytest.raises(ParameterError, match="window"):
+        sl.Occlusion(model, window={"t": 0})
+    with pytest.raises(ParameterError, match="p_keep"):
+        sl.RISE(model, p_keep=0.0)
+    with pytest.raises(ParameterError, match="cells"):
+        sl.MaskUpdate(model, cells={"t": -1})

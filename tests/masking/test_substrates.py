@@ -119,3 +119,25 @@ def test_as_substrate():
             as_substrate(bad)
     with pytest.raises(ShapeError):
         ChannelMean()(_x((2, 3)), SIG)
+
+
+def test_noise_without_generator_leaves_the_substrate_unchanged():
+    # review #4: the substrate object is the user's; a call must not store a generator on it
+    sub = Noise(std=0.5)
+    a = sub(_x((1, 2, 8)), SIG)
+    b = sub(_x((1, 2, 8)), SIG)
+    assert sub.generator is None
+    assert not torch.equal(a, b)  # a fresh random generator per call
+
+
+def test_secondary_parameters_are_keyword_only():
+    # review #21: only the primary parameter may be positional
+    from salience.masking import GridMasker
+    from salience.metrics import NoisyLinearImputation, RiseBlur
+
+    for make in (lambda: Blur(2.0, ("t",)), lambda: Noise(1.0, 0.5), lambda: Interpolate("t", 0.3),
+                 lambda: GridMasker(4, 0.3), lambda: RiseBlur(5.0, 11),
+                 lambda: NoisyLinearImputation(0.01, None)):
+        with pytest.raises(TypeError):
+            make()
+    assert RiseBlur(3.0, size=7).size == 7 and Noise(2.0, mean=1.0).mean == 1.0

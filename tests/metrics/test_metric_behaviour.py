@@ -188,7 +188,7 @@ def test_model_randomisation_flags_edge_detector_not_gradient():
     # (signed Spearman; on this 2-conv GAP model they can even anti-correlate mid-cascade,
     # so the check is "far from 1", and also holds for |maps|)
     assert float(grad[:, -1].mean()) < 0.5
-    grad_abs = M.model_randomisation(sl.Gradient(model), x, y, absolute=True,
+    grad_abs = M.model_randomisation(sl.Gradient(model), x, y, use_abs=True,
                                      generator=torch.Generator().manual_seed(0))
     assert float(grad_abs[:, -1].mean()) < 0.5
     # the metric class reports the similarity after the whole cascade

@@ -10,7 +10,7 @@ from .._engine import ScoreFunction
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
-from ..masking import Constant, GridMasker, SubstrateLike, fill
+from ..masking import Filler, GridMasker, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import check_substrate
 from .._progress import progress_bar
@@ -110,7 +110,9 @@ class MaskUpdate(Explainer):
         super().__init__(model, batch_size=batch_size, layout=layout)
         owner = type(self).__name__
         self.n_steps = check_int(n_steps, "n_steps", owner, low=1)
-        self.masker = GridMasker(cells, shift=check_bool(shift, "shift", owner))
+        self.cells = cells
+        self.shift = check_bool(shift, "shift", owner)
+        self._masker()  # validates cells
         self.init_keep = check_float(init_keep, "init_keep", owner, low=0.0, high=1.0)
         self.lr = check_float(lr, "lr", owner, low=0.0, high=1.0)
         self.offset = check_float(offset, "offset", owner)
@@ -122,7 +124,11 @@ class MaskUpdate(Explainer):
         self.progress = check_bool(progress, "progress", owner)
 
     def __repr__(self) -> str:
-        return f"MaskUpdate(n_steps={self.n_steps}, cells={self.masker.cells!r}, n_chains={self.n_chains})"
+        return f"MaskUpdate(n_steps={self.n_steps}, cells={self.cells!r}, n_chains={self.n_chains})"
+
+    def _masker(self) -> GridMasker:
+        """The grid of cells (its ``p_keep`` is unused: the chain sets the cells)."""
+        return GridMasker(self.cells, shift=self.shift)
 
     def _probability(self, s: torch.Tensor) -> torch.Tensor:
         if self.link == "sigmoid":
@@ -143,9 +149,8 @@ class MaskUpdate(Explainer):
         lay = score.layout
         b, c = x.shape[0], self.n_chains
         r = b * c
-        grid = self.masker.resolve(x.shape[1:], lay)
-        sub = self.substrate
-        base = None if sub.needs_mask else sub(x, lay)
+        grid = self._masker().resolve(x.shape[1:], lay)
+        filler = Filler(x, self.substrate, lay, self.name)
         dtype = x.dtype
         # chain j of sample i is row i * c + j
         u = torch.rand((r, *grid.grid_shape), generator=gen, device=gen.device, dtype=torch.float64)
@@ -155,20 +160,10 @@ class MaskUpdate(Explainer):
         p_prev = torch.zeros(r, dtype=dtype, device=x.device)
         cell_view = (r,) + (1,) * len(grid.grid_shape)
 
-        # one copy of each sample per chain (c = 1: no copy); rows are x*m + (1-m)*base
-        xr = x if c == 1 else x.repeat_interleave(c, 0)
-        if base is not None:
-            zero = isinstance(sub, Constant) and sub.value == 0.0
-            base_r = base if c == 1 else base.repeat_interleave(c, 0)
-            diff_r = xr if zero else xr - base_r
-
+        # chain j of sample i is row i * c + j; every chain of a sample shares its substrate
         def rows(start: int, stop: int) -> torch.Tensor:
-            m = masks[start:stop]
-            if base is None:
-                return fill(xr[start:stop], m, sub, lay)
-            if zero:
-                return diff_r[start:stop] * m
-            return torch.addcmul(base_r[start:stop], m, diff_r[start:stop])
+            index = slice(start, stop) if c == 1 else torch.arange(start, stop, device=x.device) // c
+            return filler(index, masks[start:stop])
 
         with progress_bar(self.n_steps, "MaskUpdate steps", self.progress) as bar:
             for _ in range(self.n_steps):

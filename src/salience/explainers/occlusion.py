@@ -10,7 +10,7 @@ from .._engine import ScoreFunction
 from .._validation import check_bool
 from ..errors import ParameterError
 from ..layout import LayoutLike
-from ..masking import Masker, SlidingWindow, SubstrateLike
+from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import block_size, check_masker, check_substrate, masked_scores
 from .._progress import progress_bar
@@ -80,26 +80,32 @@ class Occlusion(Explainer):
         if masker is None:
             if window is None:
                 raise ParameterError(f"{owner} needs window=... (e.g. {{'t': 25}}) or masker=... .")
-            masker = SlidingWindow(window, stride)
         else:
             masker = check_masker(masker, owner)
             if window is not None or stride is not None:
                 raise ParameterError(f"{owner}: pass either window/stride or masker=..., not both.")
             if masker.is_random:
                 raise ParameterError(f"{owner} needs a deterministic masker; {masker!r} is random (use RISE).")
+        self.window = window
+        self.stride = stride
         self.masker = masker
         self.substrate = check_substrate(substrate, owner)
         self.progress = check_bool(progress, "progress", owner)
+        self._masker()  # validates window and stride
+
+    def _masker(self) -> Masker:
+        """The masker in use: ``masker``, or the sliding window built from ``window``/``stride``."""
+        return self.masker if self.masker is not None else SlidingWindow(self.window, self.stride)
 
     def __repr__(self) -> str:
-        return f"Occlusion(masker={self.masker!r}, substrate={self.substrate!r})"
+        return f"Occlusion(masker={self._masker()!r}, substrate={self.substrate!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         lay = score.layout
-        plan = self.masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
+        masker = self._masker()
+        plan = masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
         n = plan.n
-        sub = self.substrate
-        base = None if sub.needs_mask else sub(x, lay)
+        filler = Filler(x, self.substrate, lay, self.name)
         b = x.shape[0]
         s0 = score.input_values().to(x.dtype).reshape(b, 1)
         acc = torch.zeros((b, *plan.shape), dtype=x.dtype, device=x.device)
@@ -108,10 +114,10 @@ class Occlusion(Explainer):
         with progress_bar(n, "Occlusion windows", self.progress) as bar:
             for k0 in range(0, n, block):
                 masks = plan(k0, min(n, k0 + block))
-                drop = s0 - masked_scores(x, score, masks, sub, base)  # (B, K)
+                drop = s0 - masked_scores(score, masks, filler)  # (B, K)
                 occluded = 1 - masks
                 acc += torch.tensordot(drop, occluded, dims=([1], [0]))
                 count += occluded.sum(0)
                 bar.update(masks.shape[0])
         values = torch.where(count > 0, acc / count.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
-        return Parts(values, info={"n_windows": n, "masker": repr(self.masker)})
+        return Parts(values, info={"n_windows": n, "masker": repr(masker)})

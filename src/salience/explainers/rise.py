@@ -10,7 +10,7 @@ from .._engine import ScoreFunction
 from .._validation import check_bool, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError
 from ..layout import LayoutLike
-from ..masking import GridMasker, Masker, SubstrateLike
+from ..masking import Filler, GridMasker, Masker, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import (
     block_size,
@@ -55,7 +55,9 @@ class RISE(Explainer):
         constant, or a :mod:`salience.masking` substrate).
     normalization : {"p_keep", "coverage"}, default "p_keep"
         Divide by ``N * p_keep`` (the paper) or by ``sum_i M_i`` per position (Xplique's variant,
-        an estimate of E[score | position kept]).
+        an estimate of E[score | position kept]). The name follows RISE and Xplique; it picks
+        the Monte-Carlo estimator's denominator and is not a display normalisation (the map keeps
+        the score's units and sign; rescaling belongs to plotting).
     all_classes : bool, default False
         Explain every model output from the same forward passes (the original RISE's matrix
         product): values of shape (B, K, *spatial) with the channel axis ``c`` replaced by an
@@ -111,32 +113,41 @@ class RISE(Explainer):
         super().__init__(model, batch_size=batch_size, layout=layout)
         owner = type(self).__name__
         self.n_masks = check_int(n_masks, "n_masks", owner, low=1)
-        if masker is None:
-            masker = GridMasker(cells, p_keep=p_keep, shift=shift)
-        else:
+        if masker is not None:
             masker = check_masker(masker, owner)
             if cells is not None:
                 raise ParameterError(f"{owner}: pass either cells=... or masker=..., not both.")
+        self.cells = cells
+        self.p_keep = p_keep
+        self.shift = shift
         self.masker = masker
         self.substrate = check_substrate(substrate, owner)
         self.normalization = check_option(normalization, "normalization", owner, ("p_keep", "coverage"))
-        if self.normalization == "p_keep" and getattr(masker, "p_keep", None) is None:
+        built = self._masker()  # validates cells, p_keep and shift
+        if self.normalization == "p_keep" and getattr(built, "p_keep", None) is None:
             raise ParameterError(
                 f"{owner}: normalization='p_keep' needs a random masker with a p_keep attribute; "
-                f"{masker!r} has none. Use normalization='coverage'."
+                f"{built!r} has none. Use normalization='coverage'."
             )
         self.all_classes = check_bool(all_classes, "all_classes", owner)
         self.generator = check_generator(generator, owner)
         self.progress = check_bool(progress, "progress", owner)
 
+    def _masker(self) -> Masker:
+        """The masker in use: ``masker``, or the grid built from ``cells``/``p_keep``/``shift``."""
+        if self.masker is not None:
+            return self.masker
+        return GridMasker(self.cells, p_keep=self.p_keep, shift=self.shift)
+
     def __repr__(self) -> str:
-        return f"RISE(n_masks={self.n_masks}, masker={self.masker!r}, substrate={self.substrate!r})"
+        return f"RISE(n_masks={self.n_masks}, masker={self._masker()!r}, substrate={self.substrate!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         gen = make_generator(self.generator)
         lay = score.layout
         n = self.n_masks
-        plan = self.masker.plan(x.shape[1:], lay, n, generator=gen, device=x.device, dtype=x.dtype)
+        masker = self._masker()
+        plan = masker.plan(x.shape[1:], lay, n, generator=gen, device=x.device, dtype=x.dtype)
         n = plan.n
         out_layout = None
         if self.all_classes:
@@ -148,8 +159,7 @@ class RISE(Explainer):
                     f"shape {plan.shape}."
                 )
             out_layout = lay.replace("c", "k")
-        sub = self.substrate
-        base = None if sub.needs_mask else sub(x, lay)
+        filler = Filler(x, self.substrate, lay, self.name)
         b = x.shape[0]
         acc: torch.Tensor | None = None
         cover = torch.zeros(plan.shape, dtype=x.dtype, device=x.device)
@@ -159,13 +169,13 @@ class RISE(Explainer):
             for k0 in range(0, n, block):
                 masks = plan(k0, min(n, k0 + block))
                 if self.all_classes:
-                    o = masked_scores(x, score, masks, sub, base, outputs=True)  # (B, K, *O)
+                    o = masked_scores(score, masks, filler, outputs=True)  # (B, K, *O)
                     o = o.reshape(b, masks.shape[0], -1)
                     # (B, O, *mask_shape without c): the output axis takes the channel's place
                     m = masks.squeeze(1 + c_axis)  # type: ignore[operator]
                     part = torch.tensordot(o.transpose(1, 2), m, dims=([2], [0])).movedim(1, 1 + c_axis)  # type: ignore[operator]
                 else:
-                    s = masked_scores(x, score, masks, sub, base)  # (B, K)
+                    s = masked_scores(score, masks, filler)  # (B, K)
                     part = torch.tensordot(s, masks, dims=([1], [0]))
                 acc = part if acc is None else acc + part
                 cover += masks.sum(0)
@@ -173,8 +183,8 @@ class RISE(Explainer):
         if acc is None:
             raise ParameterError(f"{self.name} needs at least one mask; got n_masks={n}.")
         if self.normalization == "p_keep":
-            values = acc / (n * float(self.masker.p_keep))  # type: ignore[attr-defined]
+            values = acc / (n * float(masker.p_keep))  # type: ignore[attr-defined]
         else:
             values = torch.where(cover > 0, acc / cover.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
-        info = {"n_masks": n, "masker": repr(self.masker), "normalization": self.normalization}
+        info = {"n_masks": n, "masker": repr(masker), "normalization": self.normalization}
         return Parts(values, layout=out_layout, info=info)

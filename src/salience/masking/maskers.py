@@ -160,7 +160,7 @@ class GridMasker(Masker):
 
     is_random = True
 
-    def __init__(self, cells: AxisSizes | None = None, p_keep: float = 0.5, shift: bool = True) -> None:
+    def __init__(self, cells: AxisSizes | None = None, *, p_keep: float = 0.5, shift: bool = True) -> None:
         owner = type(self).__name__
         self.cells = _check_axis_spec(cells, "cells", owner)
         self.p_keep = check_float(p_keep, "p_keep", owner, low=0.0, high=1.0, closed="right")

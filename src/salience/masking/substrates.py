@@ -37,8 +37,10 @@ __all__ = [
     "Blur",
     "Noise",
     "Interpolate",
+    "Reference",
     "as_substrate",
     "fill",
+    "Filler",
     "SubstrateLike",
 ]
 
@@ -77,6 +79,42 @@ class Constant(Substrate):
 
     def __repr__(self) -> str:
         return f"Constant({self.value!r})"
+
+
+class Reference(Substrate):
+    """A fixed reference input: removed values become ``values`` (broadcast to the rows).
+
+    A dataset mean of shape (1, *S) or (*S) serves any rows; a per-sample reference of shape
+    (B, *S) fits when the whole batch is filled at once (what explainers and metrics do, through
+    :class:`Filler`). A tensor passed as ``substrate=`` becomes this.
+
+    Parameters
+    ----------
+    values : Tensor broadcastable to the filled rows
+    """
+
+    def __init__(self, values: torch.Tensor) -> None:
+        if not isinstance(values, torch.Tensor) or values.is_complex() or not values.is_floating_point():
+            raise ParameterError(
+                f"The 'values' parameter of Reference must be a floating-point tensor. Got "
+                f"{type(values).__name__ if not isinstance(values, torch.Tensor) else values.dtype} instead."
+            )
+        if not bool(torch.isfinite(values).all()):
+            raise ParameterError("The 'values' parameter of Reference contains NaN or inf.")
+        self.values = values.detach()
+
+    def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.values.to(device=x.device, dtype=x.dtype)
+        try:
+            return v.expand(x.shape).clone()
+        except RuntimeError as err:
+            raise ShapeError(
+                f"A substrate tensor of shape {tuple(v.shape)} does not broadcast to rows of shape "
+                f"{tuple(x.shape)}."
+            ) from err
+
+    def __repr__(self) -> str:
+        return f"Reference(<tensor of shape {tuple(self.values.shape)}>)"
 
 
 class ChannelMean(Substrate):
@@ -124,8 +162,8 @@ class Blur(Substrate):
     def __init__(
         self,
         sigma: Union[float, Mapping[str, float]] = 5.0,
-        axes: tuple[str, ...] | list[str] | None = None,
         *,
+        axes: tuple[str, ...] | list[str] | None = None,
         truncate: float = 4.0,
         radius: int | None = None,
         padding: str = "reflect",
@@ -201,15 +239,13 @@ class Noise(Substrate):
 
     is_random = True
 
-    def __init__(self, std: float = 1.0, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
+    def __init__(self, std: float = 1.0, *, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
         self.std = check_float(std, "std", "Noise", low=0.0)
         self.mean = check_float(mean, "mean", "Noise")
         self.generator = check_generator(generator, "Noise")
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.generator is None:
-            self.generator = make_generator(None)
-        gen = self.generator
+        gen = make_generator(self.generator)  # local: the substrate object is never changed
         eps = torch.randn(x.shape, generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
         return self.mean + self.std * eps
 
@@ -235,7 +271,7 @@ class Interpolate(Substrate):
 
     needs_mask = True
 
-    def __init__(self, axis: str | None = None, threshold: float = 0.5) -> None:
+    def __init__(self, axis: str | None = None, *, threshold: float = 0.5) -> None:
         if axis is not None and not isinstance(axis, str):
             raise ParameterError(f"The 'axis' parameter of Interpolate must be an axis name. Got {axis!r} instead.")
         self.axis = axis
@@ -278,7 +314,7 @@ class Interpolate(Substrate):
         return f"Interpolate(axis={self.axis!r}, threshold={self.threshold!r})"
 
 
-SubstrateLike = Union[str, float, Substrate]
+SubstrateLike = Union[str, float, torch.Tensor, Substrate]
 
 _NAMED = {
     "zeros": lambda: Constant(0.0),
@@ -289,16 +325,20 @@ _NAMED = {
 
 
 def as_substrate(obj: Any, owner: str = "substrate", name: str = "substrate") -> Substrate:
-    """Coerce ``"zeros"``, ``"mean"``, ``"blur"`` (sigma 5), ``"interpolate"``, a float or a Substrate."""
+    """Coerce ``"zeros"``, ``"mean"``, ``"blur"`` (sigma 5), ``"interpolate"``, a float, a tensor
+    (:class:`Reference`) or a Substrate."""
     if isinstance(obj, Substrate):
         return obj
+    if isinstance(obj, torch.Tensor):
+        return Reference(obj)
     if isinstance(obj, str) and obj in _NAMED:
         return _NAMED[obj]()
     if isinstance(obj, Real) and not isinstance(obj, bool):
         return Constant(float(obj))
     raise ParameterError(
-        f"The {name!r} parameter of {owner} must be 'zeros', 'mean', 'blur', 'interpolate', a float "
-        f"or a salience.masking.Substrate (Constant, ChannelMean, Blur, Noise, Interpolate). "
+        f"The {name!r} parameter of {owner} must be 'zeros', 'mean', 'blur', 'interpolate', a float, "
+        f"a tensor or a salience.masking.Substrate (Constant, ChannelMean, Blur, Noise, Interpolate, "
+        f"Reference). "
         f"Got {obj!r} instead."
     )
 
@@ -340,3 +380,82 @@ def fill(
         base = sub(x, layout, mask if sub.needs_mask else None)
     mask = mask.to(x.dtype)
     return x * mask + (1 - mask) * base
+
+
+class Filler:
+    """Masked rows of one batch: ``x[i] * m + (1 - m) * substrate(x)[i]`` for many masks.
+
+    The one row builder of the perturbation explainers (RISE, Occlusion, MaskUpdate) and the
+    deletion/insertion/faithfulness metrics. A substrate that does not read the mask is computed
+    once for the whole batch (so a :class:`Noise` image is shared by all masks of a sample and a
+    per-sample :class:`Reference` fits); a mask-aware one is called on each chunk of rows.
+
+    Parameters
+    ----------
+    x : Tensor of shape (B, *S)
+    substrate : Substrate, str, float or Tensor
+        See :func:`as_substrate`.
+    layout : Layout or str
+        Axis names of ``x``.
+    owner : str
+        Named in error messages.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(6.0).reshape(1, 1, 6)
+    >>> Filler(x, 0.5, "b c t")(0, torch.tensor([[[1.0, 1, 0, 0, 1, 1]]]))
+    tensor([[[0.0000, 1.0000, 0.5000, 0.5000, 4.0000, 5.0000]]])
+    """
+
+    def __init__(self, x: torch.Tensor, substrate: SubstrateLike, layout: LayoutLike, owner: str = "fill") -> None:
+        self.x = x
+        self.layout = _checked(layout, x)
+        self.substrate = sub = as_substrate(substrate, owner)
+        self.const = sub.value if isinstance(sub, Constant) else None
+        self.base: torch.Tensor | None = None
+        self.diff = x
+        if not sub.needs_mask:
+            base = sub(x, self.layout)
+            if not isinstance(base, torch.Tensor) or base.shape != x.shape:
+                raise ShapeError(
+                    f"{owner}: the substrate {sub!r} must return a tensor of the input's shape "
+                    f"{tuple(x.shape)}. Got {tuple(base.shape) if isinstance(base, torch.Tensor) else type(base).__name__}."
+                )
+            self.base = base.to(dtype=x.dtype)
+            if self.const != 0.0:
+                self.diff = x - self.base
+
+    def __call__(self, index: "int | slice | torch.Tensor", mask: torch.Tensor) -> torch.Tensor:
+        """Rows for the samples ``x[index]`` under ``mask`` (1 / True = keep).
+
+        Parameters
+        ----------
+        index : int, slice or LongTensor of shape (R,)
+            One sample (broadcast against a run of masks), a slice of the batch, or each row's
+            sample.
+        mask : Tensor broadcastable to ``x[index]`` (one mask per row, or a run of masks for an
+            int ``index``)
+            Float masks in [0, 1] give ``base + m * (x - base)``; bool masks select exactly
+            (``where(keep, x, substrate)``).
+
+        Returns
+        -------
+        Tensor of shape (R, *S)
+        """
+        sl = slice(index, index + 1) if isinstance(index, int) else index
+        xb = self.x[sl]
+        if mask.dtype == torch.bool:
+            if self.const is not None:
+                return xb.expand(torch.broadcast_shapes(xb.shape, mask.shape)).masked_fill(~mask, self.const)
+            if self.base is not None:
+                return torch.where(mask, xb, self.base[sl])
+            xb = xb.expand(torch.broadcast_shapes(xb.shape, mask.shape))
+            s = self.substrate(xb, self.layout, torch.broadcast_to(mask, xb.shape).to(xb.dtype))
+            return torch.where(mask, xb, s)
+        if self.base is None:
+            xb = xb.expand(torch.broadcast_shapes(xb.shape, mask.shape))
+            return fill(xb, mask, self.substrate, self.layout)
+        if self.const == 0.0:
+            return self.diff[sl] * mask
+        return torch.addcmul(self.base[sl], mask, self.diff[sl])

@@ -223,7 +223,7 @@ def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:
         return a.amax(1, keepdim=True)
     if how == "absmax":
         return a.abs().amax(1, keepdim=True)
-    raise ParameterError(f"reduce_channels must be None, 'sum', 'mean', 'max' or 'absmax'. Got {how!r}.")
+    raise ParameterError(f"channel_reduction must be None, 'sum', 'mean', 'max' or 'absmax'. Got {how!r}.")
 
 
 def similarity(a: torch.Tensor, b: torch.Tensor, kind: "str | Callable") -> torch.Tensor:

@@ -14,14 +14,14 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_float, check_generator, check_int, check_option, make_generator
+from .._validation import check_batch_size, check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
-from ..masking import Constant, Substrate, as_substrate
+from ..masking import Filler, Substrate, as_substrate
 from .._progress import progress_bar
 from ..targets import TargetLike
-from .base import Metric, pearson, rankdata, reduce_channels, setup
+from .base import Metric, pearson, rankdata, reduce_channels as _reduce_channels, setup
 
 __all__ = [
     "deletion_curve",
@@ -58,7 +58,7 @@ class RiseBlur(Substrate):
     needs_mask: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
 
-    def __init__(self, sigma: float = 5.0, size: int = 11) -> None:
+    def __init__(self, sigma: float = 5.0, *, size: int = 11) -> None:
         self.sigma = check_float(sigma, "sigma", "RiseBlur", low=0.0, closed="neither")
         self.size = check_int(size, "size", "RiseBlur", low=1)
         if self.size % 2 == 0:
@@ -189,9 +189,7 @@ class NoisyLinearImputation(Substrate):
             p = res + beta.reshape(shape) * p
             rr = rr_new
         if self.noise > 0:
-            if self.generator is None:
-                self.generator = make_generator(None)
-            g = self.generator
+            g = make_generator(self.generator)  # local: the substrate object is never changed
             eps = torch.randn(v.shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)
             sol = sol + self.noise * eps * unknown
         out = known * v + unknown * sol
@@ -199,33 +197,6 @@ class NoisyLinearImputation(Substrate):
 
     def __repr__(self) -> str:
         return f"NoisyLinearImputation(noise={self.noise!r})"
-
-
-def _substrate(substrate: Any, owner: str) -> Any:
-    """A tensor broadcastable to the input, or a :class:`~salience.masking.Substrate`
-    (coerced by :func:`~salience.masking.as_substrate` from a float or a name)."""
-    if isinstance(substrate, torch.Tensor):
-        return substrate
-    return as_substrate(substrate, owner)
-
-
-def _full_substrate(sub: Any, x: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor | None:
-    """The substrate for all of ``x`` when it does not depend on the mask, else None."""
-    if isinstance(sub, torch.Tensor):
-        sub = sub.to(device=x.device, dtype=x.dtype)
-        try:
-            return sub.expand(x.shape)
-        except RuntimeError as err:
-            raise ShapeError(
-                f"{owner}: a substrate tensor of shape {tuple(sub.shape)} does not broadcast to the "
-                f"input's shape {tuple(x.shape)}."
-            ) from err
-    if getattr(sub, "needs_mask", False):
-        return None
-    out = sub(x, layout, None)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        raise ShapeError(f"{owner}: the substrate must return a tensor of the input's shape {tuple(x.shape)}.")
-    return out.to(dtype=x.dtype)
 
 
 # ---------------------------------------------------------------------------- deletion / insertion
@@ -272,15 +243,13 @@ def _curve(
 ) -> torch.Tensor:
     max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    units = reduce_channels(a, reduce)
+    units = _reduce_channels(a, reduce)
     unit_shape = units.shape[1:]
     ranks = _ranks(units.flatten(1))
     n_units = ranks.shape[1]
     counts = _schedule(n_units, step, steps, max_fraction, owner).to(space.device)
     k = counts.shape[0]
-    sub = _substrate(substrate, owner)
-    const = sub.value if isinstance(sub, Constant) else None
-    full = None if const is not None else _full_substrate(sub, space, lay, owner)
+    filler = Filler(space, substrate, lay, owner)
     deletion = mode == "deletion"
     bar = progress_bar(space.shape[0] * k, mode, progress)
 
@@ -289,15 +258,7 @@ def _curve(
         r = torch.arange(start, stop, device=space.device)
         b, i = r // k, r % k
         changed = (ranks[b] < counts[i, None]).reshape(-1, *unit_shape)
-        xb = space[b]  # a fresh tensor: filling it in place is safe
-        if const is not None:
-            return xb.masked_fill_(changed if deletion else ~changed, const)
-        if full is not None:
-            sb = full[b]
-        else:
-            keep = ~changed if deletion else changed
-            sb = sub(xb, lay, torch.broadcast_to(keep, xb.shape).to(xb.dtype))
-        return torch.where(changed, sb, xb) if deletion else torch.where(changed, xb, sb)
+        return filler(b, ~changed if deletion else changed)
 
     with bar:
         return score.values(make, n=k)
@@ -330,7 +291,7 @@ _CURVE_DOC = """
         ``"interpolate"`` and the objects of :mod:`salience.masking` (``Blur``, ``Interpolate``,
         ...); :class:`RiseBlur` (RISE's insertion start); :class:`NoisyLinearImputation` (ROAD).
         In a domain, the substrate is in coefficient space (0: zero coefficients).
-    reduce_channels : {None, "sum", "mean", "max", "absmax"}, default None
+    channel_reduction : {None, "sum", "mean", "max", "absmax"}, default None
         Reduce a channel-wise attribution to one value per position first (Xplique averages the
         channels of images: ``"mean"``).
     domain : object with ``forward(x) -> z`` and ``inverse(z) -> x``, optional
@@ -359,7 +320,7 @@ def deletion_curve(
     steps: int | None = None,
     max_fraction: float = 1.0,
     substrate: Any = 0.0,
-    reduce_channels: str | None = None,
+    channel_reduction: str | None = None,
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
@@ -371,7 +332,7 @@ def deletion_curve(
     ROAD (MoRF): ``substrate=NoisyLinearImputation()``.
     """
     return _curve("deletion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
-                  substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
+                  substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
                   batch_size=batch_size, progress=progress, owner="deletion_curve")
 
 
@@ -385,7 +346,7 @@ def insertion_curve(
     steps: int | None = None,
     max_fraction: float = 1.0,
     substrate: Any = None,
-    reduce_channels: str | None = None,
+    channel_reduction: str | None = None,
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
@@ -399,7 +360,7 @@ def insertion_curve(
     if substrate is None:
         substrate = 0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
     return _curve("insertion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
-                  substrate=substrate, reduce=reduce_channels, domain=domain, layout=layout,
+                  substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
                   batch_size=batch_size, progress=progress, owner="insertion_curve")
 
 
@@ -437,6 +398,12 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- faithfulness correlation
+def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
+    if callable(similarity):
+        return similarity
+    return check_option(similarity, "similarity", owner, ("pearson", "spearman"))
+
+
 def faithfulness_correlation(
     model: Any,
     x: torch.Tensor,
@@ -451,6 +418,7 @@ def faithfulness_correlation(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Faithfulness correlation: do attribution sums predict the score drop of random subsets?
 
@@ -469,6 +437,8 @@ def faithfulness_correlation(
     generator : torch.Generator, optional
         Subsets are drawn per sample as ``torch.rand((n_runs, n_units), generator=generator)
         .argsort(-1)[:, :subset_size]``, sample after sample.
+    progress : bool, default True
+        Show a tqdm bar over the scored rows (if tqdm is installed).
 
     Returns
     -------
@@ -482,6 +452,8 @@ def faithfulness_correlation(
 
     owner = "faithfulness_correlation"
     n_runs = check_int(n_runs, "n_runs", owner, low=2)
+    similarity = _check_similarity(similarity, owner)
+    progress = check_bool(progress, "progress", owner)
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     flat = a.flatten(1)
     n_units = flat.shape[1]
@@ -492,25 +464,23 @@ def faithfulness_correlation(
         [torch.rand((n_runs, n_units), generator=gen, device=gen.device).argsort(-1)[:, :subset_size] for _ in range(b)]
     ).to(space.device)  # (B, n_runs, k)
     sums = flat.gather(1, idx.reshape(b, -1)).reshape(b, n_runs, subset_size).sum(-1)
-    sub = _substrate(substrate, owner)
-    full = _full_substrate(sub, space, lay, owner)
+    filler = Filler(space, substrate, lay, owner)
     unit_shape = a.shape[1:]
+    bar = progress_bar(b * n_runs, owner, progress)
 
     def make(start: int, stop: int) -> torch.Tensor:
+        bar.update(stop - start)
         r = torch.arange(start, stop, device=space.device)
         s, i = r // n_runs, r % n_runs
         removed = torch.zeros((r.shape[0], n_units), dtype=torch.bool, device=space.device)
         removed.scatter_(1, idx[s, i], True)
-        removed = removed.reshape(-1, *unit_shape)
-        xb = space[s]
-        sb = full[s] if full is not None else sub(xb, lay, torch.broadcast_to(~removed, xb.shape).to(xb.dtype))
-        return torch.where(removed, sb, xb)
+        return filler(s, ~removed.reshape(-1, *unit_shape))
 
-    drops = score.input_values()[:, None] - score.values(make, n=n_runs)
+    with bar:
+        drops = score.input_values()[:, None] - score.values(make, n=n_runs)
     if callable(similarity):
         return similarity(sums, drops)
-    kind = check_option(similarity, "similarity", owner, ("pearson", "spearman"))
-    if kind == "spearman":
+    if similarity == "spearman":
         return pearson(rankdata(sums), rankdata(drops))
     return pearson(sums, drops)
 
@@ -600,7 +570,7 @@ class Deletion(_Perturbation):
         steps: int | None = None,
         max_fraction: float = 1.0,
         substrate: Any = 0.0,
-        reduce_channels: str | None = None,
+        channel_reduction: str | None = None,
         batch_size: int | None = None,
         progress: bool = True,
     ) -> None:
@@ -610,10 +580,11 @@ class Deletion(_Perturbation):
         self.step = None if step is None else check_int(step, "step", owner, low=1)
         self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
         self.max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
-        self.substrate = substrate
-        self.reduce_channels = check_option(reduce_channels, "reduce_channels", owner, (None, "sum", "mean", "max", "absmax"))
-        self.batch_size = batch_size
-        self.progress = bool(progress)
+        # None: the insertion default (RiseBlur in input space, zero coefficients in a domain)
+        self.substrate = None if substrate is None else as_substrate(substrate, owner)
+        self.channel_reduction = check_option(channel_reduction, "channel_reduction", owner, (None, "sum", "mean", "max", "absmax"))
+        self.batch_size = check_batch_size(batch_size, owner)
+        self.progress = check_bool(progress, "progress", owner)
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
@@ -623,7 +594,7 @@ class Deletion(_Perturbation):
               domain: Any = None, layout: LayoutLike | None = None) -> torch.Tensor:
         fn = deletion_curve if self._mode == "deletion" else insertion_curve
         return fn(model, x, attribution, target, step=self.step, steps=self.steps, max_fraction=self.max_fraction,
-                  substrate=self.substrate, reduce_channels=self.reduce_channels, domain=domain, layout=layout,
+                  substrate=self.substrate, channel_reduction=self.channel_reduction, domain=domain, layout=layout,
                   batch_size=self.batch_size, progress=self.progress)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
@@ -639,10 +610,10 @@ class Insertion(Deletion):
     _mode = "insertion"
 
     def __init__(self, *, step: int | None = None, steps: int | None = None, max_fraction: float = 1.0,
-                 substrate: Any = None, reduce_channels: str | None = None, batch_size: int | None = None,
+                 substrate: Any = None, channel_reduction: str | None = None, batch_size: int | None = None,
                  progress: bool = True) -> None:
         super().__init__(step=step, steps=steps, max_fraction=max_fraction, substrate=substrate,
-                         reduce_channels=reduce_channels, batch_size=batch_size, progress=progress)
+                         channel_reduction=channel_reduction, batch_size=batch_size, progress=progress)
 
 
 class FaithfulnessCorrelation(_Perturbation):
@@ -653,21 +624,22 @@ class FaithfulnessCorrelation(_Perturbation):
 
     def __init__(self, *, n_runs: int = 100, subset_size: int = 224, substrate: Any = 0.0,
                  similarity: str | Callable = "pearson", generator: torch.Generator | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, progress: bool = True) -> None:
         owner = type(self).__name__
         self.n_runs = check_int(n_runs, "n_runs", owner, low=2)
         self.subset_size = check_int(subset_size, "subset_size", owner, low=1)
-        self.substrate = substrate
-        self.similarity = similarity
-        self.generator = generator
-        self.batch_size = batch_size
+        self.substrate = as_substrate(substrate, owner)
+        self.similarity = _check_similarity(similarity, owner)
+        self.generator = check_generator(generator, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
+        self.progress = check_bool(progress, "progress", owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
         return faithfulness_correlation(model, x, attribution, target, n_runs=self.n_runs,
                                         subset_size=self.subset_size, substrate=self.substrate,
                                         similarity=self.similarity, generator=self.generator, domain=domain,
-                                        batch_size=self.batch_size)
+                                        batch_size=self.batch_size, progress=self.progress)
 
 
 class Infidelity(_Perturbation):
@@ -682,10 +654,15 @@ class Infidelity(_Perturbation):
         owner = type(self).__name__
         self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
         self.std = check_float(std, "std", owner, low=0.0)
+        if perturbation is not None and not callable(perturbation):
+            raise ParameterError(
+                f"The 'perturbation' parameter of {owner} must be None or a callable (x, n, generator) -> "
+                f"perturbations. Got {type(perturbation).__name__} instead."
+            )
         self.perturbation = perturbation
-        self.normalize = bool(normalize)
-        self.generator = generator
-        self.batch_size = batch_size
+        self.normalize = check_bool(normalize, "normalize", owner)
+        self.generator = check_generator(generator, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

@@ -8,12 +8,14 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_option, make_generator
+from .._validation import check_batch_size, check_bool, check_generator, check_int, check_option, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError
+from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
-from ..targets import TargetLike
-from .base import Metric, prepare, setup, similarity, unpack
+from ..targets import ClassTarget, Target, TargetLike, as_target
+from .base import Metric, prepare, setup, unpack
+from .base import similarity as _similarity
 from .robustness import explain_with
 
 __all__ = [
@@ -29,13 +31,30 @@ __all__ = [
 _SIMILARITIES = ("spearman", "pearson", "cosine")
 
 
+def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
+    if callable(similarity):
+        return similarity
+    return check_option(similarity, "similarity", owner, _SIMILARITIES)
+
+
+def _check_layers(layers: Any, owner: str) -> list[str] | None:
+    if layers is None:
+        return None
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+        raise ParameterError(
+            f"The 'layers' parameter of {owner} must be None or a list of module names such as "
+            f"['2', '0']. Got {layers!r} instead."
+        )
+    return list(layers)
+
+
 def completeness_gap(
     model: Any,
     x: torch.Tensor,
     attribution: "torch.Tensor | Attribution",
     target: TargetLike = None,
     *,
-    baseline: "float | torch.Tensor" = 0.0,
+    baseline: BaselineLike = 0.0,
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
@@ -47,7 +66,9 @@ def completeness_gap(
 
     Parameters
     ----------
-    baseline : float or Tensor broadcastable to ``x`` (or to ``domain.forward(x)``), default 0.0
+    baseline : "zeros", "mean", float, Tensor or callable, default 0.0
+        As in :class:`~salience.IntegratedGradients`: a tensor broadcastable to ``x`` (or to
+        ``domain.forward(x)``), a callable of it, or ``"mean"`` (per-sample, per-channel mean).
     domain : optional
         The attribution lives in this domain; ``f(baseline)`` is ``f(inverse(baseline) + r)``.
 
@@ -61,7 +82,7 @@ def completeness_gap(
     """
     owner = "completeness_gap"
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    base = torch.as_tensor(baseline, dtype=space.dtype, device=space.device).expand(space.shape)
+    base = resolve_baseline(_check_baseline(baseline, owner), space, score, owner)
     rows = torch.stack([space, base], 1)
     vals = score.values(rows)
     return a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
@@ -125,8 +146,8 @@ def model_randomisation(
     target: TargetLike = None,
     *,
     layers: list[str] | None = None,
-    similarity_fn: "str | Callable" = "spearman",
-    absolute: bool = False,
+    similarity: "str | Callable" = "spearman",
+    use_abs: bool = False,
     attribution: Any = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -146,9 +167,9 @@ def model_randomisation(
         None keeps the class the explainer records at ``x`` for every randomised model.
     layers : list of str, optional
         Module names to randomise, in this order (default: all, output side first).
-    similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
+    similarity : {"spearman", "pearson", "cosine"} or callable, default "spearman"
         Spearman rank correlation as Adebayo et al.; a callable maps two (B, F) tensors to (B,).
-    absolute : bool, default False
+    use_abs : bool, default False
         Compare ``|maps|`` (Adebayo et al. report both).
     attribution : Tensor or Attribution, optional
         The map of the trained model, if already computed.
@@ -171,9 +192,11 @@ def model_randomisation(
             "model_randomisation needs a salience Explainer whose model is an nn.Module. Got "
             f"{type(explainer).__name__} with model {type(model).__name__}."
         )
-    if not callable(similarity_fn):
-        check_option(similarity_fn, "similarity_fn", "model_randomisation", _SIMILARITIES)
-    names = randomisation_layers(model) if layers is None else list(layers)
+    owner = "model_randomisation"
+    similarity = _check_similarity(similarity, owner)
+    use_abs = check_bool(use_abs, "use_abs", owner)
+    layers = _check_layers(layers, owner)
+    names = randomisation_layers(model) if layers is None else layers
     mods = dict(model.named_modules())
     unknown = [n for n in names if n not in mods]
     if unknown:
@@ -186,7 +209,7 @@ def model_randomisation(
         ref, explained, _ = unpack(attribution, target, None)
     target = explained if target is None else target
     ref = ref.flatten(1)
-    if absolute:
+    if use_abs:
         ref = ref.abs()
     clone = copy.deepcopy(model)
     clone_mods = dict(clone.named_modules())
@@ -196,9 +219,9 @@ def model_randomisation(
         _reinitialise(clone_mods[name], gen)
         vals, _ = explain_with(bound, x, target)
         vals = vals.flatten(1)
-        if absolute:
+        if use_abs:
             vals = vals.abs()
-        out.append(similarity(ref, vals.to(ref.dtype), similarity_fn))
+        out.append(_similarity(ref, vals.to(ref.dtype), similarity))
     return torch.stack(out, 1)
 
 
@@ -208,7 +231,7 @@ def random_logit(
     target: TargetLike = None,
     *,
     n_classes: int | None = None,
-    similarity_fn: "str | Callable" = "spearman",
+    similarity: "str | Callable" = "spearman",
     attribution: Any = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -220,11 +243,13 @@ def random_logit(
     Parameters
     ----------
     explainer : Explainer (or callable ``(x, target)``)
-    target : int, Tensor (B,) or None
-        Class indices; None: the predicted class recorded by the explainer.
+    target : int, Tensor (B,), Class, Probability, LogProbability or None
+        The explained class; None: the predicted class recorded by the explainer. The random
+        other class is explained with the same kind of target (``Probability(k)`` ->
+        ``Probability(other)``).
     n_classes : int, optional
         Inferred from the model output at ``x`` when the explainer is a salience Explainer.
-    similarity_fn : {"spearman", "pearson", "cosine"} or callable, default "spearman"
+    similarity : {"spearman", "pearson", "cosine"} or callable, default "spearman"
         Quantus' RandomLogit uses SSIM on images.
 
     Returns
@@ -236,30 +261,41 @@ def random_logit(
     Sixt et al., "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
     """
 
-    if not callable(similarity_fn):
-        check_option(similarity_fn, "similarity_fn", "random_logit", _SIMILARITIES)
+    similarity = _check_similarity(similarity, "random_logit")
+    if n_classes is not None:
+        n_classes = check_int(n_classes, "n_classes", "random_logit", low=2)
     x = x.detach()
     if attribution is None:
         ref, explained = explain_with(explainer, x, target)
     else:
         ref, explained, _ = unpack(attribution, target, None)
-    k = torch.as_tensor(explained if target is None else target)
-    if k.is_floating_point() or k.ndim > 1:
-        raise ParameterError("random_logit needs class indices as target (int or one per sample).")
+    t = as_target(explained if target is None else target)
+    if not isinstance(t, ClassTarget):
+        raise ParameterError(
+            "random_logit needs a class target: an int, one int per sample, Class, Probability or "
+            f"LogProbability (the other class is scored the same way). Got {t!r} instead."
+        )
+    k = torch.as_tensor(t.explained())
+    if k.is_floating_point() or k.ndim > 1 or (k.ndim == 1 and k.shape[0] != x.shape[0]):
+        raise ParameterError(
+            f"random_logit needs class indices as target (an int or one per sample, {x.shape[0]}). "
+            f"Got {t!r} instead."
+        )
     k = k.long().to(x.device).expand(x.shape[0])
     if n_classes is None:
         model = getattr(explainer, "model", None)
         if model is None:
             raise ParameterError("random_logit: pass n_classes=... for a callable explainer.")
         _, _, score = prepare("random_logit", model, x[:1], 0, batch_size=None, layout=getattr(explainer, "layout", None))
-        n_classes = int(score.reference_output().shape[1])
+        n_classes = t.n_classes(score.reference_output())
     if n_classes < 2:
         raise ParameterError(f"random_logit needs at least 2 classes. Got n_classes={n_classes}.")
     gen = make_generator(generator)
     offset = torch.randint(1, n_classes, (x.shape[0],), generator=gen, device=gen.device).to(x.device)
     other = (k + offset) % n_classes
-    vals, _ = explain_with(explainer, x, other)
-    return similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity_fn)
+    # the other class is scored as the explained one (a probability stays a probability)
+    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other)
+    return _similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity)
 
 
 # ---------------------------------------------------------------------------- classes
@@ -269,9 +305,10 @@ class CompletenessGap(Metric):
     higher_is_better: ClassVar[bool | None] = None
     requires_model: ClassVar[bool] = True
 
-    def __init__(self, *, baseline: "float | torch.Tensor" = 0.0, batch_size: int | None = None) -> None:
-        self.baseline = baseline
-        self.batch_size = batch_size
+    def __init__(self, *, baseline: BaselineLike = 0.0, batch_size: int | None = None) -> None:
+        owner = type(self).__name__
+        self.baseline = _check_baseline(baseline, owner)
+        self.batch_size = check_batch_size(batch_size, owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
@@ -286,18 +323,17 @@ class ModelRandomisation(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, layers: list[str] | None = None, similarity_fn: "str | Callable" = "spearman",
-                 absolute: bool = False, generator: torch.Generator | None = None) -> None:
-        if not callable(similarity_fn):
-            check_option(similarity_fn, "similarity_fn", "ModelRandomisation", _SIMILARITIES)
-        self.layers = layers
-        self.similarity_fn = similarity_fn
-        self.absolute = bool(absolute)
-        self.generator = generator
+    def __init__(self, *, layers: list[str] | None = None, similarity: "str | Callable" = "spearman",
+                 use_abs: bool = False, generator: torch.Generator | None = None) -> None:
+        owner = type(self).__name__
+        self.layers = _check_layers(layers, owner)
+        self.similarity = _check_similarity(similarity, owner)
+        self.use_abs = check_bool(use_abs, "use_abs", owner)
+        self.generator = check_generator(generator, owner)
 
     def curve(self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None) -> torch.Tensor:
-        return model_randomisation(explainer, x, target, layers=self.layers, similarity_fn=self.similarity_fn,
-                                   absolute=self.absolute, attribution=attribution, generator=self.generator)
+        return model_randomisation(explainer, x, target, layers=self.layers, similarity=self.similarity,
+                                   use_abs=self.use_abs, attribution=attribution, generator=self.generator)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
@@ -312,16 +348,15 @@ class RandomLogit(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_classes: int | None = None, similarity_fn: "str | Callable" = "spearman",
+    def __init__(self, *, n_classes: int | None = None, similarity: "str | Callable" = "spearman",
                  generator: torch.Generator | None = None) -> None:
-        if not callable(similarity_fn):
-            check_option(similarity_fn, "similarity_fn", "RandomLogit", _SIMILARITIES)
-        self.n_classes = n_classes
-        self.similarity_fn = similarity_fn
-        self.generator = generator
+        owner = type(self).__name__
+        self.n_classes = None if n_classes is None else check_int(n_classes, "n_classes", owner, low=2)
+        self.similarity = _check_similarity(similarity, owner)
+        self.generator = check_generator(generator, owner)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
-        return random_logit(explainer, x, target, n_classes=self.n_classes, similarity_fn=self.similarity_fn,
+        return random_logit(explainer, x, target, n_classes=self.n_classes, similarity=self.similarity,
                             attribution=attribution, generator=self.generator)

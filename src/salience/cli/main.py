@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import SalienceError
 from ._console import Progress, format_table
 from ._io import CLIError, load_data, load_model, parse_target
 
@@ -108,8 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line unless --debug
         if args.debug:
             raise
-        from ..errors import SalienceError
-
         user = isinstance(exc, (CLIError, SalienceError, FileNotFoundError, ImportError))
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         kind = "error" if user else f"internal error ({type(exc).__name__})"
@@ -305,7 +304,7 @@ def _coordinates(attribution: Any, fs: float | None) -> dict[str, np.ndarray]:
         return {}
     try:
         coords = dom.coordinates(fs=fs)
-    except Exception:  # a domain without coordinates for this input: report without them
+    except SalienceError:  # a domain without coordinates for this input: report without them
         return {}
     return {str(k): np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in (coords or {}).items()}
 

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import SalienceError
 from ..errors import ParameterError
 from . import _mpl
 from .color import DEFAULT_CMAP, limits, to_numpy
@@ -68,7 +69,7 @@ def plot_attribution(
     if domain is not None and hasattr(domain, "coordinates"):
         try:
             coords = {k: to_numpy(v) for k, v in (domain.coordinates(fs=fs) or {}).items()}
-        except Exception:  # a domain without coordinates for this input
+        except SalienceError:  # a domain without coordinates for this input
             coords = {}
     if domain is None:
         if names == ("c", "t"):

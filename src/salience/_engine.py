@@ -38,7 +38,10 @@ from .targets import Target, TargetLike, as_target
 
 __all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer", "make_score"]
 
-# rows x elements per row targeted by the automatic batch size (about 16 MiB of float32 input)
+# rows x elements per row targeted by the automatic batch size: on a CPU about 2 MiB of float32
+# input per call (cache-sized chunks ran fastest in benchmarks/bench_core.py: for a small 2-D CNN
+# on 3x64x64 images 32-64 rows ran about 1.9x faster than 256), elsewhere about 16 MiB
+_AUTO_ELEMENTS_CPU = 2**19
 _AUTO_ELEMENTS = 2**22
 _AUTO_MAX_ROWS = 256
 
@@ -48,13 +51,17 @@ PassContext = Callable[[Any], ContextManager[Any]]
 RowSource = Union[torch.Tensor, Callable[[int, int], torch.Tensor]]
 
 
-def default_batch_size(row_numel: int) -> int:
-    """Rows per model call when ``batch_size=None``: at most 256 rows and about 4M input elements.
+def default_batch_size(row_numel: int, device: torch.device | str | None = None) -> int:
+    """Rows per model call when ``batch_size=None``.
 
-    Bounded memory whatever the number of steps, samples or masks; 256 rows is also where the
-    CPU throughput of small CNNs is best (larger batches are slower per row).
+    At most 256 rows and about 512K input elements per call on a CPU (``device`` None or
+    ``"cpu"``), 4M elsewhere. Memory stays bounded whatever the number of steps, samples or masks;
+    on a CPU, chunks whose activations fit the caches run fastest (larger batches are slower per
+    row, see ``benchmarks/RESULTS.md``).
     """
-    return int(max(1, min(_AUTO_MAX_ROWS, _AUTO_ELEMENTS // max(1, row_numel))))
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    budget = _AUTO_ELEMENTS_CPU if on_cpu else _AUTO_ELEMENTS
+    return int(max(1, min(_AUTO_MAX_ROWS, budget // max(1, row_numel))))
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -169,7 +176,7 @@ class ScoreFunction:
         # per-row index when several targets share one sample (see ``retarget``)
         self.target_map = self.sample_map if target_map is None else target_map.to(input.device)
         row_numel = int(math.prod(input.shape[1:]))
-        self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel)
+        self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel, input.device)
         self.contexts = tuple(contexts)
         # scores at the explained point; shared with score functions made by `under`
         self._cache: dict[str, torch.Tensor] = {} if cache is None else cache

@@ -122,6 +122,16 @@ def test_default_batch_size_is_bounded():
     del sl_model
 
 
+def test_default_batch_size_budget_depends_on_device():
+    from salience._engine import default_batch_size
+
+    assert default_batch_size(3 * 64 * 64) == 2**19 // (3 * 64 * 64) == 42  # CPU: cache-sized
+    assert default_batch_size(3 * 64 * 64, "cpu") == 42
+    assert default_batch_size(3 * 64 * 64, torch.device("cuda", 0)) == 256  # 4M elements: capped
+    assert default_batch_size(3 * 224 * 224, "cuda") == 2**22 // (3 * 224 * 224) == 27
+    assert default_batch_size(10**7) == 1  # one huge row: still one row per call
+
+
 def test_smoothgrad_sigma_zero_equals_inner(linear, x):
     model, _ = linear
     inner = sl.IntegratedGradients(model, n_steps=3)

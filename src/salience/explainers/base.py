@@ -55,7 +55,7 @@ class Explainer:
         modified: its mode, parameters, gradients and hooks are left as they were.
     batch_size : int, optional
         Maximum rows (samples x steps/draws/masks) per model call. None picks a bounded size
-        (at most 256 rows and about 4M input elements).
+        (at most 256 rows and about 512K input elements on a CPU, 4M on a GPU).
     layout : str or Layout, optional
         Axis names of the input; inferred from ``x.ndim`` when None ((N, C, T), (N, C, H, W),
         (N, C, T, H, W)).

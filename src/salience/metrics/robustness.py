@@ -148,7 +148,7 @@ def _sensitivities(
     noise = torch.rand((b * n, *shape), generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
     xp = x[:, None] + ((2 * noise - 1) * radius).reshape(b, n, *shape)
     explain = reexplainer(explainer, x, explained if target is None else target)
-    rows = getattr(explainer, "batch_size", None) or default_batch_size(int(x[0].numel()))
+    rows = getattr(explainer, "batch_size", None) or default_batch_size(int(x[0].numel()), x.device)
     group = max(1, rows // b)  # perturbations per explainer call
     ref_flat = ref.reshape(b, 1, -1)
     parts = []

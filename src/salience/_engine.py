@@ -180,6 +180,9 @@ class ScoreFunction:
         self.contexts = tuple(contexts)
         # scores at the explained point; shared with score functions made by `under`
         self._cache: dict[str, torch.Tensor] = {} if cache is None else cache
+        # set by compose(affine=True): (the parent's model function, the transform); lets
+        # weighted gradient sums skip the backward through the transform on every row
+        self._affine: tuple[ModelFn, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
 
     def record_input_values(self, values: torch.Tensor) -> torch.Tensor:
         """Record the scores at the explained point, shape (B,), unless some are cached already.
@@ -203,9 +206,9 @@ class ScoreFunction:
     def n_samples(self) -> int:
         return int(self.input.shape[0])
 
-    def _output(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _output(self, rows: torch.Tensor, index: torch.Tensor, model_fn: ModelFn | None = None) -> torch.Tensor:
         try:
-            out = self.model_fn(rows, index)
+            out = (model_fn or self.model_fn)(rows, index)
         except SalienceError:
             raise
         except Exception as err:
@@ -231,8 +234,10 @@ class ScoreFunction:
             )
         return out
 
-    def _scores(self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor) -> torch.Tensor:
-        out = self._output(rows, index)
+    def _scores(
+        self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor, model_fn: ModelFn | None = None
+    ) -> torch.Tensor:
+        out = self._output(rows, index, model_fn)
         s = self.target(out, target_rows)
         if s.shape != (rows.shape[0],):
             raise ModelOutputError(
@@ -338,6 +343,10 @@ class ScoreFunction:
         weights : Tensor of shape (N,), optional
             If given, the gradients are accumulated as ``sum_n weights[n] * grad[b, n]``
             (memory bounded by ``batch_size``, not by N).
+            Inside an affine domain (see :meth:`compose`) the sum is accumulated in the
+            parent's space and mapped back once per point with the transform's adjoint: by
+            linearity this equals the sum of the per-row gradients, and the transform is never
+            differentiated row by row.
 
         Returns
         -------
@@ -350,11 +359,19 @@ class ScoreFunction:
         grads: torch.Tensor | None = None
         if weights is not None:
             weights = weights.to(device=self.input.device, dtype=self.input.dtype)
+        # an affine transform's Jacobian is the same at every row: differentiate the parent
+        # model on the transformed rows and apply the adjoint once to the weighted sum
+        affine = self._affine if weights is not None else None
+        model_fn = affine[0] if affine is not None else None
         with torch.enable_grad(), self._pass():
             for start, stop in self._chunks(b * n):
                 local, tmap = self._positions(start, stop, n)
-                rows = make(start, stop).detach().requires_grad_(True)
-                s = self._scores(rows, local, tmap)
+                rows = make(start, stop)
+                if affine is not None:
+                    with torch.no_grad():
+                        rows = affine[1](rows, local)
+                rows = rows.detach().requires_grad_(True)
+                s = self._scores(rows, local, tmap, model_fn)
                 (g,) = torch.autograd.grad(s.sum(), rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
@@ -367,6 +384,11 @@ class ScoreFunction:
                     grads[start:stop] = g
         if grads is None:
             raise ShapeError(f"{self.owner}: gradients() needs at least one row per sample; got n={n}.")
+        if affine is not None:
+            with torch.enable_grad():
+                points = self.input.detach().requires_grad_(True)
+                mapped = affine[1](points, torch.arange(b, device=points.device))
+                (grads,) = torch.autograd.grad(mapped, points, grad_outputs=grads.to(mapped.dtype))
         if weights is None:
             grads = grads.reshape(b, n, *grads.shape[1:])
         return values.reshape(b, n), grads
@@ -612,6 +634,8 @@ class ScoreFunction:
         transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         input: torch.Tensor,
         layout: Layout,
+        *,
+        affine: bool = False,
     ) -> "ScoreFunction":
         """The score of ``transform(z_rows, index)``: explain in another space (a domain).
 
@@ -623,6 +647,11 @@ class ScoreFunction:
         The transform must map ``input`` to this score's input (``transform(input, arange(B))``
         equals it, up to rounding): the derived score function shares the cached scores at the
         explained point.
+
+        ``affine=True`` declares that ``transform(rows, index)`` is affine in ``rows`` for each
+        ``index`` (its Jacobian does not depend on the rows): weighted gradient sums
+        (:meth:`gradients` with ``weights``, Integrated Gradients) are then accumulated before
+        the transform and mapped back once per point.
         """
         inner = self.model_fn
 
@@ -630,7 +659,10 @@ class ScoreFunction:
             return inner(transform(rows, index), index)
 
         # g(z) == f(x) by contract: the scores (and output) at the explained point are shared
-        return self._derive(model_fn=model_fn, input=input, layout=layout, composed=True, cache=self._cache)
+        derived = self._derive(model_fn=model_fn, input=input, layout=layout, composed=True, cache=self._cache)
+        if affine:
+            derived._affine = (inner, transform)
+        return derived
 
     def under(self, context: PassContext) -> "ScoreFunction":
         """The same score, with every pass of model calls run inside ``context(model)``.

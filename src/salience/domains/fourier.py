@@ -98,6 +98,7 @@ class Fourier(Domain):
     """
 
     exact = True
+    affine = True
 
     def __init__(
         self,
@@ -264,6 +265,7 @@ class STFT(Domain):
     """
 
     exact = True
+    affine = True
 
     def __init__(
         self,

@@ -117,6 +117,8 @@ class ICA(Domain):
     """
 
     _needs_fit = True
+    # dataset mode: mixing @ s + mean; per-sample mode: sources @ z + mean (sources fixed)
+    affine = True
 
     def __init__(
         self,

@@ -106,6 +106,7 @@ class Wavelet(Domain):
     """
 
     exact = True
+    affine = True
 
     def __init__(
         self,

@@ -167,7 +167,7 @@ class IntegratedGradients(Explainer):
         def make(start: int, stop: int) -> torch.Tensor:
             r = torch.arange(start, stop, device=x.device)
             b, k = r // n, r % n
-            return x0[b] + alphas[k].reshape(view) * diff[b]
+            return torch.addcmul(x0[b], alphas[k].reshape(view), diff[b])
 
         values, grad_sum = score.gradients(make, n=n, weights=weights)
         attr = diff * grad_sum

@@ -124,15 +124,46 @@ def test_no_side_effects_after_exception(case: Case, kind: str):
             raise _Boom("boom")
 
     handle = model[2].register_forward_hook(explode)  # a hook of the user's own, kept
+    next(model.parameters()).grad = torch.ones_like(next(model.parameters()))
     before = _snapshot(model)
     x = make_input(kind)
+    x_copy = x.clone()
+    rng = torch.random.get_rng_state()
     try:
         with pytest.raises(Exception) as info:
             _run(case, model, x, batch_size=1)
         assert isinstance(info.value, _Boom) or isinstance(info.value.__cause__, _Boom)
         _assert_same(before, _snapshot(model))
+        assert torch.equal(rng, torch.random.get_rng_state()), "the global RNG was used"
+        assert torch.equal(x, x_copy) and not x.requires_grad and x.grad is None
     finally:
         handle.remove()
+
+
+def _training_cnn(dims: int):
+    """toy_models.cnn with BatchNorm and Dropout after the first conv (layer "2" is still the
+    second conv), in training mode."""
+    model = cnn(dims)
+    norm = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[dims](6)
+    model[1] = torch.nn.Sequential(norm.to(torch.float64), torch.nn.ReLU(), torch.nn.Dropout(0.3))
+    return model.train()
+
+
+@pytest.mark.parametrize("case, kind", CASES)
+def test_training_mode_model_and_rng_left_alone(case: Case, kind: str):
+    """A model left in training mode gets a warning, and every model call restores its buffers
+    (BatchNorm running statistics) and the global RNG its dropout draws from."""
+    model = _training_cnn(DIMS[kind])
+    x = make_input(kind, batch=3)
+    before = _snapshot(model)
+    rng = torch.random.get_rng_state()
+    with pytest.warns(UserWarning, match="training mode"):
+        try:
+            _run(case, model, x)
+        except sl.SalienceError:
+            pass  # a method may refuse a training-mode model; the state must still be kept
+    _assert_same(before, _snapshot(model))
+    assert torch.equal(rng, torch.random.get_rng_state()), "the global RNG was used"
 
 
 @pytest.mark.parametrize("case, kind", CASES)

@@ -33,6 +33,7 @@ from .errors import (
     SalienceError,
     ShapeError,
 )
+from ._validation import all_finite
 from .layout import Layout
 from .targets import Target, TargetLike, as_target
 
@@ -75,6 +76,28 @@ def _model_device(model: Any) -> str:
         if p is not None:
             return f"{p.device} ({p.dtype})"
     return "unknown"
+
+
+@contextmanager
+def _state_kept(model: Any) -> Iterator[None]:
+    """Around one model call: a module in training mode gets its buffers (BatchNorm running
+    statistics, ``num_batches_tracked``) and the global RNGs its dropout draws from restored
+    afterwards, so explaining never changes the model or the caller's random streams. Nothing
+    happens for modules in eval mode or plain callables."""
+    if not (isinstance(model, nn.Module) and model.training):
+        yield
+        return
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        # through .data: the backward of this call is still to come, and autograd saved the
+        # running statistics with the graph (their values unused in training mode); a tracked
+        # in-place write would invalidate it
+        for buffer, value in saved:
+            buffer.data.copy_(value)
 
 
 def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
@@ -208,7 +231,8 @@ class ScoreFunction:
 
     def _output(self, rows: torch.Tensor, index: torch.Tensor, model_fn: ModelFn | None = None) -> torch.Tensor:
         try:
-            out = (model_fn or self.model_fn)(rows, index)
+            with _state_kept(self.model):
+                out = (model_fn or self.model_fn)(rows, index)
         except SalienceError:
             raise
         except Exception as err:
@@ -227,7 +251,7 @@ class ScoreFunction:
                 f"{self.owner}: the model returned shape {tuple(out.shape)} for {rows.shape[0]} "
                 "input rows; the first axis must be the batch."
             )
-        if out.is_floating_point() and not bool(torch.isfinite(out.detach()).all()):
+        if not all_finite(out):
             raise ModelOutputError(
                 f"{self.owner}: the model output contains NaN or inf for a chunk of "
                 f"{rows.shape[0]} rows; attributions would be meaningless."
@@ -342,7 +366,8 @@ class ScoreFunction:
             Rows per sample, required with a callable source.
         weights : Tensor of shape (N,), optional
             If given, the gradients are accumulated as ``sum_n weights[n] * grad[b, n]``
-            (memory bounded by ``batch_size``, not by N).
+            (memory bounded by ``batch_size``, not by N; each row's backward is seeded with its
+            weight, so no weighted copy of the gradients is made).
             Inside an affine domain (see :meth:`compose`) the sum is accumulated in the
             parent's space and mapped back once per point with the transform's adjoint: by
             linearity this equals the sum of the per-row gradients, and the transform is never
@@ -372,14 +397,18 @@ class ScoreFunction:
                         rows = affine[1](rows, local)
                 rows = rows.detach().requires_grad_(True)
                 s = self._scores(rows, local, tmap, model_fn)
-                (g,) = torch.autograd.grad(s.sum(), rows)
+                if weights is not None:
+                    # seed the backward with each row's weight: g = w_r * d s_r / d row_r
+                    w = weights[torch.arange(start, stop, device=s.device) % n].to(s.dtype)
+                    (g,) = torch.autograd.grad(s, rows, grad_outputs=w)
+                else:
+                    (g,) = torch.autograd.grad(s.sum(), rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
                     shape = (b, *g.shape[1:]) if weights is not None else (b * n, *g.shape[1:])
                     grads = torch.zeros(shape, dtype=g.dtype, device=g.device)
                 if weights is not None:
-                    w = weights[torch.arange(start, stop, device=g.device) % n]
-                    grads.index_add_(0, local, g * w.reshape(-1, *([1] * (g.ndim - 1))))
+                    grads.index_add_(0, local, g)
                 else:
                     grads[start:stop] = g
         if grads is None:

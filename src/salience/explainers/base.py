@@ -104,7 +104,8 @@ class Explainer:
             warnings.warn(
                 f"{owner}: the model is in training mode; BatchNorm and dropout make attributions "
                 "depend on the rest of the batch and on chance. Call model.eval() first (salience "
-                "never changes the model's mode).",
+                "never changes the model's mode; its buffers, such as BatchNorm running "
+                "statistics, and the global RNG are restored after every model call).",
                 UserWarning,
                 stacklevel=2,
             )

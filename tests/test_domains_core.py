@@ -555,3 +555,15 @@ def test_retarget_inside_domain_uses_parent_points():
     # noisy copies are not one point per sample: the parent points must be given
     with pytest.raises(sl.CompositionError, match="parents="):
         sl.SmoothGrad(sl.InDomain(_TwoTargets(model, False), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
+
+
+def test_fourier_fixed_length_must_match_the_signal():
+    """Fourier(n=...) inverts to n samples: a signal of another length would be explained as a
+    different signal (silently, since the domain is exact), so binding refuses it."""
+    x = _x(t=24)
+    with pytest.raises(sl.ShapeError, match=r"'n' parameter of Fourier is 32, but x has 24 samples"):
+        sl.Fourier(n=32).bind(x)
+    with pytest.raises(sl.ShapeError, match="'n' parameter of Fourier"):
+        sl.InDomain(sl.Gradient(cnn(1)), sl.Fourier(n=32)).explain(x, target=0)
+    d = sl.Fourier(n=24).bind(x)
+    torch.testing.assert_close(d.inverse(d.forward(x)), x, rtol=0, atol=1e-12)

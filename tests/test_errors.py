@@ -187,3 +187,36 @@ def test_target_out_of_range_in_a_later_chunk(model, x):
     # only the second sample's class is bad; with batch_size=1 it sits in the second chunk
     with pytest.raises(sl.TargetError, match="Target class 9 is out of range"):
         sl.Gradient(model, batch_size=1).explain(x, [0, 9])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_matches_isfinite(dtype, bad):
+    """The one-reduction finiteness check used on every input and model output."""
+    from salience._validation import all_finite
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 70, generator=g).to(dtype)
+    assert all_finite(x) and all_finite(x[:0]) and all_finite(torch.arange(3))
+    for flat in (0, 17, x.numel() - 1):
+        y = x.clone()
+        y.view(-1)[flat] = bad
+        assert not all_finite(y)
+        assert not all_finite(y.transpose(0, 2))  # non-contiguous
+    big = torch.full((4,), torch.finfo(dtype).max, dtype=dtype)  # finite, but its sum overflows
+    assert all_finite(big)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_float_baseline_rejected_in_init(model, bad):
+    with pytest.raises(sl.ParameterError, match=r"'baseline' parameter of IntegratedGradients must be a finite float\. Got (nan|inf|-inf)"):
+        sl.IntegratedGradients(model, baseline=bad)
+
+
+def test_complex_or_non_finite_tensor_baseline(model, x):
+    with pytest.raises(sl.ParameterError, match=r"must be a real tensor.*Got dtype torch.complex128"):
+        sl.IntegratedGradients(model, baseline=torch.zeros(3, 20, dtype=torch.complex128)).explain(x, 0)
+    bad = torch.zeros(3, 20, dtype=torch.float64)
+    bad[0, 0] = float("nan")
+    with pytest.raises(sl.ParameterError, match="contains NaN or inf"):
+        sl.IntegratedGradients(model, baseline=bad).explain(x, 0)

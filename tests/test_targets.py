@@ -113,3 +113,20 @@ def test_user_target_object_not_mutated(setup):
     t = sl.Class([1, 2, 3])
     grad(model, x, t)
     assert t._index is None  # binding returns a copy
+
+
+def test_numpy_integer_and_array_targets(setup):
+    """Targets straight from numpy (``np.argmax`` returns a numpy integer) mean what ints mean."""
+    import numpy as np
+
+    model, w, x = setup
+    ref = grad(model, x, 2).values
+    for t in (np.int64(2), np.array([2, 2, 2]), sl.Class(np.int64(2)), [np.int64(2)] * 3):
+        torch.testing.assert_close(grad(model, x, t).values, ref, rtol=0, atol=0)
+    assert repr(sl.Class(np.int64(2))) == "Class(2)"
+    with pytest.raises(sl.TargetError, match="one entry per sample"):
+        grad(model, x, np.array([0, 1]))
+    with pytest.raises(sl.TargetError, match="integer class indices"):
+        grad(model, x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(sl.TargetError, match="class index"):
+        sl.Class("2")

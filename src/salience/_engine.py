@@ -47,6 +47,8 @@ _AUTO_ELEMENTS = 2**22
 _AUTO_MAX_ROWS = 256
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], Any]
+#: modules that, as a model's last operation, turn logits into (log-)probabilities
+FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmax2d)
 #: ``context(model) -> context manager`` entered around each pass (forward and backward)
 PassContext = Callable[[Any], ContextManager[Any]]
 RowSource = Union[torch.Tensor, Callable[[int, int], torch.Tensor]]
@@ -591,22 +593,6 @@ class ScoreFunction:
         """
         return find_layer(self.model, layer)
 
-    def final_module(self) -> tuple[str, nn.Module] | None:
-        """The model's last leaf module in registration order, as ``(name, module)``.
-
-        A static guess (no forward pass) at the module producing the output, for methods that
-        handle a final Softmax/Sigmoid; :meth:`strip_final` checks at call time that the module's
-        output really is the model's output. None when the model is not an ``nn.Module`` or has
-        no submodule.
-        """
-        if not isinstance(self.model, nn.Module):
-            return None
-        last: tuple[str, nn.Module] | None = None
-        for name, mod in self.model.named_modules():
-            if name and not any(True for _ in mod.children()):
-                last = (name, mod)
-        return last
-
     # ------------------------------------------------------------------ derived score functions
     def _derive(self, **changes: Any) -> "ScoreFunction":
         kw = dict(
@@ -625,36 +611,65 @@ class ScoreFunction:
         kw.update(changes)
         return ScoreFunction(**kw)  # type: ignore[arg-type]
 
-    def strip_final(self, module: nn.Module, name: str = "") -> "ScoreFunction":
-        """The score of the model with its final module ``module`` (a Softmax, a Sigmoid)
-        skipped: that module returns its input, so the pre-activation output is explained.
+    def final_activation(
+        self, *, strip: bool, found: Callable[[str, nn.Module], None] | None = None
+    ) -> "ScoreFunction":
+        """The score with a final Softmax/LogSoftmax/Sigmoid module recognised at call time.
 
-        The model is not modified: a forward hook on ``module`` lives only inside each model
-        call. Raises LayerError if the replaced output is not the model's output.
+        During each model call, forward hooks on the model's activation modules of those types
+        record what they return; the one whose output *is* the model's output is its final
+        activation (whatever order the modules were registered in, and a Sigmoid used as a
+        gate inside the network is not mistaken for it). ``found(name, module)`` is called once,
+        at the first call where there is one. With ``strip=True`` the pre-activation tensor
+        (that module's input) is returned as the model's output, so the logit is explained;
+        nothing in the model's forward pass changes. Raises LayerError with ``strip=True`` when
+        no such module produces the output.
         """
+        model, owner = self.model, self.owner
+        heads = (
+            [(n, m) for n, m in model.named_modules() if n and isinstance(m, FINAL_ACTIVATIONS)]
+            if isinstance(model, nn.Module)
+            else []
+        )
+
+        def nothing() -> LayerError:
+            return LayerError(
+                f"{owner}: final_activation='strip' but no Softmax, LogSoftmax or Sigmoid module "
+                "produces the model's output; there is nothing to strip. Explain the model as it "
+                "is, or wrap it so that it returns the pre-activation output."
+            )
+
+        if not heads:
+            if strip:
+                raise nothing()
+            return self
         inner = self.model_fn
-        owner = self.owner
+        reported = [found is None]
 
         def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
-            seen: dict[str, Any] = {}
+            seen: dict[str, tuple[nn.Module, Any, Any]] = {}
 
-            def hook(_mod: nn.Module, inp: Any, _out: Any) -> Any:
-                seen["x"] = inp[0]
-                return inp[0]
+            def record(name: str) -> Callable[..., None]:
+                def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+                    seen[name] = (mod, inp[0] if inp else None, out)
 
-            handle = module.register_forward_hook(hook)
+                return hook
+
+            handles = [m.register_forward_hook(record(n)) for n, m in heads]
             try:
                 out = inner(rows, index)
             finally:
-                handle.remove()
-            if "x" not in seen or out is not seen["x"]:
-                raise LayerError(
-                    f"{owner}: cannot strip the final activation: module {name!r} "
-                    f"({type(module).__name__}) is not the model's last operation (its output is "
-                    "not what the model returns). Explain the model as it is, or wrap it so that "
-                    "it returns the pre-activation output."
-                )
-            return out
+                for h in handles:
+                    h.remove()
+            hit = next(((n, m, i) for n, (m, i, o) in seen.items() if o is out), None)
+            if hit is None:
+                if strip:
+                    raise nothing()
+                return out
+            if not reported[0]:
+                reported[0] = True
+                found(hit[0], hit[1])  # type: ignore[misc]
+            return hit[2] if strip else out
 
         return self._derive(model_fn=model_fn)
 

@@ -10,8 +10,10 @@ place where ``int``, per-sample sequences/tensors, ``None`` and callables are co
 from __future__ import annotations
 
 import copy
+from numbers import Integral
 from typing import Any, Callable, Sequence, Union, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,8 +39,8 @@ def _as_index(k: Any, n: int, what: str) -> torch.Tensor:
     """Coerce an int or a per-sample sequence/tensor of ints to a LongTensor of shape (n,)."""
     if isinstance(k, bool):
         raise TargetError(f"{what} must be an int or a sequence of ints. Got {k!r} instead.")
-    if isinstance(k, int):
-        return torch.full((n,), k, dtype=torch.long)
+    if isinstance(k, Integral):  # int, numpy integer
+        return torch.full((n,), int(k), dtype=torch.long)
     t = torch.as_tensor(k)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TargetError(f"{what} must hold integer class indices. Got dtype {t.dtype} instead.")
@@ -92,8 +94,9 @@ class ClassTarget(Target):
     """
 
     def __init__(self, k: Any) -> None:
-        if isinstance(k, bool) or not (isinstance(k, int) or hasattr(k, "__len__") or
-                                       isinstance(k, torch.Tensor)):
+        if isinstance(k, (bool, str, bytes)) or not (
+            isinstance(k, (Integral, torch.Tensor)) or hasattr(k, "__len__")
+        ):
             raise TargetError(
                 f"{type(self).__name__} expects a class index (int) or one index per sample. "
                 f"Got {k!r} instead."
@@ -195,7 +198,7 @@ class ClassTarget(Target):
         return self._index if self._index is not None else self.k
 
     def __repr__(self) -> str:
-        k = self.k if isinstance(self.k, int) else f"<{len(self.k)} per-sample indices>"
+        k = int(self.k) if isinstance(self.k, Integral) else f"<{len(self.k)} per-sample indices>"
         return f"{type(self).__name__}({k})"
 
 
@@ -418,7 +421,8 @@ TargetLike = Union[None, int, Sequence[int], torch.Tensor, Target, Callable[...,
 def as_target(target: TargetLike) -> Target:
     """Coerce the accepted target forms to a Target (the single coercion point).
 
-    ``None`` -> Predicted(); ``int`` or a per-sample sequence/tensor of ints -> Class;
+    ``None`` -> Predicted(); ``int`` (also a numpy integer) or a per-sample sequence, tensor or
+    numpy array of ints -> Class;
     a Target -> itself; any other callable -> Score.
     """
     if target is None:
@@ -427,8 +431,8 @@ def as_target(target: TargetLike) -> Target:
         return target
     if isinstance(target, bool):
         raise TargetError(f"target must be an int class index, not a bool. Got {target!r}.")
-    if isinstance(target, (int, torch.Tensor)) or (
-        isinstance(target, Sequence) and not isinstance(target, str)
+    if isinstance(target, (Integral, torch.Tensor, np.ndarray)) or (
+        isinstance(target, Sequence) and not isinstance(target, (str, bytes))
     ):
         return Class(target)
     if callable(target):

@@ -326,11 +326,58 @@ def test_strip_refuses_a_module_that_is_not_last():
             return 2 * self.softmax(self.body(x))
 
     model = Scaled().eval()
-    with pytest.raises(sl.LayerError, match="not the model's last operation"):
+    with pytest.raises(sl.LayerError, match="no Softmax, LogSoftmax or Sigmoid module produces the model's output"):
         sl.GradCAM(model, layer="body.2", final_activation="strip").explain(make_input("signal"), 1)
     assert all(not m._forward_hooks for m in model.modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its output is not the softmax's: no warning either
+        sl.GradCAM(model, layer="body.2").explain(make_input("signal"), 1)
     with pytest.raises(sl.LayerError, match="nothing to strip"):
         sl.GradCAM(cnn(1), layer="2", final_activation="strip").explain(make_input("signal"), 1)
+
+
+class _HeadFirst(nn.Module):
+    """Registers its Softmax before the body (and a Sigmoid gate last), applies it last."""
+
+    def __init__(self):
+        super().__init__()
+        self.softmax = nn.Softmax(dim=1)
+        self.body = cnn(1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.softmax(self.body(x * (1 + self.gate(x))))
+
+
+class _GateLast(nn.Module):
+    """Its last registered module is a Sigmoid gate inside the network; the output is logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = cnn(1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.body(x * self.gate(x))
+
+
+def test_final_activation_is_recognised_at_call_time_not_by_registration_order():
+    x = make_input("signal", batch=3)
+    model = _HeadFirst().eval()
+    with pytest.warns(UserWarning, match="ends in Softmax \\(module 'softmax'\\)"):
+        kept = sl.GradCAM(model, layer="body.2", relu=False).explain(x, 1)
+    torch.testing.assert_close(kept.scores, model(x)[:, 1], **TOL)
+    stripped = sl.GradCAM(model, layer="body.2", relu=False, final_activation="strip").explain(x, 1)
+    logits = model.body(x * (1 + model.gate(x)))
+    torch.testing.assert_close(stripped.scores, logits[:, 1], **TOL)
+    assert not torch.allclose(stripped.values, kept.values)
+    assert all(not m._forward_hooks for m in model.modules())
+    gated = _GateLast().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a Sigmoid gate is not a final activation
+        sl.GradCAM(gated, layer="body.2").explain(x, 1)
+    with pytest.raises(sl.LayerError, match="nothing to strip"):
+        sl.GradCAM(gated, layer="body.2", final_activation="strip").explain(x, 1)
 
 
 def test_regression_and_contrast_targets():
@@ -430,3 +477,23 @@ def test_errors_name_the_problem():
         sl.GradCAM(Tupled().double().eval(), layer="lstm").explain(x, 1)
     with pytest.raises(sl.LayerError, match="no layer"):
         sl.GradCAM(Tupled().double().eval()).explain(x, 1)
+
+
+# ---------------------------------------------------------------------------- docs
+def _doc_blocks(name: str) -> list[str]:
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / name).read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_docs_cam_examples_run_as_written():
+    blocks = _doc_blocks("cam.md")
+    assert len(blocks) == 2
+    ns: dict = {}
+    exec(compile(blocks[0], "docs/cam.md block 0", "exec"), ns)
+    assert ns["attr"].values.shape == (16, 1, 1000) and ns["attr"].layer == "4"
+    assert ns["signed"].values.shape == (16, 1, 500) and (ns["signed"].values < 0).any()
+    with pytest.warns(UserWarning, match="ends in Softmax"):
+        exec(compile(blocks[1], "docs/cam.md block 1", "exec"), {})

@@ -189,7 +189,7 @@ def _state(model):
     return (
         [(type(m), m.training) for m in model.modules()],
         {k: v.clone() for k, v in model.state_dict().items()},
-        [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in model.modules()],
+        [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks), dict(m._backward_pre_hooks)) for m in model.modules()],
         [(p.requires_grad, p.grad) for p in model.parameters()],
     )
 
@@ -217,9 +217,11 @@ def test_model_unchanged_after_call_and_after_exception(composite):
 
     handle = model[4].register_forward_hook(boom)  # the second BatchNorm
     before = _state(model)
+    stack = torch._C._len_torch_function_stack()  # the functional-sum mode must be popped too
     with pytest.raises(sl.ModelCallError):
         sl.LRP(model, composite=composite, batch_size=1).explain(x, 1)
     _same(before, _state(model))
+    assert torch._C._len_torch_function_stack() == stack
     handle.remove()
     torch.testing.assert_close(model(x), reference, rtol=0, atol=0)
 

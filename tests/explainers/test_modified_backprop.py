@@ -235,3 +235,19 @@ def test_class_relevant_guided_backprop_is_var_formula(cls):
     for b, t in enumerate([2, 0]):
         ref = var_reference(maps[b], t, 0.01, 1 / temperature)
         torch.testing.assert_close(attr.values[b], ref, rtol=1e-12, atol=1e-15)
+
+
+def test_docs_example_runs_as_written():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "modified_backprop.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    ns: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model of nn.ReLU modules: no coverage warning
+        exec(compile(block, "docs/modified_backprop.md", "exec"), ns)
+    x = ns["x"]
+    for key in ("gbp", "ggc", "dec", "lrp"):
+        assert ns[key].values.shape == x.shape, key
+    assert ns["ggc"].layer == "5" and ns["lrp"].delta.shape == (x.shape[0],)

@@ -125,11 +125,19 @@ class Fourier(Domain):
 
     def fit(self, x: torch.Tensor) -> "Fourier":
         """Record the signal length ``n_`` (the transform itself has nothing to learn)."""
-        self.n_ = int(x.shape[self._axis(x, self.axis)])
+        self._bind(x)
         return self
 
     def _bind(self, x: torch.Tensor) -> None:
-        self.n_ = int(x.shape[self._axis(x, self.axis)])
+        n = int(x.shape[self._axis(x, self.axis)])
+        if self.n is not None and n != self.n:
+            # the inverse would return signals of n samples: another signal than x, explained
+            # silently (the domain claims to be exact, so no residual corrects it)
+            raise ShapeError(
+                f"The 'n' parameter of Fourier is {self.n}, but x has {n} samples along axis "
+                f"{self.axis!r}; pass n={n} or leave n=None to take the length from x."
+            )
+        self.n_ = n
 
     def _length(self) -> int:
         if self.n is not None:

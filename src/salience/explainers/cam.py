@@ -22,7 +22,7 @@ from .._validation import check_bool, check_option
 from ..errors import LayerError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from .base import Explainer, Parts
-from .layers import default_layer, final_activation
+from .layers import default_layer
 
 __all__ = [
     "LayerExplainer",
@@ -188,27 +188,27 @@ class LayerExplainer(Explainer):
         )
 
     def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
-        """Warn about, keep or strip a final Softmax/Sigmoid (``final_activation``)."""
-        head = final_activation(score)
+        """Warn about, keep or strip a final Softmax/Sigmoid (``final_activation``), recognised
+        at call time as the module whose output the model returns."""
+        if self.final_activation == "keep":
+            return score
         if self.final_activation == "strip":
-            if head is None:
-                raise LayerError(
-                    f"{self.name}: final_activation='strip' but the model's last module is not a "
-                    "Softmax, LogSoftmax or Sigmoid; there is nothing to strip."
-                )
-            return score.strip_final(head[1], head[0])
-        if head is not None and self.final_activation == "warn":
-            kind = type(head[1]).__name__
+            return score.final_activation(strip=True)
+        name, target = self.name, score.target
+
+        def warn(module_name: str, module: nn.Module) -> None:
+            kind = type(module).__name__
             what = "log-probability" if kind == "LogSoftmax" else "probability"
             warnings.warn(
-                f"{self.name}: the model ends in {kind} (module {head[0]!r}), so the {what} output "
-                f"by the model is explained (target {score.target!r}). Pass final_activation="
+                f"{name}: the model ends in {kind} (module {module_name!r}), so the {what} output "
+                f"by the model is explained (target {target!r}). Pass final_activation="
                 "'strip' to explain the pre-activation logit (with target=LogProbability(k) for "
                 "the log-probability), or final_activation='keep' to silence this warning.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
-        return score
+
+        return score.final_activation(strip=False, found=warn)
 
     def _grid(self, t: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         """Layer output (B, *A) -> (B, K, *a) with one axis per input spatial axis."""

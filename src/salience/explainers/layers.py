@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .._engine import ModuleCall, ScoreFunction, make_score
+from .._engine import FINAL_ACTIVATIONS, ModuleCall, make_score
 from .._validation import check_input
 from ..errors import LayerError
 from ..layout import Layout, LayoutLike
@@ -18,7 +18,6 @@ from ..targets import Output
 __all__ = ["layers", "LayerInfo", "LayerTable"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmax2d)
 
 
 @dataclass(frozen=True)
@@ -100,15 +99,6 @@ def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: st
     return spatial[-1]
 
 
-def final_activation(score: ScoreFunction) -> tuple[str, nn.Module] | None:
-    """The model's final Softmax/LogSoftmax/Sigmoid module, judged statically (its last leaf
-    module, see :meth:`ScoreFunction.final_module`). None if there is none."""
-    last = score.final_module()
-    if last is not None and isinstance(last[1], _ACTIVATIONS):
-        return last
-    return None
-
-
 def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = None) -> LayerTable:
     """List the layers a CAM can explain, from one dry run of ``model`` on ``x``.
 
@@ -163,7 +153,7 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
                 shape=c.shape,
                 conv=isinstance(c.module, _CONV),
                 spatial=_is_spatial(c, x.ndim, n),
-                final_activation=c.is_output and isinstance(c.module, _ACTIVATIONS),
+                final_activation=c.is_output and isinstance(c.module, FINAL_ACTIVATIONS),
                 default=c.name == default,
                 calls=c.calls,
             )

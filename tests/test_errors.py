@@ -220,3 +220,15 @@ def test_complex_or_non_finite_tensor_baseline(model, x):
     bad[0, 0] = float("nan")
     with pytest.raises(sl.ParameterError, match="contains NaN or inf"):
         sl.IntegratedGradients(model, baseline=bad).explain(x, 0)
+
+
+def test_explain_inside_inference_mode(model, x):
+    """torch.inference_mode() forbids recording gradients; explain switches it off for the call."""
+    ref = sl.IntegratedGradients(model, n_steps=4).explain(x, 1)
+    other = cnn(1)
+    with torch.inference_mode():
+        xi = x.clone()  # an inference tensor
+        got = sl.IntegratedGradients(model, n_steps=4).explain(xi, 1)
+        cam = sl.GradCAM(other, layer="2").explain(xi, 1)
+    torch.testing.assert_close(got.values, ref.values, rtol=0, atol=0)
+    assert cam.values.shape == (x.shape[0], 1, x.shape[-1])

@@ -7,10 +7,16 @@ tests; with target 0 or 2 K is 2, which the count test does not use).
 
 from __future__ import annotations
 
+import torch
+
 import salience as sl
 from registry import Case
 
 K = 3
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(2468)
 
 
 def _cr(inner, **kw):
@@ -37,6 +43,12 @@ CLASSREL: list[Case] = [
         "ClassRelevant(IG-gausslegendre-mean)",
         lambda m, **kw: _cr(sl.IntegratedGradients(m, n_steps=3, rule="gausslegendre", baseline="mean", **kw)),
         passes=lambda b: [b, 3 * K * b, K * b],  # the scores at x come from the first forward
+    ),
+    Case(
+        "ClassRelevant(SmoothGrad(Gradient))",
+        lambda m, **kw: _cr(sl.SmoothGrad(sl.Gradient(m, **kw), n_samples=3, generator=_gen(), progress=False)),
+        passes=lambda b: [b, 3 * K * b],  # the forward at x, then the noisy copies of the B * K rows
+        stochastic=True,  # the noise of a row depends on the rest of the batch
     ),
     Case(
         "ClassRelevant(TopClasses, Gradient)",

@@ -159,6 +159,22 @@ def test_noisy_linear_imputation_signal_is_linear_interpolation():
     torch.testing.assert_close(ours, ref, rtol=1e-8, atol=1e-8)
 
 
+def test_noisy_linear_imputation_float32_rows_converging_at_different_speeds():
+    """A row that converges in one CG step must stay finite while a long gap keeps iterating
+    (float32; before the fix the converged row's alpha/beta blew up to NaN)."""
+    t = 300
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 1, t, generator=g)
+    keep = torch.ones(3, 1, t, dtype=torch.bool)
+    keep[0, 0, t // 3] = False  # one removed cell: converges at once
+    keep[1] = torch.rand(1, t, generator=g) > 0.5
+    keep[2, 0, 1:-1] = False  # one long gap: many iterations
+    ours = M.NoisyLinearImputation(noise=0.0)(x, "b c t", keep.float())
+    assert torch.isfinite(ours).all()
+    ref = torch.where(keep, x.double(), Interpolate()(x.double(), "b c t", keep.double()))
+    torch.testing.assert_close(ours.double(), ref, rtol=0, atol=1e-4)
+
+
 def test_noisy_linear_imputation_image_solves_road_system():
     """2-D: removed pixels are the 1/6-1/12 weighted mean of their neighbours (dense solve)."""
     x = make_input("image", batch=1)[:, :1]

@@ -175,19 +175,23 @@ class NoisyLinearImputation(Substrate):
         p = res.clone()
         rr = (res * res).sum(dims)
         stop = (self.tol**2) * rr.clamp_min(torch.finfo(x.dtype).tiny)
+        shape = (rows,) + (1,) * (v.ndim - 1)
         for _ in range(self.max_iter):
-            if bool((rr <= stop).all()):
+            # rows that have converged are frozen: iterating on a residual at round-off level
+            # (float32) makes alpha/beta blow up to inf/NaN while other rows still iterate
+            active = rr > stop
+            if not bool(active.any()):
                 break
             ap = apply(p)
             pap = (p * ap).sum(dims)
-            alpha = torch.where(pap > 0, rr / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
-            shape = (rows,) + (1,) * (v.ndim - 1)
+            ok = active & (pap > 0)
+            alpha = torch.where(ok, rr / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(pap))
             sol = sol + alpha.reshape(shape) * p
             res = res - alpha.reshape(shape) * ap
             rr_new = (res * res).sum(dims)
-            beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
-            p = res + beta.reshape(shape) * p
-            rr = rr_new
+            beta = torch.where(ok, rr_new / torch.where(ok, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+            p = torch.where(ok.reshape(shape), res + beta.reshape(shape) * p, p)
+            rr = torch.where(ok, rr_new, rr)
         if self.noise > 0:
             g = make_generator(self.generator)  # local: the substrate object is never changed
             eps = torch.randn(v.shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)

@@ -58,6 +58,18 @@ INTEGRATION: list[Case] = [
         kinds=("signal",),
     ),
     Case(
+        "InDomain(DeconvNet,ICA-lossy)",
+        lambda m, **kw: sl.InDomain(sl.DeconvNet(m, **kw), _ica()),
+        passes=lambda b: [b],
+        kinds=("signal",),
+    ),
+    Case(
+        "InDomain(LRP,Fourier)",
+        lambda m, **kw: sl.InDomain(sl.LRP(m, **kw), sl.Fourier()),
+        passes=lambda b: [b],
+        kinds=("signal",),
+    ),
+    Case(
         "SmoothGrad(LRP)",
         lambda m, **kw: sl.SmoothGrad(sl.LRP(m, **kw), n_samples=2, generator=_gen()),
         passes=lambda b: [2 * b, b],

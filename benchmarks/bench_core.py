@@ -22,69 +22,25 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _common import THREADS, setup, time_all, timeit  # noqa: E402  (puts src/ on sys.path)
 import salience as sl  # noqa: E402
 from salience._engine import default_batch_size  # noqa: E402
 
-THREADS = 2
 ROOT = Path(__file__).resolve().parent
 
 
-def cnn1d() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv1d(8, 32, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(32, 32, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(32, 32, 7, padding=3), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 5),
-    ).eval()
 
 
-def cnn2d() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
-    ).eval()
 
 
-def setup(name: str, n: int):
-    g = torch.Generator().manual_seed(1)
-    if name == "cnn1d":
-        return cnn1d(), torch.randn(n, 8, 1000, generator=g)
-    return cnn2d(), torch.randn(n, 3, 64, 64, generator=g)
 
 
-def timeit(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
-def time_all(fns: dict, repeats: int) -> dict:
-    """Best time of each function over ``repeats`` rounds, the functions interleaved in each round
-    (so that slow drifts of the machine affect them all alike); one warm-up call each first."""
-    for fn in fns.values():
-        fn()
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
 
 
 def bare_pass(model, rows: torch.Tensor, target: int, chunk: int | None):

@@ -244,7 +244,7 @@ def test_infidelity_matches_loop():
     k = torch.tensor([0, 3])
     pert = torch.randn((2, 5, *x.shape[1:]), generator=torch.Generator().manual_seed(2), dtype=x.dtype) * 0.1
     for normalize in (False, True):
-        ours = M.infidelity(model, x, a, k, n_perturbations=5, perturbation=lambda x_, n, g: pert, normalize=normalize)
+        ours = M.infidelity(model, x, a, k, n_perturbations=5, perturbation=pert, normalize=normalize)
         ref = []
         for b in range(2):
             f0 = score_one(model, x[b], int(k[b]))

@@ -31,7 +31,7 @@ def test_infidelity(kind, normalize):
     a = sl.IntegratedGradients(model, n_steps=8).explain(x, y).values
     n = 6
     pert = torch.randn((3, n, *x.shape[1:]), generator=torch.Generator().manual_seed(1), dtype=x.dtype) * 0.1
-    ours = M.infidelity(model, x, a, y, n_perturbations=n, perturbation=lambda x_, k, g: pert, normalize=normalize)
+    ours = M.infidelity(model, x, a, y, n_perturbations=n, perturbation=pert, normalize=normalize)
 
     def perturb_func(inputs):
         noise = pert.reshape(-1, *x.shape[1:])

@@ -46,7 +46,7 @@ from .sanity import (
     randomisation_layers,
 )
 
-from .grid import Grid, GridBatch, grid_pointing_game, make_grid
+from .grid import Grid, GridBatch, GridPointingGame, grid_pointing_game, make_grid
 
 __all__ = [
     "Metric",
@@ -67,6 +67,7 @@ __all__ = [
     "GridBatch",
     "make_grid",
     "grid_pointing_game",
+    "GridPointingGame",
     # faithfulness
     "deletion_curve",
     "insertion_curve",

@@ -111,8 +111,14 @@ class NoisyLinearImputation(Substrate):
     generator : torch.Generator, optional
         Source of the noise; the draws depend on the chunking (``batch_size``).
     max_iter : int, default 2000
+        Maximum conjugate-gradient iterations per call.
     tol : float, default 1e-10
-        Relative residual at which conjugate gradients stop.
+        Relative residual ``||r|| / ||r_0||`` at which conjugate gradients stop. The tolerance
+        used is dtype-aware, ``max(tol, 10 * torch.finfo(x.dtype).eps)`` (see
+        :meth:`effective_tol`): about ``1.2e-6`` in float32, where ``1e-10`` is below round-off
+        and could never be reached (every call would run ``max_iter`` iterations), and ``tol``
+        itself in float64. A row whose search direction degenerates at round-off level
+        (``p.Ap <= 0``) also stops.
 
     References
     ----------
@@ -174,17 +180,22 @@ class NoisyLinearImputation(Substrate):
         res = rhs.clone()
         p = res.clone()
         rr = (res * res).sum(dims)
-        stop = (self.tol**2) * rr.clamp_min(torch.finfo(x.dtype).tiny)
+        tol = self.effective_tol(x.dtype)
+        stop = (tol**2) * rr.clamp_min(torch.finfo(x.dtype).tiny)
         shape = (rows,) + (1,) * (v.ndim - 1)
+        broken = torch.zeros_like(rr, dtype=torch.bool)
         for _ in range(self.max_iter):
             # rows that have converged are frozen: iterating on a residual at round-off level
             # (float32) makes alpha/beta blow up to inf/NaN while other rows still iterate
-            active = rr > stop
+            active = (rr > stop) & ~broken
             if not bool(active.any()):
                 break
             ap = apply(p)
             pap = (p * ap).sum(dims)
             ok = active & (pap > 0)
+            # p.Ap <= 0 only happens at round-off level (the system is positive definite on the
+            # unknowns): such a row cannot progress any more, so it stops instead of idling
+            broken = broken | (active & ~ok)
             alpha = torch.where(ok, rr / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(pap))
             sol = sol + alpha.reshape(shape) * p
             res = res - alpha.reshape(shape) * ap
@@ -199,8 +210,13 @@ class NoisyLinearImputation(Substrate):
         out = known * v + unknown * sol
         return out.permute(inv).contiguous()
 
+    def effective_tol(self, dtype: torch.dtype) -> float:
+        """The relative residual at which conjugate gradients stop for inputs of ``dtype``:
+        ``max(tol, 10 * eps)`` with ``eps = torch.finfo(dtype).eps``."""
+        return max(self.tol, 10.0 * torch.finfo(dtype).eps)
+
     def __repr__(self) -> str:
-        return f"NoisyLinearImputation(noise={self.noise!r})"
+        return f"NoisyLinearImputation(noise={self.noise!r}, max_iter={self.max_iter!r}, tol={self.tol!r})"
 
 
 # ---------------------------------------------------------------------------- deletion / insertion
@@ -246,6 +262,7 @@ def _curve(
     owner: str,
 ) -> torch.Tensor:
     max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
+    progress = check_bool(progress, "progress", owner)
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     units = _reduce_channels(a, reduce)
     unit_shape = units.shape[1:]
@@ -490,6 +507,15 @@ def faithfulness_correlation(
 
 
 # ---------------------------------------------------------------------------- infidelity
+def _check_perturbation(perturbation: Any, owner: str) -> Any:
+    if perturbation is None or callable(perturbation) or isinstance(perturbation, torch.Tensor):
+        return perturbation
+    raise ParameterError(
+        f"The 'perturbation' parameter of {owner} must be None, a callable (x, k, generator) -> "
+        f"perturbations or a tensor (B, n_perturbations, *S). Got {type(perturbation).__name__} instead."
+    )
+
+
 def infidelity(
     model: Any,
     x: torch.Tensor,
@@ -498,7 +524,7 @@ def infidelity(
     *,
     n_perturbations: int = 10,
     std: float = 0.1,
-    perturbation: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | None = None,
+    perturbation: "Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | torch.Tensor | None" = None,
     normalize: bool = False,
     generator: torch.Generator | None = None,
     domain: Any = None,
@@ -512,13 +538,25 @@ def infidelity(
     n_perturbations : int, default 10
     std : float, default 0.1
         Standard deviation of the default perturbation ``I ~ N(0, std^2)`` (input units).
-    perturbation : callable, optional
-        ``perturbation(x, n, generator) -> I`` of shape (B, n, *S): custom perturbations
-        (Yeh et al.'s square-removal or baseline-difference perturbations).
+    perturbation : callable or Tensor, optional
+        Custom perturbations (Yeh et al.'s square-removal or baseline-difference perturbations):
+        a callable ``perturbation(x, k, generator) -> I`` of shape (len(x), k, *S), or a tensor
+        (B, n_perturbations, *S) of precomputed perturbations (read chunk by chunk). The callable
+        is called chunk by chunk, sample by sample: ``perturbation(x[i:i+1], k, generator)`` for
+        the ``k <= batch_size`` next perturbations of sample ``i``, in row order; for results
+        that do not depend on ``batch_size``, let it draw perturbation after perturbation.
     normalize : bool, default False
         Scale the attribution by the optimal ``beta = E[I.a * df] / E[(I.a)^2]`` first (Captum's
         ``normalize=True``).
     generator : torch.Generator, optional
+        Source of the default perturbations: perturbation ``j`` of sample ``i`` (row
+        ``i * n + j``) is ``std * torch.randn(S, generator=generator)``, drawn row after row,
+        so the result does not depend on ``batch_size``.
+    domain, layout : optional
+        As in :func:`deletion_curve`.
+    batch_size : int, optional
+        Maximum rows per model call; perturbations are drawn and evaluated chunk by chunk, so
+        memory is bounded by ``batch_size`` rows, not by ``B * n_perturbations``.
 
     Returns
     -------
@@ -532,18 +570,52 @@ def infidelity(
     owner = "infidelity"
     n = check_int(n_perturbations, "n_perturbations", owner, low=1)
     std = check_float(std, "std", owner, low=0.0)
+    perturbation = _check_perturbation(perturbation, owner)
+    normalize = check_bool(normalize, "normalize", owner)
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     gen = make_generator(generator)
-    if perturbation is None:
-        pert = torch.randn((space.shape[0], n, *space.shape[1:]), generator=gen, device=gen.device, dtype=space.dtype)
-        pert = pert.to(space.device) * std
-    else:
-        pert = perturbation(space, n, gen)
-        if not isinstance(pert, torch.Tensor) or pert.shape != (space.shape[0], n, *space.shape[1:]):
-            raise ShapeError(f"{owner}: perturbation must return a tensor of shape {(space.shape[0], n, *space.shape[1:])}.")
-        pert = pert.to(device=space.device, dtype=space.dtype)
-    dots = (pert * a.unsqueeze(1)).flatten(2).sum(-1)  # (B, n)
-    diffs = score.input_values()[:, None] - score.values(space.unsqueeze(1) - pert)
+    b, shape = space.shape[0], tuple(space.shape[1:])
+    given: torch.Tensor | None = None
+    if isinstance(perturbation, torch.Tensor):
+        if tuple(perturbation.shape) != (b, n, *shape):
+            raise ShapeError(
+                f"{owner}: a perturbation tensor must have shape {(b, n, *shape)} (B, n_perturbations, *S). "
+                f"Got {tuple(perturbation.shape)} instead."
+            )
+        given = perturbation.detach().reshape(b * n, *shape)
+    dots = torch.empty(b * n, dtype=space.dtype, device=space.device)
+
+    def draw(start: int, stop: int) -> torch.Tensor:
+        """Perturbations of rows ``start..stop`` (row ``i * n + j``: perturbation j of sample i)."""
+        if given is not None:
+            return given[start:stop].to(device=space.device, dtype=space.dtype)
+        if perturbation is None:
+            noise = torch.stack(
+                [torch.randn(shape, generator=gen, device=gen.device, dtype=space.dtype) for _ in range(stop - start)]
+            )
+            return noise.to(space.device) * std
+        pieces = []
+        for s0 in range(start // n, (stop - 1) // n + 1):  # per sample, the rows of this chunk
+            lo, hi = max(start, s0 * n), min(stop, (s0 + 1) * n)
+            p = perturbation(space[s0 : s0 + 1], hi - lo, gen)
+            if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, hi - lo, *shape):
+                got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+                raise ShapeError(
+                    f"{owner}: perturbation(x, k, generator) must return a tensor of shape (len(x), k, *S) = "
+                    f"{(1, hi - lo, *shape)}. Got {got} instead."
+                )
+            pieces.append(p[0].to(device=space.device, dtype=space.dtype))
+        return torch.cat(pieces)
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        samples = torch.arange(start, stop, device=space.device) // n
+        pert = draw(start, stop)
+        dots[start:stop] = (pert * a[samples]).flatten(1).sum(-1)
+        return space[samples] - pert
+
+    f0 = score.input_values()
+    diffs = f0[:, None] - score.values(make, n=n)
+    dots = dots.reshape(b, n)
     if normalize:
         num = (dots * diffs).mean(1, keepdim=True)
         den = (dots * dots).mean(1, keepdim=True)
@@ -652,18 +724,13 @@ class Infidelity(_Perturbation):
     higher_is_better: ClassVar[bool | None] = False
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_perturbations: int = 10, std: float = 0.1, perturbation: Callable | None = None,
+    def __init__(self, *, n_perturbations: int = 10, std: float = 0.1, perturbation: Any = None,
                  normalize: bool = False, generator: torch.Generator | None = None,
                  batch_size: int | None = None) -> None:
         owner = type(self).__name__
         self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
         self.std = check_float(std, "std", owner, low=0.0)
-        if perturbation is not None and not callable(perturbation):
-            raise ParameterError(
-                f"The 'perturbation' parameter of {owner} must be None or a callable (x, n, generator) -> "
-                f"perturbations. Got {type(perturbation).__name__} instead."
-            )
-        self.perturbation = perturbation
+        self.perturbation = _check_perturbation(perturbation, owner)
         self.normalize = check_bool(normalize, "normalize", owner)
         self.generator = check_generator(generator, owner)
         self.batch_size = check_batch_size(batch_size, owner)

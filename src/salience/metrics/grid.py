@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,9 @@ from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..targets import Output
+from .localisation import _Localisation
 
-__all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game"]
+__all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game", "GridPointingGame"]
 
 _OWNER = "make_grid"
 #: torch's name of linear interpolation for 1, 2 and 3 interpolated axes
@@ -399,3 +400,53 @@ def grid_pointing_game(
     inside = (pos * masks[cells_t.to(masks.device)].to(pos.device, pos.dtype)).flatten(1).sum(1)
     safe = torch.where(total > EPS, total, torch.ones_like(total))
     return torch.where(total > EPS, inside / safe, torch.zeros_like(total))
+
+
+class GridPointingGame(_Localisation):
+    """:func:`grid_pointing_game` as a metric class (higher is better; chance is ``1 / n_cells``).
+
+    The ground-truth ``mask`` is the explained cell of each map: a boolean (or 0/1) tensor of
+    shape (M, *S) or (M, 1, *S), ``grid.masks[batch.cells]`` for the rows of
+    :meth:`Grid.expand`. Each map scores ``sum(A+ in its cell) / sum(A+)``, 0 when
+    ``sum(A+) <= 1e-7`` (Rao et al.); maps coarser than the composite are upsampled first.
+
+    Parameters
+    ----------
+    reduce : {"sum", "positive", "abs"}, default "sum"
+        Channel reduction (see :func:`grid_pointing_game`).
+
+    Examples
+    --------
+    >>> grid = make_grid(signals, labels, cells=4)  # doctest: +SKIP
+    >>> batch = grid.expand()  # doctest: +SKIP
+    >>> evaluate({"IG": ig}, [GridPointingGame()], model,
+    ...          (batch.inputs, batch.targets, grid.masks[batch.cells]))  # doctest: +SKIP
+    """
+
+    higher_is_better: ClassVar[bool | None] = True
+
+    def __init__(self, *, reduce: str = "sum") -> None:
+        self.reduce = check_option(reduce, "reduce", "GridPointingGame", ("sum", "positive", "abs"))
+
+    def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:
+        owner = "GridPointingGame"
+        if not isinstance(mask, torch.Tensor):
+            raise ParameterError(
+                f"The 'mask' parameter of {owner} must be a tensor of cell masks (M, *S) or (M, 1, *S). "
+                f"Got {type(mask).__name__} instead."
+            )
+        values = attribution.values if isinstance(attribution, Attribution) else attribution
+        if isinstance(values, torch.Tensor) and mask.ndim == values.ndim and mask.ndim >= 3:
+            if mask.shape[1] != 1:
+                raise ShapeError(
+                    f"{owner}: a mask with the maps' number of dims must have one channel, shape (M, 1, *S). "
+                    f"Got {tuple(mask.shape)} instead."
+                )
+            mask = mask[:, 0]
+        if isinstance(values, torch.Tensor) and mask.shape[0] != values.shape[0]:
+            raise ShapeError(
+                f"{owner}: one cell mask per map is needed, shape ({values.shape[0]}, *S). "
+                f"Got {tuple(mask.shape)} instead."
+            )
+        cells = torch.arange(mask.shape[0])
+        return grid_pointing_game(attribution, mask != 0, cells, reduce=self.reduce)

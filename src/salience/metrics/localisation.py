@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_float
+from .._validation import check_bool, check_float
 from ..attribution import Attribution
 from ..errors import ParameterError
 from .base import Metric, check_mask, unpack
@@ -127,16 +127,37 @@ def relevance_mass(
     change a ratio); ``positive=True`` uses the positive part only (then equal to
     :func:`energy_pointing_game`).
 
+    Parameters
+    ----------
+    attribution : Tensor of shape (B, C, *spatial) or Attribution
+    mask : Tensor broadcastable to the attribution, same ndim
+        Ground truth, nonzero inside.
+    positive : bool, default False
+        Use ``max(a, 0)`` instead of the signed attribution.
+
+    Returns
+    -------
+    Tensor of shape (B,)
+        NaN for an empty mask, and NaN where ``sum(a) == 0`` (an all-zero map, or with
+        ``positive=True`` no positive attribution): the ratio is undefined there, as in
+        :func:`energy_pointing_game`, and :func:`evaluate` leaves NaN out of its means. (The
+        grid pointing game scores 0 instead, Rao et al.'s convention for its positive mass.)
+
     References
     ----------
     Arras et al., "CLEVR-XAI: A benchmark dataset for the ground truth evaluation of neural
     network explanations", Information Fusion 2022.
     """
+    positive = check_bool(positive, "positive", "relevance_mass")
     a, m = _prep(attribution, mask, "relevance_mass")
     if positive:
         a = a.clamp_min(0)
     flat = a.flatten(1)
-    value = (flat * m.flatten(1)).sum(1) / flat.sum(1)
+    total = flat.sum(1)
+    defined = total != 0
+    inside = (flat * m.flatten(1)).sum(1)
+    value = torch.where(defined, inside / torch.where(defined, total, torch.ones_like(total)),
+                        torch.full_like(total, float("nan")))
     return _nan_if_empty(value, m)
 
 
@@ -215,7 +236,7 @@ class RelevanceMass(_Localisation):
     """:func:`relevance_mass` as a metric class."""
 
     def __init__(self, *, positive: bool = False) -> None:
-        self.positive = bool(positive)
+        self.positive = check_bool(positive, "positive", "RelevanceMass")
 
     def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:
         return relevance_mass(attribution, mask, positive=self.positive)

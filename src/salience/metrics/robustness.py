@@ -37,52 +37,62 @@ def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[t
     return out.detach(), target
 
 
-class _Repeated(Target):
-    """``target`` for ``x.repeat_interleave(k, 0)``: row ``r`` is scored as sample ``r // k``.
+class _Rows(Target):
+    """``target`` for perturbed rows of ``x``: row ``r`` is scored as sample ``samples[r]``.
 
     Only used for plain callables (``(x, target) -> attribution``); a salience Explainer is
-    re-run through :meth:`ScoreFunction.repeat` instead, with the target bound at ``x``.
+    re-run through :meth:`ScoreFunction.retarget` instead, with the target bound at ``x``.
+    Bound over the ``n_samples`` samples of ``x``; a target resolved from the output
+    (Predicted) reads the first row of each sample present in the chunk (the rows of the other
+    samples are never scored by this binding).
     """
 
-    def __init__(self, target: Target, k: int) -> None:
-        self.target, self.k = target, k
+    def __init__(self, target: Target, samples: torch.Tensor, n_samples: int) -> None:
+        self.target, self.samples, self.n_samples = target, samples, n_samples
 
-    def bind(self, n_samples: int, reference: Any) -> Target:
-        # a target resolved from the output (Predicted) reads the first copy of each sample
-        inner = self.target.bind(n_samples // self.k, lambda: reference()[:: self.k])
-        return _Repeated(inner, self.k)
+    def bind(self, n_rows: int, reference: Any) -> Target:
+        samples = self.samples.cpu()
+        first = torch.zeros(self.n_samples, dtype=torch.long)
+        first.scatter_reduce_(0, samples, torch.arange(samples.numel()), reduce="amin", include_self=False)
 
-    def __call__(self, output: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return self.target(output, torch.div(samples, self.k, rounding_mode="floor"))
+        def sample_reference() -> torch.Tensor:
+            out = reference()
+            return out[first.to(out.device)]
+
+        return _Rows(self.target.bind(self.n_samples, sample_reference), self.samples, self.n_samples)
+
+    def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.target(output, self.samples.to(index.device)[index])
 
     def explained(self) -> Any:
         e = self.target.explained()
-        return e.repeat_interleave(self.k) if isinstance(e, torch.Tensor) else e
+        return e[self.samples.to(e.device)] if isinstance(e, torch.Tensor) else e
 
     def __repr__(self) -> str:
-        return f"{self.target!r} (each sample repeated {self.k} times)"
+        return f"{self.target!r} (on perturbed rows of its samples)"
 
 
-def repeat_target(target: TargetLike, k: int) -> Any:
-    """The target for ``x.repeat_interleave(k, 0)``: per-sample indices repeated, ints and
-    per-sample-free forms kept, Target objects scored on the sample each copy comes from."""
+def repeat_target(target: TargetLike, samples: torch.Tensor, n_samples: int) -> Any:
+    """The target for rows ``x[samples]`` (perturbed copies): per-sample indices gathered, ints
+    and per-sample-free forms kept, Target objects scored on the sample each row comes from."""
     if isinstance(target, torch.Tensor) and target.ndim == 1:
-        return target.repeat_interleave(k)
+        return target[samples.to(target.device)]
     if isinstance(target, (list, tuple)):
-        return torch.as_tensor(target).repeat_interleave(k)
+        return torch.as_tensor(target)[samples.cpu()]
     if isinstance(target, Target):
-        return _Repeated(target, k)
+        return _Rows(target, samples, n_samples)
     return target
 
 
-def reexplainer(explainer: Any, x: torch.Tensor, target: TargetLike) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """``explain(xp, k)``: the explanation of ``xp`` (B*k, *S), whose row ``r`` is a perturbed copy
-    of ``x[r // k]``, with ``target`` bound at ``x``: copy ``r`` is scored exactly as sample
-    ``r // k`` (same class, same foils, same probability), whatever the target form.
+def reexplainer(explainer: Any, x: torch.Tensor, target: TargetLike) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``explain(xp, samples)``: the explanation of ``xp`` (R, *S), whose row ``r`` is a perturbed
+    copy of ``x[samples[r]]``, with ``target`` bound at ``x``: each row is scored exactly as its
+    sample (same class, same foils, same probability), whatever the target form.
 
     A salience :class:`~salience.explainers.base.Explainer` is run on the engine's
-    :meth:`~salience._engine.ScoreFunction.repeat` of the score bound at ``x``; a plain callable
-    gets ``repeat_target(target, k)``.
+    :meth:`~salience._engine.ScoreFunction.retarget` of the score bound at ``x`` (the bound
+    target, with each row mapped to its sample); a plain callable gets
+    ``repeat_target(target, samples, len(x))``.
     """
     if isinstance(explainer, Explainer):
         lay = Layout.infer(x, explainer.layout)
@@ -90,14 +100,17 @@ def reexplainer(explainer: Any, x: torch.Tensor, target: TargetLike) -> Callable
                            owner=explainer.name)
         score = explainer._explained_score(score)  # as Explainer.explain (e.g. a stripped softmax)
 
-        def run(xp: torch.Tensor, k: int) -> torch.Tensor:
-            parts = as_parts(explainer._attribute(xp, score.repeat(xp, k)), lay)
+        def run(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+            samples = samples.to(score.input.device)
+            rows = score.retarget(score.target, xp, score.sample_map[samples], parents=samples,
+                                  target_map=score.target_map[samples])
+            parts = as_parts(explainer._attribute(xp, rows), lay)
             return parts.values.detach().to(dtype=xp.dtype)
 
         return run
 
-    def call(xp: torch.Tensor, k: int) -> torch.Tensor:
-        return explain_with(explainer, xp, repeat_target(target, k))[0]
+    def call(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]))[0]
 
     return call
 
@@ -143,22 +156,30 @@ def _sensitivities(
         ref = attribution.values.detach() if isinstance(attribution, Attribution) else attribution.detach()
         explained = attribution.target if (isinstance(attribution, Attribution) and target is None) else target
     b, shape = x.shape[0], x.shape[1:]
-    # uniform in the L-infinity ball, as Captum's default_perturb_func; copy j of sample i is
-    # noise row i * n + j
-    noise = torch.rand((b * n, *shape), generator=gen, device=gen.device, dtype=x.dtype).to(x.device)
-    xp = x[:, None] + ((2 * noise - 1) * radius).reshape(b, n, *shape)
     explain = reexplainer(explainer, x, explained if target is None else target)
+    # perturbed copies are drawn and explained chunk by chunk, at most `rows` per explainer call
+    # (memory bounded by the explainer's batch_size, not by B * n); copy j of sample i is row
+    # i * n + j, and each row draws its noise with torch.rand(S, generator=...) in row order,
+    # so the values do not depend on the chunking (on a CPU generator, the draws equal one
+    # torch.rand((B * n, *S)))
     rows = getattr(explainer, "batch_size", None) or default_batch_size(int(x[0].numel()), x.device)
-    group = max(1, rows // b)  # perturbations per explainer call
-    ref_flat = ref.reshape(b, 1, -1)
+    total = b * n
+    ref_flat = ref.reshape(b, -1)
     parts = []
-    with progress_bar(n, f"{owner} perturbations", progress) as bar:
-        for j0 in range(0, n, group):
-            k = min(n, j0 + group) - j0
-            pert = explain(xp[:, j0 : j0 + k].reshape(b * k, *shape), k)
-            parts.append(torch.linalg.vector_norm(pert.reshape(b, k, -1) - ref_flat, ord=ordv, dim=2))
-            bar.update(k)
-    sens = torch.cat(parts, 1)
+    with progress_bar(total, f"{owner} perturbations", progress) as bar:
+        for start in range(0, total, rows):
+            stop = min(total, start + rows)
+            samples = torch.arange(start, stop, device=x.device) // n
+            # uniform in the L-infinity ball, as Captum's default_perturb_func
+            noise = torch.stack(
+                [torch.rand(shape, generator=gen, device=gen.device, dtype=x.dtype) for _ in range(stop - start)]
+            ).to(x.device)
+            xp = x[samples] + (2 * noise - 1) * radius
+            pert = explain(xp, samples)
+            parts.append(torch.linalg.vector_norm(pert.reshape(stop - start, -1) - ref_flat[samples.to(ref_flat.device)],
+                                                  ord=ordv, dim=1))
+            bar.update(stop - start)
+    sens = torch.cat(parts).reshape(b, n)
     if normalize:
         den = torch.linalg.vector_norm(ref.reshape(b, -1), ord=ordv, dim=1)
         sens = sens / torch.where(den == 0, torch.ones_like(den), den)[:, None]
@@ -185,12 +206,19 @@ _DOC = """
         The explanation at ``x`` if already computed.
     generator : torch.Generator, optional
     progress : bool, default True
-        Show a tqdm bar over the perturbations (if tqdm is installed). The perturbed copies are
-        explained in groups of about the explainer's ``batch_size`` rows.
+        Show a tqdm bar over the ``B * n_perturbations`` perturbed copies (if tqdm is installed).
 
     Returns
     -------
     Tensor of shape (B,)
+
+    Notes
+    -----
+    Memory is bounded: the perturbed copies are drawn and explained chunk by chunk, at most the
+    explainer's ``batch_size`` rows per call (the default batch size for plain callables). Copy
+    ``j`` of sample ``i`` is row ``i * n + j``; each row draws its noise as ``torch.rand(S,
+    generator=generator)`` in row order, so the result does not depend on the chunking, and on
+    a CPU generator the draws equal one ``torch.rand((B * n, *S), generator=generator)``.
 
     References
     ----------

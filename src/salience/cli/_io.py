@@ -65,7 +65,7 @@ def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = Fa
             raise CLIError(f"cannot load TorchScript archive {spec}: {str(exc).splitlines()[0]}") from exc
     if spec.endswith(".pt2") or any("serialized_exported_program" in n or n.endswith("models/model.json") for n in names):
         try:
-            return torch.export.load(spec).module().to(device)
+            return _load_exported(spec, device)
         except Exception as exc:
             raise CLIError(f"cannot load torch.export archive {spec}: {str(exc).splitlines()[0]}") from exc
     if not trust_pickle:
@@ -83,6 +83,24 @@ def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = Fa
     if not isinstance(model, torch.nn.Module):
         raise CLIError(f"{spec} holds a {type(model).__name__}, not a torch.nn.Module (a state dict needs 'module:factory').")
     return model.eval()
+
+
+def _load_exported(spec: str, device: str) -> torch.nn.Module:
+    """A ``torch.export`` archive as a module with its named submodules, in eval mode.
+
+    ``ExportedProgram.module()`` flattens the model into one graph (no submodules to hook, so
+    no CAM layers) and reports training mode with ``eval()`` unsupported; ``torch.export.unflatten``
+    restores the module hierarchy. The graph was fixed at export time, so the training flag only
+    says what the exported program does; the CLI sets it to False on its own loaded copy so the
+    explainers' training-mode warning (about BatchNorm/dropout) is not shown spuriously.
+    """
+    with warnings.catch_warnings():  # torch-internal deprecation noise of the pytree loader
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+        program = torch.export.load(spec)
+        module = torch.export.unflatten(program)
+    for m in module.modules():  # the CLI's own object: no user model is touched
+        m.training = False
+    return module.to(device)
 
 
 def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -51,7 +51,9 @@ def _methods(model: Any, kind: str, opts: DemoOptions, cam_layer: str | None = N
         "Gradient": sl.Gradient(model),
         "Input x Gradient": sl.InputXGradient(model),
         "Integrated Gradients": sl.IntegratedGradients(model, n_steps=steps),
-        "SmoothGrad": sl.SmoothGrad(sl.Gradient(model), n_samples=max(4, steps // 2), sigma=0.15, generator=g),
+        # progress=False: the demo's own bar is the only one (no nested bars, none with --quiet)
+        "SmoothGrad": sl.SmoothGrad(sl.Gradient(model), n_samples=max(4, steps // 2), sigma=0.15, generator=g,
+                                    progress=False),
     }
     if kind == "image":
         del out["Input x Gradient"]
@@ -68,19 +70,41 @@ def _explain_all(methods: dict[str, Any], x: torch.Tensor, target: torch.Tensor)
     return {name: m.explain(x, target=target) for name, m in methods.items()}
 
 
-def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, batch_size: int = 64) -> tuple[Any, Any]:
+#: insertion start for signals: each series' own channel means, a flat line that carries no
+#: evidence (RISE's blurred start keeps GunPoint's smooth shape, so p(target) is ~0.99 before
+#: anything is inserted and insertion cannot tell methods apart)
+SIGNAL_INSERTION_START = "mean"
+
+
+def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, batch_size: int = 64,
+            insertion_start: Any = None, domain: bool = False) -> tuple[Any, Any]:
     """Deletion and insertion curves (B, steps + 1) of the explained class's softmax probability.
 
-    Zero substrate for deletion, RISE's blurred input for insertion (salience.metrics defaults);
-    the attribution's elements are the units (a (B, 1, T) map moves whole time steps).
+    Deletion replaces the units by 0; insertion starts from ``insertion_start`` (None: the
+    salience.metrics default, RISE's blurred input). The attribution's elements are the units (a
+    (B, 1, T) map moves whole time steps). ``domain``: ``att`` is a domain attribution, whose
+    coefficients (frequency bins, independent components) are removed/inserted in its domain,
+    with zero coefficients as the substrate of both curves.
     """
     import salience as sl
     from salience import metrics as M
 
     target = sl.Probability(y)
     kw = {"steps": steps, "batch_size": batch_size, "progress": False}
+    if domain:  # the Attribution carries its (bound) domain
+        return M.deletion_curve(model, x, att, target, **kw), M.insertion_curve(model, x, att, target, **kw)
+    ins = {} if insertion_start is None else {"substrate": insertion_start}
     return (M.deletion_curve(model, x, att.values, target, **kw),
-            M.insertion_curve(model, x, att.values, target, **kw))
+            M.insertion_curve(model, x, att.values, target, **kw, **ins))
+
+
+def _start_probability(model: Any, x: torch.Tensor, y: torch.Tensor, substrate: Any) -> float:
+    """Mean p(target) at the insertion start (what the insertion curves begin from)."""
+    from salience.masking import as_substrate
+
+    with torch.no_grad():
+        start = as_substrate(substrate)(x, "b c t")
+        return float(model(start).softmax(-1).gather(1, y[:, None]).mean())
 
 
 def _auc(curves: torch.Tensor) -> float:
@@ -89,8 +113,9 @@ def _auc(curves: torch.Tensor) -> float:
     return float(M.auc(curves).mean())
 
 
-def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample pointing game hits and positive relevance mass against a ground-truth mask.
+def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample pointing game hits, positive relevance mass and relevance rank accuracy
+    against a ground-truth mask.
 
     Maps without a channel axis (Grad-CAM, RISE: (B, 1, ...)) are scored against the mask
     pooled over channels, i.e. on where in time/space they point.
@@ -100,7 +125,7 @@ def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     a = att.values
     if a.shape[1] == 1 and truth.shape[1] != 1:
         truth = truth.any(1, keepdim=True)
-    return M.pointing_game(a, truth), M.relevance_mass(a, truth, positive=True)
+    return M.pointing_game(a, truth), M.relevance_mass(a, truth, positive=True), M.relevance_rank_accuracy(a, truth)
 
 
 def _ica(model: Any, task: _data.Task, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> Any:
@@ -153,8 +178,29 @@ class _Sink:
 
 #: RISE scores are all positive (weighted mean scores): shown min-max scaled on a sequential map
 _POSITIVE = {"norm": {"RISE": "minmax"}, "cmap": {"RISE": "Reds"}}
-_GRID_CAPTION = ("samples x methods; each map on its own symmetric scale (red raises the explained "
-                 "score, blue lowers it), except RISE, whose scores are all positive: min-max scaled, white to red")
+_GRID_CAPTION = ("samples x methods; each map has its own colour scale, stated under its column title "
+                 "(signed maps: red raises the explained score, blue lowers it, white is zero; RISE's "
+                 "scores are all positive: min-max scaled, white to red)")
+#: photos: the pixel-level maps are speckle at 224 x 224; the grid shows their magnitude summed
+#: over the colour channels, lightly smoothed, with the colour scale clipped at the 99th
+#: percentile (display only: the attributions and metrics are unchanged)
+_PIXEL_LEVEL = ("Gradient", "Input x Gradient", "Integrated Gradients", "SmoothGrad")
+_PIXEL_VIEW = {"channel_reduce": "abssum", "smooth": 2.0, "norm": "absmax", "percentile": 99.0, "cmap": "inferno"}
+
+
+def _image_grid_options(methods: Any) -> dict[str, dict[str, Any]]:
+    """Per-method plot_grid options for the photo grid (see _PIXEL_VIEW)."""
+    out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in _POSITIVE.items()}
+    for name in methods:
+        if name in _PIXEL_LEVEL:
+            for k, v in _PIXEL_VIEW.items():
+                out.setdefault(k, {})[name] = v
+    return out
+
+
+def _fourier_title(n_channels: int) -> str:
+    """Title of the per-bin Fourier view (a one-channel signal has nothing to sum)."""
+    return "Fourier-domain IG per frequency bin" + (" (channels summed)" if n_channels > 1 else "")
 
 
 def _slug(s: str) -> str:
@@ -195,33 +241,52 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     attrs = _explain_all(methods, x, y)
     bar.step()
     bar.set(f"{task.name}: evaluating")
+    n_steps = 10 if opts.quick else 20
     rows, curves_del, curves_ins, per_sample = [], {}, {}, {}
     for name, a in attrs.items():
-        d, i = _curves(model, x, a, y, steps=10 if opts.quick else 20)
+        d, i = _curves(model, x, a, y, steps=n_steps, insertion_start=SIGNAL_INSERTION_START)
         curves_del[name], curves_ins[name] = d, i
         row = {"task": task.name, "accuracy": task.accuracy, "method": name,
                "deletion AUC": _auc(d), "insertion AUC": _auc(i)}
         if task.truth is not None:
-            pg, rm = _localisation(a, task.truth[idx])
+            pg, rm, rra = _localisation(a, task.truth[idx])
             row["pointing game"] = float(pg.mean())
             row["relevance mass (+)"] = float(rm.mean())
-            per_sample[name] = (pg, rm)
+            row["rank accuracy"] = float(rra.mean())
+            per_sample[name] = (pg, rm, rra)
         rows.append(row)
-    fourier = _fourier(model, x[:2], y[:2], task.fs, steps=16 if opts.quick else 32)
-    ica = _ica(model, task, x[:2], y[:2], steps=16 if opts.quick else 32, seed=opts.seed)
+    # IG in the Fourier and ICA domains on the same samples, evaluated in their own domain
+    # (frequency bins / independent components removed and inserted, zero coefficients as the
+    # substrate); localisation needs time-domain maps, so those columns stay empty
+    ig_steps = 16 if opts.quick else 32
+    fourier = _fourier(model, x, y, task.fs, steps=ig_steps)
+    ica = _ica(model, task, x, y, steps=ig_steps, seed=opts.seed)
+    for label, res in (("IG, Fourier domain (bins)", fourier), ("IG, ICA domain (components)", ica)):
+        if res is None:
+            continue
+        d, i = _curves(model, x, res[0], y, steps=n_steps, domain=True)
+        rows.append({"task": task.name, "accuracy": task.accuracy, "method": label,
+                     "deletion AUC": _auc(d), "insertion AUC": _auc(i)})
+    p_start = _start_probability(model, x, y, SIGNAL_INSERTION_START)
+    p_zero = _start_probability(model, x, y, 0.0)
     bar.step()
     bar.set(f"{task.name}: drawing")
     rep = sink.report
     slug = _slug(task.name)
     rep.section(task.name, task.description)
     rep.text(f"Tiny 1-D CNN ({sum(p.numel() for p in model.parameters())} parameters), test accuracy "
-             f"{task.accuracy:.1%}. Metrics (salience.metrics) over {len(idx)} test samples: deletion "
-             "replaces the highest-attributed elements by 0 and insertion puts them into a blurred "
-             "input, most important first, tracking the target's softmax probability (AUC: lower is "
-             "better for deletion, higher for insertion)."
+             f"{task.accuracy:.1%}. Metrics (salience.metrics) over {len(idx)} test samples, tracking "
+             "the target's softmax probability with the most important elements first: deletion "
+             f"replaces them by 0 (all removed: mean p(target) {p_zero:.3f}); insertion puts them into "
+             "a flat signal at each channel's mean (the start, mean p(target) "
+             f"{p_start:.3f}). AUC: lower is better for deletion, higher for insertion. The Fourier "
+             "and ICA rows remove/insert frequency bins or independent components (zero "
+             "coefficients as the substrate), so their AUCs are on another axis than the "
+             "time-domain rows'."
              + (" Pointing game: the largest attribution lies in the ground-truth window; relevance "
-                "mass (+): the share of the positive attribution inside it (channel-less maps such "
-                "as Grad-CAM and RISE are scored on time only)." if task.truth is not None else ""))
+                "mass (+): the share of the positive attribution inside it; rank accuracy: the "
+                "share of the |window| highest attributions that lie inside it (channel-less maps "
+                "such as Grad-CAM and RISE are scored on time only)." if task.truth is not None else ""))
     rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation")
     show = slice(0, 3)
     names = task.channel_names
@@ -229,12 +294,16 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     fig = viz.plot_grid(x[show], {k: a.values[show] for k, a in attrs.items()}, row_titles=titles, fs=task.fs,
                         channel_names=names, **_POSITIVE)
     rep.figure(sink.png(fig, f"{slug}_grid"), _GRID_CAPTION)
-    fig = viz._mpl.new_figure((10, 3.4))
+    fig = viz._mpl.new_figure((12, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     viz.plot_curves(curves_del, kind="deletion", ax=ax1, ylabel="target probability")
     viz.plot_curves(curves_ins, kind="insertion", ax=ax2, ylabel="target probability")
-    ax2.set_xlabel("fraction of input revealed (from a blurred input)")
-    rep.figure(sink.png(fig, f"{slug}_curves"), "deletion and insertion curves (mean over samples)")
+    ax1.set_xlabel("fraction of input removed (set to 0)")
+    ax2.set_xlabel("fraction of input revealed (from a flat signal)")
+    for ax in (ax1, ax2):
+        ax.set_ylim(-0.02, 1.02)
+    rep.figure(sink.png(fig, f"{slug}_curves"), "deletion and insertion curves of the time-domain methods "
+               "(mean over samples)")
     best = "Integrated Gradients"
     for j in range(2):
         a = attrs[best].values[j]
@@ -256,8 +325,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
             else:
                 ax1, ax2 = fig.add_subplot(), None
             viz.plot_spectrum(per_bin, freqs, signal=x[j], bands=viz.EEG_BANDS if task.fs else None,
-                              fmax=45.0 if task.fs else 0.1, ax=ax1,
-                              title="Fourier-domain IG per frequency bin (channels summed)")
+                              fmax=45.0 if task.fs else 0.1, ax=ax1, title=_fourier_title(x.shape[1]))
             if ax2 is not None:
                 viz.plot_bands(per_bin, freqs, per_channel=True, channel_names=names, ax=ax2,
                                title="per channel and EEG band")
@@ -269,7 +337,9 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
             figs.append(("Integrated Gradients over independent components", sink.png(fig, f"{slug}_sample{j}_ica")))
         metrics = {}
         if per_sample:
-            metrics = {"pointing game (IG)": float(per_sample[best][0][j]), "relevance mass (+) (IG)": float(per_sample[best][1][j])}
+            pg, rm, rra = per_sample[best]
+            metrics = {"pointing game (IG)": float(pg[j]), "relevance mass (+) (IG)": float(rm[j]),
+                       "rank accuracy (IG)": float(rra[j])}
         metrics["p(target)"] = float(prob[j, y[j]])
         rep.sample(f"{task.name} test #{int(idx[j])}", prediction=task.classes[int(pred[j])],
                    target=task.classes[int(y[j])], metrics=metrics, figures=figs)
@@ -287,6 +357,7 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     methods = _methods(model, "image", opts, cam_layer="_conv_head")
     attrs = _explain_all(methods, x, y)
     bar.step()
+    bar.set("images: evaluating")
     with torch.no_grad():
         prob = model(x).softmax(-1)
     rows = []
@@ -297,12 +368,17 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
         rows.append({"task": task.name, "accuracy": float("nan"), "method": name,
                      "deletion AUC": _auc(d), "insertion AUC": _auc(i)})
     bar.step()
+    bar.set("images: drawing")
     rep = sink.report
     rep.section(task.name, task.description)
     rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation (predicted class)")
     titles = [f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})" for i, (p, k) in enumerate(zip(task.notes["photos"], y))]
-    fig = viz.plot_grid(x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_POSITIVE)
-    rep.figure(sink.png(fig, "images_grid"), "photos x methods, explaining the predicted class. " + _GRID_CAPTION)
+    fig = viz.plot_grid(x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_image_grid_options(attrs))
+    rep.figure(sink.png(fig, "images_grid"), "photos x methods, explaining the predicted class. " + _GRID_CAPTION
+               + ". Gradient, Integrated Gradients and SmoothGrad are pixel-level maps: shown as the magnitude "
+               "summed over the colour channels, smoothed (Gaussian, sigma 2 px) with the colour scale "
+               "clipped at the 99th percentile of |a| (display only; the attributions and the metrics "
+               "use the unsmoothed signed values).")
     for j, photo in enumerate(task.notes["photos"]):
         ax = viz.plot_image(x[j], attrs["Integrated Gradients"].values[j], title=f"Integrated Gradients: {task.classes[int(y[j])]}")
         rep.sample(photo, prediction=f"{task.classes[int(y[j])]} ({float(prob[j, y[j]]):.1%})", target="predicted class",
@@ -326,9 +402,10 @@ def _video_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     attrs = _explain_all(methods, x, y)
     rows = []
     for name, a in attrs.items():
-        pg, rm = _localisation(a, task.truth[:8])
+        pg, rm, rra = _localisation(a, task.truth[:8])
         rows.append({"task": task.name, "accuracy": task.accuracy, "method": name,
-                     "pointing game": float(pg.mean()), "relevance mass (+)": float(rm.mean())})
+                     "pointing game": float(pg.mean()), "relevance mass (+)": float(rm.mean()),
+                     "rank accuracy": float(rra.mean())})
     bar.step()
     rep = sink.report
     rep.section(task.name, task.description)

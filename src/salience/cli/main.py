@@ -110,10 +110,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         user = isinstance(exc, (CLIError, SalienceError, FileNotFoundError, ImportError))
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = _one_line(exc)
         kind = "error" if user else f"internal error ({type(exc).__name__})"
         print(f"salience: {kind}: {msg}" + ("" if user else " (run with --debug for the traceback)"), file=sys.stderr)
         return 2 if user else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error message on one line, keeping its cause.
+
+    A multi-line message (a TorchScript interpreter error carries its interpreter traceback,
+    with the real cause, e.g. a channel mismatch, on its last line) becomes its first line
+    followed by its last non-empty line.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1 or lines[-1] in lines[0]:
+        return lines[0]
+    return f"{lines[0]} (cause: {lines[-1]})"
 
 
 # ------------------------------------------------------------------ demo
@@ -125,7 +140,8 @@ def _demo(args: argparse.Namespace) -> int:
     res = run_demo(DemoOptions(out=args.out, images=args.images, video=args.video, quick=args.quick,
                                threads=args.threads, seed=args.seed, quiet=args.quiet))
     if not args.quiet:
-        cols = ["task", "accuracy", "method", "deletion AUC", "insertion AUC", "pointing game", "relevance mass (+)"]
+        cols = ["task", "accuracy", "method", "deletion AUC", "insertion AUC", "pointing game", "relevance mass (+)",
+                "rank accuracy"]
         cols = [c for c in cols if any(c in r for r in res.rows)]
         print(format_table(res.rows, cols))
         print(f"\n{len(res.pngs)} PNGs in {os.path.join(args.out, 'png')}; finished in {res.seconds:.1f} s")
@@ -153,11 +169,14 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
     g = torch.Generator(device=args.device if args.device != "mps" else "cpu").manual_seed(args.seed)
     if name == "ig" and args.steps:
         kw["n_steps"] = args.steps
+    # the methods with their own progress bar show it unless --quiet (the command's own bar over
+    # chunks is then left out, so bars are never nested)
     if name == "smoothgrad":
-        return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=args.steps or 50, generator=g)
+        return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=args.steps or 50, generator=g,
+                   progress=not args.quiet)
     if name in ("rise", "occlusion") and args.layer is not None:
         raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
-    if name in ("rise", "occlusion"):
+    if name in _OWN_BAR:
         kw["progress"] = not args.quiet
     if name == "rise":
         kw["generator"] = g
@@ -179,6 +198,9 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         raise CLIError(_NO_HOOKS.format(what=f"method {args.method!r}"))
     return cls(model, **kw)
 
+
+#: --method names whose explainer draws its own progress bar
+_OWN_BAR = ("smoothgrad", "rise", "occlusion", "scorecam")
 
 _NO_HOOKS = (
     "{what} needs layer hooks, which TorchScript modules do not support; give the model as a "
@@ -244,7 +266,8 @@ def _explain(args: argparse.Namespace) -> int:
     target = parse_target(args.target, x.shape[0])
     chunk = 16
     parts = []
-    with Progress((x.shape[0] + chunk - 1) // chunk, disable=args.quiet, desc=f"explain ({args.method})") as bar:
+    own_bar = args.method.lower().replace("-", "").replace("_", "") in _OWN_BAR
+    with Progress((x.shape[0] + chunk - 1) // chunk, disable=args.quiet or own_bar, desc=f"explain ({args.method})") as bar:
         for i in range(0, x.shape[0], chunk):
             t = target[i : i + chunk] if isinstance(target, list) else target
             parts.append(explainer.explain(x[i : i + chunk], target=t))

@@ -10,7 +10,7 @@ figures are created without pyplot, so they work headless (Agg).
 from .auto import plot_attribution
 from .color import DEFAULT_CMAP, NORMS, limits, normalize, to_numpy, to_rgba
 from .curves import plot_curves
-from .image import plot_grid, plot_image
+from .image import plot_grid, plot_image, scale_note
 from .report import Report
 from .spectrum import EEG_BANDS, band_sums, plot_bands, plot_components, plot_spectrum, plot_time_frequency
 from .timeseries import plot_signal, plot_signal_map
@@ -29,6 +29,7 @@ __all__ = [
     "plot_signal_map",
     "plot_image",
     "plot_grid",
+    "scale_note",
     "plot_spectrum",
     "plot_bands",
     "band_sums",

@@ -29,8 +29,10 @@ def plot_attribution(
     ``b c h w`` images: :func:`plot_image`; ``b c t h w`` clips and volumes:
     :func:`plot_volume_slices`; a frequency axis ``f`` (Fourier domain): :func:`plot_spectrum`
     against the signal's spectrum; ``f`` and a frame axis (STFT): :func:`plot_time_frequency`;
-    components (``b k``, ICA per sample): a signed bar chart; any other domain layout: the values
-    as a signed image.
+    ICA components (``b k`` per sample, ``b k t`` dataset mode): :func:`plot_components`, the
+    component bars beside their time courses (coloured by the attribution over time for
+    ``b k t``); any other domain layout: the values as a signed image (seconds on a time axis
+    with ``fs``).
 
     Parameters
     ----------
@@ -44,7 +46,7 @@ def plot_attribution(
         Sampling rate (time axes in seconds, frequencies in Hz).
     channel_names : sequence of str, optional
     ax : matplotlib Axes, optional
-        Ignored by the multi-panel volume view.
+        Ignored by the multi-panel volume and component views.
 
     Returns
     -------
@@ -88,6 +90,13 @@ def plot_attribution(
             return plot_spectrum(a, coords["f"], signal=sig, fs=fs, bands=bands, ax=ax)
         if len(rest) == 1 and rest[0] in coords and a.ndim == 3:
             return plot_time_frequency(a, coords[rest[0]], coords["f"], ax=ax)
+    if domain is not None and names in (("k",), ("k", "t")):  # ICA: components and their traces
+        sources = _component_traces(domain, xs, index, a.shape[0])
+        if sources is not None:
+            from .spectrum import plot_components
+
+            what = "per component and time step" if a.ndim == 2 else "per component"
+            return plot_components(a, sources, fs=fs, title=f"attribution {what} (independent components)")
     ax = _mpl.axes_or_new(ax, (8, 3))
     if a.ndim == 1:
         vmin, vmax = limits(a)
@@ -99,12 +108,37 @@ def plot_attribution(
         return ax
     v = a.reshape(a.shape[0], -1)
     vmin, vmax = limits(v)
-    im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+    seconds = len(names) == 2 and names[1] == "t" and fs is not None
+    extent = (-0.5 / fs, (v.shape[1] - 0.5) / fs, v.shape[0] - 0.5, -0.5) if seconds else None
+    im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent)
     if v.shape[0] <= 32:
         ax.set_yticks(range(v.shape[0]))
         ax.set_yticklabels([f"{names[0]} {i}" for i in range(v.shape[0])])
     ax.set_ylabel(names[0])
-    ax.set_xlabel(" x ".join(names[1:]))
-    ax.set_title(f"attribution in the {layout} coordinates", fontsize=10)
+    ax.set_xlabel("time (s)" if seconds else " x ".join(names[1:]))
+    ax.set_title(f"attribution over ({', '.join(names)})", fontsize=10)
     _mpl.colorbar(ax, im, "attribution")
     return ax
+
+
+def _component_traces(domain: Any, xs: np.ndarray, index: int, K: int) -> np.ndarray | None:
+    """The (K, T) component time courses of sample ``index`` in an ICA-like domain: the sources
+    of a dataset-mode domain (``forward`` of the sample) or the bound per-sample sources; None
+    when the domain has none."""
+    import torch
+
+    try:
+        if getattr(domain, "mode", "dataset") == "sample":
+            src = getattr(domain, "sources_", None)  # (B, T, K)
+            if src is None or src.ndim != 3:
+                return None
+            s = to_numpy(src[index]).T
+        else:
+            ref = getattr(domain, "components_", None)
+            dtype = ref.dtype if isinstance(ref, torch.Tensor) else torch.float64
+            s = to_numpy(domain.forward(torch.as_tensor(xs[index : index + 1], dtype=dtype))[0])
+    except (SalienceError, RuntimeError, AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if s.ndim != 2 or s.shape[0] != K:
+        return None
+    return s

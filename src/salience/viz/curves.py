@@ -20,6 +20,7 @@ def plot_curves(
     kind: str = "deletion",
     ylabel: str = "score",
     spread: bool = False,
+    legend: str = "right",
     title: str | None = None,
     ax: Any = None,
 ) -> Any:
@@ -36,11 +37,16 @@ def plot_curves(
         Only sets the labels (lower area is better for deletion, higher for insertion).
     spread : bool
         Shade +-1 standard deviation around each mean curve.
+    legend : {"right", "below", "best", "none"}
+        Where the legend goes: outside the axes on the right (default) or below them, so it
+        never hides a curve; ``"best"`` lets matplotlib pick a spot inside; ``"none"`` omits it.
 
     Returns
     -------
     matplotlib Axes
     """
+    if legend not in ("right", "below", "best", "none"):
+        raise ParameterError(f"The 'legend' parameter must be 'right', 'below', 'best' or 'none'. Got {legend!r} instead.")
     if kind not in ("deletion", "insertion"):
         raise ParameterError(f"The 'kind' parameter must be 'deletion' or 'insertion'. Got {kind!r} instead.")
     if not isinstance(curves, Mapping) or not curves:
@@ -65,7 +71,12 @@ def plot_curves(
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)", title_fontsize=8)
+    if legend != "none":
+        place = {"right": {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0},
+                 "below": {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28), "ncol": 2},
+                 "best": {"loc": "best"}}[legend]
+        ax.legend(fontsize=8, title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)",
+                  title_fontsize=8, **place)
     if title:
         ax.set_title(title)
     return ax

@@ -10,7 +10,7 @@ from ..errors import ParameterError, ShapeError
 from . import _mpl
 from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
 
-__all__ = ["plot_image", "plot_grid"]
+__all__ = ["plot_image", "plot_grid", "scale_note"]
 
 
 def _image_hwc(image: Any) -> np.ndarray:
@@ -40,7 +40,15 @@ def _strength(v: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
     return np.clip(w, 0.0, 1.0) ** 0.75
 
 
+#: how plot_image reduces a (C, H, W) attribution to one map
+CHANNEL_REDUCE = ("sum", "mean", "absmax", "abssum")
+
+
 def _map_hw(attr: Any, channel_reduce: str) -> np.ndarray:
+    if channel_reduce not in CHANNEL_REDUCE:
+        raise ParameterError(
+            f"The 'channel_reduce' parameter must be one of {list(CHANNEL_REDUCE)}. Got {channel_reduce!r} instead."
+        )
     a = to_numpy(attr, "attr")
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
@@ -49,13 +57,50 @@ def _map_hw(attr: Any, channel_reduce: str) -> np.ndarray:
             a = a.sum(0)
         elif channel_reduce == "mean":
             a = a.mean(0)
-        elif channel_reduce == "absmax":
-            a = np.take_along_axis(a, np.abs(a).argmax(0)[None], 0)[0]
+        elif channel_reduce == "abssum":
+            a = np.abs(a).sum(0)
         else:
-            raise ParameterError(
-                f"The 'channel_reduce' parameter must be 'sum', 'mean' or 'absmax'. Got {channel_reduce!r} instead."
-            )
+            a = np.take_along_axis(a, np.abs(a).argmax(0)[None], 0)[0]
     return _squeeze_to(a, 2, "attr", "an attribution of shape (H, W), (C, H, W) or (1, C, H, W)")
+
+
+def _gaussian_smooth(a: np.ndarray, sigma: float) -> np.ndarray:
+    """A separable Gaussian blur of a 2-D map (reflecting edges), for display only; returns a new
+    array (the attribution passed in is never changed)."""
+    if sigma <= 0:
+        return a
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = np.asarray(a, dtype=float)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="symmetric" if out.shape[axis] > r else "edge")
+        out = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, p)
+    return out
+
+
+def scale_note(norm: str = "symmetric", percentile: float = 100.0, *, channel_reduce: str | None = None,
+               smooth: float = 0.0) -> str:
+    """A short statement of how a map was scaled for display (written under plot_grid's column
+    titles), e.g. ``"sum |a| over channels, smoothed (sigma 2 px)\n0 to p99 of |a|"``: the
+    channel reduction and smoothing on one line, the colour limits (``pN``: the N-th
+    percentile) on the next."""
+    parts = []
+    if channel_reduce is not None:
+        parts.append({"sum": "sum over channels", "mean": "mean over channels", "absmax": "largest |a| of the channels",
+                      "abssum": "sum |a| over channels"}[channel_reduce])
+    if smooth and smooth > 0:
+        parts.append(f"smoothed (sigma {smooth:g} px)")
+    p = "max" if percentile >= 100 else f"p{percentile:g}"
+    scale = {
+        "symmetric": f"signed, \u00b1{p} of |a|",
+        "absmax": f"magnitude, 0 to {p} of |a|",
+        "minmax": "min to max" if percentile >= 100 else f"p{100 - percentile:g} to p{percentile:g}",
+        "none": "values as they are (-1 to 1)",
+    }[norm]
+    return ", ".join(parts) + ("\n" if parts else "") + scale
 
 
 def plot_image(
@@ -66,6 +111,7 @@ def plot_image(
     weighted_alpha: bool = True,
     background: str = "gray",
     channel_reduce: str = "sum",
+    smooth: float = 0.0,
     cmap: Any = DEFAULT_CMAP,
     norm: str = "symmetric",
     percentile: float = 99.5,
@@ -80,9 +126,9 @@ def plot_image(
     image : array or Tensor of shape (C, H, W), (1, C, H, W), (H, W) or (H, W, 3)
         Shown min-max scaled (so normalised model inputs display correctly).
     attr : array, Tensor or Attribution of shape (H', W'), (C, H', W') or (1, C, H', W'), optional
-        Channels are reduced with ``channel_reduce`` (``"sum"`` keeps the sign and the total);
-        another resolution (a CAM at layer size) is stretched over the image with bilinear
-        interpolation. None shows the image alone.
+        Channels are reduced with ``channel_reduce``; another resolution (a CAM at layer size)
+        is stretched over the image with bilinear interpolation. None shows the image alone.
+        The attribution is never changed; reduction and smoothing apply to the drawn copy.
     alpha : float in [0, 1]
         Opacity of the heatmap (its maximum with ``weighted_alpha``).
     weighted_alpha : bool
@@ -90,6 +136,14 @@ def plot_image(
         image itself rather than a white veil.
     background : {"gray", "rgb"}
         Show the image in grey (the heatmap reads better) or in colour.
+    channel_reduce : {"sum", "mean", "absmax", "abssum"}
+        ``"sum"`` keeps the sign and the total; ``"abssum"`` sums the magnitudes (for
+        pixel-level gradient maps, whose sign flips from one colour channel and pixel to the
+        next); ``"absmax"`` keeps the channel value of largest magnitude.
+    smooth : float
+        Standard deviation in pixels of a Gaussian blur applied to the displayed map (0: none).
+        Pixel-level maps (gradients, IG, SmoothGrad) are speckle at full resolution; light
+        smoothing makes their regions visible. State it with the figure (:func:`scale_note`).
     cmap, norm, percentile
         Colour map and normalisation (:func:`~salience.viz.limits`); by default the limit is the
         99.5th percentile of the magnitudes so one hot pixel does not wash the map out.
@@ -102,13 +156,15 @@ def plot_image(
         raise ParameterError(f"The 'alpha' parameter must be in [0, 1]. Got {alpha!r} instead.")
     if background not in ("gray", "rgb"):
         raise ParameterError(f"The 'background' parameter must be 'gray' or 'rgb'. Got {background!r} instead.")
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth >= 0:
+        raise ParameterError(f"The 'smooth' parameter must be a standard deviation >= 0 in pixels. Got {smooth!r} instead.")
     im = _image_hwc(image)
     H, W = im.shape[:2]
     ax = _mpl.axes_or_new(ax, (4.2, 4.2 * H / W if W else 4.2))
     shown = im.mean(-1) if (background == "gray" and im.ndim == 3) else im
     ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
     if attr is not None:
-        a = _map_hw(attr, channel_reduce)
+        a = _gaussian_smooth(_map_hw(attr, channel_reduce), float(smooth))
         vmin, vmax = limits(a, norm, percentile)
         v = np.abs(a) if norm == "absmax" else a
         opacity = alpha * _strength(v, vmin, vmax) if weighted_alpha else alpha
@@ -137,6 +193,7 @@ def plot_grid(
     cmap: Any = DEFAULT_CMAP,
     norm: "str | Mapping[str, str]" = "symmetric",
     cell_size: float = 2.6,
+    scale_notes: bool = True,
     **kwargs: Any,
 ) -> Any:
     """A samples x methods grid of attribution maps (images or signals).
@@ -146,19 +203,25 @@ def plot_grid(
     inputs : array or Tensor of shape (N, C, H, W) or (N, C, T)
         The samples (rows).
     attributions : mapping of str to array/Tensor/Attribution, each of shape (N, ...)
-        One entry per method (columns), in order. Each map gets its own symmetric colour scale
-        (methods have different units); compare shapes, not colours, across columns.
+        One entry per method (columns), in order. Each map gets its own colour scale (methods
+        have different units); compare shapes, not colours, across columns.
     row_titles : sequence of str, optional
         A label per sample (e.g. ``"coffee: pred espresso"``).
     fs : float, optional
         Sampling rate for signal grids.
     show_input : bool
-        Add a first column with the bare input (images only).
+        Add a first column with the bare input in colour (images only).
     cmap, norm : colour map and normalisation, or a mapping from method name to one
         Per-column choices, e.g. ``norm={"RISE": "minmax"}, cmap={"RISE": "Reds"}`` for a method
         whose scores are all positive (methods not in a mapping get the defaults).
+    scale_notes : bool
+        Write under each column title how its maps are scaled (:func:`scale_note`: sign,
+        channel reduction, smoothing, colour limits), so the normalisation is stated in the
+        figure itself.
     **kwargs
-        Passed to :func:`plot_image` or :func:`~salience.viz.plot_signal`.
+        Passed to :func:`plot_image` or :func:`~salience.viz.plot_signal`. Any of them may also
+        be a mapping from method name to value for per-column choices, e.g.
+        ``channel_reduce={"IG": "abssum"}, smooth={"IG": 2.0}``.
 
     Returns
     -------
@@ -178,6 +241,7 @@ def plot_grid(
             raise ShapeError(f"attributions[{k!r}] has {v.shape[0]} samples but inputs has {N}.")
     if row_titles is not None and len(row_titles) != N:
         raise ParameterError(f"The 'row_titles' parameter must have {N} entries. Got {len(row_titles)}.")
+
     def pick(option: Any, name: str, default: Any) -> Any:
         return option.get(name, default) if isinstance(option, Mapping) else option
 
@@ -186,20 +250,25 @@ def plot_grid(
     cols = list(maps) if not (image and show_input) else ["input"] + list(maps)
     w = cell_size if image else cell_size * 1.5
     h = cell_size if image else (cell_size * 0.6 if not multichannel else 0.55 + 0.17 * x.shape[1])
-    fig = _mpl.new_figure((w * len(cols) + 0.4, h * N + 0.5))
+    fig = _mpl.new_figure((w * len(cols) + 0.4, h * N + 0.5 + 0.15 * scale_notes))
+    if image:  # fixed-aspect cells: "compressed" keeps the titles and scale notes inside the figure
+        fig.set_layout_engine("compressed")
     axes = np.atleast_2d(fig.subplots(N, len(cols), squeeze=False))
-    for i in range(N):
-        for j, name in enumerate(cols):
+    draw_defaults = {"percentile": 99.5, "channel_reduce": "sum", "smooth": 0.0} if image else {"percentile": 100.0}
+    for j, name in enumerate(cols):
+        is_input = name == "input" and image and show_input
+        col_kw = {} if is_input else {k: pick(v, name, None) for k, v in kwargs.items()}
+        col_kw = {k: v for k, v in col_kw.items() if v is not None}
+        c_map, c_norm = pick(cmap, name, DEFAULT_CMAP), pick(norm, name, "symmetric")
+        for i in range(N):
             ax = axes[i, j]
-            if name == "input" and image and show_input:
-                plot_image(x[i], None, ax=ax)
+            if is_input:
+                plot_image(x[i], None, background="rgb", ax=ax)
             elif image:
-                plot_image(x[i], maps[name][i], cmap=pick(cmap, name, DEFAULT_CMAP), norm=pick(norm, name, "symmetric"),
-                           colorbar=False, ax=ax, **kwargs)
+                plot_image(x[i], maps[name][i], cmap=c_map, norm=c_norm, colorbar=False, ax=ax, **col_kw)
             else:
                 draw = plot_signal_map if multichannel else plot_signal
-                draw(x[i], maps[name][i], fs=fs, cmap=pick(cmap, name, DEFAULT_CMAP), norm=pick(norm, name, "symmetric"),
-                     colorbar=False, ax=ax, **kwargs)
+                draw(x[i], maps[name][i], fs=fs, cmap=c_map, norm=c_norm, colorbar=False, ax=ax, **col_kw)
                 ax.tick_params(labelsize=7)
                 if i < N - 1:
                     ax.set_xlabel("")
@@ -210,6 +279,16 @@ def plot_grid(
                         ax.set_yticklabels([])
             if i == 0:
                 ax.set_title(name, fontsize=10)
+                if scale_notes:
+                    opts = {**draw_defaults, **col_kw}
+                    several = image and not is_input and maps[name].ndim == 4 and maps[name].shape[1] > 1
+                    note = "min-max scaled for display" if is_input else scale_note(
+                        c_norm, opts["percentile"], channel_reduce=opts.get("channel_reduce") if several else None,
+                        smooth=opts.get("smooth", 0.0))
+                    # a label on a tick-less top axis: the layout makes room and the title sits above
+                    top = ax.secondary_xaxis("top")
+                    top.set_xticks([])
+                    top.set_xlabel(note, fontsize=7, color="0.3", labelpad=2)
             if j == 0 and row_titles is not None:
                 ax.set_ylabel(str(row_titles[i]), fontsize=9)
     return fig

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import math
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -21,8 +22,10 @@ h3{margin-bottom:.3em}.meta{color:#666;font-size:.9em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
-figure.salience-figure{display:inline-block;margin:.4em .6em .8em 0;vertical-align:top}
-figure.salience-figure img{max-width:100%;border:1px solid #eee}
+figure.salience-figure{display:inline-block;margin:.4em .6em .8em 0;vertical-align:top;max-width:100%;
+overflow-x:auto}
+figure.salience-figure img{max-width:100%;border:1px solid #eee;cursor:zoom-in}
+figure.salience-figure img:focus{max-width:none;cursor:zoom-out;outline:2px solid #8ab}
 figcaption{font-size:.85em;color:#444;max-width:60em}
 .sample{border-left:4px solid #8ab;padding-left:1em;margin:1.2em 0}
 .kv{font-size:.95em}.kv b{color:#333}nav ul{columns:2;font-size:.92em}
@@ -34,8 +37,23 @@ def _e(value: Any) -> str:
 
 
 def _fmt(v: Any) -> str:
+    """Numbers for tables and metrics: floats in [1e-3, 1e4) with 4 decimals, more where 4
+    would round a value that is not a whole number onto one (0.99997 stays 0.99997, not 1.0000);
+    others in scientific notation; exact integers as integers."""
+    if isinstance(v, bool) or isinstance(v, int):
+        return str(v)
     if isinstance(v, float):
-        return f"{v:.4g}"
+        if not math.isfinite(v):
+            return str(v)
+        if v == 0.0:
+            return "0.0000"
+        if not 1e-3 <= abs(v) < 1e4:
+            return f"{v:.4g}"
+        for decimals in range(4, 10):
+            text = f"{v:.{decimals}f}"
+            if float(text) != round(v) or v == round(v):
+                return text
+        return text
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
         return _fmt(v.item())
     return str(v)
@@ -108,7 +126,8 @@ class Report:
         uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         alt = _e(caption or "figure")
         cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
-        self._blocks.append(f'<figure class="salience-figure"><img src="{uri}" alt="{alt}">{cap}</figure>')
+        # tabindex: clicking focuses the image, and the :focus rule shows it at full size
+        self._blocks.append(f'<figure class="salience-figure"><img src="{uri}" alt="{alt}" tabindex="0">{cap}</figure>')
         self.n_figures += 1
         return self
 
@@ -152,8 +171,10 @@ class Report:
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(self.title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{_e(self.title)}</h1>"
             f"<p class=\"meta\">salience {_e(__version__)} &middot; {stamp} &middot; {self.n_figures} figures. "
-            "Attributions are signed: red pushes the explained score up, blue pushes it down; each "
-            "map has its own symmetric colour scale.</p>"
+            "Signed attributions use a diverging colour map: red pushes the explained score up, "
+            "blue pushes it down, white is zero. Each map has its own colour scale; how it is "
+            "scaled (symmetric, magnitude, min-max, clipping, smoothing) is stated in the figure "
+            "or its caption. Click a figure to see it at full size.</p>"
             f"{toc}{''.join(self._blocks)}</body></html>\n"
         )
 

@@ -123,7 +123,8 @@ def plot_spectrum(
         The explained signal; its rfft amplitude (mean over the selected channels) is drawn as
         a grey line on a second y axis.
     bands : mapping of str to (low, high), optional
-        Bands to shade and label (e.g. :data:`EEG_BANDS`).
+        Bands to shade and label (e.g. :data:`EEG_BANDS`); the names are written just above the
+        axes, so bars never cover them.
     fmax : float, optional
         Upper limit of the frequency axis.
     xlabel : str, optional
@@ -156,8 +157,9 @@ def plot_spectrum(
             if lo >= hi:
                 continue
             ax.axvspan(lo, min(bh, hi), color=("0.96" if k % 2 == 0 else "0.9"), zorder=0)
-            ax.text((lo + min(bh, hi)) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center", va="top",
-                    fontsize=8, color="0.35")
+            # above the axes, where no bar can cover it
+            ax.text((lo + min(bh, hi)) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8, color="0.35", clip_on=False)
     if signal is not None:
         s = to_numpy(signal, "signal")
         s = s[None] if s.ndim == 1 else _squeeze_to(s, 2, "signal", "a signal of shape (T,) or (C, T)")
@@ -174,7 +176,7 @@ def plot_spectrum(
         twin.tick_params(axis="y", colors="0.35")
         ax.right_ax = twin
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=14 if bands is not None else 6)
     return ax
 
 
@@ -308,10 +310,13 @@ def plot_components(
 
     Parameters
     ----------
-    weights : array or Tensor of shape (K,) (or (1, K))
-        One attribution per component (e.g. ICA-domain IG summed per component).
+    weights : array or Tensor of shape (K,), (1, K), (K, T) or (1, K, T)
+        One attribution per component (e.g. per-sample ICA-domain IG), or one per component and
+        time step (dataset-mode ICA domain, layout ``k t``): the bars then show the sum over
+        time and each trace is coloured by its attribution at every time step.
     sources : array or Tensor of shape (K, T)
-        The components' time courses for the explained sample; each is coloured by its weight.
+        The components' time courses for the explained sample; with (K,) weights each is
+        coloured by its weight.
     fs : float, optional
         Sampling rate for a time axis in seconds.
     fig : matplotlib Figure, optional
@@ -321,11 +326,20 @@ def plot_components(
     -------
     matplotlib Figure
     """
-    w = to_numpy(weights, "weights").ravel()
+    w = to_numpy(weights, "weights")
     s = _squeeze_to(to_numpy(sources, "sources"), 2, "sources", "component traces of shape (K, T)")
+    if w.ndim == 3 and w.shape[0] == 1:
+        w = w[0]
+    if w.ndim == 2 and w.shape[0] == 1 and s.shape[0] != 1:  # (1, K): a batch of one
+        w = w[0]
+    per_time = w.ndim == 2
+    if w.ndim > 2:
+        raise ShapeError(f"The 'weights' argument must be (K,) or (K, T); got shape {w.shape}.")
     K = w.shape[0]
     if s.shape[0] != K:
         raise ShapeError(f"weights has {K} components but sources has {s.shape[0]} traces.")
+    if per_time and w.shape[1] != s.shape[1]:
+        raise ShapeError(f"weights has {w.shape[1]} time steps but sources has {s.shape[1]}.")
     labels = list(names) if names is not None else [f"IC {k}" for k in range(K)]
     if len(labels) != K:
         raise ParameterError(f"The 'names' parameter must name all {K} components.")
@@ -333,24 +347,45 @@ def plot_components(
     if fig is None:
         fig = _mpl.new_figure((10, 0.9 + 0.55 * K))
     bar_ax, trace_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3.2]}, sharey=True)
-    vmin, vmax = limits(w, "symmetric")
+    total = w.sum(1) if per_time else w
+    vmin, vmax = limits(total, "symmetric")
     cm = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
-    colours = cm(np.clip((w - vmin) / (vmax - vmin), 0, 1))
+    colours = cm(np.clip((total - vmin) / (vmax - vmin), 0, 1))
     pos = np.arange(K)[::-1]
-    bar_ax.barh(pos, w, color=colours, edgecolor="0.3", linewidth=0.5)
+    bar_ax.barh(pos, total, color=colours, edgecolor="0.3", linewidth=0.5)
     bar_ax.axvline(0, color="0.3", linewidth=0.6)
     bar_ax.set_yticks(pos)
     bar_ax.set_yticklabels(labels)
-    bar_ax.set_xlabel("attribution")
+    bar_ax.set_xlabel("attribution (sum over time)" if per_time else "attribution")
     T = s.shape[1]
+    if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float)) or not fs > 0):
+        raise ParameterError(f"The 'fs' parameter must be a positive sampling rate in Hz. Got {fs!r} instead.")
     t = np.arange(T) / fs if fs else np.arange(T, dtype=float)
+    if per_time:
+        from matplotlib.collections import LineCollection
+
+        tmin, tmax = limits(w, "symmetric")
+        cnorm = mpl.colors.Normalize(tmin, tmax)
     for k in range(K):
         y = s[k] - s[k].mean()
         m = float(np.max(np.abs(y))) or 1.0
-        trace_ax.plot(t, pos[k] + 0.42 * y / m, color=colours[k] if abs(w[k]) > 0.15 * vmax else "0.55", linewidth=1.0)
+        yk = pos[k] + 0.42 * y / m
+        if per_time:
+            pts = np.stack([t, yk], axis=1)
+            lc = LineCollection(np.stack([pts[:-1], pts[1:]], axis=1), cmap=cm, norm=cnorm, linewidth=3.0,
+                                capstyle="round", zorder=1)
+            lc.set_array(0.5 * (w[k, :-1] + w[k, 1:]))
+            trace_ax.add_collection(lc)
+            trace_ax.plot(t, yk, color="0.25", linewidth=0.5, zorder=2)
+        else:
+            trace_ax.plot(t, yk, color=colours[k] if abs(total[k]) > 0.15 * vmax else "0.55", linewidth=1.0)
+    trace_ax.set_xlim(t[0], t[-1] if T > 1 else t[0] + 1)
     trace_ax.set_xlabel("time (s)" if fs else "sample")
     trace_ax.set_ylim(-0.6, K - 0.4)
     trace_ax.tick_params(axis="y", left=False)
+    if per_time:
+        _mpl.colorbar(trace_ax, _mpl.scalar_mappable(cm, tmin, tmax), "attribution")
+        trace_ax.set_title("component time courses, coloured by attribution", fontsize=9)
     if title:
         fig.suptitle(title)
     return fig

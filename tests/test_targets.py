@@ -130,3 +130,9 @@ def test_numpy_integer_and_array_targets(setup):
         grad(model, x, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(sl.TargetError, match="class index"):
         sl.Class("2")
+
+
+def test_output_repr_reads_as_its_constructor():
+    assert [repr(sl.Output(i)) for i in ((), 3, (6, 1))] == ["Output()", "Output(3)", "Output((6, 1))"]
+    with pytest.raises(sl.TargetError, match=r"^Output\(10\) is out of range"):
+        sl.Output(10)(torch.zeros(2, 3), torch.arange(2))

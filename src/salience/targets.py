@@ -280,18 +280,20 @@ class Output(Target):
             out = output[(slice(None),) + self.index]
         except IndexError as err:
             raise TargetError(
-                f"Output{self.index} is out of range for model output of shape "
+                f"{self!r} is out of range for model output of shape "
                 f"{tuple(output.shape)}."
             ) from err
         if out.ndim != 1:
             raise TargetError(
-                f"Output{self.index} selects shape {tuple(out.shape)} from model output "
+                f"{self!r} selects shape {tuple(out.shape)} from model output "
                 f"{tuple(output.shape)}; it must select one value per sample."
             )
         return out
 
     def __repr__(self) -> str:
-        return f"Output({self.index if len(self.index) != 1 else self.index[0]})"
+        if len(self.index) == 1:
+            return f"Output({self.index[0]})"
+        return f"Output({self.index})" if self.index else "Output()"
 
 
 class Score(Target):

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Runs every benchmark in full, one after the other (nothing else should be running), then
 # assembles benchmarks/RESULTS.md from the per-benchmark result files.
+# The peers grad-cam, zennit and quantus import torchvision, which needs the torch build it was
+# made for: run in an environment with a matching pair, e.g.
+#   python3 -m venv .venv-bench && . .venv-bench/bin/activate
+#   pip install torch==2.14.1 torchvision==0.29.1 && pip install --no-deps cross-domain-saliency-maps
+#   pip install -e ".[test]" torch==2.14.1 torchvision==0.29.1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONUNBUFFERED=1

@@ -459,7 +459,15 @@ class ScoreFunction:
         return out
 
     @contextmanager
-    def _capture(self, module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    def _capture(self, module: nn.Module, *, grad: bool) -> Iterator[dict[str, torch.Tensor]]:
+        """A forward hook on ``module`` storing its output as ``store["a"]``.
+
+        With ``grad=True`` the model is called without gradients and the hook switches them on
+        at the layer: its output becomes a leaf that requires grad, so only the rest of the
+        network records a graph (the backward stops at the layer anyway). Everything before
+        the layer runs as fast as inference (e.g. max pooling without indices); the grad mode
+        is restored by the caller's ``torch.no_grad()`` block.
+        """
         store: dict[str, torch.Tensor] = {}
 
         def hook(_mod: nn.Module, _inp: Any, out: Any) -> Any:
@@ -469,8 +477,8 @@ class ScoreFunction:
                     "whose output is a single tensor (list the candidates and their output types "
                     "with salience.layers(model, x))."
                 )
-            if torch.is_grad_enabled() and not out.requires_grad:
-                # a frozen model (parameters without requires_grad): make the layer a leaf
+            if grad:
+                torch.set_grad_enabled(True)
                 out = out.detach().requires_grad_(True)
             store["a"] = out
             store["calls"] = store.get("calls", 0) + 1
@@ -504,12 +512,12 @@ class ScoreFunction:
             )
         b = self.n_samples
         vals, acts, grads = [], [], []
-        ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx, self._pass(), self._capture(module) as store:
+        with self._pass(), self._capture(module, grad=grad) as store:
             for start, stop in self._chunks(b):
                 store.clear()
                 local = torch.arange(start, stop, device=self.input.device)
-                s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
+                with torch.no_grad():  # gradients start at the layer (see _capture)
+                    s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
                 if "a" not in store:
                     raise LayerError(
                         f"{self.owner}: the target layer was not called during the forward pass."
@@ -523,8 +531,11 @@ class ScoreFunction:
                         UserWarning,
                         stacklevel=4,
                     )
+                g = None
+                if grad and s.requires_grad:  # (no graph at all when the output ignores the layer)
+                    with torch.enable_grad():
+                        (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                 if grad:
-                    (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                     grads.append(torch.zeros_like(a) if g is None else g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())

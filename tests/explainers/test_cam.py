@@ -497,3 +497,30 @@ def test_docs_cam_examples_run_as_written():
     assert ns["signed"].values.shape == (16, 1, 500) and (ns["signed"].values < 0).any()
     with pytest.warns(UserWarning, match="ends in Softmax"):
         exec(compile(blocks[1], "docs/cam.md block 1", "exec"), {})
+
+
+def test_layers_before_the_target_record_no_graph_and_grad_mode_is_restored():
+    """The backward stops at the layer, so the forward up to it runs without a graph (as fast as
+    inference); gradients start at the layer, and the caller's grad mode is left as it was."""
+    model = cnn(1)
+    seen = []
+    hooks = [model[i].register_forward_hook(lambda m, i, o: seen.append(o.requires_grad)) for i in (0, 4)]
+    try:
+        x = make_input("signal")
+        ref = sl.GradCAM(model, layer="2", relu=False).explain(x, 1)
+        assert seen == [False, True]  # conv 0 before the layer, pool 4 after it
+        assert torch.is_grad_enabled()
+        with torch.no_grad():
+            again = sl.GradCAM(model, layer="2", relu=False).explain(x, 1)
+            assert not torch.is_grad_enabled()
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(again.values, ref.values, rtol=0, atol=0)
+    # the analytic reference: HiResCAM summed over positions with a flatten head is exact,
+    # covered elsewhere; here compare with gradients taken through the whole network
+    a = model[:3](x)
+    a.requires_grad_(True)
+    (g,) = torch.autograd.grad(model[3:](a)[:, 1].sum(), a)
+    cam = (g.mean(-1, keepdim=True) * a).sum(1, keepdim=True)
+    torch.testing.assert_close(ref.values, torch.nn.functional.interpolate(cam, size=x.shape[-1], mode="linear"), **TOL)

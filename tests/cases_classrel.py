@@ -72,3 +72,12 @@ CLASSREL.append(
         needs_layer=True,
     )
 )
+
+CLASSREL.append(
+    Case(
+        "ClassRelevant(RISE)",
+        lambda m, **kw: _cr(sl.RISE(m, n_masks=6, cells=3, generator=_gen(), progress=False, **kw)),
+        # the forward at x, then every class mapped from one set of masked rows per sample
+        passes=lambda b: [b, 6 * b],
+    )
+)

@@ -358,3 +358,23 @@ def test_grad_cam_maps_compete_at_the_cam_resolution():
         m = torch.softmax(10 * s, 0)[t]
         torch.testing.assert_close(attr.values[b], maps[b, t] * m * (m > 0.25), rtol=1e-12, atol=1e-15)
     assert torch.count_nonzero(attr.values) > 0
+
+
+@pytest.mark.parametrize("target_cls", [sl.Class, sl.Probability, sl.LogProbability])
+def test_class_relevant_rise_maps_every_class_from_one_set_of_masks(target_cls):
+    """ClassRelevant(RISE) scores all classes from the same masked forwards (1/K of the model
+    calls); the maps equal RISE run once per class with the same masks (same generator seed)."""
+    model = Counting(cnn(1))
+    x = make_input("signal", batch=3, seed=4)
+    classes, targets = [0, 1, 2, 3], torch.tensor([1, 0, 2])
+
+    def rise():
+        return sl.RISE(model, n_masks=40, cells=5, generator=torch.Generator().manual_seed(11), progress=False)
+
+    model.calls, model.rows = 0, []
+    got = sl.ClassRelevant(rise(), classes=classes, temperature=1e-3).explain(x, target_cls(targets))
+    assert sum(model.rows) == 3 + 40 * 3  # the forward at x, then B * n_masks rows (not K times more)
+    base = torch.stack([rise().explain(x, target_cls(k)).values for k in classes], 1)  # (B, K, 1, T)
+    ref = torch.stack([var_reference(base[i], int(targets[i]), tau=0.01, inv_t=1e3) for i in range(3)])
+    assert ref.abs().amax() > 0 and (ref == 0).any()  # neither all kept nor all dropped
+    torch.testing.assert_close(got.values, ref, rtol=1e-10, atol=1e-12)

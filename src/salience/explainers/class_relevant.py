@@ -331,15 +331,22 @@ class ClassRelevant(Wrapper):
         pos = torch.arange(rows, device=device) - offsets[group]
         t_pos = torch.tensor([s.index(t) for s, t in zip(sets, t_idx.tolist())], device=device)
 
-        xr = x[group]
-        out_r = out[group]
-        row_target = target.with_index(flat).bind(rows, lambda: out_r)
-        inner = score.retarget(
-            row_target, xr, score.sample_map[group], group, target_map=torch.arange(rows, device=device)
-        )
-        with torch.no_grad():
-            inner.record_input_values(row_target(out_r, torch.arange(rows, device=device)))
-        parts = as_parts(self.explainer._attribute(xr, inner), score.layout)
+        # a wrapped explainer that maps every class from the same model calls (RISE) does so
+        # once per sample; otherwise the B*K (sample, class) rows are explained in one run
+        class_maps = getattr(self.explainer, "_class_maps", None)
+        every = class_maps(x, score) if class_maps is not None else None
+        if every is not None:
+            parts = Parts(every[group, flat], layout=score.layout)
+        else:
+            xr = x[group]
+            out_r = out[group]
+            row_target = target.with_index(flat).bind(rows, lambda: out_r)
+            inner = score.retarget(
+                row_target, xr, score.sample_map[group], group, target_map=torch.arange(rows, device=device)
+            )
+            with torch.no_grad():
+                inner.record_input_values(row_target(out_r, torch.arange(rows, device=device)))
+            parts = as_parts(self.explainer._attribute(xr, inner), score.layout)
         h = parts.values
         if not isinstance(h, torch.Tensor) or h.shape[0] != rows:
             raise ShapeError(

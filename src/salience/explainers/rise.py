@@ -12,6 +12,7 @@ from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, Masker, SubstrateLike
 from ..masking.maskers import AxisSizes
+from ..targets import ClassTarget
 from ._perturbation import (
     block_size,
     check_masker,
@@ -143,6 +144,22 @@ class RISE(Explainer):
         return f"RISE(n_masks={self.n_masks}, masker={self._masker()!r}, substrate={self.substrate!r})"
 
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+        return self._run(x, score, per_class=False)
+
+    def _class_maps(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor | None:
+        """The maps of every class from one set of masked forward passes, for wrappers that
+        compare classes (ClassRelevant): shape (B, K, *M) with M the shape of one map, class
+        ``k`` scored as ``score.target`` scores it (logit, probability, log-probability).
+
+        Equal to running RISE once per class with the same masks (the same generator state),
+        at 1/K of the model calls. None where that does not apply (``all_classes=True``, or a
+        target that is not a class target).
+        """
+        if self.all_classes or not isinstance(score.target, ClassTarget):
+            return None
+        return self._run(x, score, per_class=True).values
+
+    def _run(self, x: torch.Tensor, score: ScoreFunction, *, per_class: bool) -> Parts:
         gen = make_generator(self.generator)
         lay = score.layout
         n = self.n_masks
@@ -174,8 +191,13 @@ class RISE(Explainer):
                     # (B, O, *mask_shape without c): the output axis takes the channel's place
                     m = masks.squeeze(1 + c_axis)  # type: ignore[operator]
                     part = torch.tensordot(o.transpose(1, 2), m, dims=([2], [0])).movedim(1, 1 + c_axis)  # type: ignore[operator]
+                elif per_class:
+                    o = masked_scores(score, masks, filler, outputs=True)  # (B, n, *O)
+                    k = masks.shape[0]
+                    s = score.target.class_scores(o.reshape(b * k, *o.shape[2:])).reshape(b, k, -1)  # type: ignore[attr-defined]
+                    part = torch.tensordot(s.transpose(1, 2), masks, dims=([2], [0]))  # (B, K, *M)
                 else:
-                    s = masked_scores(score, masks, filler)  # (B, K)
+                    s = masked_scores(score, masks, filler)  # (B, n)
                     part = torch.tensordot(s, masks, dims=([1], [0]))
                 acc = part if acc is None else acc + part
                 cover += masks.sum(0)

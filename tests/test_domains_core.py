@@ -567,3 +567,103 @@ def test_fourier_fixed_length_must_match_the_signal():
         sl.InDomain(sl.Gradient(cnn(1)), sl.Fourier(n=32)).explain(x, target=0)
     d = sl.Fourier(n=24).bind(x)
     torch.testing.assert_close(d.inverse(d.forward(x)), x, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- half precision
+HALF = [torch.float16, torch.bfloat16]
+# relative to max|x|: float16 keeps ~11 significant bits, bfloat16 ~8 (conditioning of _M3 adds)
+_HALF_TOL = {torch.float16: 5e-3, torch.bfloat16: 3e-2}
+HALF_DOMAINS = {k: EXACT[k] for k in ("Fourier", "Fourier-ortho-full", "STFT-hann", "STFT-boxcar-nocenter", "ICA", "ICA-sample", "Fourier+Haar")}
+HALF_DOMAINS["ICA+Fourier"] = lambda: sl.Compose(sl.ICA.from_matrices(_M3, _MU), sl.Fourier())
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", HALF_DOMAINS)
+def test_half_precision_round_trip_and_differentiable_inverse(name, dtype):
+    x = _x(t=24).to(dtype)
+    d = HALF_DOMAINS[name]().bind(x)
+    z = d.forward(x)
+    assert z.dtype == dtype
+    # the coefficients are those of the (rounded) signal, up to the rounding of z itself
+    z64 = HALF_DOMAINS[name]().bind(x.double()).forward(x.double())
+    scale = float(z64.abs().max())
+    torch.testing.assert_close(z.double(), z64, rtol=0, atol=_HALF_TOL[dtype] * scale)
+    zz = z.clone().requires_grad_(True)
+    xr = d.inverse(zz)
+    assert xr.dtype == dtype
+    torch.testing.assert_close(xr.double(), x.double(), rtol=0, atol=_HALF_TOL[dtype] * float(x.abs().max()))
+    xr.double().pow(2).sum().backward()
+    assert zz.grad is not None and zz.grad.dtype == dtype and bool(torch.isfinite(zz.grad).all())
+
+
+def _half_model(dtype):
+    return cnn(1, dtype=torch.float32).to(dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: sl.FourierIG(m, n_steps=16),
+        lambda m: sl.FourierIG(m, n_steps=16, output="full"),
+        lambda m: sl.STFTIG(m, n_fft=8, hop_length=2, n_steps=16),
+        lambda m: sl.InDomain(sl.IntegratedGradients(m, n_steps=16), sl.Compose(sl.ICA.from_matrices(_M3), sl.Fourier())),
+    ],
+    ids=["FourierIG", "FourierIG-full", "STFTIG", "ICA+Fourier"],
+)
+def test_frequency_ig_end_to_end_in_half_precision(make, dtype):
+    model = _half_model(dtype)
+    seen = []
+    model[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    x = _x(b=2, t=32, dtype=torch.float32).to(dtype)
+    attr = make(model).explain(x, 1)
+    assert attr.values.dtype == dtype and attr.values.device == x.device
+    assert seen and set(seen) == {dtype}  # the model is always called in its own dtype
+    # sign and scale: the same as in float32 with the same (rounded) weights and input
+    ref_model = _half_model(dtype).float()
+    ref = make(ref_model).explain(x.float(), 1)
+    assert attr.shape == ref.shape
+    scale = float(ref.values.abs().max())
+    tol = {torch.float16: 0.05, torch.bfloat16: 0.15}[dtype]
+    torch.testing.assert_close(attr.values.float(), ref.values, rtol=0, atol=tol * scale)
+    total = attr.values.float().flatten(1).sum(1)
+    torch.testing.assert_close(total, ref.values.flatten(1).sum(1), rtol=0, atol=tol * float(total.abs().max()))
+
+
+@pytest.mark.parametrize("make", [lambda: sl.Fourier(), lambda: sl.STFT(n_fft=8, hop_length=2)], ids=["Fourier", "STFT"])
+def test_frequency_domains_reject_non_real_floating_dtypes(make):
+    name = type(make()).__name__
+    x = _x()
+    d = make().bind(x)
+    for bad in (torch.ones(3, 3, 24, dtype=torch.int64), torch.complex(x, x)):
+        with pytest.raises(sl.DTypeError, match=rf"{name} expects x .*{bad.dtype}.*x\.float\(\)"):
+            d.forward(bad)
+    z = d.forward(x)
+    with pytest.raises(sl.DTypeError, match=rf"{name} expects z .*int64.*z\.float\(\)"):
+        d.inverse(z.to(torch.int64))
+
+
+# ---------------------------------------------------------------- NOLA remedies
+def test_nola_error_suggests_only_changes_that_help():
+    x = _x()
+    # Hann without centring: the first sample has zero weight whatever the hop
+    with pytest.raises(sl.ParameterError, match="NOLA") as err:
+        sl.STFT(n_fft=8, hop_length=4, center=False).fit(x)
+    msg = str(err.value)
+    assert "center=True" in msg.split("exist.")[1] and "window='hamming'" in msg and "hop_length=" not in msg.split("exist.")[1]
+    # centred already: the hop (or the window's zero ends) is the problem, never center=True
+    for kw, fix in [
+        (dict(n_fft=8, hop_length=8), "hop_length=7 (or smaller) instead of 8"),
+        (dict(n_fft=8, hop_length=9, window="boxcar"), "hop_length=8 (or smaller) instead of 9"),
+    ]:
+        with pytest.raises(sl.ParameterError, match="NOLA") as err:
+            sl.STFT(**kw).fit(x)
+        remedy = str(err.value).split("exist.")[1]
+        assert fix in remedy and "center=True" not in remedy, remedy
+    with pytest.raises(sl.ParameterError, match=r"window='boxcar', center=True\): .*Use hop_length=8 \(or smaller\) instead of 9\.$"):
+        sl.STFT(n_fft=8, hop_length=9, window="boxcar").fit(x)
+    # every remedy it names does satisfy NOLA
+    sl.STFT(n_fft=8, hop_length=4, center=True).fit(x)
+    sl.STFT(n_fft=8, hop_length=4, window="hamming", center=False).fit(x)
+    sl.STFT(n_fft=8, hop_length=7).fit(x)
+    sl.STFT(n_fft=8, hop_length=8, window="boxcar").fit(x)

@@ -232,3 +232,29 @@ def test_explain_inside_inference_mode(model, x):
         cam = sl.GradCAM(other, layer="2").explain(xi, 1)
     torch.testing.assert_close(got.values, ref.values, rtol=0, atol=0)
     assert cam.values.shape == (x.shape[0], 1, x.shape[-1])
+
+
+def test_inputs_made_in_inference_mode(model):
+    """An inference tensor (made under torch.inference_mode()) is explained from a normal copy."""
+    x = make_input("signal")
+    with torch.inference_mode():
+        xi = x.clone()
+    assert xi.is_inference()
+    for explainer in (sl.Gradient(model), sl.Saliency(model), sl.InputXGradient(model), sl.GuidedBackprop(model), sl.LRP(model)):
+        torch.testing.assert_close(explainer.explain(xi, 1).values, explainer.explain(x, 1).values, rtol=0, atol=0)
+    out = sl.metrics.max_sensitivity(sl.Gradient(model), xi, 1, n_perturbations=2,
+                                     generator=torch.Generator().manual_seed(0), progress=False)
+    assert out.shape == (x.shape[0],)
+
+
+def test_meta_input_and_mixed_device_model_are_named(model):
+    with pytest.raises(sl.InputError, match="'meta' device"):
+        sl.Gradient(model).explain(torch.empty(2, 3, 20, device="meta"), 1)
+    half_loaded = cnn(1)
+    half_loaded[0].to("meta")  # torch would compute garbage on the CPU from such a model
+    with pytest.raises(sl.ParameterError, match=r"2 parameter\(s\)/buffer\(s\) on the 'meta' device \(e.g. '0.weight'\)"):
+        sl.Gradient(half_loaded).explain(make_input("signal"), 1)
+    mixed = cnn(1)
+    mixed[0].float()  # float32 first conv, float64 rest: the model fails, and the error says where things are
+    with pytest.raises(sl.ModelCallError, match=r"model parameters on cpu \(torch.float32\) and cpu \(torch.float64\)"):
+        sl.Gradient(mixed).explain(make_input("signal"), 1)

@@ -136,3 +136,29 @@ def test_output_repr_reads_as_its_constructor():
     assert [repr(sl.Output(i)) for i in ((), 3, (6, 1))] == ["Output()", "Output(3)", "Output((6, 1))"]
     with pytest.raises(sl.TargetError, match=r"^Output\(10\) is out of range"):
         sl.Output(10)(torch.zeros(2, 3), torch.arange(2))
+
+
+def test_output_accepts_numpy_integers():
+    import numpy as np
+
+    out = torch.arange(2 * 12 * 2, dtype=torch.float64).reshape(2, 12, 2)
+    for index in (np.int64(6), np.unravel_index(13, (12, 2)), (np.int32(6), 1)):
+        t = sl.Output(index)
+        assert all(type(i) is int for i in t.index)
+    torch.testing.assert_close(sl.Output(np.unravel_index(13, (12, 2)))(out, torch.arange(2)), out[:, 6, 1])
+    with pytest.raises(sl.TargetError, match="an int or a tuple of ints"):
+        sl.Output(1.5)
+
+
+def test_contrast_foils_numpy_like_tensor_and_foil_equal_to_target_refused():
+    import numpy as np
+
+    out = torch.tensor([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]])
+    ref = sl.Contrast(1, foils=torch.tensor([0, 2])).bind(2, lambda: out)
+    got = sl.Contrast(1, foils=np.array([0, 2])).bind(2, lambda: out)
+    torch.testing.assert_close(got(out, torch.arange(2)), ref(out, torch.arange(2)))  # one foil per sample
+    torch.testing.assert_close(got(out, torch.arange(2)), torch.tensor([1.0, -16.0]))
+    shared = sl.Contrast(1, foils=[0, 2]).bind(2, lambda: out)  # a list: both foils for every sample
+    torch.testing.assert_close(shared(out, torch.arange(2)), torch.tensor([2.0 - 2.5, 16.0 - 20.0]))
+    with pytest.raises(sl.TargetError, match="foil class 1 is the target class itself"):
+        sl.Contrast(1, foils=1).bind(2, lambda: out)

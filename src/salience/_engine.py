@@ -30,6 +30,7 @@ from .errors import (
     LayerError,
     ModelCallError,
     ModelOutputError,
+    ParameterError,
     SalienceError,
     ShapeError,
 )
@@ -73,10 +74,12 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _model_device(model: Any) -> str:
+    """Where the model's parameters and buffers live, e.g. "cpu (torch.float32)", or every
+    device/dtype pair when they are mixed."""
     if isinstance(model, nn.Module):
-        p = next(iter(model.parameters()), None)
-        if p is not None:
-            return f"{p.device} ({p.dtype})"
+        seen = dict.fromkeys(f"{t.device} ({t.dtype})" for t in (*model.parameters(), *model.buffers()))
+        if seen:
+            return " and ".join(seen) if len(seen) <= 3 else ", ".join(list(seen)[:3]) + ", ..."
     return "unknown"
 
 
@@ -828,6 +831,14 @@ def make_score(
     owner : str
         Name used in error messages (the explainer or metric).
     """
+    if isinstance(model, nn.Module):
+        meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+        if meta:
+            raise ParameterError(
+                f"The 'model' parameter of {owner} has {len(meta)} parameter(s)/buffer(s) on the "
+                f"'meta' device (e.g. {meta[0]!r}), which hold no data; materialise and load the "
+                "weights first (model.to_empty(device=...), then load_state_dict)."
+            )
     unbound = as_target(target)
     score = ScoreFunction(
         lambda rows, index: model(rows),

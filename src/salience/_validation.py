@@ -117,6 +117,14 @@ def check_input(x: Any, owner: str, name: str = "x") -> torch.Tensor:
         )
     if x.shape[0] == 0:
         raise ShapeError(f"{owner} got an empty batch: {name} has shape {tuple(x.shape)}.")
+    if x.device.type == "meta":
+        raise InputError(
+            f"{owner} expects {name} to hold data; got a tensor on the 'meta' device (shape "
+            f"{tuple(x.shape)}). Move it to a real device (cpu, cuda, ...) first."
+        )
+    if x.is_inference():
+        # made under torch.inference_mode(): autograd cannot record it; a normal copy can be
+        x = x.clone()
     if not all_finite(x):
         n_bad = int((~torch.isfinite(x)).sum())
         raise InputError(

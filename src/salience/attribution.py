@@ -56,8 +56,18 @@ class Attribution:
         return tuple(self.values.shape)
 
     def numpy(self) -> np.ndarray:
-        """The values as a numpy array (copied to the CPU)."""
-        return self.values.detach().cpu().numpy()
+        """The values as a numpy array (copied to the CPU).
+
+        Returns
+        -------
+        numpy.ndarray
+            The values in their own dtype, except ``bfloat16`` (which numpy lacks): upcast
+            exactly to ``float32``. ``float16`` stays ``numpy.float16``.
+        """
+        values = self.values.detach().cpu()
+        if values.dtype == torch.bfloat16:
+            values = values.to(torch.float32)  # exact: bfloat16 is a truncated float32
+        return values.numpy()
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self.numpy()

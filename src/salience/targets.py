@@ -262,10 +262,15 @@ class Output(Target):
     """
 
     def __init__(self, index: int | tuple[int, ...] = ()) -> None:
-        idx = (index,) if isinstance(index, int) else tuple(index)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+        if isinstance(index, (Integral, np.ndarray)) and np.ndim(index) == 0:
+            index = (index,)
+        try:
+            idx = tuple(index)  # type: ignore[arg-type]
+        except TypeError:
+            idx = (index,)
+        if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in idx):
             raise TargetError(f"Output expects an int or a tuple of ints. Got {index!r} instead.")
-        self.index = idx
+        self.index = tuple(int(i) for i in idx)  # numpy integers (np.unravel_index) become ints
 
     def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if not self.index:
@@ -326,9 +331,10 @@ class Contrast(Target):
     target : int, sequence of ints, or a class-like target (Class, Probability, LogProbability)
         The explained class; an ``int`` means ``Class(int)``. Any other Target when ``value`` is
         used (regression: ``Contrast(Output(3), value=0.5)``).
-    foils : int, sequence of ints, or tensor of shape (B,) or (B, F), optional
+    foils : int, sequence of ints, or tensor/array of shape (B,) or (B, F), optional
         Foil classes, scored the same way as ``target``; with several foils their mean is
-        subtracted.
+        subtracted. A list is shared by all samples; a tensor or numpy array of shape (B,)
+        gives one foil per sample. A foil equal to the target class is refused.
     value : float, optional
         A foil value instead of foil classes (regression): score = target score - value.
     quadratic : bool, default False
@@ -363,7 +369,7 @@ class Contrast(Target):
             f = torch.as_tensor(self.foils)
             if f.ndim == 0:
                 cols = [int(f)]
-            elif f.ndim == 1 and not isinstance(self.foils, torch.Tensor):
+            elif f.ndim == 1 and not isinstance(self.foils, (torch.Tensor, np.ndarray)):
                 cols = [int(v) for v in f]  # a list of foil classes shared by all samples
             elif f.ndim == 1:
                 cols = [f]  # one foil per sample
@@ -376,6 +382,17 @@ class Contrast(Target):
                 )
             base = cast(ClassTarget, self.target)  # checked in __init__
             new._foils = [base.with_index(c).bind(n_samples, reference) for c in cols]
+            classes = new.target.explained()
+            if isinstance(classes, torch.Tensor):
+                for c in cols:
+                    same = torch.as_tensor(c, device=classes.device).expand_as(classes) == classes
+                    if bool(same.any()):
+                        i = int(same.nonzero()[0, 0])
+                        raise TargetError(
+                            f"Contrast: the foil class {int(classes[i])} is the target class itself "
+                            f"(sample {i}), so its contrast is zero everywhere. Pick foils other "
+                            "than the target."
+                        )
         return new
 
     def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

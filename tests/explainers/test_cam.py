@@ -524,3 +524,44 @@ def test_layers_before_the_target_record_no_graph_and_grad_mode_is_restored():
     (g,) = torch.autograd.grad(model[3:](a)[:, 1].sum(), a)
     cam = (g.mean(-1, keepdim=True) * a).sum(1, keepdim=True)
     torch.testing.assert_close(ref.values, torch.nn.functional.interpolate(cam, size=x.shape[-1], mode="linear"), **TOL)
+
+
+class _ConvTransformer(nn.Module):
+    """Conv1d front end, then a transformer encoder over time (B, L, D), then a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, 3, padding=1)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.enc(self.conv(x).transpose(1, 2)).mean(1))
+
+
+def test_default_layer_never_reads_token_features_as_positions():
+    """A (B, L, D) token output has the input's rank but D is features: the default layer is the
+    last spatial layer before the first token module, and token modules are not 'spatial'."""
+    model = _ConvTransformer().double().eval()
+    x = make_input("signal", batch=2)
+    table = sl.layers(model, x)
+    by = {i.name: i for i in table}
+    assert by["conv"].default and by["conv"].spatial
+    assert not any(by[n].spatial for n in by if n.startswith("enc") or n == "fc")
+    assert sl.GradCAM(model).explain(x, 1).layer == "conv"
+    pure = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Flatten(), nn.Linear(24, 4))  # tokens from the start
+    with pytest.raises(sl.LayerError, match="before its first token or recurrent module"):
+        sl.GradCAM(pure.double().eval()).explain(x, 1)
+
+
+def test_default_layer_skips_adaptive_pooling_that_resamples():
+    """VGG-style: features (2x2 here) then AdaptiveAvgPool2d((7, 7)): the default is the layer
+    whose own resolution it is, not the blown-up copy."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+        nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(), nn.Linear(4 * 49, 3),
+    ).double().eval()
+    x = make_input("image", batch=2)
+    attr = sl.GradCAM(model, upsample=False).explain(x, 0)
+    assert attr.layer == "2" and attr.values.shape == (2, 1, 2, 2)
+    assert [i.name for i in sl.layers(model, x) if i.default] == ["2"]

@@ -251,3 +251,15 @@ def test_docs_example_runs_as_written():
     for key in ("gbp", "ggc", "dec", "lrp"):
         assert ns[key].values.shape == x.shape, key
     assert ns["ggc"].layer == "5" and ns["lrp"].delta.shape == (x.shape[0],)
+
+
+@pytest.mark.parametrize("cls", [sl.GuidedBackprop, sl.DeconvNet])
+def test_no_relu_at_all_warns_that_the_result_is_the_gradient(cls):
+    """MobileNet-style models use ReLU6/SiLU: the rule reaches nothing, and the user is told."""
+    model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU6(), nn.Conv1d(4, 4, 3), nn.SiLU(), nn.Flatten(), nn.LazyLinear(2))
+    x = make_input("signal")
+    model(x.float())  # materialise the lazy layer
+    model = model.double().eval()
+    with pytest.warns(sl.ReLUCoverageWarning, match=r"no nn.ReLU module .*ReLU6, SiLU.*plain gradient"):
+        attr = cls(model).explain(x, 1)
+    torch.testing.assert_close(attr.values, sl.Gradient(model).explain(x, 1).values, rtol=0, atol=0)

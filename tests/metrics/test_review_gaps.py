@@ -192,3 +192,11 @@ def test_relevance_mass_of_a_zero_sum_is_nan():
     pos = M.RelevanceMass(positive=True)(None, a, a, mask=m)
     assert torch.isnan(pos[[0, 2]]).all()
     torch.testing.assert_close(pos[[1, 3]], torch.tensor([1.0, 0.25]))
+
+
+def test_faithfulness_correlation_default_subset_too_large_says_so():
+    model = cnn(1)
+    x = make_input("signal")  # 3 x 20 = 60 units, fewer than the default subset of 224
+    attr = sl.Gradient(model).explain(x, 1)
+    with pytest.raises(sl.ParameterError, match=r"'subset_size' .*\(default 224.*at most the number of attribution units, 60"):
+        sl.metrics.faithfulness_correlation(model, x, attr, 1, generator=torch.Generator().manual_seed(0), progress=False)

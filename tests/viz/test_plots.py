@@ -58,6 +58,20 @@ def test_to_numpy_accepts_attribution_and_grad_tensors():
     assert viz.to_numpy(attr).shape == (2, 3, 10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_tensors_and_attributions_plot(dtype):
+    x = torch.randn(2, 2, 64, generator=torch.Generator().manual_seed(0)).to(dtype)
+    np.testing.assert_array_equal(viz.to_numpy(x), x.double().numpy())  # exact upcast
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(128, 2)).to(dtype).eval()
+    attr = sl.Gradient(model).explain(x, 1)
+    assert attr.values.dtype == dtype
+    np.testing.assert_array_equal(viz.to_numpy(attr), attr.values.double().numpy())
+    ax = viz.plot_signal(x[0], attr.values[0])
+    assert isinstance(ax, Axes)
+    ax = viz.plot_attribution(x, attr, 1, fs=32.0)
+    assert isinstance(ax, Axes) and len(ax.images) == 1
+
+
 @pytest.mark.parametrize("bad", [dict(norm="rank"), dict(percentile=0)])
 def test_limits_bad_parameters(bad):
     with pytest.raises(sl.ParameterError, match="norm|percentile"):

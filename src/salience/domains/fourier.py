@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 
 from .._validation import check_bool, check_float, check_int, check_option
-from ..errors import NotFittedError, ParameterError, ShapeError
+from ..errors import DTypeError, NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
 
@@ -35,6 +35,26 @@ def _edge_mask(n_bins: int, n: int, ref: torch.Tensor) -> torch.Tensor:
     if n % 2 == 0:
         mask[-1] = 0
     return mask
+
+
+#: dtypes torch.fft has no (CPU) kernels for: transformed in float32, returned in their dtype
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(t: torch.Tensor, owner: str, name: str) -> torch.dtype:
+    """The dtype ``owner`` computes its FFTs in for a tensor ``t`` (named ``name``).
+
+    float32 and float64 as they are; float16 and bfloat16 in float32 (``torch.fft`` has no
+    half-precision kernels on the CPU, and on CUDA only for power-of-two lengths; float32 is
+    also more accurate), the result cast back to ``t``'s dtype by the caller. Anything else
+    raises :class:`~salience.errors.DTypeError`.
+    """
+    if t.is_complex() or not t.is_floating_point():
+        raise DTypeError(
+            f"{owner} expects {name} to have a real floating-point dtype (float16/32/64, "
+            f"bfloat16). Got {t.dtype} instead; cast with {name}.float()."
+        )
+    return torch.float32 if t.dtype in _HALF else t.dtype
 
 
 def _complex(z: torch.Tensor, f_axis: int, n: int) -> torch.Tensor:
@@ -65,6 +85,10 @@ class Fourier(Domain):
 
     Zero coefficients are the zero signal, so IG's default zero baseline in this domain is the
     zero signal.
+
+    ``float16`` and ``bfloat16`` signals are transformed in ``float32`` (``torch.fft`` has no
+    half-precision CPU kernels); ``forward`` and ``inverse`` return their results in the
+    dtype of their argument, so a half-precision model receives half-precision rows.
 
     Parameters
     ----------
@@ -157,14 +181,18 @@ class Fourier(Domain):
         return layout.axes(self.axis)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Coefficients (B, ..., F, 2, ...) in ``x``'s dtype (half inputs: computed in float32)."""
         a = self._axis(x, self.axis)
-        spec = torch.fft.rfft(x, dim=a, norm=self.norm)
-        return torch.view_as_real(spec).movedim(-1, a + 1)
+        work = _compute_dtype(x, "Fourier", "x")
+        spec = torch.fft.rfft(x.to(work), dim=a, norm=self.norm)
+        return torch.view_as_real(spec).movedim(-1, a + 1).to(x.dtype)
 
     def inverse(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The signal of ``z`` in ``z``'s dtype (half: computed in float32, differentiable)."""
         a = self._in_axis(z.ndim - 1)
         n = self._length()
-        return torch.fft.irfft(_complex(z, a, n), n=n, dim=a, norm=self.norm)
+        work = _compute_dtype(z, "Fourier", "z")
+        return torch.fft.irfft(_complex(z.to(work), a, n), n=n, dim=a, norm=self.norm).to(z.dtype)
 
     def output_layout(self, layout: LayoutLike) -> Layout:
         return as_layout(layout).replace(self.axis, "f", "r")
@@ -231,6 +259,26 @@ def _window(window: Any, win_length: int, owner: str) -> torch.Tensor:
     return fn(win_length, periodic=True, dtype=torch.float64)
 
 
+def _nola_ok(n: int, n_fft: int, hop: int, window: torch.Tensor, center: bool) -> bool:
+    """Whether the squared window's overlap-add is non-zero on every one of the ``n`` samples
+    (the NOLA condition ``torch.istft`` needs), for the given hop and centring."""
+    if center:
+        frames = 1 + n // hop
+    elif n < n_fft:
+        return False  # not a single frame fits (STFT._n_frames raises a ShapeError)
+    else:
+        frames = 1 + (n - n_fft) // hop
+    w = torch.zeros(n_fft, dtype=torch.float64)
+    left = (n_fft - window.shape[0]) // 2
+    w[left : left + window.shape[0]] = window.to(torch.float64)
+    total = n_fft + hop * (frames - 1)
+    idx = (torch.arange(frames)[:, None] * hop + torch.arange(n_fft)[None, :]).reshape(-1)
+    env = torch.zeros(total, dtype=torch.float64).index_add_(0, idx, (w * w).repeat(frames))
+    start = n_fft // 2 if center else 0
+    region = env[start : start + n]
+    return region.numel() >= n and not bool((region.abs() < 1e-11).any())
+
+
 class STFT(Domain):
     """The short-time Fourier transform (``torch.stft``/``torch.istft``) along one axis.
 
@@ -243,6 +291,11 @@ class STFT(Domain):
     The ``z`` space is redundant (more coefficients than samples): ``inverse`` projects any
     ``z`` onto consistent spectrograms, so perturbations in ``z`` are projected too. Reported
     attributions sum the real and imaginary parts: (B, C, F, frames).
+
+    As for :class:`Fourier`, ``float16`` and ``bfloat16`` signals are transformed in
+    ``float32`` and the results returned in the dtype of the argument. A window failing NOLA
+    raises ``ParameterError`` naming the changes of ``hop_length``, ``center`` or ``window``
+    that would satisfy it.
 
     Parameters
     ----------
@@ -296,6 +349,7 @@ class STFT(Domain):
         self.hop_length = max(1, self.hop_length)
         self.win_length = self.n_fft if win_length is None else check_int(win_length, "win_length", owner, low=1, high=self.n_fft)
         self.window = _window(window, self.win_length, owner)
+        self._window_name = window if isinstance(window, str) else None
         self.center = check_bool(center, "center", owner)
         self.pad_mode = check_option(pad_mode, "pad_mode", owner, ("reflect", "constant", "replicate", "circular"))
         self.normalized = check_bool(normalized, "normalized", owner)
@@ -328,24 +382,43 @@ class STFT(Domain):
                 f"STFT with center=True and reflect padding needs signals longer than n_fft // 2 = "
                 f"{self.n_fft // 2} samples; got {n}."
             )
-        frames = self._n_frames(n)
-        w = torch.zeros(self.n_fft, dtype=torch.float64)
-        left = (self.n_fft - self.win_length) // 2
-        w[left : left + self.win_length] = self.window
-        total = self.n_fft + self.hop_length * (frames - 1)
-        env = torch.zeros(total, dtype=torch.float64)
-        for m in range(frames):
-            env[m * self.hop_length : m * self.hop_length + self.n_fft] += w * w
-        start = self.n_fft // 2 if self.center else 0
-        region = env[start : start + n]
-        if region.numel() < n or bool((region.abs() < 1e-11).any()):
-            raise ParameterError(
-                f"The STFT window fails the NOLA condition for signals of {n} samples (n_fft="
-                f"{self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}, "
-                f"center={self.center}): some samples are covered by no window weight, so the "
-                "inverse does not exist. Use a smaller hop_length, center=True, or a window "
-                "without zeros at its ends."
+        self._n_frames(n)  # ShapeError when not a single frame fits
+        if _nola_ok(n, self.n_fft, self.hop_length, self.window, self.center):
+            return
+        name = getattr(self, "_window_name", None)
+        window = f"{name!r}" if name is not None else "a custom tensor"
+        raise ParameterError(
+            f"The STFT window fails the NOLA condition for signals of {n} samples (n_fft="
+            f"{self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}, "
+            f"window={window}, center={self.center}): some samples are covered by no window "
+            f"weight, so the inverse does not exist. {self._nola_remedy(n)}"
+        )
+
+    def _nola_remedy(self, n: int) -> str:
+        """What to change so that the NOLA condition holds for ``n`` samples, from the settings
+        that actually pass it (each change tried on its own, the others kept)."""
+        fixes = []
+        hops = [h for h in range(self.hop_length - 1, 0, -1) if _nola_ok(n, self.n_fft, h, self.window, self.center)]
+        if hops:
+            smaller = " (or smaller)" if len(hops) == hops[0] else ""  # every hop below passes too
+            fixes.append(f"hop_length={hops[0]}{smaller} instead of {self.hop_length}")
+        reflect_ok = self.pad_mode != "reflect" or n > self.n_fft // 2
+        if not self.center and reflect_ok and _nola_ok(n, self.n_fft, self.hop_length, self.window, True):
+            fixes.append("center=True (frames centred on the samples, covering both ends)")
+        ends_zero = bool(self.window[0].abs() < 1e-11 or self.window[-1].abs() < 1e-11)
+        if ends_zero:
+            for name in ("hamming", "boxcar"):
+                w = _window(name, self.win_length, "STFT")
+                if name != getattr(self, "_window_name", None) and _nola_ok(n, self.n_fft, self.hop_length, w, self.center):
+                    fixes.append(f"window={name!r} (no zeros at its ends)")
+                    break
+        if not fixes:
+            return (
+                "No single change of hop_length, center or window fixes it; use a smaller "
+                "hop_length together with a window without zeros at its ends, or a larger "
+                "win_length."
             )
+        return "Use " + "; or ".join(fixes) + "."
 
     def _length(self) -> int:
         n = getattr(self, "n_", None)
@@ -366,26 +439,27 @@ class STFT(Domain):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Coefficients in ``x``'s dtype (float16/bfloat16 inputs: computed in float32)."""
         a = self._axis(x, self.axis)
-        moved = x.movedim(a, -1)
+        moved = x.to(_compute_dtype(x, "STFT", "x")).movedim(a, -1)
         lead = moved.shape[:-1]
         spec = torch.stft(
-            moved.reshape(-1, moved.shape[-1]), pad_mode=self.pad_mode, return_complex=True, **self._kwargs(x)
+            moved.reshape(-1, moved.shape[-1]), pad_mode=self.pad_mode, return_complex=True, **self._kwargs(moved)
         )
         z = torch.view_as_real(spec).reshape(*lead, *spec.shape[1:], 2)  # (..., F, frames, 2)
-        return z.movedim((-3, -2, -1), (a, a + 1, a + 2))
+        return z.movedim((-3, -2, -1), (a, a + 1, a + 2)).to(x.dtype)
 
     def inverse(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         layout = self.layout or Layout.infer(torch.empty((1,) * (z.ndim - 2)))
         a = layout.axes(self.axis)[0]
         n = self._length()
-        moved = z.movedim((a, a + 1, a + 2), (-3, -2, -1))
+        moved = z.to(_compute_dtype(z, "STFT", "z")).movedim((a, a + 1, a + 2), (-3, -2, -1))
         lead = moved.shape[:-3]
         flat = moved.reshape(-1, *moved.shape[-3:])
         mask = _edge_mask(flat.shape[1], self.n_fft, flat).reshape(1, -1, 1)
         spec = torch.complex(flat[..., 0], flat[..., 1] * mask)
         out = torch.istft(spec, length=n, return_complex=False, **self._kwargs(flat))
-        return out.reshape(*lead, n).movedim(-1, a)
+        return out.reshape(*lead, n).movedim(-1, a).to(z.dtype)
 
     def output_layout(self, layout: LayoutLike) -> Layout:
         return as_layout(layout).replace(self.axis, "f", "frame", "r")

@@ -18,6 +18,18 @@ from ..targets import Output
 __all__ = ["layers", "LayerInfo", "LayerTable"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# modules that work on the last axis of a (B, L, D) token sequence: an output of theirs with the
+# input's number of axes is tokens x features, not channels x positions
+_TOKEN = (
+    nn.Linear, nn.Bilinear, nn.LayerNorm, nn.Embedding, nn.MultiheadAttention, nn.RNNBase,
+    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+    nn.TransformerDecoder, nn.Transformer,
+)
+# adaptive pooling only resamples the layer before it (VGG's 7x7 avgpool blows a 2x2 map up)
+_RESAMPLE = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
 
 
 @dataclass(frozen=True)
@@ -35,12 +47,14 @@ class LayerInfo:
     conv : bool
         A convolution (Conv1d/2d/3d or transposed).
     spatial : bool
-        Its output has the input's number of axes and more than one position: a CAM can be
+        Its output has the input's number of axes and more than one position, and the module
+        does not work on token sequences (Linear, LayerNorm, attention, RNN): a CAM can be
         computed there without ``reshape``.
     final_activation : bool
         A Softmax/LogSoftmax/Sigmoid whose output is the model's output.
     default : bool
-        The layer the CAM explainers use when ``layer=None``.
+        The layer the CAM explainers use when ``layer=None``: the last spatial one before any
+        token module, other than adaptive pooling.
     calls : int
         How many times it ran in the forward pass (a CAM uses the last call).
     """
@@ -77,26 +91,40 @@ class LayerTable(list):  # type: ignore[type-arg]
         p.text(str(self))
 
 
-def _is_spatial(call: ModuleCall, ndim: int, n_rows: int) -> bool:
-    shape = call.shape
-    return (
-        shape is not None
-        and len(shape) == ndim
-        and shape[0] == n_rows
-        and math.prod(shape[2:]) > 1
-    )
+def _spatial(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[ModuleCall]:
+    """Modules whose output has the input's number of axes and more than one position, other
+    than token modules (Linear on sequences, LayerNorm, attention, RNN) and modules inside them."""
+    token = [c.name + "." for c in calls if isinstance(c.module, _TOKEN)]
+    return [
+        c for c in calls
+        if c.shape is not None
+        and len(c.shape) == ndim
+        and c.shape[0] == n_rows
+        and math.prod(c.shape[2:]) > 1
+        and not isinstance(c.module, _TOKEN)
+        and not any(c.name.startswith(t) for t in token)
+    ]
+
+
+def _default_candidates(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[ModuleCall]:
+    """Spatial layers a CAM may pick by itself: those finished before the first token module
+    (a transformer or recurrent part must be named, with ``reshape=``), adaptive pooling left out."""
+    first_token = min((c.order for c in calls if isinstance(c.module, _TOKEN)), default=math.inf)
+    return [c for c in _spatial(calls, ndim, n_rows) if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
 
 
 def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: str) -> ModuleCall:
-    """The last module (in execution order) whose output is spatial like the input."""
-    spatial = [c for c in calls if _is_spatial(c, ndim, n_rows)]
-    if not spatial:
+    """The last module (in execution order) whose output is spatial like the input, before any
+    token module (Linear on sequences, attention, LayerNorm, RNN) and other than adaptive pooling."""
+    candidates = _default_candidates(calls, ndim, n_rows)
+    if not candidates:
         raise LayerError(
             f"{owner}: no layer of the model returns a spatial output with {ndim} axes like the "
-            "input, so there is no default layer. Pass layer='name' (list the candidates with "
-            "salience.layers(model, x)), and reshape=... for token outputs."
+            "input before its first token or recurrent module, so there is no default layer. Pass "
+            "layer='name' (list the candidates with salience.layers(model, x)), and reshape=... "
+            "for token outputs."
         )
-    return spatial[-1]
+    return candidates[-1]
 
 
 def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = None) -> LayerTable:
@@ -142,8 +170,9 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
         raise LayerError(f"layers() needs an nn.Module model. Got {type(model).__name__}.")
     calls = make_score(model, x.detach(), Output(), batch_size=None, layout=lay, owner="layers").trace()
     n = x.shape[0]
-    spatial = [c for c in calls if _is_spatial(c, x.ndim, n)]
-    default = spatial[-1].name if spatial else None
+    candidates = _default_candidates(calls, x.ndim, n)
+    default = candidates[-1].name if candidates else None
+    spatial = {c.name for c in _spatial(calls, x.ndim, n)}
     table = LayerTable()
     for c in calls:
         table.append(
@@ -152,7 +181,7 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
                 type=type(c.module).__name__,
                 shape=c.shape,
                 conv=isinstance(c.module, _CONV),
-                spatial=_is_spatial(c, x.ndim, n),
+                spatial=c.name in spatial,
                 final_activation=c.is_output and isinstance(c.module, FINAL_ACTIVATIONS),
                 default=c.name == default,
                 calls=c.calls,

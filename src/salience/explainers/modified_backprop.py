@@ -119,6 +119,22 @@ class _ReLURule:
                 ReLUCoverageWarning,
                 stacklevel=2,
             )
+        elif not relus:
+            others = sorted({type(m).__name__ for m in modules.values() if isinstance(m, _OTHER_ACTIVATIONS)})
+            warnings.warn(
+                f"{self.owner}: the model has no nn.ReLU module and calls no ReLU function "
+                f"(activations found: {', '.join(others) if others else 'none'}), so the modified "
+                "backward rule changed nothing: the result is the plain gradient.",
+                ReLUCoverageWarning,
+                stacklevel=2,
+            )
+
+
+# activation modules that are not nn.ReLU (named when a ReLU rule finds nothing to modify)
+_OTHER_ACTIVATIONS = (
+    nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Sigmoid,
+)
 
 
 class GuidedBackprop(Explainer):

@@ -234,17 +234,23 @@ class _Grid:
         return out
 
     def _tables(self, j: int, device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per possible offset: the two source cells and the weight of every output position."""
+        """The two source cells and the weight of every position of the upsampled axis, 1-D.
+
+        With ``shift`` the upsampled axis is only needed up to ``cell - 1 + size`` (the largest
+        offset plus the crop), so the tables hold ``size + cell - 1`` entries; a mask shifted by
+        ``k`` reads positions ``k .. k + size - 1``. Without ``shift`` they hold ``size`` entries.
+        Memory is linear in the axis length (no offsets x positions table).
+        """
         key = (j, str(device))
         if key not in self._cache:
             _, _, size, s = self.axes[j]
             cell = self.cell[j]
             if self.shift:
                 up = (s + 1) * cell
-                o = torch.arange(cell).reshape(cell, 1) + torch.arange(size).reshape(1, size)
+                o = torch.arange(size + cell - 1)
             else:
                 up = size
-                o = torch.arange(size).reshape(1, size)
+                o = torch.arange(size)
             src = (o.to(torch.float64) + 0.5) * (s / up) - 0.5
             # beyond the outer cell centres: mirror about them (skimage's mode='reflect', RISE)
             src = torch.where(src < 0, -src, src)
@@ -258,9 +264,13 @@ class _Grid:
     def _axis(self, g: torch.Tensor, dim: int, j: int, shift: torch.Tensor) -> torch.Tensor:
         n = g.shape[0]
         size = self.axes[j][2]
-        i0, i1, w = self._tables(j, g.device)
-        row = shift.to(g.device) if self.shift else torch.zeros(n, dtype=torch.long, device=g.device)
-        i0, i1, w = i0[row], i1[row], w[row].to(g.dtype)  # (n, size)
+        t0, t1, tw = self._tables(j, g.device)
+        if self.shift:
+            # positions read by each mask: its own offset only, (n, size)
+            pos = shift.to(g.device).reshape(n, 1) + torch.arange(size, device=g.device).reshape(1, size)
+            i0, i1, w = t0[pos], t1[pos], tw[pos].to(g.dtype)
+        else:
+            i0, i1, w = t0.expand(n, size), t1.expand(n, size), tw.to(g.dtype).expand(n, size)
         moved = g.movedim(dim, -1)
         lead = moved.shape[1:-1]
         view = (n,) + (1,) * len(lead) + (size,)

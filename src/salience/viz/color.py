@@ -37,6 +37,8 @@ def to_numpy(a: Any, name: str = "values") -> np.ndarray:
         a = a.detach().cpu()
         if a.is_complex():
             raise ParameterError(f"The {name!r} argument must be real; got a complex tensor.")
+        if str(a.dtype) == "torch.bfloat16":
+            a = a.float()  # numpy has no bfloat16; the upcast to float32 is exact
         a = a.numpy()
     try:
         arr = np.asarray(a, dtype=float)

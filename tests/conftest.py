@@ -57,3 +57,11 @@ def _seeded_global_rng():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _progress_bars_without_delay(monkeypatch):
+    """Progress bars appear after a second of work; tests of the bars see them at once."""
+    import salience._progress
+
+    monkeypatch.setattr(salience._progress, "_DELAY_S", 0.0)

@@ -402,3 +402,16 @@ def test_perturbation_explainers_store_their_parameters_and_build_maskers_per_ca
         sl.RISE(model, p_keep=0.0)
     with pytest.raises(ParameterError, match="cells"):
         sl.MaskUpdate(model, cells={"t": -1})
+
+
+def test_short_runs_print_no_progress_bar(monkeypatch, capsys):
+    """Bars appear only after a second of work (tqdm's delay): a quick call stays silent."""
+    pytest.importorskip("tqdm")
+    import salience._progress
+
+    monkeypatch.setattr(salience._progress, "_DELAY_S", 1.0)
+    sl.RISE(cnn(1), n_masks=5, cells=2, generator=_g(), progress=True)(make_input("signal"), target=0)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(salience._progress, "_DELAY_S", 0.0)
+    sl.RISE(cnn(1), n_masks=5, cells=2, generator=_g(), progress=True)(make_input("signal"), target=0)
+    assert "RISE masks" in capsys.readouterr().err

@@ -258,3 +258,23 @@ def test_meta_input_and_mixed_device_model_are_named(model):
     mixed[0].float()  # float32 first conv, float64 rest: the model fails, and the error says where things are
     with pytest.raises(sl.ModelCallError, match=r"model parameters on cpu \(torch.float32\) and cpu \(torch.float64\)"):
         sl.Gradient(mixed).explain(make_input("signal"), 1)
+
+
+def test_warnings_point_at_the_users_line():
+    """Library warnings are attributed to the caller's line (not a hook inside salience, torch
+    or contextlib) and have their own categories."""
+    import pathlib
+
+    with_softmax = torch.nn.Sequential(*cnn(1), torch.nn.Softmax(dim=1)).eval()
+    x = make_input("signal")
+    with pytest.warns(sl.FinalActivationWarning) as rec:
+        sl.GradCAM(with_softmax, layer="2").explain(x, 1)
+    assert pathlib.Path(rec[0].filename).name == "test_errors.py"
+    no_relu = torch.nn.Sequential(torch.nn.Conv1d(3, 2, 3), torch.nn.SiLU(), torch.nn.Flatten(), torch.nn.Linear(36, 2))
+    with pytest.warns(sl.ReLUCoverageWarning) as rec:
+        sl.GuidedBackprop(no_relu.double().eval()).explain(x, 1)
+    assert pathlib.Path(rec[0].filename).name == "test_errors.py"
+    with pytest.warns(sl.TrainingModeWarning) as rec:
+        sl.Gradient(cnn(1).train()).explain(x, 1)
+    assert pathlib.Path(rec[0].filename).name == "test_errors.py"
+    assert issubclass(sl.ReLUCoverageWarning, sl.SalienceWarning) and issubclass(sl.SalienceWarning, UserWarning)

@@ -6,6 +6,7 @@ from .attribution import Attribution
 from .errors import (
     CompositionError,
     DTypeError,
+    FinalActivationWarning,
     InputError,
     LayerError,
     ModelCallError,
@@ -13,8 +14,10 @@ from .errors import (
     NotFittedError,
     ParameterError,
     SalienceError,
+    SalienceWarning,
     ShapeError,
     TargetError,
+    TrainingModeWarning,
 )
 from .domains import (
     ICA,
@@ -154,4 +157,8 @@ __all__ = [
     "NotFittedError",
     "CompositionError",
     "LayerError",
+    # warnings
+    "SalienceWarning",
+    "FinalActivationWarning",
+    "TrainingModeWarning",
 ]

@@ -17,7 +17,6 @@ their parent's.
 from __future__ import annotations
 
 import math
-import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Union
@@ -32,7 +31,9 @@ from .errors import (
     ModelOutputError,
     ParameterError,
     SalienceError,
+    SalienceWarning,
     ShapeError,
+    warn,
 )
 from ._validation import all_finite
 from .layout import Layout
@@ -527,12 +528,11 @@ class ScoreFunction:
                     )
                 a = store["a"]
                 if start == 0 and store["calls"] > 1:
-                    warnings.warn(
+                    warn(
                         f"{self.owner}: the target layer ran {store['calls']} times in one forward "
                         "pass (a module reused, e.g. a shared ReLU); only its last call is "
                         "explained. Pick a module that runs once (see salience.layers(model, x)).",
-                        UserWarning,
-                        stacklevel=4,
+                        SalienceWarning,
                     )
                 g = None
                 if grad and s.requires_grad:  # (no graph at all when the output ignores the layer)

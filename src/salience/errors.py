@@ -1,6 +1,14 @@
-"""The library's exception hierarchy; each class also subclasses the matching built-in."""
+"""The library's exception hierarchy (each class also subclasses the matching built-in), its
+warning categories, and :func:`warn`, which points a warning at the user's own line."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+
+import torch
 
 __all__ = [
     "SalienceError",
@@ -14,6 +22,9 @@ __all__ = [
     "NotFittedError",
     "CompositionError",
     "LayerError",
+    "SalienceWarning",
+    "FinalActivationWarning",
+    "TrainingModeWarning",
 ]
 
 
@@ -59,3 +70,32 @@ class CompositionError(SalienceError, TypeError):
 
 class LayerError(SalienceError, ValueError):
     """A layer name or module was not found in the model, or has no usable output."""
+
+
+class SalienceWarning(UserWarning):
+    """Base class of the warnings salience issues (filter them all with this category)."""
+
+
+class FinalActivationWarning(SalienceWarning):
+    """The model ends in a Softmax/LogSoftmax/Sigmoid, so a probability is explained."""
+
+
+class TrainingModeWarning(SalienceWarning):
+    """The model is in training mode (BatchNorm/dropout make attributions batch-dependent)."""
+
+
+_INTERNAL = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,  # salience itself
+    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,  # module hooks, autograd
+    os.path.abspath(contextlib.__file__),  # pass contexts
+)
+
+
+def warn(message: str, category: type[Warning] = SalienceWarning) -> None:
+    """``warnings.warn`` attributed to the first frame outside salience, torch and contextlib:
+    the user's line that called into the library (so filters by module and the default
+    once-per-location rule see the user's code, not a hook deep inside a call)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,7 +11,7 @@ from torch import nn
 from .._engine import ScoreFunction, make_score
 from .._validation import check_batch_size, check_input
 from ..attribution import Attribution
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError, ShapeError, TrainingModeWarning, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
 
@@ -106,13 +105,12 @@ class Explainer:
         layout = Layout.infer(x, self.layout)
         model = self.model
         if isinstance(model, nn.Module) and model.training:
-            warnings.warn(
+            warn(
                 f"{owner}: the model is in training mode; BatchNorm and dropout make attributions "
                 "depend on the rest of the batch and on chance. Call model.eval() first (salience "
                 "never changes the model's mode; its buffers, such as BatchNorm running "
                 "statistics, and the global RNG are restored after every model call).",
-                UserWarning,
-                stacklevel=2,
+                TrainingModeWarning,
             )
         x = x.detach()
         score = make_score(model, x, target, batch_size=self.batch_size, layout=layout, owner=owner)

@@ -9,7 +9,6 @@ written over "the axes after the channel axis", never per rank.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Callable, ClassVar, Union, cast
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 from .._engine import ScoreFunction
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
-from ..errors import LayerError, ParameterError, ShapeError
+from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
 from .base import Explainer, Parts
 from .layers import default_layer
@@ -196,19 +195,18 @@ class LayerExplainer(Explainer):
             return score.final_activation(strip=True)
         name, target = self.name, score.target
 
-        def warn(module_name: str, module: nn.Module) -> None:
+        def report(module_name: str, module: nn.Module) -> None:
             kind = type(module).__name__
             what = "log-probability" if kind == "LogSoftmax" else "probability"
-            warnings.warn(
+            warn(
                 f"{name}: the model ends in {kind} (module {module_name!r}), so the {what} output "
                 f"by the model is explained (target {target!r}). Pass final_activation="
                 "'strip' to explain the pre-activation logit (with target=LogProbability(k) for "
                 "the log-probability), or final_activation='keep' to silence this warning.",
-                UserWarning,
-                stacklevel=2,
+                FinalActivationWarning,
             )
 
-        return score.final_activation(strip=False, found=warn)
+        return score.final_activation(strip=False, found=report)
 
     def _grid(self, t: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         """Layer output (B, *A) -> (B, K, *a) with one axis per input spatial axis."""

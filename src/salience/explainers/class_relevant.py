@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from numbers import Integral
 from typing import Any, Callable, Sequence, Union
 
@@ -10,7 +9,7 @@ import torch
 
 from .._engine import ScoreFunction
 from .._validation import check_bool, check_float, check_int, check_option
-from ..errors import ParameterError, ShapeError, TargetError
+from ..errors import ParameterError, SalienceWarning, ShapeError, TargetError, warn
 from ..targets import ClassTarget
 from .base import Explainer, Parts, Wrapper, as_parts
 
@@ -374,14 +373,13 @@ class ClassRelevant(Wrapper):
         flat_samples = [(b, spread) for b, spread in flat_samples if spread < 1.0]
         if flat_samples:
             b, spread = flat_samples[0]
-            warnings.warn(
+            warn(
                 f"{self.name}: the map of {len(flat_samples)} sample(s) is all zeros because the "
                 f"classes' softmax is nearly uniform (e.g. sample {b}: |H| / temperature spans "
                 f"only {spread:.2g}); the attribution magnitudes are small compared with "
                 f"temperature={self.temperature}. Pass normalize=True (scale-free) or a smaller "
                 "temperature.",
-                UserWarning,
-                stacklevel=3,
+                SalienceWarning,
             )
         classes = torch.full((n, k_max), -1, dtype=torch.long, device=device)
         classes[group, pos] = flat

@@ -10,7 +10,6 @@ and the module that called it; they keep their plain gradient.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -20,6 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .._engine import ScoreFunction
+from ..errors import SalienceWarning, warn
 from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired
 from .base import Explainer, Parts
@@ -28,7 +28,7 @@ from .cam import GradCAM, LayerLike, Reshape
 __all__ = ["GuidedBackprop", "DeconvNet", "GuidedGradCAM", "ReLUCoverageWarning"]
 
 
-class ReLUCoverageWarning(UserWarning):
+class ReLUCoverageWarning(SalienceWarning):
     """Some ReLUs of the model were not reached by a modified backward rule."""
 
 
@@ -112,21 +112,19 @@ class _ReLURule:
                 f"{func} in {module}" + (f" (x{count})" if count > 1 else "")
                 for (func, module), count in watch.found.items()
             )
-            warnings.warn(
+            warn(
                 f"{self.owner}: the model applies ReLU functionally ({where}). The modified "
                 f"backward rule reaches only nn.ReLU modules ({len(relus)} found), so these ReLUs "
                 "were backpropagated as plain gradients. Use nn.ReLU modules to cover them.",
                 ReLUCoverageWarning,
-                stacklevel=2,
             )
         elif not relus:
             others = sorted({type(m).__name__ for m in modules.values() if isinstance(m, _OTHER_ACTIVATIONS)})
-            warnings.warn(
+            warn(
                 f"{self.owner}: the model has no nn.ReLU module and calls no ReLU function "
                 f"(activations found: {', '.join(others) if others else 'none'}), so the modified "
                 "backward rule changed nothing: the result is the plain gradient.",
                 ReLUCoverageWarning,
-                stacklevel=2,
             )
 
 

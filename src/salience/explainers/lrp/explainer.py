@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Union
 
@@ -11,12 +10,12 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..._engine import ScoreFunction
-from ...errors import LayerError, ParameterError
+from ...errors import LayerError, ParameterError, SalienceWarning, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
 from ..base import Explainer, Parts
 from .composites import BATCHNORMS, COMPOSITES, Composite, single
-from .rules import AFFINE, Epsilon, LayerCall, Rule, stabilize
+from .rules import AFFINE, LayerCall, Rule, stabilize
 
 __all__ = ["LRP", "LRPCoverageWarning"]
 
@@ -24,7 +23,7 @@ CompositeLike = Union[str, Composite, Rule]
 _MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-class LRPCoverageWarning(UserWarning):
+class LRPCoverageWarning(SalienceWarning):
     """Some layers with parameters got no LRP rule and were backpropagated as plain gradients."""
 
 
@@ -146,11 +145,10 @@ class _LRPPass:
                 elif any(True for _ in module.parameters(recurse=False)):
                     uncovered.append(f"{name or '<model>'} ({type(module).__name__})")
         if uncovered:
-            warnings.warn(
+            warn(
                 f"{self.owner}: the composite {comp.name!r} has no rule for {', '.join(uncovered)}; "
                 "plain gradients flow through them, so relevance is not conserved there.",
                 LRPCoverageWarning,
-                stacklevel=4,
             )
         return plan
 

@@ -325,3 +325,19 @@ def test_sum_rule_closed_form():
     ra, rb = za / (za + zb) * r, zb / (za + zb) * r
     expected = xf * ((ra / za) @ model.a.weight) + xf * ((rb / zb) @ model.b.weight)
     torch.testing.assert_close(attr, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_lrp0_passes_no_relevance_through_units_without_pre_activation():
+    """Epsilon(0) is LRP-0: a unit whose pre-activation is exactly 0 (dead ReLU inputs, zero
+    padding) passes nothing, instead of spreading NaN through the map."""
+    model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 2, bias=False)).double().eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1.0, 0, 0], [0, 0, 1.0, -1.0], [0, 0, 0, 1.0]]))
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]))
+    x = torch.tensor([[[1.0, 2.0, 3.0, 3.0]]]).reshape(1, 4).double()  # unit 1: z = 3 - 3 = 0
+    wrapped = nn.Sequential(nn.Flatten(), model).eval()
+    attr = sl.LRP(wrapped, composite=Composite(rules=((( nn.Linear,), Epsilon(0.0)),), name="lrp0")).explain(x[:, None], 0)
+    assert bool(torch.isfinite(attr.values).all())
+    # closed form: R(unit) = z_unit * w2[0, unit]; unit 1 has z = 0 and passes nothing
+    # unit 0: z = 3 -> R = 3, split as x_i w_i / z: (1/3, 2/3) * 3; unit 2: z = 3 -> R = 9, all to x_3
+    torch.testing.assert_close(attr.values[0, 0], torch.tensor([1.0, 2.0, 0.0, 9.0], dtype=torch.float64))

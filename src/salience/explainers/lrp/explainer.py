@@ -15,7 +15,7 @@ from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
 from ..base import Explainer, Parts
 from .composites import BATCHNORMS, COMPOSITES, Composite, single
-from .rules import AFFINE, LayerCall, Rule, stabilize
+from .rules import AFFINE, LayerCall, Rule, divide
 
 __all__ = ["LRP", "LRPCoverageWarning"]
 
@@ -60,7 +60,7 @@ class _Sum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, r: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         a, b = ctx.saved_tensors
-        share = r / stabilize(a + b, ctx.epsilon)
+        share = divide(r, a + b, ctx.epsilon)
         return a * share, b * share, None
 
 

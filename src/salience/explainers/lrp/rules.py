@@ -63,6 +63,17 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
+def divide(num: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``num / stabilize(z, epsilon)``, and 0 where that denominator is exactly 0 (only possible
+    with ``epsilon = 0``, LRP-0): a unit with no pre-activation passes no relevance, instead of
+    NaN/inf spreading through the map."""
+    den = stabilize(z, epsilon)
+    if epsilon > 0:
+        return num / den
+    zero = den == 0
+    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+
+
 class LayerCall:
     """One call of one layer, as a rule sees it.
 
@@ -154,7 +165,7 @@ class Epsilon(Rule):
 
     def relevance(self, layer: LayerCall, r: torch.Tensor) -> torch.Tensor:
         z = layer.forward(layer.x)
-        return layer.x * layer.vjp(r / stabilize(z, self.epsilon))
+        return layer.x * layer.vjp(divide(r, z, self.epsilon))
 
 
 @dataclass(frozen=True)
@@ -183,8 +194,8 @@ class Gamma(Rule):
         out = layer.forward(x)
         z_up = layer.forward(xp, w_up, b_up) + layer.forward(xn, w_dn, None)
         z_dn = layer.forward(xp, w_dn, b_dn) + layer.forward(xn, w_up, None)
-        s_up = r * (out > 0).to(r.dtype) / stabilize(z_up, self.stabilizer)
-        s_dn = r * (out < 0).to(r.dtype) / stabilize(z_dn, self.stabilizer)
+        s_up = divide(r * (out > 0).to(r.dtype), z_up, self.stabilizer)
+        s_dn = divide(r * (out < 0).to(r.dtype), z_dn, self.stabilizer)
         return (
             xp * layer.vjp(s_up, w_up)
             + xn * layer.vjp(s_up, w_dn)
@@ -223,11 +234,11 @@ class AlphaBeta(Rule):
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z_pos = layer.forward(xp, wp, _pos(b)) + layer.forward(xn, wn, None)
-        s = r / stabilize(z_pos, self.stabilizer)
+        s = divide(r, z_pos, self.stabilizer)
         rel = self.alpha * (xp * layer.vjp(s, wp) + xn * layer.vjp(s, wn))
         if self.beta:
             z_neg = layer.forward(xp, wn, _neg(b)) + layer.forward(xn, wp, None)
-            s = r / stabilize(z_neg, self.stabilizer)
+            s = divide(r, z_neg, self.stabilizer)
             rel = rel - self.beta * (xp * layer.vjp(s, wn) + xn * layer.vjp(s, wp))
         return rel
 
@@ -285,7 +296,7 @@ class ZBox(Rule):
         low, high = (self._bound(v, x) for v in (self.low, self.high))
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         z = layer.forward(x) - layer.forward(low, wp, _pos(b)) - layer.forward(high, wn, _neg(b))
-        s = r / stabilize(z, self.stabilizer)
+        s = divide(r, z, self.stabilizer)
         return x * layer.vjp(s) - low * layer.vjp(s, wp) - high * layer.vjp(s, wn)
 
 
@@ -305,7 +316,7 @@ class Flat(Rule):
         w = self._weights(layer.need_weights(self))
         ones = torch.ones_like(layer.x)
         z = layer.forward(ones, w, None)
-        return layer.vjp(r / stabilize(z, self.stabilizer), w, at=ones)
+        return layer.vjp(divide(r, z, self.stabilizer), w, at=ones)
 
 
 @dataclass(frozen=True)

@@ -24,39 +24,20 @@ same thread count, best of ``repeats``:
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _common import cnn1d, timeit  # noqa: E402  (puts src/ on sys.path)
 from salience import metrics as M  # noqa: E402
 
 THREADS = 2
 ROOT = Path(__file__).resolve().parent
 
 
-def cnn1d() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv1d(8, 32, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(32, 32, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(32, 32, 7, padding=3), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 5),
-    ).eval()
 
 
-def timeit(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:

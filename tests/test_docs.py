@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import salience
+import salience as sl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,11 @@ def _readme_blocks() -> list[str]:
 @pytest.mark.parametrize("i", range(len(_readme_blocks())))
 def test_readme_python_blocks_run(i, capsys):
     code = _readme_blocks()[i]
-    exec(compile(code, f"README.md block {i}", "exec"), {"__name__": "__readme__"})
+    namespace = {"__name__": "__readme__"}
+    exec(compile(code, f"README.md block {i}", "exec"), namespace)
+    if "print(" in code:  # the examples show their results
+        assert capsys.readouterr().out.strip()
+    assert any(isinstance(v, sl.Attribution) for v in namespace.values()), "the block explains something"
 
 
 def _modules() -> list[str]:

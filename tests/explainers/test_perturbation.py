@@ -149,7 +149,9 @@ def test_rise_segments_masker_and_errors():
 
 def test_rise_progress_bar_runs(capsys):
     pytest.importorskip("tqdm")
-    sl.RISE(cnn(1), n_masks=5, cells=2, generator=_g(), progress=True)(make_input("signal"), target=0)
+    attr = sl.RISE(cnn(1), n_masks=5, cells=2, generator=_g(), progress=True)(make_input("signal"), target=0)
+    assert "RISE masks" in capsys.readouterr().err
+    assert bool(torch.isfinite(attr.values).all())
 
 
 # ----------------------------------------------------------------------------------- Occlusion

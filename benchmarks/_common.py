@@ -19,26 +19,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 THREADS = 2
 
 
-def cnn1d() -> nn.Module:
-    """Three convs with ReLU and max pooling, global average pool, 5 classes; (N, 8, T)."""
+def _cnn(dims: int, c_in: int, first: int, k: int, n_classes: int) -> nn.Module:
+    """Three convs with ReLU and max pooling (after the first two), global average pool, linear."""
+    conv, pool, gap = {1: (nn.Conv1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d),
+                       2: (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)}[dims]
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv1d(8, 32, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(32, 32, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(32, 32, 7, padding=3), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 5),
+        conv(c_in, first, k, padding=k // 2), nn.ReLU(), pool(2),
+        conv(first, 32, k, padding=k // 2), nn.ReLU(), pool(2),
+        conv(32, 32, k, padding=k // 2), nn.ReLU(),
+        gap(1), nn.Flatten(), nn.Linear(32, n_classes),
     ).eval()
+
+
+def cnn1d() -> nn.Module:
+    """The 1-D benchmark CNN on (N, 8, T) signals, 5 classes (last conv: "6")."""
+    return _cnn(1, 8, 32, 7, 5)
 
 
 def cnn2d() -> nn.Module:
-    """The same on (N, 3, H, W) images, 10 classes."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
-    ).eval()
+    """The 2-D benchmark CNN on (N, 3, H, W) images, 10 classes (last conv: "6")."""
+    return _cnn(2, 3, 16, 3, 10)
 
 
 def setup(kind: str, n: int) -> tuple[nn.Module, torch.Tensor]:

@@ -534,11 +534,11 @@ class ScoreFunction:
                         "explained. Pick a module that runs once (see salience.layers(model, x)).",
                         SalienceWarning,
                     )
-                g = None
-                if grad and s.requires_grad:  # (no graph at all when the output ignores the layer)
-                    with torch.enable_grad():
-                        (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                 if grad:
+                    g = None
+                    if s.requires_grad:  # (no graph at all when the output ignores the layer)
+                        with torch.enable_grad():
+                            (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                     grads.append(torch.zeros_like(a) if g is None else g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())

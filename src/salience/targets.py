@@ -262,11 +262,9 @@ class Output(Target):
     """
 
     def __init__(self, index: int | tuple[int, ...] = ()) -> None:
-        if isinstance(index, (Integral, np.ndarray)) and np.ndim(index) == 0:
-            index = (index,)
         try:
             idx = tuple(index)  # type: ignore[arg-type]
-        except TypeError:
+        except TypeError:  # a single index (int, numpy integer)
             idx = (index,)
         if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in idx):
             raise TargetError(f"Output expects an int or a tuple of ints. Got {index!r} instead.")

@@ -155,11 +155,7 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
 
     import salience as sl
 
-    name = args.method.lower().replace("-", "").replace("_", "")
-    if name in ("integratedgradients",):
-        name = "ig"
-    if name in ("ixg", "inputxgrad"):
-        name = "inputxgradient"
+    name = _method_name(args.method)
     if name not in METHODS:
         raise CLIError(f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}.")
     cls = getattr(sl, METHODS[name], None)
@@ -197,6 +193,12 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
     if "cam" in name and isinstance(model, torch.jit.ScriptModule):
         raise CLIError(_NO_HOOKS.format(what=f"method {args.method!r}"))
     return cls(model, **kw)
+
+
+def _method_name(method: str) -> str:
+    """The METHODS key of a --method value (case, dashes and underscores ignored; aliases)."""
+    name = method.lower().replace("-", "").replace("_", "")
+    return {"integratedgradients": "ig", "ixg": "inputxgradient", "inputxgrad": "inputxgradient"}.get(name, name)
 
 
 #: --method names whose explainer draws its own progress bar
@@ -266,7 +268,7 @@ def _explain(args: argparse.Namespace) -> int:
     target = parse_target(args.target, x.shape[0])
     chunk = 16
     parts = []
-    own_bar = args.method.lower().replace("-", "").replace("_", "") in _OWN_BAR
+    own_bar = _method_name(args.method) in _OWN_BAR
     with Progress((x.shape[0] + chunk - 1) // chunk, disable=args.quiet or own_bar, desc=f"explain ({args.method})") as bar:
         for i in range(0, x.shape[0], chunk):
             t = target[i : i + chunk] if isinstance(target, list) else target

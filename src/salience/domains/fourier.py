@@ -385,7 +385,7 @@ class STFT(Domain):
         self._n_frames(n)  # ShapeError when not a single frame fits
         if _nola_ok(n, self.n_fft, self.hop_length, self.window, self.center):
             return
-        name = getattr(self, "_window_name", None)
+        name = self._window_name
         window = f"{name!r}" if name is not None else "a custom tensor"
         raise ParameterError(
             f"The STFT window fails the NOLA condition for signals of {n} samples (n_fft="
@@ -409,7 +409,7 @@ class STFT(Domain):
         if ends_zero:
             for name in ("hamming", "boxcar"):
                 w = _window(name, self.win_length, "STFT")
-                if name != getattr(self, "_window_name", None) and _nola_ok(n, self.n_fft, self.hop_length, w, self.center):
+                if name != self._window_name and _nola_ok(n, self.n_fft, self.hop_length, w, self.center):
                     fixes.append(f"window={name!r} (no zeros at its ends)")
                     break
         if not fixes:

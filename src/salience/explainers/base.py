@@ -96,10 +96,10 @@ class Explainer:
         Attribution
         """
         if torch.is_inference_mode_enabled():
-            # gradients cannot be recorded in inference mode, nor for its tensors: explain a
-            # normal copy of x with inference mode switched off for the call
+            # gradients cannot be recorded in inference mode: switch it off for the call
+            # (check_input then explains a normal copy of an inference tensor)
             with torch.inference_mode(False):
-                return self.explain(x.clone() if isinstance(x, torch.Tensor) else x, target)
+                return self.explain(x, target)
         owner = self.name
         x = check_input(x, owner)
         layout = Layout.infer(x, self.layout)

@@ -106,17 +106,17 @@ def _spatial(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[Module
     ]
 
 
-def _default_candidates(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[ModuleCall]:
+def _default_candidates(calls: Sequence[ModuleCall], spatial: Sequence[ModuleCall]) -> list[ModuleCall]:
     """Spatial layers a CAM may pick by itself: those finished before the first token module
     (a transformer or recurrent part must be named, with ``reshape=``), adaptive pooling left out."""
     first_token = min((c.order for c in calls if isinstance(c.module, _TOKEN)), default=math.inf)
-    return [c for c in _spatial(calls, ndim, n_rows) if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
+    return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
 
 
 def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: str) -> ModuleCall:
     """The last module (in execution order) whose output is spatial like the input, before any
     token module (Linear on sequences, attention, LayerNorm, RNN) and other than adaptive pooling."""
-    candidates = _default_candidates(calls, ndim, n_rows)
+    candidates = _default_candidates(calls, _spatial(calls, ndim, n_rows))
     if not candidates:
         raise LayerError(
             f"{owner}: no layer of the model returns a spatial output with {ndim} axes like the "
@@ -170,9 +170,10 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
         raise LayerError(f"layers() needs an nn.Module model. Got {type(model).__name__}.")
     calls = make_score(model, x.detach(), Output(), batch_size=None, layout=lay, owner="layers").trace()
     n = x.shape[0]
-    candidates = _default_candidates(calls, x.ndim, n)
+    spatial_calls = _spatial(calls, x.ndim, n)
+    candidates = _default_candidates(calls, spatial_calls)
     default = candidates[-1].name if candidates else None
-    spatial = {c.name for c in _spatial(calls, x.ndim, n)}
+    spatial = {c.name for c in spatial_calls}
     table = LayerTable()
     for c in calls:
         table.append(

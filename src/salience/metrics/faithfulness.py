@@ -478,14 +478,14 @@ def faithfulness_correlation(
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     flat = a.flatten(1)
     n_units = flat.shape[1]
-    if isinstance(subset_size, int) and not isinstance(subset_size, bool) and subset_size > n_units:
+    subset_size = check_int(subset_size, "subset_size", owner, low=1)
+    if subset_size > n_units:
         raise ParameterError(
             f"The 'subset_size' parameter of {owner} (default 224, Quantus' default for images) "
             f"must be at most the number of attribution units, {n_units} here (shape "
             f"{tuple(a.shape[1:])}). Got {subset_size}; pass a smaller subset_size, e.g. "
             f"subset_size={max(1, n_units // 4)}."
         )
-    subset_size = check_int(subset_size, "subset_size", owner, low=1, high=n_units)
     gen = make_generator(generator)
     b = space.shape[0]
     idx = torch.stack(

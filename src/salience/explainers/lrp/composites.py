@@ -14,13 +14,13 @@ al. 2019; Kohlbrenner et al. 2020) and use zennit's names: ``epsilon``, ``epsilo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from ..._validation import check_float
+from ..._validation import check_bool, check_float
 from ...errors import ParameterError
-from .rules import AFFINE, AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus
+from .rules import AFFINE, AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus, as_rule, check_bounds
 
 __all__ = [
     "Composite",
@@ -72,13 +72,20 @@ BATCHNORMS: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 class Composite:
     """Rules per layer type for one LRP explanation.
 
+    Every field is checked when the composite is built, so a mistake surfaces here rather than
+    in the middle of an explanation.
+
     Parameters
     ----------
-    rules : tuple of (types, Rule)
+    rules : sequence of (types, rule) pairs, or a mapping from types to rules
         Checked in order; the first entry whose types match a module (``isinstance``) gives its
         rule. Modules matched by none keep their plain gradient (e.g. max pooling routes all
-        relevance to the maximum; Flatten/Dropout in eval pass it unchanged).
-    first : Rule, optional
+        relevance to the maximum; Flatten/Dropout in eval pass it unchanged). ``types`` is an
+        ``nn.Module`` subclass or a tuple of them; ``rule`` a :class:`Rule` or a rule name
+        (the class name, case-insensitive: ``"epsilon"``, ``"gamma"``, ``"alphabeta"``,
+        ``"zplus"``, ``"flat"``, ``"wsquare"``, ``"pass"``; see :data:`~.rules.RULES`), built
+        with its defaults. Stored as a tuple of ``(tuple of types, Rule)``.
+    first : Rule or str, optional
         Rule of the first Linear/convolution layer in ``model.modules()`` order (the input layer):
         ``Flat``, ``WSquare`` or ``ZBox``.
     sums : Epsilon or None
@@ -101,10 +108,16 @@ class Composite:
     name: str = "custom"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", _check_rules(self.rules))
+        if self.first is not None:
+            object.__setattr__(self, "first", as_rule(self.first, "first", "Composite"))
         if self.sums is not None and not isinstance(self.sums, Epsilon):
             raise ParameterError(
                 f"The 'sums' parameter of Composite must be an Epsilon rule or None. Got {self.sums!r} instead."
             )
+        check_bool(self.merge_batchnorm, "merge_batchnorm", "Composite")
+        if not isinstance(self.name, str) or not self.name:
+            raise ParameterError(f"The 'name' parameter of Composite must be a non-empty str. Got {self.name!r} instead.")
 
     def rule_for(self, module: nn.Module) -> Rule | None:
         for types, rule in self.rules:
@@ -114,6 +127,37 @@ class Composite:
 
     def __repr__(self) -> str:
         return f"Composite({self.name!r})"
+
+
+def _check_types(types: Any, i: int) -> tuple[type, ...]:
+    group = tuple(types) if isinstance(types, (tuple, list)) else (types,)
+    if not group or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in group):
+        raise ParameterError(
+            f"The 'rules' parameter of Composite: entry {i} must match an nn.Module subclass or a "
+            f"non-empty tuple of them, e.g. (nn.Conv1d, nn.Conv2d). Got {types!r} instead."
+        )
+    return group
+
+
+def _check_rules(rules: Any) -> tuple[tuple[tuple[type, ...], Rule], ...]:
+    """``Composite.rules`` as a tuple of ``(tuple of types, Rule)``, or ParameterError."""
+    if isinstance(rules, Mapping):
+        rules = tuple(rules.items())
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, (tuple, list)):
+        raise ParameterError(
+            "The 'rules' parameter of Composite must be a sequence of (types, rule) pairs, e.g. "
+            f"(((nn.Linear,), Epsilon(0.1)),). Got {type(rules).__name__} {rules!r} instead."
+        )
+    out = []
+    for i, entry in enumerate(rules):
+        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise ParameterError(
+                f"The 'rules' parameter of Composite: entry {i} must be a (types, rule) pair. "
+                f"Got {entry!r} instead."
+            )
+        group = _check_types(entry[0], i)
+        out.append((group, as_rule(entry[1], f"rules[{i}]", "Composite")))
+    return tuple(out)
 
 
 def _base(stabilizer: float) -> list[tuple[tuple[type, ...], Rule]]:
@@ -131,8 +175,22 @@ def _check(epsilon: float, stabilizer: float, owner: str) -> tuple[float, float]
     )
 
 
-def single(rule: Rule, name: str | None = None, stabilizer: float = 1e-6) -> Composite:
-    """One rule on every Linear/convolution layer (plus Pass on activations, Epsilon on pools)."""
+def single(rule: "Rule | str", name: str | None = None, stabilizer: float = 1e-6) -> Composite:
+    """One rule on every Linear/convolution layer (plus Pass on activations, Epsilon on pools).
+
+    Parameters
+    ----------
+    rule : Rule or str
+        A rule, or a rule name built with its defaults (see :class:`Composite`).
+    name : str, optional
+        Recorded as the composite's name (default: the rule's repr).
+    stabilizer : float
+        Non-negative stabiliser of the pooling and residual-sum rules.
+    """
+    rule = as_rule(rule, "rule", "single")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ParameterError(f"The 'name' parameter of single must be a non-empty str or None. Got {name!r} instead.")
+    stabilizer = check_float(stabilizer, "stabilizer", "single", low=0.0)
     return Composite(rules=(*_base(stabilizer), (AFFINE, rule)), sums=Epsilon(stabilizer), name=name or repr(rule))
 
 
@@ -188,16 +246,25 @@ def epsilon_gamma_box(
     Parameters
     ----------
     low, high : float or Tensor
-        Bounds of the input (see :class:`ZBox`).
+        Bounds of the input (see :class:`ZBox`): finite, ``low <= high``.
+    epsilon, gamma, stabilizer : float
+        Non-negative.
+
+    Raises
+    ------
+    ParameterError
+        A parameter out of its range, non-finite bounds or ``low > high``.
     """
     epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_gamma_box")
+    gamma = check_float(gamma, "gamma", "epsilon_gamma_box", low=0.0)
+    low, high = check_bounds(low, high, "epsilon_gamma_box")
     return Composite(
         rules=(
             *_base(stabilizer),
             (CONV, Gamma(gamma, stabilizer)),
             ((nn.Linear,), Epsilon(epsilon)),
         ),
-        first=ZBox(low, high, stabilizer),  # type: ignore[arg-type]
+        first=ZBox(low, high, stabilizer),
         sums=Epsilon(stabilizer),
         name="epsilon_gamma_box",
     )

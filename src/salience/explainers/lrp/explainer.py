@@ -14,7 +14,7 @@ from ...errors import LayerError, ParameterError, SalienceWarning, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
 from ..base import Explainer, Parts
-from .composites import BATCHNORMS, COMPOSITES, Composite, single
+from .composites import BATCHNORMS, COMPOSITES, Composite, epsilon_gamma_box, single
 from .rules import AFFINE, LayerCall, Rule, divide
 
 __all__ = ["LRP", "LRPCoverageWarning"]
@@ -227,15 +227,20 @@ def _resolve(composite: Any, owner: str) -> Composite:
         return single(composite)
     if isinstance(composite, str) and composite in COMPOSITES:
         return COMPOSITES[composite]()
-    if composite == "epsilon_gamma_box":
+    if isinstance(composite, str) and composite == "epsilon_gamma_box":
         raise ParameterError(
             f"The 'composite' parameter of {owner}: 'epsilon_gamma_box' needs the input bounds; "
             "pass salience.lrp.epsilon_gamma_box(low=..., high=...) instead of the name."
         )
+    hint = ""
+    if isinstance(composite, type) and issubclass(composite, Rule):
+        hint = f" (the class {composite.__name__}: pass an instance, e.g. {composite.__name__}())"
+    elif callable(composite) and any(composite is f for f in (*COMPOSITES.values(), epsilon_gamma_box)):
+        hint = f" (the function {composite.__name__}: pass its result, {composite.__name__}(...))"
     raise ParameterError(
         f"The 'composite' parameter of {owner} must be one of "
         f"{', '.join(repr(n) for n in COMPOSITES)}, a salience.lrp.Composite or a rule such as "
-        f"salience.lrp.Epsilon(1e-6). Got {composite!r} instead."
+        f"salience.lrp.Epsilon(1e-6). Got {composite!r} instead{hint}."
     )
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._validation import check_float
+from ..._validation import all_finite, check_float
 from ...errors import LayerError, ParameterError, ShapeError
 
 __all__ = [
@@ -42,6 +42,9 @@ __all__ = [
     "WSquare",
     "Pass",
     "AFFINE",
+    "RULES",
+    "as_rule",
+    "check_bounds",
 ]
 
 #: layers whose weights the rules may modify (their forward is an affine map of the input)
@@ -254,6 +257,69 @@ class ZPlus(AlphaBeta):
 BoundLike = Union[float, torch.Tensor]
 
 
+def _check_bound(value: Any, name: str, owner: str) -> BoundLike:
+    """One input bound: a finite float, or a real tensor of finite values (detached copy)."""
+    if not isinstance(value, torch.Tensor):
+        return check_float(value, name, owner)
+    if value.is_complex() or value.dtype == torch.bool or value.numel() == 0 or value.device.type == "meta":
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a float or a non-empty real tensor of "
+            f"finite values. Got a {value.dtype} tensor of shape {tuple(value.shape)} on "
+            f"{value.device} instead."
+        )
+    if not all_finite(value):
+        bad = int((~torch.isfinite(value)).sum())
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must hold finite values. Got {bad} NaN/inf "
+            f"value(s) in a tensor of shape {tuple(value.shape)} instead."
+        )
+    return value.detach().clone()
+
+
+def check_bounds(low: Any, high: Any, owner: str) -> tuple[BoundLike, BoundLike]:
+    """Validate the input bounds of the z^B rule: finite floats or real tensors, ``low <= high``.
+
+    Parameters
+    ----------
+    low, high : float or Tensor
+        Lower and upper bound of the first layer's input; tensors must broadcast against each
+        other (and, at call time, against one sample of the input).
+    owner : str
+        Named in the error messages (the rule or composite being built).
+
+    Returns
+    -------
+    (low, high)
+        Floats, or detached copies of the tensors (later changes to the caller's tensors do not
+        reach the rule).
+
+    Raises
+    ------
+    ParameterError
+        A bound is not a number or a real tensor, is not finite, or ``low > high`` somewhere.
+    ShapeError
+        Tensor bounds that do not broadcast against each other.
+    """
+    lo, hi = _check_bound(low, "low", owner), _check_bound(high, "high", owner)
+    lo_t, hi_t = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+    try:
+        lo_t, hi_t = torch.broadcast_tensors(lo_t, hi_t.to(lo_t.device))
+    except RuntimeError:
+        raise ShapeError(
+            f"The 'low' and 'high' parameters of {owner} must broadcast against each other. Got "
+            f"shapes {tuple(lo_t.shape)} and {tuple(hi_t.shape)} instead."
+        ) from None
+    above = lo_t > hi_t
+    if bool(above.any()):
+        at = tuple(int(k) for k in above.nonzero()[0]) if above.ndim else ()
+        where = f" at index {at}" if at else ""
+        raise ParameterError(
+            f"The 'low' and 'high' parameters of {owner} must satisfy low <= high (the bounds of "
+            f"the input). Got low={float(lo_t[at]):g} > high={float(hi_t[at]):g}{where} instead."
+        )
+    return lo, hi
+
+
 @dataclass(frozen=True, eq=False)
 class ZBox(Rule):
     """LRP-z^B for the first layer of bounded inputs, ``low <= x <= high``.
@@ -264,9 +330,11 @@ class ZBox(Rule):
     Parameters
     ----------
     low, high : float or Tensor
-        Bounds of the first layer's input; tensors broadcast against one sample of it (e.g.
-        shape (C, 1, 1) for per-channel bounds of normalised images).
+        Bounds of the first layer's input, finite, with ``low <= high`` (element-wise for
+        tensors); tensors broadcast against one sample of it (e.g. shape (C, 1, 1) for
+        per-channel bounds of normalised images) and are copied.
     stabilizer : float
+        Non-negative.
     """
 
     low: BoundLike = 0.0
@@ -274,10 +342,9 @@ class ZBox(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in ("low", "high"):
-            v = getattr(self, name)
-            if not isinstance(v, torch.Tensor):
-                object.__setattr__(self, name, check_float(v, name, "ZBox"))
+        low, high = check_bounds(self.low, self.high, "ZBox")
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
         object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer, "ZBox"))
 
     @staticmethod
@@ -335,3 +402,48 @@ class Pass(Rule):
 
     def relevance(self, layer: LayerCall, r: torch.Tensor) -> torch.Tensor:
         return r
+
+
+#: rule names accepted wherever a rule is expected (case-insensitive): each builds the rule
+#: with its defaults; ZBox needs its bounds and has no name
+RULES: dict[str, type[Rule]] = {
+    cls.__name__.lower(): cls for cls in (Epsilon, Gamma, AlphaBeta, ZPlus, Flat, WSquare, Pass)
+}
+
+
+def as_rule(value: Any, name: str, owner: str) -> Rule:
+    """A rule instance, or a rule name (:data:`RULES`) built with its defaults.
+
+    Parameters
+    ----------
+    value : Rule or str
+    name, owner : str
+        The parameter and the object being built, named in the error message.
+
+    Raises
+    ------
+    ParameterError
+        An unknown name, a rule class instead of an instance, or anything else.
+    """
+    if isinstance(value, Rule):
+        return value
+    if isinstance(value, str):
+        key = value.lower()
+        if key in RULES:
+            return RULES[key]()
+        hint = (
+            " ZBox needs the input bounds: pass ZBox(low, high)." if key == "zbox" else ""
+        )
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} names an unknown LRP rule {value!r}; known names "
+            f"are {', '.join(repr(n) for n in RULES)} (or pass a rule such as Epsilon(1e-6)).{hint}"
+        )
+    if isinstance(value, type) and issubclass(value, Rule):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a rule instance. Got the class "
+            f"{value.__name__} instead; call it, e.g. {value.__name__}()."
+        )
+    raise ParameterError(
+        f"The {name!r} parameter of {owner} must be an LRP rule (e.g. Epsilon(1e-6)) or a rule "
+        f"name ({', '.join(repr(n) for n in RULES)}). Got {type(value).__name__} {value!r} instead."
+    )

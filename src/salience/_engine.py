@@ -16,7 +16,9 @@ their parent's.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Union
@@ -39,7 +41,7 @@ from ._validation import all_finite
 from .layout import Layout
 from .targets import Target, TargetLike, as_target
 
-__all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer", "make_score"]
+__all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer", "make_score", "own_thread"]
 
 # rows x elements per row targeted by the automatic batch size: on a CPU about 2 MiB of float32
 # input per call (cache-sized chunks ran fastest in benchmarks/bench_core.py: for a small 2-D CNN
@@ -67,6 +69,33 @@ def default_batch_size(row_numel: int, device: torch.device | str | None = None)
     on_cpu = device is None or torch.device(device).type == "cpu"
     budget = _AUTO_ELEMENTS_CPU if on_cpu else _AUTO_ELEMENTS
     return int(max(1, min(_AUTO_MAX_ROWS, budget // max(1, row_numel))))
+
+
+def own_thread(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` made to act only in the thread that wraps it (the one running the call).
+
+    Hooks on a module are seen by every thread that calls the module. Each salience call
+    registers its own hooks for its own duration; wrapped this way, they ignore the forward
+    passes that other threads run on the same model at the same time, so concurrent calls on one
+    model neither read nor change each other's activations, gradients or backward rules.
+    """
+    ident = threading.get_ident()
+
+    @functools.wraps(hook)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != ident:
+            return None
+        return hook(*args, **kwargs)
+
+    return wrapped
+
+
+def _storage(t: torch.Tensor) -> int:
+    """Address of the memory a tensor views (0 for tensors without storage)."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
+        return 0
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -126,6 +155,55 @@ def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.
             "List the candidates with salience.layers(model, x)."
         )
     raise LayerError(f"layer must be a dotted module name or an nn.Module. Got {type(layer).__name__}.")
+
+
+class _CallState:
+    """What one explain call knows about its model's writes into the rows it is given.
+
+    A model may overwrite its input in place (``nn.ReLU(inplace=True)`` as its first layer,
+    ``x.clamp_(...)``, normalisation written as ``x -= mean``). Every model call must therefore
+    receive rows the model may overwrite without harm:
+
+    * rows that view memory the caller or the explainer keeps (the explained input, a user's
+      baseline, the inputs of derived score functions, tensor row sources) are copied before the
+      call; rows made for the call (masked copies, path points) are handed over as they are;
+    * gradient rows are autograd leaves, which the model may not write into: the first gradient
+      call hands the model a copy and watches its version counter; when the model did not
+      write into it, later calls hand over the leaf itself (no copy); a model found writing in
+      place keeps getting copies.
+    """
+
+    __slots__ = ("protected", "writes_input")
+
+    def __init__(self) -> None:
+        self.protected: set[int] = set()
+        #: None until a model call showed whether the model writes into its input
+        self.writes_input: bool | None = None
+
+    def protect(self, t: torch.Tensor) -> None:
+        ptr = _storage(t)
+        if ptr:
+            self.protected.add(ptr)
+
+    def argument(self, rows: torch.Tensor) -> torch.Tensor:
+        """The tensor handed to the model for ``rows``."""
+        if rows.requires_grad:  # a leaf of gradients()
+            return rows if self.writes_input is False else rows.clone()
+        if _storage(rows) in self.protected:
+            return rows.clone()
+        return rows
+
+    def observe(self, arg: torch.Tensor, version: int) -> None:
+        """Record whether the model wrote into ``arg`` (its version counter moved)."""
+        if arg._version != version:
+            self.writes_input = True
+        elif self.writes_input is None:
+            self.writes_input = False
+
+
+def _leaf_written(err: BaseException) -> bool:
+    """Autograd's refusal of an in-place write into a leaf that requires grad."""
+    return isinstance(err, RuntimeError) and "leaf Variable that requires grad" in str(err)
 
 
 @dataclass
@@ -212,6 +290,10 @@ class ScoreFunction:
         # set by compose(affine=True): (the parent's model function, the transform); lets
         # weighted gradient sums skip the backward through the transform on every row
         self._affine: tuple[ModelFn, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
+        # what this explain call knows about the model's writes into its input; shared by every
+        # score function derived from this one (see _derive)
+        self._call = _CallState()
+        self._call.protect(input)
 
     def record_input_values(self, values: torch.Tensor) -> torch.Tensor:
         """Record the scores at the explained point, shape (B,), unless some are cached already.
@@ -235,10 +317,32 @@ class ScoreFunction:
     def n_samples(self) -> int:
         return int(self.input.shape[0])
 
-    def _output(self, rows: torch.Tensor, index: torch.Tensor, model_fn: ModelFn | None = None) -> torch.Tensor:
+    def _output(
+        self,
+        rows: torch.Tensor,
+        index: torch.Tensor,
+        model_fn: ModelFn | None = None,
+    ) -> torch.Tensor:
+        """The model's output for ``rows`` (checked), on rows the model may overwrite (see
+        :class:`_CallState` for when the model receives a copy)."""
+        call = self._call
+        fn = model_fn or self.model_fn
         try:
-            with _state_kept(self.model):
-                out = (model_fn or self.model_fn)(rows, index)
+            arg = call.argument(rows)
+            version = arg._version
+            try:
+                with _state_kept(self.model):
+                    out = fn(arg, index)
+            except RuntimeError as err:
+                if arg is not rows or not _leaf_written(err):
+                    raise
+                # the model writes into its input only on some calls: hand it a copy from now on
+                call.writes_input = True
+                arg = rows.clone()
+                version = arg._version
+                with _state_kept(self.model):
+                    out = fn(arg, index)
+            call.observe(arg, version)
         except SalienceError:
             raise
         except Exception as err:
@@ -251,6 +355,12 @@ class ScoreFunction:
             raise ModelOutputError(
                 f"{self.owner}: the model must return a torch.Tensor; got {type(out).__name__}. "
                 "Wrap it so that it returns the tensor to explain."
+            )
+        if out.is_complex():
+            raise ModelOutputError(
+                f"{self.owner}: the model returned a complex tensor ({out.dtype}); a score must be "
+                "real, and dropping the imaginary part would be silently wrong. Wrap the model so "
+                "that it returns a real tensor (e.g. out.abs(), out.real or torch.view_as_real(out))."
             )
         if out.ndim == 0 or out.shape[0] != rows.shape[0]:
             raise ModelOutputError(
@@ -276,6 +386,16 @@ class ScoreFunction:
             )
         return s
 
+    def _no_gradient(self, what: str, *, layer: bool = False) -> ModelOutputError:
+        """The error for a score that carries no gradient (see :meth:`gradients`)."""
+        others = "ScoreCAM, RISE, Occlusion or MaskUpdate" if layer else "RISE, Occlusion or MaskUpdate"
+        return ModelOutputError(
+            f"{self.owner} needs the gradient of the score with respect to {what}, but the "
+            "model's output carries none: it is detached, of an integer or bool dtype, constant, "
+            "or computed outside autograd (NumPy, a NumpyModel). Forward-only methods explain "
+            f"such models: {others}."
+        )
+
     def _chunks(self, n_rows: int) -> Iterator[tuple[int, int]]:
         for start in range(0, n_rows, self.batch_size):
             yield start, min(start + self.batch_size, n_rows)
@@ -288,6 +408,7 @@ class ScoreFunction:
                     f"{self.owner}: rows must have shape (B={b}, N, ...); got {tuple(source.shape)}."
                 )
             flat = source.reshape(b * source.shape[1], *source.shape[2:])
+            self._call.protect(flat)  # the caller keeps these rows: the model gets copies
             return (lambda a, z: flat[a:z]), int(source.shape[1])
         if n is None:
             raise TypeError("n (rows per sample) is required when rows are generated lazily")
@@ -403,12 +524,16 @@ class ScoreFunction:
                         rows = affine[1](rows, local)
                 rows = rows.detach().requires_grad_(True)
                 s = self._scores(rows, local, tmap, model_fn)
+                if not s.requires_grad:
+                    raise self._no_gradient("its input")
                 if weights is not None:
                     # seed the backward with each row's weight: g = w_r * d s_r / d row_r
                     w = weights[torch.arange(start, stop, device=s.device) % n].to(s.dtype)
-                    (g,) = torch.autograd.grad(s, rows, grad_outputs=w)
+                    (g,) = torch.autograd.grad(s, rows, grad_outputs=w, allow_unused=True)
                 else:
-                    (g,) = torch.autograd.grad(s.sum(), rows)
+                    (g,) = torch.autograd.grad(s.sum(), rows, allow_unused=True)
+                if g is None:  # the score does not depend on the rows: its gradient is 0
+                    g = torch.zeros_like(rows)
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
                     shape = (b, *g.shape[1:]) if weights is not None else (b * n, *g.shape[1:])
@@ -489,7 +614,7 @@ class ScoreFunction:
             # hand a copy downstream so an in-place op after the layer cannot alter `out`
             return out.clone()
 
-        handle = module.register_forward_hook(hook)
+        handle = module.register_forward_hook(own_thread(hook))
         try:
             yield store
         finally:
@@ -535,10 +660,10 @@ class ScoreFunction:
                         SalienceWarning,
                     )
                 if grad:
-                    g = None
-                    if s.requires_grad:  # (no graph at all when the output ignores the layer)
-                        with torch.enable_grad():
-                            (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
+                    if not s.requires_grad:
+                        raise self._no_gradient("the target layer", layer=True)
+                    with torch.enable_grad():
+                        (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
                     grads.append(torch.zeros_like(a) if g is None else g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())
@@ -580,7 +705,7 @@ class ScoreFunction:
         try:
             for name, mod in model.named_modules():
                 if name:
-                    handles.append(mod.register_forward_hook(make_hook(name)))
+                    handles.append(mod.register_forward_hook(own_thread(make_hook(name))))
             with torch.no_grad(), self._pass():
                 out = self._output(self.input[:n], torch.arange(n, device=self.input.device))
         finally:
@@ -623,7 +748,10 @@ class ScoreFunction:
             target_map=self.target_map,
         )
         kw.update(changes)
-        return ScoreFunction(**kw)  # type: ignore[arg-type]
+        derived = ScoreFunction(**kw)  # type: ignore[arg-type]
+        derived._call = self._call  # one explain call: one record of what the model writes
+        self._call.protect(derived.input)
+        return derived
 
     def final_activation(
         self, *, strip: bool, found: Callable[[str, nn.Module], None] | None = None
@@ -669,7 +797,7 @@ class ScoreFunction:
 
                 return hook
 
-            handles = [m.register_forward_hook(record(n)) for n, m in heads]
+            handles = [m.register_forward_hook(own_thread(record(n))) for n, m in heads]
             try:
                 out = inner(rows, index)
             finally:

@@ -117,6 +117,12 @@ def check_input(x: Any, owner: str, name: str = "x") -> torch.Tensor:
         )
     if x.shape[0] == 0:
         raise ShapeError(f"{owner} got an empty batch: {name} has shape {tuple(x.shape)}.")
+    if 0 in x.shape:
+        axis = list(x.shape).index(0)
+        raise ShapeError(
+            f"{owner} expects every axis of {name} to have at least one element; axis {axis} of "
+            f"shape {tuple(x.shape)} is empty (a zero-length signal or image has nothing to explain)."
+        )
     if x.device.type == "meta":
         raise InputError(
             f"{owner} expects {name} to hold data; got a tensor on the 'meta' device (shape "

@@ -22,6 +22,25 @@ def _as_matrix(a: Any, name: str) -> torch.Tensor:
     return t
 
 
+def _fit(est: Any, obs: np.ndarray, what: str) -> None:
+    """Fit ``est`` on observations (n, C), with errors that name the cause."""
+    n, c = obs.shape
+    if n < 2:
+        raise ShapeError(
+            f"ICA: fitting an ICA on {what} needs at least 2 time points (observations) of its "
+            f"{c} channels; got {n}. Fit the domain on longer signals or more samples "
+            "(ICA(...).fit(x_train)) and explain with that fitted ICA."
+        )
+    try:
+        est.fit(obs)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+        raise ShapeError(
+            f"ICA: fitting {type(est).__name__} on {what} ({n} observations of {c} channels) "
+            f"failed: {type(err).__name__}: {err}. An ICA needs many more time points than "
+            "channels; fit it on longer signals or more samples (ICA(...).fit(x_train))."
+        ) from err
+
+
 def _matrices(ica: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mixing (C, K), unmixing (K, C), mean (C,)) of a fitted FastICA-like object."""
     mixing = _as_matrix(ica.mixing_, "mixing_")
@@ -235,7 +254,7 @@ class ICA(Domain):
         gen = self._seed_source()
         for i in range(b):
             est = self._estimator(gen)
-            est.fit(self._observations(x[i : i + 1]))
+            _fit(est, self._observations(x[i : i + 1]), f"sample {i}")
             mats.append(_matrices(est))
         a, w, m = (torch.stack(t) for t in zip(*mats))
         return a, w, m
@@ -296,7 +315,7 @@ class ICA(Domain):
         x : Tensor of shape (M, C, T)
         """
         est = self._estimator(self._seed_source())
-        est.fit(self._observations(x))
+        _fit(est, self._observations(x), "x")
         self._set(*_matrices(est))
         return self
 

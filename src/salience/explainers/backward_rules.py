@@ -4,7 +4,8 @@ A *plan* maps modules of the model to handlers. While :func:`rewired` is active,
 module keeps its forward value, but its output is replaced by a tensor whose backward pass is the
 handler's rule instead of the module's own derivative. Everything is installed by hooks that exist
 only inside the ``with`` block and are removed in ``finally``; parameters, buffers, modes and
-``.grad`` are never touched.
+``.grad`` are never touched. The hooks act only in the thread that installed them, so other
+threads using the same model at the same time are not affected.
 
 Used through :meth:`salience._engine.ScoreFunction.under`, which enters such a context around each
 pass of model calls (forward and backward).
@@ -17,6 +18,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
+
+from .._engine import own_thread
 
 __all__ = ["Handler", "replace_backward", "rewired"]
 
@@ -90,8 +93,8 @@ def rewired(
 
     try:
         for module, handler in plan.items():
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(make_hook(handler)))
+            handles.append(module.register_forward_pre_hook(own_thread(pre_hook)))
+            handles.append(module.register_forward_hook(own_thread(make_hook(handler))))
         if output is not None:
 
             def output_hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
@@ -99,7 +102,7 @@ def rewired(
                     return None
                 return output(module, out, out)
 
-            handles.append(model.register_forward_hook(output_hook))
+            handles.append(model.register_forward_hook(own_thread(output_hook)))
         yield
     finally:
         for handle in reversed(handles):

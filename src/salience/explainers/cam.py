@@ -21,7 +21,7 @@ from .._validation import check_bool, check_option
 from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
 from .base import Explainer, Parts
-from .layers import default_layer
+from .layers import default_layer, token_module
 
 __all__ = [
     "LayerExplainer",
@@ -37,6 +37,7 @@ LayerLike = Union[None, str, nn.Module]
 Reshape = Union[None, str, Callable[[torch.Tensor], torch.Tensor]]
 
 _INTERPOLATION = ("linear", "bilinear", "trilinear")  # by number of spatial axes
+_TUPLE_OUT = (nn.RNNBase, nn.MultiheadAttention)
 
 
 def token_grid(tokens: torch.Tensor, sizes: tuple[int, ...], owner: str = "reshape='tokens'") -> torch.Tensor:
@@ -162,10 +163,30 @@ class LayerExplainer(Explainer):
             raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
         if self.layer is None:
+            if math.prod(sizes) == 1:
+                raise ShapeError(
+                    f"{owner}: the input has a single position (spatial size {sizes}), so no layer "
+                    "can hold a map over positions and there is no default layer; a class "
+                    "activation map needs a signal with several time points (or an image with "
+                    "several pixels). For per-channel importance use a gradient method."
+                )
             call = default_layer(score.trace(n_rows=1), x.ndim, 1, owner)
             name, module = call.name, call.module
         else:
             name, module = score.find_layer(self.layer)
+            if self.reshape is None:
+                token = token_module(score.model, name)
+                # (an RNN or attention module itself returns a tuple, refused as such when called)
+                if token is not None and not (token is module and isinstance(token, _TUPLE_OUT)):
+                    raise LayerError(
+                        f"{owner}: the layer {name!r} is (or is inside) a {type(token).__name__}, "
+                        "whose output is a sequence of tokens x features (B, L, D), not channels x "
+                        "positions; read as it is, its feature axis would be taken for time. Pass "
+                        "reshape='tokens' (a patch grid inferred from the input size), a callable "
+                        "mapping the output to (B, K, *spatial) (e.g. reshape=lambda a: "
+                        "a.transpose(1, 2) for (B, T, D) time x features), or pick a convolutional "
+                        "layer (salience.layers(model, x) lists them)."
+                    )
         values, cam = self._layer_map(x, score, module, sizes)
         layer_shape = tuple(cam.shape[1:])
         if self.relu:

@@ -113,6 +113,18 @@ def _default_candidates(calls: Sequence[ModuleCall], spatial: Sequence[ModuleCal
     return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
 
 
+def token_module(model: nn.Module, name: str) -> nn.Module | None:
+    """The token module (Linear, LayerNorm, attention, RNN, transformer layer) that is the layer
+    ``name`` of ``model`` or contains it, or None: such a layer's output is (B, L, D) tokens x
+    features (or time x hidden units), not channels x positions."""
+    found = None
+    for prefix, module in model.named_modules():
+        if isinstance(module, _TOKEN) and (name == prefix or name.startswith(prefix + ".") or prefix == ""):
+            found = module
+            break
+    return found
+
+
 def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: str) -> ModuleCall:
     """The last module (in execution order) whose output is spatial like the input, before any
     token module (Linear on sequences, attention, LayerNorm, RNN) and other than adaptive pooling."""

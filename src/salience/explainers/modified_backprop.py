@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._engine import ScoreFunction
+from .._engine import ScoreFunction, own_thread
 from ..errors import SalienceWarning, warn
 from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired
@@ -100,8 +100,8 @@ class _ReLURule:
         watch = _FunctionalReLUs(stack, lambda: bool(kinds) and kinds[-1])
         try:
             for name, module in modules.items():
-                handles.append(module.register_forward_pre_hook(enter(name, module in relus)))
-                handles.append(module.register_forward_hook(leave, always_call=True))
+                handles.append(module.register_forward_pre_hook(own_thread(enter(name, module in relus))))
+                handles.append(module.register_forward_hook(own_thread(leave), always_call=True))
             with rewired(model, {m: self.handler for m in relus}), watch:
                 yield
         finally:

@@ -1,0 +1,343 @@
+"""Hardening (#13): models that write into their input, threads sharing a model, outputs without
+gradients or with complex values, token layers read as channels, zero-length and one-step axes.
+
+Each test fails on the code before the fix it covers.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import salience as sl
+from registry import EXPLAINERS, Case
+from toy_models import DIMS, cnn, make_input
+
+# ---------------------------------------------------------------- models that work in place
+
+
+class CentreInPlace(nn.Module):
+    """Subtracts each channel's mean from the input in place (``x -= mean``)."""
+
+    def __init__(self, inplace: bool = True) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
+        if self.inplace:
+            x -= mean
+            return x
+        return x - mean
+
+
+def _front(kind: str, first: str, inplace: bool) -> nn.Module:
+    """toy_models.cnn behind a first layer that overwrites its input (or its out-of-place twin).
+
+    The body is reachable as ``.model`` so the CAM cases find their layer by module."""
+    layer = nn.ReLU(inplace=inplace) if first == "relu" else CentreInPlace(inplace)
+
+    class Front(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = layer
+            self.model = cnn(DIMS[kind])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(self.first(x))
+
+    return Front().eval()
+
+
+_KIND_OF = {c.id: c.kinds[0] for c in EXPLAINERS}
+INPLACE_CASES = [pytest.param(c, c.kinds[0], id=f"{c.id}-{c.kinds[0]}") for c in EXPLAINERS]
+
+
+def _explain(case: Case, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return case.make(model).explain(x, target=1).values
+
+
+@pytest.mark.parametrize("first", ["relu", "centre"])
+@pytest.mark.parametrize("case, kind", INPLACE_CASES)
+def test_models_writing_into_their_input(case: Case, kind: str, first: str):
+    """The caller's x is never changed, repeated calls explain the same point, and the result
+    equals the one for the same model written out of place (gradient methods included)."""
+    x = make_input(kind)
+    before = x.clone()
+    got = _explain(case, _front(kind, first, inplace=True), x)
+    assert torch.equal(x, before), "the model's in-place write reached the caller's input"
+    again = _explain(case, _front(kind, first, inplace=True), x)
+    want = _explain(case, _front(kind, first, inplace=False), x)
+    if not case.stochastic:
+        torch.testing.assert_close(again, got, rtol=0, atol=0)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    assert torch.equal(x, before)
+
+
+def test_in_place_gradient_is_the_true_gradient():
+    """Autograd through the model's in-place ReLU: the gradient of relu(x) @ w is w where x > 0."""
+    w = torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(3, 1, bias=False, dtype=torch.float64))
+    with torch.no_grad():
+        model[2].weight.copy_(w)
+    x = torch.tensor([[[0.5, -1.0, 2.0]]], dtype=torch.float64)
+    g = sl.Gradient(model).explain(x, target=sl.Output(0)).values
+    torch.testing.assert_close(g, torch.tensor([[[1.0, 0.0, 3.0]]], dtype=torch.float64))
+    assert torch.equal(x, torch.tensor([[[0.5, -1.0, 2.0]]], dtype=torch.float64))
+
+
+def test_model_writing_in_place_only_sometimes():
+    """A model that writes into its input only on some calls still gets rows it may overwrite
+    (the first gradient call saw no write; a later one writes into the leaf)."""
+    calls = [0]
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] > 1:
+            x.mul_(1.0)
+        return x.flatten(1).sum(1, keepdim=True) * 2
+
+    x = torch.randn(4, 2, 5, dtype=torch.float64)
+    before = x.clone()
+    g = sl.Gradient(model, batch_size=1).explain(x, target=sl.Output(0)).values
+    torch.testing.assert_close(g, torch.full_like(x, 2.0))
+    assert torch.equal(x, before)
+
+
+def test_in_place_model_in_metrics_and_layers():
+    """Model-calling metrics and layers() hand the model copies of the caller's input."""
+    model = _front("signal", "relu", inplace=True)
+    x = make_input("signal", batch=3)
+    before = x.clone()
+    attr = sl.Gradient(model).explain(x, target=1)
+    sl.metrics.deletion_curve(model, x, attr, target=1, steps=4, progress=False)
+    sl.metrics.insertion_curve(model, x, attr, target=1, steps=4, progress=False)
+    sl.metrics.faithfulness_correlation(model, x, attr, target=1, n_runs=4, subset_size=5,
+                                        generator=torch.Generator().manual_seed(0), progress=False)
+    sl.metrics.infidelity(model, x, attr, target=1, n_perturbations=3, generator=torch.Generator().manual_seed(0))
+    sl.layers(model, x)
+    assert torch.equal(x, before)
+
+
+def test_user_baseline_not_written():
+    """IG hands the model a copy of a user's baseline tensor too."""
+    model = _front("signal", "relu", inplace=True)
+    x = make_input("signal")
+    baseline = -torch.ones_like(x)
+    sl.IntegratedGradients(model, n_steps=3, rule="riemann_right", baseline=baseline).explain(x, target=1)
+    assert torch.equal(baseline, -torch.ones_like(x))
+
+
+# ---------------------------------------------------------------- threads
+
+
+def _shared_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 3), nn.Softmax(1),
+    ).double().eval()
+
+
+THREADED = {
+    "GradCAM": lambda m: sl.GradCAM(m, layer="2", batch_size=2, final_activation="keep"),
+    "GradCAM-default-strip": lambda m: sl.GradCAM(m, batch_size=2, final_activation="strip"),
+    "ScoreCAM": lambda m: sl.ScoreCAM(m, layer="2", batch_size=3, progress=False, final_activation="keep"),
+    "GuidedGradCAM": lambda m: sl.GuidedGradCAM(m, layer="2", batch_size=2, final_activation="keep"),
+    "GuidedBackprop": lambda m: sl.GuidedBackprop(m, batch_size=2),
+    "DeconvNet": lambda m: sl.DeconvNet(m, batch_size=2),
+    "LRP": lambda m: sl.LRP(m, batch_size=2),
+    "IG": lambda m: sl.IntegratedGradients(m, n_steps=4, batch_size=3),
+}
+
+
+@pytest.mark.parametrize("name", list(THREADED))
+def test_threads_sharing_one_model(name: str):
+    """Four threads explaining different inputs with one model (and one explainer) at once get
+    exactly the maps of sequential calls: hooks act only in the thread that installed them."""
+    model = _shared_model()
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(6, 2, 48, generator=g, dtype=torch.float64) for _ in range(2)]
+    explainer = THREADED[name](model)
+    ref = [explainer.explain(x, target=1).values for x in xs]
+    errors: list[BaseException] = []
+    wrong = [0]
+    start = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(12):
+                if not torch.equal(explainer.explain(xs[i], target=1).values, ref[i]):
+                    wrong[0] += 1
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i % 2,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:2]
+    assert wrong[0] == 0
+    assert all(len(m._forward_hooks) == len(m._forward_pre_hooks) == 0 for m in model.modules())
+
+
+# ---------------------------------------------------------------- outputs without gradients
+
+
+class _Model(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv1d(2, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.relu(self.conv(x)).mean(-1))
+        if self.kind == "detached":
+            return out.detach()
+        if self.kind == "int":
+            return (out * 100).long()
+        if self.kind == "bool":
+            return out > 0
+        if self.kind == "constant":
+            return torch.ones(x.shape[0], 3)
+        if self.kind == "complex":
+            return torch.complex(out, out)
+        return out
+
+
+GRADIENT_METHODS = {
+    "Gradient": lambda m: sl.Gradient(m),
+    "IG": lambda m: sl.IntegratedGradients(m, n_steps=3),
+    "SmoothGrad": lambda m: sl.SmoothGrad(sl.Gradient(m), n_samples=2, generator=torch.Generator().manual_seed(0)),
+    "FourierIG": lambda m: sl.FourierIG(m, n_steps=3),
+    "GuidedBackprop": lambda m: sl.GuidedBackprop(m),
+    "LRP": lambda m: sl.LRP(m),
+    "GradCAM": lambda m: sl.GradCAM(m, layer="conv"),
+    "LayerCAM": lambda m: sl.LayerCAM(m, layer="relu"),
+}
+
+
+@pytest.mark.parametrize("kind", ["detached", "int", "bool", "constant"])
+@pytest.mark.parametrize("method", list(GRADIENT_METHODS))
+def test_outputs_without_gradient_are_refused(method: str, kind: str):
+    x = torch.randn(2, 2, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(sl.ModelOutputError, match="carries none.*RISE, Occlusion"):
+            GRADIENT_METHODS[method](_Model(kind).eval()).explain(x, target=1)
+
+
+@pytest.mark.parametrize("kind", ["detached", "int", "constant"])
+def test_forward_only_methods_explain_outputs_without_gradient(kind: str):
+    x = torch.randn(2, 2, 16)
+    model = _Model(kind).eval()
+    gen = torch.Generator().manual_seed(0)
+    assert sl.RISE(model, n_masks=8, generator=gen, progress=False).explain(x, target=1).values.shape == (2, 1, 16)
+    assert sl.Occlusion(model, window=4).explain(x, target=1).values.shape[0] == 2
+    assert sl.ScoreCAM(model, layer="conv", progress=False).explain(x, target=1).values.shape == (2, 1, 16)
+
+
+def test_numpy_model_gradient_methods_name_the_cause():
+    class Clf:
+        def predict_proba(self, a: np.ndarray) -> np.ndarray:
+            s = a.reshape(len(a), -1).sum(1, keepdims=True)
+            return np.concatenate([1 / (1 + np.exp(s)), 1 / (1 + np.exp(-s))], 1)
+
+    model = sl.NumpyModel(Clf().predict_proba)
+    x = torch.randn(2, 1, 8)
+    with pytest.raises(sl.ModelOutputError, match="NumpyModel"):
+        sl.IntegratedGradients(model, n_steps=2).explain(x, target=1)
+    assert sl.Occlusion(model, window=2).explain(x, target=1).values.shape[0] == 2
+
+
+@pytest.mark.parametrize("method", ["Gradient", "GradCAM"])
+def test_complex_outputs_are_refused(method: str):
+    x = torch.randn(2, 2, 16)
+    with pytest.raises(sl.ModelOutputError, match="complex"):
+        GRADIENT_METHODS[method](_Model("complex").eval()).explain(x, target=1)
+    with pytest.raises(sl.ModelOutputError, match="complex"):
+        sl.RISE(_Model("complex").eval(), n_masks=4, progress=False).explain(x, target=1)
+
+
+def test_score_independent_of_input_has_zero_gradient():
+    """A score that does not depend on the input (but is differentiable) has gradient 0, not an
+    autograd error."""
+    bias = nn.Parameter(torch.ones(3))
+    model = lambda x: bias.expand(x.shape[0], 3) * 2  # noqa: E731
+    g = sl.Gradient(model).explain(torch.randn(2, 2, 5), target=1).values
+    assert torch.equal(g, torch.zeros(2, 2, 5))
+
+
+# ---------------------------------------------------------------- token layers
+
+
+class _TokenNet(nn.Module):
+    """(B, C, T) -> conv stem -> (B, T, D) tokens -> transformer layer -> mean -> classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(2, 8, 3, padding=1)
+        self.encoder = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.stem(x).transpose(1, 2)
+        return self.head(self.norm(self.encoder(tokens)).mean(1))
+
+
+@pytest.mark.parametrize("layer", ["encoder", "norm", "encoder.linear2", "encoder.norm2"])
+def test_token_layer_without_reshape_is_refused(layer: str):
+    x = torch.randn(2, 2, 8)  # tokens (2, 8, 8): D == T, so shapes alone cannot tell
+    with pytest.raises(sl.LayerError, match="reshape"):
+        sl.GradCAM(_TokenNet().eval(), layer=layer).explain(x, target=0)
+
+
+def test_token_layer_with_reshape_is_explained():
+    torch.manual_seed(0)
+    model = _TokenNet().eval()
+    x = torch.randn(2, 2, 12)
+    attr = sl.HiResCAM(model, layer="encoder", reshape=lambda a: a.transpose(1, 2), relu=False).explain(x, target=0)
+    assert attr.values.shape == (2, 1, 12)
+    # the (B, T, D) map read the right way: position t's value uses token t
+    conv_cam = sl.HiResCAM(model, layer="stem", relu=False).explain(x, target=0)
+    assert conv_cam.values.shape == attr.values.shape
+
+
+# ---------------------------------------------------------------- degenerate axes
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in EXPLAINERS if "signal" in c.kinds])
+def test_zero_length_axis_is_a_shape_error(case: Case):
+    model = cnn(1)
+    x = torch.zeros(2, 3, 0, dtype=torch.float64)
+    with pytest.raises(sl.ShapeError, match="empty"):
+        case.make(model).explain(x, target=1)
+    with pytest.raises(sl.ShapeError, match="empty"):
+        case.make(model).explain(torch.zeros(2, 0, 5, dtype=torch.float64), target=1)
+
+
+@pytest.mark.parametrize("cls", [sl.GradCAM, sl.ScoreCAM, sl.HiResCAM])
+def test_cam_default_layer_on_a_single_time_step_names_it(cls):
+    model = cnn(1)
+    with pytest.raises(sl.ShapeError, match="single position"):
+        cls(model).explain(torch.randn(2, 3, 1, dtype=torch.float64), target=1)
+
+
+@pytest.mark.parametrize("t", [1, 2])
+def test_ica_on_too_short_signals_is_a_shape_error(t: int):
+    pytest.importorskip("sklearn")
+    model = cnn(1)
+    with pytest.raises(sl.ShapeError, match="ICA"):
+        sl.ICAIG(model, n_steps=2).explain(torch.randn(2, 3, t, dtype=torch.float64), target=1)

@@ -198,5 +198,5 @@ def test_faithfulness_correlation_default_subset_too_large_says_so():
     model = cnn(1)
     x = make_input("signal")  # 3 x 20 = 60 units, fewer than the default subset of 224
     attr = sl.Gradient(model).explain(x, 1)
-    with pytest.raises(sl.ParameterError, match=r"'subset_size' .*\(default 224.*at most the number of attribution units, 60"):
+    with pytest.raises(sl.ParameterError, match=r"'subset_size' .*\(default 224.*smaller than the number of attribution units, 60"):
         sl.metrics.faithfulness_correlation(model, x, attr, 1, generator=torch.Generator().manual_seed(0), progress=False)

@@ -6,11 +6,14 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from torch import nn
+
 from .._engine import ScoreFunction, make_score
-from .._validation import check_batch_size, check_input
+from .._validation import all_finite, check_batch_size, check_input
 from ..attribution import Attribution
 from ..domains.base import into
-from ..errors import InputError, ParameterError, ShapeError
+from ..errors import DTypeError, InputError, ParameterError, ShapeError
+from ..explainers.base import Explainer
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
 
@@ -48,7 +51,7 @@ class Metric:
         return type(self).__name__
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        params = ", ".join(f"{k}={_param_repr(v)}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{self.name}({params})"
 
     def __call__(
@@ -71,13 +74,125 @@ class Metric:
         return value
 
 
+def _param_repr(value: Any) -> str:
+    """A parameter in a metric's repr; generators without their memory address (the repr labels
+    rows of :func:`~salience.metrics.evaluate`'s table and must not change from run to run)."""
+    if isinstance(value, torch.Generator):
+        return f"torch.Generator(device={str(value.device)!r})"
+    return repr(value)
+
+
 # ---------------------------------------------------------------------------- shared helpers
+def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 2) -> torch.Tensor:
+    """Check that an attribution-like tensor can be scored; returned detached.
+
+    It must be a tensor of a real floating-point dtype with a batch axis and at least
+    ``min_ndim`` dims, no empty axis, and only finite values (one reduction).
+
+    Parameters
+    ----------
+    t : Any
+        The tensor to check.
+    owner : str
+        The metric, named in the messages.
+    name : str, default "attribution"
+        What ``t`` is, named in the messages.
+    min_ndim : int, default 2
+        The fewest dims accepted: a batch axis and at least one more.
+
+    Returns
+    -------
+    Tensor
+        ``t.detach()``.
+
+    Raises
+    ------
+    InputError
+        ``t`` is not a tensor, or holds NaN or inf.
+    DTypeError
+        ``t`` is complex, integer or boolean.
+    ShapeError
+        ``t`` has fewer than ``min_ndim`` dims or an axis of size 0.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise InputError(
+            f"{owner} expects {name} to be a torch.Tensor or a salience.Attribution. Got "
+            f"{type(t).__name__} instead."
+        )
+    if t.is_complex() or not t.is_floating_point():
+        hint = ("complex coefficients need a domain with a real/imaginary axis" if t.is_complex()
+                else f"cast with {name}.float() if these are attribution values")
+        raise DTypeError(
+            f"{owner} expects {name} to have a real floating-point dtype (float16/32/64, bfloat16). "
+            f"Got {t.dtype} instead ({hint})."
+        )
+    if t.ndim < min_ndim:
+        raise ShapeError(
+            f"{owner} expects {name} to have a batch axis and at least {min_ndim} dims, shape "
+            f"(B, C, *spatial) or (B, ...). Got shape {tuple(t.shape)} instead."
+        )
+    if 0 in t.shape:
+        raise ShapeError(
+            f"{owner} expects {name} to have at least one element along every axis. Got shape "
+            f"{tuple(t.shape)} instead."
+        )
+    if not all_finite(t):
+        n_bad = int((~torch.isfinite(t)).sum())
+        raise InputError(
+            f"{owner} expects {name} to be finite. Got {n_bad} NaN/inf value(s) in a tensor of "
+            f"shape {tuple(t.shape)}."
+        )
+    return t.detach()
+
+
+def check_x(x: Any, owner: str) -> torch.Tensor:
+    """The explained input, as :func:`~salience._validation.check_input`, also without an empty
+    axis (a metric of a zero-length signal is undefined); returned detached."""
+    x = check_input(x, owner)
+    if 0 in x.shape:
+        raise ShapeError(
+            f"{owner} expects x to have at least one element along every axis. Got shape "
+            f"{tuple(x.shape)} instead."
+        )
+    return x.detach()
+
+
+def check_explainer(explainer: Any, owner: str, name: str = "explainer") -> Any:
+    """An explainer to re-run: a salience Explainer or a callable ``(x, target) -> attribution``.
+
+    A bare ``nn.Module`` is refused: it is the model, and calling it as ``model(x, target)``
+    would score its outputs as if they were attributions.
+    """
+    if isinstance(explainer, nn.Module) and not isinstance(explainer, Explainer):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
+            f"(x, target) -> attribution. Got the model {type(explainer).__name__} (an nn.Module) "
+            f"instead; wrap it, e.g. salience.Gradient(model)."
+        )
+    if not callable(explainer):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
+            f"(x, target) -> attribution. Got {type(explainer).__name__} instead."
+        )
+    return explainer
+
+
+def check_same_shape(ref: torch.Tensor, other: torch.Tensor, owner: str, what: str) -> None:
+    """``other`` (an explainer's new maps) must have the shape of ``ref`` (the maps at x)."""
+    if other.shape != ref.shape:
+        raise ShapeError(
+            f"{owner}: {what} have shape {tuple(other.shape)}, but the attribution at x has shape "
+            f"{tuple(ref.shape)}; they must match element for element."
+        )
+
+
 def unpack(
-    attribution: "torch.Tensor | Attribution", target: TargetLike, domain: Any
+    attribution: "torch.Tensor | Attribution", target: TargetLike, domain: Any, owner: str = "metric"
 ) -> tuple[torch.Tensor, TargetLike, Any]:
     """Values, target and domain from a tensor or an :class:`Attribution`.
 
-    An Attribution supplies its recorded target and domain when the caller passes None.
+    An Attribution supplies its recorded target and domain when the caller passes None. The
+    values are checked with :func:`check_values`.
     """
     if isinstance(attribution, Attribution):
         values = attribution.values
@@ -87,12 +202,7 @@ def unpack(
             domain = attribution.domain
     else:
         values = attribution
-    if not isinstance(values, torch.Tensor):
-        raise InputError(
-            f"attribution must be a torch.Tensor or a salience.Attribution. Got "
-            f"{type(values).__name__} instead."
-        )
-    return values.detach(), target, domain
+    return check_values(values, owner), target, domain
 
 
 def check_attribution(a: torch.Tensor, x: torch.Tensor, owner: str, name: str = "attribution") -> torch.Tensor:
@@ -112,10 +222,40 @@ def check_attribution(a: torch.Tensor, x: torch.Tensor, owner: str, name: str = 
     return a.to(device=x.device, dtype=x.dtype)
 
 
+def check_mask_values(mask: Any, owner: str, name: str = "mask") -> torch.Tensor:
+    """A ground-truth mask's values: boolean, or 0/1 in a real dtype (1 = inside).
+
+    Raises InputError for a non-tensor, NaN/inf or values other than 0 and 1 (a soft mask or a
+    label map must be thresholded first), DTypeError for a complex mask.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise InputError(f"{owner} needs a ground-truth {name} tensor. Got {type(mask).__name__} instead.")
+    if mask.is_complex():
+        raise DTypeError(f"{owner} expects the {name} to be boolean or hold 0/1 values. Got dtype {mask.dtype} instead.")
+    if mask.dtype == torch.bool:
+        return mask
+    if not all_finite(mask):
+        n_bad = int((~torch.isfinite(mask)).sum())
+        raise InputError(f"{owner} expects the {name} to be finite. Got {n_bad} NaN/inf value(s) in a {name} of "
+                         f"shape {tuple(mask.shape)}.")
+    bad = (mask != 0) & (mask != 1)
+    if bool(bad.any()):
+        raise InputError(
+            f"{owner} expects the {name} to be boolean or hold only 0 and 1 (1 = inside). Got "
+            f"{int(bad.sum())} other value(s), e.g. {mask[bad][0].item()!r}; threshold a soft mask "
+            f"or select a label first ({name} > 0.5, {name} == label)."
+        )
+    return mask
+
+
 def check_mask(mask: Any, a: torch.Tensor, owner: str) -> torch.Tensor:
     """A ground-truth mask broadcastable to ``a`` (same ndim), as a bool tensor of a's shape."""
-    if not isinstance(mask, torch.Tensor):
-        raise InputError(f"{owner} needs a ground-truth mask tensor. Got {type(mask).__name__} instead.")
+    mask = check_mask_values(mask, owner)
+    if 0 in mask.shape:
+        raise ShapeError(
+            f"{owner} expects the mask to have at least one element along every axis. Got shape "
+            f"{tuple(mask.shape)} instead."
+        )
     if mask.ndim != a.ndim or mask.shape[0] != a.shape[0]:
         raise ShapeError(
             f"{owner}: the mask must have the attribution's number of dims and batch size "
@@ -141,12 +281,13 @@ def prepare(
     layout: LayoutLike | None,
 ) -> tuple[torch.Tensor, Layout, ScoreFunction]:
     """Check ``x`` and build the engine's score function with ``target`` bound at ``x``."""
-    if not callable(model):
+    if not callable(model) or isinstance(model, Explainer):
+        got = f"the explainer {model!r}" if isinstance(model, Explainer) else type(model).__name__
         raise ParameterError(
-            f"The 'model' parameter of {owner} must be callable (an nn.Module or a function of a "
-            f"batch). Got {type(model).__name__} instead."
+            f"The 'model' parameter of {owner} must be the model, callable (an nn.Module or a "
+            f"function of a batch). Got {got} instead."
         )
-    x = check_input(x, owner).detach()
+    x = check_x(x, owner)
     lay = Layout.infer(x, layout)
     score = make_score(model, x, target, batch_size=check_batch_size(batch_size, owner), layout=lay, owner=owner)
     return x, lay, score
@@ -182,7 +323,7 @@ def setup(
 
     ``space`` is ``x``, or ``domain.forward(x)`` with the score composed through the inverse.
     """
-    a, target, domain = unpack(attribution, target, domain)
+    a, target, domain = unpack(attribution, target, domain, owner)
     a_layout = attribution.layout if isinstance(attribution, Attribution) else None
     x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
     space = x
@@ -226,10 +367,37 @@ def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:
     raise ParameterError(f"channel_reduction must be None, 'sum', 'mean', 'max' or 'absmax'. Got {how!r}.")
 
 
-def similarity(a: torch.Tensor, b: torch.Tensor, kind: "str | Callable") -> torch.Tensor:
-    """Per-row similarity of two (B, F) tensors: 'spearman', 'pearson', 'cosine' or a callable."""
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: "str | Callable", owner: str = "similarity") -> torch.Tensor:
+    """Per-row similarity of two (B, F) tensors: 'spearman', 'pearson', 'cosine' or a callable.
+
+    A callable must return one real floating-point value per row, shape (B,) (ShapeError,
+    DTypeError or ParameterError otherwise: a constant such as ``1.0`` is not a per-sample
+    score). A correlation needs at least 2 values per row (ShapeError otherwise).
+    """
     if callable(kind):
-        return kind(a, b)
+        out = kind(a, b)
+        if not isinstance(out, torch.Tensor):
+            raise ParameterError(
+                f"The 'similarity' callable of {owner} must return a tensor of shape ({a.shape[0]},), "
+                f"one value per sample. Got {type(out).__name__} {out!r} instead."
+            )
+        if out.shape != (a.shape[0],):
+            raise ShapeError(
+                f"The 'similarity' callable of {owner} must return a tensor of shape ({a.shape[0]},), "
+                f"one value per sample. Got shape {tuple(out.shape)} instead."
+            )
+        if out.is_complex() or not out.is_floating_point():
+            raise DTypeError(
+                f"The 'similarity' callable of {owner} must return real floating-point values. Got "
+                f"dtype {out.dtype} instead."
+            )
+        return out
+    if kind in ("spearman", "pearson") and a.shape[-1] < 2:
+        raise ShapeError(
+            f"{owner}: a {kind} correlation needs at least 2 values per sample. Got "
+            f"{a.shape[-1]} (the compared tensors have shape {tuple(a.shape)}); use "
+            f"similarity='cosine' or more elements."
+        )
     if kind == "spearman":
         return pearson(rankdata(a), rankdata(b))
     if kind == "pearson":

@@ -32,7 +32,7 @@ def sparseness(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
     Chalasani et al., "Concise Explanations of Neural Networks using Adversarial Training",
     ICML 2020.
     """
-    a, _, _ = unpack(attribution, None, None)
+    a, _, _ = unpack(attribution, None, None, "sparseness")
     v = a.flatten(1).abs().sort(dim=1).values
     n = v.shape[1]
     k = torch.arange(1, n + 1, device=v.device, dtype=v.dtype)
@@ -51,7 +51,7 @@ def complexity(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
     ----------
     Bhatt et al., "Evaluating and Aggregating Feature-based Model Explanations", IJCAI 2020.
     """
-    a, _, _ = unpack(attribution, None, None)
+    a, _, _ = unpack(attribution, None, None, "complexity")
     v = a.flatten(1).abs()
     total = v.sum(1, keepdim=True)
     p = v / torch.where(total > 0, total, torch.ones_like(total))

@@ -21,7 +21,8 @@ from ..layout import Layout, LayoutLike
 from ..masking import Filler, Substrate, as_substrate
 from .._progress import progress_bar
 from ..targets import TargetLike
-from .base import Metric, pearson, rankdata, reduce_channels as _reduce_channels, setup
+from .base import Metric, check_values, reduce_channels as _reduce_channels, setup
+from .base import similarity as _similarity
 
 __all__ = [
     "deletion_curve",
@@ -230,6 +231,12 @@ def _schedule(n_units: int, step: int | None, steps: int | None, max_fraction: f
         return torch.clamp(torch.arange(n_steps + 1) * step, max=n_units)
     steps = min(100, n_units) if steps is None else check_int(steps, "steps", owner, low=1)
     max_n = int(math.floor(n_units * max_fraction))
+    if max_n == 0:
+        raise ParameterError(
+            f"The 'max_fraction' parameter of {owner} must change at least one of the {n_units} "
+            f"attribution units (floor(n_units * max_fraction) >= 1, i.e. max_fraction >= "
+            f"{1 / n_units:.3g} here). Got {max_fraction!r}: every state would be the input itself."
+        )
     # Xplique: np.linspace(0, max_n, steps + 1, dtype=np.int32), i.e. truncated toward zero
     grid = torch.linspace(0, max_n, steps + 1, dtype=torch.float64)
     return grid.floor().long()
@@ -451,13 +458,17 @@ def faithfulness_correlation(
     ----------
     n_runs : int, default 100
     subset_size : int, default 224
-        Quantus' default (an image row); use a fraction of the units of your data.
+        Quantus' default (an image row); use a fraction of the units of your data. Must be
+        smaller than the number of units (removing them all gives the same sum on every run).
     substrate : float, tensor or substrate object, default 0.0
     similarity : {"pearson", "spearman"} or callable, default "pearson"
         Pearson as Bhatt et al. and Quantus; Xplique's MuFidelity uses Spearman.
     generator : torch.Generator, optional
-        Subsets are drawn per sample as ``torch.rand((n_runs, n_units), generator=generator)
-        .argsort(-1)[:, :subset_size]``, sample after sample.
+        Run ``j`` of sample ``i`` (row ``i * n_runs + j``) removes the units
+        ``torch.rand(n_units, generator=generator).argsort()[:subset_size]``, drawn row after row
+        as the rows are scored (at most ``batch_size`` rows at a time, so memory does not grow
+        with ``n_runs``); on a CPU generator this equals drawing ``torch.rand((n_runs, n_units))``
+        per sample, sample after sample, and does not depend on ``batch_size``.
     progress : bool, default True
         Show a tqdm bar over the scored rows (if tqdm is installed).
 
@@ -479,38 +490,39 @@ def faithfulness_correlation(
     flat = a.flatten(1)
     n_units = flat.shape[1]
     subset_size = check_int(subset_size, "subset_size", owner, low=1)
-    if subset_size > n_units:
+    if n_units < 2:
+        raise ShapeError(
+            f"{owner} needs at least 2 attribution units per sample (random subsets of one unit "
+            f"all have the same sum). Got attributions of shape {tuple(a.shape)}."
+        )
+    if subset_size >= n_units:
         raise ParameterError(
             f"The 'subset_size' parameter of {owner} (default 224, Quantus' default for images) "
-            f"must be at most the number of attribution units, {n_units} here (shape "
-            f"{tuple(a.shape[1:])}). Got {subset_size}; pass a smaller subset_size, e.g. "
-            f"subset_size={max(1, n_units // 4)}."
+            f"must be smaller than the number of attribution units, {n_units} here (shape "
+            f"{tuple(a.shape[1:])}): a subset of all units has the same sum on every run. Got "
+            f"{subset_size}; pass a smaller subset_size, e.g. subset_size={max(1, n_units // 4)}."
         )
     gen = make_generator(generator)
     b = space.shape[0]
-    idx = torch.stack(
-        [torch.rand((n_runs, n_units), generator=gen, device=gen.device).argsort(-1)[:, :subset_size] for _ in range(b)]
-    ).to(space.device)  # (B, n_runs, k)
-    sums = flat.gather(1, idx.reshape(b, -1)).reshape(b, n_runs, subset_size).sum(-1)
+    sums = torch.empty(b * n_runs, dtype=flat.dtype, device=space.device)
     filler = Filler(space, substrate, lay, owner)
     unit_shape = a.shape[1:]
     bar = progress_bar(b * n_runs, owner, progress)
 
     def make(start: int, stop: int) -> torch.Tensor:
+        """Rows ``start..stop``: their subsets are drawn here, in row order (bounded memory)."""
         bar.update(stop - start)
-        r = torch.arange(start, stop, device=space.device)
-        s, i = r // n_runs, r % n_runs
-        removed = torch.zeros((r.shape[0], n_units), dtype=torch.bool, device=space.device)
-        removed.scatter_(1, idx[s, i], True)
+        s = torch.arange(start, stop, device=space.device) // n_runs
+        idx = torch.rand((stop - start, n_units), generator=gen, device=gen.device).argsort(-1)[:, :subset_size]
+        idx = idx.to(space.device)
+        sums[start:stop] = flat[s].gather(1, idx).sum(-1)
+        removed = torch.zeros((stop - start, n_units), dtype=torch.bool, device=space.device)
+        removed.scatter_(1, idx, True)
         return filler(s, ~removed.reshape(-1, *unit_shape))
 
     with bar:
         drops = score.input_values()[:, None] - score.values(make, n=n_runs)
-    if callable(similarity):
-        return similarity(sums, drops)
-    if similarity == "spearman":
-        return pearson(rankdata(sums), rankdata(drops))
-    return pearson(sums, drops)
+    return _similarity(sums.reshape(b, n_runs), drops, similarity, owner)
 
 
 # ---------------------------------------------------------------------------- infidelity
@@ -589,7 +601,7 @@ def infidelity(
                 f"{owner}: a perturbation tensor must have shape {(b, n, *shape)} (B, n_perturbations, *S). "
                 f"Got {tuple(perturbation.shape)} instead."
             )
-        given = perturbation.detach().reshape(b * n, *shape)
+        given = check_values(perturbation, owner, "the perturbation tensor").reshape(b * n, *shape)
     dots = torch.empty(b * n, dtype=space.dtype, device=space.device)
 
     def draw(start: int, stop: int) -> torch.Tensor:
@@ -611,7 +623,7 @@ def infidelity(
                     f"{owner}: perturbation(x, k, generator) must return a tensor of shape (len(x), k, *S) = "
                     f"{(1, hi - lo, *shape)}. Got {got} instead."
                 )
-            pieces.append(p[0].to(device=space.device, dtype=space.dtype))
+            pieces.append(check_values(p, owner, "perturbation(x, k, generator)")[0].to(device=space.device, dtype=space.dtype))
         return torch.cat(pieces)
 
     def make(start: int, stop: int) -> torch.Tensor:

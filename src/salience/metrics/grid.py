@@ -20,6 +20,7 @@ from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..targets import Output
+from .base import check_mask_values, check_values
 from .localisation import _Localisation
 
 __all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game", "GridPointingGame"]
@@ -360,13 +361,17 @@ def grid_pointing_game(
         attributions = attributions.values
     if not isinstance(attributions, torch.Tensor) or attributions.ndim < 3:
         raise ShapeError(f"{owner}: attributions must be a tensor (M, C, *S). Got {type(attributions).__name__}.")
+    attributions = check_values(attributions, owner, "attributions", min_ndim=3)
     masks = grid.masks if isinstance(grid, Grid) else grid
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
         raise ParameterError(f"{owner}: 'grid' must be a Grid or a boolean mask tensor (n_cells, *S).")
+    if masks.ndim < 2 or 0 in masks.shape:
+        raise ShapeError(
+            f"{owner}: the cell masks must have shape (n_cells, *S) with at least one cell and one "
+            f"element along every axis. Got shape {tuple(masks.shape)} instead."
+        )
     reduce = check_option(reduce, "reduce", owner, ("sum", "positive", "abs"))
-    a = attributions.detach()
-    if a.is_complex():
-        raise ShapeError(f"{owner}: complex attributions (a domain) cannot be scored on input cells.")
+    a = attributions
     m = a.shape[0]
     n_cells = masks.shape[0]
     if cells is None:
@@ -435,6 +440,7 @@ class GridPointingGame(_Localisation):
                 f"The 'mask' parameter of {owner} must be a tensor of cell masks (M, *S) or (M, 1, *S). "
                 f"Got {type(mask).__name__} instead."
             )
+        mask = check_mask_values(mask, owner)
         values = attribution.values if isinstance(attribution, Attribution) else attribution
         if isinstance(values, torch.Tensor) and mask.ndim == values.ndim and mask.ndim >= 3:
             if mask.shape[1] != 1:

@@ -1,8 +1,8 @@
 """Localisation metrics: does the attribution fall on a ground-truth region?
 
 All functions take an attribution (B, C or 1, *spatial) and a ground-truth mask of the same ndim,
-broadcastable to it (nonzero = inside), and return one value per sample, shape (B,), NaN where
-the mask of a sample is empty. Axis 0 is the batch, axis 1 the channel, the rest are spatial
+broadcastable to it (boolean, or 0/1 values: 1 = inside; NaN, soft masks and label maps are
+refused), and return one value per sample, shape (B,), NaN where the mask of a sample is empty. Axis 0 is the batch, axis 1 the channel, the rest are spatial
 (samples, pixels, voxels), whatever the layout.
 """
 
@@ -34,7 +34,7 @@ __all__ = [
 
 
 def _prep(attribution: Any, mask: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
-    a, _, _ = unpack(attribution, None, None)
+    a, _, _ = unpack(attribution, None, None, owner)
     m = check_mask(mask, a, owner)
     a = a.expand(m.shape)
     return a, m
@@ -78,7 +78,7 @@ def pointing_game(
     ----------
     attribution : Tensor of shape (B, C, *spatial) or Attribution
     mask : Tensor broadcastable to the attribution, same ndim
-        Ground truth, nonzero inside.
+        Ground truth: boolean, or 0/1 values (1 = inside).
     tolerance : float, default 0.0
         Radius in samples/pixels (1 to 3 spatial axes when > 0).
 
@@ -131,7 +131,7 @@ def relevance_mass(
     ----------
     attribution : Tensor of shape (B, C, *spatial) or Attribution
     mask : Tensor broadcastable to the attribution, same ndim
-        Ground truth, nonzero inside.
+        Ground truth: boolean, or 0/1 values (1 = inside).
     positive : bool, default False
         Use ``max(a, 0)`` instead of the signed attribution.
 

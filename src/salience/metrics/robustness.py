@@ -9,32 +9,42 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .._engine import default_batch_size, make_score
-from .._validation import check_bool, check_float, check_generator, check_input, check_int, make_generator
+from .._validation import check_bool, check_float, check_generator, check_int, make_generator
 from ..attribution import Attribution
-from ..errors import ParameterError
+from ..errors import ParameterError, ShapeError
 from .._progress import progress_bar
 from ..explainers.base import Explainer, as_parts
 from ..layout import Layout
 from ..targets import Target, TargetLike
-from .base import Metric
+from .base import Metric, check_explainer, check_values, check_x, unpack
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
 
 
-def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[torch.Tensor, Any]:
+def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike, owner: str = "metric") -> tuple[torch.Tensor, Any]:
     """Run an Explainer (or a callable ``(x, target) -> Tensor | Attribution``); values and the
-    explained target (per-sample class indices where recorded, else ``target``)."""
-    if not callable(explainer):
-        raise ParameterError(
-            f"explainer must be a salience Explainer or a callable (x, target) -> attribution. "
-            f"Got {type(explainer).__name__} instead."
-        )
+    explained target (per-sample class indices where recorded, else ``target``).
+
+    The values are checked (:func:`~salience.metrics.base.check_values`: finite, floating point,
+    one map per row of ``x``).
+    """
+    check_explainer(explainer, owner)
     out = explainer(x, target)
     if isinstance(out, Attribution):
-        return out.values.detach(), out.target
-    if not isinstance(out, torch.Tensor):
-        raise ParameterError(f"The explainer returned {type(out).__name__}; expected a Tensor or an Attribution.")
-    return out.detach(), target
+        values, explained = out.values, out.target
+    elif isinstance(out, torch.Tensor):
+        values, explained = out, target
+    else:
+        raise ParameterError(
+            f"{owner}: the explainer returned {type(out).__name__}; expected a Tensor or an Attribution."
+        )
+    values = check_values(values, owner, "the explainer's attribution")
+    if values.shape[0] != x.shape[0]:
+        raise ShapeError(
+            f"{owner}: the explainer returned {values.shape[0]} maps (shape {tuple(values.shape)}) for "
+            f"{x.shape[0]} inputs; expected one per input."
+        )
+    return values, explained
 
 
 class _Rows(Target):
@@ -84,7 +94,9 @@ def repeat_target(target: TargetLike, samples: torch.Tensor, n_samples: int) -> 
     return target
 
 
-def reexplainer(explainer: Any, x: torch.Tensor, target: TargetLike) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def reexplainer(
+    explainer: Any, x: torch.Tensor, target: TargetLike, owner: str = "metric"
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``explain(xp, samples)``: the explanation of ``xp`` (R, *S), whose row ``r`` is a perturbed
     copy of ``x[samples[r]]``, with ``target`` bound at ``x``: each row is scored exactly as its
     sample (same class, same foils, same probability), whatever the target form.
@@ -110,7 +122,7 @@ def reexplainer(explainer: Any, x: torch.Tensor, target: TargetLike) -> Callable
         return run
 
     def call(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]))[0]
+        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]), owner)[0]
 
     return call
 
@@ -142,7 +154,8 @@ def _sensitivities(
     owner: str,
 ) -> torch.Tensor:
 
-    x = check_input(x, owner).detach()
+    x = check_x(x, owner)
+    check_explainer(explainer, owner)
     n = check_int(n_perturbations, "n_perturbations", owner, low=1)
     radius = check_float(radius, "radius", owner, low=0.0)
     norm = check_norm(norm, owner)
@@ -151,12 +164,16 @@ def _sensitivities(
     progress = check_bool(progress, "progress", owner)
     gen = make_generator(check_generator(generator, owner))
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target)
+        ref, explained = explain_with(explainer, x, target, owner)
     else:
-        ref = attribution.values.detach() if isinstance(attribution, Attribution) else attribution.detach()
-        explained = attribution.target if (isinstance(attribution, Attribution) and target is None) else target
+        ref, explained, _ = unpack(attribution, target, None, owner)
+        if ref.shape[0] != x.shape[0]:
+            raise ShapeError(
+                f"{owner}: the attribution must hold one map per input, {x.shape[0]} here. Got shape "
+                f"{tuple(ref.shape)} instead."
+            )
     b, shape = x.shape[0], x.shape[1:]
-    explain = reexplainer(explainer, x, explained if target is None else target)
+    explain = reexplainer(explainer, x, explained if target is None else target, owner)
     # perturbed copies are drawn and explained chunk by chunk, at most `rows` per explainer call
     # (memory bounded by the explainer's batch_size, not by B * n); copy j of sample i is row
     # i * n + j, and each row draws its noise with torch.rand(S, generator=...) in row order,
@@ -175,7 +192,13 @@ def _sensitivities(
                 [torch.rand(shape, generator=gen, device=gen.device, dtype=x.dtype) for _ in range(stop - start)]
             ).to(x.device)
             xp = x[samples] + (2 * noise - 1) * radius
-            pert = explain(xp, samples)
+            pert = check_values(explain(xp, samples), owner, "the explanations of the perturbed copies")
+            if pert.shape != (stop - start, *ref.shape[1:]):
+                raise ShapeError(
+                    f"{owner}: the explanations of {stop - start} perturbed copies have shape "
+                    f"{tuple(pert.shape)}, but the attribution at x has shape {tuple(ref.shape)}; "
+                    f"expected {(stop - start, *ref.shape[1:])}."
+                )
             parts.append(torch.linalg.vector_norm(pert.reshape(stop - start, -1) - ref_flat[samples.to(ref_flat.device)],
                                                   ord=ordv, dim=1))
             bar.update(stop - start)

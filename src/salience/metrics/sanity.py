@@ -14,7 +14,7 @@ from ..errors import ParameterError
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import ClassTarget, Target, TargetLike, as_target
-from .base import Metric, prepare, setup, unpack
+from .base import Metric, check_explainer, check_same_shape, check_x, prepare, setup, unpack
 from .base import similarity as _similarity
 from .robustness import explain_with
 
@@ -40,10 +40,10 @@ def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
 def _check_layers(layers: Any, owner: str) -> list[str] | None:
     if layers is None:
         return None
-    if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+    if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers):
         raise ParameterError(
-            f"The 'layers' parameter of {owner} must be None or a list of module names such as "
-            f"['2', '0']. Got {layers!r} instead."
+            f"The 'layers' parameter of {owner} must be None (every layer with parameters) or a "
+            f"non-empty list of module names such as ['2', '0']. Got {layers!r} instead."
         )
     return list(layers)
 
@@ -186,27 +186,38 @@ def model_randomisation(
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
 
+    owner = "model_randomisation"
+    check_explainer(explainer, owner)
     model = getattr(explainer, "model", None)
     if not isinstance(model, nn.Module):
         raise ParameterError(
             "model_randomisation needs a salience Explainer whose model is an nn.Module. Got "
             f"{type(explainer).__name__} with model {type(model).__name__}."
         )
-    owner = "model_randomisation"
     similarity = _check_similarity(similarity, owner)
     use_abs = check_bool(use_abs, "use_abs", owner)
     layers = _check_layers(layers, owner)
     names = randomisation_layers(model) if layers is None else layers
+    if not names:
+        raise ParameterError(
+            f"{owner}: the model {type(model).__name__} has no module with parameters to randomise."
+        )
     mods = dict(model.named_modules())
     unknown = [n for n in names if n not in mods]
     if unknown:
         raise ParameterError(f"model_randomisation: layers {unknown} are not modules of the model.")
+    empty = [n for n in names if not any(True for _ in mods[n].parameters(recurse=False))]
+    if empty:
+        raise ParameterError(
+            f"The 'layers' parameter of {owner} must name modules that hold parameters (see "
+            f"randomisation_layers(model)); {empty} hold none, so randomising them would change nothing."
+        )
     gen = make_generator(generator)
-    x = x.detach()
+    x = check_x(x, owner)
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target)
+        ref, explained = explain_with(explainer, x, target, owner)
     else:
-        ref, explained, _ = unpack(attribution, target, None)
+        ref, explained, _ = unpack(attribution, target, None, owner)
     target = explained if target is None else target
     ref = ref.flatten(1)
     if use_abs:
@@ -217,11 +228,12 @@ def model_randomisation(
     out = []
     for name in names:
         _reinitialise(clone_mods[name], gen)
-        vals, _ = explain_with(bound, x, target)
+        vals, _ = explain_with(bound, x, target, owner)
         vals = vals.flatten(1)
+        check_same_shape(ref, vals, owner, "the maps of the randomised model")
         if use_abs:
             vals = vals.abs()
-        out.append(_similarity(ref, vals.to(ref.dtype), similarity))
+        out.append(_similarity(ref, vals.to(ref.dtype), similarity, owner))
     return torch.stack(out, 1)
 
 
@@ -261,14 +273,16 @@ def random_logit(
     Sixt et al., "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
     """
 
-    similarity = _check_similarity(similarity, "random_logit")
+    owner = "random_logit"
+    check_explainer(explainer, owner)
+    similarity = _check_similarity(similarity, owner)
     if n_classes is not None:
-        n_classes = check_int(n_classes, "n_classes", "random_logit", low=2)
-    x = x.detach()
+        n_classes = check_int(n_classes, "n_classes", owner, low=2)
+    x = check_x(x, owner)
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target)
+        ref, explained = explain_with(explainer, x, target, owner)
     else:
-        ref, explained, _ = unpack(attribution, target, None)
+        ref, explained, _ = unpack(attribution, target, None, owner)
     t = as_target(explained if target is None else target)
     if not isinstance(t, ClassTarget):
         raise ParameterError(
@@ -294,8 +308,10 @@ def random_logit(
     offset = torch.randint(1, n_classes, (x.shape[0],), generator=gen, device=gen.device).to(x.device)
     other = (k + offset) % n_classes
     # the other class is scored as the explained one (a probability stays a probability)
-    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other)
-    return _similarity(ref.flatten(1), vals.flatten(1).to(ref.dtype), similarity)
+    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other, owner)
+    ref, vals = ref.flatten(1), vals.flatten(1)
+    check_same_shape(ref, vals, owner, "the maps of the other class")
+    return _similarity(ref, vals.to(ref.dtype), similarity, owner)
 
 
 # ---------------------------------------------------------------------------- classes

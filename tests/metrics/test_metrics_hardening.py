@@ -1,7 +1,8 @@
-"""Hardening of the metrics (issue #13, item 6): nonsense inputs (NaN/complex/integer
-attributions, bad masks, constant similarities, a model where an explainer is expected, empty
-layer lists, empty or single-element axes) get typed errors naming what was expected and what was
-received; faithfulness correlation draws its subsets chunk by chunk."""
+"""Hardening of the metrics (issue #13, items 3 and 6): evaluate() keeps explainers and metrics
+of one class apart; nonsense inputs (NaN/complex/integer attributions, bad masks, constant
+similarities, a model where an explainer is expected, empty layer lists, no data, empty or
+single-element axes) get typed errors naming what was expected and what was received;
+faithfulness correlation draws its subsets chunk by chunk; markdown tables escape pipes."""
 
 from __future__ import annotations
 
@@ -29,6 +30,65 @@ def _setup():
     mask = torch.zeros(2, 1, 20, dtype=torch.bool)
     mask[..., 4:9] = True
     return model, x, a, mask
+
+
+# ---------------------------------------------------------------------------- item 3: evaluate rows
+def test_evaluate_keeps_two_explainers_of_one_class_apart():
+    model, x, _, _ = _setup()
+    coarse, fine = sl.IntegratedGradients(model, n_steps=2), sl.IntegratedGradients(model, n_steps=64)
+    table = M.evaluate([coarse, fine], [M.CompletenessGap()], model, (x, K))
+    assert len(table) == 2
+    labels = [row["method"] for row in table]
+    assert labels == [repr(coarse), repr(fine)] and labels[0] != labels[1]
+    for explainer, row in zip((coarse, fine), table):
+        own = M.completeness_gap(model, x, explainer.explain(x, K), K)
+        assert row["n"] == 2  # not the 4 values of both explainers pooled
+        assert row["mean"] == pytest.approx(float(own.mean()), rel=1e-9, abs=1e-12)
+    # the coarse rule leaves a much larger completeness gap than the fine one: the rows differ
+    assert abs(table[0]["mean"]) > 10 * abs(table[1]["mean"])
+    assert table.get(repr(fine), "CompletenessGap") is table[1]
+
+
+def test_evaluate_labels_identical_explainers_with_a_suffix_and_metrics_by_repr():
+    model, x, _, _ = _setup()
+    grad = sl.Gradient(model)
+    table = M.evaluate([grad, sl.Gradient(model), grad],
+                       [M.Deletion(steps=2, progress=False), M.Deletion(steps=5, progress=False)], model, (x, K))
+    assert [r["method"] for r in table] == ["Gradient"] * 2 + ["Gradient#2"] * 2 + ["Gradient#3"] * 2
+    metrics = [r["metric"] for r in table[:2]]
+    assert metrics == [repr(M.Deletion(steps=2, progress=False)), repr(M.Deletion(steps=5, progress=False))]
+    assert all(r["n"] == 2 for r in table)
+    short = M.auc(M.deletion_curve(model, x, grad.explain(x, K), K, steps=2, progress=False))
+    assert table[0]["mean"] == pytest.approx(float(short.mean()), rel=1e-9)
+    # a dict key that collides with another after str() is made distinct too
+    table = M.evaluate({1: grad, "1": grad}, [M.Sparseness()], model, x)
+    assert [r["method"] for r in table] == ["1", "1#2"]
+
+
+def test_metric_labels_are_deterministic_with_generators():
+    a = M.FaithfulnessCorrelation(n_runs=4, generator=g(0))
+    b = M.FaithfulnessCorrelation(n_runs=8, generator=g(1))
+    assert " at 0x" not in repr(a) and "generator=torch.Generator(device='cpu')" in repr(a)
+    model, x, _, _ = _setup()
+    table = M.evaluate([sl.Gradient(model)], [M.FaithfulnessCorrelation(n_runs=4, subset_size=5, generator=g(0),
+                                                                         progress=False),
+                                              M.FaithfulnessCorrelation(n_runs=8, subset_size=5, generator=g(1),
+                                                                        progress=False)], model, (x, K))
+    assert [r["metric"] for r in table] == [
+        repr(M.FaithfulnessCorrelation(n_runs=4, subset_size=5, progress=False, generator=g(5))),
+        repr(M.FaithfulnessCorrelation(n_runs=8, subset_size=5, progress=False, generator=g(5))),
+    ]
+    assert repr(a) != repr(b)
+
+
+def test_markdown_escapes_pipes_in_cells():
+    table = M.Table([{"method": "IG|fine", "metric": "a\\|b\nc", "mean": 1.0, "std": float("nan"), "n": 1,
+                      "higher_is_better": True}])
+    lines = table.to_markdown().splitlines()
+    assert len(lines) == 3
+    unescaped = re.compile(r"(?<!\\)(?:\\\\)*\|")  # a pipe after an even number of backslashes
+    assert [len(unescaped.findall(line)) for line in lines] == [7, 7, 7]
+    assert "IG\\|fine" in lines[2] and "a\\\\\\|b c" in lines[2]
 
 
 # ---------------------------------------------------------------------------- item 6: attributions
@@ -207,12 +267,14 @@ def test_a_model_passed_as_the_explainer_is_refused(which):
         fn(model, x, K)
 
 
-def test_metric_classes_refuse_a_model_as_the_explainer():
+def test_metric_classes_and_evaluate_refuse_a_model_as_the_explainer():
     model, x, a, _ = _setup()
     for metric in (M.MaxSensitivity(progress=False), M.AvgSensitivity(progress=False), M.ModelRandomisation(),
                    M.RandomLogit()):
         with pytest.raises(ParameterError, match=r"Got the model Sequential \(an nn.Module\)"):
             metric(model, x, a, K, explainer=model)
+    with pytest.raises(ParameterError, match=r"explainers\['grad'\].* parameter of evaluate .*Got the model Sequential"):
+        M.evaluate({"grad": model}, [M.Sparseness()], model, (x, K))
     # and an explainer where the model is expected
     with pytest.raises(ParameterError, match=r"The 'model' parameter of deletion_curve must be the model.*Got the "
                                              r"explainer Gradient"):
@@ -257,6 +319,25 @@ def test_model_randomisation_refuses_empty_and_parameter_free_layer_lists():
     free = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Softmax(-1)).eval()
     with pytest.raises(ParameterError, match=r"the model Sequential has no module with parameters"):
         M.model_randomisation(sl.Gradient(free), x, 0, generator=g())
+
+
+# ---------------------------------------------------------------------------- evaluate's data
+@pytest.mark.parametrize("data, got", [(None, "NoneType"), (3, "int"), ("x", "str")])
+def test_evaluate_refuses_data_that_is_not_batches(data, got):
+    model, _, _, _ = _setup()
+    with pytest.raises(ParameterError, match=rf"The 'data' parameter of evaluate must be a tensor x, a tuple \(x, y\) "
+                                             rf"or \(x, y, mask\), or an iterable of those \(a DataLoader\)\. Got {got}"):
+        M.evaluate([sl.Gradient(model)], [M.Sparseness()], model, data)
+
+
+def test_evaluate_refuses_empty_data_explainers_and_metrics():
+    model, x, _, _ = _setup()
+    with pytest.raises(ParameterError, match=r"'data' parameter of evaluate must yield at least one batch"):
+        M.evaluate([sl.Gradient(model)], [M.Sparseness()], model, [])
+    with pytest.raises(ParameterError, match=r"'explainers' parameter of evaluate must hold at least one"):
+        M.evaluate([], [M.Sparseness()], model, x)
+    with pytest.raises(ParameterError, match=r"'metrics' parameter of evaluate must hold at least one"):
+        M.evaluate([sl.Gradient(model)], {}, model, x)
 
 
 # ---------------------------------------------------------------------------- degenerate sizes

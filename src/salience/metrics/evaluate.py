@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from ..errors import ParameterError
-from .base import Metric
+from .base import Metric, check_explainer
 
 __all__ = ["evaluate", "Table"]
 
@@ -46,7 +46,21 @@ class Table:
         return [dict(r) for r in self.rows]
 
     def to_markdown(self, digits: int = 4) -> str:
-        """A GitHub-flavoured markdown table."""
+        r"""A GitHub-flavoured markdown table.
+
+        In a cell, ``|`` is escaped as ``\|`` (and ``\`` as ``\\``, so a backslash cannot
+        unescape a pipe) and line breaks become spaces: labels such as an explainer's repr
+        cannot break the table's columns.
+
+        Parameters
+        ----------
+        digits : int, default 4
+            Significant digits of the numbers.
+
+        Returns
+        -------
+        str
+        """
 
         def fmt(v: Any) -> str:
             if isinstance(v, float):
@@ -55,7 +69,7 @@ class Table:
                 return ""
             if isinstance(v, bool):
                 return "higher" if v else "lower"
-            return str(v)
+            return " ".join(str(v).replace("\\", "\\\\").replace("|", "\\|").splitlines())
 
         head = "| " + " | ".join(self.columns) + " |"
         sep = "|" + "|".join("---" for _ in self.columns) + "|"
@@ -66,16 +80,67 @@ class Table:
         return self.to_markdown()
 
 
+def _label(o: Any) -> str:
+    name = getattr(o, "name", None)
+    return name if isinstance(name, str) else type(o).__name__
+
+
+def _labels(objs: list[Any]) -> list[str]:
+    """One distinct row label per object, deterministic and in order.
+
+    An object whose ``name`` is unique keeps it. Objects sharing a name are labelled by their
+    repr when those reprs differ and hold no memory address (``IntegratedGradients(n_steps=2,
+    ...)`` and ``IntegratedGradients(n_steps=64, ...)``); otherwise by ``name``, ``name#2``,
+    ``name#3``, ... in order. Any label still taken gets the next free ``#k`` suffix.
+    """
+    names = [_label(o) for o in objs]
+    labels = list(names)
+    for name in dict.fromkeys(names):
+        group = [i for i, n in enumerate(names) if n == name]
+        if len(group) < 2:
+            continue
+        reprs = [repr(objs[i]) for i in group]
+        if len(set(reprs)) == len(reprs) and not any(" at 0x" in r for r in reprs):
+            for i, r in zip(group, reprs):
+                labels[i] = r
+        else:
+            for k, i in enumerate(group, 1):
+                labels[i] = name if k == 1 else f"{name}#{k}"
+    return _distinct(labels)
+
+
+def _distinct(labels: list[str]) -> list[str]:
+    """``labels`` with each repeat suffixed ``#2``, ``#3``, ... (the first free one)."""
+    seen: set[str] = set()
+    out = []
+    for label in labels:
+        new, k = label, 2
+        while new in seen:
+            new, k = f"{label}#{k}", k + 1
+        seen.add(new)
+        out.append(new)
+    return out
+
+
 def _named(objs: Any, what: str) -> list[tuple[str, Any]]:
+    """``(label, object)`` pairs, one per object given (see :func:`_labels`)."""
     if isinstance(objs, Mapping):
-        return [(str(k), v) for k, v in objs.items()]
-    if isinstance(objs, Sequence) and not isinstance(objs, str):
-        out = []
-        for o in objs:
-            name = getattr(o, "name", type(o).__name__)
-            out.append((name if isinstance(name, str) else type(o).__name__, o))
-        return out
-    raise ParameterError(f"{what} must be a dict of name -> object or a list. Got {type(objs).__name__}.")
+        pairs = [(str(k), v) for k, v in objs.items()]
+        pairs = list(zip(_distinct([k for k, _ in pairs]), [v for _, v in pairs]))
+    elif isinstance(objs, Sequence) and not isinstance(objs, str):
+        objs = list(objs)
+        pairs = list(zip(_labels(objs), objs))
+    else:
+        raise ParameterError(
+            f"The {what!r} parameter of evaluate must be a dict of name -> object or a list. Got "
+            f"{type(objs).__name__} instead."
+        )
+    if not pairs:
+        raise ParameterError(f"The {what!r} parameter of evaluate must hold at least one object. Got none.")
+    return pairs
+
+
+_DATA = "a tensor x, a tuple (x, y) or (x, y, mask), or an iterable of those (a DataLoader)"
 
 
 def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
@@ -85,6 +150,8 @@ def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
         return
     if isinstance(data, tuple) and data and isinstance(data[0], torch.Tensor):
         data = [data]
+    if data is None or isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise ParameterError(f"The 'data' parameter of evaluate must be {_DATA}. Got {type(data).__name__} instead.")
     for item in data:
         if isinstance(item, torch.Tensor):
             yield item, None, None
@@ -95,8 +162,8 @@ def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
             yield x, y, m
         else:
             raise ParameterError(
-                "data must be a tensor x, a tuple (x, y) or (x, y, mask), or an iterable of those "
-                f"(a DataLoader). Got an item of type {type(item).__name__}."
+                f"The 'data' parameter of evaluate must be {_DATA}. Got an item of type "
+                f"{type(item).__name__} instead."
             )
 
 
@@ -112,8 +179,13 @@ def evaluate(
 
     Parameters
     ----------
-    explainers : dict of name -> Explainer, or list of Explainers (named by ``.name``)
-    metrics : dict of name -> Metric, or list of Metrics (named by their class)
+    explainers : dict of name -> Explainer, or list of Explainers
+        Each explainer object gets its own rows, labelled by the dict key, or in a list by its
+        ``.name``; explainers sharing a name (``IntegratedGradients(n_steps=2)`` and
+        ``IntegratedGradients(n_steps=64)``) are labelled by their reprs, or ``name``,
+        ``name#2``, ... where the reprs coincide.
+    metrics : dict of name -> Metric, or list of Metrics
+        Labelled as the explainers (a list: by class name, then repr, then ``#k``).
     model : callable
         The model the perturbation metrics evaluate (usually the explainers' model).
     data : Tensor x, tuple (x, y) or (x, y, mask), or an iterable of such batches
@@ -126,6 +198,13 @@ def evaluate(
     Table
         One row per (explainer, metric), in the given order.
 
+    Raises
+    ------
+    ParameterError
+        Empty ``explainers`` or ``metrics``, a model where an explainer is expected, an object
+        that is not a Metric, ``data`` that is None or not an iterable of batches, or ``data``
+        that yields no batch.
+
     Examples
     --------
     >>> table = evaluate({"IG": IntegratedGradients(model)}, [Deletion(steps=20), Sparseness()],
@@ -134,22 +213,29 @@ def evaluate(
     """
     ex = _named(explainers, "explainers")
     ms = _named(metrics, "metrics")
+    for name, e in ex:
+        check_explainer(e, "evaluate", f"explainers[{name!r}]")
     for name, m in ms:
         if not isinstance(m, Metric):
             raise ParameterError(f"metrics must be salience Metric objects; {name!r} is {type(m).__name__}.")
-    values: dict[tuple[str, str], list[torch.Tensor]] = {(e, m): [] for e, _ in ex for m, _ in ms}
+    # keyed by position: each explainer and metric object has its own rows, whatever its name
+    values: dict[tuple[int, int], list[torch.Tensor]] = {(i, j): [] for i in range(len(ex)) for j in range(len(ms))}
+    n_batches = 0
     for x, y, mask in _batches(data):
-        for ename, explainer in ex:
+        n_batches += 1
+        for i, (ename, explainer) in enumerate(ex):
             att = explainer.explain(x, y) if hasattr(explainer, "explain") else explainer(x, y)
-            for mname, metric in ms:
+            for j, (mname, metric) in enumerate(ms):
                 if metric.requires_mask and mask is None:
                     raise ParameterError(f"{mname} needs ground-truth masks: pass data as (x, y, mask).")
                 v = metric(model, x, att, y, explainer=explainer, mask=mask, domain=domain)
-                values[(ename, mname)].append(v.detach().reshape(-1).to("cpu", torch.float64))
+                values[(i, j)].append(v.detach().reshape(-1).to("cpu", torch.float64))
+    if not n_batches:
+        raise ParameterError(f"The 'data' parameter of evaluate must yield at least one batch. Got none.")
     rows = []
-    for ename, _ in ex:
-        for mname, metric in ms:
-            v = torch.cat(values[(ename, mname)]) if values[(ename, mname)] else torch.zeros(0, dtype=torch.float64)
+    for i, (ename, _) in enumerate(ex):
+        for j, (mname, metric) in enumerate(ms):
+            v = torch.cat(values[(i, j)])
             v = v[torch.isfinite(v)]
             n = int(v.numel())
             rows.append(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import math
 import os
+import re
 import warnings
 import zipfile
-from typing import Any
+import zlib
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -18,10 +23,190 @@ class CLIError(Exception):
     """A user-facing command-line error (bad file, bad option); exit code 2."""
 
 
-def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = False, device: str = "cpu") -> Any:
+#: the default limit on the bytes of data read from one file where the machine's memory is unknown
+FALLBACK_DATA_LIMIT = 4 * 2**30
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def default_data_limit() -> int:
+    """The default of ``--max-data``: a quarter of the machine's physical memory.
+
+    Returns
+    -------
+    int
+        Bytes; :data:`FALLBACK_DATA_LIMIT` (4 GiB) where the memory size is not known.
+    """
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return FALLBACK_DATA_LIMIT
+    return total // 4 if total > 0 else FALLBACK_DATA_LIMIT
+
+
+def parse_size(text: str, option: str = "--max-data") -> int:
+    """A size such as ``512M``, ``8G``, ``2GiB``, ``1.5T`` or ``1e9`` (bytes) as a number of bytes.
+
+    Parameters
+    ----------
+    text : str
+        A positive number with an optional binary unit K, M, G or T (``B``/``iB`` may follow).
+    option : str
+        The option named in the error message.
+
+    Returns
+    -------
+    int
+        The size in bytes (at least 1).
+
+    Raises
+    ------
+    CLIError
+        The text is not a positive finite size.
+    """
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()] if m else math.nan
+    except (ValueError, OverflowError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise CLIError(f"{option} takes a size such as 512M, 8G or 1e9 (bytes). Got {text!r}.")
+    return int(value)
+
+
+def format_size(n: float) -> str:
+    """Bytes as a short human-readable size (``1.5 GiB``)."""
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} PiB"
+
+
+def check_fs(value: Any, source: str, hint: str = "") -> float:
+    """A sampling rate as a positive finite float.
+
+    Parameters
+    ----------
+    value : Any
+        A number, or a one-element numeric array (as read from a file).
+    source : str
+        Where the value came from (``--fs``, ``'fs' in data.npz``), for the message.
+    hint : str
+        Appended to the message (how to do without the value).
+
+    Returns
+    -------
+    float
+        The sampling rate in Hz.
+
+    Raises
+    ------
+    CLIError
+        ``value`` is not one real number, or is NaN, infinite, zero or negative.
+    """
+    arr = None if isinstance(value, (str, bytes)) else np.asarray(value)
+    ok = arr is not None and arr.size == 1 and arr.dtype.kind in "fiu"
+    fs = float(arr.reshape(())) if ok else math.nan
+    if not (math.isfinite(fs) and fs > 0):
+        raise CLIError(f"{source} must be a positive finite sampling rate in Hz. Got {_describe(value)}{hint}.")
+    return fs
+
+
+def _describe(value: Any) -> str:
+    """A short description of a value for an error message (arrays by shape and dtype)."""
+    if isinstance(value, np.ndarray) and value.size != 1:
+        return f"an array of shape {value.shape} ({value.dtype})"
+    if isinstance(value, np.ndarray):
+        return repr(value.reshape(()).item())
+    return repr(value)
+
+
+def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = False, device: str = "cpu",
+               quiet: bool = False) -> Any:
     """Load a model from a TorchScript archive, a ``torch.export`` archive (.pt2),
     ``package.module:factory`` (+ a state dict read with ``weights_only=True``), or, only with
-    ``trust_pickle``, a fully pickled module."""
+    ``trust_pickle``, a fully pickled module.
+
+    What torch's loggers print while the files are read is held back: when a file is refused
+    its cause is in the :class:`CLIError` message instead (``torch.export.load`` logs the
+    traceback of a failed read, then raises a generic error that points at that log); after a
+    successful load the records are shown unless ``quiet``.
+    """
+    records: list[logging.LogRecord] = []
+    with _held_torch_logs(records):
+        model = _load_model(spec, weights, trust_pickle, device, records)
+    if not quiet:
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+    return model
+
+
+@contextlib.contextmanager
+def _held_torch_logs(records: list[logging.LogRecord]) -> Iterator[None]:
+    """Send what torch's loggers emit to ``records`` instead of their handlers, for the duration.
+
+    torch gives its loggers their own stderr handlers (and stops their propagation); the
+    ``torch`` logger and every ``torch.*`` logger with handlers get one collecting handler, and
+    the ``torch`` logger stops propagating (so nothing reaches the root logger's fallback output).
+    """
+
+    class _Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    hold = _Hold()
+    saved = []
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == "torch" or (name.startswith("torch.") and logger.handlers)):
+            saved.append((logger, logger.handlers, logger.propagate))
+            logger.handlers = [hold]
+    top = logging.getLogger("torch")
+    if not any(entry[0] is top for entry in saved):
+        saved.append((top, top.handlers, top.propagate))
+        top.handlers = [hold]
+    top.propagate = False
+    try:
+        yield
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+
+
+def _cause(exc: BaseException, records: list[logging.LogRecord]) -> str:
+    """The first line of the error torch logged while failing (the real cause), else of ``exc``."""
+    for record in reversed(records):
+        if record.exc_info and record.exc_info[1] is not None and str(record.exc_info[1]).strip():
+            return str(record.exc_info[1]).strip().splitlines()[0]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _zip_names(path: str) -> list[str]:
+    """The member names of a zip archive ([] for any other file)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    return []
+
+
+def _archive_kind(names: list[str]) -> str | None:
+    """'TorchScript' or 'torch.export' for the member names of such an archive, else None."""
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return "TorchScript"
+    if any("serialized_exported_program" in n or n.endswith("models/model.json") for n in names):
+        return "torch.export"
+    return None
+
+
+def _load_model(spec: str, weights: str | None, trust_pickle: bool, device: str,
+                records: list[logging.LogRecord]) -> Any:
+    """:func:`load_model` without the log handling; ``records`` holds what torch logged so far."""
     if ":" in spec and not os.path.exists(spec):
         module_name, _, factory_name = spec.partition(":")
         try:
@@ -31,16 +216,26 @@ def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = Fa
         factory = getattr(module, factory_name, None)
         if factory is None or not callable(factory):
             raise CLIError(f"{module_name!r} has no callable {factory_name!r} (model spec {spec!r}).")
-        model = factory()
+        try:
+            model = factory()
+        except Exception as exc:  # the user's own code
+            text = str(exc).strip()
+            detail = f": {text.splitlines()[0]}" if text else ""
+            raise CLIError(f"{spec}() raised {type(exc).__name__}{detail}") from exc
         if not isinstance(model, torch.nn.Module):
             raise CLIError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module.")
         if weights is not None:
             if not os.path.isfile(weights):
                 raise CLIError(f"weights file not found: {weights}")
+            kind = _archive_kind(_zip_names(weights))
+            if kind is not None:
+                raise CLIError(f"{weights} is a {kind} archive (a whole model), not a state dict: give it as "
+                               "the MODEL argument, without --weights.")
             try:
                 state = torch.load(weights, map_location="cpu", weights_only=True)
             except Exception as exc:
-                raise CLIError(f"cannot read {weights} as a state dict with weights_only=True: {str(exc).splitlines()[0]}") from exc
+                raise CLIError(f"cannot read {weights} as a state dict with weights_only=True: "
+                               f"{_cause(exc, records)}") from exc
             if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
                 state = state["state_dict"]
             try:
@@ -52,22 +247,22 @@ def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = Fa
         raise CLIError("--weights goes with a 'package.module:factory' model spec.")
     if not os.path.isfile(spec):
         raise CLIError(f"model file not found: {spec}")
-    names: list[str] = []
-    if zipfile.is_zipfile(spec):
-        with zipfile.ZipFile(spec) as zf:
-            names = zf.namelist()
-    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+    names = _zip_names(spec)
+    kind = _archive_kind(names)
+    if kind == "TorchScript":
         try:
             with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript; archives still load
                 warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load.*")
                 return torch.jit.load(spec, map_location=device).eval()
         except Exception as exc:
-            raise CLIError(f"cannot load TorchScript archive {spec}: {str(exc).splitlines()[0]}") from exc
-    if spec.endswith(".pt2") or any("serialized_exported_program" in n or n.endswith("models/model.json") for n in names):
+            raise CLIError(f"cannot load TorchScript archive {spec}: {_cause(exc, records)}") from exc
+    if kind == "torch.export" or spec.endswith(".pt2"):
+        if not names:
+            raise CLIError(f"{spec} is not a torch.export archive (not a zip file).")
         try:
             return _load_exported(spec, device)
         except Exception as exc:
-            raise CLIError(f"cannot load torch.export archive {spec}: {str(exc).splitlines()[0]}") from exc
+            raise CLIError(f"cannot load torch.export archive {spec}: {_cause(exc, records)}") from exc
     if not trust_pickle:
         raise CLIError(
             f"{spec} is not a TorchScript or torch.export archive. Save the model with "
@@ -75,11 +270,11 @@ def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = Fa
             "with --weights STATE_DICT, or pass --trust-pickle to unpickle it (this runs any code "
             "the file contains)."
         )
-    warnings.warn(f"unpickling {spec} with --trust-pickle: only do this for files you trust.", UserWarning, stacklevel=2)
+    warnings.warn(f"unpickling {spec} with --trust-pickle: only do this for files you trust.", UserWarning, stacklevel=3)
     try:
         model = torch.load(spec, map_location=device, weights_only=False)
     except Exception as exc:
-        raise CLIError(f"cannot unpickle {spec}: {str(exc).splitlines()[0]}") from exc
+        raise CLIError(f"cannot unpickle {spec}: {_cause(exc, records)}") from exc
     if not isinstance(model, torch.nn.Module):
         raise CLIError(f"{spec} holds a {type(model).__name__}, not a torch.nn.Module (a state dict needs 'module:factory').")
     return model.eval()
@@ -103,34 +298,46 @@ def _load_exported(spec: str, device: str) -> torch.nn.Module:
     return module.to(device)
 
 
-def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read inputs as a float32 array (N, C, ...) from .npy, .npz or .csv.
+def load_data(path: str, *, key: str | None = None, max_bytes: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read inputs as a float32 array (N, C, ...) from .npy, .npz, .csv or .edf/.bdf.
 
-    .npy/.npz: 3-5 dims are (N, C, T), (N, C, H, W), (N, C, T, H, W); 2 dims are (N, T)
-    single-channel signals; .npz takes ``key`` (default: ``x`` or the only array) and optional
-    ``fs``/``y`` arrays. .csv: one multichannel recording, rows = time steps, columns = channels
-    (a header row is skipped), giving (1, C, T). .edf/.bdf (with pyedflib installed): one
-    recording (1, C, T) of the channels at the highest sampling rate, with ``fs`` and channel
-    names.
+    Parameters
+    ----------
+    path : str
+        .npy/.npz: 3-5 dims are (N, C, T), (N, C, H, W), (N, C, T, H, W); 2 dims are (N, T)
+        single-channel signals. .csv: one multichannel recording, rows = time steps, columns =
+        channels (a header row is skipped), giving (1, C, T). .edf/.bdf (with pyedflib
+        installed): one recording (1, C, T) of the channels at the highest sampling rate.
+    key : str, optional
+        The array of an .npz file (default: ``x`` or the only array); its optional ``fs`` and
+        ``y`` arrays are read too.
+    max_bytes : int, optional
+        The most bytes of arrays an .npy/.npz file may declare (default
+        :func:`default_data_limit`). The sizes in the .npy headers and, for .npz, the zip
+        members' uncompressed sizes are checked before any data is read or decompressed.
+
+    Returns
+    -------
+    tuple of (numpy.ndarray, dict)
+        The float32 inputs and the metadata read with them (``fs`` as stored, ``y``; for EDF a
+        checked ``fs`` and the ``channels``).
+
+    Raises
+    ------
+    CLIError
+        The file is missing, unreadable, over the size limit, or holds no usable inputs.
     """
     if not os.path.isfile(path):
         raise CLIError(f"data file not found: {path}")
+    limit = default_data_limit() if max_bytes is None else max_bytes
     meta: dict[str, Any] = {}
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            with open(path, "rb") as fh:
+                arr = _read_npy(fh, os.path.getsize(path), path, limit)
         elif ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if key is None:
-                    key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None or key not in keys:
-                    raise CLIError(f"{path} holds arrays {keys}; choose one with --key.")
-                arr = z[key]
-                for extra in ("fs", "y"):
-                    if extra in keys and extra != key:
-                        meta[extra] = z[extra]
+            arr, meta = _read_npz(path, key, limit)
         elif ext == ".csv":
             with open(path, encoding="utf-8") as fh:
                 first = fh.readline()
@@ -142,8 +349,10 @@ def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[st
             raise CLIError(f"unsupported data file {path}: use .npy, .npz, .csv or .edf.")
     except CLIError:
         raise
-    except (ValueError, OSError) as exc:
-        raise CLIError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: an encrypted zip member; NotImplementedError: an unknown compression
+        text = str(exc).strip()
+        raise CLIError(f"cannot read {path}: {text.splitlines()[0] if text else type(exc).__name__}") from exc
     if arr.dtype.kind not in "fiu":
         raise CLIError(f"{path} holds {arr.dtype} values; expected real numbers.")
     if arr.ndim == 2:
@@ -155,7 +364,66 @@ def load_data(path: str, *, key: str | None = None) -> tuple[np.ndarray, dict[st
         )
     if not np.isfinite(arr).all():
         raise CLIError(f"{path} contains NaN or infinite values.")
-    return arr.astype(np.float32), meta
+    return arr.astype(np.float32, copy=False), meta
+
+
+_RAISE = "raise the limit with --max-data SIZE, e.g. --max-data 16G"
+
+
+def _read_npz(path: str, key: str | None, limit: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``key`` array of an .npz archive and its ``fs``/``y`` arrays, sizes checked first.
+
+    The uncompressed sizes the zip directory declares are compared with ``limit`` before
+    anything is decompressed (zipfile never inflates a member past its declared size), then each
+    member's .npy header is checked against that size before its array is allocated.
+    """
+    with zipfile.ZipFile(path) as zf:
+        members = {}
+        for info in zf.infolist():
+            name = info.filename
+            members[name[:-4] if name.endswith(".npy") else name] = info
+        keys = list(members)
+        if key is None:
+            key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+        if key is None or key not in keys:
+            raise CLIError(f"{path} holds arrays {keys}; choose one with --key.")
+        wanted = [key] + [k for k in ("fs", "y") if k in members and k != key]
+        declared = sum(members[k].file_size for k in wanted)
+        if declared > limit:
+            raise CLIError(
+                f"{path}: the arrays {wanted} take {format_size(declared)} once decompressed (from a "
+                f"{format_size(os.path.getsize(path))} file), over the {format_size(limit)} limit on data read; "
+                f"{_RAISE}."
+            )
+        arrays = {}
+        for k in wanted:
+            with zf.open(members[k]) as fh:
+                arrays[k] = _read_npy(fh, members[k].file_size, f"{path} (array {k!r})", limit)
+    return arrays.pop(key), arrays
+
+
+def _read_npy(fh: Any, size: int, where: str, limit: int) -> np.ndarray:
+    """An array from an .npy stream of ``size`` bytes, refused before allocation when its header
+    declares more data than ``limit`` or than the stream holds (a truncated or forged header)."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:  # 2.0 and 3.0 (a utf-8 header) share the layout; only the sizes are needed here
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > limit:
+        raise CLIError(
+            f"{where} declares an array of shape {tuple(shape)} {dtype} ({format_size(nbytes)}), over the "
+            f"{format_size(limit)} limit on data read; {_RAISE}."
+        )
+    available = size - fh.tell()
+    if nbytes > available:
+        raise CLIError(
+            f"{where} declares an array of shape {tuple(shape)} {dtype} ({nbytes} bytes) but holds "
+            f"{max(available, 0)} bytes of data: the file is truncated or corrupt."
+        )
+    fh.seek(0)
+    return np.lib.format.read_array(fh, allow_pickle=False)
 
 
 def _read_edf(path: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -169,13 +437,14 @@ def _read_edf(path: str) -> tuple[np.ndarray, dict[str, Any]]:
         rates = np.asarray(reader.getSampleFrequencies(), dtype=float)
         if rates.size == 0:
             raise CLIError(f"{path} holds no signals.")
+        fs = check_fs(rates.max(), f"the sampling rate in the header of {path}")
         keep = np.flatnonzero(rates == rates.max())  # channels at the main rate (annotations differ)
         if keep.size < rates.size:
             warnings.warn(f"{path}: {rates.size - keep.size} channel(s) at other sampling rates were left out.",
                           UserWarning, stacklevel=3)
         arr = np.stack([reader.readSignal(int(i)) for i in keep])[None]
         labels = reader.getSignalLabels()
-        meta = {"fs": float(rates.max()), "channels": [labels[int(i)] for i in keep]}
+        meta = {"fs": fs, "channels": [labels[int(i)] for i in keep]}
     finally:
         reader.close()
     return arr, meta
@@ -197,6 +466,9 @@ def parse_target(value: str | None, n: int) -> Any:
         parts = [int(v) for v in value.split(",")]
     except ValueError as exc:
         raise CLIError(f"--target must be 'predicted', an int or one int per sample separated by commas. Got {value!r}.") from exc
+    big = [v for v in parts if not -(2**63) <= v < 2**63]
+    if big:
+        raise CLIError(f"--target class {big[0]} is out of range.")
     if len(parts) == 1:
         return parts[0]
     if len(parts) != n:
@@ -204,4 +476,5 @@ def parse_target(value: str | None, n: int) -> Any:
     return parts
 
 
-__all__ = ["CLIError", "load_model", "load_data", "parse_target", "InputError", "ParameterError", "ShapeError"]
+__all__ = ["CLIError", "load_model", "load_data", "parse_target", "check_fs", "parse_size", "format_size",
+           "default_data_limit", "InputError", "ParameterError", "ShapeError"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..errors import SalienceError
 from ._console import Progress, format_table
-from ._io import CLIError, load_data, load_model, parse_target
+from ._io import CLIError, check_fs, default_data_limit, format_size, load_data, load_model, parse_size, parse_target
 
 #: --method names -> (salience class name, needs a layer)
 METHODS: dict[str, str] = {
@@ -34,6 +35,10 @@ METHODS: dict[str, str] = {
 }
 #: --domain names -> salience domain class name (None: the input space)
 DOMAINS: dict[str, str | None] = {"time": None, "fourier": "Fourier", "stft": "STFT", "wavelet": "Wavelet", "ica": "ICA"}
+#: --method names that take --steps (IG steps, SmoothGrad samples, RISE masks)
+STEPS = ("ig", "smoothgrad", "rise")
+#: --seed range: a torch generator takes 64 bits, FastICA (ICA domain, demo) 32
+SEED_MAX = 2**32 - 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
         sp.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+    def max_data(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--max-data", default=None, metavar="SIZE",
+                        help="most bytes of arrays a .npy/.npz data file may declare, e.g. 16G "
+                             "(default: a quarter of the machine's memory)")
 
     d = sub.add_parser("demo", help="train tiny models on real and synthetic data, explain, evaluate, write a report")
     d.add_argument("--out", default="salience-demo", help="output folder (default: ./salience-demo)")
@@ -73,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="salience-explain", help="output folder (default ./salience-explain)")
     e.add_argument("--plots", type=int, default=4, help="samples to draw (default 4; 0 for none)")
     e.add_argument("--seed", type=int, default=0, help="seed of the generator of stochastic methods")
+    max_data(e)
     common(e)
 
     la = sub.add_parser("layers", help="list a model's candidate layers with their output shapes")
@@ -82,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--weights")
     la.add_argument("--trust-pickle", action="store_true")
     la.add_argument("--device", default="cpu")
+    max_data(la)
     common(la)
     return p
 
@@ -111,9 +123,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         user = isinstance(exc, (CLIError, SalienceError, FileNotFoundError, ImportError))
         msg = _one_line(exc)
+        if _out_of_memory(exc):
+            user, msg = True, f"not enough memory: {msg} (use a smaller --batch-size, fewer or smaller samples)"
         kind = "error" if user else f"internal error ({type(exc).__name__})"
         print(f"salience: {kind}: {msg}" + ("" if user else " (run with --debug for the traceback)"), file=sys.stderr)
         return 2 if user else 1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed (numpy, torch on a CPU or an accelerator)."""
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed <= SEED_MAX:
+        raise CLIError(f"--seed must be in the range [0, {SEED_MAX}]. Got {seed}.")
+
+
+def _check_device(text: str) -> Any:
+    """The ``--device`` as a ``torch.device`` that can hold data, or a CLIError."""
+    import torch
+
+    try:
+        device = torch.device(text)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise CLIError(f"device {text!r} is not usable here: {str(exc).splitlines()[0]}") from exc
+    if device.type == "meta":
+        raise CLIError(f"device {text!r} holds shapes but no data, so nothing can be computed on it; "
+                       "use cpu, cuda, mps, ...")
+    return device
+
+
+def _data_limit(args: argparse.Namespace) -> int:
+    """The --max-data limit in bytes (its default: a quarter of the machine's memory)."""
+    return default_data_limit() if args.max_data is None else parse_size(args.max_data)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -137,6 +185,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise CLIError(f"--threads must be >= 1. Got {args.threads}.")
+    _check_seed(args.seed)
     res = run_demo(DemoOptions(out=args.out, images=args.images, video=args.video, quick=args.quick,
                                threads=args.threads, seed=args.seed, quiet=args.quiet))
     if not args.quiet:
@@ -163,12 +212,13 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         raise CLIError(f"method {args.method!r} ({METHODS[name]}) is not available in this version of salience.")
     kw: dict[str, Any] = {"batch_size": args.batch_size}
     g = torch.Generator(device=args.device if args.device != "mps" else "cpu").manual_seed(args.seed)
-    if name == "ig" and args.steps:
+    if name == "ig" and args.steps is not None:
         kw["n_steps"] = args.steps
     # the methods with their own progress bar show it unless --quiet (the command's own bar over
     # chunks is then left out, so bars are never nested)
     if name == "smoothgrad":
-        return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=args.steps or 50, generator=g,
+        n_samples = 50 if args.steps is None else args.steps
+        return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=n_samples, generator=g,
                    progress=not args.quiet)
     if name in ("rise", "occlusion") and args.layer is not None:
         raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
@@ -176,7 +226,7 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         kw["progress"] = not args.quiet
     if name == "rise":
         kw["generator"] = g
-        if args.steps:
+        if args.steps is not None:
             kw["n_masks"] = args.steps
     if name == "occlusion":
         if args.window is None:
@@ -251,18 +301,25 @@ def _explain(args: argparse.Namespace) -> int:
 
     if args.plots < 0:
         raise CLIError(f"--plots must be >= 0. Got {args.plots}.")
-    if args.fs is not None and not args.fs > 0:
-        raise CLIError(f"--fs must be positive. Got {args.fs}.")
+    if args.fs is not None:
+        check_fs(args.fs, "--fs")
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1. Got {args.batch_size}.")
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        raise CLIError(f"device {args.device!r} is not usable here: {str(exc).splitlines()[0]}") from exc
-    arr, meta = load_data(args.data, key=args.key)
-    fs = args.fs if args.fs is not None else (float(meta["fs"]) if "fs" in meta else None)
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise CLIError(f"--steps must be >= 1. Got {args.steps}.")
+        name = _method_name(args.method)
+        if name in METHODS and name not in STEPS:
+            raise CLIError(f"--steps applies to {', '.join(STEPS[:-1])} and {STEPS[-1]}, not {args.method!r}.")
+    _check_seed(args.seed)
+    limit = _data_limit(args)
+    device = _check_device(args.device)
+    arr, meta = load_data(args.data, key=args.key, max_bytes=limit)
+    fs = float(args.fs) if args.fs is not None else None
+    if fs is None and "fs" in meta:  # the file's own rate, unless --fs overrides it
+        fs = check_fs(meta["fs"], f"the 'fs' array in {args.data}", "; give --fs to override it")
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device,
+                       quiet=args.quiet)
     x = torch.from_numpy(arr).to(device)
     explainer = _wrap_domain(args, _build_explainer(args, model), x)
     target = parse_target(args.target, x.shape[0])
@@ -357,21 +414,36 @@ def _layers(args: argparse.Namespace) -> int:
 
     import salience as sl
 
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device)
-    if args.data:
-        arr, _ = load_data(args.data)
-        x = torch.from_numpy(arr[:1]).to(args.device)
-    elif args.shape:
-        try:
-            shape = [int(v) for v in args.shape.split(",")]
-        except ValueError as exc:
-            raise CLIError(f"--shape must be comma-separated ints such as 8,256. Got {args.shape!r}.") from exc
-        if len(shape) not in (2, 3, 4) or min(shape) < 1:
-            raise CLIError(f"--shape is one sample without the batch axis: C,T or C,H,W or C,T,H,W. Got {args.shape!r}.")
-        x = torch.zeros([1] + shape, device=args.device)
-    else:
+    limit = _data_limit(args)
+    device = _check_device(args.device)
+    shape = _shape(args.shape, limit) if args.shape and not args.data else None
+    if shape is None and not args.data:
         raise CLIError("give an example input: --shape C,T (or C,H,W) or --data FILE.")
+    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device,
+                       quiet=args.quiet)
+    if args.data:
+        arr, _ = load_data(args.data, max_bytes=limit)
+        x = torch.from_numpy(arr[:1]).to(device)
+    else:
+        x = torch.zeros([1] + shape, device=device)
     if isinstance(model, torch.jit.ScriptModule):
         raise CLIError(_NO_HOOKS.format(what="listing layers"))
     print(sl.layers(model, x))
     return 0
+
+
+def _shape(text: str, limit: int) -> list[int]:
+    """The --shape of one sample, refused when a zero input of that shape would exceed ``limit`` bytes."""
+    import torch
+
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise CLIError(f"--shape must be comma-separated ints such as 8,256. Got {text!r}.") from exc
+    if len(shape) not in (2, 3, 4) or min(shape) < 1:
+        raise CLIError(f"--shape is one sample without the batch axis: C,T or C,H,W or C,T,H,W. Got {text!r}.")
+    nbytes = math.prod(shape) * torch.empty(0).element_size()
+    if nbytes > limit:
+        raise CLIError(f"--shape {text} makes an input of {format_size(nbytes)}, over the {format_size(limit)} "
+                       "limit (--max-data SIZE raises it).")
+    return shape

@@ -22,6 +22,7 @@ __all__ = [
     "NotFittedError",
     "CompositionError",
     "LayerError",
+    "NumericalError",
     "SalienceWarning",
     "FinalActivationWarning",
     "TrainingModeWarning",
@@ -54,6 +55,10 @@ class TargetError(SalienceError, ValueError):
 
 class ModelOutputError(SalienceError, ValueError):
     """The model returned something the method cannot explain (NaN, wrong shape)."""
+
+
+class NumericalError(SalienceError, ValueError):
+    """A computation overflowed the input's dtype: the result would hold NaN or inf."""
 
 
 class ModelCallError(SalienceError, RuntimeError):

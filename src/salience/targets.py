@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import TargetError
+from .errors import SalienceError, TargetError
 
 __all__ = [
     "Target",
@@ -308,7 +308,16 @@ class Score(Target):
         self.fn = fn
 
     def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        out = self.fn(output)
+        try:
+            out = self.fn(output)
+        except SalienceError:
+            raise
+        except Exception as err:
+            raise TargetError(
+                f"Score function {getattr(self.fn, '__name__', self.fn)!r} raised "
+                f"{type(err).__name__}: {err} (on a model output of shape {tuple(output.shape)}, "
+                f"dtype {output.dtype})."
+            ) from err
         if not isinstance(out, torch.Tensor) or out.shape != (output.shape[0],):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise TargetError(

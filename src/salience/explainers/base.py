@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from .._engine import ScoreFunction, make_score
-from .._validation import check_batch_size, check_input
+from .._validation import all_finite, check_batch_size, check_input
 from ..attribution import Attribution
-from ..errors import ParameterError, ShapeError, TrainingModeWarning, warn
+from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
 
@@ -119,6 +119,13 @@ class Explainer:
         values = parts.values
         if not isinstance(values, torch.Tensor) or values.shape[0] != x.shape[0]:
             raise ShapeError(f"{owner} produced attributions of the wrong batch size; this is a bug.")
+        if not all_finite(values):
+            bad = int((~torch.isfinite(values)).sum())
+            raise NumericalError(
+                f"{owner} produced {bad} NaN/inf attribution value(s): a computation overflowed "
+                f"{values.dtype} (the input's largest magnitude is {float(x.abs().max()):.3g}). "
+                "Rescale the input (standardise it as the model was trained), or explain in float64."
+            )
         return Attribution(
             values=values.detach().to(dtype=x.dtype),
             target=score.target.explained(),

@@ -341,3 +341,35 @@ def test_ica_on_too_short_signals_is_a_shape_error(t: int):
     model = cnn(1)
     with pytest.raises(sl.ShapeError, match="ICA"):
         sl.ICAIG(model, n_steps=2).explain(torch.randn(2, 3, t, dtype=torch.float64), target=1)
+
+
+# ---------------------------------------------------------------- interrupts
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in EXPLAINERS if "signal" in c.kinds])
+def test_keyboard_interrupt_leaves_no_trace(case: Case):
+    """Ctrl-C inside the model (its second call) propagates as it is, and leaves no hook, no
+    changed parameter or input behind."""
+    model = cnn(1)
+    calls = [0]
+
+    def interrupt(_m, _i, _o):
+        calls[0] += 1
+        if calls[0] >= 2:
+            raise KeyboardInterrupt
+
+    handle = model[2].register_forward_hook(interrupt)
+    try:
+        hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()]
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        x = make_input("signal")
+        before = x.clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(KeyboardInterrupt):
+                case.make(model, batch_size=1).explain(x, target=1)
+        assert hooks == [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()]
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+        assert torch.equal(x, before) and not x.requires_grad
+    finally:
+        handle.remove()

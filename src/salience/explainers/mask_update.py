@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .._engine import ScoreFunction
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
@@ -12,11 +15,93 @@ from ..errors import ModelOutputError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, SubstrateLike
 from ..masking.maskers import AxisSizes
+from ..targets import Probability
 from ._perturbation import check_substrate
 from .._progress import progress_bar
 from .base import Explainer, Parts
 
 __all__ = ["MaskUpdate"]
+
+#: torch functions whose result is a probability (by ``__name__``: torch.sigmoid, Tensor.sigmoid,
+#: F.sigmoid, torch.special.expit, torch.softmax, Tensor.softmax, F.softmax)
+_PROBABILITY_FUNCTIONS = frozenset({"sigmoid", "sigmoid_", "special_expit", "softmax"})
+#: functions that keep the values of their first argument (views, indexing, dtype/device copies)
+_SAME_VALUES = frozenset({
+    "__getitem__", "view", "view_as", "reshape", "reshape_as", "squeeze", "unsqueeze", "flatten",
+    "unflatten", "select", "narrow", "permute", "transpose", "t", "movedim", "swapaxes",
+    "contiguous", "clone", "detach", "to", "float", "double", "half", "bfloat16", "type_as",
+    "cpu", "cuda", "expand", "expand_as",
+})
+#: functions that join a sequence of tensors (a probability only if every part is one)
+_JOINS = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack"})
+
+
+class _ProbabilityOps(TorchFunctionMode):
+    """Remembers, during one pass, the tensors made by a sigmoid or softmax and the views and
+    copies of them, so that a model whose forward ends in ``torch.sigmoid(...)`` (no module)
+    is recognised as returning probabilities. Nothing it sees is changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive: ids stay unique)
+
+    def holds(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and self.made.get(id(t)) is t
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and args:
+            name = getattr(func, "__name__", "")
+            first = args[0]
+            if (
+                name in _PROBABILITY_FUNCTIONS
+                or (name in _SAME_VALUES and self.holds(first))
+                or (name in _JOINS and isinstance(first, (list, tuple)) and first and all(map(self.holds, first)))
+            ):
+                self.made[id(out)] = out
+        return out
+
+
+class _HeadProbe:
+    """Pass context: records, for each call of an ``nn.Module`` model, whether its output is a
+    tensor made by a sigmoid/softmax in its forward (functional heads such as
+    ``return torch.sigmoid(self.fc(h))``). Plain callables are not inspected."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    @contextmanager
+    def __call__(self, model: Any) -> Iterator[None]:
+        if not isinstance(model, nn.Module):
+            yield
+            return
+        ops = _ProbabilityOps()
+
+        def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
+            self.calls.append(ops.holds(out))
+
+        handle = model.register_forward_hook(hook)
+        try:
+            with ops:
+                yield
+        finally:
+            handle.remove()
+            ops.made.clear()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.calls) and all(self.calls)
+
+
+def _rows_sum_to_one(out: torch.Tensor) -> bool:
+    """Whether a model output (B, K, ...) with K >= 2 holds probabilities over its class axis:
+    values in [0, 1] summing to 1 along axis 1 (a softmax computed anywhere, predict_proba)."""
+    if out.ndim < 2 or out.shape[1] < 2 or not out.is_floating_point():
+        return False
+    out = out.detach()
+    tol = max(torch.finfo(out.dtype).eps ** 0.5, 1e-6)
+    in_range = bool(((out >= -tol) & (out <= 1 + tol)).all())
+    return in_range and bool(((out.sum(1, dtype=torch.float64) - 1).abs() <= tol * out.shape[1]).all())
 
 
 class MaskUpdate(Explainer):
@@ -55,9 +140,16 @@ class MaskUpdate(Explainer):
     n_chains : int, default 1
         Independent chains per sample; their mean masks are averaged.
     link : {None, "sigmoid", "clamp"}, default None
-        How scores become flip probabilities. None requires scores in [0, 1] (explain
-        ``target=sl.Probability(k)`` or a model ending in softmax); ``"sigmoid"`` squashes logits;
-        ``"clamp"`` clips to [0, 1].
+        How scores become flip probabilities. None requires the explained score to be a
+        probability, and checks that it is one: the target is ``sl.Probability(k)``, or the
+        model's output comes from a final Softmax/Sigmoid (an ``nn.Softmax``/``nn.Sigmoid``
+        module, as :meth:`~salience._engine.ScoreFunction.final_activation` recognises it, or
+        ``torch.softmax``/``torch.sigmoid`` at the end of an ``nn.Module``'s forward, so
+        multi-label sigmoid heads qualify), or the output at ``x`` has rows of values in [0, 1]
+        summing to 1 (a softmax computed elsewhere, scikit-learn's ``predict_proba``); and every
+        score lies in [0, 1]. Otherwise (logits, even ones that happen to lie in [0, 1]) a
+        ModelOutputError is raised. ``"sigmoid"`` squashes logits; ``"clamp"`` clips to [0, 1]
+        and checks nothing else (for probabilities computed in a way salience cannot see).
     substrate : str, float or Substrate, default 0.0
         What masked values become (0 = the mean colour of normalised images, as in the paper).
     shift : bool, default True
@@ -144,6 +236,47 @@ class MaskUpdate(Explainer):
             )
         return s
 
+    def _first_step_score(self, score: ScoreFunction) -> tuple[ScoreFunction, Any]:
+        """The score function of the chain's first step, and a check to run after it.
+
+        With ``link=None`` the scores are used as flip probabilities, so they must be
+        probabilities, which values in [0, 1] alone do not show (logits can lie there too).
+        Certain without looking: a Probability target. Otherwise the output at ``x`` (one model
+        call, reused for the recorded scores) is a probability vector when its rows sum to 1;
+        failing that, the first step's model call reveals a final Softmax/Sigmoid, as a module
+        (``final_activation``) or as a function at the end of the forward (``_HeadProbe``).
+        """
+        if self.link is not None or isinstance(score.target, Probability):
+            return score, None
+        if _rows_sum_to_one(score.reference_output()):
+            return score, None
+        heads: list[nn.Module] = []
+        probe = _HeadProbe()
+        watched = score.final_activation(strip=False, found=lambda _name, module: heads.append(module)).under(probe)
+
+        def check(s: torch.Tensor) -> None:
+            if heads and isinstance(heads[0], nn.LogSoftmax):
+                raise ModelOutputError(
+                    f"{self.name} flips cells with probability 1 - p, but the model ends in "
+                    "LogSoftmax, so its outputs are log-probabilities. Explain "
+                    "target=sl.Probability(k) on a model without the LogSoftmax, or pass "
+                    "link='sigmoid' / link='clamp'."
+                )
+            if not heads and not probe.found:
+                lo, hi = float(s.min()), float(s.max())
+                raise ModelOutputError(
+                    f"{self.name} flips cells with probability 1 - p, so with link=None the "
+                    f"explained score must be a probability, but nothing shows that it is one "
+                    f"(scores in [{lo:.4g}, {hi:.4g}]): the model's output does not come from a "
+                    "final Softmax/Sigmoid (an nn.Softmax/nn.Sigmoid module, or torch.softmax/"
+                    "torch.sigmoid at the end of an nn.Module's forward), its rows do not sum to "
+                    "1, and the target is not sl.Probability(k). Explain target=sl.Probability(k) "
+                    "for logits, pass link='sigmoid' to squash them, or link='clamp' if the "
+                    "scores are probabilities computed in a way salience cannot see."
+                )
+
+        return watched, check
+
     def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         gen = make_generator(self.generator)
         lay = score.layout
@@ -165,9 +298,13 @@ class MaskUpdate(Explainer):
             index = slice(start, stop) if c == 1 else torch.arange(start, stop, device=x.device) // c
             return filler(index, masks[start:stop])
 
+        first, check = self._first_step_score(score)
         with progress_bar(self.n_steps, "MaskUpdate steps", self.progress) as bar:
-            for _ in range(self.n_steps):
-                p = self._probability(score.values(rows, n=c).reshape(r).to(dtype))
+            for step in range(self.n_steps):
+                s = (first if step == 0 else score).values(rows, n=c).reshape(r).to(dtype)
+                if step == 0 and check is not None:
+                    check(s)
+                p = self._probability(s)
                 dp = (p - p_prev).abs()
                 u = torch.rand(cells.shape, generator=gen, device=gen.device, dtype=torch.float64).to(x.device)
                 pp = p.reshape(cell_view).to(torch.float64)

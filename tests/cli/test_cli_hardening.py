@@ -343,3 +343,35 @@ def test_whole_model_given_as_weights_is_refused_without_torch_warnings(f, capsy
     assert rc == 2
     one_error_line(capsys, "m.pt is a TorchScript archive (a whole model), not a state dict")
     assert [str(w.message) for w in record] == []
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_torch_log_of_a_successful_load_is_shown_unless_quiet(f, monkeypatch, quiet):
+    io_module = importlib.import_module("salience.cli._io")
+    model = nn.Linear(2, 3)
+
+    def load_logging(spec, device):
+        logging.getLogger("torch.export").warning("a note from torch while loading")
+        return model
+
+    monkeypatch.setattr(io_module, "_load_exported", load_logging)
+    seen = []
+
+    class Spy(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    spy = Spy()
+    logging.getLogger("torch.export").addHandler(spy)
+    try:
+        assert io_module.load_model(_pt2(f), quiet=quiet) is model
+    finally:
+        logging.getLogger("torch.export").removeHandler(spy)
+    assert seen == ([] if quiet else ["a note from torch while loading"])
+
+
+def _pt2(f) -> str:
+    """A zip file named .pt2 (its content is not read: the loader is replaced)."""
+    with zipfile.ZipFile(f.dir / "any.pt2", "w") as zf:
+        zf.writestr("archive/models/model.json", "{}")
+    return str(f.dir / "any.pt2")

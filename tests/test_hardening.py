@@ -373,3 +373,42 @@ def test_keyboard_interrupt_leaves_no_trace(case: Case):
         assert torch.equal(x, before) and not x.requires_grad
     finally:
         handle.remove()
+
+
+# ---------------------------------------------------------------- domains used directly
+
+DOMAINS = {
+    "Time": lambda: sl.Time(),
+    "Fourier": lambda: sl.Fourier(fs=100.0),
+    "STFT": lambda: sl.STFT(n_fft=8),
+    "Wavelet": lambda: sl.Wavelet(),
+    "ICA": lambda: sl.ICA(random_state=0),
+    "Compose": lambda: sl.Compose(sl.ICA(random_state=0), sl.Fourier()),
+}
+BAD_SIGNALS = {
+    "zero-length": lambda: torch.zeros(2, 3, 0),
+    "no-channels": lambda: torch.zeros(2, 0, 8),
+    "empty-batch": lambda: torch.zeros(0, 3, 8),
+    "nan": lambda: torch.full((2, 3, 16), float("nan")),
+    "int": lambda: torch.ones(2, 3, 16, dtype=torch.long),
+    "list": lambda: [[1.0, 2.0]],
+    "1d": lambda: torch.randn(16),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SIGNALS))
+@pytest.mark.parametrize("name", list(DOMAINS))
+def test_domains_refuse_bad_signals_with_salience_errors(name: str, bad: str):
+    """fit, bind and forward of every built-in domain check their input (raw FFT, reshape and
+    attribute errors before)."""
+    if name in ("ICA", "Compose"):
+        pytest.importorskip("sklearn")
+    x = BAD_SIGNALS[bad]()
+    good = torch.randn(4, 3, 64)
+    with pytest.raises(sl.SalienceError):
+        DOMAINS[name]().fit(x)
+    fitted = DOMAINS[name]().fit(good)
+    with pytest.raises(sl.SalienceError):
+        fitted.bind(x)
+    with pytest.raises(sl.SalienceError):
+        fitted.bind(good).forward(x)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from .._validation import check_input
 from ..errors import NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 
@@ -113,6 +114,7 @@ class Domain:
         -------
         self
         """
+        x = check_input(x, self.name)
         return self
 
     def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Domain":
@@ -126,6 +128,7 @@ class Domain:
             Used when the domain was built without a layout.
         """
         self._check_fitted()
+        x = check_input(x, self.name)
         bound = copy.copy(self)
         if bound.layout is None and layout is not None:
             bound.layout = as_layout(layout)
@@ -207,6 +210,7 @@ class Time(Domain):
     affine = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_input(x, self.name)
         return x
 
     def inverse(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -252,6 +256,7 @@ class Compose(Domain):
         return self.first._is_fitted() and self.second._is_fitted()
 
     def fit(self, x: torch.Tensor) -> "Compose":
+        x = check_input(x, self.name)
         self.first.fit(x)
         with torch.no_grad():
             z = self.first.bind(x, self.layout).forward(x)
@@ -260,6 +265,7 @@ class Compose(Domain):
 
     def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Compose":
         self._check_fitted()
+        x = check_input(x, self.name)
         layout = as_layout(layout) if layout is not None else self._layout_of(x)
         first = self.first.bind(x, layout)
         with torch.no_grad():
@@ -271,6 +277,7 @@ class Compose(Domain):
         return bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_input(x, self.name)
         return self.second.forward(self.first.forward(x))
 
     def inverse(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -326,6 +333,7 @@ class _Adapted(Domain):
         return bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_input(x, self.name)
         return self.obj.forward(x)
 
     def inverse(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:

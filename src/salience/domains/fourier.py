@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import torch
 
-from .._validation import check_bool, check_float, check_int, check_option
+from .._validation import check_input, check_bool, check_float, check_int, check_option
 from ..errors import DTypeError, NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -149,6 +149,7 @@ class Fourier(Domain):
 
     def fit(self, x: torch.Tensor) -> "Fourier":
         """Record the signal length ``n_`` (the transform itself has nothing to learn)."""
+        x = check_input(x, self.name)
         self._bind(x)
         return self
 
@@ -182,6 +183,7 @@ class Fourier(Domain):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Coefficients (B, ..., F, 2, ...) in ``x``'s dtype (half inputs: computed in float32)."""
+        x = check_input(x, self.name)
         a = self._axis(x, self.axis)
         work = _compute_dtype(x, "Fourier", "x")
         spec = torch.fft.rfft(x.to(work), dim=a, norm=self.norm)
@@ -361,6 +363,7 @@ class STFT(Domain):
 
     def fit(self, x: torch.Tensor) -> "STFT":
         """Record the signal length ``n_`` and check the NOLA condition for it."""
+        x = check_input(x, self.name)
         self._bind(x)
         return self
 
@@ -440,6 +443,7 @@ class STFT(Domain):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Coefficients in ``x``'s dtype (float16/bfloat16 inputs: computed in float32)."""
+        x = check_input(x, self.name)
         a = self._axis(x, self.axis)
         moved = x.to(_compute_dtype(x, "STFT", "x")).movedim(a, -1)
         lead = moved.shape[:-1]

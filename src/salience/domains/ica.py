@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_float, check_generator, check_int, check_option, make_generator
+from .._validation import check_input, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -314,6 +314,7 @@ class ICA(Domain):
         ----------
         x : Tensor of shape (M, C, T)
         """
+        x = check_input(x, self.name)
         est = self._estimator(self._seed_source())
         _fit(est, self._observations(x), "x")
         self._set(*_matrices(est))
@@ -350,6 +351,7 @@ class ICA(Domain):
         return layout.axes(self.axis)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_input(x, self.name)
         self._check_fitted()
         if self.mode == "sample":
             a = getattr(self, "sample_mixing_", None)

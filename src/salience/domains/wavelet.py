@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_int, check_option
+from .._validation import check_input, check_int, check_option
 from ..errors import NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -133,6 +133,7 @@ class Wavelet(Domain):
 
     def fit(self, x: torch.Tensor) -> "Wavelet":
         """Record the signal length ``n_`` and check that ``levels`` fit it."""
+        x = check_input(x, self.name)
         self._bind(x)
         return self
 
@@ -171,6 +172,7 @@ class Wavelet(Domain):
         return layout.axes(self.axis)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_input(x, self.name)
         n, padded = self._length()
         a = self._axis(x, self.axis)
         moved = x.movedim(a, -1)

@@ -190,6 +190,47 @@ def test_threads_sharing_one_model(name: str):
     assert all(len(m._forward_hooks) == len(m._forward_pre_hooks) == 0 for m in model.modules())
 
 
+class _Residual(nn.Module):
+    """A functional residual sum (LRP shares its relevance by the epsilon rule)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv1d(2, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv1d(4, 4, 3, padding=1))
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return self.head(h + self.body(h))
+
+
+def test_threads_sharing_a_residual_model_under_lrp():
+    """LRP's residual rule is switched on per forward pass: one thread's pass never switches it
+    off (or on) for another's."""
+    model = _Residual().double().eval()
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(4, 2, 32, generator=g, dtype=torch.float64) for _ in range(2)]
+    explainer = sl.LRP(model, batch_size=1)
+    ref = [explainer.explain(x, target=0).values for x in xs]
+    wrong, errors = [0], []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(15):
+                if not torch.equal(explainer.explain(xs[i], target=0).values, ref[i]):
+                    wrong[0] += 1
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i % 2,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and wrong[0] == 0
+
+
 # ---------------------------------------------------------------- outputs without gradients
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..._engine import ScoreFunction
+from ..._engine import ScoreFunction, own_thread
 from ...errors import LayerError, ParameterError, SalienceWarning, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
@@ -204,8 +204,8 @@ class _LRPPass:
                 mode.active = False
 
         handles = [
-            model.register_forward_pre_hook(start),
-            model.register_forward_hook(stop, always_call=True),
+            model.register_forward_pre_hook(own_thread(start)),
+            model.register_forward_hook(own_thread(stop), always_call=True),
         ]
         try:
             with rewired(model, plan, output=_seed):

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONUNBUFFERED=1
-benches=("${@:-core domains cam perturbation metrics modbp classrel}")
+benches=("${@:-core domains cam perturbation metrics modbp classrel overhead}")
 for b in ${benches[@]}; do
   echo "=== bench_$b ($(date -u +%H:%M:%S))"
   python "benchmarks/bench_$b.py"
@@ -23,7 +23,7 @@ done
   echo "timings taken in the same run. The \"bare limit\" is the model's own forward(+backward) cost"
   echo "over the same number of rows."
   echo
-  for b in core domains cam perturbation metrics modbp classrel; do
+  for b in core domains cam perturbation metrics modbp classrel overhead; do
     f="benchmarks/results_$b.md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done

@@ -453,3 +453,18 @@ def test_domains_refuse_bad_signals_with_salience_errors(name: str, bad: str):
         fitted.bind(x)
     with pytest.raises(sl.SalienceError):
         fitted.bind(good).forward(x)
+
+
+def test_in_place_model_under_inference_mode():
+    """Inside torch.inference_mode() (inference tensors keep no version counter) explainers,
+    metrics and layers() still run, and the caller's inference tensor is kept."""
+    model = _front("signal", "relu", inplace=True)
+    attr = sl.Gradient(model).explain(make_input("signal"), target=1)
+    with torch.inference_mode():
+        x = make_input("signal")
+        before = x.clone()
+        sl.Gradient(model).explain(x, target=1)
+        sl.RISE(model, n_masks=4, progress=False, generator=torch.Generator().manual_seed(0)).explain(x, target=1)
+        sl.metrics.deletion_curve(model, x, attr, target=1, steps=3, progress=False)
+        sl.layers(model, x)
+        assert torch.equal(x, before)

@@ -193,12 +193,19 @@ class _CallState:
             return rows.clone()
         return rows
 
-    def observe(self, arg: torch.Tensor, version: int) -> None:
+    def observe(self, arg: torch.Tensor, version: int | None) -> None:
         """Record whether the model wrote into ``arg`` (its version counter moved)."""
+        if version is None:  # an inference tensor keeps no version counter
+            return
         if arg._version != version:
             self.writes_input = True
         elif self.writes_input is None:
             self.writes_input = False
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The version counter of ``t`` (bumped by every in-place write), None for inference tensors."""
+    return None if t.is_inference() else t._version
 
 
 def _leaf_written(err: BaseException) -> bool:
@@ -329,7 +336,7 @@ class ScoreFunction:
         fn = model_fn or self.model_fn
         try:
             arg = call.argument(rows)
-            version = arg._version
+            version = _version(arg)
             try:
                 with _state_kept(self.model):
                     out = fn(arg, index)
@@ -339,7 +346,7 @@ class ScoreFunction:
                 # the model writes into its input only on some calls: hand it a copy from now on
                 call.writes_input = True
                 arg = rows.clone()
-                version = arg._version
+                version = _version(arg)
                 with _state_kept(self.model):
                     out = fn(arg, index)
             call.observe(arg, version)

@@ -10,6 +10,20 @@ import io
 from typing import Any
 
 
+#: Text properties for every user string drawn in a plot (channel, class, method, band and layer
+#: names, titles, labels): the text is drawn exactly as given. Without them matplotlib reads a
+#: string with two ``$`` as mathtext ("$x_$" raises at draw time, "$a$" loses its dollars) and,
+#: with ``text.usetex``, hands ``_``, ``^``, ``%``, ``\`` to LaTeX.
+PLAIN: dict[str, Any] = {"parse_math": False, "usetex": False}
+
+
+def plain(texts: Any) -> None:
+    """Make matplotlib Text objects (one or an iterable) draw their strings literally."""
+    for t in [texts] if hasattr(texts, "set_parse_math") else texts:
+        t.set_parse_math(False)
+        t.set_usetex(False)
+
+
 def matplotlib() -> Any:
     try:
         import matplotlib as mpl

@@ -103,7 +103,7 @@ def plot_attribution(
         mpl = _mpl.matplotlib()
         ax.bar(range(a.shape[0]), a, color=mpl.colormaps[DEFAULT_CMAP]((a - vmin) / (vmax - vmin)), edgecolor="0.3", linewidth=0.5)
         ax.axhline(0, color="0.3", linewidth=0.6)
-        ax.set_xlabel(names[0])
+        ax.set_xlabel(names[0], **_mpl.PLAIN)
         ax.set_ylabel("attribution")
         return ax
     v = a.reshape(a.shape[0], -1)
@@ -113,10 +113,10 @@ def plot_attribution(
     im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent)
     if v.shape[0] <= 32:
         ax.set_yticks(range(v.shape[0]))
-        ax.set_yticklabels([f"{names[0]} {i}" for i in range(v.shape[0])])
-    ax.set_ylabel(names[0])
-    ax.set_xlabel("time (s)" if seconds else " x ".join(names[1:]))
-    ax.set_title(f"attribution over ({', '.join(names)})", fontsize=10)
+        ax.set_yticklabels([f"{names[0]} {i}" for i in range(v.shape[0])], **_mpl.PLAIN)
+    ax.set_ylabel(names[0], **_mpl.PLAIN)
+    ax.set_xlabel("time (s)" if seconds else " x ".join(names[1:]), **_mpl.PLAIN)
+    ax.set_title(f"attribution over ({', '.join(names)})", fontsize=10, **_mpl.PLAIN)
     _mpl.colorbar(ax, im, "attribution")
     return ax
 

@@ -68,15 +68,16 @@ def plot_curves(
             ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.15, linewidth=0)
     what = "removed" if kind == "deletion" else "revealed"
     ax.set_xlabel(f"fraction of input {what} (most important first)")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(ylabel, **_mpl.PLAIN)
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
     if legend != "none":
         place = {"right": {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0},
                  "below": {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28), "ncol": 2},
                  "best": {"loc": "best"}}[legend]
-        ax.legend(fontsize=8, title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)",
-                  title_fontsize=8, **place)
+        leg = ax.legend(fontsize=8, title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)",
+                        title_fontsize=8, **place)
+        _mpl.plain([*leg.get_texts(), leg.get_title()])
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **_mpl.PLAIN)
     return ax

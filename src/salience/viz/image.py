@@ -180,7 +180,7 @@ def plot_image(
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **_mpl.PLAIN)
     return ax
 
 
@@ -279,7 +279,7 @@ def plot_grid(
                     if multichannel:
                         ax.set_yticklabels([])
             if i == 0:
-                ax.set_title(name, fontsize=10)
+                ax.set_title(name, fontsize=10, **_mpl.PLAIN)
                 if scale_notes:
                     opts = {**draw_defaults, **col_kw}
                     several = image and not is_input and maps[name].ndim == 4 and maps[name].shape[1] > 1
@@ -291,5 +291,5 @@ def plot_grid(
                     top.set_xticks([])
                     top.set_xlabel(note, fontsize=7, color="0.3", labelpad=2)
             if j == 0 and row_titles is not None:
-                ax.set_ylabel(str(row_titles[i]), fontsize=9)
+                ax.set_ylabel(str(row_titles[i]), fontsize=9, **_mpl.PLAIN)
     return fig

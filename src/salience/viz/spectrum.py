@@ -148,7 +148,7 @@ def plot_spectrum(
     if xlabel is None:
         xlabel = "frequency (Hz)" if fs is not None or (freqs is not None and float(np.max(f)) > 0.5) else (
             "frequency (cycles per sample)" if freqs is not None else "frequency bin")
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(xlabel, **_mpl.PLAIN)
     ax.set_ylabel("attribution")
     hi = fmax if fmax is not None else float(f[-1]) + width / 2
     ax.set_xlim(float(f[0]) - width / 2, hi)
@@ -159,7 +159,7 @@ def plot_spectrum(
             ax.axvspan(lo, min(bh, hi), color=("0.96" if k % 2 == 0 else "0.9"), zorder=0)
             # above the axes, where no bar can cover it
             ax.text((lo + min(bh, hi)) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=8, color="0.35", clip_on=False)
+                    va="bottom", fontsize=8, color="0.35", clip_on=False, **_mpl.PLAIN)
     if signal is not None:
         s = to_numpy(signal, "signal")
         s = s[None] if s.ndim == 1 else _squeeze_to(s, 2, "signal", "a signal of shape (T,) or (C, T)")
@@ -176,7 +176,7 @@ def plot_spectrum(
         twin.tick_params(axis="y", colors="0.35")
         ax.right_ax = twin
     if title:
-        ax.set_title(title, pad=14 if bands is not None else 6)
+        ax.set_title(title, pad=14 if bands is not None else 6, **_mpl.PLAIN)
     return ax
 
 
@@ -218,10 +218,11 @@ def plot_bands(
             ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
                     color="white" if abs(v) > 0.6 * vmax else "black")
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names)
+        ax.set_xticklabels(names, **_mpl.PLAIN)
         C = sums.shape[0]
         ax.set_yticks(range(C))
-        ax.set_yticklabels(list(channel_names) if channel_names is not None else [f"ch {i}" for i in range(C)])
+        ax.set_yticklabels([str(n) for n in channel_names] if channel_names is not None else [f"ch {i}" for i in range(C)],
+                           **_mpl.PLAIN)
         _mpl.colorbar(ax, im, "attribution")
     else:
         s = sums.reshape(-1, len(names)).sum(0)
@@ -231,10 +232,11 @@ def plot_bands(
         ax.bar(range(len(names)), s, color=cm(np.clip((s - vmin) / (vmax - vmin), 0, 1)), edgecolor="0.3", linewidth=0.5)
         ax.axhline(0, color="0.3", linewidth=0.6)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([f"{n}\n{lo:g}-{hi:g} Hz" for n, (lo, hi) in _check_bands(bands).items()], fontsize=8)
+        ax.set_xticklabels([f"{n}\n{lo:g}-{hi:g} Hz" for n, (lo, hi) in _check_bands(bands).items()], fontsize=8,
+                           **_mpl.PLAIN)
         ax.set_ylabel("attribution")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **_mpl.PLAIN)
     return ax
 
 
@@ -292,7 +294,7 @@ def plot_time_frequency(
     if colorbar:
         _mpl.colorbar(ax, mesh, "attribution")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **_mpl.PLAIN)
     return ax
 
 
@@ -355,7 +357,7 @@ def plot_components(
     bar_ax.barh(pos, total, color=colours, edgecolor="0.3", linewidth=0.5)
     bar_ax.axvline(0, color="0.3", linewidth=0.6)
     bar_ax.set_yticks(pos)
-    bar_ax.set_yticklabels(labels)
+    bar_ax.set_yticklabels([str(n) for n in labels], **_mpl.PLAIN)
     bar_ax.set_xlabel("attribution (sum over time)" if per_time else "attribution")
     T = s.shape[1]
     if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float)) or not fs > 0):
@@ -387,5 +389,5 @@ def plot_components(
         _mpl.colorbar(trace_ax, _mpl.scalar_mappable(cm, tmin, tmax), "attribution")
         trace_ax.set_title("component time courses, coloured by attribution", fontsize=9)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, **_mpl.PLAIN)
     return fig

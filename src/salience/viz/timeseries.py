@@ -154,14 +154,14 @@ def plot_signal(
     ax.set_xlim(t[0] - dt / 2, t[-1] + dt / 2)
     if single:
         ax.set_ylim(*band)
-        ax.set_ylabel(names[sel[0]])
+        ax.set_ylabel(names[sel[0]], **_mpl.PLAIN)
     else:
         ax.set_ylim(-0.5, len(sel) - 0.5)
         ax.set_yticks(range(len(sel)))
-        ax.set_yticklabels([names[c] for c in reversed(sel)])
+        ax.set_yticklabels([names[c] for c in reversed(sel)], **_mpl.PLAIN)
     ax.set_xlabel(tlabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **_mpl.PLAIN)
     if colorbar:
         _mpl.colorbar(ax, _mpl.scalar_mappable(cmap, vmin, vmax), "attribution")
     return ax
@@ -209,10 +209,10 @@ def plot_signal_map(
             m = float(np.max(np.abs(y))) or 1.0
             ax.plot(t, c - 0.4 * y / m, color="black", linewidth=0.7)
     ax.set_yticks(range(C))
-    ax.set_yticklabels(names)
+    ax.set_yticklabels(names, **_mpl.PLAIN)
     ax.set_xlabel(tlabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **_mpl.PLAIN)
     if colorbar:
         _mpl.colorbar(ax, im, "attribution")
     return ax

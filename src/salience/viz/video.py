@@ -206,7 +206,7 @@ def plot_volume_slices(
         v = np.abs(a[i]) if norm == "absmax" else a[i]
         im = ax.imshow(v, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha * _strength(v, vmin, vmax), interpolation="nearest",
                        extent=(-0.5, W - 0.5, H - 0.5, -0.5))
-        ax.set_title(f"{axis_name} = {int(i)}", fontsize=9)
+        ax.set_title(f"{axis_name} = {int(i)}", fontsize=9, **_mpl.PLAIN)
         ax.set_xticks([])
         ax.set_yticks([])
     del im

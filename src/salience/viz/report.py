@@ -9,6 +9,7 @@ import math
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
+from .._validation import check_int
 from ..errors import ParameterError
 from . import _mpl
 
@@ -34,6 +35,40 @@ figcaption{font-size:.85em;color:#444;max-width:60em}
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+#: image types a report embeds, by MIME type
+MIME_TYPES = ("image/png", "image/gif", "image/jpeg", "image/webp", "image/bmp", "image/svg+xml")
+
+
+def _sniff(data: bytes) -> str | None:
+    """The MIME type of image bytes from their signature, or None when they are no image."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:2] == b"BM" and len(data) > 26:
+        return "image/bmp"
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "image/svg+xml"
+    return None
+
+
+def _check_text(value: Any, name: str, owner: str, optional: bool = False) -> str | None:
+    """``value`` if it is a str (or None when ``optional``), else ParameterError."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a str{' or None' if optional else ''}. "
+            f"Got {type(value).__name__} {value!r} instead."
+        )
+    return value
 
 
 def _fmt(v: Any) -> str:
@@ -66,12 +101,16 @@ class Report:
     the file can be mailed or archived alone. Every string given to the report (titles, class
     names, captions, metric names) is HTML-escaped.
 
+    Every argument is checked when it is given: wrong types, data that is no image, and paths
+    that cannot be read or written raise a :class:`~salience.errors.ParameterError` naming the
+    parameter, what was expected and what was received.
+
     Parameters
     ----------
     title : str
         The page title.
     dpi : int
-        Resolution used for matplotlib figures.
+        Resolution used for matplotlib figures, in [1, 2400].
 
     Examples
     --------
@@ -83,30 +122,44 @@ class Report:
     """
 
     def __init__(self, title: str = "salience report", *, dpi: int = 90) -> None:
-        self.title = str(title)
-        self.dpi = int(dpi)
+        self.title = _check_text(title, "title", "Report")
+        self.dpi = check_int(dpi, "dpi", "Report", low=1, high=2400)
         self._blocks: list[str] = []
         self._toc: list[tuple[str, str]] = []
         self.n_figures = 0
 
     # -- content ---------------------------------------------------------------------------
     def section(self, title: str, text: str | None = None) -> "Report":
-        """Start a section (listed in the table of contents)."""
+        """Start a section (listed in the table of contents), with an optional paragraph."""
+        _check_text(title, "title", "Report.section")
+        _check_text(text, "text", "Report.section", optional=True)
         anchor = f"s{len(self._toc)}"
-        self._toc.append((anchor, str(title)))
-        self._blocks.append(f'<h2 id="{anchor}">{_e(title)}</h2>')
+        self._toc.append((anchor, title))
+        self._blocks.append(f'<h2 id="{_e(anchor)}">{_e(title)}</h2>')
         if text:
             self.text(text)
         return self
 
     def text(self, text: str) -> "Report":
         """A paragraph of plain text (escaped; blank lines separate paragraphs)."""
-        for para in str(text).split("\n\n"):
+        for para in _check_text(text, "text", "Report.text").split("\n\n"):
             self._blocks.append(f"<p>{_e(para)}</p>")
         return self
 
     def table(self, rows: Sequence[Mapping[str, Any]], *, caption: str | None = None) -> "Report":
         """A table from a list of dicts (columns in first-seen order)."""
+        if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
+            raise ParameterError(
+                "The 'rows' parameter of Report.table must be a list of dicts {column: value}. "
+                f"Got {type(rows).__name__} instead."
+            )
+        for i, r in enumerate(rows):
+            if not isinstance(r, Mapping):
+                raise ParameterError(
+                    f"The 'rows' parameter of Report.table must be a list of dicts {{column: value}}; "
+                    f"row {i} is a {type(r).__name__} ({r!r})."
+                )
+        _check_text(caption, "caption", "Report.table", optional=True)
         if not rows:
             return self
         cols: list[str] = []
@@ -121,13 +174,32 @@ class Report:
         return self
 
     def figure(self, fig: Any, caption: str | None = None, *, mime: str | None = None) -> "Report":
-        """Embed a figure: a matplotlib Figure/Axes, PNG or GIF bytes, or a path to an image."""
+        """Embed a figure.
+
+        Parameters
+        ----------
+        fig : matplotlib Figure or Axes, bytes, or path
+            A figure (rendered to PNG at the report's ``dpi``), or the bytes or file of an image
+            (PNG, GIF, JPEG, WebP, BMP or SVG, recognised from its content).
+        caption : str, optional
+        mime : str, optional
+            The image type of bytes or a file (one of :data:`MIME_TYPES`); it must agree with
+            the content. Default: recognised from the content.
+
+        Returns
+        -------
+        Report
+            ``self``, for chaining.
+        """
+        _check_text(caption, "caption", "Report.figure", optional=True)
         data, mime = self._image_bytes(fig, mime)
         uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-        alt = _e(caption or "figure")
+        alt = caption or "figure"
         cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
         # tabindex: clicking focuses the image, and the :focus rule shows it at full size
-        self._blocks.append(f'<figure class="salience-figure"><img src="{uri}" alt="{alt}" tabindex="0">{cap}</figure>')
+        self._blocks.append(
+            f'<figure class="salience-figure"><img src="{_e(uri)}" alt="{_e(alt)}" tabindex="0">{cap}</figure>'
+        )
         self.n_figures += 1
         return self
 
@@ -141,6 +213,27 @@ class Report:
         figures: Iterable[tuple[str, Any]] = (),
     ) -> "Report":
         """One explained sample: its prediction, target, metrics and figures (caption, figure)."""
+        _check_text(name, "name", "Report.sample")
+        if metrics is not None and not isinstance(metrics, Mapping):
+            raise ParameterError(
+                "The 'metrics' parameter of Report.sample must be a dict {name: value} or None. "
+                f"Got {type(metrics).__name__} instead."
+            )
+        if isinstance(figures, (str, bytes, Mapping)) or not isinstance(figures, Iterable):
+            raise ParameterError(
+                "The 'figures' parameter of Report.sample must be a list of (caption, figure) "
+                f"pairs. Got {type(figures).__name__} instead."
+            )
+        figures = list(figures)
+        for i, pair in enumerate(figures):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ParameterError(
+                    "The 'figures' parameter of Report.sample must be a list of (caption, figure) "
+                    f"pairs; entry {i} is a {type(pair).__name__}."
+                )
+            _check_text(pair[0], f"figures[{i}] caption", "Report.sample", optional=True)
+        # render every figure before writing anything, so a bad one leaves the report unchanged
+        images = [(caption, self._image_bytes(fig, None)) for caption, fig in figures]
         self._blocks.append('<div class="sample">')
         self._blocks.append(f"<h3>{_e(name)}</h3>")
         kv = []
@@ -152,8 +245,8 @@ class Report:
             kv.append(" &middot; ".join(f"<b>{_e(k)}</b>: {_e(_fmt(v))}" for k, v in metrics.items()))
         if kv:
             self._blocks.append('<p class="kv">' + "<br>".join(kv) + "</p>")
-        for caption, fig in figures:
-            self.figure(fig, caption)
+        for caption, (data, mime) in images:
+            self.figure(data, caption, mime=mime)
         self._blocks.append("</div>")
         return self
 
@@ -162,7 +255,7 @@ class Report:
         """The report as one HTML string."""
         toc = ""
         if len(self._toc) > 1:
-            toc = "<nav><ul>" + "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in self._toc) + "</ul></nav>"
+            toc = "<nav><ul>" + "".join(f'<li><a href="#{_e(a)}">{_e(t)}</a></li>' for a, t in self._toc) + "</ul></nav>"
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         from .. import __version__
 
@@ -179,31 +272,79 @@ class Report:
         )
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the report; returns the path."""
+        """Write the report (creating missing folders); returns the path.
+
+        Raises
+        ------
+        ParameterError
+            ``path`` is not a path, is a folder, or cannot be written (the reason is given).
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise ParameterError(
+                f"The 'path' parameter of Report.save must be a file path (str or os.PathLike). "
+                f"Got {type(path).__name__} instead."
+            )
         path = os.fspath(path)
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(self.to_html())
+        if not isinstance(path, str) or not path:
+            raise ParameterError(f"The 'path' parameter of Report.save must be a non-empty text path. Got {path!r} instead.")
+        if os.path.isdir(path):
+            raise ParameterError(f"The 'path' parameter of Report.save must name a file; {path!r} is a folder.")
+        text = self.to_html()
+        try:
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise ParameterError(
+                f"The 'path' parameter of Report.save must be a writable file path. Writing "
+                f"{path!r} failed: {exc.strerror or exc}."
+            ) from exc
         return path
 
     # -- helpers ---------------------------------------------------------------------------
-    def _image_bytes(self, fig: Any, mime: str | None) -> tuple[bytes, str]:
-        if hasattr(fig, "savefig"):
-            return _mpl.to_png(fig, self.dpi), "image/png"
-        if hasattr(fig, "figure") and hasattr(fig.figure, "savefig"):  # an Axes
-            return _mpl.to_png(fig.figure, self.dpi), "image/png"
-        if isinstance(fig, (bytes, bytearray)):
-            data = bytes(fig)
+    def _image_bytes(self, fig: Any, mime: Any) -> tuple[bytes, str]:
+        """The image bytes of ``fig`` and their MIME type, checked against ``mime``."""
+        if mime is not None and mime not in MIME_TYPES:
+            raise ParameterError(
+                f"The 'mime' parameter of Report.figure must be None or one of "
+                f"{', '.join(repr(m) for m in MIME_TYPES)}. Got {mime!r} instead."
+            )
+        if hasattr(fig, "savefig") or (hasattr(fig, "figure") and hasattr(fig.figure, "savefig")):
+            if mime not in (None, "image/png"):
+                raise ParameterError(
+                    f"The 'mime' parameter of Report.figure: matplotlib figures are embedded as "
+                    f"'image/png'. Got {mime!r} instead."
+                )
+            return _mpl.to_png(fig if hasattr(fig, "savefig") else fig.figure, self.dpi), "image/png"
+        if isinstance(fig, (bytes, bytearray, memoryview)):
+            data, what = bytes(fig), f"{len(fig)} bytes"
         elif isinstance(fig, (str, os.PathLike)):
-            with open(fig, "rb") as fh:
-                data = fh.read()
+            try:
+                with open(fig, "rb") as fh:
+                    data = fh.read()
+            except (OSError, ValueError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ParameterError(
+                    f"The 'fig' parameter of Report.figure must be a figure, image bytes or the "
+                    f"path of a readable image file. Reading {os.fspath(fig)!r} failed: {reason}."
+                ) from exc
+            what = f"the file {os.fspath(fig)!r}"
         else:
             raise ParameterError(
-                "Report.figure takes a matplotlib Figure or Axes, image bytes or a path. "
-                f"Got {type(fig).__name__} instead."
+                "The 'fig' parameter of Report.figure must be a matplotlib Figure or Axes, image "
+                f"bytes or the path of an image file. Got {type(fig).__name__} instead."
             )
-        if mime is None:
-            mime = "image/gif" if data[:6] in (b"GIF87a", b"GIF89a") else "image/png"
-        return data, mime
+        found = _sniff(data)
+        if found is None:
+            raise ParameterError(
+                f"The 'fig' parameter of Report.figure must hold an image (PNG, GIF, JPEG, WebP, "
+                f"BMP or SVG). Got {what} with no image signature (first bytes {data[:8]!r})."
+            )
+        if mime is not None and mime != found:
+            raise ParameterError(
+                f"The 'mime' parameter of Report.figure says {mime!r}, but the content of {what} "
+                f"is {found!r}."
+            )
+        return data, found

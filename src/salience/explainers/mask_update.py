@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -43,10 +44,13 @@ class _ProbabilityOps(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive: ids stay unique)
+        # id -> weak reference: nothing is kept alive (attention maps of a transformer are
+        # softmax outputs too), and a reused id is told apart by its dead reference
+        self.made: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def holds(self, t: Any) -> bool:
-        return isinstance(t, torch.Tensor) and self.made.get(id(t)) is t
+        ref = self.made.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return ref is not None and ref() is t
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -58,7 +62,7 @@ class _ProbabilityOps(TorchFunctionMode):
                 or (name in _SAME_VALUES and self.holds(first))
                 or (name in _JOINS and isinstance(first, (list, tuple)) and first and all(map(self.holds, first)))
             ):
-                self.made[id(out)] = out
+                self.made[id(out)] = weakref.ref(out)
         return out
 
 
@@ -79,6 +83,7 @@ class _HeadProbe:
 
         def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
             self.calls.append(ops.holds(out))
+            ops.made.clear()  # the next chunk starts afresh
 
         handle = model.register_forward_hook(hook)
         try:

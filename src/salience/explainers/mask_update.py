@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._engine import ScoreFunction
+from .._engine import ScoreFunction, own_thread
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
@@ -85,7 +85,7 @@ class _HeadProbe:
             self.calls.append(ops.holds(out))
             ops.made.clear()  # the next chunk starts afresh
 
-        handle = model.register_forward_hook(hook)
+        handle = model.register_forward_hook(own_thread(hook))
         try:
             with ops:
                 yield

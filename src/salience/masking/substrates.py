@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Mapping, Union
 
 import torch
 
-from .._validation import check_float, check_generator, check_int, check_option, make_generator
-from ..errors import ParameterError, ShapeError
+from .._validation import all_finite, check_float, check_generator, check_int, check_option, make_generator
+from ..errors import ParameterError, SalienceError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = [
@@ -99,8 +99,17 @@ class Reference(Substrate):
                 f"The 'values' parameter of Reference must be a floating-point tensor. Got "
                 f"{type(values).__name__ if not isinstance(values, torch.Tensor) else values.dtype} instead."
             )
-        if not bool(torch.isfinite(values).all()):
-            raise ParameterError("The 'values' parameter of Reference contains NaN or inf.")
+        if values.device.type == "meta":
+            raise ParameterError(
+                f"The 'values' parameter of Reference must hold data; got a tensor on the 'meta' device "
+                f"(shape {tuple(values.shape)})."
+            )
+        if not all_finite(values):
+            n_bad = int((~torch.isfinite(values)).sum())
+            raise ParameterError(
+                f"The 'values' parameter of Reference must be finite. Got {n_bad} NaN/inf value(s) in a "
+                f"tensor of shape {tuple(values.shape)}."
+            )
         self.values = values.detach()
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,7 +166,17 @@ class Blur(Substrate):
     padding : {"reflect", "zeros"}, default "reflect"
         ``"reflect"`` as ``scipy.ndimage.gaussian_filter``; ``"zeros"`` as RISE's
         ``conv2d(..., padding=5)`` (darkens borders).
+
+    Raises
+    ------
+    ParameterError
+        A negative or non-finite ``sigma`` or ``truncate``, or a kernel radius (``radius``, or
+        ``ceil(truncate * sigma)``) above ``Blur.MAX_RADIUS`` (4e6 samples: the kernel and the
+        padded rows are materialised).
     """
+
+    #: the largest kernel half-width, in samples
+    MAX_RADIUS: ClassVar[int] = 4_000_000
 
     def __init__(
         self,
@@ -182,7 +201,15 @@ class Blur(Substrate):
             )
         self.axes = None if axes is None else tuple(axes)
         self.truncate = check_float(truncate, "truncate", owner, low=0.0)
-        self.radius = None if radius is None else check_int(radius, "radius", owner, low=0)
+        self.radius = None if radius is None else check_int(radius, "radius", owner, low=0, high=self.MAX_RADIUS)
+        if self.radius is None:
+            widest = max(self.sigma.values(), default=0.0) if isinstance(self.sigma, dict) else self.sigma
+            if self.truncate * widest > self.MAX_RADIUS:
+                raise ParameterError(
+                    f"The kernel radius of {owner}, ceil(truncate * sigma) = ceil({self.truncate:g} * "
+                    f"{widest:g}), must be at most {self.MAX_RADIUS} samples; pass a smaller sigma "
+                    f"(or truncate, or radius=...)."
+                )
         self.padding = check_option(padding, "padding", owner, ("reflect", "zeros"))
 
     def _axes(self, lay: Layout) -> tuple[str, ...]:
@@ -415,13 +442,9 @@ class Filler:
         self.const = sub.value if isinstance(sub, Constant) else None
         self.base: torch.Tensor | None = None
         self.diff = x
+        self.owner = owner
         if not sub.needs_mask:
-            base = sub(x, self.layout)
-            if not isinstance(base, torch.Tensor) or base.shape != x.shape:
-                raise ShapeError(
-                    f"{owner}: the substrate {sub!r} must return a tensor of the input's shape "
-                    f"{tuple(x.shape)}. Got {tuple(base.shape) if isinstance(base, torch.Tensor) else type(base).__name__}."
-                )
+            base = self._substrate(x, None)
             self.base = base.to(dtype=x.dtype)
             if self.const != 0.0:
                 self.diff = x - self.base
@@ -451,11 +474,44 @@ class Filler:
             if self.base is not None:
                 return torch.where(mask, xb, self.base[sl])
             xb = xb.expand(torch.broadcast_shapes(xb.shape, mask.shape))
-            s = self.substrate(xb, self.layout, torch.broadcast_to(mask, xb.shape).to(xb.dtype))
+            s = self._substrate(xb, torch.broadcast_to(mask, xb.shape).to(xb.dtype))
             return torch.where(mask, xb, s)
         if self.base is None:
             xb = xb.expand(torch.broadcast_shapes(xb.shape, mask.shape))
-            return fill(xb, mask, self.substrate, self.layout)
+            mask = mask.to(xb.dtype)
+            return xb * mask + (1 - mask) * self._substrate(xb, mask)
         if self.const == 0.0:
             return self.diff[sl] * mask
         return torch.addcmul(self.base[sl], mask, self.diff[sl])
+
+    def _substrate(self, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The substrate of ``rows`` (with ``mask`` if it reads one), checked: a tensor of the
+        rows' shape with finite values; an exception it raises becomes a ParameterError."""
+        sub = self.substrate
+        try:
+            out = sub(rows, self.layout, mask) if sub.needs_mask else sub(rows, self.layout)
+        except SalienceError:
+            raise
+        except Exception as err:
+            raise ParameterError(
+                f"{self.owner}: the substrate {sub!r} raised {type(err).__name__}: {err} (on rows of shape "
+                f"{tuple(rows.shape)})."
+            ) from err
+        if not isinstance(out, torch.Tensor) or out.shape != rows.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ShapeError(
+                f"{self.owner}: the substrate {sub!r} must return a tensor of the input's shape "
+                f"{tuple(rows.shape)}. Got {got}."
+            )
+        if out.is_complex() or (not out.is_floating_point() and out.dtype != rows.dtype):
+            raise ParameterError(
+                f"{self.owner}: the substrate {sub!r} must return real values of the rows' dtype "
+                f"{rows.dtype}. Got dtype {out.dtype}."
+            )
+        if not all_finite(out):
+            n_bad = int((~torch.isfinite(out)).sum())
+            raise ParameterError(
+                f"{self.owner}: the substrate {sub!r} returned {n_bad} NaN/inf value(s) for finite rows of "
+                f"shape {tuple(rows.shape)}; what replaces removed values must be finite."
+            )
+        return out

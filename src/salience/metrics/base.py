@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from .._engine import ScoreFunction, make_score
-from .._validation import all_finite, check_batch_size, check_input
+from .._validation import all_finite, check_batch_size, check_input, check_int
 from ..attribution import Attribution
 from ..domains.base import into
-from ..errors import DTypeError, InputError, ParameterError, ShapeError
+from ..errors import DTypeError, InputError, ModelCallError, NumericalError, ParameterError, SalienceError, ShapeError
 from ..explainers.base import Explainer
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
@@ -20,6 +20,10 @@ from ..targets import TargetLike
 __all__ = ["Metric"]
 
 AttributionLike = "torch.Tensor | Attribution"
+
+#: the largest count (steps, runs, perturbations, classes) a metric accepts: rows are numbered
+#: with int64 indices, so ``B * n`` rows must fit in one (a larger count could never run)
+MAX_COUNT = 2**63 - 1
 
 
 class Metric:
@@ -113,6 +117,10 @@ def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 
         ``t`` is complex, integer or boolean.
     ShapeError
         ``t`` has fewer than ``min_ndim`` dims or an axis of size 0.
+
+    Notes
+    -----
+    A tensor on the ``meta`` device is refused with an InputError (it holds no values).
     """
     if not isinstance(t, torch.Tensor):
         raise InputError(
@@ -136,6 +144,7 @@ def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 
             f"{owner} expects {name} to have at least one element along every axis. Got shape "
             f"{tuple(t.shape)} instead."
         )
+    _check_data(t, owner, name)
     if not all_finite(t):
         n_bad = int((~torch.isfinite(t)).sum())
         raise InputError(
@@ -143,6 +152,15 @@ def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 
             f"shape {tuple(t.shape)}."
         )
     return t.detach()
+
+
+def _check_data(t: torch.Tensor, owner: str, name: str) -> None:
+    """A tensor on the 'meta' device has a shape but no values to score (InputError)."""
+    if t.device.type == "meta":
+        raise InputError(
+            f"{owner} expects {name} to hold data; got a tensor on the 'meta' device (shape "
+            f"{tuple(t.shape)}). Move it to a real device (cpu, cuda, ...) first."
+        )
 
 
 def check_x(x: Any, owner: str) -> torch.Tensor:
@@ -169,12 +187,181 @@ def check_explainer(explainer: Any, owner: str, name: str = "explainer") -> Any:
             f"(x, target) -> attribution. Got the model {type(explainer).__name__} (an nn.Module) "
             f"instead; wrap it, e.g. salience.Gradient(model)."
         )
+    if isinstance(explainer, type):
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
+            f"(x, target) -> attribution. Got the class {explainer.__name__} instead; pass an "
+            f"instance, e.g. {explainer.__name__}(model)."
+        )
     if not callable(explainer):
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
             f"(x, target) -> attribution. Got {type(explainer).__name__} instead."
         )
     return explainer
+
+
+def run_explainer(explainer: Any, x: torch.Tensor, target: Any, owner: str) -> Any:
+    """``explainer(x, target)``, with the exceptions of a plain callable typed.
+
+    Parameters
+    ----------
+    explainer : Explainer or callable
+        Checked by :func:`check_explainer` beforehand.
+    x : Tensor
+    target : Any
+    owner : str
+        The metric, named in the message.
+
+    Returns
+    -------
+    Any
+        What the explainer returned (checked by the caller).
+
+    Raises
+    ------
+    ModelCallError
+        A plain callable (not a salience Explainer) raised; its exception is the cause. Errors
+        of salience itself pass through unchanged.
+    """
+    if isinstance(explainer, Explainer):
+        return explainer(x, target)
+    try:
+        return explainer(x, target)
+    except SalienceError:
+        raise
+    except Exception as err:
+        name = getattr(explainer, "__name__", type(explainer).__name__)
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ModelCallError(
+            f"{owner}: the explainer {name} raised {type(err).__name__}: {err} (called as "
+            f"explainer(x, target) on x of shape {shape})."
+        ) from err
+
+
+def call_user(fn: Callable[..., Any], args: tuple, owner: str, name: str) -> Any:
+    """``fn(*args)`` for a callable hyperparameter (a similarity, a perturbation, a baseline).
+
+    Parameters
+    ----------
+    fn : callable
+    args : tuple
+    owner : str
+        The metric, named in the message.
+    name : str
+        The parameter ``fn`` was passed as.
+
+    Returns
+    -------
+    Any
+        ``fn(*args)``.
+
+    Raises
+    ------
+    ParameterError
+        ``fn`` raised; its exception is the cause. Errors of salience pass through unchanged.
+    """
+    try:
+        return fn(*args)
+    except SalienceError:
+        raise
+    except Exception as err:
+        raise ParameterError(
+            f"The {name!r} callable of {owner} raised {type(err).__name__}: {err}."
+        ) from err
+
+
+def check_count(value: Any, name: str, owner: str, low: int = 1) -> int:
+    """An int count in ``[low, MAX_COUNT]`` (steps, runs, perturbations, classes).
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ParameterError
+        Not an int (bools, floats and strings included) or outside the range.
+    """
+    return check_int(value, name, owner, low=low, high=MAX_COUNT)
+
+
+def check_rows(b: int, n: int, owner: str, name: str) -> None:
+    """``b * n`` rows (``n`` per sample, ``b`` samples) must be indexable with int64.
+
+    Raises
+    ------
+    ParameterError
+        ``b * n`` exceeds ``MAX_COUNT``; the message names ``name``, the count asked for.
+    """
+    if b * n > MAX_COUNT:
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} asks for {b} x {n} rows, more than an int64 index "
+            f"can number ({MAX_COUNT}); pass a smaller {name}."
+        )
+
+
+def rescaled(a: torch.Tensor) -> torch.Tensor:
+    """Each row of ``a`` (axis 0) times the power of two that brings its largest magnitude into
+    [0.5, 1).
+
+    Multiplying by a power of two is exact, so a scale-invariant quantity (a ratio of sums, a
+    correlation, a Gini index) computed on the result equals the one computed on ``a`` bit for
+    bit, except that sums no longer overflow (values near the dtype's maximum) and squares no
+    longer underflow (tiny values). An all-zero row is left as it is.
+
+    Parameters
+    ----------
+    a : Tensor of shape (B, ...)
+        Real floating point, finite.
+
+    Returns
+    -------
+    Tensor of shape (B, ...)
+    """
+    if a.ndim == 0 or a.numel() == 0:
+        return a
+    peak = a.detach().abs().reshape(a.shape[0], -1).amax(1)
+    _, exponent = torch.frexp(peak)
+    # 2 ** -exponent in two factors: for subnormal rows the whole factor would overflow the dtype
+    half = torch.div(-exponent, 2, rounding_mode="floor")
+    shape = (-1,) + (1,) * (a.ndim - 1)
+    one = torch.ones_like(peak)
+    first = torch.ldexp(one, half).reshape(shape)
+    second = torch.ldexp(one, -exponent - half).reshape(shape)
+    return a * first * second
+
+
+def check_finite_result(out: torch.Tensor, owner: str, cause: str) -> torch.Tensor:
+    """A result that must be finite, returned as it is.
+
+    Parameters
+    ----------
+    out : Tensor of shape (B, ...) or ()
+        One value (or row of values) per sample.
+    owner : str
+        The metric, named in the message.
+    cause : str
+        What overflowed, for the message.
+
+    Returns
+    -------
+    Tensor
+        ``out``.
+
+    Raises
+    ------
+    NumericalError
+        ``out`` holds NaN or inf: the computation overflowed its dtype (the message lists the
+        samples).
+    """
+    if not all_finite(out):
+        rows = out.reshape(out.shape[0] if out.ndim else 1, -1)
+        bad = (~torch.isfinite(rows)).any(1).nonzero().flatten().tolist()
+        raise NumericalError(
+            f"{owner}: the result overflowed {out.dtype} (NaN/inf) for sample(s) {bad}; {cause}"
+        )
+    return out
 
 
 def check_same_shape(ref: torch.Tensor, other: torch.Tensor, owner: str, what: str) -> None:
@@ -225,13 +412,15 @@ def check_attribution(a: torch.Tensor, x: torch.Tensor, owner: str, name: str = 
 def check_mask_values(mask: Any, owner: str, name: str = "mask") -> torch.Tensor:
     """A ground-truth mask's values: boolean, or 0/1 in a real dtype (1 = inside).
 
-    Raises InputError for a non-tensor, NaN/inf or values other than 0 and 1 (a soft mask or a
-    label map must be thresholded first), DTypeError for a complex mask.
+    Raises InputError for a non-tensor, a tensor on the ``meta`` device, NaN/inf or values
+    other than 0 and 1 (a soft mask or a label map must be thresholded first), DTypeError for a
+    complex mask.
     """
     if not isinstance(mask, torch.Tensor):
         raise InputError(f"{owner} needs a ground-truth {name} tensor. Got {type(mask).__name__} instead.")
     if mask.is_complex():
         raise DTypeError(f"{owner} expects the {name} to be boolean or hold 0/1 values. Got dtype {mask.dtype} instead.")
+    _check_data(mask, owner, f"the {name}")
     if mask.dtype == torch.bool:
         return mask
     if not all_finite(mask):
@@ -372,10 +561,13 @@ def similarity(a: torch.Tensor, b: torch.Tensor, kind: "str | Callable", owner: 
 
     A callable must return one real floating-point value per row, shape (B,) (ShapeError,
     DTypeError or ParameterError otherwise: a constant such as ``1.0`` is not a per-sample
-    score). A correlation needs at least 2 values per row (ShapeError otherwise).
+    score); its values are returned as they are (NaN included), and an exception it raises
+    becomes a ParameterError. A correlation needs at least 2 values per row (ShapeError
+    otherwise). The built-in similarities are scale-invariant and computed on rows rescaled
+    exactly by powers of two (:func:`rescaled`).
     """
     if callable(kind):
-        out = kind(a, b)
+        out = call_user(kind, (a, b), owner, "similarity")
         if not isinstance(out, torch.Tensor):
             raise ParameterError(
                 f"The 'similarity' callable of {owner} must return a tensor of shape ({a.shape[0]},), "
@@ -403,14 +595,22 @@ def similarity(a: torch.Tensor, b: torch.Tensor, kind: "str | Callable", owner: 
     if kind == "pearson":
         return pearson(a, b)
     if kind == "cosine":
-        return torch.nn.functional.cosine_similarity(a, b, dim=1)
+        # scale-invariant: rows rescaled exactly, so huge values do not overflow the norms and
+        # subnormal ones do not underflow them
+        return torch.nn.functional.cosine_similarity(rescaled(a), rescaled(b), dim=1)
     raise ParameterError(
         f"similarity must be 'spearman', 'pearson', 'cosine' or a callable (a, b) -> (B,). Got {kind!r}."
     )
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last axis; NaN where either row is constant."""
+    """Pearson correlation along the last axis of (B, F) tensors; NaN where either row is constant.
+
+    The rows are first rescaled by powers of two (:func:`rescaled`, exact), so values near the
+    dtype's limits neither overflow nor underflow the sums of squares.
+    """
+    a = rescaled(a)
+    b = rescaled(b)
     a = a - a.mean(-1, keepdim=True)
     b = b - b.mean(-1, keepdim=True)
     num = (a * b).sum(-1)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..attribution import Attribution
-from .base import Metric, unpack
+from .base import Metric, rescaled, unpack
 
 __all__ = ["sparseness", "complexity", "Sparseness", "Complexity"]
 
@@ -33,7 +33,9 @@ def sparseness(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
     ICML 2020.
     """
     a, _, _ = unpack(attribution, None, None, "sparseness")
-    v = a.flatten(1).abs().sort(dim=1).values
+    # rescaled exactly by a power of two per sample: the index is scale-invariant, and the sums
+    # of values near the dtype's maximum cannot overflow
+    v = rescaled(a.flatten(1).abs()).sort(dim=1).values
     n = v.shape[1]
     k = torch.arange(1, n + 1, device=v.device, dtype=v.dtype)
     total = v.sum(1)
@@ -52,7 +54,7 @@ def complexity(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
     Bhatt et al., "Evaluating and Aggregating Feature-based Model Explanations", IJCAI 2020.
     """
     a, _, _ = unpack(attribution, None, None, "complexity")
-    v = a.flatten(1).abs()
+    v = rescaled(a.flatten(1).abs())  # exact, scale-invariant: the sum cannot overflow
     total = v.sum(1, keepdim=True)
     p = v / torch.where(total > 0, total, torch.ones_like(total))
     ent = -torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p)).sum(1)

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from ..errors import ParameterError
-from .base import Metric, check_explainer
+from .base import Metric, check_explainer, run_explainer
 
 __all__ = ["evaluate", "Table"]
 
@@ -224,7 +224,7 @@ def evaluate(
     for x, y, mask in _batches(data):
         n_batches += 1
         for i, (ename, explainer) in enumerate(ex):
-            att = explainer.explain(x, y) if hasattr(explainer, "explain") else explainer(x, y)
+            att = explainer.explain(x, y) if hasattr(explainer, "explain") else run_explainer(explainer, x, y, "evaluate")
             for j, (mname, metric) in enumerate(ms):
                 if metric.requires_mask and mask is None:
                     raise ParameterError(f"{mname} needs ground-truth masks: pass data as (x, y, mask).")

@@ -16,12 +16,22 @@ import torch.nn.functional as F
 
 from .._validation import check_batch_size, check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..attribution import Attribution
-from ..errors import ParameterError, ShapeError
+from ..errors import InputError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..masking import Filler, Substrate, as_substrate
 from .._progress import progress_bar
 from ..targets import TargetLike
-from .base import Metric, check_values, reduce_channels as _reduce_channels, setup
+from .base import (
+    Metric,
+    call_user,
+    check_count,
+    check_finite_result,
+    check_rows,
+    check_values,
+    rescaled,
+    setup,
+)
+from .base import reduce_channels as _reduce_channels
 from .base import similarity as _similarity
 
 __all__ = [
@@ -51,32 +61,50 @@ class RiseBlur(Substrate):
 
     Parameters
     ----------
-    sigma : float, default 5.0
-    size : int, default 11
+    sigma : float in (0, 1e6], default 5.0
+        The Gaussian's standard deviation in samples/pixels (the kernel it folds has
+        ``2 * int(4 * sigma + 0.5) + 1`` taps, so it is bounded).
+    size : int in [1, 1e6], default 11
         Number of taps (odd).
     """
 
     needs_mask: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
 
+    #: the largest ``sigma`` and ``size``: the kernels are materialised
+    MAX_SIGMA: ClassVar[float] = 1e6
+    MAX_SIZE: ClassVar[int] = 1_000_000
+
     def __init__(self, sigma: float = 5.0, *, size: int = 11) -> None:
-        self.sigma = check_float(sigma, "sigma", "RiseBlur", low=0.0, closed="neither")
-        self.size = check_int(size, "size", "RiseBlur", low=1)
+        self.sigma = check_float(sigma, "sigma", "RiseBlur", low=0.0, high=self.MAX_SIGMA, closed="right")
+        self.size = check_int(size, "size", "RiseBlur", low=1, high=self.MAX_SIZE)
         if self.size % 2 == 0:
             raise ParameterError(f"The 'size' parameter of RiseBlur must be odd. Got {size!r} instead.")
 
     def kernel(self) -> torch.Tensor:
-        """The 1-D kernel (float64, ``size`` taps) whose outer products give RISE's kernel."""
+        """The 1-D kernel (float64, ``size`` taps) whose outer products give RISE's kernel.
+
+        Returns
+        -------
+        Tensor of shape (size,)
+            Tap ``i`` is the sum of the Gaussian's weights ``w[j]`` (truncated at 4 sigma,
+            normalised) over the offsets ``j`` whose position ``i + j``, reflected half-sample
+            symmetrically into ``[0, size)``, is the centre: scipy's ``gaussian_filter`` of a
+            unit impulse.
+        """
         n, c = self.size, self.size // 2
         radius = int(4.0 * self.sigma + 0.5)  # scipy's gaussian_filter1d, truncate=4
         j = torch.arange(-radius, radius + 1, dtype=torch.float64)
         w = torch.exp(-0.5 * (j / self.sigma) ** 2)
         w = w / w.sum()
+        # position i + j reflects onto the centre c exactly when (i + j) mod 2n is c or 2n-1-c
+        # (half-sample symmetric extension, period 2n): each offset feeds at most two taps
         out = torch.zeros(n, dtype=torch.float64)
-        for i in range(n):
-            p = (i + j.long()) % (2 * n)  # half-sample symmetric extension of the impulse
-            p = torch.where(p >= n, 2 * n - 1 - p, p)
-            out[i] = w[p == c].sum()
+        jj = j.long()
+        for image in (c, 2 * n - 1 - c):
+            i = (image - jj) % (2 * n)
+            inside = i < n
+            out.index_add_(0, i[inside], w[inside])
         return out
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,7 +209,9 @@ class NoisyLinearImputation(Substrate):
         res = rhs.clone()
         p = res.clone()
         rr = (res * res).sum(dims)
-        tol = self.effective_tol(x.dtype)
+        # a relative residual of 1 or more is met before the first iteration: capping tol at 1
+        # changes nothing but keeps tol ** 2 finite
+        tol = min(self.effective_tol(x.dtype), 1.0)
         stop = (tol**2) * rr.clamp_min(torch.finfo(x.dtype).tiny)
         shape = (rows,) + (1,) * (v.ndim - 1)
         broken = torch.zeros_like(rr, dtype=torch.bool)
@@ -226,10 +256,11 @@ def _schedule(n_units: int, step: int | None, steps: int | None, max_fraction: f
     if step is not None and steps is not None:
         raise ParameterError(f"{owner}: pass step=... (RISE) or steps=... (Xplique), not both.")
     if step is not None:
-        step = check_int(step, "step", owner, low=1)
+        # a step of n_units or more changes every unit at once: the same two states
+        step = min(check_int(step, "step", owner, low=1), n_units)
         n_steps = math.ceil(n_units / step)
         return torch.clamp(torch.arange(n_steps + 1) * step, max=n_units)
-    steps = min(100, n_units) if steps is None else check_int(steps, "steps", owner, low=1)
+    steps = min(100, n_units) if steps is None else check_count(steps, "steps", owner)
     max_n = int(math.floor(n_units * max_fraction))
     if max_n == 0:
         raise ParameterError(
@@ -275,6 +306,8 @@ def _curve(
     unit_shape = units.shape[1:]
     ranks = _ranks(units.flatten(1))
     n_units = ranks.shape[1]
+    if steps is not None:
+        check_rows(space.shape[0], check_count(steps, "steps", owner) + 1, owner, "steps")
     counts = _schedule(n_units, step, steps, max_fraction, owner).to(space.device)
     k = counts.shape[0]
     filler = Filler(space, substrate, lay, owner)
@@ -415,14 +448,34 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     curve : Tensor of shape (..., K), K >= 2
+        Real floating-point and finite (the scores of :func:`deletion_curve` or
+        :func:`insertion_curve`).
 
     Returns
     -------
     Tensor of shape (...)
+
+    Raises
+    ------
+    InputError
+        ``curve`` is not a tensor (an Attribution is not a curve), or holds NaN or inf.
+    DTypeError
+        ``curve`` is complex, integer or boolean.
+    ShapeError
+        ``curve`` has no axis, an empty axis or fewer than 2 points.
+    NumericalError
+        The area overflows the dtype (scores near its largest value).
     """
+    if not isinstance(curve, torch.Tensor):
+        raise InputError(
+            "auc expects curve to be a torch.Tensor of shape (..., K), e.g. the output of "
+            f"deletion_curve. Got {type(curve).__name__} instead."
+        )
+    curve = check_values(curve, "auc", "curve", min_ndim=1)
     if curve.shape[-1] < 2:
         raise ShapeError(f"auc needs at least 2 points per curve. Got shape {tuple(curve.shape)}.")
-    return (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (curve.shape[-1] - 1)
+    area = (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (curve.shape[-1] - 1)
+    return check_finite_result(area, "auc", "the curve's values are too large for a sum in this dtype.")
 
 
 # ---------------------------------------------------------------------------- faithfulness correlation
@@ -475,7 +528,11 @@ def faithfulness_correlation(
     Returns
     -------
     Tensor of shape (B,)
-        NaN where the score or the attribution sums do not vary.
+        NaN where the score or the attribution sums do not vary. A ``similarity`` callable's
+        values are returned as they are (NaN included); one that raises gives a ParameterError.
+        The built-in correlations are computed on each sample's attributions rescaled exactly
+        by a power of two (the correlation does not change), so values near the dtype's limits
+        neither overflow nor underflow.
 
     References
     ----------
@@ -483,7 +540,7 @@ def faithfulness_correlation(
     """
 
     owner = "faithfulness_correlation"
-    n_runs = check_int(n_runs, "n_runs", owner, low=2)
+    n_runs = check_count(n_runs, "n_runs", owner, low=2)
     similarity = _check_similarity(similarity, owner)
     progress = check_bool(progress, "progress", owner)
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
@@ -504,6 +561,11 @@ def faithfulness_correlation(
         )
     gen = make_generator(generator)
     b = space.shape[0]
+    check_rows(b, n_runs, owner, "n_runs")
+    if isinstance(similarity, str):
+        # the correlations are invariant to each sample's scale: rescaled exactly by a power of
+        # two, sums of values near the dtype's maximum cannot overflow
+        flat = rescaled(flat)
     sums = torch.empty(b * n_runs, dtype=flat.dtype, device=space.device)
     filler = Filler(space, substrate, lay, owner)
     unit_shape = a.shape[1:]
@@ -581,19 +643,29 @@ def infidelity(
     -------
     Tensor of shape (B,)
 
+    Raises
+    ------
+    ParameterError
+        ``n_perturbations`` outside ``[1, 2**63 - 1]``, a negative or non-finite ``std``, or a
+        ``perturbation`` callable that raised (the original exception is the cause).
+    NumericalError
+        The squared errors overflowed the dtype (attributions or perturbations near its largest
+        value).
+
     References
     ----------
     Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
 
     owner = "infidelity"
-    n = check_int(n_perturbations, "n_perturbations", owner, low=1)
+    n = check_count(n_perturbations, "n_perturbations", owner)
     std = check_float(std, "std", owner, low=0.0)
     perturbation = _check_perturbation(perturbation, owner)
     normalize = check_bool(normalize, "normalize", owner)
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     gen = make_generator(generator)
     b, shape = space.shape[0], tuple(space.shape[1:])
+    check_rows(b, n, owner, "n_perturbations")
     given: torch.Tensor | None = None
     if isinstance(perturbation, torch.Tensor):
         if tuple(perturbation.shape) != (b, n, *shape):
@@ -616,7 +688,7 @@ def infidelity(
         pieces = []
         for s0 in range(start // n, (stop - 1) // n + 1):  # per sample, the rows of this chunk
             lo, hi = max(start, s0 * n), min(stop, (s0 + 1) * n)
-            p = perturbation(space[s0 : s0 + 1], hi - lo, gen)
+            p = call_user(perturbation, (space[s0 : s0 + 1], hi - lo, gen), owner, "perturbation")
             if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, hi - lo, *shape):
                 got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
                 raise ShapeError(
@@ -640,7 +712,10 @@ def infidelity(
         den = (dots * dots).mean(1, keepdim=True)
         beta = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
         dots = beta * dots
-    return (dots - diffs).square().mean(1)
+    return check_finite_result(
+        (dots - diffs).square().mean(1), owner,
+        "the attribution or the perturbations are too large for the squared errors in this dtype.",
+    )
 
 
 # ---------------------------------------------------------------------------- classes
@@ -673,7 +748,7 @@ class Deletion(_Perturbation):
         if step is not None and steps is not None:
             raise ParameterError(f"{owner}: pass step=... (RISE) or steps=... (Xplique), not both.")
         self.step = None if step is None else check_int(step, "step", owner, low=1)
-        self.steps = None if steps is None else check_int(steps, "steps", owner, low=1)
+        self.steps = None if steps is None else check_count(steps, "steps", owner)
         self.max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
         # None: the insertion default (RiseBlur in input space, zero coefficients in a domain)
         self.substrate = None if substrate is None else as_substrate(substrate, owner)
@@ -721,7 +796,7 @@ class FaithfulnessCorrelation(_Perturbation):
                  similarity: str | Callable = "pearson", generator: torch.Generator | None = None,
                  batch_size: int | None = None, progress: bool = True) -> None:
         owner = type(self).__name__
-        self.n_runs = check_int(n_runs, "n_runs", owner, low=2)
+        self.n_runs = check_count(n_runs, "n_runs", owner, low=2)
         self.subset_size = check_int(subset_size, "subset_size", owner, low=1)
         self.substrate = as_substrate(substrate, owner)
         self.similarity = _check_similarity(similarity, owner)
@@ -747,7 +822,7 @@ class Infidelity(_Perturbation):
                  normalize: bool = False, generator: torch.Generator | None = None,
                  batch_size: int | None = None) -> None:
         owner = type(self).__name__
-        self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
+        self.n_perturbations = check_count(n_perturbations, "n_perturbations", owner)
         self.std = check_float(std, "std", owner, low=0.0)
         self.perturbation = _check_perturbation(perturbation, owner)
         self.normalize = check_bool(normalize, "normalize", owner)

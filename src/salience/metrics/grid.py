@@ -15,12 +15,20 @@ import torch
 import torch.nn.functional as F
 
 from .._engine import make_score
-from .._validation import check_bool, check_float, check_generator, check_input, check_int, check_option
+from .._validation import (
+    check_batch_size,
+    check_bool,
+    check_float,
+    check_generator,
+    check_input,
+    check_int,
+    check_option,
+)
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..targets import Output
-from .base import check_mask_values, check_values
+from .base import check_mask_values, check_values, rescaled
 from .localisation import _Localisation
 
 __all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game", "GridPointingGame"]
@@ -30,6 +38,23 @@ _OWNER = "make_grid"
 _LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 #: a total positive mass at or below this scores 0 (Rao et al.)
 EPS = 1e-7
+
+
+def _int_tensor(value: Any, name: str, owner: str, expected: str) -> torch.Tensor:
+    """``value`` (a sequence or tensor of ints) as a LongTensor, or ParameterError."""
+    try:
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must hold {expected} (int64 values). Got {value!r} "
+            f"instead ({err})."
+        ) from err
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.device.type == "meta":
+        raise ParameterError(
+            f"The {name!r} parameter of {owner} must hold {expected}. Got a tensor of dtype "
+            f"{t.dtype} on {t.device.type} instead."
+        )
+    return t.long()
 
 
 class GridBatch(NamedTuple):
@@ -225,13 +250,12 @@ def make_grid(
     lay = Layout.infer(x, layout)
     if lay.names[1] != "c":
         raise ShapeError(f"{_OWNER} needs a channels-first layout 'b c ...'. Got {lay}.")
-    lab = torch.as_tensor(labels)
-    if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool or lab.shape != (x.shape[0],):
+    lab = _int_tensor(labels, "labels", _OWNER, f"one integer class per input, shape ({x.shape[0]},)")
+    if lab.shape != (x.shape[0],):
         raise ParameterError(
             f"The 'labels' parameter of {_OWNER} must hold one integer class per input, shape "
             f"({x.shape[0]},). Got {tuple(lab.shape)} of dtype {lab.dtype} instead."
         )
-    lab = lab.long()
     if axes is None:
         axes = ("h", "w") if lay.is_image_like else ("t",)
     axes = tuple(axes)
@@ -242,6 +266,11 @@ def make_grid(
         cells = (2, 2) if len(axes) == 2 else (4,) * len(axes)
     elif isinstance(cells, int) and not isinstance(cells, bool):
         cells = (cells,) * len(axes)
+    elif isinstance(cells, (str, bytes)) or not hasattr(cells, "__iter__") or getattr(cells, "ndim", 1) == 0:
+        raise ParameterError(
+            f"The 'cells' parameter of {_OWNER} must be None, an int or a sequence of ints (cells "
+            f"per grid axis {axes}). Got {cells!r} instead."
+        )
     cells = tuple(check_int(c, "cells", _OWNER, low=1) for c in cells)
     if len(cells) != len(axes):
         raise ParameterError(
@@ -252,6 +281,7 @@ def make_grid(
     resize = check_bool(resize, "resize", _OWNER)
     mode = check_option(mode, "mode", _OWNER, ("area", "nearest", "linear"))
     distinct = check_bool(distinct, "distinct", _OWNER)
+    batch_size = check_batch_size(batch_size, _OWNER)
     if (model is None) != (min_confidence is None):
         raise ParameterError(f"{_OWNER}: the confidence filter needs both model=... and min_confidence=... .")
 
@@ -364,7 +394,12 @@ def grid_pointing_game(
     attributions = check_values(attributions, owner, "attributions", min_ndim=3)
     masks = grid.masks if isinstance(grid, Grid) else grid
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
-        raise ParameterError(f"{owner}: 'grid' must be a Grid or a boolean mask tensor (n_cells, *S).")
+        got = f"a tensor of dtype {masks.dtype}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+        raise ParameterError(
+            f"The 'grid' parameter of {owner} must be a Grid or a boolean mask tensor (n_cells, *S). "
+            f"Got {got} instead."
+        )
+    check_mask_values(masks, owner, "cell masks")  # data on a real device
     if masks.ndim < 2 or 0 in masks.shape:
         raise ShapeError(
             f"{owner}: the cell masks must have shape (n_cells, *S) with at least one cell and one "
@@ -381,9 +416,18 @@ def grid_pointing_game(
             )
         cells_t = torch.arange(n_cells).repeat(m // n_cells)
     else:
-        cells_t = torch.as_tensor(cells).long().reshape(-1)
-        if cells_t.shape != (m,) or bool(((cells_t < 0) | (cells_t >= n_cells)).any()):
-            raise ParameterError(f"{owner}: cells must hold one cell index in [0, {n_cells}) per map.")
+        expected = f"one cell index in [0, {n_cells}) per map, shape ({m},)"
+        cells_t = _int_tensor(cells, "cells", owner, expected).reshape(-1)
+        if cells_t.shape != (m,):
+            raise ParameterError(
+                f"The 'cells' parameter of {owner} must hold {expected}. Got {cells_t.numel()} indices instead."
+            )
+        outside = (cells_t < 0) | (cells_t >= n_cells)
+        if bool(outside.any()):
+            raise ParameterError(
+                f"The 'cells' parameter of {owner} must hold {expected}. Got {int(outside.sum())} index(es) "
+                f"outside, e.g. {int(cells_t[outside][0])}."
+            )
     if a.ndim - 2 != masks.ndim - 1:
         raise ShapeError(
             f"{owner}: maps of shape {tuple(a.shape)} do not match cell masks of shape {tuple(masks.shape)}."
@@ -401,9 +445,13 @@ def grid_pointing_game(
             raise ShapeError(f"{owner}: cannot upsample maps with {len(size)} spatial axes.")
         a = F.interpolate(a, size=size, mode=_LINEAR[len(size)], align_corners=False)
     pos = a[:, 0].clamp(min=0)
-    total = pos.flatten(1).sum(1)
-    inside = (pos * masks[cells_t.to(masks.device)].to(pos.device, pos.dtype)).flatten(1).sum(1)
-    safe = torch.where(total > EPS, total, torch.ones_like(total))
+    total = pos.flatten(1).sum(1)  # compared with EPS in the maps' own units (may reach inf)
+    # the share is scale-invariant: computed on maps rescaled exactly by a power of two, its
+    # sums cannot overflow
+    scaled = rescaled(pos)
+    inside = (scaled * masks[cells_t.to(masks.device)].to(pos.device, pos.dtype)).flatten(1).sum(1)
+    whole = scaled.flatten(1).sum(1)
+    safe = torch.where(total > EPS, whole, torch.ones_like(whole))
     return torch.where(total > EPS, inside / safe, torch.zeros_like(total))
 
 
@@ -442,6 +490,7 @@ class GridPointingGame(_Localisation):
             )
         mask = check_mask_values(mask, owner)
         values = attribution.values if isinstance(attribution, Attribution) else attribution
+        values = check_values(values, owner, "attributions", min_ndim=3)
         if isinstance(values, torch.Tensor) and mask.ndim == values.ndim and mask.ndim >= 3:
             if mask.shape[1] != 1:
                 raise ShapeError(

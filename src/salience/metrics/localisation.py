@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .._validation import check_bool, check_float
 from ..attribution import Attribution
 from ..errors import ParameterError
-from .base import Metric, check_mask, unpack
+from .base import Metric, check_mask, rescaled, unpack
 
 __all__ = [
     "pointing_game",
@@ -52,6 +52,8 @@ def _dilate(m: torch.Tensor, tolerance: float) -> torch.Tensor:
         raise ParameterError(
             f"pointing_game: tolerance > 0 supports 1 to 3 spatial axes; got {d}. Use tolerance=0."
         )
+    # a ball wider than the spatial extent covers every position: larger radii change nothing
+    tolerance = min(tolerance, math.hypot(*m.shape[2:]))
     r = int(math.floor(tolerance))
     grid = torch.stack(
         torch.meshgrid(*[torch.arange(-r, r + 1, dtype=torch.float64)] * d, indexing="ij")
@@ -111,7 +113,7 @@ def energy_pointing_game(attribution: "torch.Tensor | Attribution", mask: torch.
     Wang et al., "Score-CAM: Score-Weighted Visual Explanations for CNNs", CVPRW 2020.
     """
     a, m = _prep(attribution, mask, "energy_pointing_game")
-    pos = a.clamp_min(0).flatten(1)
+    pos = rescaled(a.clamp_min(0).flatten(1))  # exact: a ratio, and its sums cannot overflow
     total = pos.sum(1)
     inside = (pos * m.flatten(1)).sum(1)
     value = torch.where(total > 0, inside / torch.where(total > 0, total, torch.ones_like(total)), torch.full_like(total, float("nan")))
@@ -152,7 +154,7 @@ def relevance_mass(
     a, m = _prep(attribution, mask, "relevance_mass")
     if positive:
         a = a.clamp_min(0)
-    flat = a.flatten(1)
+    flat = rescaled(a.flatten(1))  # exact: a ratio, and its sums cannot overflow
     total = flat.sum(1)
     defined = total != 0
     inside = (flat * m.flatten(1)).sum(1)

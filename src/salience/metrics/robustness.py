@@ -9,14 +9,24 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .._engine import default_batch_size, make_score
-from .._validation import check_bool, check_float, check_generator, check_int, make_generator
+from .._validation import check_bool, check_float, check_generator, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from .._progress import progress_bar
 from ..explainers.base import Explainer, as_parts
 from ..layout import Layout
 from ..targets import Target, TargetLike
-from .base import Metric, check_explainer, check_values, check_x, unpack
+from .base import (
+    Metric,
+    check_count,
+    check_explainer,
+    check_finite_result,
+    check_rows,
+    check_values,
+    check_x,
+    run_explainer,
+    unpack,
+)
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
 
@@ -26,10 +36,11 @@ def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike, owner: str
     explained target (per-sample class indices where recorded, else ``target``).
 
     The values are checked (:func:`~salience.metrics.base.check_values`: finite, floating point,
-    one map per row of ``x``).
+    one map per row of ``x``); an exception raised by a plain callable becomes a
+    :class:`~salience.errors.ModelCallError`.
     """
     check_explainer(explainer, owner)
-    out = explainer(x, target)
+    out = run_explainer(explainer, x, target, owner)
     if isinstance(out, Attribution):
         values, explained = out.values, out.target
     elif isinstance(out, torch.Tensor):
@@ -156,7 +167,7 @@ def _sensitivities(
 
     x = check_x(x, owner)
     check_explainer(explainer, owner)
-    n = check_int(n_perturbations, "n_perturbations", owner, low=1)
+    n = check_count(n_perturbations, "n_perturbations", owner)
     radius = check_float(radius, "radius", owner, low=0.0)
     norm = check_norm(norm, owner)
     ordv = 2.0 if norm == "fro" else norm
@@ -173,6 +184,7 @@ def _sensitivities(
                 f"{tuple(ref.shape)} instead."
             )
     b, shape = x.shape[0], x.shape[1:]
+    check_rows(b, n, owner, "n_perturbations")
     explain = reexplainer(explainer, x, explained if target is None else target, owner)
     # perturbed copies are drawn and explained chunk by chunk, at most `rows` per explainer call
     # (memory bounded by the explainer's batch_size, not by B * n); copy j of sample i is row
@@ -206,7 +218,9 @@ def _sensitivities(
     if normalize:
         den = torch.linalg.vector_norm(ref.reshape(b, -1), ord=ordv, dim=1)
         sens = sens / torch.where(den == 0, torch.ones_like(den), den)[:, None]
-    return sens
+    return check_finite_result(
+        sens, owner, "the explanations (or their differences) are too large for the norm in this dtype."
+    )
 
 
 _DOC = """
@@ -234,6 +248,17 @@ _DOC = """
     Returns
     -------
     Tensor of shape (B,)
+
+    Raises
+    ------
+    ParameterError
+        A model, a class or a non-callable as ``explainer``; ``n_perturbations`` outside
+        ``[1, 2**63 - 1]`` (or ``B * n_perturbations`` rows beyond int64); a negative or
+        non-finite ``radius``.
+    ModelCallError
+        A plain callable ``explainer`` raised (the original exception is the cause).
+    NumericalError
+        The norms overflowed the dtype (explanations near its largest value).
 
     Notes
     -----
@@ -303,7 +328,7 @@ class MaxSensitivity(Metric):
                  normalize: bool = False, generator: torch.Generator | None = None,
                  progress: bool = True) -> None:
         owner = type(self).__name__
-        self.n_perturbations = check_int(n_perturbations, "n_perturbations", owner, low=1)
+        self.n_perturbations = check_count(n_perturbations, "n_perturbations", owner)
         self.radius = check_float(radius, "radius", owner, low=0.0)
         self.norm = check_norm(norm, owner)
         self.normalize = check_bool(normalize, "normalize", owner)

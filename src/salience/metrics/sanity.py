@@ -8,13 +8,24 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .._validation import check_batch_size, check_bool, check_generator, check_int, check_option, make_generator
+from .._validation import check_batch_size, check_bool, check_generator, check_option, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import ClassTarget, Target, TargetLike, as_target
-from .base import Metric, check_explainer, check_same_shape, check_x, prepare, setup, unpack
+from .base import (
+    Metric,
+    call_user,
+    check_count,
+    check_explainer,
+    check_finite_result,
+    check_same_shape,
+    check_x,
+    prepare,
+    setup,
+    unpack,
+)
 from .base import similarity as _similarity
 from .robustness import explain_with
 
@@ -76,16 +87,25 @@ def completeness_gap(
     -------
     Tensor of shape (B,)
 
+    Raises
+    ------
+    ParameterError
+        A baseline callable that raised (the original exception is the cause).
+    NumericalError
+        The attribution's sum overflowed the dtype.
+
     References
     ----------
     Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
     owner = "completeness_gap"
     a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    base = resolve_baseline(_check_baseline(baseline, owner), space, score, owner)
+    baseline = _check_baseline(baseline, owner)
+    base = call_user(resolve_baseline, (baseline, space, score, owner), owner, "baseline")
     rows = torch.stack([space, base], 1)
     vals = score.values(rows)
-    return a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
+    gap = a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
+    return check_finite_result(gap, owner, "the attribution's sum is too large for this dtype.")
 
 
 # ---------------------------------------------------------------------------- randomisation
@@ -277,7 +297,7 @@ def random_logit(
     check_explainer(explainer, owner)
     similarity = _check_similarity(similarity, owner)
     if n_classes is not None:
-        n_classes = check_int(n_classes, "n_classes", owner, low=2)
+        n_classes = check_count(n_classes, "n_classes", owner, low=2)
     x = check_x(x, owner)
     if attribution is None:
         ref, explained = explain_with(explainer, x, target, owner)
@@ -289,7 +309,13 @@ def random_logit(
             "random_logit needs a class target: an int, one int per sample, Class, Probability or "
             f"LogProbability (the other class is scored the same way). Got {t!r} instead."
         )
-    k = torch.as_tensor(t.explained())
+    try:
+        k = torch.as_tensor(t.explained())
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ParameterError(
+            f"random_logit needs class indices as target (int64, an int or one per sample, {x.shape[0]}). "
+            f"Got {t!r} instead ({err})."
+        ) from err
     if k.is_floating_point() or k.ndim > 1 or (k.ndim == 1 and k.shape[0] != x.shape[0]):
         raise ParameterError(
             f"random_logit needs class indices as target (an int or one per sample, {x.shape[0]}). "
@@ -367,7 +393,7 @@ class RandomLogit(Metric):
     def __init__(self, *, n_classes: int | None = None, similarity: "str | Callable" = "spearman",
                  generator: torch.Generator | None = None) -> None:
         owner = type(self).__name__
-        self.n_classes = None if n_classes is None else check_int(n_classes, "n_classes", owner, low=2)
+        self.n_classes = None if n_classes is None else check_count(n_classes, "n_classes", owner, low=2)
         self.similarity = _check_similarity(similarity, owner)
         self.generator = check_generator(generator, owner)
 

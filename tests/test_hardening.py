@@ -311,13 +311,65 @@ def test_complex_outputs_are_refused(method: str):
         sl.RISE(_Model("complex").eval(), n_masks=4, progress=False).explain(x, target=1)
 
 
-def test_score_independent_of_input_has_zero_gradient():
-    """A score that does not depend on the input (but is differentiable) has gradient 0, not an
-    autograd error."""
+def test_score_cut_from_the_input_is_refused():
+    """A score whose graph never reaches the input (a constant plus a parameter, or a frozen
+    encoder run under no_grad before a trainable head) is refused rather than returned as an
+    all-zero map (autograd cannot tell "independent" from "cut")."""
     bias = nn.Parameter(torch.ones(3))
     model = lambda x: bias.expand(x.shape[0], 3) * 2  # noqa: E731
-    g = sl.Gradient(model).explain(torch.randn(2, 2, 5), target=1).values
-    assert torch.equal(g, torch.zeros(2, 2, 5))
+    with pytest.raises(sl.ModelOutputError, match="carries none"):
+        sl.Gradient(model).explain(torch.randn(2, 2, 5), target=1)
+
+    class LinearProbe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Conv1d(2, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                feats = self.encoder(x)
+            return self.head(feats)
+
+    probe = LinearProbe().eval()
+    x = torch.randn(2, 2, 64)
+    for explainer in (sl.Gradient(probe), sl.IntegratedGradients(probe, n_steps=4), sl.GuidedBackprop(probe),
+                      sl.FourierIG(probe, n_steps=2), sl.GradCAM(probe, layer="encoder.0")):
+        with pytest.raises(sl.ModelOutputError, match="no_grad"):
+            explainer.explain(x, target=1)
+
+
+class _DataWrite(nn.Module):
+    """Normalises its input through ``.data`` (no version bump) or clips it under no_grad only
+    when an artefact is present: writes the engine cannot see coming."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.net = cnn(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "data":
+            x.data.sub_(0.5).mul_(2.0)
+        else:
+            with torch.no_grad():
+                if x.abs().max() > 3:
+                    x.clamp_(-3, 3)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("how", ["data", "sometimes"])
+@pytest.mark.parametrize("method", ["Gradient", "Saliency", "InputXGradient", "GuidedBackprop", "DeconvNet", "LRP"])
+def test_unseen_writes_never_reach_the_input(method: str, how: str):
+    """Gradient leaves that view the caller's tensor are copies, whatever the model writes and
+    however (several chunks: the first one sees no write)."""
+    x = make_input("image", batch=6)
+    x[2:, :, :2, :2] = 5.0
+    before = x.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        getattr(sl, method)(_DataWrite(how).eval(), batch_size=2).explain(x, target=1)
+    assert torch.equal(x, before)
 
 
 # ---------------------------------------------------------------- token layers
@@ -468,3 +520,106 @@ def test_in_place_model_under_inference_mode():
         sl.metrics.deletion_curve(model, x, attr, target=1, steps=3, progress=False)
         sl.layers(model, x)
         assert torch.equal(x, before)
+
+
+# ---------------------------------------------------------------- user callables and huge targets
+
+
+@pytest.mark.parametrize("target", [2**64, 2**63, [0, 2**64], np.array([1, 2**63], dtype=np.uint64)])
+def test_targets_beyond_int64_are_target_errors(target):
+    with pytest.raises(sl.TargetError, match="int64"):
+        sl.Gradient(cnn(1)).explain(make_input("signal"), target=target)
+
+
+def test_raising_baseline_callable_is_a_parameter_error():
+    with pytest.raises(sl.ParameterError, match="baseline callable.*ZeroDivisionError"):
+        sl.IntegratedGradients(cnn(1), n_steps=2, baseline=lambda z: 1 / 0).explain(make_input("signal"), target=1)
+
+
+# ---------------------------------------------------------------- token outputs passed along
+
+
+class _EEGTransformer(nn.Module):
+    def __init__(self, d: int = 24) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv1d(8, d, 8, stride=8)
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d, 2, 48, 0.0, batch_first=True), 2, enable_nested_tensor=False
+        )
+        self.act = nn.GELU()
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.enc(self.stem(x).transpose(1, 2))).mean(1))
+
+
+class _Block(nn.Module):
+    """A transformer block of one's own (no token module type of its own)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t + self.mlp(self.norm(t))
+
+
+class _GRUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(2, 6, batch_first=True)
+        self.drop = nn.Dropout(0.0)
+        self.blocks = nn.Sequential(_Block(6), _Block(6))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.gru(x.transpose(1, 2))[0])
+        return self.head(self.blocks(h).mean(1))
+
+
+@pytest.mark.parametrize("model, layer", [
+    (_EEGTransformer, "act"), (_GRUNet, "drop"), (_GRUNet, "blocks.1"), (_GRUNet, "blocks.0.mlp.1"),
+])
+def test_layers_passing_tokens_along_are_refused(model, layer):
+    """A GELU, dropout or custom block after a transformer or RNN passes (B, L, D) tokens on:
+    refused without reshape, and layers() does not mark it spatial."""
+    m = model().eval()
+    x = torch.randn(2, 8 if model is _EEGTransformer else 2, 64)
+    with pytest.raises(sl.LayerError, match="token"):
+        sl.GradCAM(m, layer=layer).explain(x, target=0)
+    info = {i.name: i for i in sl.layers(m, x[:1])}
+    assert not info[layer].spatial
+    assert sl.GradCAM(m, layer="stem" if model is _EEGTransformer else layer,
+                      reshape=None if model is _EEGTransformer else (lambda a: a.transpose(1, 2))).explain(x, 0)
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(c, c // 2), nn.ReLU(), nn.Linear(c // 2, c), nn.Sigmoid())
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * self.fc(h.mean(-1)).unsqueeze(-1)
+
+
+def test_squeeze_excitation_blocks_keep_the_default_layer_last():
+    """A Linear on pooled (B, C) features is not a token sequence: the default CAM layer is the
+    last spatial layer, not the first block's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(2, 8, 3, padding=1), nn.ReLU(), _SE(8),
+        nn.Conv1d(8, 16, 3, padding=1), nn.ReLU(), _SE(16),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 3),
+    ).eval()
+    assert sl.GradCAM(model).explain(torch.randn(2, 2, 32), target=0).layer == "5"
+
+
+@pytest.mark.parametrize("layer", [nn.LayerNorm([4, 16]), nn.Conv1d(4, 4, 1)])
+def test_channel_position_layers_are_not_refused(layer):
+    """LayerNorm over (C, T) and convolutions work on channels x positions."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), layer, nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                          nn.Flatten(), nn.Linear(4, 3)).eval()
+    assert sl.GradCAM(model, layer="1").explain(torch.randn(2, 2, 16), target=0).values.shape == (2, 1, 16)

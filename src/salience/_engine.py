@@ -213,6 +213,13 @@ def _leaf_written(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "leaf Variable that requires grad" in str(err)
 
 
+def lead_shape(out: Any) -> tuple[int, ...] | None:
+    """Shape of a module output, or of the tensor leading a tuple/list output."""
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+
 @dataclass
 class ModuleCall:
     """What one submodule did during a traced forward pass (see :meth:`ScoreFunction.trace`).
@@ -229,6 +236,9 @@ class ModuleCall:
     calls: int
     order: int
     is_output: bool
+    #: shape of the output, or of its first element when it is a tuple/list led by a tensor
+    #: (an RNN's (output, state)); None otherwise
+    lead_shape: tuple[int, ...] | None = None
 
 
 class ScoreFunction:
@@ -399,8 +409,9 @@ class ScoreFunction:
         return ModelOutputError(
             f"{self.owner} needs the gradient of the score with respect to {what}, but the "
             "model's output carries none: it is detached, of an integer or bool dtype, constant, "
-            "or computed outside autograd (NumPy, a NumpyModel). Forward-only methods explain "
-            f"such models: {others}."
+            f"computed outside autograd (NumPy, a NumpyModel), or cut from {what} (a frozen "
+            "encoder run under torch.no_grad(), a .detach() in forward). Forward-only methods "
+            f"explain such models: {others}."
         )
 
     def _chunks(self, n_rows: int) -> Iterator[tuple[int, int]]:
@@ -529,7 +540,10 @@ class ScoreFunction:
                 if affine is not None:
                     with torch.no_grad():
                         rows = affine[1](rows, local)
-                rows = rows.detach().requires_grad_(True)
+                # the leaf must not view memory kept beyond the call: a model may still write
+                # into it unseen (through .data, or under no_grad only on some inputs)
+                kept = _storage(rows) in self._call.protected
+                rows = (rows.detach().clone() if kept else rows.detach()).requires_grad_(True)
                 s = self._scores(rows, local, tmap, model_fn)
                 if not s.requires_grad:
                     raise self._no_gradient("its input")
@@ -539,8 +553,8 @@ class ScoreFunction:
                     (g,) = torch.autograd.grad(s, rows, grad_outputs=w, allow_unused=True)
                 else:
                     (g,) = torch.autograd.grad(s.sum(), rows, allow_unused=True)
-                if g is None:  # the score does not depend on the rows: its gradient is 0
-                    g = torch.zeros_like(rows)
+                if g is None:  # the graph of the score never reaches the rows
+                    raise self._no_gradient("its input")
                 values[start:stop] = s.detach().to(values.dtype)
                 if grads is None:
                     shape = (b, *g.shape[1:]) if weights is not None else (b * n, *g.shape[1:])
@@ -671,7 +685,9 @@ class ScoreFunction:
                         raise self._no_gradient("the target layer", layer=True)
                     with torch.enable_grad():
                         (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
-                    grads.append(torch.zeros_like(a) if g is None else g.detach())
+                    if g is None:
+                        raise self._no_gradient("the target layer", layer=True)
+                    grads.append(g.detach())
                 vals.append(s.detach())
                 acts.append(a.detach())
         values = _cat(vals)
@@ -727,6 +743,7 @@ class ScoreFunction:
                 calls=k,
                 order=order,
                 is_output=o is out,
+                lead_shape=lead_shape(o),
             )
             for name, (mod, o, k, order) in seen.items()
         ]

@@ -35,13 +35,26 @@ __all__ = [
 Reference = Callable[[], torch.Tensor]
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _as_index(k: Any, n: int, what: str) -> torch.Tensor:
     """Coerce an int or a per-sample sequence/tensor of ints to a LongTensor of shape (n,)."""
     if isinstance(k, bool):
         raise TargetError(f"{what} must be an int or a sequence of ints. Got {k!r} instead.")
     if isinstance(k, Integral):  # int, numpy integer
+        if not _INT64[0] <= int(k) <= _INT64[1]:
+            raise TargetError(f"{what} must be a class index that fits in int64. Got {int(k)} instead.")
         return torch.full((n,), int(k), dtype=torch.long)
-    t = torch.as_tensor(k)
+    if isinstance(k, np.ndarray) and k.dtype == np.uint64 and k.size and int(k.max()) > _INT64[1]:
+        raise TargetError(f"{what} must hold class indices that fit in int64. Got {int(k.max())}.")
+    try:
+        t = torch.as_tensor(k)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
+        raise TargetError(
+            f"{what} must be an int, a sequence of ints or an integer tensor (class indices that "
+            f"fit in int64). Got {type(k).__name__}: {err}."
+        ) from err
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TargetError(f"{what} must hold integer class indices. Got dtype {t.dtype} instead.")
     if t.ndim == 0:

@@ -468,23 +468,6 @@ def _variation(case: MetricCase, axis: str, name: str) -> Call:
     return call
 
 
-#: variations whose failure is rooted outside the metrics (reported to the engine owner): a
-#: target that does not fit int64 raises OverflowError in salience.targets._as_index
-#: (``salience.Gradient(model).explain(x, 2**64)`` fails the same way)
-ENGINE_OWNED = {
-    ("target", "huge"): "salience/targets.py _as_index: int(2**64) -> OverflowError, not a TargetError",
-}
-#: cases that check the target themselves (labels, random_logit's class indices)
-OWN_TARGET_CHECK = {"make_grid", "make_grid-confidence-filter", "random_logit", "RandomLogit"}
-
-
-def _marks(case: MetricCase, axis: str, name: str) -> list:
-    reason = ENGINE_OWNED.get((axis, name))
-    if reason is None or case.id in OWN_TARGET_CHECK:
-        return []
-    return [pytest.mark.xfail(raises=OverflowError, strict=True, reason=reason)]
-
-
 def _grid() -> list:
     axes = {"x": INPUTS, "attribution": ATTRIBUTIONS, "mask": MASKS, "target": TARGETS, "model": MODELS,
             "explainer": EXPLAINERS}
@@ -492,8 +475,7 @@ def _grid() -> list:
     for case in METRICS:
         for axis, values in axes.items():
             if axis in case.reads:
-                out += [pytest.param(case, axis, name, id=f"{case.id}-{axis}:{name}",
-                                     marks=_marks(case, axis, name)) for name in values]
+                out += [pytest.param(case, axis, name, id=f"{case.id}-{axis}:{name}") for name in values]
         for param, spec in case.params.items():
             out += [pytest.param(case, param, name, id=f"{case.id}-{param}:{name}")
                     for name in HYPERPARAMETERS[spec.kind]]

@@ -21,7 +21,7 @@ from .._validation import check_bool, check_option
 from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
 from .base import Explainer, Parts
-from .layers import default_layer, token_module
+from .layers import _CONV, TokenProbe, default_layer, token_module
 
 __all__ = [
     "LayerExplainer",
@@ -162,6 +162,7 @@ class LayerExplainer(Explainer):
         if not spatial:
             raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
+        probe = None
         if self.layer is None:
             if math.prod(sizes) == 1:
                 raise ShapeError(
@@ -174,20 +175,17 @@ class LayerExplainer(Explainer):
             name, module = call.name, call.module
         else:
             name, module = score.find_layer(self.layer)
-            if self.reshape is None:
+            if self.reshape is None and not isinstance(module, _CONV):
                 token = token_module(score.model, name)
                 # (an RNN or attention module itself returns a tuple, refused as such when called)
                 if token is not None and not (token is module and isinstance(token, _TUPLE_OUT)):
-                    raise LayerError(
-                        f"{owner}: the layer {name!r} is (or is inside) a {type(token).__name__}, "
-                        "whose output is a sequence of tokens x features (B, L, D), not channels x "
-                        "positions; read as it is, its feature axis would be taken for time. Pass "
-                        "reshape='tokens' (a patch grid inferred from the input size), a callable "
-                        "mapping the output to (B, K, *spatial) (e.g. reshape=lambda a: "
-                        "a.transpose(1, 2) for (B, T, D) time x features), or pick a convolutional "
-                        "layer (salience.layers(model, x) lists them)."
-                    )
+                    raise self._token_error(name, f"is (or is inside) a {type(token).__name__}, whose output")
+                probe = TokenProbe(module, x.ndim)
+                score = score.under(probe)
         values, cam = self._layer_map(x, score, module, sizes)
+        if probe is not None and any(probe.hits):
+            raise self._token_error(name, "returns the shape of a token sequence made earlier by a "
+                                          "transformer, attention or recurrent module: its output")
         layer_shape = tuple(cam.shape[1:])
         if self.relu:
             cam = cam.clamp_min(0)
@@ -205,6 +203,17 @@ class LayerExplainer(Explainer):
             layer=name,
             scores=values,
             info={"layer_shape": layer_shape, "relu": self.relu, "upsampled": self.upsample},
+        )
+
+    def _token_error(self, name: str, what: str) -> LayerError:
+        return LayerError(
+            f"{self.name}: the layer {name!r} {what} is a sequence of tokens x features (B, L, D), "
+            "not channels x positions; read as it is, its feature axis would be taken for time. "
+            "Pass reshape='tokens' (a patch grid inferred from the input size), a callable "
+            "mapping the output to (B, K, *spatial) (e.g. reshape=lambda a: a.transpose(1, 2) "
+            "for (B, T, D) time x features; reshape=lambda a: a if the layer does work on "
+            "channels x positions, e.g. a Linear over time), or pick a convolutional layer "
+            "(salience.layers(model, x) lists them)."
         )
 
     def _explained_score(self, score: ScoreFunction) -> ScoreFunction:

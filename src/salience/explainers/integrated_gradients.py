@@ -11,7 +11,7 @@ import torch
 
 from .._engine import ScoreFunction
 from .._validation import all_finite, check_int, check_option
-from ..errors import ParameterError
+from ..errors import ParameterError, SalienceError
 from ..layout import LayoutLike
 from .base import Explainer, Parts
 
@@ -89,7 +89,18 @@ def resolve_baseline(baseline: BaselineLike, x: torch.Tensor, score: ScoreFuncti
         return x.mean(dim=axes, keepdim=True).expand_as(x) if axes else x.clone()
     if isinstance(baseline, Real):
         return torch.full_like(x, float(baseline))
-    b = baseline(x) if callable(baseline) and not isinstance(baseline, torch.Tensor) else baseline
+    if callable(baseline) and not isinstance(baseline, torch.Tensor):
+        try:
+            b = baseline(x)
+        except SalienceError:
+            raise
+        except Exception as err:
+            raise ParameterError(
+                f"The baseline callable of {owner} raised {type(err).__name__}: {err} (on x of "
+                f"shape {tuple(x.shape)}, dtype {x.dtype})."
+            ) from err
+    else:
+        b = baseline
     if not isinstance(b, torch.Tensor):
         raise ParameterError(f"The baseline callable of {owner} must return a tensor. Got {type(b).__name__}.")
     try:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .._engine import FINAL_ACTIVATIONS, ModuleCall, make_score
+from .._engine import FINAL_ACTIVATIONS, ModuleCall, lead_shape, make_score, own_thread
 from .._validation import check_input
 from ..errors import LayerError
 from ..layout import Layout, LayoutLike
@@ -91,44 +92,126 @@ class LayerTable(list):  # type: ignore[type-arg]
         p.text(str(self))
 
 
+def is_token_module(module: nn.Module) -> bool:
+    """A module that works on the last axis of a (B, L, D) sequence (Linear, token-wise
+    LayerNorm, attention, RNN, transformer layers). A LayerNorm over several trailing axes
+    (``LayerNorm([C, T])``) normalises channels x positions and is not one."""
+    if isinstance(module, nn.LayerNorm):
+        return len(module.normalized_shape) == 1
+    return isinstance(module, _TOKEN)
+
+
+def _token_shaped(calls: Sequence[ModuleCall], ndim: int) -> set[str]:
+    """Names of the modules whose output is tokens x features rather than channels x positions.
+
+    The sources are token modules whose output (or an RNN's output sequence) has the input's
+    number of axes, a real (B, L, D) sequence (a Linear on pooled (B, C) features, as in a
+    squeeze-excitation block, is not one). Token-shaped are the sources, the modules inside
+    them, and every later module other than a convolution whose output has the shape of an
+    earlier source's output: what passes the tokens along (an activation, dropout, a norm, a
+    transformer block of one's own).
+    """
+    sources = [
+        c for c in calls
+        if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim
+    ]
+    inside = tuple(c.name + "." for c in sources)
+    token = set()
+    for c in calls:
+        if c.shape is None or isinstance(c.module, _CONV):
+            continue
+        if (
+            c.name.startswith(inside)
+            or any(s is c for s in sources)
+            or any(s.order <= c.order and s.lead_shape[1:] == c.shape[1:] for s in sources)  # type: ignore[index]
+        ):
+            token.add(c.name)
+    return token
+
+
 def _spatial(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[ModuleCall]:
     """Modules whose output has the input's number of axes and more than one position, other
-    than token modules (Linear on sequences, LayerNorm, attention, RNN) and modules inside them."""
-    token = [c.name + "." for c in calls if isinstance(c.module, _TOKEN)]
+    than those whose output is tokens x features (see :func:`_token_shaped`)."""
+    token = _token_shaped(calls, ndim)
     return [
         c for c in calls
         if c.shape is not None
         and len(c.shape) == ndim
         and c.shape[0] == n_rows
         and math.prod(c.shape[2:]) > 1
-        and not isinstance(c.module, _TOKEN)
-        and not any(c.name.startswith(t) for t in token)
+        and c.name not in token
     ]
 
 
-def _default_candidates(calls: Sequence[ModuleCall], spatial: Sequence[ModuleCall]) -> list[ModuleCall]:
-    """Spatial layers a CAM may pick by itself: those finished before the first token module
-    (a transformer or recurrent part must be named, with ``reshape=``), adaptive pooling left out."""
-    first_token = min((c.order for c in calls if isinstance(c.module, _TOKEN)), default=math.inf)
+def _default_candidates(
+    calls: Sequence[ModuleCall], spatial: Sequence[ModuleCall], ndim: int
+) -> list[ModuleCall]:
+    """Spatial layers a CAM may pick by itself: those finished before the first module that
+    makes a token sequence (a transformer or recurrent part must be named, with ``reshape=``),
+    adaptive pooling left out."""
+    first_token = min(
+        (c.order for c in calls
+         if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim),
+        default=math.inf,
+    )
     return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
 
 
 def token_module(model: nn.Module, name: str) -> nn.Module | None:
-    """The token module (Linear, LayerNorm, attention, RNN, transformer layer) that is the layer
-    ``name`` of ``model`` or contains it, or None: such a layer's output is (B, L, D) tokens x
-    features (or time x hidden units), not channels x positions."""
-    found = None
+    """The token module (Linear, token-wise LayerNorm, attention, RNN, transformer layer) that
+    is the layer ``name`` of ``model`` or contains it, or None: such a layer's output is
+    (B, L, D) tokens x features (or time x hidden units), not channels x positions."""
     for prefix, module in model.named_modules():
-        if isinstance(module, _TOKEN) and (name == prefix or name.startswith(prefix + ".") or prefix == ""):
-            found = module
-            break
-    return found
+        if is_token_module(module) and (name == prefix or name.startswith(prefix + ".") or prefix == ""):
+            return module
+    return None
+
+
+class TokenProbe:
+    """Pass context: whether the output of ``layer`` has the shape of a (B, L, D) token sequence
+    made earlier in the same forward pass by a token module (so that a GELU, dropout or custom
+    block after a transformer or RNN is recognised). ``hits`` gets one bool per call of the
+    layer. Hooks exist only inside the pass and act only in the calling thread."""
+
+    def __init__(self, layer: nn.Module, ndim: int) -> None:
+        self.layer = layer
+        self.ndim = ndim
+        self.hits: list[bool] = []
+
+    @contextmanager
+    def __call__(self, model: Any) -> Iterator[None]:
+        shapes: set[tuple[int, ...]] = set()
+
+        def reset(*_: Any) -> None:
+            shapes.clear()
+
+        def record(_m: nn.Module, _i: Any, out: Any) -> None:
+            shape = lead_shape(out)
+            if shape is not None and len(shape) == self.ndim:
+                shapes.add(shape[1:])
+
+        def at_layer(_m: nn.Module, _i: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                self.hits.append(tuple(out.shape[1:]) in shapes)
+
+        handles = []
+        try:
+            if isinstance(model, nn.Module):
+                handles.append(model.register_forward_pre_hook(own_thread(reset)))
+                for m in model.modules():
+                    if m is not self.layer and is_token_module(m):
+                        handles.append(m.register_forward_hook(own_thread(record)))
+            handles.append(self.layer.register_forward_hook(own_thread(at_layer)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: str) -> ModuleCall:
     """The last module (in execution order) whose output is spatial like the input, before any
     token module (Linear on sequences, attention, LayerNorm, RNN) and other than adaptive pooling."""
-    candidates = _default_candidates(calls, _spatial(calls, ndim, n_rows))
+    candidates = _default_candidates(calls, _spatial(calls, ndim, n_rows), ndim)
     if not candidates:
         raise LayerError(
             f"{owner}: no layer of the model returns a spatial output with {ndim} axes like the "
@@ -183,7 +266,7 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
     calls = make_score(model, x.detach(), Output(), batch_size=None, layout=lay, owner="layers").trace()
     n = x.shape[0]
     spatial_calls = _spatial(calls, x.ndim, n)
-    candidates = _default_candidates(calls, spatial_calls)
+    candidates = _default_candidates(calls, spatial_calls, x.ndim)
     default = candidates[-1].name if candidates else None
     spatial = {c.name for c in spatial_calls}
     table = LayerTable()

@@ -623,3 +623,43 @@ def test_channel_position_layers_are_not_refused(layer):
     model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), layer, nn.ReLU(), nn.AdaptiveAvgPool1d(1),
                           nn.Flatten(), nn.Linear(4, 3)).eval()
     assert sl.GradCAM(model, layer="1").explain(torch.randn(2, 2, 16), target=0).values.shape == (2, 1, 16)
+
+
+# ---------------------------------------------------------------- models that use worker threads
+
+
+class _ThreadedEnsemble(nn.Module):
+    """Runs its members on a thread pool (as nn.DataParallel does on several GPUs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.members = nn.ModuleList(cnn(1, seed=s) for s in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            outs = list(pool.map(lambda m: m(x), self.members))
+        return torch.stack(outs).mean(0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: sl.GuidedBackprop(m), lambda m: sl.DeconvNet(m), lambda m: sl.LRP(m),
+    lambda m: sl.GradCAM(m, layer="members.0.2"), lambda m: sl.GradCAM(m),
+], ids=["GuidedBackprop", "DeconvNet", "LRP", "GradCAM", "GradCAM-default"])
+def test_models_running_modules_in_worker_threads_are_named(make):
+    """Hooks act only in the calling thread: a model that runs its modules in worker threads
+    gets an error that says so, never plain gradients passed off as a modified backprop."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(sl.CompositionError, match="worker threads"):
+            make(_ThreadedEnsemble().eval()).explain(make_input("signal"), target=1)
+
+
+def test_gradient_methods_explain_models_using_worker_threads():
+    """Plain autograd crosses threads: gradient methods need no hook and explain such models."""
+    model = _ThreadedEnsemble().eval()
+    x = make_input("signal")
+    want = sum(sl.Gradient(m).explain(x, target=1).values for m in model.members) / 2
+    torch.testing.assert_close(sl.Gradient(model).explain(x, target=1).values, want)

@@ -41,7 +41,10 @@ from ._validation import all_finite
 from .layout import Layout
 from .targets import Target, TargetLike, as_target
 
-__all__ = ["ScoreFunction", "ModuleCall", "default_batch_size", "find_layer", "make_score", "own_thread"]
+__all__ = [
+    "ScoreFunction", "ModuleCall", "default_batch_size", "find_layer", "make_score", "own_thread",
+    "worker_thread_error",
+]
 
 # rows x elements per row targeted by the automatic batch size: on a CPU about 2 MiB of float32
 # input per call (cache-sized chunks ran fastest in benchmarks/bench_core.py: for a small 2-D CNN
@@ -71,23 +74,43 @@ def default_batch_size(row_numel: int, device: torch.device | str | None = None)
     return int(max(1, min(_AUTO_MAX_ROWS, budget // max(1, row_numel))))
 
 
-def own_thread(hook: Callable[..., Any]) -> Callable[..., Any]:
+def own_thread(hook: Callable[..., Any], tally: list[int] | None = None) -> Callable[..., Any]:
     """``hook`` made to act only in the thread that wraps it (the one running the call).
 
     Hooks on a module are seen by every thread that calls the module. Each salience call
     registers its own hooks for its own duration; wrapped this way, they ignore the forward
     passes that other threads run on the same model at the same time, so concurrent calls on one
     model neither read nor change each other's activations, gradients or backward rules.
+
+    ``tally``, a list ``[here, elsewhere]``, counts the calls in this thread and the ignored
+    calls from other threads: a module that ran only elsewhere during a call belongs to a model
+    that runs its modules in worker threads (see :func:`worker_thread_error`).
     """
     ident = threading.get_ident()
 
     @functools.wraps(hook)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if threading.get_ident() != ident:
+            if tally is not None:
+                tally[1] += 1
             return None
+        if tally is not None:
+            tally[0] += 1
         return hook(*args, **kwargs)
 
     return wrapped
+
+
+def worker_thread_error(owner: str, names: list[str]) -> CompositionError:
+    """The error for modules that ran only in threads other than the caller's."""
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return CompositionError(
+        f"{owner}: the module(s) {shown} ran only in other threads during the call: the model runs "
+        "its modules in worker threads (nn.DataParallel on several GPUs, an ensemble on a thread "
+        "pool). The hooks this method needs act only in the calling thread (so that threads "
+        "sharing a model stay apart). Explain the wrapped network itself (model.module), or run "
+        "the members in the calling thread."
+    )
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -635,7 +658,9 @@ class ScoreFunction:
             # hand a copy downstream so an in-place op after the layer cannot alter `out`
             return out.clone()
 
-        handle = module.register_forward_hook(own_thread(hook))
+        tally = [0, 0]
+        store["tally"] = tally  # type: ignore[assignment]
+        handle = module.register_forward_hook(own_thread(hook, tally))
         try:
             yield store
         finally:
@@ -664,11 +689,15 @@ class ScoreFunction:
         vals, acts, grads = [], [], []
         with self._pass(), self._capture(module, grad=grad) as store:
             for start, stop in self._chunks(b):
-                store.clear()
+                for key in ("a", "calls"):
+                    store.pop(key, None)
                 local = torch.arange(start, stop, device=self.input.device)
                 with torch.no_grad():  # gradients start at the layer (see _capture)
                     s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
                 if "a" not in store:
+                    if store["tally"][1]:  # type: ignore[index]
+                        name = next((n for n, m in self.model.named_modules() if m is module), "?")
+                        raise worker_thread_error(self.owner, [name])
                     raise LayerError(
                         f"{self.owner}: the target layer was not called during the forward pass."
                     )
@@ -725,15 +754,20 @@ class ScoreFunction:
             return hook
 
         handles = []
+        tallies: dict[str, list[int]] = {}
         try:
             for name, mod in model.named_modules():
                 if name:
-                    handles.append(mod.register_forward_hook(own_thread(make_hook(name))))
+                    tallies[name] = [0, 0]
+                    handles.append(mod.register_forward_hook(own_thread(make_hook(name), tallies[name])))
             with torch.no_grad(), self._pass():
                 out = self._output(self.input[:n], torch.arange(n, device=self.input.device))
         finally:
             for h in handles:
                 h.remove()
+        elsewhere = [name for name, (here, other) in tallies.items() if other and not here]
+        if elsewhere:
+            raise worker_thread_error(self.owner, elsewhere)
         calls = [
             ModuleCall(
                 name=name,

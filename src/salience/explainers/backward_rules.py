@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from .._engine import own_thread
+from .._engine import own_thread, worker_thread_error
 
 __all__ = ["Handler", "replace_backward", "rewired"]
 
@@ -57,6 +57,7 @@ def rewired(
     plan: Mapping[nn.Module, Handler],
     *,
     output: Handler | None = None,
+    owner: str = "salience",
 ) -> Iterator[None]:
     """Replace the backward rule of the planned modules (and of the model's output) temporarily.
 
@@ -70,6 +71,9 @@ def rewired(
         their input, so ``x`` is still the input as it was.
     output : handler, optional
         Applied to the output of ``model`` itself (after its own plan entry, if any).
+    owner : str
+        Named in the error raised when planned modules ran only in other threads (a model that
+        runs its modules in worker threads, which the thread-bound hooks cannot reach).
     """
     handles: list[Any] = []
     stash: dict[int, torch.Tensor] = {}
@@ -91,10 +95,12 @@ def rewired(
 
         return hook
 
+    tallies: dict[nn.Module, list[int]] = {}
     try:
         for module, handler in plan.items():
+            tallies[module] = tally = [0, 0]
             handles.append(module.register_forward_pre_hook(own_thread(pre_hook)))
-            handles.append(module.register_forward_hook(own_thread(make_hook(handler))))
+            handles.append(module.register_forward_hook(own_thread(make_hook(handler), tally)))
         if output is not None:
 
             def output_hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
@@ -104,6 +110,10 @@ def rewired(
 
             handles.append(model.register_forward_hook(own_thread(output_hook)))
         yield
+        elsewhere = [m for m, (here, other) in tallies.items() if other and not here]
+        if elsewhere:
+            names = {m: n for n, m in model.named_modules()}
+            raise worker_thread_error(owner, [names.get(m, type(m).__name__) for m in elsewhere])
     finally:
         for handle in reversed(handles):
             handle.remove()

@@ -102,7 +102,7 @@ class _ReLURule:
             for name, module in modules.items():
                 handles.append(module.register_forward_pre_hook(own_thread(enter(name, module in relus))))
                 handles.append(module.register_forward_hook(own_thread(leave), always_call=True))
-            with rewired(model, {m: self.handler for m in relus}), watch:
+            with rewired(model, {m: self.handler for m in relus}, owner=self.owner), watch:
                 yield
         finally:
             for handle in reversed(handles):

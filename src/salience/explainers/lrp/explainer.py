@@ -208,7 +208,7 @@ class _LRPPass:
             model.register_forward_hook(own_thread(stop), always_call=True),
         ]
         try:
-            with rewired(model, plan, output=_seed):
+            with rewired(model, plan, output=_seed, owner=self.owner):
                 if mode is None:
                     yield
                 else:

@@ -83,19 +83,29 @@ def worker(src: str, quick: bool) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
     cases = _cases(quick)
-    for fn in cases.values():  # warm-up
+    reps = {}
+    for name, fn in cases.items():  # warm-up; fast calls are repeated to about 0.2 s a timing
         fn()
+        t0 = time.perf_counter()
+        fn()
+        reps[name] = max(1, int(0.2 / max(time.perf_counter() - t0, 1e-6)))
     print(json.dumps(sorted(cases)), flush=True)
     for line in sys.stdin:
         name = line.strip()
+        fn, k = cases[name], reps[name]
         t0 = time.perf_counter()
-        cases[name]()
-        print(time.perf_counter() - t0, flush=True)
+        for _ in range(k):
+            fn()
+        print((time.perf_counter() - t0) / k, flush=True)
 
 
 # ---------------------------------------------------------------- driver side
 def _start(src: Path, quick: bool) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONPATH="")
+    # passive waiting: an idle worker's OpenMP threads must not spin on the cores the other
+    # worker is timing on; freed memory kept by the allocator rather than returned to the system,
+    # so large fresh buffers do not pay page faults at random (both workers alike)
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE", PYTHONPATH="",
+               MALLOC_MMAP_THRESHOLD_=str(2**30), MALLOC_TRIM_THRESHOLD_=str(2**34))
     args = [sys.executable, __file__, "--worker", str(src)] + (["--quick"] if quick else [])
     return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -110,8 +120,10 @@ def _ask(proc: subprocess.Popen, name: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="a90916f")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="time only the calls whose name contains this text")
     parser.add_argument("--worker")
     args = parser.parse_args()
     if args.worker:
@@ -125,23 +137,28 @@ def main() -> None:
         tree = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), base_rev], cwd=ROOT, check=True)
         try:
-            procs = {"base": _start(tree / "src", args.quick), "head": _start(ROOT / "src", args.quick)}
-            names = None
-            for p in procs.values():
-                assert p.stdout is not None
-                got = json.loads(p.stdout.readline())
-                names = got if names is None else [n for n in names if n in got]
-            assert names is not None
-            best = {(k, n): float("inf") for k in procs for n in names}
-            for r in range(args.rounds):
-                for n in names:
-                    for k in (("base", "head") if r % 2 == 0 else ("head", "base")):
-                        best[k, n] = min(best[k, n], _ask(procs[k], n))
-                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-            for p in procs.values():
-                assert p.stdin is not None
-                p.stdin.close()
-                p.wait()
+            names: list[str] | None = None
+            best: dict[tuple[str, str], float] = {}
+            # fresh worker pairs per session: a process can land in a slower state as a whole
+            # (memory layout, allocator), which more rounds in the same process cannot undo
+            for session in range(args.sessions):
+                procs = {"base": _start(tree / "src", args.quick), "head": _start(ROOT / "src", args.quick)}
+                for p in procs.values():
+                    assert p.stdout is not None
+                    got = json.loads(p.stdout.readline())
+                    names = got if names is None else [n for n in names if n in got]
+                assert names is not None
+                if args.only:
+                    names = [n for n in names if args.only in n]
+                for r in range(args.rounds):
+                    for n in names:
+                        for k in (("base", "head") if r % 2 == 0 else ("head", "base")):
+                            best[k, n] = min(best.get((k, n), float("inf")), _ask(procs[k], n))
+                print(f"session {session + 1}/{args.sessions} done", file=sys.stderr, flush=True)
+                for p in procs.values():
+                    assert p.stdin is not None
+                    p.stdin.close()
+                    p.wait()
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     import torch
@@ -151,7 +168,8 @@ def main() -> None:
         "## Cost of a change: the same calls on two commits (`benchmarks/bench_overhead.py`)",
         "",
         f"Base {base_rev}, head {head_rev}; torch {torch.__version__}, 2 threads; best of "
-        f"{args.rounds} rounds, the two versions interleaved call by call in separate processes"
+        f"{args.sessions} sessions x {args.rounds} rounds, the two versions interleaved call by "
+        "call in separate processes (fresh ones each session)"
         f"{' (--quick sizes)' if args.quick else ''}.",
         "",
         "| call | base (s) | head (s) | head / base |",
@@ -166,7 +184,7 @@ def main() -> None:
     lines += ["", f"Geometric mean of head / base: {geo:.3f}; largest: {max(ratios):.3f} "
               f"({names[ratios.index(max(ratios))]})."]
     text = "\n".join(lines) + "\n"
-    if not args.quick:
+    if not args.quick and not args.only:
         OUT.write_text(text)
     print(text)
 

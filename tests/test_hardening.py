@@ -663,3 +663,39 @@ def test_gradient_methods_explain_models_using_worker_threads():
     x = make_input("signal")
     want = sum(sl.Gradient(m).explain(x, target=1).values for m in model.members) / 2
     torch.testing.assert_close(sl.Gradient(model).explain(x, target=1).values, want)
+
+
+# ---------------------------------------------------------------- copies only where needed
+
+
+def test_models_of_torch_nn_modules_only_get_rows_uncopied():
+    """A model made only of torch.nn's own modules without inplace=True cannot write into its
+    input, so it is handed rows without copies; anything else may write and gets copies."""
+    from salience._engine import _reads_only
+
+    plain = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6, 2))
+    assert _reads_only(plain)
+    assert not _reads_only(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(inplace=True)))
+    assert not _reads_only(nn.Sequential(CentreInPlace(), nn.Conv1d(2, 3, 3)))
+    assert not _reads_only(lambda x: x)
+    handle = plain[0].register_forward_pre_hook(lambda m, i: None)  # a hook of the user's may write
+    try:
+        assert not _reads_only(plain)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: sl.GradCAM(m, layer="1"), lambda m: sl.RISE(m, n_masks=4, progress=False),
+    lambda m: sl.Gradient(m, batch_size=1), lambda m: sl.LRP(m), lambda m: sl.ScoreCAM(m, layer="1", progress=False),
+], ids=["GradCAM", "RISE", "Gradient", "LRP", "ScoreCAM"])
+def test_sequential_with_in_place_first_layer(make):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(3, 2, 16)
+    before = x.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        make(model).explain(x, target=1)
+    assert torch.equal(x, before)

@@ -16,7 +16,6 @@ their parent's.
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from contextlib import ExitStack, contextmanager
@@ -88,7 +87,6 @@ def own_thread(hook: Callable[..., Any], tally: list[int] | None = None) -> Call
     """
     ident = threading.get_ident()
 
-    @functools.wraps(hook)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if threading.get_ident() != ident:
             if tally is not None:
@@ -180,28 +178,58 @@ def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.
     raise LayerError(f"layer must be a dotted module name or an nn.Module. Got {type(layer).__name__}.")
 
 
+def _reads_only(model: Any) -> bool:
+    """Whether ``model`` provably never writes into its input: an ``nn.Module`` made only of
+    torch.nn's own modules (whose forward code is known), none with ``inplace=True``, and no
+    forward hooks of the caller's (which could write). Custom modules are not inspected: their
+    forward may write (``x -= mean``, ``x.data.clamp_()``)."""
+    if not isinstance(model, nn.Module):
+        return False
+    from torch.nn.modules import module as _module
+
+    if _module._global_forward_pre_hooks or _module._global_forward_hooks:
+        return False
+    for m in model.modules():
+        if (
+            not type(m).__module__.startswith("torch.nn.modules.")
+            or getattr(m, "inplace", False)
+            or m._forward_pre_hooks
+            or m._forward_hooks
+        ):
+            return False
+    return True
+
+
 class _CallState:
     """What one explain call knows about its model's writes into the rows it is given.
 
     A model may overwrite its input in place (``nn.ReLU(inplace=True)`` as its first layer,
-    ``x.clamp_(...)``, normalisation written as ``x -= mean``). Every model call must therefore
-    receive rows the model may overwrite without harm:
+    ``x.clamp_(...)``, normalisation written as ``x -= mean``, ``x.data.sub_(...)``). Every model
+    call must therefore receive rows the model may overwrite without harm:
 
-    * rows that view memory the caller or the explainer keeps (the explained input, a user's
-      baseline, the inputs of derived score functions, tensor row sources) are copied before the
-      call; rows made for the call (masked copies, path points) are handed over as they are;
+    * a model made only of torch.nn's own modules without ``inplace=True`` cannot write into
+      its input (:func:`_reads_only`): it gets every row as it is, at no cost;
+    * for any other model, rows that view memory the caller or the explainer keeps (the
+      explained input, a user's baseline, the inputs of derived score functions, tensor row
+      sources) are copied before the call; rows made for the call (masked copies, path points)
+      are handed over as they are;
     * gradient rows are autograd leaves, which the model may not write into: the first gradient
       call hands the model a copy and watches its version counter; when the model did not
       write into it, later calls hand over the leaf itself (no copy); a model found writing in
       place keeps getting copies.
     """
 
-    __slots__ = ("protected", "writes_input")
+    __slots__ = ("protected", "writes_input", "reads_only")
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any = None) -> None:
         self.protected: set[int] = set()
         #: None until a model call showed whether the model writes into its input
         self.writes_input: bool | None = None
+        self.reads_only = _reads_only(model)
+
+    def kept(self, rows: torch.Tensor) -> bool:
+        """Whether ``rows`` view memory kept beyond the call that the model might write into."""
+        return not self.reads_only and _storage(rows) in self.protected
 
     def protect(self, t: torch.Tensor) -> None:
         ptr = _storage(t)
@@ -210,6 +238,8 @@ class _CallState:
 
     def argument(self, rows: torch.Tensor) -> torch.Tensor:
         """The tensor handed to the model for ``rows``."""
+        if self.reads_only:
+            return rows
         if rows.requires_grad:  # a leaf of gradients()
             return rows if self.writes_input is False else rows.clone()
         if _storage(rows) in self.protected:
@@ -332,7 +362,7 @@ class ScoreFunction:
         self._affine: tuple[ModelFn, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
         # what this explain call knows about the model's writes into its input; shared by every
         # score function derived from this one (see _derive)
-        self._call = _CallState()
+        self._call = _CallState(model)
         self._call.protect(input)
 
     def record_input_values(self, values: torch.Tensor) -> torch.Tensor:
@@ -565,7 +595,7 @@ class ScoreFunction:
                         rows = affine[1](rows, local)
                 # the leaf must not view memory kept beyond the call: a model may still write
                 # into it unseen (through .data, or under no_grad only on some inputs)
-                kept = _storage(rows) in self._call.protected
+                kept = self._call.kept(rows)
                 rows = (rows.detach().clone() if kept else rows.detach()).requires_grad_(True)
                 s = self._scores(rows, local, tmap, model_fn)
                 if not s.requires_grad:

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
-        from .. import __version__
+        from .._version import __version__
 
         print(f"salience {__version__}")
         return 0

@@ -14,7 +14,6 @@ from .base import Domain
 
 __all__ = ["Fourier", "STFT", "aggregate_bands", "EEG_BANDS"]
 
-#: The classical EEG bands in Hz, half-open ``[low, high)``.
 EEG_BANDS: dict[str, tuple[float, float]] = {
     "delta": (0.5, 4.0),
     "theta": (4.0, 8.0),
@@ -22,6 +21,7 @@ EEG_BANDS: dict[str, tuple[float, float]] = {
     "beta": (12.0, 30.0),
     "gamma": (30.0, 100.0),
 }
+"""The classical EEG bands in Hz, half-open ``[low, high)``."""
 
 
 def _drop(layout: Layout, name: str) -> Layout:

@@ -342,6 +342,7 @@ class Interpolate(Substrate):
 
 
 SubstrateLike = Union[str, float, torch.Tensor, Substrate]
+"""What a ``substrate=`` parameter accepts; :func:`as_substrate` turns it into a :class:`Substrate`."""
 
 _NAMED = {
     "zeros": lambda: Constant(0.0),

@@ -15,11 +15,11 @@ from ..errors import ParameterError, ShapeError
 
 __all__ = ["to_numpy", "limits", "normalize", "to_rgba", "NORMS", "DEFAULT_CMAP"]
 
-#: the normalisation modes accepted by every plot function
 NORMS = ("symmetric", "absmax", "minmax", "none")
+"""The normalisation modes accepted by every plot function."""
 
-#: signed diverging colour map: blue negative, white zero, red positive
 DEFAULT_CMAP = "RdBu_r"
+"""Signed diverging colour map: blue negative, white zero, red positive."""
 
 
 def to_numpy(a: Any, name: str = "values") -> np.ndarray:

@@ -16,7 +16,6 @@ from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
 
 __all__ = ["EEG_BANDS", "band_sums", "plot_spectrum", "plot_bands", "plot_time_frequency", "plot_components"]
 
-#: conventional EEG bands in Hz, each the half-open interval [low, high)
 EEG_BANDS: dict[str, tuple[float, float]] = {
     "delta": (0.5, 4.0),
     "theta": (4.0, 8.0),
@@ -24,6 +23,7 @@ EEG_BANDS: dict[str, tuple[float, float]] = {
     "beta": (12.0, 30.0),
     "gamma": (30.0, 100.0),
 }
+"""Conventional EEG bands in Hz, each the half-open interval ``[low, high)``."""
 
 
 def _per_bin(attr: Any, channel: int | None) -> np.ndarray:

@@ -133,7 +133,7 @@ def test_layer_method_refused_inside_domain():
     from salience.errors import CompositionError
 
     class Layer(sl.Explainer):
-        def _attribute(self, x, score):
+        def attribute(self, x, score):
             score.layer_gradients(self.model[0])
             return x
 
@@ -428,7 +428,7 @@ def test_ica_fits_never_touch_numpys_global_rng():
 def test_into_is_shared_by_in_domain_and_metrics_and_keeps_the_residual():
     """Review #7: one implementation of "explain inside a domain" (domains.base.into); for a
     lossy domain g(forward(x)) == f(x) through the residual, for Domain and duck-typed objects."""
-    from salience._engine import make_score
+    from salience.engine import make_score
     from salience.domains.base import into
 
     model, x = cnn(1), _x()
@@ -446,7 +446,7 @@ def test_into_is_shared_by_in_domain_and_metrics_and_keeps_the_residual():
             return self.d.inverse(z)
 
     for dom in (lossy, Duck(lossy.bind(x, lay))):
-        score = make_score(model, x, 2, batch_size=None, layout=lay, owner="test")
+        score = make_score(model, x, 2, batch_size=None, layout=lay, caller="test")
         z, zl, g, bound = into(score, x, dom, lay)
         assert zl.ndim == z.ndim and not bound.exact
         torch.testing.assert_close(g.values(z.unsqueeze(1))[:, 0], model(x)[:, 2].detach(), rtol=0, atol=1e-12)
@@ -533,7 +533,7 @@ class _TwoTargets(sl.Explainer):
         super().__init__(model)
         self.rows = rows
 
-    def _attribute(self, x, score):
+    def attribute(self, x, score):
         b = x.shape[0]
         xx = x.repeat_interleave(2, 0)
         sm = score.sample_map.repeat_interleave(2)

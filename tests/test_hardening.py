@@ -671,7 +671,7 @@ def test_gradient_methods_explain_models_using_worker_threads():
 def test_models_of_torch_nn_modules_only_get_rows_uncopied():
     """A model made only of torch.nn's own modules without inplace=True cannot write into its
     input, so it is handed rows without copies; anything else may write and gets copies."""
-    from salience._engine import _reads_only
+    from salience.engine._rows import reads_only as _reads_only
 
     plain = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6, 2))
     assert _reads_only(plain)

@@ -1,6 +1,6 @@
 """salience: saliency maps for PyTorch models of signals, images and video, in any domain."""
 
-from . import masking
+from . import engine, masking
 from .adapters import NumpyModel
 from .attribution import Attribution
 from .errors import (

@@ -1,5 +1,7 @@
 """The library's exception hierarchy (each class also subclasses the matching built-in), its
-warning categories, and :func:`warn`, which points a warning at the user's own line."""
+warning categories, :func:`warn`, which points a warning at the user's own line, and the error
+context: :func:`caller` names, once per call, the explainer or metric that messages raised inside
+it speak for (:func:`current_caller`), so that no function has to pass that name along."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import contextlib
 import os
 import sys
 import warnings
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 
@@ -26,6 +30,8 @@ __all__ = [
     "SalienceWarning",
     "FinalActivationWarning",
     "TrainingModeWarning",
+    "caller",
+    "current_caller",
 ]
 
 
@@ -104,3 +110,35 @@ def warn(message: str, category: type[Warning] = SalienceWarning) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+# the explainer or metric running in this thread (each thread and task has its own context)
+_CALLER: ContextVar[str] = ContextVar("salience_caller", default="salience")
+
+
+@contextlib.contextmanager
+def caller(name: str) -> Iterator[None]:
+    """Name ``name`` in the messages of the errors raised inside the block.
+
+    Entered once per public call (``Explainer.explain`` enters it with the explainer's name);
+    code underneath reads it with :func:`current_caller` instead of receiving the name as an
+    argument. Nested blocks restore the outer name when they end; threads do not share it.
+
+    Examples
+    --------
+    >>> with caller("MyMethod"):
+    ...     current_caller()
+    'MyMethod'
+    >>> current_caller()
+    'salience'
+    """
+    token = _CALLER.set(name)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def current_caller() -> str:
+    """The name given to the innermost :func:`caller` block running, else ``"salience"``."""
+    return _CALLER.get()

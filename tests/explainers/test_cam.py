@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import salience as sl
-from salience._engine import ScoreFunction
+from salience.engine import ScoreFunction
 from salience.explainers.cam import token_grid
 from toy_models import DIMS, SHAPES, cnn, make_input
 
@@ -217,12 +217,12 @@ def test_layer_method_inside_a_domain_is_a_composition_error():
     model, x = cnn(1), make_input("signal")
     score = ScoreFunction(
         lambda rows, s: model(rows), sl.Class(1).bind(2, lambda: model(x)), input=x,
-        layout=sl.Layout("b c t"), batch_size=None, owner="test", model=model,
+        layout=sl.Layout("b c t"), batch_size=None, caller="test", model=model,
     )
     composed = score.compose(lambda z, s: z * 2, x, sl.Layout("b c t"))
     for explainer in (sl.GradCAM(model, layer="2"), sl.GradCAM(model), sl.ScoreCAM(model, layer="2")):
         with pytest.raises(sl.CompositionError, match="domain"):
-            explainer._attribute(x, composed)
+            explainer.attribute(x, composed)
     assert all(not m._forward_hooks for m in model.modules())
 
 

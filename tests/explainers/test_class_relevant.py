@@ -292,13 +292,13 @@ def test_call_time_errors():
 
 def test_engine_per_row_targets_through_retarget(linear):
     """ScoreFunction.retarget(target_map=...): rows of one sample, each with its own class."""
-    from salience._engine import ScoreFunction
+    from salience.engine import ScoreFunction
     from salience.layout import Layout
 
     model, w, x = linear
     score = ScoreFunction(
         lambda rows, samples: model(rows), sl.Class(0).bind(3, lambda: None),
-        input=x, layout=Layout("b c t"), batch_size=2, owner="test",
+        input=x, layout=Layout("b c t"), batch_size=2, caller="test",
     )
     rows = x.repeat_interleave(2, 0)  # (6, ...): sample b twice
     classes = torch.tensor([0, 4, 1, 3, 2, 2])

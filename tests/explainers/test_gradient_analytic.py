@@ -91,7 +91,7 @@ def test_ig_interpolants_any_chunking(n_samples, n_steps, batch_size):
     attr = ig.explain(x)
     alphas, weights = quadrature("riemann_middle", n_steps)
     ref = torch.zeros_like(x)
-    for a, w in zip(alphas.tolist(), weights.tolist()):
+    for a, w in zip(alphas.tolist(), weights.tolist(), strict=True):
         p = (x0 + a * (x - x0)).requires_grad_(True)
         (gr,) = torch.autograd.grad(quad(p).sum(), p)
         ref += w * gr
@@ -107,8 +107,8 @@ def test_ig_separable_converges_and_gap_shrinks():
         attr = sl.IntegratedGradients(model, n_steps=n, rule="riemann_left").explain(x, target=0)
         errors.append(float((attr.values[:, :, 0] - exact).abs().max()))
         gaps.append(float(attr.delta.abs().max()))
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
-    assert all(a > b for a, b in zip(gaps, gaps[1:])), gaps
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False)), gaps
     assert errors[-1] < 0.02 and gaps[-1] < 0.02
     # Gauss-Legendre is exact to machine precision quickly on these smooth features
     gl = sl.IntegratedGradients(model, n_steps=20, rule="gausslegendre").explain(x, target=0)
@@ -150,7 +150,7 @@ def test_default_batch_size_is_bounded():
 
 
 def test_default_batch_size_budget_depends_on_device():
-    from salience._engine import default_batch_size
+    from salience.engine import default_batch_size
 
     assert default_batch_size(3 * 64 * 64) == 2**19 // (3 * 64 * 64) == 42  # CPU: cache-sized
     assert default_batch_size(3 * 64 * 64, "cpu") == 42

@@ -357,7 +357,7 @@ def test_rise_all_classes_equals_per_class_runs():
 class _InSpectrum(sl.Wrapper):
     """A stand-in for InDomain(Fourier): explain f(irfft(z)) over z = rfft(x) as (B, C, F, 2)."""
 
-    def _attribute(self, x, score):
+    def attribute(self, x, score):
         t = x.shape[-1]
         z = torch.view_as_real(torch.fft.rfft(x, dim=-1)).contiguous()
         lay = score.layout.replace("t", "f", "r")
@@ -366,7 +366,7 @@ class _InSpectrum(sl.Wrapper):
             return torch.fft.irfft(torch.view_as_complex(rows.contiguous()), n=t, dim=-1)
 
         inner = score.compose(inverse, z, lay)
-        return sl.explainers.base.as_parts(self.explainer._attribute(z, inner), lay)
+        return sl.engine.explainer.as_parts(self.explainer.attribute(z, inner), lay)
 
 
 def test_perturbation_methods_inside_a_composed_score():

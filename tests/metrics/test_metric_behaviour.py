@@ -146,7 +146,7 @@ def test_completeness_and_infidelity_in_a_domain():
 class EdgeDetector(sl.Explainer):
     """A data-only 'explainer': |x[t+1] - x[t]|, whatever the model."""
 
-    def _attribute(self, x, score):
+    def attribute(self, x, score):
         d = (x[..., 1:] - x[..., :-1]).abs()
         return torch.cat([d, torch.zeros_like(x[..., :1])], -1)
 

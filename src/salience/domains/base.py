@@ -12,7 +12,7 @@ from ..errors import NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 
 if TYPE_CHECKING:
-    from .._engine import ScoreFunction
+    from ..engine import ScoreFunction
 
 __all__ = ["Domain", "Time", "Compose", "as_domain", "into"]
 
@@ -399,7 +399,7 @@ def into(
     bound : Domain
         The domain bound to ``x`` (for ``reduce`` and the recorded ``Attribution.domain``).
     """
-    owner = score.owner
+    owner = score.caller
     adapted = not isinstance(domain, Domain)
     d = as_domain(domain, owner).bind(x, layout)
     with torch.no_grad():

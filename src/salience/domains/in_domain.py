@@ -6,10 +6,10 @@ from typing import Any, Union
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction, Wrapper
+from ..engine.explainer import as_parts
 from .._validation import check_bool
 from ..errors import ParameterError
-from ..explainers.base import Explainer, Parts, Wrapper, as_parts
 from ..explainers.integrated_gradients import BaselineLike, IntegratedGradients
 from ..layout import LayoutLike
 from .base import Compose, Domain, Time, into
@@ -90,9 +90,9 @@ class InDomain(Wrapper):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.explainer!r}, {self.domain!r})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         z, z_layout, g, d = into(score, x, self.domain, score.layout)  # g(z) == f(x)
-        parts = as_parts(self.explainer._attribute(z, g), z_layout)
+        parts = as_parts(self.explainer.attribute(z, g), z_layout)
         values, layout = parts.values, parts.layout
         if self.reduce and layout == z_layout and _broadcasts(values.shape, z.shape):
             # a full-shape map, or one shared along some axes (size 1: a RISE/Occlusion map whose

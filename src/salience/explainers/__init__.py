@@ -1,6 +1,6 @@
-"""Explainers: each one implements ``_attribute(x, score)`` and sees a score function, not a model."""
+"""Explainers: each one implements ``attribute(x, score)`` and sees a score function, not a model."""
 
-from .base import Explainer, Parts, Wrapper
+from ..engine import Explainer, Parts, Wrapper
 from .class_relevant import ClassRelevant, TopClasses
 from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .gradient import Gradient, InputXGradient, Saliency
@@ -8,7 +8,7 @@ from .integrated_gradients import IntegratedGradients
 from . import lrp
 from .lrp import LRP, LRPCoverageWarning
 from .modified_backprop import DeconvNet, GuidedBackprop, GuidedGradCAM, ReLUCoverageWarning
-from .layers import LayerInfo, LayerTable, layers
+from ..engine.layers import LayerInfo, LayerTable, layers
 from .mask_update import MaskUpdate
 from .occlusion import Occlusion
 from .rise import RISE

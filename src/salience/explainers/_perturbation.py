@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import ScoreFunction
 from ..errors import ParameterError
 from ..masking import Filler, Masker, Substrate, as_substrate
 

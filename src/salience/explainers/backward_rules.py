@@ -7,7 +7,7 @@ only inside the ``with`` block and are removed in ``finally``; parameters, buffe
 ``.grad`` are never touched. The hooks act only in the thread that installed them, so other
 threads using the same model at the same time are not affected.
 
-Used through :meth:`salience._engine.ScoreFunction.under`, which enters such a context around each
+Used through :meth:`salience.engine.ScoreFunction.under`, which enters such a context around each
 pass of model calls (forward and backward).
 """
 
@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from .._engine import own_thread, worker_thread_error
+from ..engine import own_thread
+from ..engine._hooks import worker_thread_error
 
 __all__ = ["Handler", "replace_backward", "rewired"]
 
@@ -32,12 +33,12 @@ class _Replace(torch.autograd.Function):
     """``value`` in the forward pass; ``backward(grad)`` as the gradient of ``x`` in the backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, backward: Callable) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, backward: Callable) -> torch.Tensor:
         ctx.rule = backward
         return value.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         return ctx.rule(grad), None, None
 
 
@@ -57,7 +58,6 @@ def rewired(
     plan: Mapping[nn.Module, Handler],
     *,
     output: Handler | None = None,
-    owner: str = "salience",
 ) -> Iterator[None]:
     """Replace the backward rule of the planned modules (and of the model's output) temporarily.
 
@@ -71,9 +71,6 @@ def rewired(
         their input, so ``x`` is still the input as it was.
     output : handler, optional
         Applied to the output of ``model`` itself (after its own plan entry, if any).
-    owner : str
-        Named in the error raised when planned modules ran only in other threads (a model that
-        runs its modules in worker threads, which the thread-bound hooks cannot reach).
     """
     handles: list[Any] = []
     stash: dict[int, torch.Tensor] = {}
@@ -113,7 +110,7 @@ def rewired(
         elsewhere = [m for m, (here, other) in tallies.items() if other and not here]
         if elsewhere:
             names = {m: n for n, m in model.named_modules()}
-            raise worker_thread_error(owner, [names.get(m, type(m).__name__) for m in elsewhere])
+            raise worker_thread_error([names.get(m, type(m).__name__) for m in elsewhere])
     finally:
         for handle in reversed(handles):
             handle.remove()

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction
+from ..engine.layers import target_layer
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
 from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
-from .base import Explainer, Parts
-from .layers import _CONV, TokenProbe, default_layer, token_module
 
 __all__ = [
     "LayerExplainer",
@@ -37,7 +36,6 @@ LayerLike = Union[None, str, nn.Module]
 Reshape = Union[None, str, Callable[[torch.Tensor], torch.Tensor]]
 
 _INTERPOLATION = ("linear", "bilinear", "trilinear")  # by number of spatial axes
-_TUPLE_OUT = (nn.RNNBase, nn.MultiheadAttention)
 
 
 def token_grid(tokens: torch.Tensor, sizes: tuple[int, ...], owner: str = "reshape='tokens'") -> torch.Tensor:
@@ -155,37 +153,19 @@ class LayerExplainer(Explainer):
         return f"{self.name}(layer={layer!r}, relu={self.relu}, upsample={self.upsample})"
 
     # ------------------------------------------------------------------ template
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         owner = self.name
         layout = score.layout
         spatial = layout.spatial
         if not spatial:
             raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
-        probe = None
-        if self.layer is None:
-            if math.prod(sizes) == 1:
-                raise ShapeError(
-                    f"{owner}: the input has a single position (spatial size {sizes}), so no layer "
-                    "can hold a map over positions and there is no default layer; a class "
-                    "activation map needs a signal with several time points (or an image with "
-                    "several pixels). For per-channel importance use a gradient method."
-                )
-            call = default_layer(score.trace(n_rows=1), x.ndim, 1, owner)
-            name, module = call.name, call.module
-        else:
-            name, module = score.find_layer(self.layer)
-            if self.reshape is None and not isinstance(module, _CONV):
-                token = token_module(score.model, name)
-                # (an RNN or attention module itself returns a tuple, refused as such when called)
-                if token is not None and not (token is module and isinstance(token, _TUPLE_OUT)):
-                    raise self._token_error(name, f"is (or is inside) a {type(token).__name__}, whose output")
-                probe = TokenProbe(module, x.ndim)
-                score = score.under(probe)
+        name, module, probe = target_layer(score, self.layer, sizes, tokens=self.reshape is not None)
+        if probe is not None:
+            score = score.under(probe)
         values, cam = self._layer_map(x, score, module, sizes)
-        if probe is not None and any(probe.hits):
-            raise self._token_error(name, "returns the shape of a token sequence made earlier by a "
-                                          "transformer, attention or recurrent module: its output")
+        if probe is not None:
+            probe.check(name)
         layer_shape = tuple(cam.shape[1:])
         if self.relu:
             cam = cam.clamp_min(0)
@@ -205,18 +185,7 @@ class LayerExplainer(Explainer):
             info={"layer_shape": layer_shape, "relu": self.relu, "upsampled": self.upsample},
         )
 
-    def _token_error(self, name: str, what: str) -> LayerError:
-        return LayerError(
-            f"{self.name}: the layer {name!r} {what} is a sequence of tokens x features (B, L, D), "
-            "not channels x positions; read as it is, its feature axis would be taken for time. "
-            "Pass reshape='tokens' (a patch grid inferred from the input size), a callable "
-            "mapping the output to (B, K, *spatial) (e.g. reshape=lambda a: a.transpose(1, 2) "
-            "for (B, T, D) time x features; reshape=lambda a: a if the layer does work on "
-            "channels x positions, e.g. a Linear over time), or pick a convolutional layer "
-            "(salience.layers(model, x) lists them)."
-        )
-
-    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
+    def explained_score(self, score: ScoreFunction) -> ScoreFunction:
         """Warn about, keep or strip a final Softmax/Sigmoid (``final_activation``), recognised
         at call time as the module whose output the model returns."""
         if self.final_activation == "keep":

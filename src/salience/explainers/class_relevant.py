@@ -7,11 +7,11 @@ from typing import Any, Callable, Sequence, Union
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction, Wrapper
+from ..engine.explainer import as_parts
 from .._validation import check_bool, check_float, check_int, check_option
 from ..errors import ParameterError, SalienceWarning, ShapeError, TargetError, warn
 from ..targets import ClassTarget
-from .base import Explainer, Parts, Wrapper, as_parts
 
 __all__ = ["ClassRelevant", "TopClasses"]
 
@@ -308,7 +308,7 @@ class ClassRelevant(Wrapper):
         keep = (m_t - 1.0 / maps.shape[0]) > self.tau
         return maps[t] * m_t * keep, m_t, logits
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         target = score.target
         if not isinstance(target, ClassTarget):
             raise TargetError(
@@ -345,7 +345,7 @@ class ClassRelevant(Wrapper):
             )
             with torch.no_grad():
                 inner.record_input_values(row_target(out_r, torch.arange(rows, device=device)))
-            parts = as_parts(self.explainer._attribute(xr, inner), score.layout)
+            parts = as_parts(self.explainer.attribute(xr, inner), score.layout)
         h = parts.values
         if not isinstance(h, torch.Tensor) or h.shape[0] != rows:
             raise ShapeError(

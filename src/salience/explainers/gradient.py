@@ -6,10 +6,9 @@ from typing import Any
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, ScoreFunction
 from .._validation import check_option
 from ..layout import LayoutLike
-from .base import Explainer
 
 __all__ = ["Gradient", "Saliency", "InputXGradient"]
 
@@ -31,7 +30,7 @@ class Gradient(Explainer):
     torch.Size([2, 8, 16])
     """
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
         return score.gradient_at_input()
 
 
@@ -65,7 +64,7 @@ class Saliency(Explainer):
             reduce_channels, "reduce_channels", type(self).__name__, (None, True, False)
         )
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
         g = score.gradient_at_input().abs()
         reduce = self.reduce_channels
         if reduce is None:
@@ -85,5 +84,5 @@ class InputXGradient(Explainer):
     Activation Differences", 2016.
     """
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
         return x * score.gradient_at_input()

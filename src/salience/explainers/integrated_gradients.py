@@ -9,11 +9,10 @@ from typing import Any, Callable, Union
 import numpy as np
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction
 from .._validation import all_finite, check_int, check_option
 from ..errors import ParameterError, SalienceError
 from ..layout import LayoutLike
-from .base import Explainer, Parts
 
 __all__ = ["IntegratedGradients", "quadrature", "RULES", "resolve_baseline"]
 
@@ -89,6 +88,7 @@ def resolve_baseline(baseline: BaselineLike, x: torch.Tensor, score: ScoreFuncti
         return x.mean(dim=axes, keepdim=True).expand_as(x) if axes else x.clone()
     if isinstance(baseline, Real):
         return torch.full_like(x, float(baseline))
+    b: object  # checked to be a tensor below
     if callable(baseline) and not isinstance(baseline, torch.Tensor):
         try:
             b = baseline(x)
@@ -181,7 +181,7 @@ class IntegratedGradients(Explainer):
     def __repr__(self) -> str:
         return f"IntegratedGradients(n_steps={self.n_steps}, rule={self.rule!r}, baseline={self.baseline!r})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         x0 = resolve_baseline(self.baseline, x, score, self.name)
         alphas, weights = quadrature(self.rule, self.n_steps)
         alphas = alphas.to(device=x.device, dtype=x.dtype)
@@ -193,8 +193,8 @@ class IntegratedGradients(Explainer):
             first, last = start // n, (stop - 1) // n
             if last - first >= _MAX_SEGMENTS:  # many samples per chunk (few steps): gather
                 r = torch.arange(start, stop, device=x.device)
-                b, k = r // n, r % n
-                return torch.addcmul(x0[b], alphas[k].reshape(view), diff[b])
+                rb, k = r // n, r % n
+                return torch.addcmul(x0[rb], alphas[k].reshape(view), diff[rb])
             # a sample's rows are consecutive: one broadcast addcmul per sample, written in
             # place, instead of gathering x0 and x - x0 row by row (10x faster on a CPU)
             rows = torch.empty((stop - start, *x.shape[1:]), dtype=x.dtype, device=x.device)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._engine import ScoreFunction, own_thread
+from ..engine import Explainer, own_thread, Parts, ScoreFunction
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
@@ -19,7 +19,6 @@ from ..masking.maskers import AxisSizes
 from ..targets import Probability
 from ._perturbation import check_substrate
 from .._progress import progress_bar
-from .base import Explainer, Parts
 
 __all__ = ["MaskUpdate"]
 
@@ -148,7 +147,7 @@ class MaskUpdate(Explainer):
         How scores become flip probabilities. None requires the explained score to be a
         probability, and checks that it is one: the target is ``sl.Probability(k)``, or the
         model's output comes from a final Softmax/Sigmoid (an ``nn.Softmax``/``nn.Sigmoid``
-        module, as :meth:`~salience._engine.ScoreFunction.final_activation` recognises it, or
+        module, as :meth:`~salience.engine.ScoreFunction.final_activation` recognises it, or
         ``torch.softmax``/``torch.sigmoid`` at the end of an ``nn.Module``'s forward, so
         multi-label sigmoid heads qualify), or the output at ``x`` has rows of values in [0, 1]
         summing to 1 (a softmax computed elsewhere, scikit-learn's ``predict_proba``); and every
@@ -282,7 +281,7 @@ class MaskUpdate(Explainer):
 
         return watched, check
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         gen = make_generator(self.generator)
         lay = score.layout
         b, c = x.shape[0], self.n_chains

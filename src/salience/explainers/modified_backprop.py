@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._engine import ScoreFunction, own_thread
+from ..engine import Explainer, own_thread, Parts, ScoreFunction
 from ..errors import SalienceWarning, warn
 from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired
-from .base import Explainer, Parts
 from .cam import GradCAM, LayerLike, Reshape
 
 __all__ = ["GuidedBackprop", "DeconvNet", "GuidedGradCAM", "ReLUCoverageWarning"]
@@ -102,7 +101,7 @@ class _ReLURule:
             for name, module in modules.items():
                 handles.append(module.register_forward_pre_hook(own_thread(enter(name, module in relus))))
                 handles.append(module.register_forward_hook(own_thread(leave), always_call=True))
-            with rewired(model, {m: self.handler for m in relus}, owner=self.owner), watch:
+            with rewired(model, {m: self.handler for m in relus}), watch:
                 yield
         finally:
             for handle in reversed(handles):
@@ -170,7 +169,7 @@ class GuidedBackprop(Explainer):
 
     _handler = staticmethod(_guided)
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
         return score.under(_ReLURule(self._handler, self.name)).gradient_at_input()
 
 
@@ -245,10 +244,10 @@ class GuidedGradCAM(GradCAM):
         layer = self.layer if not isinstance(self.layer, nn.Module) else type(self.layer).__name__
         return f"{self.name}(layer={layer!r}, relu={self.relu})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         # ``score`` is already the explained one (final_activation handled by GradCAM's
-        # _explained_score), so both parts explain the same function
-        cam = super()._attribute(x, score)
+        # explained_score), so both parts explain the same function
+        cam = super().attribute(x, score)
         gbp = score.under(_ReLURule(_guided, self.name)).gradient_at_input()
         info = dict(cam.info)
         info["cam"] = cam.values

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction
 from .._validation import check_bool
 from ..errors import ParameterError
 from ..layout import LayoutLike
@@ -14,7 +14,6 @@ from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import block_size, check_masker, check_substrate, masked_scores
 from .._progress import progress_bar
-from .base import Explainer, Parts
 
 __all__ = ["Occlusion"]
 
@@ -95,12 +94,15 @@ class Occlusion(Explainer):
 
     def _masker(self) -> Masker:
         """The masker in use: ``masker``, or the sliding window built from ``window``/``stride``."""
-        return self.masker if self.masker is not None else SlidingWindow(self.window, self.stride)
+        if self.masker is not None:
+            return self.masker
+        assert self.window is not None  # __init__ requires window= when no masker is given
+        return SlidingWindow(self.window, self.stride)
 
     def __repr__(self) -> str:
         return f"Occlusion(masker={self._masker()!r}, substrate={self.substrate!r})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         lay = score.layout
         masker = self._masker()
         plan = masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)

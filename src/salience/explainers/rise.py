@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction
 from .._validation import check_bool, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError
 from ..layout import LayoutLike
@@ -20,7 +20,6 @@ from ._perturbation import (
     masked_scores,
 )
 from .._progress import progress_bar
-from .base import Explainer, Parts
 
 __all__ = ["RISE"]
 
@@ -143,7 +142,7 @@ class RISE(Explainer):
     def __repr__(self) -> str:
         return f"RISE(n_masks={self.n_masks}, masker={self._masker()!r}, substrate={self.substrate!r})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         return self._run(x, score, per_class=False)
 
     def _class_maps(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor | None:

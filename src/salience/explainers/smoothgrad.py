@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from .._engine import ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction, Wrapper
+from ..engine.explainer import as_parts
 from .._progress import progress_bar
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
 from ..errors import ParameterError
-from .base import Explainer, Parts, Wrapper, as_parts
 
 __all__ = ["SmoothGrad"]
 
@@ -74,7 +74,7 @@ class SmoothGrad(Wrapper):
         label = {"mean": "SmoothGrad", "square": "SquareGrad", "var": "VarGrad"}[self.kind]
         return f"{label}({self.explainer.name})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         gen = make_generator(self.generator)
         b, n = x.shape[0], self.n_samples
         flat = x.flatten(1)
@@ -89,7 +89,7 @@ class SmoothGrad(Wrapper):
                 k = min(group, n - start)
                 noise = torch.randn((b, k, *x.shape[1:]), generator=gen, device=gen.device, dtype=x.dtype)
                 xn = (x.unsqueeze(1) + std * noise.to(x.device)).reshape(b * k, *x.shape[1:])
-                last = as_parts(self.explainer._attribute(xn, score.repeat(xn, k)), score.layout)
+                last = as_parts(self.explainer.attribute(xn, score.repeat(xn, k)), score.layout)
                 v = last.values.reshape(b, k, *last.values.shape[1:])
                 s1 = v.sum(1)
                 sum1 = s1 if sum1 is None else sum1 + s1
@@ -102,10 +102,9 @@ class SmoothGrad(Wrapper):
         mean = sum1 / n
         if self.kind == "mean":
             out = mean
-        elif self.kind == "square":
-            out = sum2 / n  # type: ignore[operator]
         else:
-            out = sum2 / n - mean * mean  # type: ignore[operator]
+            assert sum2 is not None  # accumulated with sum1 for "square" and "var"
+            out = sum2 / n if self.kind == "square" else sum2 / n - mean * mean
         return Parts(
             out, layout=last.layout, domain=last.domain, layer=last.layer,
             info={"n_samples": n, "sigma": self.sigma},

@@ -8,12 +8,11 @@ import torch
 
 from torch import nn
 
-from .._engine import ScoreFunction, make_score
+from ..engine import Explainer, make_score, ScoreFunction
 from .._validation import all_finite, check_batch_size, check_input, check_int
 from ..attribution import Attribution
 from ..domains.base import into
 from ..errors import DTypeError, InputError, ModelCallError, NumericalError, ParameterError, SalienceError, ShapeError
-from ..explainers.base import Explainer
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
 
@@ -478,7 +477,7 @@ def prepare(
         )
     x = check_x(x, owner)
     lay = Layout.infer(x, layout)
-    score = make_score(model, x, target, batch_size=check_batch_size(batch_size, owner), layout=lay, owner=owner)
+    score = make_score(model, x, target, batch_size=check_batch_size(batch_size, owner), layout=lay, caller=owner)
     return x, lay, score
 
 

@@ -1,6 +1,6 @@
 """Faithfulness metrics: deletion/insertion (RISE and Xplique), faithfulness correlation, infidelity.
 
-The model is only called through the engine's :class:`~salience._engine.ScoreFunction`: the
+The model is only called through the engine's :class:`~salience.engine.ScoreFunction`: the
 perturbed rows are generated lazily chunk by chunk (``batch_size`` rows per model call), on the
 input's device, so memory stays bounded whatever the number of steps.
 """
@@ -196,12 +196,12 @@ class NoisyLinearImputation(Substrate):
         offsets = [o for o in product((-1, 0, 1), repeat=d) if any(o)]
         weights = [1.0 / sum(1 for c in o if c) for o in offsets]
         ones = torch.ones_like(v)
-        diag = sum(w * self._shift(ones, o) for o, w in zip(offsets, weights))
-        rhs = unknown * sum(w * self._shift(v * known, o) for o, w in zip(offsets, weights))
+        diag = sum(w * self._shift(ones, o) for o, w in zip(offsets, weights, strict=True))
+        rhs = unknown * sum(w * self._shift(v * known, o) for o, w in zip(offsets, weights, strict=True))
 
         def apply(p: torch.Tensor) -> torch.Tensor:
             p = p * unknown
-            return unknown * (diag * p - sum(w * self._shift(p, o) for o, w in zip(offsets, weights)))
+            return unknown * (diag * p - sum(w * self._shift(p, o) for o, w in zip(offsets, weights, strict=True)))
 
         rows = v.shape[0]
         dims = tuple(range(1, v.ndim))
@@ -675,12 +675,13 @@ def infidelity(
             )
         given = check_values(perturbation, owner, "the perturbation tensor").reshape(b * n, *shape)
     dots = torch.empty(b * n, dtype=space.dtype, device=space.device)
+    perturb = None if isinstance(perturbation, torch.Tensor) else perturbation  # the callable, if any
 
     def draw(start: int, stop: int) -> torch.Tensor:
         """Perturbations of rows ``start..stop`` (row ``i * n + j``: perturbation j of sample i)."""
         if given is not None:
             return given[start:stop].to(device=space.device, dtype=space.dtype)
-        if perturbation is None:
+        if perturb is None:
             noise = torch.stack(
                 [torch.randn(shape, generator=gen, device=gen.device, dtype=space.dtype) for _ in range(stop - start)]
             )
@@ -688,7 +689,7 @@ def infidelity(
         pieces = []
         for s0 in range(start // n, (stop - 1) // n + 1):  # per sample, the rows of this chunk
             lo, hi = max(start, s0 * n), min(stop, (s0 + 1) * n)
-            p = call_user(perturbation, (space[s0 : s0 + 1], hi - lo, gen), owner, "perturbation")
+            p = call_user(perturb, (space[s0 : s0 + 1], hi - lo, gen), owner, "perturbation")
             if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, hi - lo, *shape):
                 got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
                 raise ShapeError(

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._engine import make_score
+from ..engine import make_score
 from .._validation import (
     check_batch_size,
     check_bool,
@@ -135,7 +135,7 @@ def _confident(
         if not callable(model):
             raise ParameterError(f"The 'model' parameter of {_OWNER} must be callable. Got {type(model).__name__}.")
         # only the raw outputs are read: Output() binds without a model call
-        out = make_score(model, x, Output(), batch_size=batch_size, layout=layout, owner=_OWNER).reference_output()
+        out = make_score(model, x, Output(), batch_size=batch_size, layout=layout, caller=_OWNER).reference_output()
         if out.ndim != 2 or out.shape[1] < 2:
             raise ShapeError(
                 f"{_OWNER}: the confidence filter needs classifier outputs (N, K) with K >= 2; got "
@@ -266,7 +266,7 @@ def make_grid(
         cells = (2, 2) if len(axes) == 2 else (4,) * len(axes)
     elif isinstance(cells, int) and not isinstance(cells, bool):
         cells = (cells,) * len(axes)
-    elif isinstance(cells, (str, bytes)) or not hasattr(cells, "__iter__") or getattr(cells, "ndim", 1) == 0:
+    elif isinstance(cells, (str, bytes, bool)) or not hasattr(cells, "__iter__") or getattr(cells, "ndim", 1) == 0:
         raise ParameterError(
             f"The 'cells' parameter of {_OWNER} must be None, an int or a sequence of ints (cells "
             f"per grid axis {axes}). Got {cells!r} instead."
@@ -306,7 +306,7 @@ def make_grid(
     spatial = list(x.shape[2:])
     out_size = list(spatial)
     bounds = []  # per grid axis: cell edges in the composite
-    for p, n in zip(pos, cells):
+    for p, n in zip(pos, cells, strict=True):
         length = x.shape[p]
         if resize:
             if length < n:
@@ -322,7 +322,7 @@ def make_grid(
     for cell, index in enumerate(itertools.product(*(range(n) for n in cells))):
         region: list[Any] = [slice(None)] * (len(spatial))
         size = list(spatial)
-        for a, (p, i) in enumerate(zip(pos, index)):
+        for a, (p, i) in enumerate(zip(pos, index, strict=True)):
             lo, hi = bounds[a][i], bounds[a][i + 1]
             region[p - 2] = slice(lo, hi)
             size[p - 2] = hi - lo
@@ -332,8 +332,11 @@ def make_grid(
             if mode == "linear" and len(spatial) not in _LINEAR:
                 raise ParameterError(f"{_OWNER}: mode='linear' supports 1 to 3 spatial axes.")
             part = F.interpolate(part, size=size, **kw)
-        composite[(slice(None), slice(None), *region)] = part
-        masks[(cell, *region)] = True
+        # (index tuples built first: mypy reads a starred subscript as 3.11-only syntax)
+        into_composite = (slice(None), slice(None), *region)
+        into_masks = (cell, *region)
+        composite[into_composite] = part
+        masks[into_masks] = True
     return Grid(
         inputs=composite,
         labels=lab[src].to(x.device),

@@ -8,12 +8,12 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from .._engine import default_batch_size, make_score
+from ..engine import default_batch_size, Explainer, make_score
+from ..engine.explainer import as_parts
 from .._validation import check_bool, check_float, check_generator, make_generator
 from ..attribution import Attribution
 from ..errors import ParameterError, ShapeError
 from .._progress import progress_bar
-from ..explainers.base import Explainer, as_parts
 from ..layout import Layout
 from ..targets import Target, TargetLike
 from .base import (
@@ -112,22 +112,22 @@ def reexplainer(
     copy of ``x[samples[r]]``, with ``target`` bound at ``x``: each row is scored exactly as its
     sample (same class, same foils, same probability), whatever the target form.
 
-    A salience :class:`~salience.explainers.base.Explainer` is run on the engine's
-    :meth:`~salience._engine.ScoreFunction.retarget` of the score bound at ``x`` (the bound
+    A salience :class:`~salience.engine.Explainer` is run on the engine's
+    :meth:`~salience.engine.ScoreFunction.retarget` of the score bound at ``x`` (the bound
     target, with each row mapped to its sample); a plain callable gets
     ``repeat_target(target, samples, len(x))``.
     """
     if isinstance(explainer, Explainer):
         lay = Layout.infer(x, explainer.layout)
         score = make_score(explainer.model, x, target, batch_size=explainer.batch_size, layout=lay,
-                           owner=explainer.name)
-        score = explainer._explained_score(score)  # as Explainer.explain (e.g. a stripped softmax)
+                           caller=explainer.name)
+        score = explainer.explained_score(score)  # as Explainer.explain (e.g. a stripped softmax)
 
         def run(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
             samples = samples.to(score.input.device)
             rows = score.retarget(score.target, xp, score.sample_map[samples], parents=samples,
                                   target_map=score.target_map[samples])
-            parts = as_parts(explainer._attribute(xp, rows), lay)
+            parts = as_parts(explainer.attribute(xp, rows), lay)
             return parts.values.detach().to(dtype=xp.dtype)
 
         return run

@@ -13,8 +13,9 @@ al. 2019; Kohlbrenner et al. 2020) and use zennit's names: ``epsilon``, ``epsilo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -65,7 +66,7 @@ AVG_POOLS: tuple[type, ...] = (
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
 )
-BATCHNORMS: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORMS: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +176,7 @@ def _check(epsilon: float, stabilizer: float, owner: str) -> tuple[float, float]
     )
 
 
-def single(rule: "Rule | str", name: str | None = None, stabilizer: float = 1e-6) -> Composite:
+def single(rule: Rule | str, name: str | None = None, stabilizer: float = 1e-6) -> Composite:
     """One rule on every Linear/convolution layer (plus Pass on activations, Epsilon on pools).
 
     Parameters
@@ -239,7 +240,7 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -
 
 
 def epsilon_gamma_box(
-    low: "float | object", high: "float | object", *, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6
+    low: float | object, high: float | object, *, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6
 ) -> Composite:
     """gamma on convolutions, epsilon on Linear layers, z^B on the first layer.
 

@@ -9,17 +9,16 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..._engine import ScoreFunction, own_thread
+from ...engine import Explainer, own_thread, Parts, ScoreFunction
 from ...errors import LayerError, ParameterError, SalienceWarning, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
-from ..base import Explainer, Parts
 from .composites import BATCHNORMS, COMPOSITES, Composite, epsilon_gamma_box, single
 from .rules import AFFINE, LayerCall, Rule, divide
 
 __all__ = ["LRP", "LRPCoverageWarning"]
 
-CompositeLike = Union[str, Composite, Rule]
+CompositeLike = str | Composite | Rule
 _MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -27,10 +26,12 @@ class LRPCoverageWarning(SalienceWarning):
     """Some layers with parameters got no LRP rule and were backpropagated as plain gradients."""
 
 
-def _merge_batchnorm(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _merge_batchnorm(
+    layer: nn.Linear | nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Weight and bias of ``bn(layer(x))`` as one affine layer, or None if they do not compose."""
     weight = layer.weight.detach()
-    if bn.training or bn.running_mean is None or bn.num_features != weight.shape[0]:
+    if bn.training or bn.running_mean is None or bn.running_var is None or bn.num_features != weight.shape[0]:
         return None
     scale = torch.rsqrt(bn.running_var.detach() + bn.eps)
     if bn.weight is not None:
@@ -52,13 +53,13 @@ class _Sum(torch.autograd.Function):
     """``a + b`` whose relevance is shared in proportion to ``a`` and ``b`` (epsilon rule)."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, epsilon: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, epsilon: float) -> torch.Tensor:
         ctx.save_for_backward(a, b)
         ctx.epsilon = epsilon
         return a + b
 
     @staticmethod
-    def backward(ctx: Any, r: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, r: torch.Tensor) -> tuple[Any, ...]:
         a, b = ctx.saved_tensors
         share = divide(r, a + b, ctx.epsilon)
         return a * share, b * share, None
@@ -155,7 +156,7 @@ class _LRPPass:
     def _affine(self, rule: Rule, produced: dict[int, tuple[Any, ...]]) -> Callable[..., torch.Tensor]:
         merge = self.composite.merge_batchnorm
 
-        def handler(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def handler(module: nn.Linear | nn.modules.conv._ConvNd, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             bias = None if module.bias is None else module.bias.detach()
             call = LayerCall(module, x.detach(), module.weight.detach(), bias)
             out = replace_backward(x, y, lambda r: rule.relevance(call, r))
@@ -168,7 +169,7 @@ class _LRPPass:
     def _batchnorm(self, rule: Rule | None, produced: dict[int, tuple[Any, ...]]) -> Callable[..., torch.Tensor]:
         merge = self.composite.merge_batchnorm
 
-        def handler(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def handler(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             entry = produced.get(id(x))
             if merge and entry is not None and entry[3] is x:
                 layer, x_layer, layer_rule, _ = entry
@@ -208,7 +209,7 @@ class _LRPPass:
             model.register_forward_hook(own_thread(stop), always_call=True),
         ]
         try:
-            with rewired(model, plan, output=_seed, owner=self.owner):
+            with rewired(model, plan, output=_seed):
                 if mode is None:
                     yield
                 else:
@@ -316,7 +317,7 @@ class LRP(Explainer):
     def __repr__(self) -> str:
         return f"{self.name}(composite={self.composite.name!r}, batch_size={self.batch_size})"
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         lrp = score.under(_LRPPass(self.composite, self.name))
         relevance = lrp.gradient_at_input()
         delta = relevance.flatten(1).sum(1) - lrp.input_values()

@@ -21,7 +21,7 @@ al., "Unmasking Clever Hans predictors", Nature Communications 2019 (flat rule).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: layers whose weights the rules may modify (their forward is an affine map of the input)
-AFFINE: tuple[type, ...] = (
+AFFINE: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Conv1d,
     nn.Conv2d,
@@ -105,13 +105,16 @@ class LayerCall:
             return self.module.forward(inp)
         w = self.weight if weight is _SAME else weight
         b = self.bias if bias is _SAME else bias
+        assert w is not None, "affine layers always carry a weight"
         m = self.module
         if isinstance(m, nn.Linear):
             return F.linear(inp, w, b)
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return m._conv_forward(inp, w, b)
+        assert isinstance(m, nn.modules.conv._ConvTransposeNd)  # the rest of AFFINE
         fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(m.kernel_size)]
-        return fn(inp, w, b, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+        # torch types _ConvNd.padding as str | tuple, but transposed convolutions refuse string padding
+        return fn(inp, w, b, m.stride, m.padding, m.output_padding, m.groups, m.dilation)  # type: ignore[arg-type]
 
     def vjp(self, g: torch.Tensor, weight: Any = _SAME, at: torch.Tensor | None = None) -> torch.Tensor:
         """``(d forward / d inp)^T g`` (for affine layers: the transposed weights applied to ``g``)."""
@@ -121,7 +124,7 @@ class LayerCall:
             (grad,) = torch.autograd.grad(z, inp, g)
         return grad
 
-    def need_weights(self, rule: "Rule") -> torch.Tensor:
+    def need_weights(self, rule: Rule) -> torch.Tensor:
         if self.weight is None or not self.affine:
             raise LayerError(
                 f"The LRP rule {rule!r} modifies weights; it applies to Linear and convolution "
@@ -254,7 +257,7 @@ class ZPlus(AlphaBeta):
     beta: float = field(default=0.0, init=False)
 
 
-BoundLike = Union[float, torch.Tensor]
+BoundLike = float | torch.Tensor
 
 
 def _check_bound(value: Any, name: str, owner: str) -> BoundLike:

@@ -1,4 +1,5 @@
-"""Explainer base classes: the template ``explain`` and the wrapper base."""
+"""The base classes a method subclasses: :class:`Explainer` (the template ``explain``, one method to
+implement, :meth:`Explainer.attribute`) and :class:`Wrapper` (a method built around another)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,41 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._engine import ScoreFunction, make_score
 from .._validation import all_finite, check_batch_size, check_input
 from ..attribution import Attribution
-from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, warn
+from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
+from .score import ScoreFunction, make_score
 
-__all__ = ["Explainer", "Wrapper", "Parts"]
+__all__ = ["Explainer", "Wrapper", "Parts", "as_parts"]
 
 
 @dataclass
 class Parts:
-    """What ``_attribute`` may return instead of a bare tensor, to report more than values."""
+    """What :meth:`Explainer.attribute` may return instead of a bare tensor, to report more
+    than values.
+
+    Attributes
+    ----------
+    values : Tensor of shape (B, ...)
+        The attribution.
+    delta : Tensor of shape (B,), optional
+        A completeness gap (Integrated Gradients), recorded as ``Attribution.delta``.
+    layout : Layout, optional
+        The axes of ``values`` when they differ from the input's (a CAM at layer resolution, a
+        map in a domain).
+    layer : str, optional
+        The explained layer's name (layer methods).
+    domain : Domain, optional
+        The domain ``values`` live in.
+    info : dict
+        Anything else worth recording (hyperparameters in effect, shapes).
+    scores : Tensor of shape (B,), optional
+        The explained scores at ``x``, when they differ from ``score.input_values()`` of the
+        score function ``attribute`` received (rarely needed; see
+        :meth:`Explainer.explained_score`).
+    """
 
     values: torch.Tensor
     delta: torch.Tensor | None = None
@@ -28,12 +51,12 @@ class Parts:
     layer: str | None = None
     domain: Any = None
     info: dict[str, Any] = field(default_factory=dict)
-    #: the explained scores at x (B,), when they differ from ``score.input_values()`` of the
-    #: score function ``_attribute`` received (rarely needed: see ``Explainer._explained_score``)
     scores: torch.Tensor | None = None
 
 
 def as_parts(result: "torch.Tensor | Parts", layout: Layout) -> Parts:
+    """The result of :meth:`Explainer.attribute` as :class:`Parts` with a layout (``layout``
+    unless the result names its own)."""
     parts = result if isinstance(result, Parts) else Parts(values=result)
     if parts.layout is None:
         parts.layout = layout
@@ -43,9 +66,13 @@ def as_parts(result: "torch.Tensor | Parts", layout: Layout) -> Parts:
 class Explainer:
     """Base class of every explainer: validate, build the score function, attribute.
 
-    Subclasses store validated keyword-only hyperparameters in ``__init__`` (no hooks, no
-    ``.eval()``, no tensors) and implement ``_attribute(x, score)``, where ``score`` is a
-    :class:`~salience._engine.ScoreFunction`: they never see the model.
+    A new method subclasses it, stores its validated keyword-only hyperparameters in
+    ``__init__`` (no hooks, no ``.eval()``, no tensors: construction is cheap and has no side
+    effects) and implements one method, :meth:`attribute` ``(x, score)``, where ``score`` is a
+    :class:`~salience.engine.ScoreFunction`: it never sees the model. :meth:`explain` does the
+    rest (input checks, layout, target binding, the no-side-effects guarantees, the result);
+    the method then works in every domain (:class:`~salience.InDomain`), with several classes
+    (:class:`~salience.ClassRelevant`) and under every metric. See docs/extending.md.
 
     Parameters
     ----------
@@ -100,6 +127,10 @@ class Explainer:
             # (check_input then explains a normal copy of an inference tensor)
             with torch.inference_mode(False):
                 return self.explain(x, target)
+        with caller(self.name):
+            return self._explain(x, target)
+
+    def _explain(self, x: torch.Tensor, target: TargetLike) -> Attribution:
         owner = self.name
         x = check_input(x, owner)
         layout = Layout.infer(x, self.layout)
@@ -113,12 +144,16 @@ class Explainer:
                 TrainingModeWarning,
             )
         x = x.detach()
-        score = make_score(model, x, target, batch_size=self.batch_size, layout=layout, owner=owner)
-        score = self._explained_score(score)
-        parts = as_parts(self._attribute(x, score), layout)
+        score = make_score(model, x, target, batch_size=self.batch_size, layout=layout)
+        score = self.explained_score(score)
+        parts = as_parts(self.attribute(x, score), layout)
         values = parts.values
-        if not isinstance(values, torch.Tensor) or values.shape[0] != x.shape[0]:
-            raise ShapeError(f"{owner} produced attributions of the wrong batch size; this is a bug.")
+        if not isinstance(values, torch.Tensor) or values.ndim == 0 or values.shape[0] != x.shape[0]:
+            got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ShapeError(
+                f"{owner}.attribute must return a tensor (or Parts) whose first axis is the batch "
+                f"of {x.shape[0]} sample(s); it returned {got}."
+            )
         if not all_finite(values):
             bad = int((~torch.isfinite(values)).sum())
             raise NumericalError(
@@ -140,14 +175,45 @@ class Explainer:
 
     __call__ = explain
 
-    def _attribute(self, x: torch.Tensor, score: ScoreFunction) -> "torch.Tensor | Parts":
-        """Compute the attribution of ``score`` at ``x`` (B, *S). The one method to implement."""
-        raise NotImplementedError
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> "torch.Tensor | Parts":
+        """The attribution of ``score`` at ``x``: the one method a new explainer implements.
 
-    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
-        """The score function this explainer explains, derived from the model's (optional hook).
+        Called by :meth:`explain` (and by wrappers such as SmoothGrad, InDomain and
+        ClassRelevant, with score functions derived from it), never by users directly.
 
-        The identity by default. ``explain`` applies it once, before ``_attribute``, and records
+        Parameters
+        ----------
+        x : Tensor of shape (B, *S)
+            The explained point, detached; inside a domain, its coefficients. Do not modify it.
+        score : ScoreFunction
+            ``x -> one score per sample`` with the target bound: call ``score.values``,
+            ``score.gradients``, ``score.layer_gradients`` and friends; it batches, chunks and
+            keeps the model unchanged. ``score.layout`` names the axes of ``x``.
+
+        Returns
+        -------
+        Tensor of shape (B, ...) or Parts
+            Usually the shape of ``x``; a :class:`Parts` to report a completeness gap, a layer,
+            another layout or extra information.
+        """
+        legacy = getattr(type(self), "_attribute", None)
+        if legacy is not None:  # written against salience 0.1, where the hook was private
+            warn(
+                f"{type(self).__name__} implements _attribute(x, score); the method is now public: "
+                "rename it to attribute(x, score). _attribute will stop working in a later release.",
+                DeprecationWarning,
+            )
+            return legacy(self, x, score)  # type: ignore[no-any-return]
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement attribute(self, x, score) (see "
+            "salience.engine.Explainer.attribute and docs/extending.md)."
+        )
+
+    def explained_score(self, score: ScoreFunction) -> ScoreFunction:
+        """The score function this explainer explains, derived from the model's (an optional
+        second method to implement).
+
+        The identity by default. ``explain`` applies it once, before ``attribute``, and records
         the scores of the result (so ``Attribution.scores`` match what was explained); wrappers
         delegate to the wrapped explainer, so noisy copies, domains and retargeted classes are
         derived from it. The CAM family uses it for ``final_activation="strip"``.
@@ -170,8 +236,8 @@ class Wrapper(Explainer):
         self.explainer = explainer
         super().__init__(explainer.model, batch_size=explainer.batch_size, layout=explainer.layout)
 
-    def _explained_score(self, score: ScoreFunction) -> ScoreFunction:
-        return self.explainer._explained_score(score)
+    def explained_score(self, score: ScoreFunction) -> ScoreFunction:
+        return self.explainer.explained_score(score)
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]

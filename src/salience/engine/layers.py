@@ -1,23 +1,33 @@
-"""Which layers a layer method (the CAM family) can explain: ``layers(model, x)`` and the defaults."""
+"""Finding and describing layers: resolve a name, trace what every submodule returns, tell
+channels x positions from tokens x features, pick the default CAM layer, and ``layers(model, x)``
+for users."""
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 import torch
 from torch import nn
 
-from .._engine import FINAL_ACTIVATIONS, ModuleCall, lead_shape, make_score, own_thread
 from .._validation import check_input
-from ..errors import LayerError
+from ..errors import CompositionError, LayerError, ShapeError, current_caller
 from ..layout import Layout, LayoutLike
 from ..targets import Output
+from ._hooks import own_thread, worker_thread_error
 
-__all__ = ["layers", "LayerInfo", "LayerTable"]
+if TYPE_CHECKING:
+    from .score import ScoreFunction
 
+__all__ = [
+    "FINAL_ACTIVATIONS", "ModuleCall", "LayerInfo", "LayerTable", "find_layer", "trace", "layers",
+    "is_token_module", "token_module", "default_layer", "target_layer", "TokenProbe", "lead_shape",
+]
+
+#: modules that, as a model's last operation, turn logits into (log-)probabilities
+FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmax2d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # modules that work on the last axis of a (B, L, D) token sequence: an output of theirs with the
 # input's number of axes is tokens x features, not channels x positions
@@ -26,6 +36,8 @@ _TOKEN = (
     nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
     nn.TransformerDecoder, nn.Transformer,
 )
+# modules whose own output is a tuple (refused as such when a CAM calls them)
+_TUPLE_OUT = (nn.RNNBase, nn.MultiheadAttention)
 # adaptive pooling only resamples the layer before it (VGG's 7x7 avgpool blows a 2x2 map up)
 _RESAMPLE = (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
@@ -90,6 +102,117 @@ class LayerTable(list):  # type: ignore[type-arg]
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython
         p.text(str(self))
+
+
+def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
+    """Resolve a dotted module name or a module to ``(name, module)``."""
+    if not isinstance(model, nn.Module):
+        raise LayerError(f"Layer methods need an nn.Module model. Got {type(model).__name__}.")
+    if isinstance(layer, nn.Module):
+        for name, mod in model.named_modules():
+            if mod is layer:
+                return name, mod
+        raise LayerError(f"The module {type(layer).__name__} passed as layer is not part of the model.")
+    if isinstance(layer, str):
+        mods = dict(model.named_modules())
+        if layer in mods:
+            return layer, mods[layer]
+        close = [n for n in mods if n and (layer in n or n.endswith(layer))][:5]
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise LayerError(
+            f"Layer {layer!r} not found in {type(model).__name__}.{hint} "
+            "List the candidates with salience.layers(model, x)."
+        )
+    raise LayerError(f"layer must be a dotted module name or an nn.Module. Got {type(layer).__name__}.")
+
+
+def lead_shape(out: Any) -> tuple[int, ...] | None:
+    """Shape of a module output, or of the tensor leading a tuple/list output."""
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+
+@dataclass
+class ModuleCall:
+    """What one submodule did during a traced forward pass (see :meth:`ScoreFunction.trace`).
+
+    ``shape`` is the shape of its (last) output, or None when that output is not a tensor;
+    ``order`` ranks modules by when their last call finished; ``is_output`` says whether that
+    output is the model's output tensor itself.
+    """
+
+    name: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+    output_type: str
+    calls: int
+    order: int
+    is_output: bool
+    #: shape of the output, or of its first element when it is a tuple/list led by a tensor
+    #: (an RNN's (output, state)); None otherwise
+    lead_shape: tuple[int, ...] | None = None
+
+
+def trace(score: ScoreFunction, n_rows: int | None = None) -> list[ModuleCall]:
+    """Run the score's model once (no gradients) on the first ``n_rows`` points of its input and
+    report what every submodule returned, in the order their last call finished.
+
+    Hooks on every submodule exist only inside this call (removed in ``finally``).
+    """
+    if score.composed:
+        raise CompositionError(
+            f"{score.caller} inspects the model's layers, which has no meaning inside a "
+            "domain (InDomain) or other input transform."
+        )
+    model = score.model
+    if not isinstance(model, nn.Module):
+        raise LayerError(
+            f"{score.caller}: layer methods need an nn.Module model. Got {type(model).__name__}."
+        )
+    n = score.n_samples if n_rows is None else min(int(n_rows), score.n_samples)
+    seen: dict[str, list[Any]] = {}  # name -> [module, last output, calls, order]
+    counter = [0]
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
+            rec = seen.setdefault(name, [mod, None, 0, 0])
+            rec[1] = out
+            rec[2] += 1
+            rec[3] = counter[0]
+            counter[0] += 1
+
+        return hook
+
+    handles = []
+    tallies: dict[str, list[int]] = {}
+    try:
+        for name, mod in model.named_modules():
+            if name:
+                tallies[name] = [0, 0]
+                handles.append(mod.register_forward_hook(own_thread(make_hook(name), tallies[name])))
+        with torch.no_grad(), score._pass():
+            out = score._output(score.input[:n], torch.arange(n, device=score.input.device))
+    finally:
+        for h in handles:
+            h.remove()
+    elsewhere = [name for name, (here, other) in tallies.items() if other and not here]
+    if elsewhere:
+        raise worker_thread_error(elsewhere)
+    calls = [
+        ModuleCall(
+            name=name,
+            module=mod,
+            shape=tuple(o.shape) if isinstance(o, torch.Tensor) else None,
+            output_type=type(o).__name__,
+            calls=k,
+            order=order,
+            is_output=o is out,
+            lead_shape=lead_shape(o),
+        )
+        for name, (mod, o, k, order) in seen.items()
+    ]
+    return sorted(calls, key=lambda c: c.order)
 
 
 def is_token_module(module: nn.Module) -> bool:
@@ -207,14 +330,69 @@ class TokenProbe:
             for h in handles:
                 h.remove()
 
+    def check(self, name: str) -> None:
+        """Raise the token-layer error when the layer ``name`` returned a token sequence."""
+        if any(self.hits):
+            raise token_layer_error(
+                name,
+                "returns the shape of a token sequence made earlier by a transformer, attention "
+                "or recurrent module: its output",
+            )
 
-def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int, owner: str) -> ModuleCall:
+
+def target_layer(
+    score: ScoreFunction, layer: None | str | nn.Module, sizes: tuple[int, ...], *, tokens: bool = False
+) -> tuple[str, nn.Module, TokenProbe | None]:
+    """The layer a layer method explains: ``(name, module, probe)``.
+
+    ``layer=None`` picks :func:`default_layer` from a dry run on one sample (refused when the
+    input has a single position, ``sizes`` being its spatial sizes). A named layer whose output
+    is tokens x features is refused unless the method reads tokens (``tokens=True``, a CAM's
+    ``reshape``): a token module or a module inside one now, and, through the returned
+    :class:`TokenProbe` (enter it around the pass with ``score.under(probe)``, then call
+    ``probe.check(name)``), a module passing tokens along after one.
+    """
+    ndim = score.input.ndim
+    if layer is None:
+        if math.prod(sizes) == 1:
+            raise ShapeError(
+                f"{current_caller()}: the input has a single position (spatial size {sizes}), so "
+                "no layer can hold a map over positions and there is no default layer; a class "
+                "activation map needs a signal with several time points (or an image with "
+                "several pixels). For per-channel importance use a gradient method."
+            )
+        call = default_layer(trace(score, n_rows=1), ndim, 1)
+        return call.name, call.module, None
+    name, module = score.find_layer(layer)
+    if tokens or isinstance(module, _CONV):
+        return name, module, None
+    token = token_module(score.model, name)
+    # (an RNN or attention module itself returns a tuple, refused as such when called)
+    if token is not None and not (token is module and isinstance(token, _TUPLE_OUT)):
+        raise token_layer_error(name, f"is (or is inside) a {type(token).__name__}, whose output")
+    return name, module, TokenProbe(module, ndim)
+
+
+def token_layer_error(name: str, what: str) -> LayerError:
+    """The error for a layer whose output is tokens x features, read without ``reshape``."""
+    return LayerError(
+        f"{current_caller()}: the layer {name!r} {what} is a sequence of tokens x features "
+        "(B, L, D), not channels x positions; read as it is, its feature axis would be taken for "
+        "time. Pass reshape='tokens' (a patch grid inferred from the input size), a callable "
+        "mapping the output to (B, K, *spatial) (e.g. reshape=lambda a: a.transpose(1, 2) for "
+        "(B, T, D) time x features; reshape=lambda a: a if the layer does work on channels x "
+        "positions, e.g. a Linear over time), or pick a convolutional layer "
+        "(salience.layers(model, x) lists them)."
+    )
+
+
+def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> ModuleCall:
     """The last module (in execution order) whose output is spatial like the input, before any
     token module (Linear on sequences, attention, LayerNorm, RNN) and other than adaptive pooling."""
     candidates = _default_candidates(calls, _spatial(calls, ndim, n_rows), ndim)
     if not candidates:
         raise LayerError(
-            f"{owner}: no layer of the model returns a spatial output with {ndim} axes like the "
+            f"{current_caller()}: no layer of the model returns a spatial output with {ndim} axes like the "
             "input before its first token or recurrent module, so there is no default layer. Pass "
             "layer='name' (list the candidates with salience.layers(model, x)), and reshape=... "
             "for token outputs."
@@ -263,7 +441,9 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
     lay = Layout.infer(x, layout)
     if not isinstance(model, nn.Module):
         raise LayerError(f"layers() needs an nn.Module model. Got {type(model).__name__}.")
-    calls = make_score(model, x.detach(), Output(), batch_size=None, layout=lay, owner="layers").trace()
+    from .score import make_score  # (score.py imports this module)
+
+    calls = trace(make_score(model, x.detach(), Output(), batch_size=None, layout=lay, caller="layers"))
     n = x.shape[0]
     spatial_calls = _spatial(calls, x.ndim, n)
     candidates = _default_candidates(calls, spatial_calls, x.ndim)

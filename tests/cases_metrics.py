@@ -14,8 +14,9 @@ a random attribution of the input's shape, a boolean mask (2, 1, 16), one class 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -7,8 +7,8 @@ pass the explainer makes for a batch of B samples (for the model-call count test
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

@@ -9,7 +9,8 @@ input is never changed (values, ``requires_grad`` and ``.grad``).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest

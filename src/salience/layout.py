@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 
 from .errors import ParameterError, ShapeError
@@ -49,7 +47,7 @@ class Layout:
         self.names = names
 
     @classmethod
-    def infer(cls, x: torch.Tensor, layout: "LayoutLike | None" = None) -> "Layout":
+    def infer(cls, x: torch.Tensor, layout: LayoutLike | None = None) -> Layout:
         """Return ``layout`` (checked against ``x``) or the default layout for ``x.ndim``."""
         if layout is not None:
             out = as_layout(layout)
@@ -109,9 +107,9 @@ class Layout:
 
     def sizes(self, x: torch.Tensor) -> dict[str, int]:
         self.check(x)
-        return dict(zip(self.names, x.shape))
+        return dict(zip(self.names, x.shape, strict=True))
 
-    def replace(self, old: str, *new: str) -> "Layout":
+    def replace(self, old: str, *new: str) -> Layout:
         """A new layout with axis ``old`` replaced by ``new`` axes (used by domains)."""
         i = self.axes(old)[0]
         return Layout(" ".join(self.names[:i] + tuple(new) + self.names[i + 1 :]))
@@ -131,7 +129,7 @@ class Layout:
         return f"Layout({str(self)!r})"
 
 
-LayoutLike = Union[str, Layout]
+LayoutLike = str | Layout
 
 
 def as_layout(layout: LayoutLike) -> Layout:

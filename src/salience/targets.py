@@ -10,8 +10,9 @@ place where ``int``, per-sample sequences/tensors, ``None`` and callables are co
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from numbers import Integral
-from typing import Any, Callable, Sequence, Union, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ class Target:
     samples and a lazy reference output at x) returns a bound copy, never mutating ``self``.
     """
 
-    def bind(self, n_samples: int, reference: Reference) -> "Target":
+    def bind(self, n_samples: int, reference: Reference) -> Target:
         return self
 
     def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -118,13 +119,13 @@ class ClassTarget(Target):
         self._index: torch.Tensor | None = None
         self._checked = False
 
-    def bind(self, n_samples: int, reference: Reference) -> "Target":
+    def bind(self, n_samples: int, reference: Reference) -> Target:
         new = copy.copy(self)
         new._index = _as_index(self.k, n_samples, f"The target of {type(self).__name__}")
         new._checked = False
         return new
 
-    def with_index(self, k: Any) -> "ClassTarget":
+    def with_index(self, k: Any) -> ClassTarget:
         """The same kind of target for class(es) ``k`` (unbound)."""
         return type(self)(k)
 
@@ -275,6 +276,7 @@ class Output(Target):
     """
 
     def __init__(self, index: int | tuple[int, ...] = ()) -> None:
+        idx: tuple[Any, ...]
         try:
             idx = tuple(index)  # type: ignore[arg-type]
         except TypeError:  # a single index (int, numpy integer)
@@ -382,11 +384,12 @@ class Contrast(Target):
         self.quadratic = bool(quadratic)
         self._foils: list[Target] = []
 
-    def bind(self, n_samples: int, reference: Reference) -> "Target":
+    def bind(self, n_samples: int, reference: Reference) -> Target:
         new = copy.copy(self)
         new.target = self.target.bind(n_samples, reference)
         if self.foils is not None:
             f = torch.as_tensor(self.foils)
+            cols: list[int] | list[torch.Tensor]
             if f.ndim == 0:
                 cols = [int(f)]
             elif f.ndim == 1 and not isinstance(self.foils, (torch.Tensor, np.ndarray)):
@@ -439,7 +442,7 @@ class Predicted(Target):
     def __init__(self) -> None:
         self._bound: Target | None = None
 
-    def bind(self, n_samples: int, reference: Reference) -> "Target":
+    def bind(self, n_samples: int, reference: Reference) -> Target:
         out = reference()
         if _single_output(out) is not None:
             return Output()
@@ -454,7 +457,7 @@ class Predicted(Target):
         raise TargetError("Predicted() must be bound before use; this is a bug in the caller.")
 
 
-TargetLike = Union[None, int, Sequence[int], torch.Tensor, Target, Callable[..., Any]]
+TargetLike = None | int | Sequence[int] | torch.Tensor | Target | Callable[..., Any]
 
 
 def as_target(target: TargetLike) -> Target:

@@ -148,7 +148,7 @@ def _merged_copy(model: nn.Sequential) -> nn.Sequential:
         m = mods[i]
         if i + 1 < len(mods) and isinstance(mods[i + 1], nn.modules.batchnorm._BatchNorm):
             bn = mods[i + 1]
-            new = seeded(0, lambda: type(m)(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)).double()
+            new = seeded(0, lambda m=m: type(m)(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)).double()
             s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             with torch.no_grad():
                 new.weight.copy_(m.weight * s.reshape(-1, *([1] * (m.weight.ndim - 1))))
@@ -197,7 +197,7 @@ def _state(model):
 def _same(a, b):
     assert a[0] == b[0] and a[2] == b[2]
     assert a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
-    assert all(ra == rb and ga is gb for (ra, ga), (rb, gb) in zip(a[3], b[3]))
+    assert all(ra == rb and ga is gb for (ra, ga), (rb, gb) in zip(a[3], b[3], strict=True))
 
 
 @pytest.mark.parametrize("composite", ["epsilon", "epsilon_plus_flat"])

@@ -157,7 +157,7 @@ def _state(model: nn.Module):
 def _same(a, b):
     assert a[0] == b[0] and a[1] == b[1] and a[3] == b[3]
     assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
-    assert all(ra == rb and ga is gb for (ra, ga), (rb, gb) in zip(a[4], b[4]))
+    assert all(ra == rb and ga is gb for (ra, ga), (rb, gb) in zip(a[4], b[4], strict=True))
 
 
 @pytest.mark.parametrize("cls", [sl.GuidedBackprop, sl.DeconvNet])

@@ -39,7 +39,7 @@ def _naive_tables(size, s, shift):
 def _naive_render(keep, shifts, layout, shape, cells, shift):
     """Upsample one axis at a time, mask by mask and position by position, from the full tables."""
     names = Layout(layout).names[1:]
-    sizes = dict(zip(names, shape))
+    sizes = dict(zip(names, shape, strict=True))
     out = keep.clone()
     j = 0
     for dim, name in enumerate(names):
@@ -99,7 +99,7 @@ def test_sample_equals_full_table_algorithm_for_fixed_generator(layout, shape, c
     # the same draws, in the same order, as GridMasker.plan
     g = _g(5)
     names = Layout(layout).names[1:]
-    sizes = dict(zip(names, shape))
+    sizes = dict(zip(names, shape, strict=True))
     grid_shape = tuple(cells.get(a, 1) for a in names)
     keep = (torch.rand((n, *grid_shape), generator=g, dtype=torch.float64) < 0.4).to(torch.float64)
     axes = [a for a in names if a in cells]

@@ -20,7 +20,7 @@ def _reference_grid(grid, shifts, sizes):
     """RISE's generate_masks, any rank: skimage resize to (s+1)*ceil(L/s), then crop at the shift."""
     transform = pytest.importorskip("skimage.transform")
     cells = grid.shape[2:]
-    up = [(s + 1) * math.ceil(L / s) for L, s in zip(sizes, cells)]
+    up = [(s + 1) * math.ceil(L / s) for L, s in zip(sizes, cells, strict=True)]
     out = []
     for i in range(grid.shape[0]):
         big = transform.resize(grid[i].numpy(), (1, *up), order=1, mode="reflect", anti_aliasing=False)

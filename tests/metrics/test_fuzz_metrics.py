@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -497,7 +498,7 @@ def test_hostile_use(case: MetricCase, axis: str, name: str):
         pass
     else:
         _check_result(case, call, out, f"{axis}:{name}")
-    for t, b in zip(tensors, before):
+    for t, b in zip(tensors, before, strict=True):
         _unchanged(t, b)
     after = _model_state(call.model)
     if state is not None:

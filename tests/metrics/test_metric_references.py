@@ -251,7 +251,7 @@ def test_infidelity_matches_loop():
             dots = [float((pert[b, i] * a[b]).sum()) for i in range(5)]
             diffs = [f0 - score_one(model, x[b] - pert[b, i], int(k[b])) for i in range(5)]
             beta = np.mean(np.multiply(dots, diffs)) / np.mean(np.square(dots)) if normalize else 1.0
-            ref.append(np.mean([(beta * d - f) ** 2 for d, f in zip(dots, diffs)]))
+            ref.append(np.mean([(beta * d - f) ** 2 for d, f in zip(dots, diffs, strict=True)]))
         torch.testing.assert_close(ours, torch.tensor(ref, dtype=torch.float64))
 
 
@@ -334,8 +334,8 @@ def test_localisation_matches_loop(kind):
         )
         pg_tol.append(float(hit))
         pos = [max(v, 0) for v in flat]
-        energy.append(sum(p for p, m in zip(pos, m_flat) if m) / sum(pos))
-        mass.append(sum(v for v, m in zip(flat, m_flat) if m) / sum(flat))
+        energy.append(sum(p for p, m in zip(pos, m_flat, strict=True) if m) / sum(pos))
+        mass.append(sum(v for v, m in zip(flat, m_flat, strict=True) if m) / sum(flat))
         kk = sum(m_flat)
         order = ranked(av.flatten())
         rank.append(sum(m_flat[i] for i in order[:kk]) / kk)

@@ -40,7 +40,7 @@ def test_evaluate_keeps_two_explainers_of_one_class_apart():
     assert len(table) == 2
     labels = [row["method"] for row in table]
     assert labels == [repr(coarse), repr(fine)] and labels[0] != labels[1]
-    for explainer, row in zip((coarse, fine), table):
+    for explainer, row in zip((coarse, fine), table, strict=True):
         own = M.completeness_gap(model, x, explainer.explain(x, K), K)
         assert row["n"] == 2  # not the 4 values of both explainers pooled
         assert row["mean"] == pytest.approx(float(own.mean()), rel=1e-9, abs=1e-12)

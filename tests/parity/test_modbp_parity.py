@@ -102,7 +102,9 @@ def test_parity_zennit(kind, name):
     from zennit.attribution import Gradient
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat, LayerMapComposite
-    from zennit.rules import Epsilon as ZEpsilon, Norm, Pass as ZPass
+    from zennit.rules import Epsilon as ZEpsilon
+    from zennit.rules import Norm
+    from zennit.rules import Pass as ZPass
     from zennit.types import Activation, AvgPool, Linear
 
     assert zennit

@@ -8,6 +8,7 @@ import html
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def small_report(n_fig: int = 3) -> viz.Report:
 def test_report_is_self_contained_and_escaped(tmp_path):
     r = small_report(3)
     path = r.save(tmp_path / "sub" / "report.html")
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     assert "<script" not in text  # every user string escaped (the report itself has no scripts)
     assert html.escape(EVIL) in text
     assert text.count('<figure class="salience-figure">') == 3 == r.n_figures
@@ -50,7 +51,7 @@ def test_report_embeds_gif_bytes_and_files(tmp_path):
     Image.new("RGB", (4, 4)).save(gif)
     r = viz.Report("x")
     r.figure(str(gif), "a gif")
-    r.figure(open(gif, "rb").read())
+    r.figure(Path(gif).read_bytes())
     text = r.to_html()
     assert text.count("data:image/gif;base64,") == 2
     with pytest.raises(ValueError, match="Figure"):
@@ -87,7 +88,7 @@ def render(path, tmp_path) -> dict:
     if exe is None:
         pytest.skip("no headless browser: install Debian's 'chromium' package (apt-get install -y chromium); .ci/run does")
     checked = tmp_path / "checked.html"
-    checked.write_text(open(path, encoding="utf-8").read().replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
+    checked.write_text(Path(path).read_text(encoding="utf-8").replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -105,9 +106,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_browser_check_detects_a_broken_figure(tmp_path):
     """The check can fail: a corrupted embedded PNG is counted but not decoded."""
     path = small_report(2).save(tmp_path / "report.html")
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     text = text.replace("data:image/png;base64,iVBOR", "data:image/png;base64,AAAAA", 1)
-    open(path, "w", encoding="utf-8").write(text)
+    Path(path).write_text(text, encoding="utf-8")
     result = render(path, tmp_path)
     assert result["figures"] == 2 and result["decoded"] == 1
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class Progress:
@@ -28,7 +29,7 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -52,7 +53,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
     table = [[c for c in cols]] + [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    lines = ["  ".join(v.ljust(w) if i == 0 or j == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(v.ljust(w) if i == 0 or j == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
              for j, row in enumerate(table)]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

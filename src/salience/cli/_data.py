@@ -100,11 +100,11 @@ def synthetic_eeg(n_train: int = 240, n_test: int = 80, seed: int = 0) -> Task:
         lo, hi = EEG_BURST_WINDOW
         env = np.clip(np.sin(np.pi * (t - lo) / (hi - lo)), 0, None) * ((t >= lo) & (t <= hi))
         truth = np.zeros((n, C, T), dtype=bool)
-        for i in np.flatnonzero(y == 1):
+        for k in np.flatnonzero(y == 1):
             phase = rng.uniform(0, 2 * np.pi)
             for c in EEG_BURST_CHANNELS:
-                x[i, c] += 0.9 * env * np.sin(2 * np.pi * 10 * t + phase)
-                truth[i, c] = (t >= lo) & (t <= hi)
+                x[k, c] += 0.9 * env * np.sin(2 * np.pi * 10 * t + phase)
+                truth[k, c] = (t >= lo) & (t <= hi)
         return x.astype(np.float32), y, truth
 
     xtr, ytr, _ = make(n_train)

@@ -11,7 +11,8 @@ import re
 import warnings
 import zipfile
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ def check_fs(value: Any, source: str, hint: str = "") -> float:
     """
     arr = None if isinstance(value, (str, bytes)) else np.asarray(value)
     ok = arr is not None and arr.size == 1 and arr.dtype.kind in "fiu"
-    fs = float(arr.reshape(())) if ok else math.nan
+    fs = float(arr.reshape(())) if ok and arr is not None else math.nan
     if not (math.isfinite(fs) and fs > 0):
         raise CLIError(f"{source} must be a positive finite sampling rate in Hz. Got {_describe(value)}{hint}.")
     return fs

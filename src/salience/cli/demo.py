@@ -90,10 +90,10 @@ def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, 
     from salience import metrics as M
 
     target = sl.Probability(y)
-    kw = {"steps": steps, "batch_size": batch_size, "progress": False}
+    kw: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "progress": False}
     if domain:  # the Attribution carries its (bound) domain
         return M.deletion_curve(model, x, att, target, **kw), M.insertion_curve(model, x, att, target, **kw)
-    ins = {} if insertion_start is None else {"substrate": insertion_start}
+    ins: dict[str, Any] = {} if insertion_start is None else {"substrate": insertion_start}
     return (M.deletion_curve(model, x, att.values, target, **kw),
             M.insertion_curve(model, x, att.values, target, **kw, **ins))
 
@@ -177,7 +177,7 @@ class _Sink:
 
 
 #: RISE scores are all positive (weighted mean scores): shown min-max scaled on a sequential map
-_POSITIVE = {"norm": {"RISE": "minmax"}, "cmap": {"RISE": "Reds"}}
+_POSITIVE: dict[str, Any] = {"norm": {"RISE": "minmax"}, "cmap": {"RISE": "Reds"}}
 _GRID_CAPTION = ("samples x methods; each map has its own colour scale, stated under its column title "
                  "(signed maps: red raises the explained score, blue lowers it, white is zero; RISE's "
                  "scores are all positive: min-max scaled, white to red)")
@@ -188,7 +188,7 @@ _PIXEL_LEVEL = ("Gradient", "Input x Gradient", "Integrated Gradients", "SmoothG
 _PIXEL_VIEW = {"channel_reduce": "abssum", "smooth": 2.0, "norm": "absmax", "percentile": 99.0, "cmap": "inferno"}
 
 
-def _image_grid_options(methods: Any) -> dict[str, dict[str, Any]]:
+def _image_grid_options(methods: Any) -> dict[str, Any]:
     """Per-method plot_grid options for the photo grid (see _PIXEL_VIEW)."""
     out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in _POSITIVE.items()}
     for name in methods:
@@ -290,7 +290,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation")
     show = slice(0, 3)
     names = task.channel_names
-    titles = [f"#{int(j)}: {task.classes[int(t)]}" for j, t in zip(idx[show], y[show])]
+    titles = [f"#{int(j)}: {task.classes[int(t)]}" for j, t in zip(idx[show], y[show], strict=True)]
     fig = viz.plot_grid(x[show], {k: a.values[show] for k, a in attrs.items()}, row_titles=titles, fs=task.fs,
                         channel_names=names, **_POSITIVE)
     rep.figure(sink.png(fig, f"{slug}_grid"), _GRID_CAPTION)
@@ -372,7 +372,7 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     rep = sink.report
     rep.section(task.name, task.description)
     rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation (predicted class)")
-    titles = [f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})" for i, (p, k) in enumerate(zip(task.notes["photos"], y))]
+    titles = [f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})" for i, (p, k) in enumerate(zip(task.notes["photos"], y, strict=True))]
     fig = viz.plot_grid(x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_image_grid_options(attrs))
     rep.figure(sink.png(fig, "images_grid"), "photos x methods, explaining the predicted class. " + _GRID_CAPTION
                + ". Gradient, Integrated Gradients and SmoothGrad are pixel-level maps: shown as the magnitude "
@@ -401,6 +401,7 @@ def _video_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     methods.pop("SmoothGrad", None)
     attrs = _explain_all(methods, x, y)
     rows = []
+    assert task.truth is not None  # moving_objects knows where the objects are
     for name, a in attrs.items():
         pg, rm, rra = _localisation(a, task.truth[:8])
         rows.append({"task": task.name, "accuracy": task.accuracy, "method": name,

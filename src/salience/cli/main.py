@@ -9,13 +9,23 @@ import math
 import os
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import SalienceError
 from ._console import Progress, format_table
-from ._io import CLIError, check_fs, default_data_limit, format_size, load_data, load_model, parse_size, parse_target
+from ._io import (
+    CLIError,
+    check_fs,
+    default_data_limit,
+    format_size,
+    load_data,
+    load_model,
+    parse_size,
+    parse_target,
+)
 
 #: --method names -> (salience class name, needs a layer)
 METHODS: dict[str, str] = {
@@ -279,9 +289,10 @@ def _wrap_domain(args: argparse.Namespace, explainer: Any, x: Any) -> Any:
     dom = args.domain.lower()
     if dom not in DOMAINS:
         raise CLIError(f"unknown domain {args.domain!r}; choose one of {', '.join(DOMAINS)}.")
-    if DOMAINS[dom] is None:
+    name = DOMAINS[dom]
+    if name is None:
         return explainer
-    cls = getattr(sl, DOMAINS[dom], None)
+    cls = getattr(sl, name, None)
     wrapper = getattr(sl, "InDomain", None)
     if cls is None or wrapper is None:
         raise CLIError(f"domain {args.domain!r} is not available in this version of salience.")
@@ -341,7 +352,7 @@ def _explain(args: argparse.Namespace) -> int:
         "model": args.model, "data": args.data, "fs": fs, "target": args.target or "predicted",
         "input_shape": list(arr.shape), "channels": meta.get("channels"),
     }
-    save = {"values": values, "targets": targets, "scores": scores, "metadata": np.array(json.dumps(metadata))}
+    save: dict[str, Any] = {"values": values, "targets": targets, "scores": scores, "metadata": np.array(json.dumps(metadata))}
     if first.delta is not None:
         save["delta"] = torch.cat([p.delta for p in parts]).cpu().numpy()
     coords = _coordinates(first, fs)
@@ -360,7 +371,7 @@ def _explain(args: argparse.Namespace) -> int:
         report.section("Samples")
     for j in range(n_plot):
         figs = _sample_figures(arr, full, j, fs, os.path.join(args.out, f"sample{j}"), meta.get("channels"))
-        embedded = []
+        embedded: list[tuple[str, Any]] = []  # (caption, saved path or PNG bytes)
         for cap, fig in figs:
             if isinstance(fig, str):
                 embedded.append((cap, fig))
@@ -425,7 +436,8 @@ def _layers(args: argparse.Namespace) -> int:
         arr, _ = load_data(args.data, max_bytes=limit)
         x = torch.from_numpy(arr[:1]).to(device)
     else:
-        x = torch.zeros([1] + shape, device=device)
+        assert shape is not None  # checked before the model was loaded
+        x = torch.zeros([1, *shape], device=device)
     if isinstance(model, torch.jit.ScriptModule):
         raise CLIError(_NO_HOOKS.format(what="listing layers"))
     print(sl.layers(model, x))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from .._validation import check_input, check_bool, check_float, check_int, check_option
+from .._validation import check_bool, check_float, check_input, check_int, check_option
 from ..errors import DTypeError, NotFittedError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -147,7 +148,7 @@ class Fourier(Domain):
     def __repr__(self) -> str:
         return f"Fourier(axis={self.axis!r}, output={self.output!r}, fs={self.fs})"
 
-    def fit(self, x: torch.Tensor) -> "Fourier":
+    def fit(self, x: torch.Tensor) -> Fourier:
         """Record the signal length ``n_`` (the transform itself has nothing to learn)."""
         x = check_input(x, self.name)
         self._bind(x)
@@ -336,7 +337,7 @@ class STFT(Domain):
         n_fft: int = 64,
         hop_length: int | None = None,
         win_length: int | None = None,
-        window: Union[str, torch.Tensor] = "hann",
+        window: str | torch.Tensor = "hann",
         center: bool = True,
         pad_mode: str = "reflect",
         normalized: bool = False,
@@ -361,7 +362,7 @@ class STFT(Domain):
     def __repr__(self) -> str:
         return f"STFT(n_fft={self.n_fft}, hop_length={self.hop_length}, win_length={self.win_length}, center={self.center})"
 
-    def fit(self, x: torch.Tensor) -> "STFT":
+    def fit(self, x: torch.Tensor) -> STFT:
         """Record the signal length ``n_`` and check the NOLA condition for it."""
         x = check_input(x, self.name)
         self._bind(x)
@@ -483,7 +484,7 @@ class STFT(Domain):
         return {"f": torch.fft.rfftfreq(self.n_fft, d=d).to(torch.float64), "frame": frames * d}
 
 
-BandsLike = Union[str, Mapping[str, Sequence[float]], Sequence[float]]
+BandsLike = str | Mapping[str, Sequence[float]] | Sequence[float]
 
 
 def _bands(bands: BandsLike) -> dict[str, tuple[float, float]]:
@@ -500,9 +501,9 @@ def _bands(bands: BandsLike) -> dict[str, tuple[float, float]]:
             out[str(k)] = (lo, hi)
         return out
     edges = [float(e) for e in bands]
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
         raise ParameterError(f"Band edges must be at least two increasing numbers. Got {list(bands)!r} instead.")
-    return {f"{a:g}-{b:g}": (a, b) for a, b in zip(edges, edges[1:])}
+    return {f"{a:g}-{b:g}": (a, b) for a, b in zip(edges, edges[1:], strict=False)}
 
 
 def aggregate_bands(

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_input, check_float, check_generator, check_int, check_option, make_generator
+from .._validation import check_float, check_generator, check_input, check_int, check_option, make_generator
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
@@ -176,7 +176,7 @@ class ICA(Domain):
             mats = [_matrices(i) for i in ica]
             if len({m[0].shape for m in mats}) != 1:
                 raise ParameterError(f"The fitted ICAs given to {owner} must all have the same shapes.")
-            self._per_sample = tuple(torch.stack(t) for t in zip(*mats))  # type: ignore[assignment]
+            self._per_sample = tuple(torch.stack(t) for t in zip(*mats, strict=True))  # type: ignore[assignment]
         elif ica is not None and hasattr(ica, "components_") and hasattr(ica, "mixing_"):
             self._set(*_matrices(ica))
         elif ica is not None and not hasattr(ica, "fit"):
@@ -196,7 +196,7 @@ class ICA(Domain):
         mode: str = "dataset",
         axis: str = "c",
         layout: LayoutLike | None = None,
-    ) -> "ICA":
+    ) -> ICA:
         """An ICA domain from known matrices (deterministic; no scikit-learn needed).
 
         Parameters
@@ -256,7 +256,7 @@ class ICA(Domain):
             est = self._estimator(gen)
             _fit(est, self._observations(x[i : i + 1]), f"sample {i}")
             mats.append(_matrices(est))
-        a, w, m = (torch.stack(t) for t in zip(*mats))
+        a, w, m = (torch.stack(t) for t in zip(*mats, strict=True))
         return a, w, m
 
     @property
@@ -264,7 +264,7 @@ class ICA(Domain):
         if hasattr(self, "_exact"):
             return bool(self._exact)
         if self._per_sample is not None:
-            return all(_is_exact(a, w) for a, w in zip(self._per_sample[0], self._per_sample[1]))
+            return all(_is_exact(a, w) for a, w in zip(self._per_sample[0], self._per_sample[1], strict=True))
         if hasattr(self, "mixing_"):
             return _is_exact(self.mixing_, self.components_)
         return self.n_components is None
@@ -307,7 +307,7 @@ class ICA(Domain):
         moved = x.detach().movedim(c, -1)
         return moved.reshape(-1, moved.shape[-1]).cpu().to(torch.float64).numpy()
 
-    def fit(self, x: torch.Tensor) -> "ICA":
+    def fit(self, x: torch.Tensor) -> ICA:
         """Fit FastICA on every time point (and sample) of ``x`` as one observation.
 
         Parameters
@@ -333,7 +333,7 @@ class ICA(Domain):
         a, w, m = self._sample_matrices(x)
         if a.shape[1] != x.shape[c_axis]:
             raise ShapeError(f"ICA was fitted on {a.shape[1]} channels; x has {x.shape[c_axis]}.")
-        self._exact = all(_is_exact(ai, wi) for ai, wi in zip(a, w))
+        self._exact = all(_is_exact(ai, wi) for ai, wi in zip(a, w, strict=True))
         self.sample_mixing_ = a  # (B, C, K)
         self.sample_unmixing_ = w  # (B, K, C)
         self.sample_mean_ = m  # (B, C)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import comb
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ class Wavelet(Domain):
 
     def __init__(
         self,
-        wavelet: Union[str, Sequence[float], Any] = "haar",
+        wavelet: str | Sequence[float] | Any = "haar",
         *,
         levels: int = 3,
         per: str = "band",
@@ -131,7 +132,7 @@ class Wavelet(Domain):
         name = self.wavelet if isinstance(self.wavelet, str) else f"{self.h.size} taps"
         return f"Wavelet({name!r}, levels={self.levels}, per={self.per!r})"
 
-    def fit(self, x: torch.Tensor) -> "Wavelet":
+    def fit(self, x: torch.Tensor) -> Wavelet:
         """Record the signal length ``n_`` and check that ``levels`` fit it."""
         x = check_input(x, self.name)
         self._bind(x)

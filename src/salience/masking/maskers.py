@@ -14,8 +14,9 @@ One class serves every modality: cells, windows and segments are given per axis 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,7 +26,7 @@ from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = ["Masker", "MaskPlan", "GridMasker", "SlidingWindow", "Segments"]
 
-AxisSizes = Union[int, Mapping[str, int]]
+AxisSizes = int | Mapping[str, int]
 
 
 class MaskPlan:
@@ -91,7 +92,7 @@ def _sizes(shape: Sequence[int], layout: LayoutLike, owner: str) -> tuple[Layout
         raise ShapeError(
             f"{owner}: a sample of layout {lay} has {lay.ndim - 1} dims (no batch axis); got shape {shape}."
         )
-    return lay, dict(zip(lay.names[1:], shape))
+    return lay, dict(zip(lay.names[1:], shape, strict=True))
 
 
 def _per_axis(value: Any, name: str, owner: str, lay: Layout, sizes: dict[str, int]) -> dict[str, int]:
@@ -170,7 +171,7 @@ class GridMasker(Masker):
         return f"GridMasker(cells={self.cells!r}, p_keep={self.p_keep!r}, shift={self.shift!r})"
 
     # -- geometry -----------------------------------------------------------------------------
-    def resolve(self, shape: Sequence[int], layout: LayoutLike) -> "_Grid":
+    def resolve(self, shape: Sequence[int], layout: LayoutLike) -> _Grid:
         """The grid geometry for samples of ``shape`` in ``layout`` (used by MaskUpdate too)."""
         owner = type(self).__name__
         lay, sizes = _sizes(shape, layout, owner)
@@ -395,7 +396,7 @@ class Segments(Masker):
         self.n_segments = None if n_segments is None else check_int(n_segments, "n_segments", owner, low=1)
         if boundaries is not None:
             b = [check_int(v, "boundaries[i]", owner, low=1) for v in boundaries]
-            if any(x >= y for x, y in zip(b, b[1:])):
+            if any(x >= y for x, y in zip(b, b[1:], strict=False)):
                 raise ParameterError(f"The 'boundaries' parameter of {owner} must be strictly increasing. Got {b}.")
             boundaries = tuple(b)
         self.boundaries = boundaries

@@ -21,8 +21,9 @@ tensor([[[0., 1., 2., 3., 4., 5.]]])
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Real
-from typing import Any, ClassVar, Mapping, Union
+from typing import Any, ClassVar
 
 import torch
 
@@ -180,7 +181,7 @@ class Blur(Substrate):
 
     def __init__(
         self,
-        sigma: Union[float, Mapping[str, float]] = 5.0,
+        sigma: float | Mapping[str, float] = 5.0,
         *,
         axes: tuple[str, ...] | list[str] | None = None,
         truncate: float = 4.0,
@@ -189,7 +190,7 @@ class Blur(Substrate):
     ) -> None:
         owner = "Blur"
         if isinstance(sigma, Mapping):
-            self.sigma: Union[float, dict[str, float]] = {
+            self.sigma: float | dict[str, float] = {
                 str(k): check_float(v, f"sigma[{k!r}]", owner, low=0.0) for k, v in sigma.items()
             }
         else:
@@ -341,7 +342,7 @@ class Interpolate(Substrate):
         return f"Interpolate(axis={self.axis!r}, threshold={self.threshold!r})"
 
 
-SubstrateLike = Union[str, float, torch.Tensor, Substrate]
+SubstrateLike = str | float | torch.Tensor | Substrate
 """What a ``substrate=`` parameter accepts; :func:`as_substrate` turns it into a :class:`Substrate`."""
 
 _NAMED = {
@@ -450,7 +451,7 @@ class Filler:
             if self.const != 0.0:
                 self.diff = x - self.base
 
-    def __call__(self, index: "int | slice | torch.Tensor", mask: torch.Tensor) -> torch.Tensor:
+    def __call__(self, index: int | slice | torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Rows for the samples ``x[index]`` under ``mask`` (1 / True = keep).
 
         Parameters

@@ -23,6 +23,7 @@ from .faithfulness import (
     infidelity,
     insertion_curve,
 )
+from .grid import Grid, GridBatch, GridPointingGame, grid_pointing_game, make_grid
 from .localisation import (
     EnergyPointingGame,
     PointingGame,
@@ -45,8 +46,6 @@ from .sanity import (
     random_logit,
     randomisation_layers,
 )
-
-from .grid import Grid, GridBatch, GridPointingGame, grid_pointing_game, make_grid
 
 __all__ = [
     "Metric",

@@ -12,7 +12,7 @@ from .base import Metric, rescaled, unpack
 __all__ = ["sparseness", "complexity", "Sparseness", "Complexity"]
 
 
-def sparseness(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
+def sparseness(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     """Gini index of ``|attribution|`` per sample (1: all mass on one element, 0: uniform).
 
     ``sum_k (2k - n - 1) |a|_(k) / (n sum |a|)`` with ``|a|_(k)`` sorted ascending, k = 1..n.
@@ -44,7 +44,7 @@ def sparseness(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
                        torch.full_like(total, float("nan")))
 
 
-def complexity(attribution: "torch.Tensor | Attribution") -> torch.Tensor:
+def complexity(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     """Entropy (natural log) of the fractional contributions ``|a_i| / sum |a|`` per sample.
 
     ``0 log 0 = 0``; NaN for an all-zero map. Quantus computes ``-sum p log(p + 1e-12)``.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -101,7 +102,7 @@ def _labels(objs: list[Any]) -> list[str]:
             continue
         reprs = [repr(objs[i]) for i in group]
         if len(set(reprs)) == len(reprs) and not any(" at 0x" in r for r in reprs):
-            for i, r in zip(group, reprs):
+            for i, r in zip(group, reprs, strict=True):
                 labels[i] = r
         else:
             for k, i in enumerate(group, 1):
@@ -126,10 +127,10 @@ def _named(objs: Any, what: str) -> list[tuple[str, Any]]:
     """``(label, object)`` pairs, one per object given (see :func:`_labels`)."""
     if isinstance(objs, Mapping):
         pairs = [(str(k), v) for k, v in objs.items()]
-        pairs = list(zip(_distinct([k for k, _ in pairs]), [v for _, v in pairs]))
+        pairs = list(zip(_distinct([k for k, _ in pairs]), [v for _, v in pairs], strict=True))
     elif isinstance(objs, Sequence) and not isinstance(objs, str):
         objs = list(objs)
-        pairs = list(zip(_labels(objs), objs))
+        pairs = list(zip(_labels(objs), objs, strict=True))
     else:
         raise ParameterError(
             f"The {what!r} parameter of evaluate must be a dict of name -> object or a list. Got "
@@ -168,8 +169,8 @@ def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
 
 
 def evaluate(
-    explainers: "Mapping[str, Any] | Sequence[Any]",
-    metrics: "Mapping[str, Metric] | Sequence[Metric]",
+    explainers: Mapping[str, Any] | Sequence[Any],
+    metrics: Mapping[str, Metric] | Sequence[Metric],
     model: Any,
     data: Any,
     *,
@@ -223,7 +224,7 @@ def evaluate(
     n_batches = 0
     for x, y, mask in _batches(data):
         n_batches += 1
-        for i, (ename, explainer) in enumerate(ex):
+        for i, (_, explainer) in enumerate(ex):
             att = explainer.explain(x, y) if hasattr(explainer, "explain") else run_explainer(explainer, x, y, "evaluate")
             for j, (mname, metric) in enumerate(ms):
                 if metric.requires_mask and mask is None:
@@ -231,7 +232,7 @@ def evaluate(
                 v = metric(model, x, att, y, explainer=explainer, mask=mask, domain=domain)
                 values[(i, j)].append(v.detach().reshape(-1).to("cpu", torch.float64))
     if not n_batches:
-        raise ParameterError(f"The 'data' parameter of evaluate must yield at least one batch. Got none.")
+        raise ParameterError("The 'data' parameter of evaluate must yield at least one batch. Got none.")
     rows = []
     for i, (ename, _) in enumerate(ex):
         for j, (mname, metric) in enumerate(ms):

@@ -67,7 +67,7 @@ def _dilate(m: torch.Tensor, tolerance: float) -> torch.Tensor:
 
 
 def pointing_game(
-    attribution: "torch.Tensor | Attribution", mask: torch.Tensor, *, tolerance: float = 0.0
+    attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, tolerance: float = 0.0
 ) -> torch.Tensor:
     """Pointing game: 1 if a maximum of the attribution lies on (or near) the mask, else 0.
 
@@ -102,7 +102,7 @@ def pointing_game(
     return _nan_if_empty(hit, m)
 
 
-def energy_pointing_game(attribution: "torch.Tensor | Attribution", mask: torch.Tensor) -> torch.Tensor:
+def energy_pointing_game(attribution: torch.Tensor | Attribution, mask: torch.Tensor) -> torch.Tensor:
     """Energy-based pointing game: share of the positive attribution inside the mask.
 
     ``sum(relu(a) * m) / sum(relu(a))`` (Score-CAM's metric, defined there on non-negative
@@ -121,7 +121,7 @@ def energy_pointing_game(attribution: "torch.Tensor | Attribution", mask: torch.
 
 
 def relevance_mass(
-    attribution: "torch.Tensor | Attribution", mask: torch.Tensor, *, positive: bool = False
+    attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, positive: bool = False
 ) -> torch.Tensor:
     """Relevance mass accuracy: ``sum(a inside mask) / sum(a)``.
 
@@ -163,7 +163,7 @@ def relevance_mass(
     return _nan_if_empty(value, m)
 
 
-def relevance_rank_accuracy(attribution: "torch.Tensor | Attribution", mask: torch.Tensor) -> torch.Tensor:
+def relevance_rank_accuracy(attribution: torch.Tensor | Attribution, mask: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy: fraction of the K highest attributions inside the mask, K = |mask|.
 
     Ties at the K-th value are broken by position (earlier first).
@@ -182,7 +182,7 @@ def relevance_rank_accuracy(attribution: "torch.Tensor | Attribution", mask: tor
     return _nan_if_empty(value, m)
 
 
-def top_q_iou(attribution: "torch.Tensor | Attribution", mask: torch.Tensor, *, q: float = 0.1) -> torch.Tensor:
+def top_q_iou(attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, q: float = 0.1) -> torch.Tensor:
     """IoU between the top-``q`` fraction of the attribution and the mask (a box or a segmentation).
 
     The region holds the ``max(1, round(q * n))`` largest attribution elements (ties broken by

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ __all__ = [
 _SIMILARITIES = ("spearman", "pearson", "cosine")
 
 
-def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
+def _check_similarity(similarity: Any, owner: str) -> str | Callable:
     if callable(similarity):
         return similarity
     return check_option(similarity, "similarity", owner, _SIMILARITIES)
@@ -62,7 +63,7 @@ def _check_layers(layers: Any, owner: str) -> list[str] | None:
 def completeness_gap(
     model: Any,
     x: torch.Tensor,
-    attribution: "torch.Tensor | Attribution",
+    attribution: torch.Tensor | Attribution,
     target: TargetLike = None,
     *,
     baseline: BaselineLike = 0.0,
@@ -130,10 +131,11 @@ def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
     devices = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
     with torch.no_grad():
-        if callable(getattr(module, "reset_parameters", None)):
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
-                module.reset_parameters()
+                reset()
             return
         g = torch.Generator().manual_seed(seed)
         for p in params:
@@ -166,7 +168,7 @@ def model_randomisation(
     target: TargetLike = None,
     *,
     layers: list[str] | None = None,
-    similarity: "str | Callable" = "spearman",
+    similarity: str | Callable = "spearman",
     use_abs: bool = False,
     attribution: Any = None,
     generator: torch.Generator | None = None,
@@ -263,7 +265,7 @@ def random_logit(
     target: TargetLike = None,
     *,
     n_classes: int | None = None,
-    similarity: "str | Callable" = "spearman",
+    similarity: str | Callable = "spearman",
     attribution: Any = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -365,7 +367,7 @@ class ModelRandomisation(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, layers: list[str] | None = None, similarity: "str | Callable" = "spearman",
+    def __init__(self, *, layers: list[str] | None = None, similarity: str | Callable = "spearman",
                  use_abs: bool = False, generator: torch.Generator | None = None) -> None:
         owner = type(self).__name__
         self.layers = _check_layers(layers, owner)
@@ -390,7 +392,7 @@ class RandomLogit(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_classes: int | None = None, similarity: "str | Callable" = "spearman",
+    def __init__(self, *, n_classes: int | None = None, similarity: str | Callable = "spearman",
                  generator: torch.Generator | None = None) -> None:
         owner = type(self).__name__
         self.n_classes = None if n_classes is None else check_count(n_classes, "n_classes", owner, low=2)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-
 #: Text properties for every user string drawn in a plot (channel, class, method, band and layer
 #: names, titles, labels): the text is drawn exactly as given. Without them matplotlib reads a
 #: string with two ``$`` as mathtext ("$x_$" raises at draw time, "$a$" loses its dollars) and,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import SalienceError
-from ..errors import ParameterError
+from ..errors import ParameterError, SalienceError
 from . import _mpl
 from .color import DEFAULT_CMAP, limits, to_numpy
 
@@ -109,7 +109,7 @@ def plot_attribution(
     v = a.reshape(a.shape[0], -1)
     vmin, vmax = limits(v)
     seconds = len(names) == 2 and names[1] == "t" and fs is not None
-    extent = (-0.5 / fs, (v.shape[1] - 0.5) / fs, v.shape[0] - 0.5, -0.5) if seconds else None
+    extent = (-0.5 / fs, (v.shape[1] - 0.5) / fs, v.shape[0] - 0.5, -0.5) if seconds and fs is not None else None
     im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent)
     if v.shape[0] <= 32:
         ax.set_yticks(range(v.shape[0]))

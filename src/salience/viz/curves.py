@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,11 @@ def plot_curves(
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
     if legend != "none":
-        place = {"right": {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0},
-                 "below": {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28), "ncol": 2},
-                 "best": {"loc": "best"}}[legend]
+        places: dict[str, dict[str, Any]] = {
+            "right": {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0},
+            "below": {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28), "ncol": 2},
+            "best": {"loc": "best"}}
+        place = places[legend]
         leg = ax.legend(fontsize=8, title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)",
                         title_fontsize=8, **place)
         _mpl.plain([*leg.get_texts(), leg.get_title()])

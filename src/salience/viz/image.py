@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def plot_grid(
     fs: float | None = None,
     show_input: bool = True,
     cmap: Any = DEFAULT_CMAP,
-    norm: "str | Mapping[str, str]" = "symmetric",
+    norm: str | Mapping[str, str] = "symmetric",
     cell_size: float = 2.6,
     scale_notes: bool = True,
     **kwargs: Any,

@@ -7,7 +7,8 @@ import datetime
 import html
 import math
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, overload
 
 from .._validation import check_int
 from ..errors import ParameterError
@@ -59,6 +60,10 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+@overload
+def _check_text(value: Any, name: str, owner: str, optional: Literal[False] = False) -> str: ...
+@overload
+def _check_text(value: Any, name: str, owner: str, optional: bool) -> str | None: ...
 def _check_text(value: Any, name: str, owner: str, optional: bool = False) -> str | None:
     """``value`` if it is a str (or None when ``optional``), else ParameterError."""
     if value is None and optional:
@@ -75,7 +80,7 @@ def _fmt(v: Any) -> str:
     """Numbers for tables and metrics: floats in [1e-3, 1e4) with 4 decimals, more where 4
     would round a value that is not a whole number onto one (0.99997 stays 0.99997, not 1.0000);
     others in scientific notation; exact integers as integers."""
-    if isinstance(v, bool) or isinstance(v, int):
+    if isinstance(v, (bool, int)):
         return str(v)
     if isinstance(v, float):
         if not math.isfinite(v):
@@ -129,7 +134,7 @@ class Report:
         self.n_figures = 0
 
     # -- content ---------------------------------------------------------------------------
-    def section(self, title: str, text: str | None = None) -> "Report":
+    def section(self, title: str, text: str | None = None) -> Report:
         """Start a section (listed in the table of contents), with an optional paragraph."""
         _check_text(title, "title", "Report.section")
         _check_text(text, "text", "Report.section", optional=True)
@@ -140,13 +145,13 @@ class Report:
             self.text(text)
         return self
 
-    def text(self, text: str) -> "Report":
+    def text(self, text: str) -> Report:
         """A paragraph of plain text (escaped; blank lines separate paragraphs)."""
         for para in _check_text(text, "text", "Report.text").split("\n\n"):
             self._blocks.append(f"<p>{_e(para)}</p>")
         return self
 
-    def table(self, rows: Sequence[Mapping[str, Any]], *, caption: str | None = None) -> "Report":
+    def table(self, rows: Sequence[Mapping[str, Any]], *, caption: str | None = None) -> Report:
         """A table from a list of dicts (columns in first-seen order)."""
         if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
             raise ParameterError(
@@ -173,7 +178,7 @@ class Report:
         self._blocks.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return self
 
-    def figure(self, fig: Any, caption: str | None = None, *, mime: str | None = None) -> "Report":
+    def figure(self, fig: Any, caption: str | None = None, *, mime: str | None = None) -> Report:
         """Embed a figure.
 
         Parameters
@@ -211,7 +216,7 @@ class Report:
         target: Any = None,
         metrics: Mapping[str, Any] | None = None,
         figures: Iterable[tuple[str, Any]] = (),
-    ) -> "Report":
+    ) -> Report:
         """One explained sample: its prediction, target, metrics and figures (caption, figure)."""
         _check_text(name, "name", "Report.sample")
         if metrics is not None and not isinstance(metrics, Mapping):

@@ -6,7 +6,8 @@ traces), so they do not depend on how the domain attributions were computed.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -374,7 +375,7 @@ def plot_components(
         yk = pos[k] + 0.42 * y / m
         if per_time:
             pts = np.stack([t, yk], axis=1)
-            lc = LineCollection(np.stack([pts[:-1], pts[1:]], axis=1), cmap=cm, norm=cnorm, linewidth=3.0,
+            lc = LineCollection(list(np.stack([pts[:-1], pts[1:]], axis=1)), cmap=cm, norm=cnorm, linewidth=3.0,
                                 capstyle="round", zorder=1)
             lc.set_array(0.5 * (w[k, :-1] + w[k, 1:]))
             trace_ax.add_collection(lc)

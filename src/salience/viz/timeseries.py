@@ -3,7 +3,8 @@ an image-like map of every channel."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ def plot_signal(
         if style == "line":
             pts = np.stack([t, yb], axis=1)
             segs = np.stack([pts[:-1], pts[1:]], axis=1)
-            lc = LineCollection(segs, cmap=cmap, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round")
+            lc = LineCollection(list(segs), cmap=cmap, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round")
             lc.set_array(0.5 * (v[:-1] + v[1:]))
             ax.add_collection(lc)
             # a thin dark trace on top keeps the shape readable where the attribution is ~0 (white)

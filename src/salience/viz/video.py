@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,7 @@ def plot_volume_slices(
         fig = _mpl.new_figure((1.9 * len(indices) + 0.6, 2.2))
     axes = np.atleast_1d(fig.subplots(1, len(indices), squeeze=False)[0])
     im = None
-    for ax, i in zip(axes, indices):
+    for ax, i in zip(axes, indices, strict=True):
         ax.imshow(frames[i].mean(-1), cmap="gray", vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
         v = np.abs(a[i]) if norm == "absmax" else a[i]
         im = ax.imshow(v, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha * _strength(v, vmin, vmax), interpolation="nearest",

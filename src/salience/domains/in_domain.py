@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import torch
 
+from .._validation import check_bool
 from ..engine import Explainer, Parts, ScoreFunction, Wrapper
 from ..engine.explainer import as_parts
-from .._validation import check_bool
 from ..errors import ParameterError
 from ..explainers.integrated_gradients import BaselineLike, IntegratedGradients
 from ..layout import LayoutLike
@@ -25,7 +25,7 @@ def _broadcasts(shape: torch.Size, full: torch.Size) -> bool:
     return (
         len(shape) == len(full)
         and shape[0] == full[0]
-        and all(s == n or s == 1 for s, n in zip(shape[1:], full[1:]))
+        and all(s == n or s == 1 for s, n in zip(shape[1:], full[1:], strict=True))
     )
 
 
@@ -252,7 +252,7 @@ class STFTIG(CrossDomainIG):
         n_fft: int = 64,
         hop_length: int | None = None,
         win_length: int | None = None,
-        window: Union[str, torch.Tensor] = "hann",
+        window: str | torch.Tensor = "hann",
         center: bool = True,
         fs: float | None = None,
         **kwargs: Any,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from numbers import Integral
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 import torch
 
+from .._validation import check_bool, check_float, check_int, check_option
 from ..engine import Explainer, Parts, ScoreFunction, Wrapper
 from ..engine.explainer import as_parts
-from .._validation import check_bool, check_float, check_int, check_option
 from ..errors import ParameterError, SalienceWarning, ShapeError, TargetError, warn
 from ..targets import ClassTarget
 
@@ -328,7 +329,7 @@ class ClassRelevant(Wrapper):
         rows = int(flat.shape[0])
         offsets = torch.cumsum(counts, 0) - counts
         pos = torch.arange(rows, device=device) - offsets[group]
-        t_pos = torch.tensor([s.index(t) for s, t in zip(sets, t_idx.tolist())], device=device)
+        t_pos = torch.tensor([s.index(t) for s, t in zip(sets, t_idx.tolist(), strict=True)], device=device)
 
         # a wrapped explainer that maps every class from the same model calls (RISE) does so
         # once per sample; otherwise the B*K (sample, class) rows are explained in one run
@@ -360,7 +361,7 @@ class ClassRelevant(Wrapper):
                 f"{self.name}: the attributions are complex; use use_abs=True to compare magnitudes."
             )
         results, shares, flat_samples = [], [], []
-        for b, (start, k) in enumerate(zip(offsets.tolist(), counts.tolist())):
+        for b, (start, k) in enumerate(zip(offsets.tolist(), counts.tolist(), strict=True)):
             # one sample's maps (K_b, *A), contiguous as VAR stacks them: the same softmax call,
             # so equal base maps give bit-identical results; sets may differ in size per sample
             r, m_t, logits = self._combine(h[start : start + k], int(t_pos[b]))

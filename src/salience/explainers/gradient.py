@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ..engine import Explainer, ScoreFunction
 from .._validation import check_option
+from ..engine import Explainer, ScoreFunction
 from ..layout import LayoutLike
 
 __all__ = ["Gradient", "Saliency", "InputXGradient"]

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..engine import Explainer, own_thread, Parts, ScoreFunction
+from .._progress import progress_bar
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
+from ..engine import Explainer, Parts, ScoreFunction, own_thread
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ..targets import Probability
 from ._perturbation import check_substrate
-from .._progress import progress_bar
 
 __all__ = ["MaskUpdate"]
 

@@ -10,15 +10,16 @@ and the module that called it; they keep their plain gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..engine import Explainer, own_thread, Parts, ScoreFunction
+from ..engine import Explainer, Parts, ScoreFunction, own_thread
 from ..errors import SalienceWarning, warn
 from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired

@@ -6,14 +6,14 @@ from typing import Any
 
 import torch
 
-from ..engine import Explainer, Parts, ScoreFunction
+from .._progress import progress_bar
 from .._validation import check_bool
+from ..engine import Explainer, Parts, ScoreFunction
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
 from ..masking.maskers import AxisSizes
 from ._perturbation import block_size, check_masker, check_substrate, masked_scores
-from .._progress import progress_bar
 
 __all__ = ["Occlusion"]
 

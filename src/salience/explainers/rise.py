@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from ..engine import Explainer, Parts, ScoreFunction
+from .._progress import progress_bar
 from .._validation import check_bool, check_generator, check_int, check_option, make_generator
+from ..engine import Explainer, Parts, ScoreFunction
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, Masker, SubstrateLike
@@ -19,7 +20,6 @@ from ._perturbation import (
     check_substrate,
     masked_scores,
 )
-from .._progress import progress_bar
 
 __all__ = ["RISE"]
 

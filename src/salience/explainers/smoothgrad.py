@@ -6,10 +6,10 @@ import math
 
 import torch
 
-from ..engine import Explainer, Parts, ScoreFunction, Wrapper
-from ..engine.explainer import as_parts
 from .._progress import progress_bar
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
+from ..engine import Explainer, Parts, ScoreFunction, Wrapper
+from ..engine.explainer import as_parts
 from ..errors import ParameterError
 
 __all__ = ["SmoothGrad"]

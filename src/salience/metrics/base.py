@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
-
 from torch import nn
 
-from ..engine import Explainer, make_score, ScoreFunction
 from .._validation import all_finite, check_batch_size, check_input, check_int
 from ..attribution import Attribution
 from ..domains.base import into
-from ..errors import DTypeError, InputError, ModelCallError, NumericalError, ParameterError, SalienceError, ShapeError
+from ..engine import Explainer, ScoreFunction, make_score
+from ..errors import (
+    DTypeError,
+    InputError,
+    ModelCallError,
+    NumericalError,
+    ParameterError,
+    SalienceError,
+    ShapeError,
+)
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
 
@@ -61,7 +69,7 @@ class Metric:
         self,
         model: Any,
         x: torch.Tensor,
-        attribution: "torch.Tensor | Attribution",
+        attribution: torch.Tensor | Attribution,
         target: TargetLike = None,
         *,
         explainer: Any = None,
@@ -373,7 +381,7 @@ def check_same_shape(ref: torch.Tensor, other: torch.Tensor, owner: str, what: s
 
 
 def unpack(
-    attribution: "torch.Tensor | Attribution", target: TargetLike, domain: Any, owner: str = "metric"
+    attribution: torch.Tensor | Attribution, target: TargetLike, domain: Any, owner: str = "metric"
 ) -> tuple[torch.Tensor, TargetLike, Any]:
     """Values, target and domain from a tensor or an :class:`Attribution`.
 
@@ -500,7 +508,7 @@ def setup(
     owner: str,
     model: Any,
     x: torch.Tensor,
-    attribution: "torch.Tensor | Attribution",
+    attribution: torch.Tensor | Attribution,
     target: TargetLike,
     domain: Any,
     *,
@@ -555,7 +563,7 @@ def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:
     raise ParameterError(f"channel_reduction must be None, 'sum', 'mean', 'max' or 'absmax'. Got {how!r}.")
 
 
-def similarity(a: torch.Tensor, b: torch.Tensor, kind: "str | Callable", owner: str = "similarity") -> torch.Tensor:
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: str | Callable, owner: str = "similarity") -> torch.Tensor:
     """Per-row similarity of two (B, F) tensors: 'spearman', 'pearson', 'cosine' or a callable.
 
     A callable must return one real floating-point value per row, shape (B,) (ShapeError,

@@ -8,18 +8,27 @@ input's device, so memory stays bounded whatever the number of steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import product
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_batch_size, check_bool, check_float, check_generator, check_int, check_option, make_generator
+from .._progress import progress_bar
+from .._validation import (
+    check_batch_size,
+    check_bool,
+    check_float,
+    check_generator,
+    check_int,
+    check_option,
+    make_generator,
+)
 from ..attribution import Attribution
 from ..errors import InputError, ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..masking import Filler, Substrate, as_substrate
-from .._progress import progress_bar
 from ..targets import TargetLike
 from .base import (
     Metric,
@@ -374,7 +383,7 @@ _CURVE_DOC = """
 def deletion_curve(
     model: Any,
     x: torch.Tensor,
-    attribution: "torch.Tensor | Attribution",
+    attribution: torch.Tensor | Attribution,
     target: TargetLike = None,
     *,
     step: int | None = None,
@@ -400,7 +409,7 @@ def deletion_curve(
 def insertion_curve(
     model: Any,
     x: torch.Tensor,
-    attribution: "torch.Tensor | Attribution",
+    attribution: torch.Tensor | Attribution,
     target: TargetLike = None,
     *,
     step: int | None = None,
@@ -479,7 +488,7 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- faithfulness correlation
-def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
+def _check_similarity(similarity: Any, owner: str) -> str | Callable:
     if callable(similarity):
         return similarity
     return check_option(similarity, "similarity", owner, ("pearson", "spearman"))
@@ -488,7 +497,7 @@ def _check_similarity(similarity: Any, owner: str) -> "str | Callable":
 def faithfulness_correlation(
     model: Any,
     x: torch.Tensor,
-    attribution: "torch.Tensor | Attribution",
+    attribution: torch.Tensor | Attribution,
     target: TargetLike = None,
     *,
     n_runs: int = 100,
@@ -600,12 +609,12 @@ def _check_perturbation(perturbation: Any, owner: str) -> Any:
 def infidelity(
     model: Any,
     x: torch.Tensor,
-    attribution: "torch.Tensor | Attribution",
+    attribution: torch.Tensor | Attribution,
     target: TargetLike = None,
     *,
     n_perturbations: int = 10,
     std: float = 0.1,
-    perturbation: "Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | torch.Tensor | None" = None,
+    perturbation: Callable[[torch.Tensor, int, torch.Generator], torch.Tensor] | torch.Tensor | None = None,
     normalize: bool = False,
     generator: torch.Generator | None = None,
     domain: Any = None,

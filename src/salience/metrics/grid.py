@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ..engine import make_score
 from .._validation import (
     check_batch_size,
     check_bool,
@@ -25,6 +25,7 @@ from .._validation import (
     check_option,
 )
 from ..attribution import Attribution
+from ..engine import make_score
 from ..errors import ParameterError, ShapeError
 from ..layout import Layout, LayoutLike
 from ..targets import Output

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Real
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from ..engine import default_batch_size, Explainer, make_score
-from ..engine.explainer import as_parts
+from .._progress import progress_bar
 from .._validation import check_bool, check_float, check_generator, make_generator
 from ..attribution import Attribution
+from ..engine import Explainer, default_batch_size, make_score
+from ..engine.explainer import as_parts
 from ..errors import ParameterError, ShapeError
-from .._progress import progress_bar
 from ..layout import Layout
 from ..targets import Target, TargetLike
 from .base import (
@@ -138,7 +139,7 @@ def reexplainer(
     return call
 
 
-def check_norm(norm: Any, owner: str) -> "str | float":
+def check_norm(norm: Any, owner: str) -> str | float:
     """``"fro"`` or a float order for :func:`torch.linalg.vector_norm` (``inf`` allowed)."""
     if isinstance(norm, str) and norm == "fro":
         return norm

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Union
+from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ...engine import Explainer, own_thread, Parts, ScoreFunction
+from ...engine import Explainer, Parts, ScoreFunction, own_thread
 from ...errors import LayerError, ParameterError, SalienceWarning, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired

@@ -1,5 +1,6 @@
-"""Regression tests for the second metrics review: ROAD tolerance, bounded memory of infidelity and
-sensitivity, the GridPointingGame class, validated flags and relevance mass on a zero sum."""
+"""Metric memory bounds and edge cases: ROAD's imputation tolerance per dtype, bounded rows per
+model call in infidelity and sensitivity, the GridPointingGame class through evaluate, validated
+flags, relevance mass on a zero sum and faithfulness_correlation's default subset size."""
 
 from __future__ import annotations
 
@@ -115,13 +116,13 @@ def test_sensitivity_rows_per_call_are_bounded_and_draws_keep_their_order(fn):
     kw = dict(n_perturbations=n, radius=0.05, progress=False)
     expl = sl.Gradient(model, batch_size=2)
     per_call = []
-    attribute = expl._attribute
+    attribute = expl.attribute
 
     def recording(xp, score):
         per_call.append(int(xp.shape[0]))
         return attribute(xp, score)
 
-    expl._attribute = recording  # the rows re-explained per call (3 samples, batch_size 2)
+    expl.attribute = recording  # the rows re-explained per call (3 samples, batch_size 2)
     small = fn(expl, x, 1, generator=torch.Generator().manual_seed(4), **kw)
     assert max(per_call[1:]) <= 2 and sum(per_call[1:]) == 3 * n  # the first call explains x itself
     assert max(model.rows) <= 2

@@ -1,4 +1,6 @@
-"""Regression tests for the review findings on metrics (numbers refer to /work/review.md)."""
+"""Metric targets and parameters: sensitivity and random-logit targets, substrates that keep their
+state, completeness baselines, parameter names, tensor substrates, progress bars, grouping of
+perturbations and validation in __init__."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from salience import metrics as M
 from toy_models import cnn, make_input
 
 
-# ---------------------------------------------------------------------------- #1 sensitivity targets
+# ---------------------------------------------------------------------------- sensitivity targets
 @pytest.mark.parametrize(
     "target",
     [sl.Probability(1), sl.LogProbability([0, 2]), sl.Contrast(1, foils=[0, 3]), sl.Class([0, 1]), 1, None],
@@ -51,7 +53,7 @@ def test_sensitivity_with_precomputed_attribution_keeps_the_user_target():
     torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------- #4 substrates keep their state
+# ---------------------------------------------------------------------------- substrates keep their state
 def test_noisy_linear_imputation_without_generator_leaves_the_substrate_unchanged():
     from salience.layout import Layout
 
@@ -63,7 +65,7 @@ def test_noisy_linear_imputation_without_generator_leaves_the_substrate_unchange
     assert sub.generator is None
 
 
-# ---------------------------------------------------------------------------- #2 random logit targets
+# ---------------------------------------------------------------------------- random logit targets
 @pytest.mark.parametrize("target", [sl.Probability(1), sl.LogProbability([1, 3]), sl.Class(2)])
 def test_random_logit_scores_the_other_class_like_the_target(target):
     model = cnn(1)
@@ -94,7 +96,7 @@ def test_random_logit_rejects_non_class_targets_with_a_parameter_error():
         M.random_logit(sl.Gradient(model), x, sl.Output(0))
 
 
-# ---------------------------------------------------------------------------- #18 completeness baselines
+# ---------------------------------------------------------------------------- completeness baselines
 def _linear():
     from toy_models import Linear
 
@@ -126,7 +128,7 @@ def test_completeness_gap_validates_its_baseline():
         M.completeness_gap(model, x, torch.zeros_like(x), 1, baseline=torch.zeros(3))
 
 
-# ---------------------------------------------------------------------------- #17 one name per meaning
+# ---------------------------------------------------------------------------- one name per meaning
 def test_parameter_names_do_not_clash_with_other_components():
     import inspect
 
@@ -148,7 +150,7 @@ def test_parameter_names_do_not_clash_with_other_components():
         M.Deletion(channel_reduction="median")
 
 
-# ---------------------------------------------------------------------------- #15 one row builder
+# ---------------------------------------------------------------------------- one row builder
 def test_tensor_substrate_is_a_reference_for_metrics_and_explainers():
     model = cnn(1)
     x = make_input("signal", batch=2)
@@ -179,7 +181,7 @@ def test_filler_bool_and_float_masks_agree(substrate):
     torch.testing.assert_close(exact[keep.expand_as(exact)], x[idx][keep.expand_as(exact)], rtol=0, atol=0)
 
 
-# ---------------------------------------------------------------------------- #19 progress bars
+# ---------------------------------------------------------------------------- progress bars
 @pytest.mark.parametrize("enabled", [True, False])
 def test_progress_bars_on_faithfulness_correlation_and_sensitivity(enabled, capsys):
     pytest.importorskip("tqdm")
@@ -205,7 +207,7 @@ def test_sensitivity_does_not_depend_on_how_perturbations_are_grouped():
     assert bool((one > 0).all())
 
 
-# ---------------------------------------------------------------------------- #20 validated parameters
+# ---------------------------------------------------------------------------- validated parameters
 @pytest.mark.parametrize(
     "make, match",
     [

@@ -103,7 +103,7 @@ class Domain:
         return layout.axes(name)[0]
 
     # ------------------------------------------------------------------ the contract
-    def fit(self, x: torch.Tensor) -> "Domain":
+    def fit(self, x: torch.Tensor) -> Domain:
         """Learn the domain's parameters from reference data (stateless domains: no-op).
 
         Parameters
@@ -117,7 +117,7 @@ class Domain:
         x = check_input(x, self.name)
         return self
 
-    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Domain":
+    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> Domain:
         """A copy of this domain carrying the per-batch state needed to invert ``forward(x)``.
 
         Parameters
@@ -325,7 +325,7 @@ class _Adapted(Domain):
     def __repr__(self) -> str:
         return repr(self.obj)
 
-    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Domain":
+    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> Domain:
         bound = copy.copy(self)
         bound.layout = Layout.infer(x, as_layout(layout) if layout is not None else None)
         if self._protocol:
@@ -369,8 +369,8 @@ def _generic_layout(z: torch.Tensor) -> Layout:
 
 
 def into(
-    score: "ScoreFunction", x: torch.Tensor, domain: Any, layout: Layout
-) -> tuple[torch.Tensor, Layout, "ScoreFunction", Domain]:
+    score: ScoreFunction, x: torch.Tensor, domain: Any, layout: Layout
+) -> tuple[torch.Tensor, Layout, ScoreFunction, Domain]:
     """Explain inside a domain: ``z = forward(x)`` and the score ``g(z) = f(inverse(z) + r)``.
 
     The one implementation behind :class:`~salience.domains.InDomain` and the metrics'

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Real
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..engine import Explainer, Parts, ScoreFunction
 from .._validation import all_finite, check_int, check_option
+from ..engine import Explainer, Parts, ScoreFunction
 from ..errors import ParameterError, SalienceError
 from ..layout import LayoutLike
 
@@ -18,7 +19,7 @@ __all__ = ["IntegratedGradients", "quadrature", "RULES", "resolve_baseline"]
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
-BaselineLike = Union[str, float, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+BaselineLike = str | float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 
 def quadrature(rule: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:

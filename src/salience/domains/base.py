@@ -258,9 +258,17 @@ class Compose(Domain):
     def fit(self, x: torch.Tensor) -> "Compose":
         x = check_input(x, self.name)
         self.first.fit(x)
+        first = self.first.bind(x, self._layout_of(x))
         with torch.no_grad():
-            z = self.first.bind(x, self.layout).forward(x)
-        self.second.fit(z)
+            z = first.forward(x)
+        # the second domain is fitted on the coefficients, whose axes it may name (Wavelet on "f")
+        saved = self.second.layout
+        if saved is None:
+            self.second.layout = first.output_layout(first.layout)
+        try:
+            self.second.fit(z)
+        finally:
+            self.second.layout = saved
         return self
 
     def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Compose":

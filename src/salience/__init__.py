@@ -1,166 +1,40 @@
-"""salience: saliency maps for PyTorch models of signals, images and video, in any domain."""
+"""salience: saliency maps for PyTorch models of signals, images and video, in any domain.
 
-from . import engine, masking
-from .adapters import NumpyModel
-from .attribution import Attribution
-from .errors import (
-    CompositionError,
-    DTypeError,
-    FinalActivationWarning,
-    InputError,
-    LayerError,
-    ModelCallError,
-    ModelOutputError,
-    NumericalError,
-    NotFittedError,
-    ParameterError,
-    SalienceError,
-    SalienceWarning,
-    ShapeError,
-    TargetError,
-    TrainingModeWarning,
+The names below come from the subpackages' ``__all__``: explainers (:mod:`salience.explainers`),
+domains (:mod:`salience.domains`), targets, errors, ``Attribution``, ``Layout`` and
+``NumpyModel``; :mod:`salience.metrics`, :mod:`salience.viz` and :mod:`salience.masking` are
+reached as modules, :mod:`salience.engine` is the extension API and :mod:`salience.testing` the
+checks for one's own methods (imported on use).
+"""
+
+from . import (
+    adapters,
+    attribution,
+    domains,
+    engine,
+    errors,
+    explainers,
+    layout,
+    masking,
+    metrics,
+    targets,
+    viz,  # plots and reports; matplotlib is imported only when a plot is made
 )
-from .domains import (
-    ICA,
-    ICAIG,
-    STFT,
-    STFTIG,
-    Compose,
-    CrossDomainIG,
-    Domain,
-    Fourier,
-    FourierIG,
-    InDomain,
-    Time,
-    TimeIG,
-    Wavelet,
-    WaveletIG,
-    aggregate_bands,
-)
-from .explainers import (
-    LRP,
-    DeconvNet,
-    LRPCoverageWarning,
-    ClassRelevant,
-    TopClasses,
-    Explainer,
-    GuidedBackprop,
-    GuidedGradCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    Gradient,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-    layers,
-    InputXGradient,
-    IntegratedGradients,
-    MaskUpdate,
-    Occlusion,
-    RISE,
-    Saliency,
-    ReLUCoverageWarning,
-    SmoothGrad,
-    Wrapper,
-    lrp,
-)
-from .layout import Layout
-from . import metrics
-from . import viz  # plots and reports; matplotlib is imported only when a plot is made
+from ._version import __version__
+from .adapters import *
+from .attribution import *
+from .domains import *
+from .errors import *
+from .explainers import *
+from .layout import *
 from .metrics import evaluate
-from .targets import (
-    Class,
-    ClassTarget,
-    Contrast,
-    LogProbability,
-    Output,
-    Predicted,
-    Probability,
-    Score,
-    Target,
-    as_target,
-)
+from .targets import *
 
-__version__ = "0.1.0"
-
-__all__ = [
-    "Attribution",
-    "Layout",
-    "metrics",
-    "viz",
-    "evaluate",
-    # explainers
-    "Explainer",
-    "Wrapper",
-    "Gradient",
-    "Saliency",
-    "InputXGradient",
-    "IntegratedGradients",
-    "SmoothGrad",
-    "GuidedBackprop",
-    "DeconvNet",
-    "GuidedGradCAM",
-    "ReLUCoverageWarning",
-    "LRP",
-    "LRPCoverageWarning",
-    "lrp",
-    "ClassRelevant",
-    "TopClasses",
-    "GradCAM",
-    "HiResCAM",
-    "GradCAMPlusPlus",
-    "XGradCAM",
-    "LayerCAM",
-    "ScoreCAM",
-    "layers",
-    "RISE",
-    "MaskUpdate",
-    "Occlusion",
-    "NumpyModel",
-    "masking",
-    # domains
-    "Domain",
-    "Time",
-    "Fourier",
-    "STFT",
-    "ICA",
-    "Wavelet",
-    "Compose",
-    "InDomain",
-    "CrossDomainIG",
-    "TimeIG",
-    "FourierIG",
-    "ICAIG",
-    "STFTIG",
-    "WaveletIG",
-    "aggregate_bands",
-    # targets
-    "Target",
-    "Class",
-    "ClassTarget",
-    "Output",
-    "Contrast",
-    "Probability",
-    "LogProbability",
-    "Score",
-    "Predicted",
-    "as_target",
-    # errors
-    "SalienceError",
-    "ParameterError",
-    "InputError",
-    "ShapeError",
-    "DTypeError",
-    "TargetError",
-    "ModelOutputError",
-    "NumericalError",
-    "ModelCallError",
-    "NotFittedError",
-    "CompositionError",
-    "LayerError",
-    # warnings
-    "SalienceWarning",
-    "FinalActivationWarning",
-    "TrainingModeWarning",
-]
+__all__ = ["__version__", "domains", "engine", "explainers", "masking", "metrics", "viz", "evaluate"]
+__all__ += adapters.__all__
+__all__ += attribution.__all__
+__all__ += domains.__all__
+__all__ += errors.__all__
+__all__ += explainers.__all__
+__all__ += layout.__all__
+__all__ += targets.__all__

@@ -9,8 +9,9 @@ import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
+from types import FrameType
 
 import torch
 
@@ -30,8 +31,6 @@ __all__ = [
     "SalienceWarning",
     "FinalActivationWarning",
     "TrainingModeWarning",
-    "caller",
-    "current_caller",
 ]
 
 
@@ -106,7 +105,8 @@ def warn(message: str, category: type[Warning] = SalienceWarning) -> None:
     """``warnings.warn`` attributed to the first frame outside salience, torch and contextlib:
     the user's line that called into the library (so filters by module and the default
     once-per-location rule see the user's code, not a hook deep inside a call)."""
-    level, frame = 2, sys._getframe(1)
+    level = 2
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

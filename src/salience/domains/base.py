@@ -255,23 +255,24 @@ class Compose(Domain):
     def _is_fitted(self) -> bool:
         return self.first._is_fitted() and self.second._is_fitted()
 
-    def fit(self, x: torch.Tensor) -> "Compose":
+    def fit(self, x: torch.Tensor) -> Compose:
         x = check_input(x, self.name)
         self.first.fit(x)
-        first = self.first.bind(x, self._layout_of(x))
+        layout = self._layout_of(x)
+        first = self.first.bind(x, layout)
         with torch.no_grad():
             z = first.forward(x)
         # the second domain is fitted on the coefficients, whose axes it may name (Wavelet on "f")
         saved = self.second.layout
         if saved is None:
-            self.second.layout = first.output_layout(first.layout)
+            self.second.layout = first.output_layout(layout)
         try:
             self.second.fit(z)
         finally:
             self.second.layout = saved
         return self
 
-    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> "Compose":
+    def bind(self, x: torch.Tensor, layout: LayoutLike | None = None) -> Compose:
         self._check_fitted()
         x = check_input(x, self.name)
         layout = as_layout(layout) if layout is not None else self._layout_of(x)

@@ -4,7 +4,8 @@ copies, other targets, backward rules, a stripped final activation)."""
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -44,14 +45,14 @@ class Derivations:
         """The number of points in ``input``."""
         return int(self.input.shape[0])
 
-    def _derive(self, **changes: Any) -> "ScoreFunction":
+    def _derive(self, **changes: Any) -> ScoreFunction:
         """A copy of this score function with ``changes`` applied to its attributes.
 
         The copy shares this explain call's record of the model's writes (``_call``); its cache
         of scores at the explained point is its own unless ``_cache`` is among the changes, and
         it is not affine unless :meth:`compose` says so.
         """
-        derived = copy.copy(self)
+        derived = cast("ScoreFunction", copy.copy(self))
         derived._cache = {}
         derived._affine = None
         for name, value in changes.items():
@@ -64,7 +65,7 @@ class Derivations:
 
     def final_activation(
         self, *, strip: bool, found: Callable[[str, nn.Module], None] | None = None
-    ) -> "ScoreFunction":
+    ) -> ScoreFunction:
         """The score with a final Softmax/LogSoftmax/Sigmoid module recognised at call time.
 
         During each model call, forward hooks on the model's activation modules of those types
@@ -93,7 +94,7 @@ class Derivations:
         if not heads:
             if strip:
                 raise nothing()
-            return self
+            return cast("ScoreFunction", self)
         inner = self.model_fn
         reported = [found is None]
 
@@ -131,7 +132,7 @@ class Derivations:
         layout: Layout,
         *,
         affine: bool = False,
-    ) -> "ScoreFunction":
+    ) -> ScoreFunction:
         """The score of ``transform(z_rows, index)``: explain in another space (a domain).
 
         ``input`` (B', *Z) has one point per point of this score's input (same order).
@@ -159,7 +160,7 @@ class Derivations:
             derived._affine = (inner, transform)
         return derived
 
-    def under(self, context: PassContext) -> "ScoreFunction":
+    def under(self, context: PassContext) -> ScoreFunction:
         """The same score, with every pass of model calls run inside ``context(model)``.
 
         ``context`` receives the model and returns a context manager, entered once around each
@@ -171,7 +172,7 @@ class Derivations:
         """
         return self._derive(contexts=(*self.contexts, context), _cache=self._cache)
 
-    def repeat(self, input: torch.Tensor, k: int) -> "ScoreFunction":
+    def repeat(self, input: torch.Tensor, k: int) -> ScoreFunction:
         """A score function over ``input`` of shape (B*k, *S) whose point ``i`` derives from point ``i // k``."""
         inner = self.model_fn
 
@@ -193,7 +194,7 @@ class Derivations:
         parents: torch.Tensor | None = None,
         *,
         target_map: torch.Tensor | None = None,
-    ) -> "ScoreFunction":
+    ) -> ScoreFunction:
         """Same model, another (bound) target over ``input`` with an explicit sample map.
 
         Parameters

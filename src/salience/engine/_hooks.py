@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..errors import CompositionError, LayerError, current_caller
+from ..errors import CompositionError, LayerError, SalienceWarning, current_caller, warn
+from ._rows import cat
 
-__all__ = ["own_thread", "worker_thread_error", "capture"]
+if TYPE_CHECKING:
+    from .score import ScoreFunction
+
+__all__ = ["own_thread", "worker_thread_error", "capture", "LayerCapture"]
 
 
 def own_thread(hook: Callable[..., Any], tally: list[int] | None = None) -> Callable[..., Any]:
@@ -87,3 +92,67 @@ def capture(module: nn.Module, *, grad: bool) -> Iterator[dict[str, Any]]:
         yield store
     finally:
         handle.remove()
+
+
+class LayerCapture:
+    """The method of :class:`~salience.engine.ScoreFunction` that captures a layer."""
+
+    def layer_gradients(  # type: ignore[misc]  # self: a mixin of ScoreFunction only
+        self: ScoreFunction,
+        module: nn.Module,
+        *,
+        grad: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Activations of ``module`` at the explained input and the score's gradient w.r.t. them.
+
+        The forward hook exists only inside this call (removed in ``finally``); the backward pass
+        stops at the layer. Chunked over the batch.
+
+        Returns
+        -------
+        values : Tensor of shape (B,)
+        activations : Tensor of shape (B, *A)
+        grads : Tensor of shape (B, *A), or None with ``grad=False``
+        """
+        if self.composed:
+            raise CompositionError(
+                f"{self.caller} explains a layer of the model, which has no meaning inside a "
+                "domain (InDomain) or other input transform."
+            )
+        b = self.n_samples
+        vals, acts, grads = [], [], []
+        with self._pass(), capture(module, grad=grad) as store:
+            for start, stop in self._chunks(b):
+                for key in ("a", "calls"):
+                    store.pop(key, None)
+                local = torch.arange(start, stop, device=self.input.device)
+                with torch.no_grad():  # gradients start at the layer (see capture)
+                    s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
+                if "a" not in store:
+                    if store["tally"][1]:
+                        name = next((n for n, m in self.model.named_modules() if m is module), "?")
+                        raise worker_thread_error([name])
+                    raise LayerError(
+                        f"{self.caller}: the target layer was not called during the forward pass."
+                    )
+                a = store["a"]
+                if start == 0 and store["calls"] > 1:
+                    warn(
+                        f"{self.caller}: the target layer ran {store['calls']} times in one forward "
+                        "pass (a module reused, e.g. a shared ReLU); only its last call is "
+                        "explained. Pick a module that runs once (see salience.layers(model, x)).",
+                        SalienceWarning,
+                    )
+                if grad:
+                    if not s.requires_grad:
+                        raise self._no_gradient("the target layer", layer=True)
+                    with torch.enable_grad():
+                        (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
+                    if g is None:
+                        raise self._no_gradient("the target layer", layer=True)
+                    grads.append(g.detach())
+                vals.append(s.detach())
+                acts.append(a.detach())
+        values = cat(vals)
+        self.record_input_values(values)  # the scores at the explained point, as input_values()
+        return values, cat(acts), (cat(grads) if grad else None)

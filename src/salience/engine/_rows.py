@@ -7,8 +7,9 @@ numbers its rows ``r = b * N + n``; row ``r`` belongs to sample ``r // N``.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, ContextManager, Iterator, Union
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,8 +28,8 @@ _AUTO_MAX_ROWS = 256
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], Any]
 #: ``context(model) -> context manager`` entered around each pass (forward and backward)
-PassContext = Callable[[Any], ContextManager[Any]]
-RowSource = Union[torch.Tensor, Callable[[int, int], torch.Tensor]]
+PassContext = Callable[[Any], AbstractContextManager[Any]]
+RowSource = torch.Tensor | Callable[[int, int], torch.Tensor]
 
 
 def default_batch_size(row_numel: int, device: torch.device | str | None = None) -> int:

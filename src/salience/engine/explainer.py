@@ -54,7 +54,7 @@ class Parts:
     scores: torch.Tensor | None = None
 
 
-def as_parts(result: "torch.Tensor | Parts", layout: Layout) -> Parts:
+def as_parts(result: torch.Tensor | Parts, layout: Layout) -> Parts:
     """The result of :meth:`Explainer.attribute` as :class:`Parts` with a layout (``layout``
     unless the result names its own)."""
     parts = result if isinstance(result, Parts) else Parts(values=result)
@@ -175,7 +175,7 @@ class Explainer:
 
     __call__ = explain
 
-    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> "torch.Tensor | Parts":
+    def attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor | Parts:
         """The attribution of ``score`` at ``x``: the one method a new explainer implements.
 
         Called by :meth:`explain` (and by wrappers such as SmoothGrad, InDomain and
@@ -203,7 +203,7 @@ class Explainer:
                 "rename it to attribute(x, score). _attribute will stop working in a later release.",
                 DeprecationWarning,
             )
-            return legacy(self, x, score)  # type: ignore[no-any-return]
+            return legacy(self, x, score)
         raise NotImplementedError(
             f"{type(self).__name__} must implement attribute(self, x, score) (see "
             "salience.engine.Explainer.attribute and docs/extending.md)."

@@ -5,9 +5,10 @@ for users."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -82,7 +83,7 @@ class LayerInfo:
     calls: int
 
 
-class LayerTable(list):  # type: ignore[type-arg]
+class LayerTable(list[LayerInfo]):
     """A list of :class:`LayerInfo` in execution order that prints as a table."""
 
     def names(self) -> list[str]:
@@ -98,13 +99,13 @@ class LayerTable(list):  # type: ignore[type-arg]
             shape = "-" if i.shape is None else str(tuple(i.shape))
             rows.append((i.name, i.type, shape, ", ".join(marks)))
         widths = [max(len(r[k]) for r in rows) for k in range(4)]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython
         p.text(str(self))
 
 
-def find_layer(model: nn.Module, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
+def find_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """Resolve a dotted module name or a module to ``(name, module)``."""
     if not isinstance(model, nn.Module):
         raise LayerError(f"Layer methods need an nn.Module model. Got {type(model).__name__}.")

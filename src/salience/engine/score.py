@@ -18,29 +18,26 @@ their parent's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Union
+from typing import Any
 
 import torch
 from torch import nn
 
+from .._validation import all_finite
 from ..errors import (
-    CompositionError,
-    LayerError,
     ModelCallError,
     ModelOutputError,
     ParameterError,
     SalienceError,
-    SalienceWarning,
     ShapeError,
     current_caller,
-    warn,
 )
-from .._validation import all_finite
 from ..layout import Layout
 from ..targets import Target, TargetLike, as_target
 from ._derive import Derivations
-from ._hooks import capture, worker_thread_error
+from ._hooks import LayerCapture
 from ._rows import (
     CallState,
     ModelFn,
@@ -58,7 +55,7 @@ from .layers import ModuleCall, find_layer, trace
 __all__ = ["ScoreFunction", "make_score"]
 
 
-class ScoreFunction(Derivations):
+class ScoreFunction(LayerCapture, Derivations):
     """``x -> one score per row``: a model composed with a bound target, plus the batching rules.
 
     What a method sees instead of the model. :meth:`Explainer.explain` builds one (through
@@ -433,70 +430,13 @@ class ScoreFunction(Derivations):
         self._cache["reference_output"] = out
         return out
 
-    def layer_gradients(
-        self, module: nn.Module, *, grad: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Activations of ``module`` at the explained input and the score's gradient w.r.t. them.
-
-        The forward hook exists only inside this call (removed in ``finally``); the backward pass
-        stops at the layer. Chunked over the batch.
-
-        Returns
-        -------
-        values : Tensor of shape (B,)
-        activations : Tensor of shape (B, *A)
-        grads : Tensor of shape (B, *A), or None with ``grad=False``
-        """
-        if self.composed:
-            raise CompositionError(
-                f"{self.caller} explains a layer of the model, which has no meaning inside a "
-                "domain (InDomain) or other input transform."
-            )
-        b = self.n_samples
-        vals, acts, grads = [], [], []
-        with self._pass(), capture(module, grad=grad) as store:
-            for start, stop in self._chunks(b):
-                for key in ("a", "calls"):
-                    store.pop(key, None)
-                local = torch.arange(start, stop, device=self.input.device)
-                with torch.no_grad():  # gradients start at the layer (see capture)
-                    s = self._scores(self.input[start:stop], local, self.target_map[start:stop])
-                if "a" not in store:
-                    if store["tally"][1]:  # type: ignore[index]
-                        name = next((n for n, m in self.model.named_modules() if m is module), "?")
-                        raise worker_thread_error([name])
-                    raise LayerError(
-                        f"{self.caller}: the target layer was not called during the forward pass."
-                    )
-                a = store["a"]
-                if start == 0 and store["calls"] > 1:
-                    warn(
-                        f"{self.caller}: the target layer ran {store['calls']} times in one forward "
-                        "pass (a module reused, e.g. a shared ReLU); only its last call is "
-                        "explained. Pick a module that runs once (see salience.layers(model, x)).",
-                        SalienceWarning,
-                    )
-                if grad:
-                    if not s.requires_grad:
-                        raise self._no_gradient("the target layer", layer=True)
-                    with torch.enable_grad():
-                        (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
-                    if g is None:
-                        raise self._no_gradient("the target layer", layer=True)
-                    grads.append(g.detach())
-                vals.append(s.detach())
-                acts.append(a.detach())
-        values = cat(vals)
-        self.record_input_values(values)  # the scores at the explained point, as input_values()
-        return values, cat(acts), (cat(grads) if grad else None)
-
     def trace(self, n_rows: int | None = None) -> list[ModuleCall]:
         """Run the model once (no gradients) on the first ``n_rows`` inputs and report what
         every submodule returned, in the order their last call finished (see
         :func:`salience.engine.layers.trace`)."""
         return trace(self, n_rows)
 
-    def find_layer(self, layer: Union[str, nn.Module]) -> tuple[str, nn.Module]:
+    def find_layer(self, layer: str | nn.Module) -> tuple[str, nn.Module]:
         """Resolve a dotted module name or a module of the model to ``(name, module)``.
 
         Raises LayerError when the model is not an ``nn.Module`` or has no such layer.

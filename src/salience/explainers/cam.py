@@ -9,16 +9,17 @@ written over "the axes after the channel axis", never per rank.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Union, cast
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import Explainer, Parts, ScoreFunction
-from ..engine.layers import target_layer
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
+from ..engine import Explainer, Parts, ScoreFunction
+from ..engine.layers import target_layer
 from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
 
@@ -32,8 +33,8 @@ __all__ = [
     "ScoreCAM",
 ]
 
-LayerLike = Union[None, str, nn.Module]
-Reshape = Union[None, str, Callable[[torch.Tensor], torch.Tensor]]
+LayerLike = None | str | nn.Module
+Reshape = None | str | Callable[[torch.Tensor], torch.Tensor]
 
 _INTERPOLATION = ("linear", "bilinear", "trilinear")  # by number of spatial axes
 
@@ -211,7 +212,7 @@ class LayerExplainer(Explainer):
         """Layer output (B, *A) -> (B, K, *a) with one axis per input spatial axis."""
         if self.reshape == "tokens":
             t = token_grid(t, sizes, f"{self.name}(reshape='tokens')")
-        elif self.reshape is not None:
+        elif callable(self.reshape):
             t = self.reshape(t)
             if not isinstance(t, torch.Tensor):
                 raise LayerError(f"{self.name}: reshape must return a tensor; got {type(t).__name__}.")

@@ -15,7 +15,7 @@ from ..engine import Explainer, Parts, ScoreFunction
 from ..errors import ParameterError, SalienceError
 from ..layout import LayoutLike
 
-__all__ = ["IntegratedGradients", "quadrature", "RULES", "resolve_baseline"]
+__all__ = ["IntegratedGradients"]
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 

@@ -90,17 +90,24 @@ class Domain:
                 "first (or build it from known matrices)."
             )
 
-    def _layout_of(self, x: torch.Tensor) -> Layout:
+    def layout_of(self, x: torch.Tensor) -> Layout:
+        """The axis names of ``x``: the domain's ``layout``, or inferred from ``x.ndim``."""
         return Layout.infer(x, self.layout)
 
-    def _axis(self, x: torch.Tensor, name: str) -> int:
-        layout = self._layout_of(x)
+    def axis_of(self, x: torch.Tensor, name: str) -> int:
+        """The position in ``x`` of the axis called ``name`` (e.g. ``"t"``); a ShapeError names
+        the layout when ``x`` has no such axis."""
+        layout = self.layout_of(x)
         if name not in layout.names:
             raise ShapeError(
                 f"{self.name} acts on the axis {name!r}, which is not in {layout!r}; pass "
                 "layout=... or axis=... ."
             )
         return layout.axes(name)[0]
+
+    # the names the built-in domains use
+    _layout_of = layout_of
+    _axis = axis_of
 
     # ------------------------------------------------------------------ the contract
     def fit(self, x: torch.Tensor) -> Domain:

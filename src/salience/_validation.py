@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .errors import DTypeError, InputError, ParameterError, ShapeError
+from .errors import DTypeError, InputError, ParameterError, ShapeError, current_caller
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -45,9 +45,10 @@ def _inside(v: float, low: float | None, high: float | None, closed: str) -> boo
 
 
 def check_int(
-    value: Any, name: str, owner: str, low: int | None = None, high: int | None = None
+    value: Any, name: str, owner: str | None = None, low: int | None = None, high: int | None = None
 ) -> int:
     """Return ``value`` as an int, or raise ParameterError naming the parameter and the range."""
+    owner = owner or current_caller()
     if isinstance(value, bool) or not isinstance(value, Integral) or not _inside(
         int(value), low, high, "both"
     ):
@@ -61,12 +62,13 @@ def check_int(
 def check_float(
     value: Any,
     name: str,
-    owner: str,
+    owner: str | None = None,
     low: float | None = None,
     high: float | None = None,
     closed: str = "both",
 ) -> float:
     """Return ``value`` as a finite float inside the interval, or raise ParameterError."""
+    owner = owner or current_caller()
     if (
         isinstance(value, bool)
         or not isinstance(value, Real)
@@ -80,8 +82,9 @@ def check_float(
     return float(value)
 
 
-def check_option(value: Any, name: str, owner: str, options: Iterable[Any]) -> Any:
+def check_option(value: Any, name: str, owner: str | None = None, options: Iterable[Any] = ()) -> Any:
     """Return ``value`` if it is one of ``options``, else raise ParameterError listing them."""
+    owner = owner or current_caller()
     options = tuple(options)
     if isinstance(value, str) or value is None or isinstance(value, bool):
         if value in options:
@@ -92,15 +95,16 @@ def check_option(value: Any, name: str, owner: str, options: Iterable[Any]) -> A
     )
 
 
-def check_batch_size(value: Any, owner: str) -> int | None:
+def check_batch_size(value: Any, owner: str | None = None) -> int | None:
     """``batch_size`` is None (automatic) or a positive int: the maximum rows per model call."""
     if value is None:
         return None
     return check_int(value, "batch_size", owner, low=1)
 
 
-def check_input(x: Any, owner: str, name: str = "x") -> torch.Tensor:
+def check_input(x: Any, owner: str | None = None, name: str = "x") -> torch.Tensor:
     """Check that ``x`` is a finite floating-point tensor with a batch axis."""
+    owner = owner or current_caller()
     if not isinstance(x, torch.Tensor):
         raise InputError(
             f"{owner} expects {name} to be a torch.Tensor (channels-first, batch axis first). "
@@ -141,15 +145,17 @@ def check_input(x: Any, owner: str, name: str = "x") -> torch.Tensor:
     return x
 
 
-def check_bool(value: Any, name: str, owner: str) -> bool:
+def check_bool(value: Any, name: str, owner: str | None = None) -> bool:
     """Return ``value`` if it is a bool, else raise ParameterError naming the parameter."""
+    owner = owner or current_caller()
     if not isinstance(value, bool):
         raise ParameterError(f"The {name!r} parameter of {owner} must be a bool. Got {value!r} instead.")
     return value
 
 
-def check_generator(generator: Any, owner: str, name: str = "generator") -> torch.Generator | None:
+def check_generator(generator: Any, owner: str | None = None, name: str = "generator") -> torch.Generator | None:
     """Return ``generator`` if it is a torch.Generator or None, else raise ParameterError."""
+    owner = owner or current_caller()
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be a torch.Generator or None. "
@@ -158,7 +164,7 @@ def check_generator(generator: Any, owner: str, name: str = "generator") -> torc
     return generator
 
 
-def make_generator(generator: torch.Generator | None, owner: str = "salience") -> torch.Generator:
+def make_generator(generator: torch.Generator | None, owner: str | None = None) -> torch.Generator:
     """The caller's generator, or a fresh randomly seeded one (the global RNG is never used)."""
     if generator is None:
         g = torch.Generator()

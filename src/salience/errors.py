@@ -6,12 +6,14 @@ it speak for (:func:`current_caller`), so that no function has to pass that name
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
 from collections.abc import Iterator
 from contextvars import ContextVar
 from types import FrameType
+from typing import Any
 
 import torch
 
@@ -142,3 +144,24 @@ def caller(name: str) -> Iterator[None]:
 def current_caller() -> str:
     """The name given to the innermost :func:`caller` block running, else ``"salience"``."""
     return _CALLER.get()
+
+
+def named_init(cls: type) -> None:
+    """Make ``cls.__init__`` run inside ``caller(type(self).__name__)``.
+
+    For the ``__init_subclass__`` of the public base classes (explainers, domains, metrics,
+    maskers, substrates): every subclass's constructor then names its class in the errors its
+    validation raises, with no name passed along. A no-op when ``cls`` defines no ``__init__``
+    of its own or when it is wrapped already.
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_salience_named", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        with caller(type(self).__name__):
+            init(self, *args, **kwargs)
+
+    __init__._salience_named = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]

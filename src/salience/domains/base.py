@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .._validation import check_input
-from ..errors import NotFittedError, ParameterError, ShapeError
+from ..errors import NotFittedError, ParameterError, ShapeError, named_init
 from ..layout import Layout, LayoutLike, as_layout
 
 if TYPE_CHECKING:
@@ -59,6 +59,10 @@ class Domain:
         Axis names of the inputs; None infers them from ``x.ndim`` (``"b c t"`` for signals), or
         takes the explainer's layout inside :class:`InDomain`.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     #: whether ``inverse(forward(x)) == x`` for every x
     exact: ClassVar[bool] = True

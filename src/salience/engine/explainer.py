@@ -11,7 +11,7 @@ from torch import nn
 
 from .._validation import all_finite, check_batch_size, check_input
 from ..attribution import Attribution
-from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, warn
+from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, named_init, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
 from .score import ScoreFunction, make_score
@@ -89,6 +89,10 @@ class Explainer:
 
     #: methods whose output depends on a random generator (opt out of batch invariance)
     is_stochastic: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     def __init__(self, model: Any, *, batch_size: int | None = None, layout: LayoutLike | None = None) -> None:
         if not callable(model):

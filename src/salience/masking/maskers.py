@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._validation import check_bool, check_float, check_int, make_generator
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError, ShapeError, named_init
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = ["Masker", "MaskPlan", "GridMasker", "SlidingWindow", "Segments"]
@@ -54,6 +54,10 @@ class Masker:
     ``is_random`` tells whether masks are drawn at random (then ``n`` is required) or are a fixed
     set (sliding windows, segments; ``n`` is ignored and ``plan.n`` says how many).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     is_random: ClassVar[bool] = False
 

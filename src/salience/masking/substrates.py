@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._validation import all_finite, check_float, check_generator, check_int, check_option, make_generator
-from ..errors import ParameterError, SalienceError, ShapeError
+from ..errors import ParameterError, SalienceError, ShapeError, named_init
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = [
@@ -53,6 +53,10 @@ class Substrate:
     mask (then callers must pass it, broadcastable to ``x``, 1 = keep); ``is_random`` that it
     draws random numbers (from its own generator, never the global RNG).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     needs_mask: ClassVar[bool] = False
     is_random: ClassVar[bool] = False

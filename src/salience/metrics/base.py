@@ -20,6 +20,7 @@ from ..errors import (
     ParameterError,
     SalienceError,
     ShapeError,
+    named_init,
 )
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
@@ -45,6 +46,10 @@ class Metric:
 
     Class attributes declare what a metric needs and how to read it (torchmetrics-style).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     #: True if larger values are better, False if smaller are, None if neither (e.g. sanity curves)
     higher_is_better: ClassVar[bool | None] = None

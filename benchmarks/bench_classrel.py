@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 import salience as sl  # noqa: E402
-from salience._engine import default_batch_size  # noqa: E402
+from salience.engine import default_batch_size  # noqa: E402
 from salience.metrics import grid_pointing_game, make_grid  # noqa: E402
 from synthetic_bursts import burst_data, train_cnn  # noqa: E402
 

@@ -28,7 +28,7 @@ import torch
 
 from _common import THREADS, setup, time_all, timeit  # noqa: E402  (puts src/ on sys.path)
 import salience as sl  # noqa: E402
-from salience._engine import default_batch_size  # noqa: E402
+from salience.engine import default_batch_size  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

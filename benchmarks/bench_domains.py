@@ -38,7 +38,7 @@ from torch import nn
 from _common import time_all, timeit as timed  # noqa: E402  (puts src/ on sys.path)
 
 import salience as sl  # noqa: E402
-from salience._engine import default_batch_size  # noqa: E402
+from salience.engine import default_batch_size  # noqa: E402
 
 
 def make_model(c: int) -> nn.Module:

@@ -55,7 +55,7 @@ def bare_forward(model, x: torch.Tensor, n_rows: int, chunk: int, target: int):
 
 def rise_rows(name, model, x, n_masks, cells, repeats) -> list[str]:
     b = x.shape[0]
-    from salience._engine import default_batch_size
+    from salience.engine import default_batch_size
 
     chunk = default_batch_size(int(math.prod(x.shape[1:])))
     explainer = sl.RISE(model, n_masks=n_masks, cells=cells, generator=torch.Generator().manual_seed(0), progress=False)
@@ -65,7 +65,7 @@ def rise_rows(name, model, x, n_masks, cells, repeats) -> list[str]:
 
 
 def occlusion_rows(model, x, window, repeats) -> list[str]:
-    from salience._engine import default_batch_size
+    from salience.engine import default_batch_size
 
     b, c, t = x.shape
     chunk = default_batch_size(c * t)

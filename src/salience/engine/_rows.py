@@ -27,9 +27,14 @@ _AUTO_ELEMENTS = 2**22
 _AUTO_MAX_ROWS = 256
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], Any]
-#: ``context(model) -> context manager`` entered around each pass (forward and backward)
+"""``model_fn(rows, index) -> output``: the model behind a score function, given rows (R, *S) and
+for each row the position (R,) of its point in the score function's input."""
 PassContext = Callable[[Any], AbstractContextManager[Any]]
+"""``context(model) -> context manager`` entered around each pass of model calls (forward and
+backward), e.g. to change backward rules for the pass (see ``ScoreFunction.under``)."""
 RowSource = torch.Tensor | Callable[[int, int], torch.Tensor]
+"""Rows for a score function: a tensor (B, N, *S), or ``fn(start, stop)`` building rows
+``start..stop`` of the flattened B * N rows (row ``r`` belongs to sample ``r // N``)."""
 
 
 def default_batch_size(row_numel: int, device: torch.device | str | None = None) -> int:

@@ -366,10 +366,10 @@ class ScoreCAM(LayerExplainer):
 
     Parameters
     ----------
+    model, layer, relu, upsample, reshape, final_activation, batch_size, layout
+        As for :class:`LayerExplainer`.
     progress : bool, default True
         Show a tqdm progress bar over the masked rows (if tqdm is installed).
-    Other parameters
-        See :class:`LayerExplainer`.
 
     References
     ----------

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, on an otherwise idle machine)::
 
-    python benchmarks/bench_overhead.py [--base REV] [--rounds N] [--quick]
+    python benchmarks/bench_overhead.py [--base REV] [--rounds N] [--quick] [--out FILE --title TEXT]
 
 ``--base`` (default ``a90916f``, the last commit before the hardening of issue #13) is checked
 out into a temporary git worktree. Two worker processes import salience, one from the base's
@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="time only the calls whose name contains this text")
+    parser.add_argument("--out", default=str(OUT), help="the markdown table to write (full runs only)")
+    parser.add_argument("--title", default="Cost of a change", help="the table's heading")
     parser.add_argument("--worker")
     args = parser.parse_args()
     if args.worker:
@@ -165,7 +167,7 @@ def main() -> None:
 
     ratios = [best["head", n] / best["base", n] for n in names]
     lines = [
-        "## Cost of a change: the same calls on two commits (`benchmarks/bench_overhead.py`)",
+        f"## {args.title}: the same calls on two commits (`benchmarks/bench_overhead.py`)",
         "",
         f"Base {base_rev}, head {head_rev}; torch {torch.__version__}, 2 threads; best of "
         f"{args.sessions} sessions x {args.rounds} rounds, the two versions interleaved call by "
@@ -185,7 +187,7 @@ def main() -> None:
               f"({names[ratios.index(max(ratios))]})."]
     text = "\n".join(lines) + "\n"
     if not args.quick and not args.only:
-        OUT.write_text(text)
+        Path(args.out).write_text(text)
     print(text)
 
 

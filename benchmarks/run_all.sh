@@ -23,7 +23,7 @@ done
   echo "timings taken in the same run. The \"bare limit\" is the model's own forward(+backward) cost"
   echo "over the same number of rows."
   echo
-  for b in core domains cam perturbation metrics modbp classrel overhead; do
+  for b in core domains cam perturbation metrics modbp classrel overhead engine_split; do
     f="benchmarks/results_$b.md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done

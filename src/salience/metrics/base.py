@@ -20,6 +20,7 @@ from ..errors import (
     ParameterError,
     SalienceError,
     ShapeError,
+    current_caller,
     named_init,
 )
 from ..layout import Layout, LayoutLike
@@ -99,7 +100,7 @@ def _param_repr(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 2) -> torch.Tensor:
+def check_values(t: Any, name: str = "attribution", min_ndim: int = 2) -> torch.Tensor:
     """Check that an attribution-like tensor can be scored; returned detached.
 
     It must be a tensor of a real floating-point dtype with a batch axis and at least
@@ -109,8 +110,6 @@ def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 
     ----------
     t : Any
         The tensor to check.
-    owner : str
-        The metric, named in the messages.
     name : str, default "attribution"
         What ``t`` is, named in the messages.
     min_ndim : int, default 2
@@ -132,62 +131,63 @@ def check_values(t: Any, owner: str, name: str = "attribution", min_ndim: int = 
 
     Notes
     -----
-    A tensor on the ``meta`` device is refused with an InputError (it holds no values).
+    A tensor on the ``meta`` device is refused with an InputError (it holds no values). The
+    messages name the running metric (:func:`~salience.errors.current_caller`).
     """
     if not isinstance(t, torch.Tensor):
         raise InputError(
-            f"{owner} expects {name} to be a torch.Tensor or a salience.Attribution. Got "
+            f"{current_caller()} expects {name} to be a torch.Tensor or a salience.Attribution. Got "
             f"{type(t).__name__} instead."
         )
     if t.is_complex() or not t.is_floating_point():
         hint = ("complex coefficients need a domain with a real/imaginary axis" if t.is_complex()
                 else f"cast with {name}.float() if these are attribution values")
         raise DTypeError(
-            f"{owner} expects {name} to have a real floating-point dtype (float16/32/64, bfloat16). "
+            f"{current_caller()} expects {name} to have a real floating-point dtype (float16/32/64, bfloat16). "
             f"Got {t.dtype} instead ({hint})."
         )
     if t.ndim < min_ndim:
         raise ShapeError(
-            f"{owner} expects {name} to have a batch axis and at least {min_ndim} dims, shape "
+            f"{current_caller()} expects {name} to have a batch axis and at least {min_ndim} dims, shape "
             f"(B, C, *spatial) or (B, ...). Got shape {tuple(t.shape)} instead."
         )
     if 0 in t.shape:
         raise ShapeError(
-            f"{owner} expects {name} to have at least one element along every axis. Got shape "
+            f"{current_caller()} expects {name} to have at least one element along every axis. Got shape "
             f"{tuple(t.shape)} instead."
         )
-    _check_data(t, owner, name)
+    _check_data(t, name)
     if not all_finite(t):
         n_bad = int((~torch.isfinite(t)).sum())
         raise InputError(
-            f"{owner} expects {name} to be finite. Got {n_bad} NaN/inf value(s) in a tensor of "
+            f"{current_caller()} expects {name} to be finite. Got {n_bad} NaN/inf value(s) in a tensor of "
             f"shape {tuple(t.shape)}."
         )
     return t.detach()
 
 
-def _check_data(t: torch.Tensor, owner: str, name: str) -> None:
+def _check_data(t: torch.Tensor, name: str) -> None:
     """A tensor on the 'meta' device has a shape but no values to score (InputError)."""
     if t.device.type == "meta":
         raise InputError(
-            f"{owner} expects {name} to hold data; got a tensor on the 'meta' device (shape "
+            f"{current_caller()} expects {name} to hold data; got a tensor on the 'meta' device (shape "
             f"{tuple(t.shape)}). Move it to a real device (cpu, cuda, ...) first."
         )
 
 
-def check_x(x: Any, owner: str) -> torch.Tensor:
+def check_x(x: Any) -> torch.Tensor:
     """The explained input, as :func:`~salience._validation.check_input`, also without an empty
     axis (a metric of a zero-length signal is undefined); returned detached."""
-    x = check_input(x, owner)
+    x = check_input(x)
     if 0 in x.shape:
         raise ShapeError(
-            f"{owner} expects x to have at least one element along every axis. Got shape "
+            f"{current_caller()} expects x to have at least one element along every axis. Got shape "
             f"{tuple(x.shape)} instead."
         )
     return x.detach()
 
 
-def check_explainer(explainer: Any, owner: str, name: str = "explainer") -> Any:
+def check_explainer(explainer: Any, name: str = "explainer") -> Any:
     """An explainer to re-run: a salience Explainer or a callable ``(x, target) -> attribution``.
 
     A bare ``nn.Module`` is refused: it is the model, and calling it as ``model(x, target)``
@@ -195,25 +195,25 @@ def check_explainer(explainer: Any, owner: str, name: str = "explainer") -> Any:
     """
     if isinstance(explainer, nn.Module) and not isinstance(explainer, Explainer):
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
+            f"The {name!r} parameter of {current_caller()} must be a salience Explainer or a callable "
             f"(x, target) -> attribution. Got the model {type(explainer).__name__} (an nn.Module) "
             f"instead; wrap it, e.g. salience.Gradient(model)."
         )
     if isinstance(explainer, type):
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
+            f"The {name!r} parameter of {current_caller()} must be a salience Explainer or a callable "
             f"(x, target) -> attribution. Got the class {explainer.__name__} instead; pass an "
             f"instance, e.g. {explainer.__name__}(model)."
         )
     if not callable(explainer):
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must be a salience Explainer or a callable "
+            f"The {name!r} parameter of {current_caller()} must be a salience Explainer or a callable "
             f"(x, target) -> attribution. Got {type(explainer).__name__} instead."
         )
     return explainer
 
 
-def run_explainer(explainer: Any, x: torch.Tensor, target: Any, owner: str) -> Any:
+def run_explainer(explainer: Any, x: torch.Tensor, target: Any) -> Any:
     """``explainer(x, target)``, with the exceptions of a plain callable typed.
 
     Parameters
@@ -222,8 +222,6 @@ def run_explainer(explainer: Any, x: torch.Tensor, target: Any, owner: str) -> A
         Checked by :func:`check_explainer` beforehand.
     x : Tensor
     target : Any
-    owner : str
-        The metric, named in the message.
 
     Returns
     -------
@@ -246,20 +244,18 @@ def run_explainer(explainer: Any, x: torch.Tensor, target: Any, owner: str) -> A
         name = getattr(explainer, "__name__", type(explainer).__name__)
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ModelCallError(
-            f"{owner}: the explainer {name} raised {type(err).__name__}: {err} (called as "
+            f"{current_caller()}: the explainer {name} raised {type(err).__name__}: {err} (called as "
             f"explainer(x, target) on x of shape {shape})."
         ) from err
 
 
-def call_user(fn: Callable[..., Any], args: tuple, owner: str, name: str) -> Any:
+def call_user(fn: Callable[..., Any], args: tuple, name: str) -> Any:
     """``fn(*args)`` for a callable hyperparameter (a similarity, a perturbation, a baseline).
 
     Parameters
     ----------
     fn : callable
     args : tuple
-    owner : str
-        The metric, named in the message.
     name : str
         The parameter ``fn`` was passed as.
 
@@ -279,11 +275,11 @@ def call_user(fn: Callable[..., Any], args: tuple, owner: str, name: str) -> Any
         raise
     except Exception as err:
         raise ParameterError(
-            f"The {name!r} callable of {owner} raised {type(err).__name__}: {err}."
+            f"The {name!r} callable of {current_caller()} raised {type(err).__name__}: {err}."
         ) from err
 
 
-def check_count(value: Any, name: str, owner: str, low: int = 1) -> int:
+def check_count(value: Any, name: str, low: int = 1) -> int:
     """An int count in ``[low, MAX_COUNT]`` (steps, runs, perturbations, classes).
 
     Returns
@@ -295,10 +291,10 @@ def check_count(value: Any, name: str, owner: str, low: int = 1) -> int:
     ParameterError
         Not an int (bools, floats and strings included) or outside the range.
     """
-    return check_int(value, name, owner, low=low, high=MAX_COUNT)
+    return check_int(value, name, low=low, high=MAX_COUNT)
 
 
-def check_rows(b: int, n: int, owner: str, name: str) -> None:
+def check_rows(b: int, n: int, name: str) -> None:
     """``b * n`` rows (``n`` per sample, ``b`` samples) must be indexable with int64.
 
     Raises
@@ -308,7 +304,7 @@ def check_rows(b: int, n: int, owner: str, name: str) -> None:
     """
     if b * n > MAX_COUNT:
         raise ParameterError(
-            f"The {name!r} parameter of {owner} asks for {b} x {n} rows, more than an int64 index "
+            f"The {name!r} parameter of {current_caller()} asks for {b} x {n} rows, more than an int64 index "
             f"can number ({MAX_COUNT}); pass a smaller {name}."
         )
 
@@ -344,15 +340,13 @@ def rescaled(a: torch.Tensor) -> torch.Tensor:
     return a * first * second
 
 
-def check_finite_result(out: torch.Tensor, owner: str, cause: str) -> torch.Tensor:
+def check_finite_result(out: torch.Tensor, cause: str) -> torch.Tensor:
     """A result that must be finite, returned as it is.
 
     Parameters
     ----------
     out : Tensor of shape (B, ...) or ()
         One value (or row of values) per sample.
-    owner : str
-        The metric, named in the message.
     cause : str
         What overflowed, for the message.
 
@@ -371,22 +365,22 @@ def check_finite_result(out: torch.Tensor, owner: str, cause: str) -> torch.Tens
         rows = out.reshape(out.shape[0] if out.ndim else 1, -1)
         bad = (~torch.isfinite(rows)).any(1).nonzero().flatten().tolist()
         raise NumericalError(
-            f"{owner}: the result overflowed {out.dtype} (NaN/inf) for sample(s) {bad}; {cause}"
+            f"{current_caller()}: the result overflowed {out.dtype} (NaN/inf) for sample(s) {bad}; {cause}"
         )
     return out
 
 
-def check_same_shape(ref: torch.Tensor, other: torch.Tensor, owner: str, what: str) -> None:
+def check_same_shape(ref: torch.Tensor, other: torch.Tensor, what: str) -> None:
     """``other`` (an explainer's new maps) must have the shape of ``ref`` (the maps at x)."""
     if other.shape != ref.shape:
         raise ShapeError(
-            f"{owner}: {what} have shape {tuple(other.shape)}, but the attribution at x has shape "
+            f"{current_caller()}: {what} have shape {tuple(other.shape)}, but the attribution at x has shape "
             f"{tuple(ref.shape)}; they must match element for element."
         )
 
 
 def unpack(
-    attribution: torch.Tensor | Attribution, target: TargetLike, domain: Any, owner: str = "metric"
+    attribution: torch.Tensor | Attribution, target: TargetLike, domain: Any
 ) -> tuple[torch.Tensor, TargetLike, Any]:
     """Values, target and domain from a tensor or an :class:`Attribution`.
 
@@ -401,27 +395,27 @@ def unpack(
             domain = attribution.domain
     else:
         values = attribution
-    return check_values(values, owner), target, domain
+    return check_values(values), target, domain
 
 
-def check_attribution(a: torch.Tensor, x: torch.Tensor, owner: str, name: str = "attribution") -> torch.Tensor:
+def check_attribution(a: torch.Tensor, x: torch.Tensor, name: str = "attribution") -> torch.Tensor:
     """``a`` must have x's ndim and batch and broadcast to x; returned as x's dtype/device."""
     if a.ndim != x.ndim or a.shape[0] != x.shape[0]:
         raise ShapeError(
-            f"{owner}: {name} must have the input's number of dims and batch size, i.e. "
+            f"{current_caller()}: {name} must have the input's number of dims and batch size, i.e. "
             f"broadcastable to {tuple(x.shape)}. Got shape {tuple(a.shape)} instead."
         )
     try:
         torch.broadcast_shapes(a.shape, x.shape)
     except RuntimeError as err:
         raise ShapeError(
-            f"{owner}: {name} of shape {tuple(a.shape)} does not broadcast to the input's shape "
+            f"{current_caller()}: {name} of shape {tuple(a.shape)} does not broadcast to the input's shape "
             f"{tuple(x.shape)}."
         ) from err
     return a.to(device=x.device, dtype=x.dtype)
 
 
-def check_mask_values(mask: Any, owner: str, name: str = "mask") -> torch.Tensor:
+def check_mask_values(mask: Any, name: str = "mask") -> torch.Tensor:
     """A ground-truth mask's values: boolean, or 0/1 in a real dtype (1 = inside).
 
     Raises InputError for a non-tensor, a tensor on the ``meta`` device, NaN/inf or values
@@ -429,51 +423,50 @@ def check_mask_values(mask: Any, owner: str, name: str = "mask") -> torch.Tensor
     complex mask.
     """
     if not isinstance(mask, torch.Tensor):
-        raise InputError(f"{owner} needs a ground-truth {name} tensor. Got {type(mask).__name__} instead.")
+        raise InputError(f"{current_caller()} needs a ground-truth {name} tensor. Got {type(mask).__name__} instead.")
     if mask.is_complex():
-        raise DTypeError(f"{owner} expects the {name} to be boolean or hold 0/1 values. Got dtype {mask.dtype} instead.")
-    _check_data(mask, owner, f"the {name}")
+        raise DTypeError(f"{current_caller()} expects the {name} to be boolean or hold 0/1 values. Got dtype {mask.dtype} instead.")
+    _check_data(mask, f"the {name}")
     if mask.dtype == torch.bool:
         return mask
     if not all_finite(mask):
         n_bad = int((~torch.isfinite(mask)).sum())
-        raise InputError(f"{owner} expects the {name} to be finite. Got {n_bad} NaN/inf value(s) in a {name} of "
+        raise InputError(f"{current_caller()} expects the {name} to be finite. Got {n_bad} NaN/inf value(s) in a {name} of "
                          f"shape {tuple(mask.shape)}.")
     bad = (mask != 0) & (mask != 1)
     if bool(bad.any()):
         raise InputError(
-            f"{owner} expects the {name} to be boolean or hold only 0 and 1 (1 = inside). Got "
+            f"{current_caller()} expects the {name} to be boolean or hold only 0 and 1 (1 = inside). Got "
             f"{int(bad.sum())} other value(s), e.g. {mask[bad][0].item()!r}; threshold a soft mask "
             f"or select a label first ({name} > 0.5, {name} == label)."
         )
     return mask
 
 
-def check_mask(mask: Any, a: torch.Tensor, owner: str) -> torch.Tensor:
+def check_mask(mask: Any, a: torch.Tensor) -> torch.Tensor:
     """A ground-truth mask broadcastable to ``a`` (same ndim), as a bool tensor of a's shape."""
-    mask = check_mask_values(mask, owner)
+    mask = check_mask_values(mask)
     if 0 in mask.shape:
         raise ShapeError(
-            f"{owner} expects the mask to have at least one element along every axis. Got shape "
+            f"{current_caller()} expects the mask to have at least one element along every axis. Got shape "
             f"{tuple(mask.shape)} instead."
         )
     if mask.ndim != a.ndim or mask.shape[0] != a.shape[0]:
         raise ShapeError(
-            f"{owner}: the mask must have the attribution's number of dims and batch size "
+            f"{current_caller()}: the mask must have the attribution's number of dims and batch size "
             f"(broadcastable to {tuple(a.shape)}). Got shape {tuple(mask.shape)} instead."
         )
     try:
         shape = torch.broadcast_shapes(mask.shape, a.shape)
     except RuntimeError as err:
         raise ShapeError(
-            f"{owner}: a mask of shape {tuple(mask.shape)} does not broadcast with attributions "
+            f"{current_caller()}: a mask of shape {tuple(mask.shape)} does not broadcast with attributions "
             f"of shape {tuple(a.shape)}."
         ) from err
     return (mask.to(a.device) != 0).expand(shape)
 
 
 def prepare(
-    owner: str,
     model: Any,
     x: torch.Tensor,
     target: TargetLike,
@@ -485,16 +478,16 @@ def prepare(
     if not callable(model) or isinstance(model, Explainer):
         got = f"the explainer {model!r}" if isinstance(model, Explainer) else type(model).__name__
         raise ParameterError(
-            f"The 'model' parameter of {owner} must be the model, callable (an nn.Module or a "
+            f"The 'model' parameter of {current_caller()} must be the model, callable (an nn.Module or a "
             f"function of a batch). Got {got} instead."
         )
-    x = check_x(x, owner)
+    x = check_x(x)
     lay = Layout.infer(x, layout)
-    score = make_score(model, x, target, batch_size=check_batch_size(batch_size, owner), layout=lay, caller=owner)
+    score = make_score(model, x, target, batch_size=check_batch_size(batch_size), layout=lay)
     return x, lay, score
 
 
-def align(a: torch.Tensor, a_layout: Layout | None, space: torch.Tensor, layout: Layout, owner: str) -> torch.Tensor:
+def align(a: torch.Tensor, a_layout: Layout | None, space: torch.Tensor, layout: Layout) -> torch.Tensor:
     """Attributions with fewer axes than ``space`` (a domain's reduced report, e.g. Fourier bins
     without the re/im axis) get singleton axes where ``layout`` has names they lack."""
     if a.ndim == space.ndim or a_layout is None:
@@ -502,7 +495,7 @@ def align(a: torch.Tensor, a_layout: Layout | None, space: torch.Tensor, layout:
     names = [n for n in layout.names if n in a_layout.names]
     if names != list(a_layout.names):
         raise ShapeError(
-            f"{owner}: attributions with layout {a_layout} cannot be placed in the domain's "
+            f"{current_caller()}: attributions with layout {a_layout} cannot be placed in the domain's "
             f"coefficients {layout}; compute them with InDomain(..., reduce=False)."
         )
     shape = [a.shape[a_layout.names.index(n)] if n in a_layout.names else 1 for n in layout.names]
@@ -510,7 +503,6 @@ def align(a: torch.Tensor, a_layout: Layout | None, space: torch.Tensor, layout:
 
 
 def setup(
-    owner: str,
     model: Any,
     x: torch.Tensor,
     attribution: torch.Tensor | Attribution,
@@ -524,14 +516,14 @@ def setup(
 
     ``space`` is ``x``, or ``domain.forward(x)`` with the score composed through the inverse.
     """
-    a, target, domain = unpack(attribution, target, domain, owner)
+    a, target, domain = unpack(attribution, target, domain)
     a_layout = attribution.layout if isinstance(attribution, Attribution) else None
-    x, lay, score = prepare(owner, model, x, target, batch_size=batch_size, layout=layout)
+    x, lay, score = prepare(model, x, target, batch_size=batch_size, layout=layout)
     space = x
     if domain is not None:
         space, lay, score, d = into(score, x, domain, lay)
         a, a_layout = to_coefficients(a, a_layout, d, space, lay)
-    a = check_attribution(align(a, a_layout, space, lay, owner), space, owner)
+    a = check_attribution(align(a, a_layout, space, lay), space)
     return a, space, lay, score
 
 
@@ -568,7 +560,7 @@ def reduce_channels(a: torch.Tensor, how: str | None) -> torch.Tensor:
     raise ParameterError(f"channel_reduction must be None, 'sum', 'mean', 'max' or 'absmax'. Got {how!r}.")
 
 
-def similarity(a: torch.Tensor, b: torch.Tensor, kind: str | Callable, owner: str = "similarity") -> torch.Tensor:
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: str | Callable) -> torch.Tensor:
     """Per-row similarity of two (B, F) tensors: 'spearman', 'pearson', 'cosine' or a callable.
 
     A callable must return one real floating-point value per row, shape (B,) (ShapeError,
@@ -579,26 +571,26 @@ def similarity(a: torch.Tensor, b: torch.Tensor, kind: str | Callable, owner: st
     exactly by powers of two (:func:`rescaled`).
     """
     if callable(kind):
-        out = call_user(kind, (a, b), owner, "similarity")
+        out = call_user(kind, (a, b), "similarity")
         if not isinstance(out, torch.Tensor):
             raise ParameterError(
-                f"The 'similarity' callable of {owner} must return a tensor of shape ({a.shape[0]},), "
+                f"The 'similarity' callable of {current_caller()} must return a tensor of shape ({a.shape[0]},), "
                 f"one value per sample. Got {type(out).__name__} {out!r} instead."
             )
         if out.shape != (a.shape[0],):
             raise ShapeError(
-                f"The 'similarity' callable of {owner} must return a tensor of shape ({a.shape[0]},), "
+                f"The 'similarity' callable of {current_caller()} must return a tensor of shape ({a.shape[0]},), "
                 f"one value per sample. Got shape {tuple(out.shape)} instead."
             )
         if out.is_complex() or not out.is_floating_point():
             raise DTypeError(
-                f"The 'similarity' callable of {owner} must return real floating-point values. Got "
+                f"The 'similarity' callable of {current_caller()} must return real floating-point values. Got "
                 f"dtype {out.dtype} instead."
             )
         return out
     if kind in ("spearman", "pearson") and a.shape[-1] < 2:
         raise ShapeError(
-            f"{owner}: a {kind} correlation needs at least 2 values per sample. Got "
+            f"{current_caller()}: a {kind} correlation needs at least 2 values per sample. Got "
             f"{a.shape[-1]} (the compared tensors have shape {tuple(a.shape)}); use "
             f"similarity='cosine' or more elements."
         )

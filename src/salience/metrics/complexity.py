@@ -7,11 +7,13 @@ from typing import Any, ClassVar
 import torch
 
 from ..attribution import Attribution
+from ..errors import caller
 from .base import Metric, rescaled, unpack
 
 __all__ = ["sparseness", "complexity", "Sparseness", "Complexity"]
 
 
+@caller("sparseness")
 def sparseness(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     """Gini index of ``|attribution|`` per sample (1: all mass on one element, 0: uniform).
 
@@ -32,7 +34,7 @@ def sparseness(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     Chalasani et al., "Concise Explanations of Neural Networks using Adversarial Training",
     ICML 2020.
     """
-    a, _, _ = unpack(attribution, None, None, "sparseness")
+    a, _, _ = unpack(attribution, None, None)
     # rescaled exactly by a power of two per sample: the index is scale-invariant, and the sums
     # of values near the dtype's maximum cannot overflow
     v = rescaled(a.flatten(1).abs()).sort(dim=1).values
@@ -44,6 +46,7 @@ def sparseness(attribution: torch.Tensor | Attribution) -> torch.Tensor:
                        torch.full_like(total, float("nan")))
 
 
+@caller("complexity")
 def complexity(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     """Entropy (natural log) of the fractional contributions ``|a_i| / sum |a|`` per sample.
 
@@ -53,7 +56,7 @@ def complexity(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     ----------
     Bhatt et al., "Evaluating and Aggregating Feature-based Model Explanations", IJCAI 2020.
     """
-    a, _, _ = unpack(attribution, None, None, "complexity")
+    a, _, _ = unpack(attribution, None, None)
     v = rescaled(a.flatten(1).abs())  # exact, scale-invariant: the sum cannot overflow
     total = v.sum(1, keepdim=True)
     p = v / torch.where(total > 0, total, torch.ones_like(total))

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ParameterError
+from ..errors import ParameterError, caller
 from .base import Metric, check_explainer, run_explainer
 
 __all__ = ["evaluate", "Table"]
@@ -168,6 +168,7 @@ def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
             )
 
 
+@caller("evaluate")
 def evaluate(
     explainers: Mapping[str, Any] | Sequence[Any],
     metrics: Mapping[str, Metric] | Sequence[Metric],
@@ -215,7 +216,7 @@ def evaluate(
     ex = _named(explainers, "explainers")
     ms = _named(metrics, "metrics")
     for name, e in ex:
-        check_explainer(e, "evaluate", f"explainers[{name!r}]")
+        check_explainer(e, f"explainers[{name!r}]")
     for name, m in ms:
         if not isinstance(m, Metric):
             raise ParameterError(f"metrics must be salience Metric objects; {name!r} is {type(m).__name__}.")
@@ -225,7 +226,7 @@ def evaluate(
     for x, y, mask in _batches(data):
         n_batches += 1
         for i, (_, explainer) in enumerate(ex):
-            att = explainer.explain(x, y) if hasattr(explainer, "explain") else run_explainer(explainer, x, y, "evaluate")
+            att = explainer.explain(x, y) if hasattr(explainer, "explain") else run_explainer(explainer, x, y)
             for j, (mname, metric) in enumerate(ms):
                 if metric.requires_mask and mask is None:
                     raise ParameterError(f"{mname} needs ground-truth masks: pass data as (x, y, mask).")

@@ -26,7 +26,7 @@ from .._validation import (
     make_generator,
 )
 from ..attribution import Attribution
-from ..errors import InputError, ParameterError, ShapeError
+from ..errors import InputError, ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout, LayoutLike
 from ..masking import Filler, Substrate, as_substrate
 from ..targets import TargetLike
@@ -85,10 +85,10 @@ class RiseBlur(Substrate):
     MAX_SIZE: ClassVar[int] = 1_000_000
 
     def __init__(self, sigma: float = 5.0, *, size: int = 11) -> None:
-        self.sigma = check_float(sigma, "sigma", "RiseBlur", low=0.0, high=self.MAX_SIGMA, closed="right")
-        self.size = check_int(size, "size", "RiseBlur", low=1, high=self.MAX_SIZE)
+        self.sigma = check_float(sigma, "sigma", low=0.0, high=self.MAX_SIGMA, closed="right")
+        self.size = check_int(size, "size", low=1, high=self.MAX_SIZE)
         if self.size % 2 == 0:
-            raise ParameterError(f"The 'size' parameter of RiseBlur must be odd. Got {size!r} instead.")
+            raise ParameterError(f"The 'size' parameter of {current_caller()} must be odd. Got {size!r} instead.")
 
     def kernel(self) -> torch.Tensor:
         """The 1-D kernel (float64, ``size`` taps) whose outer products give RISE's kernel.
@@ -170,11 +170,10 @@ class NoisyLinearImputation(Substrate):
     def __init__(
         self, noise: float = 0.01, *, generator: torch.Generator | None = None, max_iter: int = 2000, tol: float = 1e-10
     ) -> None:
-        owner = "NoisyLinearImputation"
-        self.noise = check_float(noise, "noise", owner, low=0.0)
-        self.generator = check_generator(generator, owner)
-        self.max_iter = check_int(max_iter, "max_iter", owner, low=1)
-        self.tol = check_float(tol, "tol", owner, low=0.0)
+        self.noise = check_float(noise, "noise", low=0.0)
+        self.generator = check_generator(generator)
+        self.max_iter = check_int(max_iter, "max_iter", low=1)
+        self.tol = check_float(tol, "tol", low=0.0)
 
     @staticmethod
     def _shift(t: torch.Tensor, offset: tuple[int, ...]) -> torch.Tensor:
@@ -260,20 +259,20 @@ class NoisyLinearImputation(Substrate):
 
 
 # ---------------------------------------------------------------------------- deletion / insertion
-def _schedule(n_units: int, step: int | None, steps: int | None, max_fraction: float, owner: str) -> torch.Tensor:
+def _schedule(n_units: int, step: int | None, steps: int | None, max_fraction: float) -> torch.Tensor:
     """Number of units changed at each recorded state (RISE ``step`` or Xplique ``steps``)."""
     if step is not None and steps is not None:
-        raise ParameterError(f"{owner}: pass step=... (RISE) or steps=... (Xplique), not both.")
+        raise ParameterError(f"{current_caller()}: pass step=... (RISE) or steps=... (Xplique), not both.")
     if step is not None:
         # a step of n_units or more changes every unit at once: the same two states
-        step = min(check_int(step, "step", owner, low=1), n_units)
+        step = min(check_int(step, "step", low=1), n_units)
         n_steps = math.ceil(n_units / step)
         return torch.clamp(torch.arange(n_steps + 1) * step, max=n_units)
-    steps = min(100, n_units) if steps is None else check_count(steps, "steps", owner)
+    steps = min(100, n_units) if steps is None else check_count(steps, "steps")
     max_n = int(math.floor(n_units * max_fraction))
     if max_n == 0:
         raise ParameterError(
-            f"The 'max_fraction' parameter of {owner} must change at least one of the {n_units} "
+            f"The 'max_fraction' parameter of {current_caller()} must change at least one of the {n_units} "
             f"attribution units (floor(n_units * max_fraction) >= 1, i.e. max_fraction >= "
             f"{1 / n_units:.3g} here). Got {max_fraction!r}: every state would be the input itself."
         )
@@ -306,20 +305,19 @@ def _curve(
     layout: LayoutLike | None,
     batch_size: int | None,
     progress: bool,
-    owner: str,
 ) -> torch.Tensor:
-    max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
-    progress = check_bool(progress, "progress", owner)
-    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    max_fraction = check_float(max_fraction, "max_fraction", low=0.0, high=1.0, closed="right")
+    progress = check_bool(progress, "progress")
+    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     units = _reduce_channels(a, reduce)
     unit_shape = units.shape[1:]
     ranks = _ranks(units.flatten(1))
     n_units = ranks.shape[1]
     if steps is not None:
-        check_rows(space.shape[0], check_count(steps, "steps", owner) + 1, owner, "steps")
-    counts = _schedule(n_units, step, steps, max_fraction, owner).to(space.device)
+        check_rows(space.shape[0], check_count(steps, "steps") + 1, "steps")
+    counts = _schedule(n_units, step, steps, max_fraction).to(space.device)
     k = counts.shape[0]
-    filler = Filler(space, substrate, lay, owner)
+    filler = Filler(space, substrate, lay, current_caller())
     deletion = mode == "deletion"
     bar = progress_bar(space.shape[0] * k, mode, progress)
 
@@ -380,6 +378,7 @@ _CURVE_DOC = """
 """
 
 
+@caller("deletion_curve")
 def deletion_curve(
     model: Any,
     x: torch.Tensor,
@@ -403,9 +402,10 @@ def deletion_curve(
     """
     return _curve("deletion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
                   substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
-                  batch_size=batch_size, progress=progress, owner="deletion_curve")
+                  batch_size=batch_size, progress=progress)
 
 
+@caller("insertion_curve")
 def insertion_curve(
     model: Any,
     x: torch.Tensor,
@@ -431,7 +431,7 @@ def insertion_curve(
         substrate = 0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
     return _curve("insertion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
                   substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
-                  batch_size=batch_size, progress=progress, owner="insertion_curve")
+                  batch_size=batch_size, progress=progress)
 
 
 deletion_curve.__doc__ = (deletion_curve.__doc__ or "") + _CURVE_DOC + """
@@ -447,6 +447,7 @@ insertion_curve.__doc__ = (insertion_curve.__doc__ or "") + _CURVE_DOC + """
 """
 
 
+@caller("auc")
 def auc(curve: torch.Tensor) -> torch.Tensor:
     """Area under curves sampled at equally spaced points of [0, 1] (trapezoid rule).
 
@@ -480,20 +481,21 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
             "auc expects curve to be a torch.Tensor of shape (..., K), e.g. the output of "
             f"deletion_curve. Got {type(curve).__name__} instead."
         )
-    curve = check_values(curve, "auc", "curve", min_ndim=1)
+    curve = check_values(curve, "curve", min_ndim=1)
     if curve.shape[-1] < 2:
         raise ShapeError(f"auc needs at least 2 points per curve. Got shape {tuple(curve.shape)}.")
     area = (curve.sum(-1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (curve.shape[-1] - 1)
-    return check_finite_result(area, "auc", "the curve's values are too large for a sum in this dtype.")
+    return check_finite_result(area, "the curve's values are too large for a sum in this dtype.")
 
 
 # ---------------------------------------------------------------------------- faithfulness correlation
-def _check_similarity(similarity: Any, owner: str) -> str | Callable:
+def _check_similarity(similarity: Any) -> str | Callable:
     if callable(similarity):
         return similarity
-    return check_option(similarity, "similarity", owner, ("pearson", "spearman"))
+    return check_option(similarity, "similarity", options=("pearson", "spearman"))
 
 
+@caller("faithfulness_correlation")
 def faithfulness_correlation(
     model: Any,
     x: torch.Tensor,
@@ -547,38 +549,36 @@ def faithfulness_correlation(
     ----------
     Bhatt et al., "Evaluating and Aggregating Feature-based Model Explanations", IJCAI 2020.
     """
-
-    owner = "faithfulness_correlation"
-    n_runs = check_count(n_runs, "n_runs", owner, low=2)
-    similarity = _check_similarity(similarity, owner)
-    progress = check_bool(progress, "progress", owner)
-    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    n_runs = check_count(n_runs, "n_runs", low=2)
+    similarity = _check_similarity(similarity)
+    progress = check_bool(progress, "progress")
+    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     flat = a.flatten(1)
     n_units = flat.shape[1]
-    subset_size = check_int(subset_size, "subset_size", owner, low=1)
+    subset_size = check_int(subset_size, "subset_size", low=1)
     if n_units < 2:
         raise ShapeError(
-            f"{owner} needs at least 2 attribution units per sample (random subsets of one unit "
+            f"{current_caller()} needs at least 2 attribution units per sample (random subsets of one unit "
             f"all have the same sum). Got attributions of shape {tuple(a.shape)}."
         )
     if subset_size >= n_units:
         raise ParameterError(
-            f"The 'subset_size' parameter of {owner} (default 224, Quantus' default for images) "
+            f"The 'subset_size' parameter of {current_caller()} (default 224, Quantus' default for images) "
             f"must be smaller than the number of attribution units, {n_units} here (shape "
             f"{tuple(a.shape[1:])}): a subset of all units has the same sum on every run. Got "
             f"{subset_size}; pass a smaller subset_size, e.g. subset_size={max(1, n_units // 4)}."
         )
     gen = make_generator(generator)
     b = space.shape[0]
-    check_rows(b, n_runs, owner, "n_runs")
+    check_rows(b, n_runs, "n_runs")
     if isinstance(similarity, str):
         # the correlations are invariant to each sample's scale: rescaled exactly by a power of
         # two, sums of values near the dtype's maximum cannot overflow
         flat = rescaled(flat)
     sums = torch.empty(b * n_runs, dtype=flat.dtype, device=space.device)
-    filler = Filler(space, substrate, lay, owner)
+    filler = Filler(space, substrate, lay, current_caller())
     unit_shape = a.shape[1:]
-    bar = progress_bar(b * n_runs, owner, progress)
+    bar = progress_bar(b * n_runs, current_caller(), progress)
 
     def make(start: int, stop: int) -> torch.Tensor:
         """Rows ``start..stop``: their subsets are drawn here, in row order (bounded memory)."""
@@ -593,19 +593,20 @@ def faithfulness_correlation(
 
     with bar:
         drops = score.input_values()[:, None] - score.values(make, n=n_runs)
-    return _similarity(sums.reshape(b, n_runs), drops, similarity, owner)
+    return _similarity(sums.reshape(b, n_runs), drops, similarity)
 
 
 # ---------------------------------------------------------------------------- infidelity
-def _check_perturbation(perturbation: Any, owner: str) -> Any:
+def _check_perturbation(perturbation: Any) -> Any:
     if perturbation is None or callable(perturbation) or isinstance(perturbation, torch.Tensor):
         return perturbation
     raise ParameterError(
-        f"The 'perturbation' parameter of {owner} must be None, a callable (x, k, generator) -> "
+        f"The 'perturbation' parameter of {current_caller()} must be None, a callable (x, k, generator) -> "
         f"perturbations or a tensor (B, n_perturbations, *S). Got {type(perturbation).__name__} instead."
     )
 
 
+@caller("infidelity")
 def infidelity(
     model: Any,
     x: torch.Tensor,
@@ -665,24 +666,22 @@ def infidelity(
     ----------
     Yeh et al., "On the (In)fidelity and Sensitivity of Explanations", NeurIPS 2019.
     """
-
-    owner = "infidelity"
-    n = check_count(n_perturbations, "n_perturbations", owner)
-    std = check_float(std, "std", owner, low=0.0)
-    perturbation = _check_perturbation(perturbation, owner)
-    normalize = check_bool(normalize, "normalize", owner)
-    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    n = check_count(n_perturbations, "n_perturbations")
+    std = check_float(std, "std", low=0.0)
+    perturbation = _check_perturbation(perturbation)
+    normalize = check_bool(normalize, "normalize")
+    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
     gen = make_generator(generator)
     b, shape = space.shape[0], tuple(space.shape[1:])
-    check_rows(b, n, owner, "n_perturbations")
+    check_rows(b, n, "n_perturbations")
     given: torch.Tensor | None = None
     if isinstance(perturbation, torch.Tensor):
         if tuple(perturbation.shape) != (b, n, *shape):
             raise ShapeError(
-                f"{owner}: a perturbation tensor must have shape {(b, n, *shape)} (B, n_perturbations, *S). "
+                f"{current_caller()}: a perturbation tensor must have shape {(b, n, *shape)} (B, n_perturbations, *S). "
                 f"Got {tuple(perturbation.shape)} instead."
             )
-        given = check_values(perturbation, owner, "the perturbation tensor").reshape(b * n, *shape)
+        given = check_values(perturbation, "the perturbation tensor").reshape(b * n, *shape)
     dots = torch.empty(b * n, dtype=space.dtype, device=space.device)
     perturb = None if isinstance(perturbation, torch.Tensor) else perturbation  # the callable, if any
 
@@ -698,14 +697,14 @@ def infidelity(
         pieces = []
         for s0 in range(start // n, (stop - 1) // n + 1):  # per sample, the rows of this chunk
             lo, hi = max(start, s0 * n), min(stop, (s0 + 1) * n)
-            p = call_user(perturb, (space[s0 : s0 + 1], hi - lo, gen), owner, "perturbation")
+            p = call_user(perturb, (space[s0 : s0 + 1], hi - lo, gen), "perturbation")
             if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, hi - lo, *shape):
                 got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
                 raise ShapeError(
-                    f"{owner}: perturbation(x, k, generator) must return a tensor of shape (len(x), k, *S) = "
+                    f"{current_caller()}: perturbation(x, k, generator) must return a tensor of shape (len(x), k, *S) = "
                     f"{(1, hi - lo, *shape)}. Got {got} instead."
                 )
-            pieces.append(check_values(p, owner, "perturbation(x, k, generator)")[0].to(device=space.device, dtype=space.dtype))
+            pieces.append(check_values(p, "perturbation(x, k, generator)")[0].to(device=space.device, dtype=space.dtype))
         return torch.cat(pieces)
 
     def make(start: int, stop: int) -> torch.Tensor:
@@ -723,7 +722,7 @@ def infidelity(
         beta = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
         dots = beta * dots
     return check_finite_result(
-        (dots - diffs).square().mean(1), owner,
+        (dots - diffs).square().mean(1),
         "the attribution or the perturbations are too large for the squared errors in this dtype.",
     )
 
@@ -754,17 +753,17 @@ class Deletion(_Perturbation):
         batch_size: int | None = None,
         progress: bool = True,
     ) -> None:
-        owner = type(self).__name__
         if step is not None and steps is not None:
-            raise ParameterError(f"{owner}: pass step=... (RISE) or steps=... (Xplique), not both.")
-        self.step = None if step is None else check_int(step, "step", owner, low=1)
-        self.steps = None if steps is None else check_count(steps, "steps", owner)
-        self.max_fraction = check_float(max_fraction, "max_fraction", owner, low=0.0, high=1.0, closed="right")
+            raise ParameterError(f"{current_caller()}: pass step=... (RISE) or steps=... (Xplique), not both.")
+        self.step = None if step is None else check_int(step, "step", low=1)
+        self.steps = None if steps is None else check_count(steps, "steps")
+        self.max_fraction = check_float(max_fraction, "max_fraction", low=0.0, high=1.0, closed="right")
         # None: the insertion default (RiseBlur in input space, zero coefficients in a domain)
-        self.substrate = None if substrate is None else as_substrate(substrate, owner)
-        self.channel_reduction = check_option(channel_reduction, "channel_reduction", owner, (None, "sum", "mean", "max", "absmax"))
-        self.batch_size = check_batch_size(batch_size, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.substrate = None if substrate is None else as_substrate(substrate, current_caller())
+        self.channel_reduction = check_option(channel_reduction, "channel_reduction",
+                                              options=(None, "sum", "mean", "max", "absmax"))
+        self.batch_size = check_batch_size(batch_size)
+        self.progress = check_bool(progress, "progress")
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
@@ -805,14 +804,13 @@ class FaithfulnessCorrelation(_Perturbation):
     def __init__(self, *, n_runs: int = 100, subset_size: int = 224, substrate: Any = 0.0,
                  similarity: str | Callable = "pearson", generator: torch.Generator | None = None,
                  batch_size: int | None = None, progress: bool = True) -> None:
-        owner = type(self).__name__
-        self.n_runs = check_count(n_runs, "n_runs", owner, low=2)
-        self.subset_size = check_int(subset_size, "subset_size", owner, low=1)
-        self.substrate = as_substrate(substrate, owner)
-        self.similarity = _check_similarity(similarity, owner)
-        self.generator = check_generator(generator, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.n_runs = check_count(n_runs, "n_runs", low=2)
+        self.subset_size = check_int(subset_size, "subset_size", low=1)
+        self.substrate = as_substrate(substrate, current_caller())
+        self.similarity = _check_similarity(similarity)
+        self.generator = check_generator(generator)
+        self.batch_size = check_batch_size(batch_size)
+        self.progress = check_bool(progress, "progress")
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
@@ -831,13 +829,12 @@ class Infidelity(_Perturbation):
     def __init__(self, *, n_perturbations: int = 10, std: float = 0.1, perturbation: Any = None,
                  normalize: bool = False, generator: torch.Generator | None = None,
                  batch_size: int | None = None) -> None:
-        owner = type(self).__name__
-        self.n_perturbations = check_count(n_perturbations, "n_perturbations", owner)
-        self.std = check_float(std, "std", owner, low=0.0)
-        self.perturbation = _check_perturbation(perturbation, owner)
-        self.normalize = check_bool(normalize, "normalize", owner)
-        self.generator = check_generator(generator, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.n_perturbations = check_count(n_perturbations, "n_perturbations")
+        self.std = check_float(std, "std", low=0.0)
+        self.perturbation = _check_perturbation(perturbation)
+        self.normalize = check_bool(normalize, "normalize")
+        self.generator = check_generator(generator)
+        self.batch_size = check_batch_size(batch_size)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .._validation import (
 )
 from ..attribution import Attribution
 from ..engine import make_score
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout, LayoutLike
 from ..targets import Output
 from .base import check_mask_values, check_values, rescaled
@@ -34,25 +34,24 @@ from .localisation import _Localisation
 
 __all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game", "GridPointingGame"]
 
-_OWNER = "make_grid"
 #: torch's name of linear interpolation for 1, 2 and 3 interpolated axes
 _LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 #: a total positive mass at or below this scores 0 (Rao et al.)
 EPS = 1e-7
 
 
-def _int_tensor(value: Any, name: str, owner: str, expected: str) -> torch.Tensor:
+def _int_tensor(value: Any, name: str, expected: str) -> torch.Tensor:
     """``value`` (a sequence or tensor of ints) as a LongTensor, or ParameterError."""
     try:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must hold {expected} (int64 values). Got {value!r} "
+            f"The {name!r} parameter of {current_caller()} must hold {expected} (int64 values). Got {value!r} "
             f"instead ({err})."
         ) from err
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.device.type == "meta":
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must hold {expected}. Got a tensor of dtype "
+            f"The {name!r} parameter of {current_caller()} must hold {expected}. Got a tensor of dtype "
             f"{t.dtype} on {t.device.type} instead."
         )
     return t.long()
@@ -134,17 +133,17 @@ def _confident(
     keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for model in models:
         if not callable(model):
-            raise ParameterError(f"The 'model' parameter of {_OWNER} must be callable. Got {type(model).__name__}.")
+            raise ParameterError(f"The 'model' parameter of {current_caller()} must be callable. Got {type(model).__name__}.")
         # only the raw outputs are read: Output() binds without a model call
-        out = make_score(model, x, Output(), batch_size=batch_size, layout=layout, caller=_OWNER).reference_output()
+        out = make_score(model, x, Output(), batch_size=batch_size, layout=layout).reference_output()
         if out.ndim != 2 or out.shape[1] < 2:
             raise ShapeError(
-                f"{_OWNER}: the confidence filter needs classifier outputs (N, K) with K >= 2; got "
+                f"{current_caller()}: the confidence filter needs classifier outputs (N, K) with K >= 2; got "
                 f"shape {tuple(out.shape)}."
             )
         if int(labels.max()) >= out.shape[1]:
             raise ParameterError(
-                f"{_OWNER}: label {int(labels.max())} is out of range for a model with {out.shape[1]} outputs."
+                f"{current_caller()}: label {int(labels.max())} is out of range for a model with {out.shape[1]} outputs."
             )
         p = torch.softmax(out.to(torch.promote_types(out.dtype, torch.float32)), dim=1)
         conf = p.gather(1, labels[:, None].to(p.device))[:, 0]
@@ -175,6 +174,7 @@ def _group(order: list[int], labels: list[int], n: int, distinct: bool) -> list[
     return done
 
 
+@caller("make_grid")
 def make_grid(
     x: torch.Tensor,
     labels: Any,
@@ -247,14 +247,14 @@ def make_grid(
     >>> grid.inputs.shape, grid.labels.tolist(), grid.masks.shape
     (torch.Size([2, 2, 400]), [[0, 1, 2, 3], [0, 1, 2, 3]], torch.Size([4, 400]))
     """
-    x = check_input(x, _OWNER)
+    x = check_input(x)
     lay = Layout.infer(x, layout)
     if lay.names[1] != "c":
-        raise ShapeError(f"{_OWNER} needs a channels-first layout 'b c ...'. Got {lay}.")
-    lab = _int_tensor(labels, "labels", _OWNER, f"one integer class per input, shape ({x.shape[0]},)")
+        raise ShapeError(f"{current_caller()} needs a channels-first layout 'b c ...'. Got {lay}.")
+    lab = _int_tensor(labels, "labels", f"one integer class per input, shape ({x.shape[0]},)")
     if lab.shape != (x.shape[0],):
         raise ParameterError(
-            f"The 'labels' parameter of {_OWNER} must hold one integer class per input, shape "
+            f"The 'labels' parameter of {current_caller()} must hold one integer class per input, shape "
             f"({x.shape[0]},). Got {tuple(lab.shape)} of dtype {lab.dtype} instead."
         )
     if axes is None:
@@ -262,45 +262,45 @@ def make_grid(
     axes = tuple(axes)
     pos = lay.axes(*axes)
     if "b" in axes or "c" in axes or len(set(axes)) != len(axes):
-        raise ParameterError(f"The 'axes' parameter of {_OWNER} must name distinct spatial axes of {lay}. Got {axes}.")
+        raise ParameterError(f"The 'axes' parameter of {current_caller()} must name distinct spatial axes of {lay}. Got {axes}.")
     if cells is None:
         cells = (2, 2) if len(axes) == 2 else (4,) * len(axes)
     elif isinstance(cells, int) and not isinstance(cells, bool):
         cells = (cells,) * len(axes)
     elif isinstance(cells, (str, bytes, bool)) or not hasattr(cells, "__iter__") or getattr(cells, "ndim", 1) == 0:
         raise ParameterError(
-            f"The 'cells' parameter of {_OWNER} must be None, an int or a sequence of ints (cells "
+            f"The 'cells' parameter of {current_caller()} must be None, an int or a sequence of ints (cells "
             f"per grid axis {axes}). Got {cells!r} instead."
         )
-    cells = tuple(check_int(c, "cells", _OWNER, low=1) for c in cells)
+    cells = tuple(check_int(c, "cells", low=1) for c in cells)
     if len(cells) != len(axes):
         raise ParameterError(
-            f"The 'cells' parameter of {_OWNER} needs one count per grid axis {axes}. Got {cells}."
+            f"The 'cells' parameter of {current_caller()} needs one count per grid axis {axes}. Got {cells}."
         )
     if resize is None:
         resize = set(axes) >= {"h", "w"}
-    resize = check_bool(resize, "resize", _OWNER)
-    mode = check_option(mode, "mode", _OWNER, ("area", "nearest", "linear"))
-    distinct = check_bool(distinct, "distinct", _OWNER)
-    batch_size = check_batch_size(batch_size, _OWNER)
+    resize = check_bool(resize, "resize")
+    mode = check_option(mode, "mode", options=("area", "nearest", "linear"))
+    distinct = check_bool(distinct, "distinct")
+    batch_size = check_batch_size(batch_size)
     if (model is None) != (min_confidence is None):
-        raise ParameterError(f"{_OWNER}: the confidence filter needs both model=... and min_confidence=... .")
+        raise ParameterError(f"{current_caller()}: the confidence filter needs both model=... and min_confidence=... .")
 
     keep = torch.ones(x.shape[0], dtype=torch.bool)
     if min_confidence is not None:
-        thr = check_float(min_confidence, "min_confidence", _OWNER, low=0.0, high=1.0)
+        thr = check_float(min_confidence, "min_confidence", low=0.0, high=1.0)
         models = list(model) if isinstance(model, (list, tuple)) else [model]
         keep = _confident(x.detach(), lab.to(x.device), models, thr, lay, batch_size).cpu()
     order = torch.arange(x.shape[0])
     if generator is not None:
-        check_generator(generator, _OWNER)
+        check_generator(generator)
         order = order[torch.randperm(x.shape[0], generator=generator, device=generator.device).cpu()]
     order_list = [int(i) for i in order.tolist() if keep[i]]
     n_cells = math.prod(cells)
     groups = _group(order_list, lab.tolist(), n_cells, distinct)
     if not groups:
         raise ShapeError(
-            f"{_OWNER}: {len(order_list)} usable inputs (of {x.shape[0]}) do not fill one grid of "
+            f"{current_caller()}: {len(order_list)} usable inputs (of {x.shape[0]}) do not fill one grid of "
             f"{n_cells} cells{' with different classes' if distinct else ''}."
         )
 
@@ -311,7 +311,7 @@ def make_grid(
         length = x.shape[p]
         if resize:
             if length < n:
-                raise ShapeError(f"{_OWNER}: axis {lay.names[p]!r} of size {length} cannot hold {n} cells.")
+                raise ShapeError(f"{current_caller()}: axis {lay.names[p]!r} of size {length} cannot hold {n} cells.")
             bounds.append(_edges(length, n))
         else:
             bounds.append([i * length for i in range(n + 1)])
@@ -331,7 +331,7 @@ def make_grid(
         if size != spatial:
             kw = {"mode": _LINEAR[len(spatial)], "align_corners": False} if mode == "linear" else {"mode": mode}
             if mode == "linear" and len(spatial) not in _LINEAR:
-                raise ParameterError(f"{_OWNER}: mode='linear' supports 1 to 3 spatial axes.")
+                raise ParameterError(f"{current_caller()}: mode='linear' supports 1 to 3 spatial axes.")
             part = F.interpolate(part, size=size, **kw)
         # (index tuples built first: mypy reads a starred subscript as 3.11-only syntax)
         into_composite = (slice(None), slice(None), *region)
@@ -349,6 +349,7 @@ def make_grid(
     )
 
 
+@caller("grid_pointing_game")
 def grid_pointing_game(
     attributions: torch.Tensor | Attribution,
     grid: Grid | torch.Tensor,
@@ -388,53 +389,52 @@ def grid_pointing_game(
     Tensor of shape (M,)
         Scores in [0, 1].
     """
-    owner = "grid_pointing_game"
     if isinstance(attributions, Attribution):
         if attributions.domain is not None:
-            raise ShapeError(f"{owner} needs input-space attributions; got attributions in {attributions.domain!r}.")
+            raise ShapeError(f"{current_caller()} needs input-space attributions; got attributions in {attributions.domain!r}.")
         attributions = attributions.values
     if not isinstance(attributions, torch.Tensor) or attributions.ndim < 3:
-        raise ShapeError(f"{owner}: attributions must be a tensor (M, C, *S). Got {type(attributions).__name__}.")
-    attributions = check_values(attributions, owner, "attributions", min_ndim=3)
+        raise ShapeError(f"{current_caller()}: attributions must be a tensor (M, C, *S). Got {type(attributions).__name__}.")
+    attributions = check_values(attributions, "attributions", min_ndim=3)
     masks = grid.masks if isinstance(grid, Grid) else grid
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
         got = f"a tensor of dtype {masks.dtype}" if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise ParameterError(
-            f"The 'grid' parameter of {owner} must be a Grid or a boolean mask tensor (n_cells, *S). "
+            f"The 'grid' parameter of {current_caller()} must be a Grid or a boolean mask tensor (n_cells, *S). "
             f"Got {got} instead."
         )
-    check_mask_values(masks, owner, "cell masks")  # data on a real device
+    check_mask_values(masks, "cell masks")  # data on a real device
     if masks.ndim < 2 or 0 in masks.shape:
         raise ShapeError(
-            f"{owner}: the cell masks must have shape (n_cells, *S) with at least one cell and one "
+            f"{current_caller()}: the cell masks must have shape (n_cells, *S) with at least one cell and one "
             f"element along every axis. Got shape {tuple(masks.shape)} instead."
         )
-    reduce = check_option(reduce, "reduce", owner, ("sum", "positive", "abs"))
+    reduce = check_option(reduce, "reduce", options=("sum", "positive", "abs"))
     a = attributions
     m = a.shape[0]
     n_cells = masks.shape[0]
     if cells is None:
         if m % n_cells:
             raise ShapeError(
-                f"{owner}: {m} maps for {n_cells} cells; pass cells=... (the cell of each map)."
+                f"{current_caller()}: {m} maps for {n_cells} cells; pass cells=... (the cell of each map)."
             )
         cells_t = torch.arange(n_cells).repeat(m // n_cells)
     else:
         expected = f"one cell index in [0, {n_cells}) per map, shape ({m},)"
-        cells_t = _int_tensor(cells, "cells", owner, expected).reshape(-1)
+        cells_t = _int_tensor(cells, "cells", expected).reshape(-1)
         if cells_t.shape != (m,):
             raise ParameterError(
-                f"The 'cells' parameter of {owner} must hold {expected}. Got {cells_t.numel()} indices instead."
+                f"The 'cells' parameter of {current_caller()} must hold {expected}. Got {cells_t.numel()} indices instead."
             )
         outside = (cells_t < 0) | (cells_t >= n_cells)
         if bool(outside.any()):
             raise ParameterError(
-                f"The 'cells' parameter of {owner} must hold {expected}. Got {int(outside.sum())} index(es) "
+                f"The 'cells' parameter of {current_caller()} must hold {expected}. Got {int(outside.sum())} index(es) "
                 f"outside, e.g. {int(cells_t[outside][0])}."
             )
     if a.ndim - 2 != masks.ndim - 1:
         raise ShapeError(
-            f"{owner}: maps of shape {tuple(a.shape)} do not match cell masks of shape {tuple(masks.shape)}."
+            f"{current_caller()}: maps of shape {tuple(a.shape)} do not match cell masks of shape {tuple(masks.shape)}."
         )
     a = a.to(torch.promote_types(a.dtype, torch.float32))
     if reduce == "sum":
@@ -446,7 +446,7 @@ def grid_pointing_game(
     size = tuple(masks.shape[1:])
     if tuple(a.shape[2:]) != size:
         if len(size) not in _LINEAR:
-            raise ShapeError(f"{owner}: cannot upsample maps with {len(size)} spatial axes.")
+            raise ShapeError(f"{current_caller()}: cannot upsample maps with {len(size)} spatial axes.")
         a = F.interpolate(a, size=size, mode=_LINEAR[len(size)], align_corners=False)
     pos = a[:, 0].clamp(min=0)
     total = pos.flatten(1).sum(1)  # compared with EPS in the maps' own units (may reach inf)
@@ -483,29 +483,33 @@ class GridPointingGame(_Localisation):
     higher_is_better: ClassVar[bool | None] = True
 
     def __init__(self, *, reduce: str = "sum") -> None:
-        self.reduce = check_option(reduce, "reduce", "GridPointingGame", ("sum", "positive", "abs"))
+        self.reduce = check_option(reduce, "reduce", options=("sum", "positive", "abs"))
 
     def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:
-        owner = "GridPointingGame"
+        with caller(self.name):
+            mask, cells = self._cells(attribution, mask)
+        return grid_pointing_game(attribution, mask != 0, cells, reduce=self.reduce)
+
+    def _cells(self, attribution: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cell masks (M, *S), checked against the maps, and each map's cell index."""
         if not isinstance(mask, torch.Tensor):
             raise ParameterError(
-                f"The 'mask' parameter of {owner} must be a tensor of cell masks (M, *S) or (M, 1, *S). "
+                f"The 'mask' parameter of {current_caller()} must be a tensor of cell masks (M, *S) or (M, 1, *S). "
                 f"Got {type(mask).__name__} instead."
             )
-        mask = check_mask_values(mask, owner)
+        mask = check_mask_values(mask)
         values = attribution.values if isinstance(attribution, Attribution) else attribution
-        values = check_values(values, owner, "attributions", min_ndim=3)
+        values = check_values(values, "attributions", min_ndim=3)
         if isinstance(values, torch.Tensor) and mask.ndim == values.ndim and mask.ndim >= 3:
             if mask.shape[1] != 1:
                 raise ShapeError(
-                    f"{owner}: a mask with the maps' number of dims must have one channel, shape (M, 1, *S). "
+                    f"{current_caller()}: a mask with the maps' number of dims must have one channel, shape (M, 1, *S). "
                     f"Got {tuple(mask.shape)} instead."
                 )
             mask = mask[:, 0]
         if isinstance(values, torch.Tensor) and mask.shape[0] != values.shape[0]:
             raise ShapeError(
-                f"{owner}: one cell mask per map is needed, shape ({values.shape[0]}, *S). "
+                f"{current_caller()}: one cell mask per map is needed, shape ({values.shape[0]}, *S). "
                 f"Got {tuple(mask.shape)} instead."
             )
-        cells = torch.arange(mask.shape[0])
-        return grid_pointing_game(attribution, mask != 0, cells, reduce=self.reduce)
+        return mask, torch.arange(mask.shape[0])

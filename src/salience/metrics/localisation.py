@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .._validation import check_bool, check_float
 from ..attribution import Attribution
-from ..errors import ParameterError
+from ..errors import ParameterError, caller
 from .base import Metric, check_mask, rescaled, unpack
 
 __all__ = [
@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 
-def _prep(attribution: Any, mask: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
-    a, _, _ = unpack(attribution, None, None, owner)
-    m = check_mask(mask, a, owner)
+def _prep(attribution: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    a, _, _ = unpack(attribution, None, None)
+    m = check_mask(mask, a)
     a = a.expand(m.shape)
     return a, m
 
@@ -66,6 +66,7 @@ def _dilate(m: torch.Tensor, tolerance: float) -> torch.Tensor:
     return (out > 0.5).reshape(m.shape)
 
 
+@caller("pointing_game")
 def pointing_game(
     attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, tolerance: float = 0.0
 ) -> torch.Tensor:
@@ -93,8 +94,8 @@ def pointing_game(
     ----------
     Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016.
     """
-    tolerance = check_float(tolerance, "tolerance", "pointing_game", low=0.0)
-    a, m = _prep(attribution, mask, "pointing_game")
+    tolerance = check_float(tolerance, "tolerance", low=0.0)
+    a, m = _prep(attribution, mask)
     flat = a.flatten(1)
     is_max = (flat == flat.amax(1, keepdim=True)).reshape(a.shape)
     region = _dilate(m, tolerance) if tolerance > 0 else m
@@ -102,6 +103,7 @@ def pointing_game(
     return _nan_if_empty(hit, m)
 
 
+@caller("energy_pointing_game")
 def energy_pointing_game(attribution: torch.Tensor | Attribution, mask: torch.Tensor) -> torch.Tensor:
     """Energy-based pointing game: share of the positive attribution inside the mask.
 
@@ -112,7 +114,7 @@ def energy_pointing_game(attribution: torch.Tensor | Attribution, mask: torch.Te
     ----------
     Wang et al., "Score-CAM: Score-Weighted Visual Explanations for CNNs", CVPRW 2020.
     """
-    a, m = _prep(attribution, mask, "energy_pointing_game")
+    a, m = _prep(attribution, mask)
     pos = rescaled(a.clamp_min(0).flatten(1))  # exact: a ratio, and its sums cannot overflow
     total = pos.sum(1)
     inside = (pos * m.flatten(1)).sum(1)
@@ -120,6 +122,7 @@ def energy_pointing_game(attribution: torch.Tensor | Attribution, mask: torch.Te
     return _nan_if_empty(value, m)
 
 
+@caller("relevance_mass")
 def relevance_mass(
     attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, positive: bool = False
 ) -> torch.Tensor:
@@ -150,8 +153,8 @@ def relevance_mass(
     Arras et al., "CLEVR-XAI: A benchmark dataset for the ground truth evaluation of neural
     network explanations", Information Fusion 2022.
     """
-    positive = check_bool(positive, "positive", "relevance_mass")
-    a, m = _prep(attribution, mask, "relevance_mass")
+    positive = check_bool(positive, "positive")
+    a, m = _prep(attribution, mask)
     if positive:
         a = a.clamp_min(0)
     flat = rescaled(a.flatten(1))  # exact: a ratio, and its sums cannot overflow
@@ -163,6 +166,7 @@ def relevance_mass(
     return _nan_if_empty(value, m)
 
 
+@caller("relevance_rank_accuracy")
 def relevance_rank_accuracy(attribution: torch.Tensor | Attribution, mask: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy: fraction of the K highest attributions inside the mask, K = |mask|.
 
@@ -172,7 +176,7 @@ def relevance_rank_accuracy(attribution: torch.Tensor | Attribution, mask: torch
     ----------
     Arras et al., Information Fusion 2022.
     """
-    a, m = _prep(attribution, mask, "relevance_rank_accuracy")
+    a, m = _prep(attribution, mask)
     flat, mf = a.flatten(1), m.flatten(1)
     k = mf.sum(1)
     order = torch.sort(flat, dim=1, descending=True, stable=True).indices
@@ -182,6 +186,7 @@ def relevance_rank_accuracy(attribution: torch.Tensor | Attribution, mask: torch
     return _nan_if_empty(value, m)
 
 
+@caller("top_q_iou")
 def top_q_iou(attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, q: float = 0.1) -> torch.Tensor:
     """IoU between the top-``q`` fraction of the attribution and the mask (a box or a segmentation).
 
@@ -192,8 +197,8 @@ def top_q_iou(attribution: torch.Tensor | Attribution, mask: torch.Tensor, *, q:
     ----------
     q : float in (0, 1], default 0.1
     """
-    q = check_float(q, "q", "top_q_iou", low=0.0, high=1.0, closed="right")
-    a, m = _prep(attribution, mask, "top_q_iou")
+    q = check_float(q, "q", low=0.0, high=1.0, closed="right")
+    a, m = _prep(attribution, mask)
     flat, mf = a.flatten(1), m.flatten(1)
     n = flat.shape[1]
     k = max(1, int(round(q * n)))
@@ -221,7 +226,7 @@ class PointingGame(_Localisation):
     """:func:`pointing_game` as a metric class (``tolerance`` in samples/pixels)."""
 
     def __init__(self, *, tolerance: float = 0.0) -> None:
-        self.tolerance = check_float(tolerance, "tolerance", "PointingGame", low=0.0)
+        self.tolerance = check_float(tolerance, "tolerance", low=0.0)
 
     def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:
         return pointing_game(attribution, mask, tolerance=self.tolerance)
@@ -238,7 +243,7 @@ class RelevanceMass(_Localisation):
     """:func:`relevance_mass` as a metric class."""
 
     def __init__(self, *, positive: bool = False) -> None:
-        self.positive = check_bool(positive, "positive", "RelevanceMass")
+        self.positive = check_bool(positive, "positive")
 
     def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:
         return relevance_mass(attribution, mask, positive=self.positive)
@@ -255,7 +260,7 @@ class TopQIoU(_Localisation):
     """:func:`top_q_iou` as a metric class."""
 
     def __init__(self, *, q: float = 0.1) -> None:
-        self.q = check_float(q, "q", "TopQIoU", low=0.0, high=1.0, closed="right")
+        self.q = check_float(q, "q", low=0.0, high=1.0, closed="right")
 
     def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:
         return top_q_iou(attribution, mask, q=self.q)

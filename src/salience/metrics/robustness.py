@@ -14,7 +14,7 @@ from .._validation import check_bool, check_float, check_generator, make_generat
 from ..attribution import Attribution
 from ..engine import Explainer, default_batch_size, make_score
 from ..engine.explainer import as_parts
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout
 from ..targets import Target, TargetLike
 from .base import (
@@ -32,7 +32,7 @@ from .base import (
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
 
 
-def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike, owner: str = "metric") -> tuple[torch.Tensor, Any]:
+def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[torch.Tensor, Any]:
     """Run an Explainer (or a callable ``(x, target) -> Tensor | Attribution``); values and the
     explained target (per-sample class indices where recorded, else ``target``).
 
@@ -40,20 +40,20 @@ def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike, owner: str
     one map per row of ``x``); an exception raised by a plain callable becomes a
     :class:`~salience.errors.ModelCallError`.
     """
-    check_explainer(explainer, owner)
-    out = run_explainer(explainer, x, target, owner)
+    check_explainer(explainer)
+    out = run_explainer(explainer, x, target)
     if isinstance(out, Attribution):
         values, explained = out.values, out.target
     elif isinstance(out, torch.Tensor):
         values, explained = out, target
     else:
         raise ParameterError(
-            f"{owner}: the explainer returned {type(out).__name__}; expected a Tensor or an Attribution."
+            f"{current_caller()}: the explainer returned {type(out).__name__}; expected a Tensor or an Attribution."
         )
-    values = check_values(values, owner, "the explainer's attribution")
+    values = check_values(values, "the explainer's attribution")
     if values.shape[0] != x.shape[0]:
         raise ShapeError(
-            f"{owner}: the explainer returned {values.shape[0]} maps (shape {tuple(values.shape)}) for "
+            f"{current_caller()}: the explainer returned {values.shape[0]} maps (shape {tuple(values.shape)}) for "
             f"{x.shape[0]} inputs; expected one per input."
         )
     return values, explained
@@ -107,7 +107,7 @@ def repeat_target(target: TargetLike, samples: torch.Tensor, n_samples: int) -> 
 
 
 def reexplainer(
-    explainer: Any, x: torch.Tensor, target: TargetLike, owner: str = "metric"
+    explainer: Any, x: torch.Tensor, target: TargetLike
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``explain(xp, samples)``: the explanation of ``xp`` (R, *S), whose row ``r`` is a perturbed
     copy of ``x[samples[r]]``, with ``target`` bound at ``x``: each row is scored exactly as its
@@ -116,7 +116,8 @@ def reexplainer(
     A salience :class:`~salience.engine.Explainer` is run on the engine's
     :meth:`~salience.engine.ScoreFunction.retarget` of the score bound at ``x`` (the bound
     target, with each row mapped to its sample); a plain callable gets
-    ``repeat_target(target, samples, len(x))``.
+    ``repeat_target(target, samples, len(x))``. The explainer's errors name it, as in
+    :meth:`~salience.engine.Explainer.explain`.
     """
     if isinstance(explainer, Explainer):
         lay = Layout.infer(x, explainer.layout)
@@ -128,25 +129,26 @@ def reexplainer(
             samples = samples.to(score.input.device)
             rows = score.retarget(score.target, xp, score.sample_map[samples], parents=samples,
                                   target_map=score.target_map[samples])
-            parts = as_parts(explainer.attribute(xp, rows), lay)
+            with caller(explainer.name):
+                parts = as_parts(explainer.attribute(xp, rows), lay)
             return parts.values.detach().to(dtype=xp.dtype)
 
         return run
 
     def call(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]), owner)[0]
+        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]))[0]
 
     return call
 
 
-def check_norm(norm: Any, owner: str) -> str | float:
+def check_norm(norm: Any) -> str | float:
     """``"fro"`` or a float order for :func:`torch.linalg.vector_norm` (``inf`` allowed)."""
     if isinstance(norm, str) and norm == "fro":
         return norm
     if isinstance(norm, Real) and not isinstance(norm, bool) and not math.isnan(float(norm)):
         return float(norm)
     raise ParameterError(
-        f"The 'norm' parameter of {owner} must be 'fro' or a float order (2, 1, inf, ...). "
+        f"The 'norm' parameter of {current_caller()} must be 'fro' or a float order (2, 1, inf, ...). "
         f"Got {norm!r} instead."
     )
 
@@ -163,30 +165,28 @@ def _sensitivities(
     attribution: Any,
     generator: torch.Generator | None,
     progress: bool,
-    owner: str,
 ) -> torch.Tensor:
-
-    x = check_x(x, owner)
-    check_explainer(explainer, owner)
-    n = check_count(n_perturbations, "n_perturbations", owner)
-    radius = check_float(radius, "radius", owner, low=0.0)
-    norm = check_norm(norm, owner)
+    x = check_x(x)
+    check_explainer(explainer)
+    n = check_count(n_perturbations, "n_perturbations")
+    radius = check_float(radius, "radius", low=0.0)
+    norm = check_norm(norm)
     ordv = 2.0 if norm == "fro" else norm
-    normalize = check_bool(normalize, "normalize", owner)
-    progress = check_bool(progress, "progress", owner)
-    gen = make_generator(check_generator(generator, owner))
+    normalize = check_bool(normalize, "normalize")
+    progress = check_bool(progress, "progress")
+    gen = make_generator(check_generator(generator))
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target, owner)
+        ref, explained = explain_with(explainer, x, target)
     else:
-        ref, explained, _ = unpack(attribution, target, None, owner)
+        ref, explained, _ = unpack(attribution, target, None)
         if ref.shape[0] != x.shape[0]:
             raise ShapeError(
-                f"{owner}: the attribution must hold one map per input, {x.shape[0]} here. Got shape "
+                f"{current_caller()}: the attribution must hold one map per input, {x.shape[0]} here. Got shape "
                 f"{tuple(ref.shape)} instead."
             )
     b, shape = x.shape[0], x.shape[1:]
-    check_rows(b, n, owner, "n_perturbations")
-    explain = reexplainer(explainer, x, explained if target is None else target, owner)
+    check_rows(b, n, "n_perturbations")
+    explain = reexplainer(explainer, x, explained if target is None else target)
     # perturbed copies are drawn and explained chunk by chunk, at most `rows` per explainer call
     # (memory bounded by the explainer's batch_size, not by B * n); copy j of sample i is row
     # i * n + j, and each row draws its noise with torch.rand(S, generator=...) in row order,
@@ -196,7 +196,7 @@ def _sensitivities(
     total = b * n
     ref_flat = ref.reshape(b, -1)
     parts = []
-    with progress_bar(total, f"{owner} perturbations", progress) as bar:
+    with progress_bar(total, f"{current_caller()} perturbations", progress) as bar:
         for start in range(0, total, rows):
             stop = min(total, start + rows)
             samples = torch.arange(start, stop, device=x.device) // n
@@ -205,10 +205,10 @@ def _sensitivities(
                 [torch.rand(shape, generator=gen, device=gen.device, dtype=x.dtype) for _ in range(stop - start)]
             ).to(x.device)
             xp = x[samples] + (2 * noise - 1) * radius
-            pert = check_values(explain(xp, samples), owner, "the explanations of the perturbed copies")
+            pert = check_values(explain(xp, samples), "the explanations of the perturbed copies")
             if pert.shape != (stop - start, *ref.shape[1:]):
                 raise ShapeError(
-                    f"{owner}: the explanations of {stop - start} perturbed copies have shape "
+                    f"{current_caller()}: the explanations of {stop - start} perturbed copies have shape "
                     f"{tuple(pert.shape)}, but the attribution at x has shape {tuple(ref.shape)}; "
                     f"expected {(stop - start, *ref.shape[1:])}."
                 )
@@ -220,7 +220,7 @@ def _sensitivities(
         den = torch.linalg.vector_norm(ref.reshape(b, -1), ord=ordv, dim=1)
         sens = sens / torch.where(den == 0, torch.ones_like(den), den)[:, None]
     return check_finite_result(
-        sens, owner, "the explanations (or their differences) are too large for the norm in this dtype."
+        sens, "the explanations (or their differences) are too large for the norm in this dtype."
     )
 
 
@@ -275,6 +275,7 @@ _DOC = """
 """
 
 
+@caller("max_sensitivity")
 def max_sensitivity(
     explainer: Any,
     x: torch.Tensor,
@@ -291,9 +292,10 @@ def max_sensitivity(
     """Max-sensitivity: the largest change of the explanation over random perturbations."""
     return _sensitivities(explainer, x, target, n_perturbations=n_perturbations, radius=radius, norm=norm,
                           normalize=normalize, attribution=attribution, generator=generator,
-                          progress=progress, owner="max_sensitivity").amax(1)
+                          progress=progress).amax(1)
 
 
+@caller("avg_sensitivity")
 def avg_sensitivity(
     explainer: Any,
     x: torch.Tensor,
@@ -310,7 +312,7 @@ def avg_sensitivity(
     """Average sensitivity: the mean change of the explanation over random perturbations."""
     return _sensitivities(explainer, x, target, n_perturbations=n_perturbations, radius=radius, norm=norm,
                           normalize=normalize, attribution=attribution, generator=generator,
-                          progress=progress, owner="avg_sensitivity").mean(1)
+                          progress=progress).mean(1)
 
 
 max_sensitivity.__doc__ = (max_sensitivity.__doc__ or "") + _DOC
@@ -328,13 +330,12 @@ class MaxSensitivity(Metric):
     def __init__(self, *, n_perturbations: int = 10, radius: float = 0.02, norm: Any = "fro",
                  normalize: bool = False, generator: torch.Generator | None = None,
                  progress: bool = True) -> None:
-        owner = type(self).__name__
-        self.n_perturbations = check_count(n_perturbations, "n_perturbations", owner)
-        self.radius = check_float(radius, "radius", owner, low=0.0)
-        self.norm = check_norm(norm, owner)
-        self.normalize = check_bool(normalize, "normalize", owner)
-        self.generator = check_generator(generator, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.n_perturbations = check_count(n_perturbations, "n_perturbations")
+        self.radius = check_float(radius, "radius", low=0.0)
+        self.norm = check_norm(norm)
+        self.normalize = check_bool(normalize, "normalize")
+        self.generator = check_generator(generator)
+        self.progress = check_bool(progress, "progress")
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

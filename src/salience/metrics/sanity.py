@@ -11,7 +11,7 @@ from torch import nn
 
 from .._validation import check_batch_size, check_bool, check_generator, check_option, make_generator
 from ..attribution import Attribution
-from ..errors import ParameterError
+from ..errors import ParameterError, caller, current_caller
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import ClassTarget, Target, TargetLike, as_target
@@ -43,23 +43,24 @@ __all__ = [
 _SIMILARITIES = ("spearman", "pearson", "cosine")
 
 
-def _check_similarity(similarity: Any, owner: str) -> str | Callable:
+def _check_similarity(similarity: Any) -> str | Callable:
     if callable(similarity):
         return similarity
-    return check_option(similarity, "similarity", owner, _SIMILARITIES)
+    return check_option(similarity, "similarity", options=_SIMILARITIES)
 
 
-def _check_layers(layers: Any, owner: str) -> list[str] | None:
+def _check_layers(layers: Any) -> list[str] | None:
     if layers is None:
         return None
     if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers):
         raise ParameterError(
-            f"The 'layers' parameter of {owner} must be None (every layer with parameters) or a "
+            f"The 'layers' parameter of {current_caller()} must be None (every layer with parameters) or a "
             f"non-empty list of module names such as ['2', '0']. Got {layers!r} instead."
         )
     return list(layers)
 
 
+@caller("completeness_gap")
 def completeness_gap(
     model: Any,
     x: torch.Tensor,
@@ -99,14 +100,13 @@ def completeness_gap(
     ----------
     Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
-    owner = "completeness_gap"
-    a, space, lay, score = setup(owner, model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    baseline = _check_baseline(baseline, owner)
-    base = call_user(resolve_baseline, (baseline, space, score, owner), owner, "baseline")
+    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    baseline = _check_baseline(baseline, current_caller())
+    base = call_user(resolve_baseline, (baseline, space, score, current_caller()), "baseline")
     rows = torch.stack([space, base], 1)
     vals = score.values(rows)
     gap = a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
-    return check_finite_result(gap, owner, "the attribution's sum is too large for this dtype.")
+    return check_finite_result(gap, "the attribution's sum is too large for this dtype.")
 
 
 # ---------------------------------------------------------------------------- randomisation
@@ -162,6 +162,7 @@ def _with_model(explainer: Any, original: nn.Module, new: nn.Module) -> Any:
     return out
 
 
+@caller("model_randomisation")
 def model_randomisation(
     explainer: Any,
     x: torch.Tensor,
@@ -207,22 +208,20 @@ def model_randomisation(
     ----------
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-
-    owner = "model_randomisation"
-    check_explainer(explainer, owner)
+    check_explainer(explainer)
     model = getattr(explainer, "model", None)
     if not isinstance(model, nn.Module):
         raise ParameterError(
             "model_randomisation needs a salience Explainer whose model is an nn.Module. Got "
             f"{type(explainer).__name__} with model {type(model).__name__}."
         )
-    similarity = _check_similarity(similarity, owner)
-    use_abs = check_bool(use_abs, "use_abs", owner)
-    layers = _check_layers(layers, owner)
+    similarity = _check_similarity(similarity)
+    use_abs = check_bool(use_abs, "use_abs")
+    layers = _check_layers(layers)
     names = randomisation_layers(model) if layers is None else layers
     if not names:
         raise ParameterError(
-            f"{owner}: the model {type(model).__name__} has no module with parameters to randomise."
+            f"{current_caller()}: the model {type(model).__name__} has no module with parameters to randomise."
         )
     mods = dict(model.named_modules())
     unknown = [n for n in names if n not in mods]
@@ -231,15 +230,15 @@ def model_randomisation(
     empty = [n for n in names if not any(True for _ in mods[n].parameters(recurse=False))]
     if empty:
         raise ParameterError(
-            f"The 'layers' parameter of {owner} must name modules that hold parameters (see "
+            f"The 'layers' parameter of {current_caller()} must name modules that hold parameters (see "
             f"randomisation_layers(model)); {empty} hold none, so randomising them would change nothing."
         )
     gen = make_generator(generator)
-    x = check_x(x, owner)
+    x = check_x(x)
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target, owner)
+        ref, explained = explain_with(explainer, x, target)
     else:
-        ref, explained, _ = unpack(attribution, target, None, owner)
+        ref, explained, _ = unpack(attribution, target, None)
     target = explained if target is None else target
     ref = ref.flatten(1)
     if use_abs:
@@ -250,15 +249,16 @@ def model_randomisation(
     out = []
     for name in names:
         _reinitialise(clone_mods[name], gen)
-        vals, _ = explain_with(bound, x, target, owner)
+        vals, _ = explain_with(bound, x, target)
         vals = vals.flatten(1)
-        check_same_shape(ref, vals, owner, "the maps of the randomised model")
+        check_same_shape(ref, vals, "the maps of the randomised model")
         if use_abs:
             vals = vals.abs()
-        out.append(_similarity(ref, vals.to(ref.dtype), similarity, owner))
+        out.append(_similarity(ref, vals.to(ref.dtype), similarity))
     return torch.stack(out, 1)
 
 
+@caller("random_logit")
 def random_logit(
     explainer: Any,
     x: torch.Tensor,
@@ -294,17 +294,15 @@ def random_logit(
     ----------
     Sixt et al., "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
     """
-
-    owner = "random_logit"
-    check_explainer(explainer, owner)
-    similarity = _check_similarity(similarity, owner)
+    check_explainer(explainer)
+    similarity = _check_similarity(similarity)
     if n_classes is not None:
-        n_classes = check_count(n_classes, "n_classes", owner, low=2)
-    x = check_x(x, owner)
+        n_classes = check_count(n_classes, "n_classes", low=2)
+    x = check_x(x)
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target, owner)
+        ref, explained = explain_with(explainer, x, target)
     else:
-        ref, explained, _ = unpack(attribution, target, None, owner)
+        ref, explained, _ = unpack(attribution, target, None)
     t = as_target(explained if target is None else target)
     if not isinstance(t, ClassTarget):
         raise ParameterError(
@@ -328,7 +326,7 @@ def random_logit(
         model = getattr(explainer, "model", None)
         if model is None:
             raise ParameterError("random_logit: pass n_classes=... for a callable explainer.")
-        _, _, score = prepare("random_logit", model, x[:1], 0, batch_size=None, layout=getattr(explainer, "layout", None))
+        _, _, score = prepare(model, x[:1], 0, batch_size=None, layout=getattr(explainer, "layout", None))
         n_classes = t.n_classes(score.reference_output())
     if n_classes < 2:
         raise ParameterError(f"random_logit needs at least 2 classes. Got n_classes={n_classes}.")
@@ -336,10 +334,10 @@ def random_logit(
     offset = torch.randint(1, n_classes, (x.shape[0],), generator=gen, device=gen.device).to(x.device)
     other = (k + offset) % n_classes
     # the other class is scored as the explained one (a probability stays a probability)
-    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other, owner)
+    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other)
     ref, vals = ref.flatten(1), vals.flatten(1)
-    check_same_shape(ref, vals, owner, "the maps of the other class")
-    return _similarity(ref, vals.to(ref.dtype), similarity, owner)
+    check_same_shape(ref, vals, "the maps of the other class")
+    return _similarity(ref, vals.to(ref.dtype), similarity)
 
 
 # ---------------------------------------------------------------------------- classes
@@ -350,9 +348,8 @@ class CompletenessGap(Metric):
     requires_model: ClassVar[bool] = True
 
     def __init__(self, *, baseline: BaselineLike = 0.0, batch_size: int | None = None) -> None:
-        owner = type(self).__name__
-        self.baseline = _check_baseline(baseline, owner)
-        self.batch_size = check_batch_size(batch_size, owner)
+        self.baseline = _check_baseline(baseline, current_caller())
+        self.batch_size = check_batch_size(batch_size)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
@@ -369,11 +366,10 @@ class ModelRandomisation(Metric):
 
     def __init__(self, *, layers: list[str] | None = None, similarity: str | Callable = "spearman",
                  use_abs: bool = False, generator: torch.Generator | None = None) -> None:
-        owner = type(self).__name__
-        self.layers = _check_layers(layers, owner)
-        self.similarity = _check_similarity(similarity, owner)
-        self.use_abs = check_bool(use_abs, "use_abs", owner)
-        self.generator = check_generator(generator, owner)
+        self.layers = _check_layers(layers)
+        self.similarity = _check_similarity(similarity)
+        self.use_abs = check_bool(use_abs, "use_abs")
+        self.generator = check_generator(generator)
 
     def curve(self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None) -> torch.Tensor:
         return model_randomisation(explainer, x, target, layers=self.layers, similarity=self.similarity,
@@ -394,10 +390,9 @@ class RandomLogit(Metric):
 
     def __init__(self, *, n_classes: int | None = None, similarity: str | Callable = "spearman",
                  generator: torch.Generator | None = None) -> None:
-        owner = type(self).__name__
-        self.n_classes = None if n_classes is None else check_count(n_classes, "n_classes", owner, low=2)
-        self.similarity = _check_similarity(similarity, owner)
-        self.generator = check_generator(generator, owner)
+        self.n_classes = None if n_classes is None else check_count(n_classes, "n_classes", low=2)
+        self.similarity = _check_similarity(similarity)
+        self.generator = check_generator(generator)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
                  explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:

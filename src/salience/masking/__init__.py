@@ -1,23 +1,23 @@
 """Masking: maskers draw masks over named axes; substrates say what replaces masked values.
 
-Generating masks (:mod:`salience.masking.maskers`) and applying them (:func:`fill` with a
-:class:`Substrate`) are separate concerns, shared by RISE, MaskUpdate, Occlusion and the
-deletion/insertion metrics. Masks hold values in [0, 1], 1 = keep.
+Generating masks (:mod:`salience.masking.maskers`) and applying them (:func:`fill` and
+:class:`Filler` in :mod:`salience.masking.filling`, with a :class:`Substrate` from
+:mod:`salience.masking.substrates`) are separate concerns, shared by RISE, MaskUpdate,
+Occlusion and the deletion/insertion metrics. Masks hold values in [0, 1], 1 = keep.
 """
 
+from .filling import Filler, fill
 from .maskers import GridMasker, Masker, MaskPlan, Segments, SlidingWindow
 from .substrates import (
     Blur,
     ChannelMean,
     Constant,
-    Filler,
     Interpolate,
     Noise,
     Reference,
     Substrate,
     SubstrateLike,
     as_substrate,
-    fill,
 )
 
 __all__ = [

@@ -13,20 +13,37 @@ One class serves every modality: cells, windows and segments are given per axis 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 import torch
 
 from .._validation import check_bool, check_float, check_int, make_generator
-from ..errors import ParameterError, ShapeError, named_init
+from ..errors import ParameterError, ShapeError, caller, current_caller, named_init
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = ["Masker", "MaskPlan", "GridMasker", "SlidingWindow", "Segments"]
 
 AxisSizes = int | Mapping[str, int]
+
+_M = TypeVar("_M", bound="Masker")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _named(method: Callable[Concatenate[_M, _P], _R]) -> Callable[Concatenate[_M, _P], _R]:
+    """Run a masker's method inside ``caller(type(self).__name__)``: the errors it raises while
+    an explainer uses it name the masker, as its constructor's do."""
+
+    @functools.wraps(method)
+    def wrapper(self: _M, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with caller(type(self).__name__):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MaskPlan:
@@ -89,18 +106,19 @@ class Masker:
         return p(0, p.n)
 
 
-def _sizes(shape: Sequence[int], layout: LayoutLike, owner: str) -> tuple[Layout, dict[str, int]]:
+def _sizes(shape: Sequence[int], layout: LayoutLike) -> tuple[Layout, dict[str, int]]:
     lay = as_layout(layout)
     shape = tuple(int(s) for s in shape)
     if len(shape) != lay.ndim - 1:
         raise ShapeError(
-            f"{owner}: a sample of layout {lay} has {lay.ndim - 1} dims (no batch axis); got shape {shape}."
+            f"{current_caller()}: a sample of layout {lay} has {lay.ndim - 1} dims (no batch axis); got shape {shape}."
         )
     return lay, dict(zip(lay.names[1:], shape, strict=True))
 
 
-def _per_axis(value: Any, name: str, owner: str, lay: Layout, sizes: dict[str, int]) -> dict[str, int]:
+def _per_axis(value: Any, name: str, lay: Layout, sizes: dict[str, int]) -> dict[str, int]:
     """An int for every spatial axis, or a dict of axis name -> positive int (any non-batch axis)."""
+    owner = current_caller()
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
@@ -109,12 +127,12 @@ def _per_axis(value: Any, name: str, owner: str, lay: Layout, sizes: dict[str, i
                     f"The {name!r} parameter of {owner} names axis {k!r}, which is not a non-batch "
                     f"axis of layout {lay} (axes {list(lay.names[1:])})."
                 )
-            out[k] = check_int(v, f"{name}[{k!r}]", owner, low=1)
+            out[k] = check_int(v, f"{name}[{k!r}]", low=1)
         if not out:
             raise ParameterError(f"The {name!r} parameter of {owner} must name at least one axis.")
         return out
     if isinstance(value, Integral) and not isinstance(value, bool):
-        v = check_int(value, name, owner, low=1)
+        v = check_int(value, name, low=1)
         if not lay.spatial:
             raise ParameterError(f"{owner}: layout {lay} has no spatial axis; pass {name} as a dict.")
         return {a: v for a in lay.spatial}
@@ -124,17 +142,19 @@ def _per_axis(value: Any, name: str, owner: str, lay: Layout, sizes: dict[str, i
     )
 
 
-def _check_axis_spec(value: Any, name: str, owner: str, allow_none: bool = True) -> Any:
+def _check_axis_spec(value: Any, name: str, allow_none: bool = True) -> Any:
     """Early (layout-free) validation of an int-or-dict hyperparameter."""
     if value is None and allow_none:
         return None
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ParameterError(f"The {name!r} parameter of {owner} must have axis names as keys. Got {k!r}.")
-            check_int(v, f"{name}[{k!r}]", owner, low=1)
+                raise ParameterError(
+                    f"The {name!r} parameter of {current_caller()} must have axis names as keys. Got {k!r}."
+                )
+            check_int(v, f"{name}[{k!r}]", low=1)
         return dict(value)
-    return check_int(value, name, owner, low=1)
+    return check_int(value, name, low=1)
 
 
 class GridMasker(Masker):
@@ -166,27 +186,27 @@ class GridMasker(Masker):
     is_random = True
 
     def __init__(self, cells: AxisSizes | None = None, *, p_keep: float = 0.5, shift: bool = True) -> None:
-        owner = type(self).__name__
-        self.cells = _check_axis_spec(cells, "cells", owner)
-        self.p_keep = check_float(p_keep, "p_keep", owner, low=0.0, high=1.0, closed="right")
-        self.shift = check_bool(shift, "shift", owner)
+        self.cells = _check_axis_spec(cells, "cells")
+        self.p_keep = check_float(p_keep, "p_keep", low=0.0, high=1.0, closed="right")
+        self.shift = check_bool(shift, "shift")
 
     def __repr__(self) -> str:
         return f"GridMasker(cells={self.cells!r}, p_keep={self.p_keep!r}, shift={self.shift!r})"
 
     # -- geometry -----------------------------------------------------------------------------
+    @_named
     def resolve(self, shape: Sequence[int], layout: LayoutLike) -> _Grid:
         """The grid geometry for samples of ``shape`` in ``layout`` (used by MaskUpdate too)."""
-        owner = type(self).__name__
-        lay, sizes = _sizes(shape, layout, owner)
+        lay, sizes = _sizes(shape, layout)
         if self.cells is None:
             cells = {a: min(8, sizes[a]) for a in lay.spatial}
             if not cells:
-                raise ParameterError(f"{owner}: layout {lay} has no spatial axis; pass cells as a dict.")
+                raise ParameterError(f"{current_caller()}: layout {lay} has no spatial axis; pass cells as a dict.")
         else:
-            cells = _per_axis(self.cells, "cells", owner, lay, sizes)
+            cells = _per_axis(self.cells, "cells", lay, sizes)
         return _Grid(lay, sizes, cells, self.shift)
 
+    @_named
     def plan(
         self,
         shape: Sequence[int],
@@ -197,7 +217,7 @@ class GridMasker(Masker):
         device: Any = None,
         dtype: torch.dtype = torch.float32,
     ) -> MaskPlan:
-        n = check_int(n, "n", type(self).__name__, low=1)
+        n = check_int(n, "n", low=1)
         gen = _generator(generator)
         grid = self.resolve(shape, layout)
         keep = grid.bernoulli(n, self.p_keep, gen, dtype)
@@ -304,13 +324,13 @@ class SlidingWindow(Masker):
     """
 
     def __init__(self, window: AxisSizes, stride: AxisSizes | None = None) -> None:
-        owner = type(self).__name__
-        self.window = _check_axis_spec(window, "window", owner, allow_none=False)
-        self.stride = _check_axis_spec(stride, "stride", owner)
+        self.window = _check_axis_spec(window, "window", allow_none=False)
+        self.stride = _check_axis_spec(stride, "stride")
 
     def __repr__(self) -> str:
         return f"SlidingWindow(window={self.window!r}, stride={self.stride!r})"
 
+    @_named
     def plan(
         self,
         shape: Sequence[int],
@@ -321,16 +341,16 @@ class SlidingWindow(Masker):
         device: Any = None,
         dtype: torch.dtype = torch.float32,
     ) -> MaskPlan:
-        owner = type(self).__name__
-        lay, sizes = _sizes(shape, layout, owner)
-        window = _per_axis(self.window, "window", owner, lay, sizes)
+        owner = current_caller()
+        lay, sizes = _sizes(shape, layout)
+        window = _per_axis(self.window, "window", lay, sizes)
         if self.stride is None:
             stride = dict(window)
         elif isinstance(self.stride, Mapping):
             stride = dict(window)
-            stride.update(_per_axis(self.stride, "stride", owner, lay, sizes))
+            stride.update(_per_axis(self.stride, "stride", lay, sizes))
         else:
-            stride = {a: check_int(self.stride, "stride", owner, low=1) for a in window}
+            stride = {a: check_int(self.stride, "stride", low=1) for a in window}
         extra = set(stride) - set(window)
         if extra:
             raise ParameterError(f"{owner}: stride names axes {sorted(extra)} that have no window.")
@@ -394,12 +414,12 @@ class Segments(Masker):
         axis: str = "t",
         p_keep: float | None = None,
     ) -> None:
-        owner = type(self).__name__
+        owner = current_caller()
         if (n_segments is None) == (boundaries is None):
             raise ParameterError(f"{owner} needs exactly one of n_segments=... or boundaries=[...].")
-        self.n_segments = None if n_segments is None else check_int(n_segments, "n_segments", owner, low=1)
+        self.n_segments = None if n_segments is None else check_int(n_segments, "n_segments", low=1)
         if boundaries is not None:
-            b = [check_int(v, "boundaries[i]", owner, low=1) for v in boundaries]
+            b = [check_int(v, "boundaries[i]", low=1) for v in boundaries]
             if any(x >= y for x, y in zip(b, b[1:], strict=False)):
                 raise ParameterError(f"The 'boundaries' parameter of {owner} must be strictly increasing. Got {b}.")
             boundaries = tuple(b)
@@ -407,7 +427,7 @@ class Segments(Masker):
         if not isinstance(axis, str):
             raise ParameterError(f"The 'axis' parameter of {owner} must be an axis name. Got {axis!r} instead.")
         self.axis = axis
-        self.p_keep = None if p_keep is None else check_float(p_keep, "p_keep", owner, low=0.0, high=1.0, closed="right")
+        self.p_keep = None if p_keep is None else check_float(p_keep, "p_keep", low=0.0, high=1.0, closed="right")
 
     @property
     def is_random(self) -> bool:  # type: ignore[override]
@@ -430,6 +450,7 @@ class Segments(Masker):
             cuts = torch.tensor([round(i * size / k) for i in range(1, k)], dtype=torch.long)
         return torch.bucketize(torch.arange(size), cuts, right=True)
 
+    @_named
     def plan(
         self,
         shape: Sequence[int],
@@ -440,10 +461,9 @@ class Segments(Masker):
         device: Any = None,
         dtype: torch.dtype = torch.float32,
     ) -> MaskPlan:
-        owner = type(self).__name__
-        lay, sizes = _sizes(shape, layout, owner)
+        lay, sizes = _sizes(shape, layout)
         if self.axis not in sizes:
-            raise ParameterError(f"{owner}: axis {self.axis!r} is not in layout {lay}.")
+            raise ParameterError(f"{current_caller()}: axis {self.axis!r} is not in layout {lay}.")
         names = lay.names[1:]
         dim = names.index(self.axis)
         ids = self.segment_ids(sizes[self.axis]).to(device)
@@ -459,7 +479,7 @@ class Segments(Masker):
 
             return MaskPlan(n_seg, mask_shape, render)
 
-        n = check_int(n, "n", owner, low=1)
+        n = check_int(n, "n", low=1)
         gen = _generator(generator)
         u = torch.rand((n, n_seg), generator=gen, device=gen.device, dtype=torch.float64)
         keep = (u < self.p_keep).to(dtype).to(device)

@@ -1,4 +1,5 @@
-"""Substrates: what a masked-out value is replaced by, and the fill ``x*m + (1-m)*substrate``.
+"""Substrates: what a masked-out value is replaced by (the fill itself is in
+:mod:`salience.masking.filling`).
 
 A substrate maps rows ``x`` of shape (R, *S) (with their :class:`~salience.layout.Layout`, whose
 first axis ``b`` numbers the rows) to a tensor of the same shape. Mask-aware substrates
@@ -9,13 +10,12 @@ its faithfulness score use the same notion of "removed".
 Examples
 --------
 >>> import torch
->>> from salience.layout import Layout
 >>> x = torch.arange(6.0).reshape(1, 1, 6)
 >>> m = torch.tensor([[[1.0, 0, 0, 0, 0, 1]]])
->>> fill(x, m, "zeros", Layout("b c t"))
-tensor([[[0., 0., 0., 0., 0., 5.]]])
->>> fill(x, m, Interpolate(), Layout("b c t"))
+>>> Interpolate()(x, "b c t", m)
 tensor([[[0., 1., 2., 3., 4., 5.]]])
+>>> as_substrate(0.5)(x, "b c t")
+tensor([[[0.5000, 0.5000, 0.5000, 0.5000, 0.5000, 0.5000]]])
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._validation import all_finite, check_float, check_generator, check_int, check_option, make_generator
-from ..errors import ParameterError, SalienceError, ShapeError, named_init
+from ..errors import ParameterError, ShapeError, current_caller, named_init
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = [
@@ -40,8 +40,6 @@ __all__ = [
     "Interpolate",
     "Reference",
     "as_substrate",
-    "fill",
-    "Filler",
     "SubstrateLike",
 ]
 
@@ -77,7 +75,7 @@ class Constant(Substrate):
     """
 
     def __init__(self, value: float = 0.0) -> None:
-        self.value = check_float(value, "value", "Constant")
+        self.value = check_float(value, "value")
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
         return torch.full_like(x, self.value)
@@ -192,30 +190,29 @@ class Blur(Substrate):
         radius: int | None = None,
         padding: str = "reflect",
     ) -> None:
-        owner = "Blur"
         if isinstance(sigma, Mapping):
             self.sigma: float | dict[str, float] = {
-                str(k): check_float(v, f"sigma[{k!r}]", owner, low=0.0) for k, v in sigma.items()
+                str(k): check_float(v, f"sigma[{k!r}]", low=0.0) for k, v in sigma.items()
             }
         else:
-            self.sigma = check_float(sigma, "sigma", owner, low=0.0)
+            self.sigma = check_float(sigma, "sigma", low=0.0)
         if axes is not None and (isinstance(axes, str) or not all(isinstance(a, str) for a in axes)):
             raise ParameterError(
-                f"The 'axes' parameter of {owner} must be a sequence of axis names such as ('h', 'w'). "
+                f"The 'axes' parameter of {current_caller()} must be a sequence of axis names such as ('h', 'w'). "
                 f"Got {axes!r} instead."
             )
         self.axes = None if axes is None else tuple(axes)
-        self.truncate = check_float(truncate, "truncate", owner, low=0.0)
-        self.radius = None if radius is None else check_int(radius, "radius", owner, low=0, high=self.MAX_RADIUS)
+        self.truncate = check_float(truncate, "truncate", low=0.0)
+        self.radius = None if radius is None else check_int(radius, "radius", low=0, high=self.MAX_RADIUS)
         if self.radius is None:
             widest = max(self.sigma.values(), default=0.0) if isinstance(self.sigma, dict) else self.sigma
             if self.truncate * widest > self.MAX_RADIUS:
                 raise ParameterError(
-                    f"The kernel radius of {owner}, ceil(truncate * sigma) = ceil({self.truncate:g} * "
+                    f"The kernel radius of {current_caller()}, ceil(truncate * sigma) = ceil({self.truncate:g} * "
                     f"{widest:g}), must be at most {self.MAX_RADIUS} samples; pass a smaller sigma "
                     f"(or truncate, or radius=...)."
                 )
-        self.padding = check_option(padding, "padding", owner, ("reflect", "zeros"))
+        self.padding = check_option(padding, "padding", options=("reflect", "zeros"))
 
     def _axes(self, lay: Layout) -> tuple[str, ...]:
         if self.axes is not None:
@@ -272,9 +269,9 @@ class Noise(Substrate):
     is_random = True
 
     def __init__(self, std: float = 1.0, *, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
-        self.std = check_float(std, "std", "Noise", low=0.0)
-        self.mean = check_float(mean, "mean", "Noise")
-        self.generator = check_generator(generator, "Noise")
+        self.std = check_float(std, "std", low=0.0)
+        self.mean = check_float(mean, "mean")
+        self.generator = check_generator(generator)
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
         gen = make_generator(self.generator)  # local: the substrate object is never changed
@@ -307,7 +304,7 @@ class Interpolate(Substrate):
         if axis is not None and not isinstance(axis, str):
             raise ParameterError(f"The 'axis' parameter of Interpolate must be an axis name. Got {axis!r} instead.")
         self.axis = axis
-        self.threshold = check_float(threshold, "threshold", "Interpolate", low=0.0, high=1.0, closed="right")
+        self.threshold = check_float(threshold, "threshold", low=0.0, high=1.0, closed="right")
 
     def _axis(self, lay: Layout) -> int:
         if self.axis is not None:
@@ -357,9 +354,12 @@ _NAMED = {
 }
 
 
-def as_substrate(obj: Any, owner: str = "substrate", name: str = "substrate") -> Substrate:
+def as_substrate(obj: Any, owner: str | None = None, name: str = "substrate") -> Substrate:
     """Coerce ``"zeros"``, ``"mean"``, ``"blur"`` (sigma 5), ``"interpolate"``, a float, a tensor
-    (:class:`Reference`) or a Substrate."""
+    (:class:`Reference`) or a Substrate.
+
+    An error names ``owner``, by default the explainer or metric being built or run
+    (:func:`salience.errors.current_caller`)."""
     if isinstance(obj, Substrate):
         return obj
     if isinstance(obj, torch.Tensor):
@@ -369,8 +369,8 @@ def as_substrate(obj: Any, owner: str = "substrate", name: str = "substrate") ->
     if isinstance(obj, Real) and not isinstance(obj, bool):
         return Constant(float(obj))
     raise ParameterError(
-        f"The {name!r} parameter of {owner} must be 'zeros', 'mean', 'blur', 'interpolate', a float, "
-        f"a tensor or a salience.masking.Substrate (Constant, ChannelMean, Blur, Noise, Interpolate, "
+        f"The {name!r} parameter of {owner or current_caller()} must be 'zeros', 'mean', 'blur', "
+        f"'interpolate', a float, a tensor or a salience.masking.Substrate (Constant, ChannelMean, Blur, Noise, Interpolate, "
         f"Reference). "
         f"Got {obj!r} instead."
     )
@@ -381,143 +381,3 @@ def _checked(layout: LayoutLike, x: torch.Tensor) -> Layout:
     if x.ndim != lay.ndim:
         raise ShapeError(f"rows of shape {tuple(x.shape)} do not match layout {lay} ({lay.ndim} dims).")
     return lay
-
-
-def fill(
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    substrate: SubstrateLike,
-    layout: LayoutLike,
-    base: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``x * mask + (1 - mask) * substrate(x)``: keep where the mask is 1, replace where it is 0.
-
-    Parameters
-    ----------
-    x : Tensor of shape (R, *S)
-    mask : Tensor broadcastable to ``x``
-        Values in [0, 1]; 1 = keep.
-    substrate : Substrate, str or float
-        See :func:`as_substrate`.
-    layout : Layout or str
-        Axis names of ``x`` (first axis: rows).
-    base : Tensor broadcastable to ``x``, optional
-        A precomputed substrate (for substrates without ``needs_mask``), to reuse it over many masks.
-
-    Returns
-    -------
-    Tensor of shape (R, *S)
-    """
-    sub = as_substrate(substrate, "fill")
-    if base is None:
-        base = sub(x, layout, mask if sub.needs_mask else None)
-    mask = mask.to(x.dtype)
-    return x * mask + (1 - mask) * base
-
-
-class Filler:
-    """Masked rows of one batch: ``x[i] * m + (1 - m) * substrate(x)[i]`` for many masks.
-
-    The one row builder of the perturbation explainers (RISE, Occlusion, MaskUpdate) and the
-    deletion/insertion/faithfulness metrics. A substrate that does not read the mask is computed
-    once for the whole batch (so a :class:`Noise` image is shared by all masks of a sample and a
-    per-sample :class:`Reference` fits); a mask-aware one is called on each chunk of rows.
-
-    Parameters
-    ----------
-    x : Tensor of shape (B, *S)
-    substrate : Substrate, str, float or Tensor
-        See :func:`as_substrate`.
-    layout : Layout or str
-        Axis names of ``x``.
-    owner : str
-        Named in error messages.
-
-    Examples
-    --------
-    >>> import torch
-    >>> x = torch.arange(6.0).reshape(1, 1, 6)
-    >>> Filler(x, 0.5, "b c t")(0, torch.tensor([[[1.0, 1, 0, 0, 1, 1]]]))
-    tensor([[[0.0000, 1.0000, 0.5000, 0.5000, 4.0000, 5.0000]]])
-    """
-
-    def __init__(self, x: torch.Tensor, substrate: SubstrateLike, layout: LayoutLike, owner: str = "fill") -> None:
-        self.x = x
-        self.layout = _checked(layout, x)
-        self.substrate = sub = as_substrate(substrate, owner)
-        self.const = sub.value if isinstance(sub, Constant) else None
-        self.base: torch.Tensor | None = None
-        self.diff = x
-        self.owner = owner
-        if not sub.needs_mask:
-            base = self._substrate(x, None)
-            self.base = base.to(dtype=x.dtype)
-            if self.const != 0.0:
-                self.diff = x - self.base
-
-    def __call__(self, index: int | slice | torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Rows for the samples ``x[index]`` under ``mask`` (1 / True = keep).
-
-        Parameters
-        ----------
-        index : int, slice or LongTensor of shape (R,)
-            One sample (broadcast against a run of masks), a slice of the batch, or each row's
-            sample.
-        mask : Tensor broadcastable to ``x[index]`` (one mask per row, or a run of masks for an
-            int ``index``)
-            Float masks in [0, 1] give ``base + m * (x - base)``; bool masks select exactly
-            (``where(keep, x, substrate)``).
-
-        Returns
-        -------
-        Tensor of shape (R, *S)
-        """
-        sl = slice(index, index + 1) if isinstance(index, int) else index
-        xb = self.x[sl]
-        if mask.dtype == torch.bool:
-            if self.const is not None:
-                return xb.expand(torch.broadcast_shapes(xb.shape, mask.shape)).masked_fill(~mask, self.const)
-            if self.base is not None:
-                return torch.where(mask, xb, self.base[sl])
-            xb = xb.expand(torch.broadcast_shapes(xb.shape, mask.shape))
-            s = self._substrate(xb, torch.broadcast_to(mask, xb.shape).to(xb.dtype))
-            return torch.where(mask, xb, s)
-        if self.base is None:
-            xb = xb.expand(torch.broadcast_shapes(xb.shape, mask.shape))
-            mask = mask.to(xb.dtype)
-            return xb * mask + (1 - mask) * self._substrate(xb, mask)
-        if self.const == 0.0:
-            return self.diff[sl] * mask
-        return torch.addcmul(self.base[sl], mask, self.diff[sl])
-
-    def _substrate(self, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """The substrate of ``rows`` (with ``mask`` if it reads one), checked: a tensor of the
-        rows' shape with finite values; an exception it raises becomes a ParameterError."""
-        sub = self.substrate
-        try:
-            out = sub(rows, self.layout, mask) if sub.needs_mask else sub(rows, self.layout)
-        except SalienceError:
-            raise
-        except Exception as err:
-            raise ParameterError(
-                f"{self.owner}: the substrate {sub!r} raised {type(err).__name__}: {err} (on rows of shape "
-                f"{tuple(rows.shape)})."
-            ) from err
-        if not isinstance(out, torch.Tensor) or out.shape != rows.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ShapeError(
-                f"{self.owner}: the substrate {sub!r} must return a tensor of the input's shape "
-                f"{tuple(rows.shape)}. Got {got}."
-            )
-        if out.is_complex() or (not out.is_floating_point() and out.dtype != rows.dtype):
-            raise ParameterError(
-                f"{self.owner}: the substrate {sub!r} must return real values of the rows' dtype "
-                f"{rows.dtype}. Got dtype {out.dtype}."
-            )
-        if not all_finite(out):
-            n_bad = int((~torch.isfinite(out)).sum())
-            raise ParameterError(
-                f"{self.owner}: the substrate {sub!r} returned {n_bad} NaN/inf value(s) for finite rows of "
-                f"shape {tuple(rows.shape)}; what replaces removed values must be finite."
-            )
-        return out

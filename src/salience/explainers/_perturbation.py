@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..engine import ScoreFunction
-from ..errors import ParameterError
+from ..errors import ParameterError, current_caller
 from ..masking import Filler, Masker, Substrate, as_substrate
 
 # masks of one block rendered at once: at most this many mask elements (32 MiB of float64)
@@ -49,17 +49,21 @@ def masked_scores(
     return (score.outputs if outputs else score.values)(rows, n=k_total)
 
 
-def check_masker(masker: Any, owner: str) -> Masker:
+def check_masker(masker: Any) -> Masker:
+    """``masker`` if it is a :class:`~salience.masking.Masker`; the error names the explainer
+    being built (:func:`salience.errors.current_caller`)."""
     if not isinstance(masker, Masker):
         raise ParameterError(
-            f"The 'masker' parameter of {owner} must be a salience.masking.Masker (GridMasker, "
+            f"The 'masker' parameter of {current_caller()} must be a salience.masking.Masker (GridMasker, "
             f"SlidingWindow, Segments). Got {type(masker).__name__} instead."
         )
     return masker
 
 
-def check_substrate(substrate: Any, owner: str) -> Substrate:
-    return as_substrate(substrate, owner)
+def check_substrate(substrate: Any) -> Substrate:
+    """``substrate`` as a :class:`~salience.masking.Substrate` (see
+    :func:`~salience.masking.as_substrate`)."""
+    return as_substrate(substrate)
 
 
 __all__ = ["block_size", "masked_scores", "check_masker", "check_substrate"]

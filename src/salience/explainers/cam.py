@@ -124,29 +124,28 @@ class LayerExplainer(Explainer):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout)
-        owner = type(self).__name__
         if not (layer is None or isinstance(layer, (str, nn.Module))):
             raise ParameterError(
-                f"The 'layer' parameter of {owner} must be None, a dotted module name or an "
+                f"The 'layer' parameter of {self.name} must be None, a dotted module name or an "
                 f"nn.Module. Got {type(layer).__name__} instead."
             )
         if not (reshape is None or reshape == "tokens" or callable(reshape)):
             raise ParameterError(
-                f"The 'reshape' parameter of {owner} must be None, 'tokens' or a callable mapping "
+                f"The 'reshape' parameter of {self.name} must be None, 'tokens' or a callable mapping "
                 f"the layer output to (B, K, *spatial). Got {reshape!r} instead."
             )
         if reshape is not None and layer is None:
             raise ParameterError(
-                f"{owner}: reshape=... needs an explicit layer=...: in a CLS-token transformer the "
+                f"{self.name}: reshape=... needs an explicit layer=...: in a CLS-token transformer the "
                 "last modules only feed the CLS token, so their token maps have zero gradient. "
                 "Pick the output of the last block's attention input, e.g. 'blocks.11.norm1'."
             )
         self.layer = layer
-        self.relu = check_bool(relu, "relu", owner)
-        self.upsample = check_bool(upsample, "upsample", owner)
+        self.relu = check_bool(relu, "relu")
+        self.upsample = check_bool(upsample, "upsample")
         self.reshape = reshape
         self.final_activation = check_option(
-            final_activation, "final_activation", owner, ("warn", "keep", "strip")
+            final_activation, "final_activation", options=("warn", "keep", "strip")
         )
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ import torch
 from .._validation import check_bool, check_float, check_int, check_option
 from ..engine import Explainer, Parts, ScoreFunction, Wrapper
 from ..engine.explainer import as_parts
-from ..errors import ParameterError, SalienceWarning, ShapeError, TargetError, warn
+from ..errors import ParameterError, SalienceWarning, ShapeError, TargetError, current_caller, warn
 from ..targets import ClassTarget
 
 __all__ = ["ClassRelevant", "TopClasses"]
@@ -171,20 +171,19 @@ class ClassRelevant(Wrapper):
         normalize: bool | str = False,
     ) -> None:
         super().__init__(explainer)
-        owner = type(self).__name__
         #: "all", a rule, a list of ints (shared) or a list of per-sample lists
-        self.classes = self._check_classes(classes, owner)
-        self.tau = check_float(tau, "tau", owner, low=-1.0, high=1.0)
-        self.temperature = check_float(temperature, "temperature", owner, low=0.0, closed="right")
-        self.use_abs = check_bool(use_abs, "use_abs", owner)
-        norm = check_option(normalize, "normalize", owner, (False, True, "max", "mean"))
+        self.classes = self._check_classes(classes)
+        self.tau = check_float(tau, "tau", low=-1.0, high=1.0)
+        self.temperature = check_float(temperature, "temperature", low=0.0, closed="right")
+        self.use_abs = check_bool(use_abs, "use_abs")
+        norm = check_option(normalize, "normalize", options=(False, True, "max", "mean"))
         self.normalize = "max" if norm is True else norm
 
     @staticmethod
-    def _check_classes(classes: Any, owner: str) -> Any:
-        what = f"The 'classes' parameter of {owner}"
+    def _check_classes(classes: Any) -> Any:
+        what = f"The 'classes' parameter of {current_caller()}"
         if isinstance(classes, str):
-            return check_option(classes, "classes", owner, ("all",))
+            return check_option(classes, "classes", options=("all",))
         if isinstance(classes, TopClasses) or (callable(classes) and not isinstance(classes, torch.Tensor)):
             return classes
         if hasattr(classes, "__array__") and not isinstance(classes, torch.Tensor):

@@ -12,7 +12,7 @@ import torch
 
 from .._validation import all_finite, check_int, check_option
 from ..engine import Explainer, Parts, ScoreFunction
-from ..errors import ParameterError, SalienceError
+from ..errors import ParameterError, SalienceError, current_caller
 from ..layout import LayoutLike
 
 __all__ = ["IntegratedGradients"]
@@ -60,7 +60,10 @@ def quadrature(rule: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(a), torch.from_numpy(w)
 
 
-def _check_baseline(baseline: Any, owner: str) -> Any:
+def _check_baseline(baseline: Any, owner: str | None = None) -> Any:
+    """``baseline`` if it is a valid :data:`BaselineLike`; errors name ``owner``, by default the
+    explainer or metric being built (:func:`salience.errors.current_caller`)."""
+    owner = owner or current_caller()
     if isinstance(baseline, str):
         return check_option(baseline, "baseline", owner, ("zeros", "mean"))
     if isinstance(baseline, bool) or not (
@@ -77,11 +80,15 @@ def _check_baseline(baseline: Any, owner: str) -> Any:
     return baseline
 
 
-def resolve_baseline(baseline: BaselineLike, x: torch.Tensor, score: ScoreFunction, owner: str) -> torch.Tensor:
+def resolve_baseline(
+    baseline: BaselineLike, x: torch.Tensor, score: ScoreFunction, owner: str | None = None
+) -> torch.Tensor:
     """The baseline as a tensor of ``x.shape`` on ``x``'s device and dtype.
 
-    ``"mean"`` is the per-sample, per-channel mean over the non-channel axes.
+    ``"mean"`` is the per-sample, per-channel mean over the non-channel axes. Errors name
+    ``owner``, by default the explainer or metric running (:func:`salience.errors.current_caller`).
     """
+    owner = owner or current_caller()
     if isinstance(baseline, str):
         if baseline == "zeros":
             return torch.zeros_like(x)
@@ -173,17 +180,16 @@ class IntegratedGradients(Explainer):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout)
-        owner = type(self).__name__
-        self.n_steps = check_int(n_steps, "n_steps", owner, low=1)
-        self.rule = check_option(rule, "rule", owner, RULES)
+        self.n_steps = check_int(n_steps, "n_steps", low=1)
+        self.rule = check_option(rule, "rule", options=RULES)
         quadrature(self.rule, self.n_steps)  # validates n_steps against the rule
-        self.baseline = _check_baseline(baseline, owner)
+        self.baseline = _check_baseline(baseline)
 
     def __repr__(self) -> str:
         return f"IntegratedGradients(n_steps={self.n_steps}, rule={self.rule!r}, baseline={self.baseline!r})"
 
     def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
-        x0 = resolve_baseline(self.baseline, x, score, self.name)
+        x0 = resolve_baseline(self.baseline, x, score)
         alphas, weights = quadrature(self.rule, self.n_steps)
         alphas = alphas.to(device=x.device, dtype=x.dtype)
         n = self.n_steps

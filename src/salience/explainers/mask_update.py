@@ -205,20 +205,19 @@ class MaskUpdate(Explainer):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout)
-        owner = type(self).__name__
-        self.n_steps = check_int(n_steps, "n_steps", owner, low=1)
+        self.n_steps = check_int(n_steps, "n_steps", low=1)
         self.cells = cells
-        self.shift = check_bool(shift, "shift", owner)
+        self.shift = check_bool(shift, "shift")
         self._masker()  # validates cells
-        self.init_keep = check_float(init_keep, "init_keep", owner, low=0.0, high=1.0)
-        self.lr = check_float(lr, "lr", owner, low=0.0, high=1.0)
-        self.offset = check_float(offset, "offset", owner)
-        self.postprocess = check_bool(postprocess, "postprocess", owner)
-        self.n_chains = check_int(n_chains, "n_chains", owner, low=1)
-        self.link = check_option(link, "link", owner, (None, "sigmoid", "clamp"))
-        self.substrate = check_substrate(substrate, owner)
-        self.generator = check_generator(generator, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.init_keep = check_float(init_keep, "init_keep", low=0.0, high=1.0)
+        self.lr = check_float(lr, "lr", low=0.0, high=1.0)
+        self.offset = check_float(offset, "offset")
+        self.postprocess = check_bool(postprocess, "postprocess")
+        self.n_chains = check_int(n_chains, "n_chains", low=1)
+        self.link = check_option(link, "link", options=(None, "sigmoid", "clamp"))
+        self.substrate = check_substrate(substrate)
+        self.generator = check_generator(generator)
+        self.progress = check_bool(progress, "progress")
 
     def __repr__(self) -> str:
         return f"MaskUpdate(n_steps={self.n_steps}, cells={self.cells!r}, n_chains={self.n_chains})"
@@ -288,7 +287,7 @@ class MaskUpdate(Explainer):
         b, c = x.shape[0], self.n_chains
         r = b * c
         grid = self._masker().resolve(x.shape[1:], lay)
-        filler = Filler(x, self.substrate, lay, self.name)
+        filler = Filler(x, self.substrate, lay)
         dtype = x.dtype
         # chain j of sample i is row i * c + j
         u = torch.rand((r, *grid.grid_shape), generator=gen, device=gen.device, dtype=torch.float64)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..engine import Explainer, Parts, ScoreFunction, own_thread
-from ..errors import SalienceWarning, warn
+from ..errors import SalienceWarning, current_caller, warn
 from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired
 from .cam import GradCAM, LayerLike, Reshape
@@ -71,11 +71,11 @@ class _FunctionalReLUs(TorchFunctionMode):
 
 
 class _ReLURule:
-    """Pass context: install a ReLU backward rule on every ``nn.ReLU`` of the model."""
+    """Pass context: install a ReLU backward rule on every ``nn.ReLU`` of the model (its
+    warnings name the explainer running, :func:`salience.errors.current_caller`)."""
 
-    def __init__(self, handler: Callable[..., torch.Tensor], owner: str) -> None:
+    def __init__(self, handler: Callable[..., torch.Tensor]) -> None:
         self.handler = handler
-        self.owner = owner
 
     @contextmanager
     def __call__(self, model: Any) -> Iterator[None]:
@@ -113,7 +113,7 @@ class _ReLURule:
                 for (func, module), count in watch.found.items()
             )
             warn(
-                f"{self.owner}: the model applies ReLU functionally ({where}). The modified "
+                f"{current_caller()}: the model applies ReLU functionally ({where}). The modified "
                 f"backward rule reaches only nn.ReLU modules ({len(relus)} found), so these ReLUs "
                 "were backpropagated as plain gradients. Use nn.ReLU modules to cover them.",
                 ReLUCoverageWarning,
@@ -121,7 +121,7 @@ class _ReLURule:
         elif not relus:
             others = sorted({type(m).__name__ for m in modules.values() if isinstance(m, _OTHER_ACTIVATIONS)})
             warn(
-                f"{self.owner}: the model has no nn.ReLU module and calls no ReLU function "
+                f"{current_caller()}: the model has no nn.ReLU module and calls no ReLU function "
                 f"(activations found: {', '.join(others) if others else 'none'}), so the modified "
                 "backward rule changed nothing: the result is the plain gradient.",
                 ReLUCoverageWarning,
@@ -171,7 +171,7 @@ class GuidedBackprop(Explainer):
     _handler = staticmethod(_guided)
 
     def attribute(self, x: torch.Tensor, score: ScoreFunction) -> torch.Tensor:
-        return score.under(_ReLURule(self._handler, self.name)).gradient_at_input()
+        return score.under(_ReLURule(self._handler)).gradient_at_input()
 
 
 class DeconvNet(GuidedBackprop):
@@ -249,7 +249,7 @@ class GuidedGradCAM(GradCAM):
         # ``score`` is already the explained one (final_activation handled by GradCAM's
         # explained_score), so both parts explain the same function
         cam = super().attribute(x, score)
-        gbp = score.under(_ReLURule(_guided, self.name)).gradient_at_input()
+        gbp = score.under(_ReLURule(_guided)).gradient_at_input()
         info = dict(cam.info)
         info["cam"] = cam.values
         return Parts(gbp * cam.values, layout=cam.layout, layer=cam.layer, scores=cam.scores, info=info)

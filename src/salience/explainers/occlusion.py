@@ -75,21 +75,20 @@ class Occlusion(Explainer):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout)
-        owner = type(self).__name__
         if masker is None:
             if window is None:
-                raise ParameterError(f"{owner} needs window=... (e.g. {{'t': 25}}) or masker=... .")
+                raise ParameterError(f"{self.name} needs window=... (e.g. {{'t': 25}}) or masker=... .")
         else:
-            masker = check_masker(masker, owner)
+            masker = check_masker(masker)
             if window is not None or stride is not None:
-                raise ParameterError(f"{owner}: pass either window/stride or masker=..., not both.")
+                raise ParameterError(f"{self.name}: pass either window/stride or masker=..., not both.")
             if masker.is_random:
-                raise ParameterError(f"{owner} needs a deterministic masker; {masker!r} is random (use RISE).")
+                raise ParameterError(f"{self.name} needs a deterministic masker; {masker!r} is random (use RISE).")
         self.window = window
         self.stride = stride
         self.masker = masker
-        self.substrate = check_substrate(substrate, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.substrate = check_substrate(substrate)
+        self.progress = check_bool(progress, "progress")
         self._masker()  # validates window and stride
 
     def _masker(self) -> Masker:
@@ -107,7 +106,7 @@ class Occlusion(Explainer):
         masker = self._masker()
         plan = masker.plan(x.shape[1:], lay, device=x.device, dtype=x.dtype)
         n = plan.n
-        filler = Filler(x, self.substrate, lay, self.name)
+        filler = Filler(x, self.substrate, lay)
         b = x.shape[0]
         s0 = score.input_values().to(x.dtype).reshape(b, 1)
         acc = torch.zeros((b, *plan.shape), dtype=x.dtype, device=x.device)

@@ -111,27 +111,26 @@ class RISE(Explainer):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout)
-        owner = type(self).__name__
-        self.n_masks = check_int(n_masks, "n_masks", owner, low=1)
+        self.n_masks = check_int(n_masks, "n_masks", low=1)
         if masker is not None:
-            masker = check_masker(masker, owner)
+            masker = check_masker(masker)
             if cells is not None:
-                raise ParameterError(f"{owner}: pass either cells=... or masker=..., not both.")
+                raise ParameterError(f"{self.name}: pass either cells=... or masker=..., not both.")
         self.cells = cells
         self.p_keep = p_keep
         self.shift = shift
         self.masker = masker
-        self.substrate = check_substrate(substrate, owner)
-        self.normalization = check_option(normalization, "normalization", owner, ("p_keep", "coverage"))
+        self.substrate = check_substrate(substrate)
+        self.normalization = check_option(normalization, "normalization", options=("p_keep", "coverage"))
         built = self._masker()  # validates cells, p_keep and shift
         if self.normalization == "p_keep" and getattr(built, "p_keep", None) is None:
             raise ParameterError(
-                f"{owner}: normalization='p_keep' needs a random masker with a p_keep attribute; "
+                f"{self.name}: normalization='p_keep' needs a random masker with a p_keep attribute; "
                 f"{built!r} has none. Use normalization='coverage'."
             )
-        self.all_classes = check_bool(all_classes, "all_classes", owner)
-        self.generator = check_generator(generator, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.all_classes = check_bool(all_classes, "all_classes")
+        self.generator = check_generator(generator)
+        self.progress = check_bool(progress, "progress")
 
     def _masker(self) -> Masker:
         """The masker in use: ``masker``, or the grid built from ``cells``/``p_keep``/``shift``."""
@@ -175,7 +174,7 @@ class RISE(Explainer):
                     f"shape {plan.shape}."
                 )
             out_layout = lay.replace("c", "k")
-        filler = Filler(x, self.substrate, lay, self.name)
+        filler = Filler(x, self.substrate, lay)
         b = x.shape[0]
         acc: torch.Tensor | None = None
         cover = torch.zeros(plan.shape, dtype=x.dtype, device=x.device)

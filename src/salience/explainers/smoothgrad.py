@@ -62,12 +62,11 @@ class SmoothGrad(Wrapper):
         progress: bool = True,
     ) -> None:
         super().__init__(explainer)
-        owner = type(self).__name__
-        self.n_samples = check_int(n_samples, "n_samples", owner, low=1)
-        self.sigma = check_float(sigma, "sigma", owner, low=0.0)
-        self.kind = check_option(kind, "kind", owner, ("mean", "square", "var"))
-        self.generator = check_generator(generator, owner)
-        self.progress = check_bool(progress, "progress", owner)
+        self.n_samples = check_int(n_samples, "n_samples", low=1)
+        self.sigma = check_float(sigma, "sigma", low=0.0)
+        self.kind = check_option(kind, "kind", options=("mean", "square", "var"))
+        self.generator = check_generator(generator)
+        self.progress = check_bool(progress, "progress")
 
     @property
     def name(self) -> str:

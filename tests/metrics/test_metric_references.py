@@ -385,7 +385,7 @@ def test_random_logit_matches_loop():
 
 def test_rankdata_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
-    from salience.metrics.base import rankdata
+    from salience.metrics._stats import rankdata
 
     a = torch.randint(0, 5, (3, 17), generator=torch.Generator().manual_seed(0)).double()
     np.testing.assert_allclose(rankdata(a).numpy(), stats.rankdata(a.numpy(), axis=1))

@@ -86,7 +86,7 @@ def test_random_logit_scores_the_other_class_like_the_target(target):
     # the metric equals the similarity of the two maps computed by hand
     ref = grad.explain(x, target).values.flatten(1)
     alt = grad.explain(x, other).values.flatten(1)
-    torch.testing.assert_close(out, M.base.similarity(ref, alt, "spearman"))
+    torch.testing.assert_close(out, M._stats.similarity(ref, alt, "spearman"))
 
 
 def test_random_logit_rejects_non_class_targets_with_a_parameter_error():

@@ -8,7 +8,9 @@ import torch
 
 from ..attribution import Attribution
 from ..errors import caller
-from .base import Metric, rescaled, unpack
+from ._checks import unpack
+from ._stats import rescaled
+from .base import Metric
 
 __all__ = ["sparseness", "complexity", "Sparseness", "Complexity"]
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from ..errors import ParameterError, caller
-from .base import Metric, check_explainer, run_explainer
+from ._checks import check_explainer, run_explainer
+from .base import Metric
 
 __all__ = ["evaluate", "Table"]
 

@@ -30,18 +30,12 @@ from ..errors import InputError, ParameterError, ShapeError, caller, current_cal
 from ..layout import Layout, LayoutLike
 from ..masking import Filler, Substrate, as_substrate
 from ..targets import TargetLike
-from .base import (
-    Metric,
-    call_user,
-    check_count,
-    check_finite_result,
-    check_rows,
-    check_values,
-    rescaled,
-    setup,
-)
-from .base import reduce_channels as _reduce_channels
-from .base import similarity as _similarity
+from ._checks import call_user, check_count, check_finite_result, check_rows, check_values
+from ._setup import reduce_channels as _reduce_channels
+from ._setup import setup
+from ._stats import rescaled
+from ._stats import similarity as _similarity
+from .base import _Perturbation
 
 __all__ = [
     "deletion_curve",
@@ -728,10 +722,6 @@ def infidelity(
 
 
 # ---------------------------------------------------------------------------- classes
-class _Perturbation(Metric):
-    requires_model: ClassVar[bool] = True
-
-
 class Deletion(_Perturbation):
     """Deletion AUC (lower is better); ``curve(...)`` gives the curve. See :func:`deletion_curve`.
 

@@ -29,7 +29,8 @@ from ..engine import make_score
 from ..errors import ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout, LayoutLike
 from ..targets import Output
-from .base import check_mask_values, check_values, rescaled
+from ._checks import check_mask_values, check_values
+from ._stats import rescaled
 from .localisation import _Localisation
 
 __all__ = ["Grid", "GridBatch", "make_grid", "grid_pointing_game", "GridPointingGame"]

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from .._validation import check_bool, check_float
 from ..attribution import Attribution
 from ..errors import ParameterError, caller
-from .base import Metric, check_mask, rescaled, unpack
+from ._checks import check_mask, unpack
+from ._stats import rescaled
+from .base import Metric
 
 __all__ = [
     "pointing_game",

@@ -17,8 +17,7 @@ from ..engine.explainer import as_parts
 from ..errors import ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout
 from ..targets import Target, TargetLike
-from .base import (
-    Metric,
+from ._checks import (
     check_count,
     check_explainer,
     check_finite_result,
@@ -28,6 +27,7 @@ from .base import (
     run_explainer,
     unpack,
 )
+from .base import Metric
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
 
@@ -36,7 +36,7 @@ def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[t
     """Run an Explainer (or a callable ``(x, target) -> Tensor | Attribution``); values and the
     explained target (per-sample class indices where recorded, else ``target``).
 
-    The values are checked (:func:`~salience.metrics.base.check_values`: finite, floating point,
+    The values are checked (:func:`~salience.metrics._checks.check_values`: finite, floating point,
     one map per row of ``x``); an exception raised by a plain callable becomes a
     :class:`~salience.errors.ModelCallError`.
     """

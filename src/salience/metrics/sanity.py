@@ -15,19 +15,18 @@ from ..errors import ParameterError, caller, current_caller
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
 from ..targets import ClassTarget, Target, TargetLike, as_target
-from .base import (
-    Metric,
+from ._checks import (
     call_user,
     check_count,
     check_explainer,
     check_finite_result,
     check_same_shape,
     check_x,
-    prepare,
-    setup,
     unpack,
 )
-from .base import similarity as _similarity
+from ._setup import prepare, setup
+from ._stats import similarity as _similarity
+from .base import Metric
 from .robustness import explain_with
 
 __all__ = [

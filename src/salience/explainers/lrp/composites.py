@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..._validation import check_bool, check_float
-from ...errors import ParameterError
+from ...errors import ParameterError, caller
 from .rules import AFFINE, AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus, as_rule, check_bounds
 
 __all__ = [
@@ -108,15 +108,16 @@ class Composite:
     merge_batchnorm: bool = True
     name: str = "custom"
 
+    @caller("Composite")
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", _check_rules(self.rules))
         if self.first is not None:
-            object.__setattr__(self, "first", as_rule(self.first, "first", "Composite"))
+            object.__setattr__(self, "first", as_rule(self.first, "first"))
         if self.sums is not None and not isinstance(self.sums, Epsilon):
             raise ParameterError(
                 f"The 'sums' parameter of Composite must be an Epsilon rule or None. Got {self.sums!r} instead."
             )
-        check_bool(self.merge_batchnorm, "merge_batchnorm", "Composite")
+        check_bool(self.merge_batchnorm, "merge_batchnorm")
         if not isinstance(self.name, str) or not self.name:
             raise ParameterError(f"The 'name' parameter of Composite must be a non-empty str. Got {self.name!r} instead.")
 
@@ -157,7 +158,7 @@ def _check_rules(rules: Any) -> tuple[tuple[tuple[type, ...], Rule], ...]:
                 f"Got {entry!r} instead."
             )
         group = _check_types(entry[0], i)
-        out.append((group, as_rule(entry[1], f"rules[{i}]", "Composite")))
+        out.append((group, as_rule(entry[1], f"rules[{i}]")))
     return tuple(out)
 
 
@@ -169,13 +170,14 @@ def _base(stabilizer: float) -> list[tuple[tuple[type, ...], Rule]]:
     ]
 
 
-def _check(epsilon: float, stabilizer: float, owner: str) -> tuple[float, float]:
+def _check(epsilon: float, stabilizer: float) -> tuple[float, float]:
     return (
-        check_float(epsilon, "epsilon", owner, low=0.0),
-        check_float(stabilizer, "stabilizer", owner, low=0.0),
+        check_float(epsilon, "epsilon", low=0.0),
+        check_float(stabilizer, "stabilizer", low=0.0),
     )
 
 
+@caller("single")
 def single(rule: Rule | str, name: str | None = None, stabilizer: float = 1e-6) -> Composite:
     """One rule on every Linear/convolution layer (plus Pass on activations, Epsilon on pools).
 
@@ -188,22 +190,24 @@ def single(rule: Rule | str, name: str | None = None, stabilizer: float = 1e-6) 
     stabilizer : float
         Non-negative stabiliser of the pooling and residual-sum rules.
     """
-    rule = as_rule(rule, "rule", "single")
+    rule = as_rule(rule, "rule")
     if name is not None and (not isinstance(name, str) or not name):
         raise ParameterError(f"The 'name' parameter of single must be a non-empty str or None. Got {name!r} instead.")
-    stabilizer = check_float(stabilizer, "stabilizer", "single", low=0.0)
+    stabilizer = check_float(stabilizer, "stabilizer", low=0.0)
     return Composite(rules=(*_base(stabilizer), (AFFINE, rule)), sums=Epsilon(stabilizer), name=name or repr(rule))
 
 
+@caller("epsilon")
 def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Epsilon on every Linear/convolution layer."""
-    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon")
+    epsilon, stabilizer = _check(epsilon, stabilizer)
     return single(Epsilon(epsilon), "epsilon", stabilizer)
 
 
+@caller("epsilon_plus")
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """z+ on convolutions, epsilon on Linear layers."""
-    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_plus")
+    epsilon, stabilizer = _check(epsilon, stabilizer)
     return Composite(
         rules=(*_base(stabilizer), (CONV, ZPlus(stabilizer=stabilizer)), ((nn.Linear,), Epsilon(epsilon))),
         sums=Epsilon(stabilizer),
@@ -211,16 +215,18 @@ def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     )
 
 
+@caller("epsilon_plus_flat")
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """:func:`epsilon_plus` with the flat rule on the first layer."""
-    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_plus_flat")
+    epsilon, stabilizer = _check(epsilon, stabilizer)
     base = epsilon_plus(epsilon, stabilizer)
     return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_plus_flat")
 
 
+@caller("epsilon_alpha2_beta1")
 def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """alpha=2, beta=1 on convolutions, epsilon on Linear layers."""
-    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_alpha2_beta1")
+    epsilon, stabilizer = _check(epsilon, stabilizer)
     return Composite(
         rules=(
             *_base(stabilizer),
@@ -232,13 +238,15 @@ def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Com
     )
 
 
+@caller("epsilon_alpha2_beta1_flat")
 def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """:func:`epsilon_alpha2_beta1` with the flat rule on the first layer."""
-    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_alpha2_beta1_flat")
+    epsilon, stabilizer = _check(epsilon, stabilizer)
     base = epsilon_alpha2_beta1(epsilon, stabilizer)
     return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_alpha2_beta1_flat")
 
 
+@caller("epsilon_gamma_box")
 def epsilon_gamma_box(
     low: float | object, high: float | object, *, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6
 ) -> Composite:
@@ -256,9 +264,9 @@ def epsilon_gamma_box(
     ParameterError
         A parameter out of its range, non-finite bounds or ``low > high``.
     """
-    epsilon, stabilizer = _check(epsilon, stabilizer, "epsilon_gamma_box")
-    gamma = check_float(gamma, "gamma", "epsilon_gamma_box", low=0.0)
-    low, high = check_bounds(low, high, "epsilon_gamma_box")
+    epsilon, stabilizer = _check(epsilon, stabilizer)
+    gamma = check_float(gamma, "gamma", low=0.0)
+    low, high = check_bounds(low, high)
     return Composite(
         rules=(
             *_base(stabilizer),

@@ -11,7 +11,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ...engine import Explainer, Parts, ScoreFunction, own_thread
-from ...errors import LayerError, ParameterError, SalienceWarning, warn
+from ...errors import LayerError, ParameterError, SalienceWarning, current_caller, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
 from .composites import BATCHNORMS, COMPOSITES, Composite, epsilon_gamma_box, single
@@ -114,11 +114,11 @@ def _rule_handler(rule: Rule) -> Callable[..., torch.Tensor]:
 
 
 class _LRPPass:
-    """Pass context: the composite's rules on the model's layers, the relevance seed on its output."""
+    """Pass context: the composite's rules on the model's layers, the relevance seed on its output
+    (its errors name the explainer running, :func:`salience.errors.current_caller`)."""
 
-    def __init__(self, composite: Composite, owner: str) -> None:
+    def __init__(self, composite: Composite) -> None:
         self.composite = composite
-        self.owner = owner
 
     def _plan(self, model: nn.Module, produced: dict[int, tuple[Any, ...]]) -> dict[nn.Module, Callable[..., Any]]:
         comp = self.composite
@@ -140,7 +140,7 @@ class _LRPPass:
                 if rule is not None:
                     if rule.needs_weights:
                         raise LayerError(
-                            f"{self.owner}: the composite {comp.name!r} maps {type(module).__name__} "
+                            f"{current_caller()}: the composite {comp.name!r} maps {type(module).__name__} "
                             f"({name}) to {rule!r}, which needs a Linear or convolution layer."
                         )
                     plan[module] = _rule_handler(rule)
@@ -148,7 +148,7 @@ class _LRPPass:
                     uncovered.append(f"{name or '<model>'} ({type(module).__name__})")
         if uncovered:
             warn(
-                f"{self.owner}: the composite {comp.name!r} has no rule for {', '.join(uncovered)}; "
+                f"{current_caller()}: the composite {comp.name!r} has no rule for {', '.join(uncovered)}; "
                 "plain gradients flow through them, so relevance is not conserved there.",
                 LRPCoverageWarning,
             )
@@ -188,7 +188,7 @@ class _LRPPass:
     def __call__(self, model: Any) -> Iterator[None]:
         if not isinstance(model, nn.Module):
             raise ParameterError(
-                f"{self.owner} propagates relevance through the layers of an nn.Module; got a "
+                f"{current_caller()} propagates relevance through the layers of an nn.Module; got a "
                 f"{type(model).__name__}."
             )
         produced: dict[int, tuple[Any, ...]] = {}
@@ -222,7 +222,7 @@ class _LRPPass:
             produced.clear()
 
 
-def _resolve(composite: Any, owner: str) -> Composite:
+def _resolve(composite: Any) -> Composite:
     if isinstance(composite, Composite):
         return composite
     if isinstance(composite, Rule):
@@ -231,7 +231,7 @@ def _resolve(composite: Any, owner: str) -> Composite:
         return COMPOSITES[composite]()
     if isinstance(composite, str) and composite == "epsilon_gamma_box":
         raise ParameterError(
-            f"The 'composite' parameter of {owner}: 'epsilon_gamma_box' needs the input bounds; "
+            f"The 'composite' parameter of {current_caller()}: 'epsilon_gamma_box' needs the input bounds; "
             "pass salience.lrp.epsilon_gamma_box(low=..., high=...) instead of the name."
         )
     hint = ""
@@ -240,7 +240,7 @@ def _resolve(composite: Any, owner: str) -> Composite:
     elif callable(composite) and any(composite is f for f in (*COMPOSITES.values(), epsilon_gamma_box)):
         hint = f" (the function {composite.__name__}: pass its result, {composite.__name__}(...))"
     raise ParameterError(
-        f"The 'composite' parameter of {owner} must be one of "
+        f"The 'composite' parameter of {current_caller()} must be one of "
         f"{', '.join(repr(n) for n in COMPOSITES)}, a salience.lrp.Composite or a rule such as "
         f"salience.lrp.Epsilon(1e-6). Got {composite!r} instead{hint}."
     )
@@ -313,13 +313,13 @@ class LRP(Explainer):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout)
-        self.composite = _resolve(composite, type(self).__name__)
+        self.composite = _resolve(composite)
 
     def __repr__(self) -> str:
         return f"{self.name}(composite={self.composite.name!r}, batch_size={self.batch_size})"
 
     def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
-        lrp = score.under(_LRPPass(self.composite, self.name))
+        lrp = score.under(_LRPPass(self.composite))
         relevance = lrp.gradient_at_input()
         delta = relevance.flatten(1).sum(1) - lrp.input_values()
         return Parts(relevance, delta=delta, info={"composite": self.composite.name})

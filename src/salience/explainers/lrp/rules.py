@@ -20,6 +20,8 @@ al., "Unmasking Clever Hans predictors", Nature Communications 2019 (flat rule).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._validation import all_finite, check_float
-from ...errors import LayerError, ParameterError, ShapeError
+from ...errors import LayerError, ParameterError, ShapeError, caller, current_caller
 
 __all__ = [
     "Rule",
@@ -141,8 +143,26 @@ def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.clamp(max=0)
 
 
+def _named(post_init: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``post_init`` run inside ``caller(type(self).__name__)``: the checks of a rule's fields
+    name the rule (as :func:`salience.errors.named_init` does for constructors)."""
+
+    @functools.wraps(post_init)
+    def __post_init__(self: Any) -> None:
+        with caller(type(self).__name__):
+            post_init(self)
+
+    return __post_init__
+
+
 class Rule:
     """Base class of LRP rules: ``relevance(layer, r)`` returns the relevance of the input."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        post_init = cls.__dict__.get("__post_init__")
+        if post_init is not None:
+            cls.__post_init__ = _named(post_init)  # type: ignore[attr-defined]
 
     #: whether the rule needs a Linear/convolution layer (it modifies weights)
     needs_weights: ClassVar[bool] = True
@@ -151,8 +171,8 @@ class Rule:
         raise NotImplementedError
 
 
-def _check_stabilizer(value: Any, owner: str, name: str = "stabilizer") -> float:
-    return check_float(value, name, owner, low=0.0)
+def _check_stabilizer(value: Any, name: str = "stabilizer") -> float:
+    return check_float(value, name, low=0.0)
 
 
 @dataclass(frozen=True)
@@ -167,7 +187,7 @@ class Epsilon(Rule):
     needs_weights: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", _check_stabilizer(self.epsilon, "Epsilon", "epsilon"))
+        object.__setattr__(self, "epsilon", _check_stabilizer(self.epsilon, "epsilon"))
 
     def relevance(self, layer: LayerCall, r: torch.Tensor) -> torch.Tensor:
         z = layer.forward(layer.x)
@@ -188,8 +208,8 @@ class Gamma(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gamma", check_float(self.gamma, "gamma", "Gamma", low=0.0))
-        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer, "Gamma"))
+        object.__setattr__(self, "gamma", check_float(self.gamma, "gamma", low=0.0))
+        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer))
 
     def relevance(self, layer: LayerCall, r: torch.Tensor) -> torch.Tensor:
         w, b, x, g = layer.need_weights(self), layer.bias, layer.x, self.gamma
@@ -223,17 +243,16 @@ class AlphaBeta(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        alpha = check_float(self.alpha, "alpha", owner, low=0.0)
-        beta = check_float(self.beta, "beta", owner, low=0.0)
+        alpha = check_float(self.alpha, "alpha", low=0.0)
+        beta = check_float(self.beta, "beta", low=0.0)
         if abs(alpha - beta - 1.0) > 1e-12:
             raise ParameterError(
-                f"The 'alpha' and 'beta' parameters of {owner} must satisfy alpha - beta = 1 "
+                f"The 'alpha' and 'beta' parameters of {current_caller()} must satisfy alpha - beta = 1 "
                 f"(relevance conservation). Got alpha={alpha!r}, beta={beta!r} instead."
             )
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", beta)
-        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer, owner))
+        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer))
 
     def relevance(self, layer: LayerCall, r: torch.Tensor) -> torch.Tensor:
         w, b, x = layer.need_weights(self), layer.bias, layer.x
@@ -260,10 +279,11 @@ class ZPlus(AlphaBeta):
 BoundLike = float | torch.Tensor
 
 
-def _check_bound(value: Any, name: str, owner: str) -> BoundLike:
+def _check_bound(value: Any, name: str) -> BoundLike:
     """One input bound: a finite float, or a real tensor of finite values (detached copy)."""
     if not isinstance(value, torch.Tensor):
-        return check_float(value, name, owner)
+        return check_float(value, name)
+    owner = current_caller()
     if value.is_complex() or value.dtype == torch.bool or value.numel() == 0 or value.device.type == "meta":
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be a float or a non-empty real tensor of "
@@ -279,7 +299,7 @@ def _check_bound(value: Any, name: str, owner: str) -> BoundLike:
     return value.detach().clone()
 
 
-def check_bounds(low: Any, high: Any, owner: str) -> tuple[BoundLike, BoundLike]:
+def check_bounds(low: Any, high: Any, owner: str | None = None) -> tuple[BoundLike, BoundLike]:
     """Validate the input bounds of the z^B rule: finite floats or real tensors, ``low <= high``.
 
     Parameters
@@ -287,8 +307,9 @@ def check_bounds(low: Any, high: Any, owner: str) -> tuple[BoundLike, BoundLike]
     low, high : float or Tensor
         Lower and upper bound of the first layer's input; tensors must broadcast against each
         other (and, at call time, against one sample of the input).
-    owner : str
-        Named in the error messages (the rule or composite being built).
+    owner : str, optional
+        Named in the error messages; by default the rule or composite being built
+        (:func:`salience.errors.current_caller`).
 
     Returns
     -------
@@ -303,7 +324,11 @@ def check_bounds(low: Any, high: Any, owner: str) -> tuple[BoundLike, BoundLike]
     ShapeError
         Tensor bounds that do not broadcast against each other.
     """
-    lo, hi = _check_bound(low, "low", owner), _check_bound(high, "high", owner)
+    if owner is not None:
+        with caller(owner):
+            return check_bounds(low, high)
+    owner = current_caller()
+    lo, hi = _check_bound(low, "low"), _check_bound(high, "high")
     lo_t, hi_t = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
     try:
         lo_t, hi_t = torch.broadcast_tensors(lo_t, hi_t.to(lo_t.device))
@@ -345,10 +370,10 @@ class ZBox(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        low, high = check_bounds(self.low, self.high, "ZBox")
+        low, high = check_bounds(self.low, self.high)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
-        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer, "ZBox"))
+        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer))
 
     @staticmethod
     def _bound(value: BoundLike, x: torch.Tensor) -> torch.Tensor:
@@ -377,7 +402,7 @@ class Flat(Rule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer, "Flat"))
+        object.__setattr__(self, "stabilizer", _check_stabilizer(self.stabilizer))
 
     def _weights(self, w: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(w)
@@ -414,14 +439,17 @@ RULES: dict[str, type[Rule]] = {
 }
 
 
-def as_rule(value: Any, name: str, owner: str) -> Rule:
+def as_rule(value: Any, name: str = "rule", owner: str | None = None) -> Rule:
     """A rule instance, or a rule name (:data:`RULES`) built with its defaults.
 
     Parameters
     ----------
     value : Rule or str
-    name, owner : str
-        The parameter and the object being built, named in the error message.
+    name : str, default "rule"
+        The parameter, named in the error message.
+    owner : str, optional
+        The object being built, named in the error message; by default the one whose
+        construction is running (:func:`salience.errors.current_caller`).
 
     Raises
     ------
@@ -430,6 +458,7 @@ def as_rule(value: Any, name: str, owner: str) -> Rule:
     """
     if isinstance(value, Rule):
         return value
+    owner = owner or current_caller()
     if isinstance(value, str):
         key = value.lower()
         if key in RULES:

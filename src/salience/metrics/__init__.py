@@ -9,20 +9,9 @@ and share one call signature, so :func:`evaluate` can run any of them.
 
 from .base import Metric
 from .complexity import Complexity, Sparseness, complexity, sparseness
+from .curves import Deletion, Insertion, auc, deletion_curve, insertion_curve
 from .evaluate import Table, evaluate
-from .faithfulness import (
-    Deletion,
-    FaithfulnessCorrelation,
-    Infidelity,
-    Insertion,
-    NoisyLinearImputation,
-    RiseBlur,
-    auc,
-    deletion_curve,
-    faithfulness_correlation,
-    infidelity,
-    insertion_curve,
-)
+from .faithfulness import FaithfulnessCorrelation, Infidelity, faithfulness_correlation, infidelity
 from .grid import Grid, GridBatch, GridPointingGame, grid_pointing_game, make_grid
 from .localisation import (
     EnergyPointingGame,
@@ -46,6 +35,7 @@ from .sanity import (
     random_logit,
     randomisation_layers,
 )
+from .substrates import NoisyLinearImputation, RiseBlur
 
 __all__ = [
     "Metric",

@@ -1,9 +1,11 @@
 """Domains: explain in the coefficients of an invertible transform (Fourier, ICA, STFT, wavelets)."""
 
+from .bands import EEG_BANDS, aggregate_bands
 from .base import Compose, Domain, Time, as_domain, into
-from .fourier import EEG_BANDS, STFT, Fourier, aggregate_bands
+from .fourier import Fourier
 from .ica import ICA
 from .in_domain import ICAIG, STFTIG, CrossDomainIG, FourierIG, InDomain, TimeIG, WaveletIG
+from .stft import STFT
 from .wavelet import Wavelet, daubechies
 
 __all__ = [

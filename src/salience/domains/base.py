@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .._validation import check_input
-from ..errors import NotFittedError, ParameterError, ShapeError, named_init
+from ..errors import NotFittedError, ParameterError, ShapeError, current_caller, named_init
 from ..layout import Layout, LayoutLike, as_layout
 
 if TYPE_CHECKING:
@@ -368,15 +368,16 @@ class _Adapted(Domain):
         return fn(values, layout) if callable(fn) else (values, layout)
 
 
-def as_domain(domain: Any, owner: str) -> Domain:
+def as_domain(domain: Any, owner: str | None = None) -> Domain:
     """A :class:`Domain` as it is; an object with ``forward(x)`` and ``inverse(z)`` methods
-    adapted to the contract (see :func:`into`); anything else raises ParameterError."""
+    adapted to the contract (see :func:`into`); anything else raises ParameterError naming
+    ``owner`` (by default the explainer or metric running, :func:`salience.errors.current_caller`)."""
     if isinstance(domain, Domain):
         return domain
     for meth in ("forward", "inverse"):
         if not callable(getattr(domain, meth, None)):
             raise ParameterError(
-                f"{owner}: the domain must be a salience Domain (Time(), Fourier(), ICA(...), ...) "
+                f"{owner or current_caller()}: the domain must be a salience Domain (Time(), Fourier(), ICA(...), ...) "
                 f"or have forward(x) and inverse(z) methods. Got {type(domain).__name__} without "
                 f"{meth}()."
             )

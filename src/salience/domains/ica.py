@@ -153,17 +153,16 @@ class ICA(Domain):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(layout=layout)
-        owner = type(self).__name__
-        self.mode = check_option(mode, "mode", owner, ("dataset", "sample"))
-        self.n_components = None if n_components is None else check_int(n_components, "n_components", owner, low=1)
-        self.random_state = None if random_state is None else check_int(random_state, "random_state", owner, low=0)
-        self.generator = check_generator(generator, owner)
+        self.mode = check_option(mode, "mode", options=("dataset", "sample"))
+        self.n_components = None if n_components is None else check_int(n_components, "n_components", low=1)
+        self.random_state = None if random_state is None else check_int(random_state, "random_state", low=0)
+        self.generator = check_generator(generator)
         if self.random_state is not None and self.generator is not None:
-            raise ParameterError(f"{owner}: pass either random_state=... or generator=..., not both.")
-        self.max_iter = check_int(max_iter, "max_iter", owner, low=1)
-        self.tol = check_float(tol, "tol", owner, low=0.0)
+            raise ParameterError(f"{self.name}: pass either random_state=... or generator=..., not both.")
+        self.max_iter = check_int(max_iter, "max_iter", low=1)
+        self.tol = check_float(tol, "tol", low=0.0)
         if not isinstance(axis, str):
-            raise ParameterError(f"The 'axis' parameter of {owner} must be an axis name (str). Got {axis!r} instead.")
+            raise ParameterError(f"The 'axis' parameter of {self.name} must be an axis name (str). Got {axis!r} instead.")
         self.axis = axis
         self.ica = ica
         self._per_sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -171,17 +170,17 @@ class ICA(Domain):
             if self.mode != "sample" or not ica:
                 raise ParameterError(
                     f"A list of fitted ICAs (one per sample) needs mode='sample' and at least one "
-                    f"element in {owner}. Got mode={self.mode!r} and {len(ica)} element(s)."
+                    f"element in {self.name}. Got mode={self.mode!r} and {len(ica)} element(s)."
                 )
             mats = [_matrices(i) for i in ica]
             if len({m[0].shape for m in mats}) != 1:
-                raise ParameterError(f"The fitted ICAs given to {owner} must all have the same shapes.")
+                raise ParameterError(f"The fitted ICAs given to {self.name} must all have the same shapes.")
             self._per_sample = tuple(torch.stack(t) for t in zip(*mats, strict=True))  # type: ignore[assignment]
         elif ica is not None and hasattr(ica, "components_") and hasattr(ica, "mixing_"):
             self._set(*_matrices(ica))
         elif ica is not None and not hasattr(ica, "fit"):
             raise ParameterError(
-                f"The 'ica' parameter of {owner} must be a fitted FastICA-like object (with "
+                f"The 'ica' parameter of {self.name} must be a fitted FastICA-like object (with "
                 "components_, mixing_ and mean_) or an estimator with fit(). Got "
                 f"{type(ica).__name__} instead."
             )

@@ -13,8 +13,9 @@ from ..errors import ParameterError
 from ..explainers.integrated_gradients import BaselineLike, IntegratedGradients
 from ..layout import LayoutLike
 from .base import Compose, Domain, Time, into
-from .fourier import STFT, Fourier
+from .fourier import Fourier
 from .ica import ICA
+from .stft import STFT
 from .wavelet import Wavelet
 
 __all__ = ["InDomain", "CrossDomainIG", "TimeIG", "FourierIG", "ICAIG", "STFTIG", "WaveletIG"]
@@ -81,7 +82,7 @@ class InDomain(Wrapper):
                 f"(Time(), Fourier(), ICA(...), ...). Got {type(domain).__name__} instead."
             )
         self.domain = domain
-        self.reduce = check_bool(reduce, "reduce", type(self).__name__)
+        self.reduce = check_bool(reduce, "reduce")
 
     @property
     def name(self) -> str:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_input, check_int, check_option
-from ..errors import NotFittedError, ParameterError, ShapeError
+from ..errors import NotFittedError, ParameterError, ShapeError, current_caller
 from ..layout import Layout, LayoutLike, as_layout
 from .base import Domain
 
@@ -39,7 +39,7 @@ def daubechies(order: int) -> np.ndarray:
     return h / h.sum() * np.sqrt(2.0)
 
 
-def _lowpass(wavelet: Any, owner: str) -> np.ndarray:
+def _lowpass(wavelet: Any) -> np.ndarray:
     if isinstance(wavelet, str):
         name = wavelet.lower()
         if name == "haar":
@@ -47,7 +47,7 @@ def _lowpass(wavelet: Any, owner: str) -> np.ndarray:
         if name.startswith("db") and name[2:].isdigit() and 1 <= int(name[2:]) <= 20:
             return daubechies(int(name[2:]))
         raise ParameterError(
-            f"The 'wavelet' parameter of {owner} must be 'haar', 'db1'..'db20', a sequence of "
+            f"The 'wavelet' parameter of {current_caller()} must be 'haar', 'db1'..'db20', a sequence of "
             f"orthonormal low-pass taps, or an object with dec_lo. Got {wavelet!r} instead."
         )
     taps = getattr(wavelet, "dec_lo", wavelet)
@@ -58,7 +58,7 @@ def _lowpass(wavelet: Any, owner: str) -> np.ndarray:
         ok = abs(shifts[0] - 1) < 1e-8 and all(abs(s) < 1e-8 for s in shifts[1:])
     if not ok:
         raise ParameterError(
-            f"The 'wavelet' parameter of {owner} must give an even number of orthonormal "
+            f"The 'wavelet' parameter of {current_caller()} must give an even number of orthonormal "
             "low-pass taps (unit norm, orthogonal to their even shifts)."
         )
     return h
@@ -119,13 +119,12 @@ class Wavelet(Domain):
         layout: LayoutLike | None = None,
     ) -> None:
         super().__init__(layout=layout)
-        owner = type(self).__name__
         self.wavelet = wavelet
-        self.h = _lowpass(wavelet, owner)
+        self.h = _lowpass(wavelet)
         k = np.arange(self.h.size)
         self.g = ((-1.0) ** k) * self.h[::-1]
-        self.levels = check_int(levels, "levels", owner, low=1)
-        self.per = check_option(per, "per", owner, ("band", "coefficient"))
+        self.levels = check_int(levels, "levels", low=1)
+        self.per = check_option(per, "per", options=("band", "coefficient"))
         self.axis = axis
 
     def __repr__(self) -> str:

@@ -12,7 +12,8 @@ from .complexity import Complexity, Sparseness, complexity, sparseness
 from .curves import Deletion, Insertion, auc, deletion_curve, insertion_curve
 from .evaluate import Table, evaluate
 from .faithfulness import FaithfulnessCorrelation, Infidelity, faithfulness_correlation, infidelity
-from .grid import Grid, GridBatch, GridPointingGame, grid_pointing_game, make_grid
+from .grid import Grid, GridBatch, make_grid
+from .grid_pointing import GridPointingGame, grid_pointing_game
 from .localisation import (
     EnergyPointingGame,
     PointingGame,

@@ -86,7 +86,7 @@ def _curve(
         check_rows(space.shape[0], check_count(steps, "steps") + 1, "steps")
     counts = _schedule(n_units, step, steps, max_fraction).to(space.device)
     k = counts.shape[0]
-    filler = Filler(space, substrate, lay, current_caller())
+    filler = Filler(space, substrate, lay)
     deletion = mode == "deletion"
     bar = progress_bar(space.shape[0] * k, mode, progress)
 
@@ -285,7 +285,7 @@ class Deletion(_Perturbation):
         self.steps = None if steps is None else check_count(steps, "steps")
         self.max_fraction = check_float(max_fraction, "max_fraction", low=0.0, high=1.0, closed="right")
         # None: the insertion default (RiseBlur in input space, zero coefficients in a domain)
-        self.substrate = None if substrate is None else as_substrate(substrate, current_caller())
+        self.substrate = None if substrate is None else as_substrate(substrate)
         self.channel_reduction = check_option(channel_reduction, "channel_reduction",
                                               options=(None, "sum", "mean", "max", "absmax"))
         self.batch_size = check_batch_size(batch_size)

@@ -125,7 +125,7 @@ def faithfulness_correlation(
         # two, sums of values near the dtype's maximum cannot overflow
         flat = rescaled(flat)
     sums = torch.empty(b * n_runs, dtype=flat.dtype, device=space.device)
-    filler = Filler(space, substrate, lay, current_caller())
+    filler = Filler(space, substrate, lay)
     unit_shape = a.shape[1:]
     bar = progress_bar(b * n_runs, current_caller(), progress)
 
@@ -288,7 +288,7 @@ class FaithfulnessCorrelation(_Perturbation):
                  batch_size: int | None = None, progress: bool = True) -> None:
         self.n_runs = check_count(n_runs, "n_runs", low=2)
         self.subset_size = check_int(subset_size, "subset_size", low=1)
-        self.substrate = as_substrate(substrate, current_caller())
+        self.substrate = as_substrate(substrate)
         self.similarity = _check_similarity(similarity)
         self.generator = check_generator(generator)
         self.batch_size = check_batch_size(batch_size)

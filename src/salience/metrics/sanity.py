@@ -100,8 +100,8 @@ def completeness_gap(
     Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
     a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
-    baseline = _check_baseline(baseline, current_caller())
-    base = call_user(resolve_baseline, (baseline, space, score, current_caller()), "baseline")
+    baseline = _check_baseline(baseline)
+    base = call_user(resolve_baseline, (baseline, space, score), "baseline")
     rows = torch.stack([space, base], 1)
     vals = score.values(rows)
     gap = a.expand(space.shape).flatten(1).sum(1) - (vals[:, 0] - vals[:, 1])
@@ -347,7 +347,7 @@ class CompletenessGap(Metric):
     requires_model: ClassVar[bool] = True
 
     def __init__(self, *, baseline: BaselineLike = 0.0, batch_size: int | None = None) -> None:
-        self.baseline = _check_baseline(baseline, current_caller())
+        self.baseline = _check_baseline(baseline)
         self.batch_size = check_batch_size(batch_size)
 
     def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,

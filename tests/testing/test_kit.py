@@ -78,7 +78,8 @@ def test_stochastic_explainer_gets_seeded_generators_and_skips_batch_invariance(
 def test_stochastic_explainer_without_a_seed_fails_determinism():
     make = lambda model, **kw: NoisyGradient(model, **kw)  # noqa: E731 - generator=None: fresh entropy
     with pytest.raises(
-        CheckFailed, match=r"^\[determinism\] NoisyGradient on a signal model: expected two calls"
+        CheckFailed,
+        match=r"^\[determinism\] NoisyGradient on a signal model: expected two explainers made by the factory",
     ):
         check_explainer(make, checks=["determinism"])
 

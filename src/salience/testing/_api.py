@@ -86,8 +86,8 @@ def explainer_checks(
     - ``chunk_invariance``: ``batch_size`` 1, 2 and the default give the same values; no
       model call gets more rows than ``batch_size``; the number of calls is
       ``expected_passes``'s, when given.
-    - ``determinism``: two calls give identical values; an explainer whose ``is_stochastic``
-      is False also when called twice (it keeps no state between calls).
+    - ``determinism``: an explainer called twice gives identical values (one whose
+      ``is_stochastic`` is True: two explainers from ``make``, with the same seed).
     - ``no_side_effects``: under ``torch.no_grad()``, the model's parameters, buffers,
       ``.grad``, ``requires_grad`` flags, modes and hooks (forward, backward, state-dict, tensor
       and global module hooks), the input's values, version counter and ``requires_grad``, and
@@ -98,9 +98,10 @@ def explainer_checks(
       naming training mode; its state and the global RNG are unchanged (the method may refuse
       it with a SalienceError).
     - ``target_forms``: ``3``, a tensor, a list, ``Class(3)`` and a callable score give
-      identical maps (a method may refuse a callable with a SalienceError).
-    - ``target_recorded``: ``Attribution.target`` is the predicted class for ``target=None``
-      (and the class given otherwise); ``Attribution.scores`` the model's output for it at x.
+      identical maps (a method may refuse a callable with a SalienceError); ``Attribution.target``
+      records 3 for each sample.
+    - ``target_recorded``: for ``target=None``, ``Attribution.target`` is the predicted class and
+      ``Attribution.scores`` the model's output for it at x.
 
     Examples
     --------

@@ -271,7 +271,7 @@ class ICA(Domain):
     # ------------------------------------------------------------------ fitting
     def _seed_source(self) -> torch.Generator | None:
         """The generator seeds are drawn from (None when ``random_state`` fixes them)."""
-        return None if self.random_state is not None else make_generator(self.generator, type(self).__name__)
+        return None if self.random_state is not None else make_generator(self.generator)
 
     def _estimator(self, gen: torch.Generator | None) -> Any:
         """A fresh estimator whose seed never comes from numpy's global RNG."""

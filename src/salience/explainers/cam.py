@@ -401,7 +401,7 @@ class ScoreCAM(LayerExplainer):
             batch_size=batch_size,
             layout=layout,
         )
-        self.progress = check_bool(progress, "progress", type(self).__name__)
+        self.progress = check_bool(progress, "progress")
 
     def _layer_map(
         self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]

@@ -14,17 +14,38 @@ def _conv2(m):
     inner = getattr(m, "model", None)
     return inner[2] if inner is not None else "2"
 
+
 CAM: list[Case] = [
-    Case("GradCAM", lambda m, **kw: sl.GradCAM(m, layer=_conv2(m), **kw), passes=lambda b: [b], needs_layer=True),
-    Case("HiResCAM", lambda m, **kw: sl.HiResCAM(m, layer=_conv2(m), **kw), passes=lambda b: [b], needs_layer=True),
+    Case(
+        "GradCAM",
+        lambda m, **kw: sl.GradCAM(m, layer=_conv2(m), **kw),
+        passes=lambda b: [b],
+        needs_layer=True,
+    ),
+    Case(
+        "HiResCAM",
+        lambda m, **kw: sl.HiResCAM(m, layer=_conv2(m), **kw),
+        passes=lambda b: [b],
+        needs_layer=True,
+    ),
     Case(
         "GradCAMPlusPlus",
         lambda m, **kw: sl.GradCAMPlusPlus(m, layer=_conv2(m), **kw),
         passes=lambda b: [b],
         needs_layer=True,
     ),
-    Case("XGradCAM", lambda m, **kw: sl.XGradCAM(m, layer=_conv2(m), **kw), passes=lambda b: [b], needs_layer=True),
-    Case("LayerCAM", lambda m, **kw: sl.LayerCAM(m, layer=_conv2(m), **kw), passes=lambda b: [b], needs_layer=True),
+    Case(
+        "XGradCAM",
+        lambda m, **kw: sl.XGradCAM(m, layer=_conv2(m), **kw),
+        passes=lambda b: [b],
+        needs_layer=True,
+    ),
+    Case(
+        "LayerCAM",
+        lambda m, **kw: sl.LayerCAM(m, layer=_conv2(m), **kw),
+        passes=lambda b: [b],
+        needs_layer=True,
+    ),
     Case(
         "ScoreCAM",
         lambda m, **kw: sl.ScoreCAM(m, layer=_conv2(m), progress=False, **kw),

@@ -41,12 +41,16 @@ CLASSREL: list[Case] = [
     ),
     Case(
         "ClassRelevant(IG-gausslegendre-mean)",
-        lambda m, **kw: _cr(sl.IntegratedGradients(m, n_steps=3, rule="gausslegendre", baseline="mean", **kw)),
+        lambda m, **kw: _cr(
+            sl.IntegratedGradients(m, n_steps=3, rule="gausslegendre", baseline="mean", **kw)
+        ),
         passes=lambda b: [b, 3 * K * b, K * b],  # the scores at x come from the first forward
     ),
     Case(
         "ClassRelevant(SmoothGrad(Gradient))",
-        lambda m, **kw: _cr(sl.SmoothGrad(sl.Gradient(m, **kw), n_samples=3, generator=_gen(), progress=False)),
+        lambda m, **kw: _cr(
+            sl.SmoothGrad(sl.Gradient(m, **kw), n_samples=3, generator=_gen(), progress=False)
+        ),
         passes=lambda b: [b, 3 * K * b],  # the forward at x, then the noisy copies of the B * K rows
         stochastic=True,  # the noise of a row depends on the rest of the batch
     ),

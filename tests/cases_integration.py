@@ -43,8 +43,16 @@ INTEGRATION: list[Case] = [
     Case(
         "InDomain(MaskUpdate,Fourier)",
         lambda m, **kw: sl.InDomain(
-            sl.MaskUpdate(m, n_steps=2, cells={"f": 3}, n_chains=2, link="sigmoid", generator=_gen(),
-                          progress=False, **kw),
+            sl.MaskUpdate(
+                m,
+                n_steps=2,
+                cells={"f": 3},
+                n_chains=2,
+                link="sigmoid",
+                generator=_gen(),
+                progress=False,
+                **kw,
+            ),
             sl.Fourier(),
         ),
         passes=lambda b: [2 * b] * 2 + [b],
@@ -90,7 +98,9 @@ INTEGRATION: list[Case] = [
     Case(
         "SmoothGrad(InDomain(ClassRelevant(IG),ICA-lossy))",
         lambda m, **kw: sl.SmoothGrad(
-            sl.InDomain(_cr(sl.IntegratedGradients(m, n_steps=2, **kw)), _ica()), n_samples=2, generator=_gen()
+            sl.InDomain(_cr(sl.IntegratedGradients(m, n_steps=2, **kw)), _ica()),
+            n_samples=2,
+            generator=_gen(),
         ),
         passes=None,
         stochastic=True,

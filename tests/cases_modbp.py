@@ -45,7 +45,9 @@ MODBP: list[Case] = [
     ),
     Case(
         "ClassRelevant(LRP-epsilon_plus_flat)",
-        lambda m, **kw: sl.ClassRelevant(sl.LRP(m, composite="epsilon_plus_flat", **kw), classes=[0, 2], normalize=True),
+        lambda m, **kw: sl.ClassRelevant(
+            sl.LRP(m, composite="epsilon_plus_flat", **kw), classes=[0, 2], normalize=True
+        ),
         passes=lambda b: [b, 3 * b],
     ),
     Case(
@@ -55,4 +57,3 @@ MODBP: list[Case] = [
         stochastic=True,
     ),
 ]
-

@@ -24,8 +24,15 @@ PERTURBATION: list[Case] = [
     Case(
         "RISE-mean-coverage",
         lambda m, **kw: sl.RISE(
-            m, n_masks=5, cells=2, p_keep=0.3, substrate="mean", normalization="coverage",
-            generator=_gen(), progress=False, **kw
+            m,
+            n_masks=5,
+            cells=2,
+            p_keep=0.3,
+            substrate="mean",
+            normalization="coverage",
+            generator=_gen(),
+            progress=False,
+            **kw,
         ),
         passes=lambda b: [5 * b, b],
     ),

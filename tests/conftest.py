@@ -13,7 +13,6 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))
 
 
-
 def _importable_torchvision() -> None:
     """Let the peer libraries import torchvision beside a CPU-only torch build.
 
@@ -34,9 +33,7 @@ def _importable_torchvision() -> None:
             raise
         for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
             del sys.modules[name]
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType(
-            "torchvision._meta_registrations"
-        )
+        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
         import torchvision  # noqa: F401
 
 

@@ -58,7 +58,10 @@ CORE: list[Case] = [
     Case(
         "VarGrad(IG)",
         lambda m, **kw: sl.SmoothGrad(
-            sl.IntegratedGradients(m, n_steps=2, rule="riemann_right", **kw), n_samples=2, kind="var", generator=_gen()
+            sl.IntegratedGradients(m, n_steps=2, rule="riemann_right", **kw),
+            n_samples=2,
+            kind="var",
+            generator=_gen(),
         ),
         passes=lambda b: [4 * b, 2 * b, b],
         stochastic=True,

@@ -46,9 +46,13 @@ def train_cnn(seed: int = 0, steps: int = 60, n_per_class: int = 32) -> tuple[nn
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = nn.Sequential(
-            nn.Conv1d(1, 16, 9, padding=4), nn.ReLU(),
-            nn.Conv1d(16, 16, 9, padding=4), nn.ReLU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, len(FREQS)),
+            nn.Conv1d(1, 16, 9, padding=4),
+            nn.ReLU(),
+            nn.Conv1d(16, 16, 9, padding=4),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(16, len(FREQS)),
         )
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         for _ in range(steps):

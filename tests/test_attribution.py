@@ -10,13 +10,23 @@ import salience as sl
 
 
 def _attr(values):
-    return sl.Attribution(values=values, target=torch.zeros(values.shape[0], dtype=torch.long),
-                          scores=torch.zeros(values.shape[0]), method="Test", layout=sl.Layout("b c t"))
+    return sl.Attribution(
+        values=values,
+        target=torch.zeros(values.shape[0], dtype=torch.long),
+        scores=torch.zeros(values.shape[0]),
+        method="Test",
+        layout=sl.Layout("b c t"),
+    )
 
 
 @pytest.mark.parametrize(
     "dtype, np_dtype",
-    [(torch.float64, np.float64), (torch.float32, np.float32), (torch.float16, np.float16), (torch.bfloat16, np.float32)],
+    [
+        (torch.float64, np.float64),
+        (torch.float32, np.float32),
+        (torch.float16, np.float16),
+        (torch.bfloat16, np.float32),
+    ],
     ids=str,
 )
 def test_numpy_and_array_protocol_for_every_float_dtype(dtype, np_dtype):

@@ -234,7 +234,9 @@ def test_affine_domains_sum_gradients_before_the_inverse(name, rule):
     assert ALL[name]().affine
     baseline = torch.full_like(ALL[name]().bind(x).forward(x), 0.1)
     fast = sl.CrossDomainIG(model, ALL[name](), n_steps=7, rule=rule, baseline=baseline, batch_size=5)
-    slow = sl.CrossDomainIG(model, _RowByRow(ALL[name]()), n_steps=7, rule=rule, baseline=baseline, batch_size=5)
+    slow = sl.CrossDomainIG(
+        model, _RowByRow(ALL[name]()), n_steps=7, rule=rule, baseline=baseline, batch_size=5
+    )
     a, b = fast.explain(x, target=1), slow.explain(x, target=1)
     torch.testing.assert_close(a.values, b.values, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(a.delta, b.delta, rtol=1e-10, atol=1e-12)
@@ -281,7 +283,9 @@ def test_smoothgrad_around_lossy_domain_uses_each_copys_residual():
     model, x = cnn(1), _x(b=2)
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     dom = LOSSY["ICA-lossy"]
-    sg = sl.SmoothGrad(sl.InDomain(sl.IntegratedGradients(model, n_steps=32), dom()), n_samples=3, generator=gen())
+    sg = sl.SmoothGrad(
+        sl.InDomain(sl.IntegratedGradients(model, n_steps=32), dom()), n_samples=3, generator=gen()
+    )
     a = sg.explain(x, target=1)
     # reproduce by hand: the same noisy copies, explained one by one
     g = gen()
@@ -290,7 +294,12 @@ def test_smoothgrad_around_lossy_domain_uses_each_copys_residual():
     noise = torch.randn((2, 3, 3, 24), generator=g, dtype=D)
     xn = (x.unsqueeze(1) + std * noise).reshape(6, 3, 24)
     each = torch.cat(
-        [sl.InDomain(sl.IntegratedGradients(model, n_steps=32), dom()).explain(xn[i : i + 1], target=1).values for i in range(6)]
+        [
+            sl.InDomain(sl.IntegratedGradients(model, n_steps=32), dom())
+            .explain(xn[i : i + 1], target=1)
+            .values
+            for i in range(6)
+        ]
     )
     torch.testing.assert_close(a.values, each.reshape(2, 3, *each.shape[1:]).mean(1), rtol=1e-10, atol=1e-12)
 
@@ -338,7 +347,9 @@ def test_model_reading_one_source_is_one_hot_in_ica(j):
     a = sl.ICAIG(model, sl.ICA.from_matrices(_M3, _MU, mode="sample"), n_steps=2).explain(x, target=None)
     assert a.shape == (2, 3) and a.layout == "b k"
     assert a.values[:, other].abs().max() < 1e-12
-    torch.testing.assert_close(a.values[:, j], model(x)[:, 0].detach() - model(_MU.reshape(1, 3, 1).expand(2, 3, t))[:, 0].detach())
+    torch.testing.assert_close(
+        a.values[:, j], model(x)[:, 0].detach() - model(_MU.reshape(1, 3, 1).expand(2, 3, t))[:, 0].detach()
+    )
 
 
 # ---------------------------------------------------------------- scikit-learn ICA
@@ -419,7 +430,9 @@ def test_into_is_shared_by_in_domain_and_metrics_and_keeps_the_residual():
         score = make_score(model, x, 2, batch_size=None, layout=lay, caller="test")
         z, zl, g, bound = into(score, x, dom, lay)
         assert zl.ndim == z.ndim and not bound.exact
-        torch.testing.assert_close(g.values(z.unsqueeze(1))[:, 0], model(x)[:, 2].detach(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            g.values(z.unsqueeze(1))[:, 0], model(x)[:, 2].detach(), rtol=0, atol=1e-12
+        )
     ours = sl.InDomain(sl.Gradient(model), lossy).explain(x, target=2)
     torch.testing.assert_close(ours.scores, model(x)[:, 2].detach(), rtol=0, atol=1e-12)
 
@@ -545,12 +558,18 @@ def test_retarget_inside_domain_uses_parent_points():
         got = sl.InDomain(_TwoTargets(model, rows), lossy()).explain(x, target=2).values
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-13)
     gen = lambda: torch.Generator().manual_seed(9)  # noqa: E731
-    a = sl.SmoothGrad(sl.InDomain(_TwoTargets(model, True), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
-    b = sl.SmoothGrad(sl.InDomain(sl.Gradient(model), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
+    a = sl.SmoothGrad(sl.InDomain(_TwoTargets(model, True), lossy()), n_samples=2, generator=gen()).explain(
+        x, target=2
+    )
+    b = sl.SmoothGrad(sl.InDomain(sl.Gradient(model), lossy()), n_samples=2, generator=gen()).explain(
+        x, target=2
+    )
     torch.testing.assert_close(a.values, b.values, rtol=0, atol=1e-13)
     # noisy copies are not one point per sample: the parent points must be given
     with pytest.raises(sl.CompositionError, match="parents="):
-        sl.SmoothGrad(sl.InDomain(_TwoTargets(model, False), lossy()), n_samples=2, generator=gen()).explain(x, target=2)
+        sl.SmoothGrad(sl.InDomain(_TwoTargets(model, False), lossy()), n_samples=2, generator=gen()).explain(
+            x, target=2
+        )
 
 
 def test_fourier_fixed_length_must_match_the_signal():
@@ -569,7 +588,18 @@ def test_fourier_fixed_length_must_match_the_signal():
 HALF = [torch.float16, torch.bfloat16]
 # relative to max|x|: float16 keeps ~11 significant bits, bfloat16 ~8 (conditioning of _M3 adds)
 _HALF_TOL = {torch.float16: 5e-3, torch.bfloat16: 3e-2}
-HALF_DOMAINS = {k: EXACT[k] for k in ("Fourier", "Fourier-ortho-full", "STFT-hann", "STFT-boxcar-nocenter", "ICA", "ICA-sample", "Fourier+Haar")}
+HALF_DOMAINS = {
+    k: EXACT[k]
+    for k in (
+        "Fourier",
+        "Fourier-ortho-full",
+        "STFT-hann",
+        "STFT-boxcar-nocenter",
+        "ICA",
+        "ICA-sample",
+        "Fourier+Haar",
+    )
+}
 HALF_DOMAINS["ICA+Fourier"] = lambda: sl.Compose(sl.ICA.from_matrices(_M3, _MU), sl.Fourier())
 
 
@@ -603,7 +633,9 @@ def _half_model(dtype):
         lambda m: sl.FourierIG(m, n_steps=16),
         lambda m: sl.FourierIG(m, n_steps=16, output="full"),
         lambda m: sl.STFTIG(m, n_fft=8, hop_length=2, n_steps=16),
-        lambda m: sl.InDomain(sl.IntegratedGradients(m, n_steps=16), sl.Compose(sl.ICA.from_matrices(_M3), sl.Fourier())),
+        lambda m: sl.InDomain(
+            sl.IntegratedGradients(m, n_steps=16), sl.Compose(sl.ICA.from_matrices(_M3), sl.Fourier())
+        ),
     ],
     ids=["FourierIG", "FourierIG-full", "STFTIG", "ICA+Fourier"],
 )
@@ -623,10 +655,14 @@ def test_frequency_ig_end_to_end_in_half_precision(make, dtype):
     tol = {torch.float16: 0.05, torch.bfloat16: 0.15}[dtype]
     torch.testing.assert_close(attr.values.float(), ref.values, rtol=0, atol=tol * scale)
     total = attr.values.float().flatten(1).sum(1)
-    torch.testing.assert_close(total, ref.values.flatten(1).sum(1), rtol=0, atol=tol * float(total.abs().max()))
+    torch.testing.assert_close(
+        total, ref.values.flatten(1).sum(1), rtol=0, atol=tol * float(total.abs().max())
+    )
 
 
-@pytest.mark.parametrize("make", [lambda: sl.Fourier(), lambda: sl.STFT(n_fft=8, hop_length=2)], ids=["Fourier", "STFT"])
+@pytest.mark.parametrize(
+    "make", [lambda: sl.Fourier(), lambda: sl.STFT(n_fft=8, hop_length=2)], ids=["Fourier", "STFT"]
+)
 def test_frequency_domains_reject_non_real_floating_dtypes(make):
     name = type(make()).__name__
     x = _x()
@@ -646,7 +682,11 @@ def test_nola_error_suggests_only_changes_that_help():
     with pytest.raises(sl.ParameterError, match="NOLA") as err:
         sl.STFT(n_fft=8, hop_length=4, center=False).fit(x)
     msg = str(err.value)
-    assert "center=True" in msg.split("exist.")[1] and "window='hamming'" in msg and "hop_length=" not in msg.split("exist.")[1]
+    assert (
+        "center=True" in msg.split("exist.")[1]
+        and "window='hamming'" in msg
+        and "hop_length=" not in msg.split("exist.")[1]
+    )
     # centred already: the hop (or the window's zero ends) is the problem, never center=True
     for kw, fix in [
         (dict(n_fft=8, hop_length=8), "hop_length=7 (or smaller) instead of 8"),
@@ -656,7 +696,10 @@ def test_nola_error_suggests_only_changes_that_help():
             sl.STFT(**kw).fit(x)
         remedy = str(err.value).split("exist.")[1]
         assert fix in remedy and "center=True" not in remedy, remedy
-    with pytest.raises(sl.ParameterError, match=r"window='boxcar', center=True\): .*Use hop_length=8 \(or smaller\) instead of 9\.$"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"window='boxcar', center=True\): .*Use hop_length=8 \(or smaller\) instead of 9\.$",
+    ):
         sl.STFT(n_fft=8, hop_length=9, window="boxcar").fit(x)
     # every remedy it names does satisfy NOLA
     sl.STFT(n_fft=8, hop_length=4, center=True).fit(x)

@@ -17,12 +17,21 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 def _namespace() -> dict:
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv1d(4, 8, 5, padding=2), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3),
+        torch.nn.Conv1d(4, 8, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool1d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 3),
     ).eval()
     t = torch.arange(256) / 256.0
-    src = torch.stack([torch.sin(2 * torch.pi * 10 * t), torch.sign(torch.sin(2 * torch.pi * 3 * t)),
-                       torch.sin(2 * torch.pi * 25 * t), torch.cos(2 * torch.pi * 6 * t)])
+    src = torch.stack(
+        [
+            torch.sin(2 * torch.pi * 10 * t),
+            torch.sign(torch.sin(2 * torch.pi * 3 * t)),
+            torch.sin(2 * torch.pi * 25 * t),
+            torch.cos(2 * torch.pi * 6 * t),
+        ]
+    )
     mixing = torch.randn(4, 4, generator=g) + 2 * torch.eye(4)
     x = torch.einsum("ck,kt->ct", mixing, src).expand(2, 4, 256) + 0.1 * torch.randn(2, 4, 256, generator=g)
     train_rows = x.transpose(1, 2).reshape(-1, 4).numpy()  # time points as observations

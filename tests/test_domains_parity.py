@@ -44,7 +44,9 @@ def _data(b=3):
     t = torch.arange(T, dtype=torch.float64) / 8
     src = torch.stack([torch.cos(2 * np.pi * 1.0 * t), torch.sign(torch.sin(2 * np.pi * 0.5 * t))])
     mix = torch.tensor([[0.5, 0.75], [0.9, 0.1]], dtype=torch.float64)
-    x = torch.einsum("ck,kt->ct", mix, src).expand(b, C, T) + 0.3 * torch.randn(b, C, T, generator=g, dtype=torch.float64)
+    x = torch.einsum("ck,kt->ct", mix, src).expand(b, C, T) + 0.3 * torch.randn(
+        b, C, T, generator=g, dtype=torch.float64
+    )
     return x.to(torch.float32)
 
 
@@ -57,8 +59,10 @@ def _theirs(cls, model, x, *args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in range(x.shape[0]):
-            ref = cls(copy.deepcopy(model), *args[:1], N_STEPS, TARGET, torch.device("cpu")) if args else cls(
-                copy.deepcopy(model), N_STEPS, TARGET, torch.device("cpu")
+            ref = (
+                cls(copy.deepcopy(model), *args[:1], N_STEPS, TARGET, torch.device("cpu"))
+                if args
+                else cls(copy.deepcopy(model), N_STEPS, TARGET, torch.device("cpu"))
             )
             xi = x[i : i + 1].numpy()
             out.append(ref.run(xi, np.zeros_like(xi)).detach())
@@ -99,7 +103,9 @@ def test_ica_ig_parity_per_sample():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in range(x.shape[0]):
-            ica = FastICA(random_state=0, tol=1e-6, whiten="unit-variance").fit(x[i].T.numpy().astype(np.float64))
+            ica = FastICA(random_state=0, tol=1e-6, whiten="unit-variance").fit(
+                x[i].T.numpy().astype(np.float64)
+            )
             icas.append(ica)
             ref = cdsm.ICAIG(copy.deepcopy(model), ica, N_STEPS, TARGET, torch.device("cpu"))
             xi = x[i : i + 1].numpy()

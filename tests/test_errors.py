@@ -22,7 +22,9 @@ def x():
 
 
 def test_wrong_ndim_for_layout(model, x):
-    with pytest.raises(sl.ShapeError, match=r"must have 4 dims for Layout\('b c h w'\); got shape \(2, 3, 20\)"):
+    with pytest.raises(
+        sl.ShapeError, match=r"must have 4 dims for Layout\('b c h w'\); got shape \(2, 3, 20\)"
+    ):
         sl.Gradient(model, layout="b c h w").explain(x, 0)
     with pytest.raises(sl.ShapeError, match="Cannot infer a layout"):
         sl.Gradient(lambda t: t.flatten(1)).explain(torch.randn(2, 3, 4, 5, 6, 7, dtype=torch.float64), 0)
@@ -72,7 +74,9 @@ def test_int_target_on_non_classifier_output(x):
     def seq_model(t):  # (B, C, T) -> (B, 2, T): a per-time-step output
         return t[:, :2] * 2
 
-    with pytest.raises(sl.TargetError, match=r"needs a model output of shape \(B, K\); got shape \(2, 2, 20\)"):
+    with pytest.raises(
+        sl.TargetError, match=r"needs a model output of shape \(B, K\); got shape \(2, 2, 20\)"
+    ):
         sl.Gradient(seq_model).explain(x, 1)
     with pytest.raises(sl.TargetError, match="target=None needs a classifier output"):
         sl.Gradient(seq_model).explain(x)
@@ -85,7 +89,10 @@ def test_int_target_on_non_classifier_output(x):
 
 @pytest.mark.parametrize("n_steps", [0, -3, 2.5, "10", True])
 def test_bad_n_steps(model, n_steps):
-    with pytest.raises(sl.ParameterError, match=r"'n_steps' parameter of IntegratedGradients must be an int in the range \[1, inf\)"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"'n_steps' parameter of IntegratedGradients must be an int in the range \[1, inf\)",
+    ):
         sl.IntegratedGradients(model, n_steps=n_steps)
 
 
@@ -95,13 +102,18 @@ def test_trapezoid_needs_two_steps(model):
 
 
 def test_unknown_rule(model):
-    with pytest.raises(sl.ParameterError, match="'rule' parameter of IntegratedGradients must be one of 'riemann_left'.*Got 'simpson'"):
+    with pytest.raises(
+        sl.ParameterError,
+        match="'rule' parameter of IntegratedGradients must be one of 'riemann_left'.*Got 'simpson'",
+    ):
         sl.IntegratedGradients(model, rule="simpson")
 
 
 def test_baseline_not_broadcastable(model, x):
     ig = sl.IntegratedGradients(model, baseline=torch.zeros(2, 3, 7))
-    with pytest.raises(sl.ParameterError, match=r"broadcastable to x of shape \(2, 3, 20\). Got shape \(2, 3, 7\)"):
+    with pytest.raises(
+        sl.ParameterError, match=r"broadcastable to x of shape \(2, 3, 20\). Got shape \(2, 3, 7\)"
+    ):
         ig.explain(x, 0)
     with pytest.raises(sl.ParameterError, match="'baseline' parameter of IntegratedGradients must be one of"):
         sl.IntegratedGradients(model, baseline="median")
@@ -119,7 +131,9 @@ def test_model_output_nan(x):
 
 def test_model_failure_gets_context(x):
     model = cnn(1, in_channels=5)
-    with pytest.raises(sl.ModelCallError, match=r"the model failed on a chunk of 2 rows of shape \(3, 20\)") as info:
+    with pytest.raises(
+        sl.ModelCallError, match=r"the model failed on a chunk of 2 rows of shape \(3, 20\)"
+    ) as info:
         sl.Gradient(model).explain(x, 0)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert isinstance(info.value, RuntimeError)
@@ -149,8 +163,14 @@ def test_eval_mode_does_not_warn(model, x):
     [
         (lambda m: sl.SmoothGrad(m), "must be a salience Explainer"),
         (lambda m: sl.SmoothGrad(sl.Gradient(m), n_samples=0), "'n_samples' parameter of SmoothGrad"),
-        (lambda m: sl.SmoothGrad(sl.Gradient(m), sigma=-1.0), "'sigma' parameter of SmoothGrad must be a float"),
-        (lambda m: sl.SmoothGrad(sl.Gradient(m), kind="median"), "'kind' parameter of SmoothGrad must be one of"),
+        (
+            lambda m: sl.SmoothGrad(sl.Gradient(m), sigma=-1.0),
+            "'sigma' parameter of SmoothGrad must be a float",
+        ),
+        (
+            lambda m: sl.SmoothGrad(sl.Gradient(m), kind="median"),
+            "'kind' parameter of SmoothGrad must be one of",
+        ),
         (lambda m: sl.SmoothGrad(sl.Gradient(m), generator=0), "'generator' parameter of SmoothGrad"),
         (lambda m: sl.Gradient(m, batch_size=0), "'batch_size' parameter of Gradient must be an int"),
         (lambda m: sl.Saliency(m, reduce_channels="max"), "'reduce_channels' parameter of Saliency"),
@@ -210,7 +230,10 @@ def test_all_finite_matches_isfinite(dtype, bad):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_float_baseline_rejected_in_init(model, bad):
-    with pytest.raises(sl.ParameterError, match=r"'baseline' parameter of IntegratedGradients must be a finite float\. Got (nan|inf|-inf)"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"'baseline' parameter of IntegratedGradients must be a finite float\. Got (nan|inf|-inf)",
+    ):
         sl.IntegratedGradients(model, baseline=bad)
 
 
@@ -241,10 +264,24 @@ def test_inputs_made_in_inference_mode(model):
     with torch.inference_mode():
         xi = x.clone()
     assert xi.is_inference()
-    for explainer in (sl.Gradient(model), sl.Saliency(model), sl.InputXGradient(model), sl.GuidedBackprop(model), sl.LRP(model)):
-        torch.testing.assert_close(explainer.explain(xi, 1).values, explainer.explain(x, 1).values, rtol=0, atol=0)
-    out = sl.metrics.max_sensitivity(sl.Gradient(model), xi, 1, n_perturbations=2,
-                                     generator=torch.Generator().manual_seed(0), progress=False)
+    for explainer in (
+        sl.Gradient(model),
+        sl.Saliency(model),
+        sl.InputXGradient(model),
+        sl.GuidedBackprop(model),
+        sl.LRP(model),
+    ):
+        torch.testing.assert_close(
+            explainer.explain(xi, 1).values, explainer.explain(x, 1).values, rtol=0, atol=0
+        )
+    out = sl.metrics.max_sensitivity(
+        sl.Gradient(model),
+        xi,
+        1,
+        n_perturbations=2,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert out.shape == (x.shape[0],)
 
 
@@ -253,11 +290,15 @@ def test_meta_input_and_mixed_device_model_are_named(model):
         sl.Gradient(model).explain(torch.empty(2, 3, 20, device="meta"), 1)
     half_loaded = cnn(1)
     half_loaded[0].to("meta")  # torch would compute garbage on the CPU from such a model
-    with pytest.raises(sl.ParameterError, match=r"2 parameter\(s\)/buffer\(s\) on the 'meta' device \(e.g. '0.weight'\)"):
+    with pytest.raises(
+        sl.ParameterError, match=r"2 parameter\(s\)/buffer\(s\) on the 'meta' device \(e.g. '0.weight'\)"
+    ):
         sl.Gradient(half_loaded).explain(make_input("signal"), 1)
     mixed = cnn(1)
     mixed[0].float()  # float32 first conv, float64 rest: the model fails, and the error says where things are
-    with pytest.raises(sl.ModelCallError, match=r"model parameters on cpu \(torch.float32\) and cpu \(torch.float64\)"):
+    with pytest.raises(
+        sl.ModelCallError, match=r"model parameters on cpu \(torch.float32\) and cpu \(torch.float64\)"
+    ):
         sl.Gradient(mixed).explain(make_input("signal"), 1)
 
 
@@ -271,11 +312,15 @@ def test_warnings_point_at_the_users_line():
     with pytest.warns(sl.FinalActivationWarning) as rec:
         sl.GradCAM(with_softmax, layer="2").explain(x, 1)
     assert pathlib.Path(rec[0].filename).name == "test_errors.py"
-    no_relu = torch.nn.Sequential(torch.nn.Conv1d(3, 2, 3), torch.nn.SiLU(), torch.nn.Flatten(), torch.nn.Linear(36, 2))
+    no_relu = torch.nn.Sequential(
+        torch.nn.Conv1d(3, 2, 3), torch.nn.SiLU(), torch.nn.Flatten(), torch.nn.Linear(36, 2)
+    )
     with pytest.warns(sl.ReLUCoverageWarning) as rec:
         sl.GuidedBackprop(no_relu.double().eval()).explain(x, 1)
     assert pathlib.Path(rec[0].filename).name == "test_errors.py"
     with pytest.warns(sl.TrainingModeWarning) as rec:
         sl.Gradient(cnn(1).train()).explain(x, 1)
     assert pathlib.Path(rec[0].filename).name == "test_errors.py"
-    assert issubclass(sl.ReLUCoverageWarning, sl.SalienceWarning) and issubclass(sl.SalienceWarning, UserWarning)
+    assert issubclass(sl.ReLUCoverageWarning, sl.SalienceWarning) and issubclass(
+        sl.SalienceWarning, UserWarning
+    )

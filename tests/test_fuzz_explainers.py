@@ -231,7 +231,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     "one-output": _OneOutput,
     "three-d": _ThreeD,
     "not-callable": lambda: 42,
-    "lambda": lambda: (lambda x: x.flatten(1)[:, :4] * 2),
+    "lambda": lambda: lambda x: x.flatten(1)[:, :4] * 2,
 }
 
 CASES = [c for c in EXPLAINERS if "signal" in c.kinds]

@@ -84,7 +84,9 @@ def test_models_writing_into_their_input(case: Case, kind: str, first: str):
 def test_in_place_gradient_is_the_true_gradient():
     """Autograd through the model's in-place ReLU: the gradient of relu(x) @ w is w where x > 0."""
     w = torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
-    model = nn.Sequential(nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(3, 1, bias=False, dtype=torch.float64))
+    model = nn.Sequential(
+        nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(3, 1, bias=False, dtype=torch.float64)
+    )
     with torch.no_grad():
         model[2].weight.copy_(w)
     x = torch.tensor([[[0.5, -1.0, 2.0]]], dtype=torch.float64)
@@ -119,9 +121,19 @@ def test_in_place_model_in_metrics_and_layers():
     attr = sl.Gradient(model).explain(x, target=1)
     sl.metrics.deletion_curve(model, x, attr, target=1, steps=4, progress=False)
     sl.metrics.insertion_curve(model, x, attr, target=1, steps=4, progress=False)
-    sl.metrics.faithfulness_correlation(model, x, attr, target=1, n_runs=4, subset_size=5,
-                                        generator=torch.Generator().manual_seed(0), progress=False)
-    sl.metrics.infidelity(model, x, attr, target=1, n_perturbations=3, generator=torch.Generator().manual_seed(0))
+    sl.metrics.faithfulness_correlation(
+        model,
+        x,
+        attr,
+        target=1,
+        n_runs=4,
+        subset_size=5,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    sl.metrics.infidelity(
+        model, x, attr, target=1, n_perturbations=3, generator=torch.Generator().manual_seed(0)
+    )
     sl.layers(model, x)
     assert torch.equal(x, before)
 
@@ -140,10 +152,20 @@ def test_user_baseline_not_written():
 
 def _shared_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv1d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 3), nn.Softmax(1),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv1d(2, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv1d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(8, 3),
+            nn.Softmax(1),
+        )
+        .double()
+        .eval()
+    )
 
 
 THREADED = {
@@ -260,7 +282,9 @@ class _Model(nn.Module):
 GRADIENT_METHODS = {
     "Gradient": lambda m: sl.Gradient(m),
     "IG": lambda m: sl.IntegratedGradients(m, n_steps=3),
-    "SmoothGrad": lambda m: sl.SmoothGrad(sl.Gradient(m), n_samples=2, generator=torch.Generator().manual_seed(0)),
+    "SmoothGrad": lambda m: sl.SmoothGrad(
+        sl.Gradient(m), n_samples=2, generator=torch.Generator().manual_seed(0)
+    ),
     "FourierIG": lambda m: sl.FourierIG(m, n_steps=3),
     "GuidedBackprop": lambda m: sl.GuidedBackprop(m),
     "LRP": lambda m: sl.LRP(m),
@@ -284,7 +308,11 @@ def test_forward_only_methods_explain_outputs_without_gradient(kind: str):
     x = torch.randn(2, 2, 16)
     model = _Model(kind).eval()
     gen = torch.Generator().manual_seed(0)
-    assert sl.RISE(model, n_masks=8, generator=gen, progress=False).explain(x, target=1).values.shape == (2, 1, 16)
+    assert sl.RISE(model, n_masks=8, generator=gen, progress=False).explain(x, target=1).values.shape == (
+        2,
+        1,
+        16,
+    )
     assert sl.Occlusion(model, window=4).explain(x, target=1).values.shape[0] == 2
     assert sl.ScoreCAM(model, layer="conv", progress=False).explain(x, target=1).values.shape == (2, 1, 16)
 
@@ -323,7 +351,9 @@ def test_score_cut_from_the_input_is_refused():
     class LinearProbe(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = nn.Sequential(nn.Conv1d(2, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+            self.encoder = nn.Sequential(
+                nn.Conv1d(2, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten()
+            )
             self.head = nn.Linear(8, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -333,8 +363,13 @@ def test_score_cut_from_the_input_is_refused():
 
     probe = LinearProbe().eval()
     x = torch.randn(2, 2, 64)
-    for explainer in (sl.Gradient(probe), sl.IntegratedGradients(probe, n_steps=4), sl.GuidedBackprop(probe),
-                      sl.FourierIG(probe, n_steps=2), sl.GradCAM(probe, layer="encoder.0")):
+    for explainer in (
+        sl.Gradient(probe),
+        sl.IntegratedGradients(probe, n_steps=4),
+        sl.GuidedBackprop(probe),
+        sl.FourierIG(probe, n_steps=2),
+        sl.GradCAM(probe, layer="encoder.0"),
+    ):
         with pytest.raises(sl.ModelOutputError, match="no_grad"):
             explainer.explain(x, target=1)
 
@@ -359,7 +394,9 @@ class _DataWrite(nn.Module):
 
 
 @pytest.mark.parametrize("how", ["data", "sometimes"])
-@pytest.mark.parametrize("method", ["Gradient", "Saliency", "InputXGradient", "GuidedBackprop", "DeconvNet", "LRP"])
+@pytest.mark.parametrize(
+    "method", ["Gradient", "Saliency", "InputXGradient", "GuidedBackprop", "DeconvNet", "LRP"]
+)
 def test_unseen_writes_never_reach_the_input(method: str, how: str):
     """Gradient leaves that view the caller's tensor are copies, whatever the model writes and
     however (several chunks: the first one sees no write)."""
@@ -401,7 +438,9 @@ def test_token_layer_with_reshape_is_explained():
     torch.manual_seed(0)
     model = _TokenNet().eval()
     x = torch.randn(2, 2, 12)
-    attr = sl.HiResCAM(model, layer="encoder", reshape=lambda a: a.transpose(1, 2), relu=False).explain(x, target=0)
+    attr = sl.HiResCAM(model, layer="encoder", reshape=lambda a: a.transpose(1, 2), relu=False).explain(
+        x, target=0
+    )
     assert attr.values.shape == (2, 1, 12)
     # the (B, T, D) map read the right way: position t's value uses token t
     conv_cam = sl.HiResCAM(model, layer="stem", relu=False).explain(x, target=0)
@@ -453,7 +492,10 @@ def test_keyboard_interrupt_leaves_no_trace(case: Case):
 
     handle = model[2].register_forward_hook(interrupt)
     try:
-        hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()]
+        hooks = [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ]
         state = {k: v.clone() for k, v in model.state_dict().items()}
         x = make_input("signal")
         before = x.clone()
@@ -461,7 +503,10 @@ def test_keyboard_interrupt_leaves_no_trace(case: Case):
             warnings.simplefilter("ignore")
             with pytest.raises(KeyboardInterrupt):
                 case.make(model, batch_size=1).explain(x, target=1)
-        assert hooks == [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()]
+        assert hooks == [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in model.modules()
+        ]
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
         assert torch.equal(x, before) and not x.requires_grad
     finally:
@@ -516,7 +561,9 @@ def test_in_place_model_under_inference_mode():
         x = make_input("signal")
         before = x.clone()
         sl.Gradient(model).explain(x, target=1)
-        sl.RISE(model, n_masks=4, progress=False, generator=torch.Generator().manual_seed(0)).explain(x, target=1)
+        sl.RISE(model, n_masks=4, progress=False, generator=torch.Generator().manual_seed(0)).explain(
+            x, target=1
+        )
         sl.metrics.deletion_curve(model, x, attr, target=1, steps=3, progress=False)
         sl.layers(model, x)
         assert torch.equal(x, before)
@@ -533,7 +580,9 @@ def test_targets_beyond_int64_are_target_errors(target):
 
 def test_raising_baseline_callable_is_a_parameter_error():
     with pytest.raises(sl.ParameterError, match="baseline callable.*ZeroDivisionError"):
-        sl.IntegratedGradients(cnn(1), n_steps=2, baseline=lambda z: 1 / 0).explain(make_input("signal"), target=1)
+        sl.IntegratedGradients(cnn(1), n_steps=2, baseline=lambda z: 1 / 0).explain(
+            make_input("signal"), target=1
+        )
 
 
 # ---------------------------------------------------------------- token outputs passed along
@@ -579,9 +628,15 @@ class _GRUNet(nn.Module):
         return self.head(self.blocks(h).mean(1))
 
 
-@pytest.mark.parametrize("model, layer", [
-    (_EEGTransformer, "act"), (_GRUNet, "drop"), (_GRUNet, "blocks.1"), (_GRUNet, "blocks.0.mlp.1"),
-])
+@pytest.mark.parametrize(
+    "model, layer",
+    [
+        (_EEGTransformer, "act"),
+        (_GRUNet, "drop"),
+        (_GRUNet, "blocks.1"),
+        (_GRUNet, "blocks.0.mlp.1"),
+    ],
+)
 def test_layers_passing_tokens_along_are_refused(model, layer):
     """A GELU, dropout or custom block after a transformer or RNN passes (B, L, D) tokens on:
     refused without reshape, and layers() does not mark it spatial."""
@@ -591,8 +646,11 @@ def test_layers_passing_tokens_along_are_refused(model, layer):
         sl.GradCAM(m, layer=layer).explain(x, target=0)
     info = {i.name: i for i in sl.layers(m, x[:1])}
     assert not info[layer].spatial
-    assert sl.GradCAM(m, layer="stem" if model is _EEGTransformer else layer,
-                      reshape=None if model is _EEGTransformer else (lambda a: a.transpose(1, 2))).explain(x, 0)
+    assert sl.GradCAM(
+        m,
+        layer="stem" if model is _EEGTransformer else layer,
+        reshape=None if model is _EEGTransformer else (lambda a: a.transpose(1, 2)),
+    ).explain(x, 0)
 
 
 class _SE(nn.Module):
@@ -609,9 +667,15 @@ def test_squeeze_excitation_blocks_keep_the_default_layer_last():
     last spatial layer, not the first block's."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv1d(2, 8, 3, padding=1), nn.ReLU(), _SE(8),
-        nn.Conv1d(8, 16, 3, padding=1), nn.ReLU(), _SE(16),
-        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 3),
+        nn.Conv1d(2, 8, 3, padding=1),
+        nn.ReLU(),
+        _SE(8),
+        nn.Conv1d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        _SE(16),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(16, 3),
     ).eval()
     assert sl.GradCAM(model).explain(torch.randn(2, 2, 32), target=0).layer == "5"
 
@@ -620,8 +684,14 @@ def test_squeeze_excitation_blocks_keep_the_default_layer_last():
 def test_channel_position_layers_are_not_refused(layer):
     """LayerNorm over (C, T) and convolutions work on channels x positions."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), layer, nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-                          nn.Flatten(), nn.Linear(4, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding=1),
+        layer,
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
     assert sl.GradCAM(model, layer="1").explain(torch.randn(2, 2, 16), target=0).values.shape == (2, 1, 16)
 
 
@@ -644,10 +714,17 @@ class _ThreadedEnsemble(nn.Module):
         return torch.stack(outs).mean(0)
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: sl.GuidedBackprop(m), lambda m: sl.DeconvNet(m), lambda m: sl.LRP(m),
-    lambda m: sl.GradCAM(m, layer="members.0.2"), lambda m: sl.GradCAM(m),
-], ids=["GuidedBackprop", "DeconvNet", "LRP", "GradCAM", "GradCAM-default"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: sl.GuidedBackprop(m),
+        lambda m: sl.DeconvNet(m),
+        lambda m: sl.LRP(m),
+        lambda m: sl.GradCAM(m, layer="members.0.2"),
+        lambda m: sl.GradCAM(m),
+    ],
+    ids=["GuidedBackprop", "DeconvNet", "LRP", "GradCAM", "GradCAM-default"],
+)
 def test_models_running_modules_in_worker_threads_are_named(make):
     """Hooks act only in the calling thread: a model that runs its modules in worker threads
     gets an error that says so, never plain gradients passed off as a modified backprop."""
@@ -685,14 +762,27 @@ def test_models_of_torch_nn_modules_only_get_rows_uncopied():
         handle.remove()
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: sl.GradCAM(m, layer="1"), lambda m: sl.RISE(m, n_masks=4, progress=False),
-    lambda m: sl.Gradient(m, batch_size=1), lambda m: sl.LRP(m), lambda m: sl.ScoreCAM(m, layer="1", progress=False),
-], ids=["GradCAM", "RISE", "Gradient", "LRP", "ScoreCAM"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: sl.GradCAM(m, layer="1"),
+        lambda m: sl.RISE(m, n_masks=4, progress=False),
+        lambda m: sl.Gradient(m, batch_size=1),
+        lambda m: sl.LRP(m),
+        lambda m: sl.ScoreCAM(m, layer="1", progress=False),
+    ],
+    ids=["GradCAM", "RISE", "Gradient", "LRP", "ScoreCAM"],
+)
 def test_sequential_with_in_place_first_layer(make):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    model = nn.Sequential(
+        nn.ReLU(inplace=True),
+        nn.Conv1d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
     x = torch.randn(3, 2, 16)
     before = x.clone()
     with warnings.catch_warnings():

@@ -53,7 +53,10 @@ def _signal(b: int = 2, c: int = 1, seed: int = 3) -> torch.Tensor:
 
 def _hooks(model: nn.Module) -> int:
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(m._backward_pre_hooks)
         for m in model.modules()
     )
 
@@ -61,7 +64,9 @@ def _hooks(model: nn.Module) -> int:
 # --------------------------------------------------------------------- 1. perturbation in domains
 def test_occlusion_of_frequency_bins_is_the_bin_power():
     x, model = _signal(), BinPower().eval()
-    attr = sl.InDomain(sl.Occlusion(model, window={"f": 1}, progress=False), sl.Fourier()).explain(x, target=0)
+    attr = sl.InDomain(sl.Occlusion(model, window={"f": 1}, progress=False), sl.Fourier()).explain(
+        x, target=0
+    )
     assert attr.layout == "b c f" and attr.values.shape == (2, 1, T // 2 + 1)
     expected = torch.zeros(2, 1, T // 2 + 1, dtype=torch.float64)
     expected[:, 0, K_BIN] = torch.fft.rfft(x[:, 0], dim=-1)[:, K_BIN].abs() ** 2
@@ -82,7 +87,9 @@ def test_rise_over_frequency_bins_peaks_at_the_read_bin():
 
 def test_default_rise_masks_do_not_split_real_and_imaginary_parts():
     x, model = _signal(), BinPower().eval()
-    attr = sl.InDomain(sl.RISE(model, n_masks=8, generator=_gen(), progress=False), sl.Fourier()).explain(x, target=0)
+    attr = sl.InDomain(sl.RISE(model, n_masks=8, generator=_gen(), progress=False), sl.Fourier()).explain(
+        x, target=0
+    )
     assert attr.layout == "b c f" and attr.values.shape == (2, 1, T // 2 + 1)
     # unreduced: one value per bin, shared by its real and imaginary coordinates
     raw = sl.InDomain(sl.RISE(model, n_masks=8, generator=_gen(), progress=False), sl.Fourier(), reduce=False)
@@ -131,7 +138,9 @@ def test_guided_backprop_in_fourier_is_the_chain_rule_of_its_input_map():
 def test_smoothgrad_of_lrp_without_noise_is_lrp():
     model, x = cnn(1), torch.randn(2, 3, T, generator=_gen(1), dtype=torch.float64)
     plain = sl.LRP(model).explain(x, target=2).values
-    smooth = sl.SmoothGrad(sl.LRP(model), n_samples=3, sigma=0.0, generator=_gen()).explain(x, target=2).values
+    smooth = (
+        sl.SmoothGrad(sl.LRP(model), n_samples=3, sigma=0.0, generator=_gen()).explain(x, target=2).values
+    )
     torch.testing.assert_close(smooth, plain, rtol=1e-10, atol=1e-12)
 
 
@@ -152,7 +161,9 @@ def test_class_relevant_inside_and_around_domains():
 def test_smoothgrad_of_class_relevant_ig_in_lossy_ica():
     model, x = cnn(1), torch.randn(2, 3, T, generator=_gen(1), dtype=torch.float64)
     ica = sl.ICA.from_matrices(torch.randn(3, 2, generator=_gen(2), dtype=torch.float64))
-    ex = sl.SmoothGrad(sl.InDomain(_cr(sl.IntegratedGradients(model, n_steps=2)), ica), n_samples=2, generator=_gen())
+    ex = sl.SmoothGrad(
+        sl.InDomain(_cr(sl.IntegratedGradients(model, n_steps=2)), ica), n_samples=2, generator=_gen()
+    )
     attr = ex.explain(x, target=1)
     assert attr.layout == "b k t" and attr.values.shape == (2, 2, T)
     assert torch.isfinite(attr.values).all()
@@ -186,7 +197,9 @@ def test_deletion_over_ica_components():
     # every sample of source 1 ranks first: removing T units removes the source
     curve = deletion_curve(model, x, attr, step=T, progress=False)
     energy = (torch.einsum("kc,bct->bkt", _W, x)[:, 1] ** 2).sum(-1)
-    torch.testing.assert_close(curve, torch.stack([energy, 0 * energy, 0 * energy], 1), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        curve, torch.stack([energy, 0 * energy, 0 * energy], 1), rtol=1e-10, atol=1e-10
+    )
     torch.testing.assert_close(Deletion(step=T, progress=False)(model, x, attr), sl.metrics.auc(curve))
 
 
@@ -213,13 +226,18 @@ def test_deletion_of_full_spectrum_reports_matches_the_onesided_one():
 
 @pytest.mark.parametrize(
     "domain",
-    [sl.Fourier(), sl.ICA.from_matrices(torch.tensor([[1.0], [0.5]], dtype=torch.float64), torch.tensor([0.1, -0.2]))],
+    [
+        sl.Fourier(),
+        sl.ICA.from_matrices(torch.tensor([[1.0], [0.5]], dtype=torch.float64), torch.tensor([0.1, -0.2])),
+    ],
     ids=["Fourier", "ICA-lossy"],
 )
 def test_completeness_of_ig_in_a_domain(domain):
     x = torch.randn(2, 2, T, generator=_gen(6), dtype=torch.float64)
     model = nn.Sequential(BinPower(), nn.Linear(2, 1).double()).eval()
-    attr = sl.InDomain(sl.IntegratedGradients(model, n_steps=2, rule="riemann_trapezoid"), domain).explain(x, target=0)
+    attr = sl.InDomain(sl.IntegratedGradients(model, n_steps=2, rule="riemann_trapezoid"), domain).explain(
+        x, target=0
+    )
     assert attr.delta.abs().max() < 1e-10  # quadratic model: the trapezoid rule is exact
     # delta is the gap to f(x) - f(inverse(0) + residual), the baseline in z
     d = domain.bind(x)
@@ -236,8 +254,11 @@ def test_evaluate_with_domain_and_cam_explainers():
         "FourierIG": sl.FourierIG(model, n_steps=4),
         "GradCAM": sl.GradCAM(model, layer=model[2]),
     }
-    metrics = {"del": Deletion(steps=4, progress=False), "ins": Insertion(steps=4, progress=False),
-               "sparse": Sparseness()}
+    metrics = {
+        "del": Deletion(steps=4, progress=False),
+        "ins": Insertion(steps=4, progress=False),
+        "sparse": Sparseness(),
+    }
     table = sl.evaluate(explainers, metrics, model, (x, y))
     assert len(table) == 9
     assert [(r["method"], r["metric"]) for r in table] == [(e, m) for e in explainers for m in metrics]
@@ -256,7 +277,9 @@ def test_evaluate_with_domain_and_cam_explainers():
     [
         lambda m: sl.InDomain(sl.GradCAM(m, layer=m[2]), sl.Fourier()),
         lambda m: sl.InDomain(sl.ClassRelevant(sl.GradCAM(m, layer=m[2]), classes="all"), sl.Fourier()),
-        lambda m: sl.SmoothGrad(sl.InDomain(sl.ScoreCAM(m, layer=m[2]), sl.Fourier()), n_samples=2, generator=_gen()),
+        lambda m: sl.SmoothGrad(
+            sl.InDomain(sl.ScoreCAM(m, layer=m[2]), sl.Fourier()), n_samples=2, generator=_gen()
+        ),
     ],
     ids=["GradCAM", "ClassRelevant(GradCAM)", "SmoothGrad(InDomain(ScoreCAM))"],
 )
@@ -275,9 +298,13 @@ def _regressor() -> nn.Sequential:
     """A 1-D CNN with two real-valued outputs (no classes); the global RNG is left as found."""
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 2)
-    ).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 2)
+        )
+        .double()
+        .eval()
+    )
     torch.random.set_rng_state(state)
     return model
 

@@ -34,7 +34,9 @@ def test_per_sample_targets(setup):
 def test_contrast_single_and_mean_of_foils(setup):
     model, w, x = setup
     torch.testing.assert_close(grad(model, x, sl.Contrast(2, 0)).values, (w[2] - w[0]).expand_as(x))
-    torch.testing.assert_close(grad(model, x, sl.Contrast(2, [0, 1])).values, (w[2] - (w[0] + w[1]) / 2).expand_as(x))
+    torch.testing.assert_close(
+        grad(model, x, sl.Contrast(2, [0, 1])).values, (w[2] - (w[0] + w[1]) / 2).expand_as(x)
+    )
     per_sample = grad(model, x, sl.Contrast([2, 2, 3], torch.tensor([0, 1, 0]))).values
     torch.testing.assert_close(per_sample, torch.stack([w[2] - w[0], w[2] - w[1], w[3] - w[0]]))
     a = grad(model, x, sl.Contrast(2, 0))

@@ -44,7 +44,9 @@ class Counting(nn.Module):
         return self.model(x)
 
 
-def cnn(dims: int, in_channels: int = 3, n_classes: int = 4, seed: int = 0, dtype=torch.float64) -> nn.Sequential:
+def cnn(
+    dims: int, in_channels: int = 3, n_classes: int = 4, seed: int = 0, dtype=torch.float64
+) -> nn.Sequential:
     """conv -> ReLU -> conv -> ReLU -> global average pool -> linear, for 1, 2 or 3 spatial dims."""
     conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
     pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
@@ -80,7 +82,9 @@ def n_rows(shape) -> int:
     return math.prod(shape)
 
 
-def bn_cnn(dims: int, *, bias: bool = True, batchnorm: bool = True, bn_eps: float = 1e-5, seed: int = 0) -> nn.Sequential:
+def bn_cnn(
+    dims: int, *, bias: bool = True, batchnorm: bool = True, bn_eps: float = 1e-5, seed: int = 0
+) -> nn.Sequential:
     """conv-[BN]-ReLU-conv-[BN]-ReLU(inplace)-GAP-Linear(8->4), float64, eval; random BN statistics."""
     conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
     bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims]

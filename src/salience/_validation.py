@@ -49,8 +49,10 @@ def check_int(
 ) -> int:
     """Return ``value`` as an int, or raise ParameterError naming the parameter and the range."""
     owner = owner or current_caller()
-    if isinstance(value, bool) or not isinstance(value, Integral) or not _inside(
-        int(value), low, high, "both"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Integral)
+        or not _inside(int(value), low, high, "both")
     ):
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be an int in the range "
@@ -153,7 +155,9 @@ def check_bool(value: Any, name: str, owner: str | None = None) -> bool:
     return value
 
 
-def check_generator(generator: Any, owner: str | None = None, name: str = "generator") -> torch.Generator | None:
+def check_generator(
+    generator: Any, owner: str | None = None, name: str = "generator"
+) -> torch.Generator | None:
     """Return ``generator`` if it is a torch.Generator or None, else raise ParameterError."""
     owner = owner or current_caller()
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -42,7 +42,9 @@ class NumpyModel:
 
     def __init__(self, fn: Callable[[np.ndarray], Any], *, flatten: bool = True, dtype: Any = None) -> None:
         if not callable(fn):
-            raise ParameterError(f"The 'fn' parameter of NumpyModel must be callable. Got {type(fn).__name__} instead.")
+            raise ParameterError(
+                f"The 'fn' parameter of NumpyModel must be callable. Got {type(fn).__name__} instead."
+            )
         self.fn = fn
         self.flatten = check_bool(flatten, "flatten", "NumpyModel")
         self.dtype = dtype
@@ -55,7 +57,9 @@ class NumpyModel:
             a = a.astype(self.dtype, copy=False)
         out = np.asarray(self.fn(a))
         if out.dtype.kind not in "fiub":
-            raise ModelOutputError(f"NumpyModel: fn returned an array of dtype {out.dtype}; expected numbers.")
+            raise ModelOutputError(
+                f"NumpyModel: fn returned an array of dtype {out.dtype}; expected numbers."
+            )
         return torch.as_tensor(out).to(device=x.device, dtype=x.dtype)
 
     def __repr__(self) -> str:

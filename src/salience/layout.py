@@ -101,9 +101,7 @@ class Layout:
     def check(self, x: torch.Tensor, name: str = "x") -> None:
         """Raise ShapeError if ``x`` does not have one dim per axis name."""
         if x.ndim != self.ndim:
-            raise ShapeError(
-                f"{name} must have {self.ndim} dims for {self!r}; got shape {tuple(x.shape)}."
-            )
+            raise ShapeError(f"{name} must have {self.ndim} dims for {self!r}; got shape {tuple(x.shape)}.")
 
     def sizes(self, x: torch.Tensor) -> dict[str, int]:
         self.check(x)

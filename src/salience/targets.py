@@ -198,7 +198,8 @@ class ClassTarget(Target):
                 hint = (
                     " For a single-logit binary classifier use Probability(k)/LogProbability(k) "
                     "(sigmoid) or Score(lambda out: -out[:, 0]) for the negative class."
-                    if n_classes == 1 else ""
+                    if n_classes == 1
+                    else ""
                 )
                 raise TargetError(
                     f"Target class {k_all[bad][0].item()} is out of range for a model with "
@@ -298,8 +299,7 @@ class Output(Target):
             out = output[(slice(None),) + self.index]
         except IndexError as err:
             raise TargetError(
-                f"{self!r} is out of range for model output of shape "
-                f"{tuple(output.shape)}."
+                f"{self!r} is out of range for model output of shape {tuple(output.shape)}."
             ) from err
         if out.ndim != 1:
             raise TargetError(

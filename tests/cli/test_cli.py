@@ -23,18 +23,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # the fixtures save TorchScript archives, which torch >= 2.10 deprecates (they still load)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
 def make():
     return nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
-'''
+"""
 
 
 def tiny() -> nn.Module:
     g = torch.Generator().manual_seed(0)
-    m = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+    m = nn.Sequential(
+        nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
@@ -54,8 +56,14 @@ def files(tmp_path):
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """Run the command as a user would (python -m salience == the console-script entry point)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "salience", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "salience", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_entry_point_is_declared():
@@ -70,8 +78,24 @@ def test_entry_point_is_declared():
 
 def test_explain_torchscript_writes_npz_pngs_and_report(files, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["explain", files["ts"], files["npy"], "--method", "ig", "--steps", "8", "--out", str(out),
-               "--fs", "16", "--plots", "2", "--quiet"])
+    rc = main(
+        [
+            "explain",
+            files["ts"],
+            files["npy"],
+            "--method",
+            "ig",
+            "--steps",
+            "8",
+            "--out",
+            str(out),
+            "--fs",
+            "16",
+            "--plots",
+            "2",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'}"
     z = np.load(out / "attributions.npz")
@@ -92,8 +116,22 @@ def test_explain_factory_with_state_dict_target_and_csv(files, factory, tmp_path
     csv = tmp_path / "rec.csv"
     np.savetxt(csv, files["data"][0].T, delimiter=",", header="a,b", comments="")
     out = tmp_path / "o"
-    rc = main(["explain", "mymodels:make", str(csv), "--weights", str(tmp_path / "w.pt"), "--method", "gradient",
-               "--target", "2", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "explain",
+            "mymodels:make",
+            str(csv),
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--method",
+            "gradient",
+            "--target",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     z = np.load(out / "attributions.npz")
     assert z["values"].shape == (1, 2, 32) and z["targets"].tolist() == [2]
@@ -114,8 +152,25 @@ def factory(files, tmp_path, monkeypatch):
 
 def test_explain_gradcam_and_npz_key(files, factory, tmp_path):
     np.savez(tmp_path / "d.npz", signals=files["data"], fs=np.array(32.0))
-    rc = main(["explain", factory[0], str(tmp_path / "d.npz"), *factory[1:], "--key", "signals", "--method", "gradcam",
-               "--layer", "0", "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    rc = main(
+        [
+            "explain",
+            factory[0],
+            str(tmp_path / "d.npz"),
+            *factory[1:],
+            "--key",
+            "signals",
+            "--method",
+            "gradcam",
+            "--layer",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--plots",
+            "1",
+        ]
+    )
     assert rc == 0
     z = np.load(tmp_path / "o" / "attributions.npz")
     assert z["values"].shape == (5, 1, 32)
@@ -123,13 +178,32 @@ def test_explain_gradcam_and_npz_key(files, factory, tmp_path):
 
 
 def test_explain_images_and_video(tmp_path):
-    m2 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
-    m3 = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
+    m2 = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    ).eval()
+    m3 = nn.Sequential(
+        nn.Conv3d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(2, 2)
+    ).eval()
     for name, m, shape in (("img", m2, (2, 3, 8, 8)), ("vid", m3, (1, 1, 4, 8, 8))):
         torch.jit.script(m).save(str(tmp_path / f"{name}.pt"))
         np.save(tmp_path / f"{name}.npy", np.random.default_rng(1).standard_normal(shape).astype(np.float32))
-        assert main(["explain", str(tmp_path / f"{name}.pt"), str(tmp_path / f"{name}.npy"), "--method", "saliency",
-                     "--out", str(tmp_path / name), "--quiet", "--plots", "1"]) == 0
+        assert (
+            main(
+                [
+                    "explain",
+                    str(tmp_path / f"{name}.pt"),
+                    str(tmp_path / f"{name}.npy"),
+                    "--method",
+                    "saliency",
+                    "--out",
+                    str(tmp_path / name),
+                    "--quiet",
+                    "--plots",
+                    "1",
+                ]
+            )
+            == 0
+        )
     assert (tmp_path / "vid" / "sample0.gif").exists()
     assert (tmp_path / "vid" / "report.html").read_text().count("data:image/gif;base64") == 1
 
@@ -137,8 +211,11 @@ def test_explain_images_and_video(tmp_path):
 @pytest.fixture
 def pt2(files, tmp_path):
     # a dynamic batch axis: explainers send chunks of rows of any size
-    ep = torch.export.export(files["model"], (torch.from_numpy(files["data"][:2]),),
-                             dynamic_shapes=({0: torch.export.Dim("batch")},))
+    ep = torch.export.export(
+        files["model"],
+        (torch.from_numpy(files["data"][:2]),),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
     torch.export.save(ep, str(tmp_path / "m.pt2"))
     return str(tmp_path / "m.pt2")
 
@@ -152,8 +229,21 @@ def test_torch_export_archive(files, pt2, tmp_path):
 
     with warnings.catch_warnings(record=True) as record:  # not --quiet: warnings would show
         warnings.simplefilter("always")
-        rc = main(["explain", pt2, files["npy"], "--method", "gradient", "--target", "0",
-                   "--out", str(tmp_path / "o"), "--plots", "0"])
+        rc = main(
+            [
+                "explain",
+                pt2,
+                files["npy"],
+                "--method",
+                "gradient",
+                "--target",
+                "0",
+                "--out",
+                str(tmp_path / "o"),
+                "--plots",
+                "0",
+            ]
+        )
     assert rc == 0
     _no_training_mode_warning(record)  # the loaded archive reports eval mode
     z = np.load(tmp_path / "o" / "attributions.npz")
@@ -170,15 +260,41 @@ def test_torch_export_archive_gradcam_and_layers(files, pt2, tmp_path, capsys):
 
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        rc = main(["explain", pt2, files["npy"], "--method", "gradcam", "--out", str(tmp_path / "o"), "--plots", "1"])
+        rc = main(
+            [
+                "explain",
+                pt2,
+                files["npy"],
+                "--method",
+                "gradcam",
+                "--out",
+                str(tmp_path / "o"),
+                "--plots",
+                "1",
+            ]
+        )
     assert rc == 0, capsys.readouterr().err
     _no_training_mode_warning(record)
     z = np.load(tmp_path / "o" / "attributions.npz")
     direct = sl.GradCAM(files["model"]).explain(torch.from_numpy(files["data"]))  # same default layer
     assert z["values"].shape == (5, 1, 32) and json.loads(str(z["metadata"]))["layer"] == direct.layer
     np.testing.assert_allclose(z["values"], direct.numpy(), rtol=1e-4, atol=1e-6)
-    rc = main(["explain", pt2, files["npy"], "--method", "gradcam", "--layer", "0", "--out", str(tmp_path / "o2"),
-               "--quiet", "--plots", "0"])
+    rc = main(
+        [
+            "explain",
+            pt2,
+            files["npy"],
+            "--method",
+            "gradcam",
+            "--layer",
+            "0",
+            "--out",
+            str(tmp_path / "o2"),
+            "--quiet",
+            "--plots",
+            "0",
+        ]
+    )
     assert rc == 0
     capsys.readouterr()
     assert main(["layers", pt2, "--shape", "2,32"]) == 0
@@ -194,8 +310,20 @@ def test_full_pickle_needs_trust_flag(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--trust-pickle" in err and "Traceback" not in err
     with pytest.warns(UserWarning, match="trust"):
-        rc = main(["explain", str(tmp_path / "full.pt"), files["npy"], "--trust-pickle", "--method", "gradient",
-                   "--out", str(tmp_path / "o"), "--plots", "0"])
+        rc = main(
+            [
+                "explain",
+                str(tmp_path / "full.pt"),
+                files["npy"],
+                "--trust-pickle",
+                "--method",
+                "gradient",
+                "--out",
+                str(tmp_path / "o"),
+                "--plots",
+                "0",
+            ]
+        )
     assert rc == 0
 
 
@@ -214,7 +342,10 @@ def test_layers_lists_shapes(files, factory, capsys):
         (["explain", "{ts}", "{bad_shape}"], "expected (N, C, T)"),
         (["explain", "{ts}", "{npy}", "--method", "magic"], "unknown method 'magic'"),
         (["explain", "{ts}", "{npy}", "--domain", "hyperbolic"], "unknown domain"),
-        (["explain", "mymodels:make", "{npy}", "--method", "gradcam", "--layer", "nope"], "Layer 'nope' not found"),
+        (
+            ["explain", "mymodels:make", "{npy}", "--method", "gradcam", "--layer", "nope"],
+            "Layer 'nope' not found",
+        ),
         (["explain", "{ts}", "{npy}", "--method", "gradcam"], "TorchScript modules do not support"),
         (["explain", "mymodels:make", "{npy}", "--weights", "{npy}"], "weights_only=True"),
         (["explain", "mymodels:nothing", "{npy}"], "no callable 'nothing'"),
@@ -233,7 +364,12 @@ def test_layers_lists_shapes(files, factory, capsys):
 def test_bad_input_one_line_exit_2(files, factory, tmp_path, capsys, args, message):
     np.save(tmp_path / "bad.npy", np.zeros(7, dtype=np.float32))
     np.save(tmp_path / "wc.npy", np.zeros((2, 3, 32), dtype=np.float32))
-    subs = {"ts": files["ts"], "npy": files["npy"], "bad_shape": str(tmp_path / "bad.npy"), "wrong_channels": str(tmp_path / "wc.npy")}
+    subs = {
+        "ts": files["ts"],
+        "npy": files["npy"],
+        "bad_shape": str(tmp_path / "bad.npy"),
+        "wrong_channels": str(tmp_path / "wc.npy"),
+    }
     argv = [a.format(**subs) for a in args] + ["--out", str(tmp_path / "o")] * (args[0] == "explain")
     rc = main(argv)
     err = capsys.readouterr().err
@@ -244,11 +380,24 @@ def test_bad_input_one_line_exit_2(files, factory, tmp_path, capsys, args, messa
 
 
 def test_subprocess_exit_codes_and_debug_traceback(files, tmp_path):
-    ok = run_cli("explain", files["ts"], files["npy"], "--method", "gradient", "--plots", "0", "--quiet",
-                 "--out", str(tmp_path / "o"))
+    ok = run_cli(
+        "explain",
+        files["ts"],
+        files["npy"],
+        "--method",
+        "gradient",
+        "--plots",
+        "0",
+        "--quiet",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert ok.returncode == 0 and ok.stdout.startswith("report: "), ok.stderr
     bad = run_cli("explain", files["ts"], str(tmp_path / "missing.npy"))
-    assert bad.returncode == 2 and bad.stderr.strip() == f"salience: error: data file not found: {tmp_path / 'missing.npy'}"
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip() == f"salience: error: data file not found: {tmp_path / 'missing.npy'}"
+    )
     dbg = run_cli("explain", files["ts"], str(tmp_path / "missing.npy"), "--debug")
     assert dbg.returncode != 0 and "Traceback" in dbg.stderr
 
@@ -276,8 +425,14 @@ def test_demo_quick(tmp_path, capsys):
     assert html.count('<figure class="salience-figure">') == n  # every PNG is in the report
     # 2 tasks x (grid + curves + 2 samples x (IG, Fourier IG)) + 2 EEG samples x ICA components
     assert n == 14, sorted(pngs)
-    for name in ("Integrated Gradients", "Grad-CAM", "RISE", "Fourier domain", "independent components",
-                 "pointing game"):
+    for name in (
+        "Integrated Gradients",
+        "Grad-CAM",
+        "RISE",
+        "Fourier domain",
+        "independent components",
+        "pointing game",
+    ):
         assert name in html
     # insertion starts where the model's score is low (not a blurred copy that scores ~0.99)
     import re
@@ -291,10 +446,24 @@ def test_demo_quick(tmp_path, capsys):
         assert result["figures"] == result["decoded"] == n and result["errors"] == []
 
 
-@pytest.mark.parametrize("extra", [["--method", "rise", "--steps", "64"], ["--method", "occlusion", "--window", "t=8"]])
+@pytest.mark.parametrize(
+    "extra", [["--method", "rise", "--steps", "64"], ["--method", "occlusion", "--window", "t=8"]]
+)
 def test_explain_perturbation_methods(files, tmp_path, extra):
     pytest.importorskip("salience.explainers.rise")
-    rc = main(["explain", files["ts"], files["npy"], *extra, "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    rc = main(
+        [
+            "explain",
+            files["ts"],
+            files["npy"],
+            *extra,
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--plots",
+            "1",
+        ]
+    )
     assert rc == 0
     assert np.load(tmp_path / "o" / "attributions.npz")["values"].shape[0] == 5
 
@@ -303,12 +472,45 @@ def test_occlusion_needs_window(files, tmp_path, capsys):
     pytest.importorskip("salience.explainers.occlusion")
     assert main(["explain", files["ts"], files["npy"], "--method", "occlusion", "--out", str(tmp_path)]) == 2
     assert "--window" in capsys.readouterr().err
-    assert main(["explain", files["ts"], files["npy"], "--method", "occlusion", "--window", "t", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                files["ts"],
+                files["npy"],
+                "--method",
+                "occlusion",
+                "--window",
+                "t",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
 
 
 def test_explain_in_the_fourier_domain(files, tmp_path):
-    rc = main(["explain", files["ts"], files["npy"], "--method", "ig", "--steps", "8", "--domain", "fourier",
-               "--fs", "32", "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    rc = main(
+        [
+            "explain",
+            files["ts"],
+            files["npy"],
+            "--method",
+            "ig",
+            "--steps",
+            "8",
+            "--domain",
+            "fourier",
+            "--fs",
+            "32",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--plots",
+            "1",
+        ]
+    )
     assert rc == 0
     z = np.load(tmp_path / "o" / "attributions.npz")
     assert z["values"].shape == (5, 2, 17)  # rfft bins of T = 32
@@ -324,8 +526,24 @@ def test_explain_other_domains(files, tmp_path, domain):
     if domain == "ica":
         pytest.importorskip("sklearn")
     np.save(tmp_path / "long.npy", np.random.default_rng(2).standard_normal((5, 2, 128)).astype(np.float32))
-    rc = main(["explain", files["ts"], str(tmp_path / "long.npy"), "--method", "gradient", "--domain", domain, "--fs", "32",
-               "--out", str(tmp_path / "o"), "--quiet", "--plots", "1"])
+    rc = main(
+        [
+            "explain",
+            files["ts"],
+            str(tmp_path / "long.npy"),
+            "--method",
+            "gradient",
+            "--domain",
+            domain,
+            "--fs",
+            "32",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--plots",
+            "1",
+        ]
+    )
     assert rc == 0
     z = np.load(tmp_path / "o" / "attributions.npz")
     assert json.loads(str(z["metadata"]))["domain"] == domain and z["values"].shape[0] == 5
@@ -342,7 +560,9 @@ def test_demo_images_and_video(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--images", "--video", "--quiet", "--out", str(out)]) == 0
     cap = capsys.readouterr()
-    assert cap.err == "" and cap.out == f"report: {os.path.abspath(out / 'report.html')}\n"  # --quiet: no bars
+    assert (
+        cap.err == "" and cap.out == f"report: {os.path.abspath(out / 'report.html')}\n"
+    )  # --quiet: no bars
     html = (out / "report.html").read_text()
     assert "espresso" in html and "Egyptian cat" in html  # the pretrained model's predictions
     gifs = sorted(p.name for p in (out / "video").glob("*.gif"))
@@ -353,14 +573,38 @@ def test_demo_images_and_video(tmp_path, capsys):
 def test_explain_edf_recording(files, tmp_path):
     pyedflib = pytest.importorskip("pyedflib")
     x = np.random.default_rng(3).standard_normal((2, 128))
-    hdr = [{"label": f"EEG {i}", "dimension": "uV", "sample_frequency": 32, "physical_max": 10, "physical_min": -10,
-            "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""} for i in range(2)]
+    hdr = [
+        {
+            "label": f"EEG {i}",
+            "dimension": "uV",
+            "sample_frequency": 32,
+            "physical_max": 10,
+            "physical_min": -10,
+            "digital_max": 32767,
+            "digital_min": -32768,
+            "transducer": "",
+            "prefilter": "",
+        }
+        for i in range(2)
+    ]
     w = pyedflib.EdfWriter(str(tmp_path / "r.edf"), 2, file_type=pyedflib.FILETYPE_EDFPLUS)
     w.setSignalHeaders(hdr)
     w.writeSamples(list(x))
     w.close()
-    rc = main(["explain", files["ts"], str(tmp_path / "r.edf"), "--method", "gradient", "--out", str(tmp_path / "o"),
-               "--quiet", "--plots", "1"])
+    rc = main(
+        [
+            "explain",
+            files["ts"],
+            str(tmp_path / "r.edf"),
+            "--method",
+            "gradient",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--plots",
+            "1",
+        ]
+    )
     assert rc == 0
     z = np.load(tmp_path / "o" / "attributions.npz")
     meta = json.loads(str(z["metadata"]))
@@ -370,8 +614,14 @@ def test_explain_edf_recording(files, tmp_path):
 BAR_MARKS = ("it/s", "s/it", "%|", "\x1b[A", "draws", "masks", "windows")
 
 
-@pytest.mark.parametrize("extra", [["--method", "smoothgrad", "--steps", "4"], ["--method", "rise", "--steps", "32"],
-                                   ["--method", "occlusion", "--window", "t=8"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--method", "smoothgrad", "--steps", "4"],
+        ["--method", "rise", "--steps", "32"],
+        ["--method", "occlusion", "--window", "t=8"],
+    ],
+)
 def test_quiet_shows_no_progress_bar(files, tmp_path, capsys, extra):
     pytest.importorskip("tqdm")
     out = tmp_path / "o"
@@ -383,8 +633,24 @@ def test_quiet_shows_no_progress_bar(files, tmp_path, capsys, extra):
 def test_progress_bars_are_not_nested(files, tmp_path, capsys):
     """Without --quiet a method with its own bar shows it alone (no outer bar around it)."""
     pytest.importorskip("tqdm")
-    assert main(["explain", files["ts"], files["npy"], "--method", "smoothgrad", "--steps", "4",
-                 "--out", str(tmp_path / "o"), "--plots", "0"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                files["ts"],
+                files["npy"],
+                "--method",
+                "smoothgrad",
+                "--steps",
+                "4",
+                "--out",
+                str(tmp_path / "o"),
+                "--plots",
+                "0",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "draws" in err and "explain (smoothgrad)" not in err and "\x1b[A" not in err
 
@@ -406,22 +672,46 @@ def test_installed_entry_point_script(files, tmp_path):
     if exe is None:
         pytest.skip("the salience console script is not installed (pip install -e .)")
     out = tmp_path / "o"
-    proc = subprocess.run([exe, "explain", files["ts"], files["npy"], "--method", "smoothgrad", "--steps", "4",
-                           "--plots", "1", "-q", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            exe,
+            "explain",
+            files["ts"],
+            files["npy"],
+            "--method",
+            "smoothgrad",
+            "--steps",
+            "4",
+            "--plots",
+            "1",
+            "-q",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"report: {out / 'report.html'}\n"
     assert not any(m in proc.stdout + proc.stderr for m in BAR_MARKS), proc.stderr  # -q: no progress bar
     assert np.load(out / "attributions.npz")["values"].shape == (5, 2, 32)
-    bad = subprocess.run([exe, "explain", files["ts"], str(tmp_path / "missing.npy")], capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        [exe, "explain", files["ts"], str(tmp_path / "missing.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("salience: error: data file not found")
 
 
 def test_one_line_error_keeps_the_cause():
     from salience.cli.main import _one_line
 
-    exc = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript:\n"
-                       "  File x, line 3\n\nRuntimeError: expected input[5, 7, 200] to have 3 channels, but got 7\n")
+    exc = RuntimeError(
+        "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript:\n"
+        "  File x, line 3\n\nRuntimeError: expected input[5, 7, 200] to have 3 channels, but got 7\n"
+    )
     line = _one_line(exc)
     assert "\n" not in line and line.startswith("The following operation failed")
     assert line.endswith("(cause: RuntimeError: expected input[5, 7, 200] to have 3 channels, but got 7)")

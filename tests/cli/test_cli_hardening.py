@@ -19,10 +19,12 @@ from torch import nn
 from salience.cli import main
 
 # the fixtures save TorchScript archives, which torch >= 2.10 deprecates (they still load)
-pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
-              pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+]
 
-FACTORY = '''
+FACTORY = """
 from torch import nn
 
 def make():
@@ -30,14 +32,15 @@ def make():
 
 def broken():
     raise ValueError("no such checkpoint size")
-'''
+"""
 
 
 @pytest.fixture
 def f(tmp_path, monkeypatch):
     """A TorchScript model, a (5, 2, 32) .npy file and an importable factory module."""
-    model = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
-                          nn.Linear(4, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
     torch.jit.script(model).save(str(tmp_path / "m.pt"))
     data = np.random.default_rng(0).standard_normal((5, 2, 32)).astype(np.float32)
     np.save(tmp_path / "x.npy", data)
@@ -45,13 +48,20 @@ def f(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "hardening_models.py").write_text(FACTORY)
     monkeypatch.syspath_prepend(str(pkg))
-    return types.SimpleNamespace(ts=str(tmp_path / "m.pt"), npy=str(tmp_path / "x.npy"), data=data, dir=tmp_path,
-                                 out=str(tmp_path / "out"))
+    return types.SimpleNamespace(
+        ts=str(tmp_path / "m.pt"),
+        npy=str(tmp_path / "x.npy"),
+        data=data,
+        dir=tmp_path,
+        out=str(tmp_path / "out"),
+    )
 
 
 def explain(f, data, *extra):
     """``salience explain`` of the tiny model on ``data``: fast (gradient, no plots) unless overridden."""
-    return main(["explain", f.ts, str(data), "--method", "gradient", "--plots", "0", "--out", f.out, "-q", *extra])
+    return main(
+        ["explain", f.ts, str(data), "--method", "gradient", "--plots", "0", "--out", f.out, "-q", *extra]
+    )
 
 
 def one_error_line(capsys, *needles: str) -> str:
@@ -59,7 +69,9 @@ def one_error_line(capsys, *needles: str) -> str:
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
-    assert lines[0].startswith("salience: error: ") and "Traceback" not in err and "internal error" not in err, err
+    assert (
+        lines[0].startswith("salience: error: ") and "Traceback" not in err and "internal error" not in err
+    ), err
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
@@ -68,8 +80,17 @@ def one_error_line(capsys, *needles: str) -> str:
 # ---------------------------------------------------------------- sampling rates
 @pytest.mark.parametrize(
     "fs, shown",
-    [(np.nan, "nan"), (0.0, "0.0"), (-3.0, "-3.0"), (np.inf, "inf"), (np.array([250.0, 500.0]), "shape (2,)"),
-     (np.array("abc"), "'abc'"), (np.array(True), "True"), (np.array(1 + 2j), "(1+2j)"), (np.zeros(0), "shape (0,)")],
+    [
+        (np.nan, "nan"),
+        (0.0, "0.0"),
+        (-3.0, "-3.0"),
+        (np.inf, "inf"),
+        (np.array([250.0, 500.0]), "shape (2,)"),
+        (np.array("abc"), "'abc'"),
+        (np.array(True), "True"),
+        (np.array(1 + 2j), "(1+2j)"),
+        (np.zeros(0), "shape (0,)"),
+    ],
     ids=["nan", "zero", "negative", "inf", "array", "string", "bool", "complex", "empty"],
 )
 def test_fs_read_from_an_npz_must_be_a_positive_finite_scalar(f, capsys, fs, shown):
@@ -91,8 +112,11 @@ def test_fs_flag_must_be_positive_and_finite(f, capsys, value):
     one_error_line(capsys, "--fs must be a positive finite sampling rate")
 
 
-@pytest.mark.parametrize("rates", [[0.0, 0.0], [np.nan, 256.0], [np.inf, np.inf], [-128.0, -128.0]],
-                         ids=["zero", "nan", "inf", "negative"])
+@pytest.mark.parametrize(
+    "rates",
+    [[0.0, 0.0], [np.nan, 256.0], [np.inf, np.inf], [-128.0, -128.0]],
+    ids=["zero", "nan", "inf", "negative"],
+)
 def test_fs_from_an_edf_header_is_checked(f, capsys, monkeypatch, rates):
     """A reader standing in for pyedflib reports a broken header's sampling rates."""
 
@@ -165,10 +189,12 @@ def test_layers_names_an_unknown_device(f, capsys):
 
 @pytest.mark.parametrize(
     "shape, needle",
-    [("100000000000,4096", "makes an input of 1.5 PiB"),  # refused before torch.zeros sees it
-     ("99999999999999999999999,2", "over the"),  # beyond int64
-     ("2,1000", "over the 1.0 KiB limit"),  # 8000 bytes with --max-data 1k
-     ("1e11,64", "comma-separated ints")],
+    [
+        ("100000000000,4096", "makes an input of 1.5 PiB"),  # refused before torch.zeros sees it
+        ("99999999999999999999999,2", "over the"),  # beyond int64
+        ("2,1000", "over the 1.0 KiB limit"),  # 8000 bytes with --max-data 1k
+        ("1e11,64", "comma-separated ints"),
+    ],
 )
 def test_layers_huge_shape_is_a_user_error(f, capsys, shape, needle):
     extra = ["--max-data", "1k"] if shape == "2,1000" else []
@@ -179,9 +205,14 @@ def test_layers_huge_shape_is_a_user_error(f, capsys, shape, needle):
 def test_out_of_memory_is_a_user_error(f, capsys, monkeypatch):
     cli_main = importlib.import_module("salience.cli.main")
 
-    for exc in (MemoryError("Unable to allocate 728. TiB for an array with shape (100000000000000,)"),
-                RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
-                             "tried to allocate 25600000000000 bytes.")):
+    for exc in (
+        MemoryError("Unable to allocate 728. TiB for an array with shape (100000000000000,)"),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
+            "tried to allocate 25600000000000 bytes."
+        ),
+    ):
+
         def boom(args, exc=exc):
             raise exc
 
@@ -196,7 +227,9 @@ def test_factory_that_raises_is_a_user_error(f, capsys):
 
 
 def explain_model(f, model, *extra):
-    return main(["explain", model, f.npy, "--method", "gradient", "--plots", "0", "--out", f.out, "-q", *extra])
+    return main(
+        ["explain", model, f.npy, "--method", "gradient", "--plots", "0", "--out", f.out, "-q", *extra]
+    )
 
 
 # ---------------------------------------------------------------- data size limits
@@ -213,7 +246,9 @@ def test_npz_declared_size_is_checked_before_decompression(f, capsys, monkeypatc
 
     monkeypatch.setattr(zipfile.ZipFile, "open", spy)
     assert explain(f, f.dir / "bomb.npz", "--max-data", "1M") == 2
-    one_error_line(capsys, "bomb.npz", "['x'] take 4.0 MiB once decompressed", "over the 1.0 MiB limit", "--max-data")
+    one_error_line(
+        capsys, "bomb.npz", "['x'] take 4.0 MiB once decompressed", "over the 1.0 MiB limit", "--max-data"
+    )
     assert opened == []
 
 
@@ -246,14 +281,19 @@ def test_npy_header_over_the_limit_is_refused_before_allocation(f, capsys):
     """4 TB declared in a 100-byte file (np.load would try to allocate it)."""
     (f.dir / "huge.npy").write_bytes(_forged_npy((10**6, 10**6), 16))
     assert explain(f, f.dir / "huge.npy") == 2
-    one_error_line(capsys, "huge.npy declares an array of shape (1000000, 1000000) float32 (3.6 TiB)", "limit")
+    one_error_line(
+        capsys, "huge.npy declares an array of shape (1000000, 1000000) float32 (3.6 TiB)", "limit"
+    )
 
 
 def test_npy_header_larger_than_the_file_is_refused(f, capsys):
     (f.dir / "short.npy").write_bytes(_forged_npy((1000, 2, 32), 100))
     assert explain(f, f.dir / "short.npy") == 2
-    one_error_line(capsys, "short.npy declares an array of shape (1000, 2, 32) float32 (256000 bytes) but holds "
-                           "100 bytes of data: the file is truncated or corrupt.")
+    one_error_line(
+        capsys,
+        "short.npy declares an array of shape (1000, 2, 32) float32 (256000 bytes) but holds "
+        "100 bytes of data: the file is truncated or corrupt.",
+    )
 
 
 @pytest.mark.parametrize("shape", [(10**6, 10**6), (1000, 2, 32)], ids=["huge", "short"])
@@ -267,8 +307,13 @@ def test_npz_member_header_is_checked_against_the_member(f, capsys, shape):
 @pytest.mark.parametrize("kind", ["empty.npy", "zip.npy", "npy.npz", "truncated.npz", "text.npz"])
 def test_data_files_of_the_wrong_kind(f, capsys, kind):
     np.savez(f.dir / "ok.npz", x=f.data)
-    content = {"empty.npy": b"", "zip.npy": (f.dir / "ok.npz").read_bytes(), "npy.npz": (f.dir / "x.npy").read_bytes(),
-               "truncated.npz": (f.dir / "ok.npz").read_bytes()[:100], "text.npz": None}[kind]
+    content = {
+        "empty.npy": b"",
+        "zip.npy": (f.dir / "ok.npz").read_bytes(),
+        "npy.npz": (f.dir / "x.npy").read_bytes(),
+        "truncated.npz": (f.dir / "ok.npz").read_bytes()[:100],
+        "text.npz": None,
+    }[kind]
     path = f.dir / kind
     if content is None:
         with zipfile.ZipFile(path, "w") as zf:
@@ -287,7 +332,11 @@ def test_layers_data_respects_the_limit(f, capsys):
 def test_parse_size():
     from salience.cli._io import CLIError, parse_size
 
-    assert parse_size("512M") == 512 * 2**20 and parse_size("8G") == 8 * 2**30 and parse_size("2GiB") == 2 * 2**30
+    assert (
+        parse_size("512M") == 512 * 2**20
+        and parse_size("8G") == 8 * 2**30
+        and parse_size("2GiB") == 2 * 2**30
+    )
     assert parse_size("1e9") == 10**9 and parse_size("1.5k") == 1536 and parse_size(" 3 tb ") == 3 * 2**40
     for bad in ("0", "-1", "abc", "1e400", "", "5X", "0.5"):
         with pytest.raises(CLIError, match="--max-data takes a size"):
@@ -338,8 +387,21 @@ def test_refused_model_files_print_no_torch_log(f, capsys):
 def test_whole_model_given_as_weights_is_refused_without_torch_warnings(f, capsys):
     with warnings.catch_warnings(record=True) as record:  # not --quiet: any warning would show
         warnings.simplefilter("always")
-        rc = main(["explain", "hardening_models:make", f.npy, "--weights", f.ts, "--method", "gradient",
-                   "--plots", "0", "--out", f.out])
+        rc = main(
+            [
+                "explain",
+                "hardening_models:make",
+                f.npy,
+                "--weights",
+                f.ts,
+                "--method",
+                "gradient",
+                "--plots",
+                "0",
+                "--out",
+                f.out,
+            ]
+        )
     assert rc == 2
     one_error_line(capsys, "m.pt is a TorchScript archive (a whole model), not a state dict")
     assert [str(w.message) for w in record] == []

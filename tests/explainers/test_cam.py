@@ -34,18 +34,22 @@ def _raw(cls, model, x, target, **kw):
 
 def _gap_model(d: int, k: int = 5, n_classes: int = 4) -> nn.Sequential:
     torch.manual_seed(3)
-    return nn.Sequential(
-        CONV[d](3, k, 3, padding=1), POOL[d](1), nn.Flatten(), nn.Linear(k, n_classes)
-    ).double().eval()
+    return (
+        nn.Sequential(CONV[d](3, k, 3, padding=1), POOL[d](1), nn.Flatten(), nn.Linear(k, n_classes))
+        .double()
+        .eval()
+    )
 
 
 def _flatten_model(kind: str, k: int = 5, n_classes: int = 4) -> nn.Sequential:
     d = DIMS[kind]
     positions = math.prod(SHAPES[kind][1:])
     torch.manual_seed(4)
-    return nn.Sequential(
-        CONV[d](3, k, 3, padding=1), nn.Flatten(), nn.Linear(k * positions, n_classes)
-    ).double().eval()
+    return (
+        nn.Sequential(CONV[d](3, k, 3, padding=1), nn.Flatten(), nn.Linear(k * positions, n_classes))
+        .double()
+        .eval()
+    )
 
 
 # ---------------------------------------------------------------------------- closed forms
@@ -109,7 +113,11 @@ def test_relu_flag_clamps_the_signed_map():
 def test_scorecam_matches_a_direct_loop():
     model, x = cnn(2), make_input("image", batch=2)
     target = torch.tensor([1, 2])
-    got = sl.ScoreCAM(model, layer="2", relu=False, upsample=False, progress=False).explain(x, target).values[:, 0]
+    got = (
+        sl.ScoreCAM(model, layer="2", relu=False, upsample=False, progress=False)
+        .explain(x, target)
+        .values[:, 0]
+    )
     a = model[:3](x)
     for b in range(2):
         scores = []
@@ -125,15 +133,21 @@ def test_scorecam_matches_a_direct_loop():
 def test_upsampling_is_linear_interpolation_without_align_corners(kind):
     d = DIMS[kind]
     torch.manual_seed(0)
-    model = nn.Sequential(
-        CONV[d](3, 4, 3, stride=2, padding=1), nn.ReLU(), POOL[d](1), nn.Flatten(), nn.Linear(4, 3)
-    ).double().eval()
+    model = (
+        nn.Sequential(
+            CONV[d](3, 4, 3, stride=2, padding=1), nn.ReLU(), POOL[d](1), nn.Flatten(), nn.Linear(4, 3)
+        )
+        .double()
+        .eval()
+    )
     x = make_input(kind)
     small = sl.GradCAM(model, layer="1", upsample=False).explain(x, 1).values
     big = sl.GradCAM(model, layer="1").explain(x, 1).values
     assert small.shape[2:] != x.shape[2:] and big.shape == (2, 1, *x.shape[2:])
     mode = ("linear", "bilinear", "trilinear")[d - 1]
-    torch.testing.assert_close(big, F.interpolate(small, size=x.shape[2:], mode=mode, align_corners=False), **TOL)
+    torch.testing.assert_close(
+        big, F.interpolate(small, size=x.shape[2:], mode=mode, align_corners=False), **TOL
+    )
 
 
 def test_channels_last_layout_gets_maps_in_its_own_axis_order():
@@ -175,10 +189,19 @@ def test_default_layer_is_last_spatial_layer_and_recorded():
 def test_inplace_relu_after_the_layer(inplace_layer):
     def make(inplace):
         torch.manual_seed(0)
-        return nn.Sequential(
-            nn.Conv1d(3, 6, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv1d(6, 4, 3, padding=1),
-            nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3),
-        ).double().eval()
+        return (
+            nn.Sequential(
+                nn.Conv1d(3, 6, 3, padding=1),
+                nn.ReLU(inplace=inplace),
+                nn.Conv1d(6, 4, 3, padding=1),
+                nn.ReLU(inplace=inplace),
+                nn.AdaptiveAvgPool1d(1),
+                nn.Flatten(),
+                nn.Linear(4, 3),
+            )
+            .double()
+            .eval()
+        )
 
     x = make_input("signal", batch=3)
     for cls in GRADIENT_CAMS:
@@ -216,8 +239,13 @@ def test_frozen_model_works_and_stays_frozen():
 def test_layer_method_inside_a_domain_is_a_composition_error():
     model, x = cnn(1), make_input("signal")
     score = ScoreFunction(
-        lambda rows, s: model(rows), sl.Class(1).bind(2, lambda: model(x)), input=x,
-        layout=sl.Layout("b c t"), batch_size=None, caller="test", model=model,
+        lambda rows, s: model(rows),
+        sl.Class(1).bind(2, lambda: model(x)),
+        input=x,
+        layout=sl.Layout("b c t"),
+        batch_size=None,
+        caller="test",
+        model=model,
     )
     composed = score.compose(lambda z, s: z * 2, x, sl.Layout("b c t"))
     for explainer in (sl.GradCAM(model, layer="2"), sl.GradCAM(model), sl.ScoreCAM(model, layer="2")):
@@ -258,9 +286,17 @@ def test_layers_removes_hooks_when_the_model_raises():
 # ---------------------------------------------------------------------------- heads and targets
 def _with_head(head: nn.Module, n_out: int = 4) -> tuple[nn.Sequential, nn.Sequential]:
     torch.manual_seed(0)
-    base = nn.Sequential(
-        nn.Conv1d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(6, n_out)
-    ).double().eval()
+    base = (
+        nn.Sequential(
+            nn.Conv1d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(6, n_out),
+        )
+        .double()
+        .eval()
+    )
     return base, nn.Sequential(*base, head).eval()
 
 
@@ -279,7 +315,9 @@ def test_softmax_head_warns_keeps_or_strips():
     torch.testing.assert_close(stripped.scores, base(x)[:, 2], **TOL)
     assert not torch.allclose(kept.values, ref.values)
     # the log-probability (SignalGrad-CAM's softmax_final=True)
-    logp = sl.HiResCAM(model, layer="1", relu=False, final_activation="strip").explain(x, sl.LogProbability(2))
+    logp = sl.HiResCAM(model, layer="1", relu=False, final_activation="strip").explain(
+        x, sl.LogProbability(2)
+    )
     ref = sl.HiResCAM(base, layer="1", relu=False).explain(x, sl.LogProbability(2))
     torch.testing.assert_close(logp.values, ref.values, **TOL)
     torch.testing.assert_close(logp.scores, torch.log_softmax(base(x), 1)[:, 2], **TOL)
@@ -326,7 +364,9 @@ def test_strip_refuses_a_module_that_is_not_last():
             return 2 * self.softmax(self.body(x))
 
     model = Scaled().eval()
-    with pytest.raises(sl.LayerError, match="no Softmax, LogSoftmax or Sigmoid module produces the model's output"):
+    with pytest.raises(
+        sl.LayerError, match="no Softmax, LogSoftmax or Sigmoid module produces the model's output"
+    ):
         sl.GradCAM(model, layer="body.2", final_activation="strip").explain(make_input("signal"), 1)
     assert all(not m._forward_hooks for m in model.modules())
     with warnings.catch_warnings():
@@ -388,7 +428,9 @@ def test_regression_and_contrast_targets():
     quad = hires(sl.Contrast(sl.Output(1), value=0.5, quadratic=True))
     torch.testing.assert_close(quad, 2 * (y - 0.5)[:, None] * hires(sl.Output(1)), **TOL)
     torch.testing.assert_close(hires(sl.Contrast(1, foils=2)), hires(1) - hires(2), **TOL)
-    torch.testing.assert_close(hires(sl.Contrast(1, foils=[0, 2])), hires(1) - (hires(0) + hires(2)) / 2, **TOL)
+    torch.testing.assert_close(
+        hires(sl.Contrast(1, foils=[0, 2])), hires(1) - (hires(0) + hires(2)) / 2, **TOL
+    )
 
 
 # ---------------------------------------------------------------------------- transformers
@@ -523,7 +565,9 @@ def test_layers_before_the_target_record_no_graph_and_grad_mode_is_restored():
     a.requires_grad_(True)
     (g,) = torch.autograd.grad(model[3:](a)[:, 1].sum(), a)
     cam = (g.mean(-1, keepdim=True) * a).sum(1, keepdim=True)
-    torch.testing.assert_close(ref.values, torch.nn.functional.interpolate(cam, size=x.shape[-1], mode="linear"), **TOL)
+    torch.testing.assert_close(
+        ref.values, torch.nn.functional.interpolate(cam, size=x.shape[-1], mode="linear"), **TOL
+    )
 
 
 class _ConvTransformer(nn.Module):
@@ -532,7 +576,9 @@ class _ConvTransformer(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv1d(3, 8, 3, padding=1)
-        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1)
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1
+        )
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x):
@@ -557,10 +603,18 @@ def test_default_layer_never_reads_token_features_as_positions():
 def test_default_layer_skips_adaptive_pooling_that_resamples():
     """VGG-style: features (2x2 here) then AdaptiveAvgPool2d((7, 7)): the default is the layer
     whose own resolution it is, not the blown-up copy."""
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
-        nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(), nn.Linear(4 * 49, 3),
-    ).double().eval()
+    model = (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
+            nn.AdaptiveAvgPool2d((7, 7)),
+            nn.Flatten(),
+            nn.Linear(4 * 49, 3),
+        )
+        .double()
+        .eval()
+    )
     x = make_input("image", batch=2)
     attr = sl.GradCAM(model, upsample=False).explain(x, 0)
     assert attr.layer == "2" and attr.values.shape == (2, 1, 2, 2)

@@ -11,7 +11,9 @@ from toy_models import Counting, Linear, cnn, make_input
 D = torch.float64
 
 
-def var_reference(maps: torch.Tensor, t: int, tau: float, use_abs: bool = True, inv_t: float = 10) -> torch.Tensor:
+def var_reference(
+    maps: torch.Tensor, t: int, tau: float, use_abs: bool = True, inv_t: float = 10
+) -> torch.Tensor:
     """VAR's ClassSpecificAttributionWrapper, literally: maps (K, *A) for the classes in K order."""
     s = maps.abs() if use_abs else maps
     m = torch.softmax(inv_t * s, dim=0)  # temperature 0.1, hard-coded in VAR
@@ -122,9 +124,13 @@ def test_one_batched_inner_run_of_k_times_b_rows(make, rows_per_sample):
 def test_engine_chunks_the_stacked_rows():
     model = Counting(cnn(1))
     x = make_input("signal", batch=3)
-    a = sl.ClassRelevant(sl.IntegratedGradients(model, n_steps=4, batch_size=5), classes="all", normalize=True).explain(x, 2)
+    a = sl.ClassRelevant(
+        sl.IntegratedGradients(model, n_steps=4, batch_size=5), classes="all", normalize=True
+    ).explain(x, 2)
     assert max(model.rows) <= 5 and sum(model.rows) == 3 + 48
-    b = sl.ClassRelevant(sl.IntegratedGradients(cnn(1), n_steps=4), classes="all", normalize=True).explain(x, 2)
+    b = sl.ClassRelevant(sl.IntegratedGradients(cnn(1), n_steps=4), classes="all", normalize=True).explain(
+        x, 2
+    )
     assert torch.count_nonzero(a.values) > 0
     torch.testing.assert_close(a.values, b.values, rtol=1e-12, atol=1e-14)
 
@@ -233,22 +239,45 @@ def test_inside_and_around_smoothgrad():
     x = make_input("signal")
     base = sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3], normalize=True).explain(x, 2).values
     assert torch.count_nonzero(base) > 0
-    inner = sl.ClassRelevant(
-        sl.SmoothGrad(sl.Gradient(model), n_samples=2, sigma=0.0, generator=torch.Generator().manual_seed(0)),
-        classes=[0, 2, 3], normalize=True,
-    ).explain(x, 2).values
-    outer = sl.SmoothGrad(
-        sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3], normalize=True),
-        n_samples=2, sigma=0.0, generator=torch.Generator().manual_seed(0),
-    ).explain(x, 2).values
+    inner = (
+        sl.ClassRelevant(
+            sl.SmoothGrad(
+                sl.Gradient(model), n_samples=2, sigma=0.0, generator=torch.Generator().manual_seed(0)
+            ),
+            classes=[0, 2, 3],
+            normalize=True,
+        )
+        .explain(x, 2)
+        .values
+    )
+    outer = (
+        sl.SmoothGrad(
+            sl.ClassRelevant(sl.Gradient(model), classes=[0, 2, 3], normalize=True),
+            n_samples=2,
+            sigma=0.0,
+            generator=torch.Generator().manual_seed(0),
+        )
+        .explain(x, 2)
+        .values
+    )
     torch.testing.assert_close(inner, base, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(outer, base, rtol=1e-12, atol=1e-14)
     # per-sample sets follow the original sample of each noisy row
-    noisy = sl.SmoothGrad(
-        sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]], normalize=True),
-        n_samples=3, sigma=0.0, generator=torch.Generator().manual_seed(0),
-    ).explain(x, [1, 3]).values
-    direct = sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]], normalize=True).explain(x, [1, 3]).values
+    noisy = (
+        sl.SmoothGrad(
+            sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]], normalize=True),
+            n_samples=3,
+            sigma=0.0,
+            generator=torch.Generator().manual_seed(0),
+        )
+        .explain(x, [1, 3])
+        .values
+    )
+    direct = (
+        sl.ClassRelevant(sl.Gradient(model), classes=[[0, 1], [2, 3]], normalize=True)
+        .explain(x, [1, 3])
+        .values
+    )
     assert torch.count_nonzero(direct[0]) > 0 and torch.count_nonzero(direct[1]) > 0
     torch.testing.assert_close(noisy, direct, rtol=1e-12, atol=1e-14)
 
@@ -297,22 +326,34 @@ def test_engine_per_row_targets_through_retarget(linear):
 
     model, w, x = linear
     score = ScoreFunction(
-        lambda rows, samples: model(rows), sl.Class(0).bind(3, lambda: None),
-        input=x, layout=Layout("b c t"), batch_size=2, caller="test",
+        lambda rows, samples: model(rows),
+        sl.Class(0).bind(3, lambda: None),
+        input=x,
+        layout=Layout("b c t"),
+        batch_size=2,
+        caller="test",
     )
     rows = x.repeat_interleave(2, 0)  # (6, ...): sample b twice
     classes = torch.tensor([0, 4, 1, 3, 2, 2])
     per_row = score.retarget(
-        sl.Class(classes).bind(6, lambda: None), rows, score.sample_map.repeat_interleave(2),
+        sl.Class(classes).bind(6, lambda: None),
+        rows,
+        score.sample_map.repeat_interleave(2),
         target_map=torch.arange(6),
     )
     torch.testing.assert_close(per_row.gradient_at_input(), w[classes], rtol=0, atol=0)
     torch.testing.assert_close(per_row.input_values(), model(rows).gather(1, classes[:, None])[:, 0].detach())
     # repeat() carries the per-row target along (row i // k)
-    torch.testing.assert_close(per_row.repeat(rows.repeat_interleave(3, 0), 3).gradient_at_input(),
-                               w[classes.repeat_interleave(3)], rtol=0, atol=0)
+    torch.testing.assert_close(
+        per_row.repeat(rows.repeat_interleave(3, 0), 3).gradient_at_input(),
+        w[classes.repeat_interleave(3)],
+        rtol=0,
+        atol=0,
+    )
     # without target_map the target is indexed by the original sample, as before
-    shared = score.retarget(sl.Class([1, 2, 3]).bind(3, lambda: None), rows, score.sample_map.repeat_interleave(2))
+    shared = score.retarget(
+        sl.Class([1, 2, 3]).bind(3, lambda: None), rows, score.sample_map.repeat_interleave(2)
+    )
     torch.testing.assert_close(shared.gradient_at_input(), w[[1, 1, 2, 2, 3, 3]], rtol=0, atol=0)
 
 
@@ -322,8 +363,14 @@ def test_class_forms_are_equivalent(linear):
     model, _, x = linear
     g = sl.Gradient(model)
     ref = sl.ClassRelevant(g, classes=[0, 3, 4]).explain(x, 3).values
-    for form in ((0, 3, 4), torch.tensor([0, 3, 4]), np.array([0, 3, 4]), [[0, 3, 4]] * 3,
-                 torch.tensor([[0, 3, 4]] * 3), [torch.tensor(0), torch.tensor(3), 4]):
+    for form in (
+        (0, 3, 4),
+        torch.tensor([0, 3, 4]),
+        np.array([0, 3, 4]),
+        [[0, 3, 4]] * 3,
+        torch.tensor([[0, 3, 4]] * 3),
+        [torch.tensor(0), torch.tensor(3), 4],
+    ):
         cr = sl.ClassRelevant(g, classes=form)
         torch.testing.assert_close(cr.explain(x, 3).values, ref, rtol=0, atol=0)
         assert not any(isinstance(v, torch.Tensor) for v in vars(cr).values())  # no tensors stored
@@ -339,7 +386,9 @@ def test_warns_when_small_magnitudes_flatten_the_softmax(linear):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert torch.count_nonzero(sl.ClassRelevant(sl.Gradient(tiny), classes="all", normalize=True).explain(x, 0).values)
+        assert torch.count_nonzero(
+            sl.ClassRelevant(sl.Gradient(tiny), classes="all", normalize=True).explain(x, 0).values
+        )
         sl.ClassRelevant(sl.Gradient(model), classes="all").explain(x, 0)
         sl.ClassRelevant(sl.Gradient(tiny), classes="all", tau=0.8).explain(x, 0)  # zeros on purpose
 
@@ -350,8 +399,9 @@ def test_grad_cam_maps_compete_at_the_cam_resolution():
     cam = sl.GradCAM(model, layer="2", upsample=False)
     maps = torch.stack([cam.explain(x, k).values for k in range(4)], 1)  # (B, K, 1, h, w)
     counting = Counting(model)
-    attr = sl.ClassRelevant(sl.GradCAM(counting, layer=model[2], upsample=False), classes="all",
-                            normalize=True, tau=0.0).explain(x, [1, 3])
+    attr = sl.ClassRelevant(
+        sl.GradCAM(counting, layer=model[2], upsample=False), classes="all", normalize=True, tau=0.0
+    ).explain(x, [1, 3])
     assert counting.rows == [2, 8] and attr.layer is not None
     for b, t in enumerate([1, 3]):
         s = maps[b].abs() / maps[b].abs().amax()
@@ -369,7 +419,9 @@ def test_class_relevant_rise_maps_every_class_from_one_set_of_masks(target_cls):
     classes, targets = [0, 1, 2, 3], torch.tensor([1, 0, 2])
 
     def rise():
-        return sl.RISE(model, n_masks=40, cells=5, generator=torch.Generator().manual_seed(11), progress=False)
+        return sl.RISE(
+            model, n_masks=40, cells=5, generator=torch.Generator().manual_seed(11), progress=False
+        )
 
     model.calls, model.rows = 0, []
     got = sl.ClassRelevant(rise(), classes=classes, temperature=1e-3).explain(x, target_cls(targets))

@@ -87,7 +87,9 @@ def test_ig_interpolants_any_chunking(n_samples, n_steps, batch_size):
     def quad(t):
         return (t.flatten(1) ** 2).sum(1, keepdim=True) + t.flatten(1)[:, :1] ** 3
 
-    ig = sl.IntegratedGradients(quad, n_steps=n_steps, rule="riemann_middle", baseline=x0, batch_size=batch_size)
+    ig = sl.IntegratedGradients(
+        quad, n_steps=n_steps, rule="riemann_middle", baseline=x0, batch_size=batch_size
+    )
     attr = ig.explain(x)
     alphas, weights = quadrature("riemann_middle", n_steps)
     ref = torch.zeros_like(x)
@@ -128,7 +130,9 @@ def test_quadrature_weights_integrate_polynomials(rule):
     a, w = quadrature(rule, 8)
     assert a.min() >= 0 and a.max() <= 1
     assert abs(float(w.sum()) - 1) < 1e-12  # integrates constants exactly
-    np.testing.assert_allclose(float((w * a).sum()), 0.5, atol=1e-12 if rule != "riemann_left" and rule != "riemann_right" else 0.07)
+    np.testing.assert_allclose(
+        float((w * a).sum()), 0.5, atol=1e-12 if rule != "riemann_left" and rule != "riemann_right" else 0.07
+    )
 
 
 def test_ig_memory_is_bounded_by_batch_size(linear, x):
@@ -142,7 +146,9 @@ def test_ig_memory_is_bounded_by_batch_size(linear, x):
 def test_default_batch_size_is_bounded():
     from toy_models import Counting
 
-    model = Counting(sl_model := torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 10, 2)).double().eval())
+    model = Counting(
+        sl_model := torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 10, 2)).double().eval()
+    )
     x = torch.randn(8, 8, 10, dtype=D, generator=torch.Generator().manual_seed(0))
     sl.IntegratedGradients(model, n_steps=100).explain(x, target=0)
     assert max(model.rows) == 256 and sum(model.rows) == 800
@@ -164,7 +170,9 @@ def test_smoothgrad_sigma_zero_equals_inner(linear, x):
     inner = sl.IntegratedGradients(model, n_steps=3)
     a = sl.SmoothGrad(inner, n_samples=4, sigma=0.0, generator=torch.Generator().manual_seed(0)).explain(x, 1)
     torch.testing.assert_close(a.values, inner.explain(x, 1).values)
-    sq = sl.SmoothGrad(inner, n_samples=4, sigma=0.0, kind="square", generator=torch.Generator().manual_seed(0))
+    sq = sl.SmoothGrad(
+        inner, n_samples=4, sigma=0.0, kind="square", generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(sq.explain(x, 1).values, inner.explain(x, 1).values ** 2)
     var = sl.SmoothGrad(inner, n_samples=4, sigma=0.0, kind="var", generator=torch.Generator().manual_seed(0))
     assert var.explain(x, 1).values.abs().max() < 1e-12
@@ -174,14 +182,21 @@ def test_smoothgrad_matches_manual_noise():
     model = Separable().eval().eval()
     x = torch.tensor([[[1.0], [2.0], [1.5]], [[0.0], [-1.0], [0.5]]], dtype=D)
     n, sigma = 7, 0.2
-    out = {k: sl.SmoothGrad(sl.Gradient(model), n_samples=n, sigma=sigma, kind=k,
-                            generator=torch.Generator().manual_seed(11)).explain(x, 0).values
-           for k in ("mean", "square", "var")}
+    out = {
+        k: sl.SmoothGrad(
+            sl.Gradient(model), n_samples=n, sigma=sigma, kind=k, generator=torch.Generator().manual_seed(11)
+        )
+        .explain(x, 0)
+        .values
+        for k in ("mean", "square", "var")
+    }
     g = torch.Generator().manual_seed(11)
     noise = torch.randn((2, n, 3, 1), generator=g, dtype=D)
     rng = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).reshape(2, 1, 1, 1)
     xn = x[:, None] + sigma * rng * noise
-    grads = torch.stack([torch.full_like(xn[..., 0, 0], 5.0), 2 * xn[..., 1, 0], torch.cos(xn[..., 2, 0])], -1)[..., None]
+    grads = torch.stack(
+        [torch.full_like(xn[..., 0, 0], 5.0), 2 * xn[..., 1, 0], torch.cos(xn[..., 2, 0])], -1
+    )[..., None]
     torch.testing.assert_close(out["mean"], grads.mean(1))
     torch.testing.assert_close(out["square"], (grads**2).mean(1))
     torch.testing.assert_close(out["var"], grads.var(1, unbiased=False))

@@ -72,8 +72,8 @@ def test_gamma_closed_form():
     xf = x.flatten(1)
     z = xf @ w[1] + b[1]
     wk, bk = w[1], b[1]
-    up = (xf.clamp(min=0) * (wk + g * wk.clamp(min=0)) + xf.clamp(max=0) * (wk + g * wk.clamp(max=0)))
-    dn = (xf.clamp(min=0) * (wk + g * wk.clamp(max=0)) + xf.clamp(max=0) * (wk + g * wk.clamp(min=0)))
+    up = xf.clamp(min=0) * (wk + g * wk.clamp(min=0)) + xf.clamp(max=0) * (wk + g * wk.clamp(max=0))
+    dn = xf.clamp(min=0) * (wk + g * wk.clamp(max=0)) + xf.clamp(max=0) * (wk + g * wk.clamp(min=0))
     share = torch.where(
         (z > 0)[:, None],
         up / (up.sum(1) + bk + g * bk.clamp(min=0))[:, None],
@@ -83,7 +83,9 @@ def test_gamma_closed_form():
     torch.testing.assert_close(got, share * z[:, None], rtol=1e-12, atol=1e-14)
     # gamma = 0 is LRP-0
     got0 = sl.LRP(model, composite=Gamma(0.0, stabilizer=0.0)).explain(x, 1).values
-    torch.testing.assert_close(got0, sl.LRP(model, composite=Epsilon(0.0)).explain(x, 1).values, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        got0, sl.LRP(model, composite=Epsilon(0.0)).explain(x, 1).values, rtol=1e-12, atol=1e-14
+    )
 
 
 def test_flat_wsquare_zbox_closed_form():
@@ -98,23 +100,29 @@ def test_flat_wsquare_zbox_closed_form():
     wk, bk = w[1], b[1]
     contrib = xf * wk - lo * wk.clamp(min=0) - hi * wk.clamp(max=0)
     denom = contrib.sum(1) + bk - bk.clamp(min=0) - bk.clamp(max=0)
-    box = sl.LRP(model, composite=Composite(rules=(), first=ZBox(lo, hi, 0.0))).explain(x, 1).values.flatten(1)
+    box = (
+        sl.LRP(model, composite=Composite(rules=(), first=ZBox(lo, hi, 0.0))).explain(x, 1).values.flatten(1)
+    )
     torch.testing.assert_close(box, contrib / denom[:, None] * z[:, None], rtol=1e-12, atol=1e-14)
     # tensor bounds broadcast against one sample of the first layer's input (6 features here)
     lo_f = torch.tensor([-3.0, -4.0]).repeat_interleave(3).double()
     hi_f = torch.tensor([2.0, 1.0]).repeat_interleave(3).double()
-    box_t = sl.LRP(model, composite=Composite(rules=(), first=ZBox(lo_f, hi_f, 0.0))).explain(x, 1).values.flatten(1)
+    box_t = (
+        sl.LRP(model, composite=Composite(rules=(), first=ZBox(lo_f, hi_f, 0.0)))
+        .explain(x, 1)
+        .values.flatten(1)
+    )
     with pytest.raises(sl.ShapeError, match=r"ZBox bounds of shape \(2, 1\)"):
         sl.LRP(model, composite=Composite(rules=(), first=ZBox(torch.zeros(2, 1), 1.0))).explain(x, 1)
     contrib = xf * wk - lo_f * wk.clamp(min=0) - hi_f * wk.clamp(max=0)
-    torch.testing.assert_close(box_t, contrib / contrib.sum(1, keepdim=True) * z[:, None], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        box_t, contrib / contrib.sum(1, keepdim=True) * z[:, None], rtol=1e-12, atol=1e-14
+    )
 
 
 # ---------------------------------------------------------------- conservation on conv nets
 @pytest.mark.parametrize("kind", ["signal", "image", "video"])
-@pytest.mark.parametrize(
-    "composite", ["epsilon", "epsilon_plus", "epsilon_plus_flat", "gamma_box"]
-)
+@pytest.mark.parametrize("composite", ["epsilon", "epsilon_plus", "epsilon_plus_flat", "gamma_box"])
 def test_conservation_bias_free(kind, composite):
     """Bias-free layers: the input relevance sums to the score up to the stabiliser (1e-9 here).
 
@@ -135,7 +143,10 @@ def test_conservation_bias_free(kind, composite):
 def test_conservation_gap_grows_with_epsilon():
     model = bn_cnn(1, bias=False, batchnorm=False)
     x = make_input("signal")
-    gaps = [sl.LRP(model, composite=sl.lrp.epsilon(e, stabilizer=1e-12)).explain(x, 2).delta.abs().max().item() for e in (1e-9, 1e-3, 1e-1)]
+    gaps = [
+        sl.LRP(model, composite=sl.lrp.epsilon(e, stabilizer=1e-12)).explain(x, 2).delta.abs().max().item()
+        for e in (1e-9, 1e-3, 1e-1)
+    ]
     assert gaps[0] < 1e-8 and gaps[0] < gaps[1] < gaps[2]
 
 
@@ -148,7 +159,9 @@ def _merged_copy(model: nn.Sequential) -> nn.Sequential:
         m = mods[i]
         if i + 1 < len(mods) and isinstance(mods[i + 1], nn.modules.batchnorm._BatchNorm):
             bn = mods[i + 1]
-            new = seeded(0, lambda m=m: type(m)(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)).double()
+            new = seeded(
+                0, lambda m=m: type(m)(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding)
+            ).double()
             s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             with torch.no_grad():
                 new.weight.copy_(m.weight * s.reshape(-1, *([1] * (m.weight.ndim - 1))))
@@ -189,7 +202,15 @@ def _state(model):
     return (
         [(type(m), m.training) for m in model.modules()],
         {k: v.clone() for k, v in model.state_dict().items()},
-        [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks), dict(m._backward_pre_hooks)) for m in model.modules()],
+        [
+            (
+                dict(m._forward_hooks),
+                dict(m._forward_pre_hooks),
+                dict(m._backward_hooks),
+                dict(m._backward_pre_hooks),
+            )
+            for m in model.modules()
+        ],
         [(p.requires_grad, p.grad) for p in model.parameters()],
     )
 
@@ -227,9 +248,16 @@ def test_model_unchanged_after_call_and_after_exception(composite):
 
 
 def test_uncovered_layers_warn():
-    model = seeded(
-        0, lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LayerNorm(72), nn.Linear(72, 2))
-    ).double().eval()
+    model = (
+        seeded(
+            0,
+            lambda: nn.Sequential(
+                nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LayerNorm(72), nn.Linear(72, 2)
+            ),
+        )
+        .double()
+        .eval()
+    )
     with pytest.warns(sl.lrp.LRPCoverageWarning, match=r"3 \(LayerNorm\)"):
         sl.LRP(model).explain(make_input("signal"), 0)
     with warnings.catch_warnings():
@@ -250,7 +278,9 @@ def test_errors():
         Gamma(gamma="big")
     with pytest.raises(sl.ParameterError, match="nn.Module"):
         sl.LRP(lambda t: t.flatten(1)[:, :2]).explain(make_input("signal"), 0)
-    bad = Composite(rules=(((nn.AdaptiveAvgPool1d,), Gamma()),), name="bad")  # weights rule on a pooling layer
+    bad = Composite(
+        rules=(((nn.AdaptiveAvgPool1d,), Gamma()),), name="bad"
+    )  # weights rule on a pooling layer
     with pytest.raises(sl.LayerError, match="needs a Linear or convolution"):
         sl.LRP(bn_cnn(1, bias=True, batchnorm=False), composite=bad).explain(make_input("signal"), 0)
 
@@ -336,7 +366,9 @@ def test_lrp0_passes_no_relevance_through_units_without_pre_activation():
         model[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]))
     x = torch.tensor([[[1.0, 2.0, 3.0, 3.0]]]).reshape(1, 4).double()  # unit 1: z = 3 - 3 = 0
     wrapped = nn.Sequential(nn.Flatten(), model).eval()
-    attr = sl.LRP(wrapped, composite=Composite(rules=((( nn.Linear,), Epsilon(0.0)),), name="lrp0")).explain(x[:, None], 0)
+    attr = sl.LRP(wrapped, composite=Composite(rules=(((nn.Linear,), Epsilon(0.0)),), name="lrp0")).explain(
+        x[:, None], 0
+    )
     assert bool(torch.isfinite(attr.values).all())
     # closed form: R(unit) = z_unit * w2[0, unit]; unit 1 has z = 0 and passes nothing
     # unit 0: z = 3 -> R = 3, split as x_i w_i / z: (1/3, 2/3) * 3; unit 2: z = 3 -> R = 9, all to x_3

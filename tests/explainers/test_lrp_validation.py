@@ -25,13 +25,17 @@ def test_unknown_rule_name_is_refused_when_the_composite_is_built():
 def test_rule_names_build_the_rule_with_its_defaults():
     from salience.explainers.lrp.rules import RULES
 
-    comp = Composite(rules=(((nn.Conv1d,), "ZPlus"), ((nn.Linear,), "epsilon"), ((nn.ReLU,), "pass")), first="flat")
+    comp = Composite(
+        rules=(((nn.Conv1d,), "ZPlus"), ((nn.Linear,), "epsilon"), ((nn.ReLU,), "pass")), first="flat"
+    )
     assert comp.rules == (((nn.Conv1d,), ZPlus()), ((nn.Linear,), Epsilon()), ((nn.ReLU,), Pass()))
     assert comp.first == Flat()
     assert set(RULES) == {"epsilon", "gamma", "alphabeta", "zplus", "flat", "wsquare", "pass"}
     # the named composite and the one built from instances give the same relevance
     model, x = bn_cnn(1, bias=True, batchnorm=False), make_input("signal")
-    by_object = Composite(rules=(((nn.Conv1d,), ZPlus()), ((nn.Linear,), Epsilon()), ((nn.ReLU,), Pass())), first=Flat())
+    by_object = Composite(
+        rules=(((nn.Conv1d,), ZPlus()), ((nn.Linear,), Epsilon()), ((nn.ReLU,), Pass())), first=Flat()
+    )
     a = sl.LRP(model, composite=comp).explain(x, 0).values
     b = sl.LRP(model, composite=by_object).explain(x, 0).values
     torch.testing.assert_close(a, b, rtol=0, atol=0)

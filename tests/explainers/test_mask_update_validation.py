@@ -126,7 +126,9 @@ def test_rows_summing_to_one_are_probabilities_for_any_callable():
 def test_probability_target_needs_no_inspection():
     model = Counting(nn.Sequential(nn.Flatten(), _linear(3, scale=5.0, bias=0.0)).eval())
     x = _x(batch=3)
-    sl.MaskUpdate(model, n_steps=4, cells={"t": 4}, generator=_g(), progress=False)(x, target=sl.Probability(0))
+    sl.MaskUpdate(model, n_steps=4, cells={"t": 4}, generator=_g(), progress=False)(
+        x, target=sl.Probability(0)
+    )
     assert model.rows == [3] * 4 + [3]  # the chain, then the score at x: no extra call
 
 
@@ -134,7 +136,9 @@ def test_the_check_costs_no_extra_model_call():
     """The output at x read for the row sums is the one the recorded scores reuse."""
     model = Counting(FunctionalSigmoid().eval())
     x = _x(batch=3)
-    attr = sl.MaskUpdate(model, n_steps=4, n_chains=2, cells={"t": 4}, generator=_g(), progress=False)(x, target=1)
+    attr = sl.MaskUpdate(model, n_steps=4, n_chains=2, cells={"t": 4}, generator=_g(), progress=False)(
+        x, target=1
+    )
     assert model.rows == [3] + [6] * 4
     with torch.no_grad():
         torch.testing.assert_close(attr.scores, model.model(x)[:, 1])

@@ -51,9 +51,15 @@ def test_closed_forms(inplace):
     guided = (up.clamp(min=0) * (h > 0)) @ w
     deconv = up.clamp(min=0) @ w
     plain = (up * (h > 0)) @ w
-    torch.testing.assert_close(sl.GuidedBackprop(model).explain(x, k).values, guided.reshape(x.shape), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(sl.DeconvNet(model).explain(x, k).values, deconv.reshape(x.shape), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(sl.Gradient(model).explain(x, k).values, plain.reshape(x.shape), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        sl.GuidedBackprop(model).explain(x, k).values, guided.reshape(x.shape), rtol=1e-12, atol=1e-14
+    )
+    torch.testing.assert_close(
+        sl.DeconvNet(model).explain(x, k).values, deconv.reshape(x.shape), rtol=1e-12, atol=1e-14
+    )
+    torch.testing.assert_close(
+        sl.Gradient(model).explain(x, k).values, plain.reshape(x.shape), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_reused_relu_module():
@@ -73,7 +79,9 @@ def test_reused_relu_module():
     shared = seeded(3, lambda: Reuse(False)).double().eval()
     separate = seeded(3, lambda: Reuse(True)).double().eval()
     for cls in (sl.GuidedBackprop, sl.DeconvNet):
-        torch.testing.assert_close(cls(shared).explain(x, 2).values, cls(separate).explain(x, 2).values, rtol=0, atol=0)
+        torch.testing.assert_close(
+            cls(shared).explain(x, 2).values, cls(separate).explain(x, 2).values, rtol=0, atol=0
+        )
 
 
 def test_three_d_and_nested_wrapper():
@@ -112,7 +120,14 @@ def test_functional_relu_warns_and_names_the_call():
     with pytest.warns(sl.ReLUCoverageWarning) as record:
         sl.GuidedBackprop(model).explain(x, 1)
     msg = str(record[0].message)
-    for part in ("GuidedBackprop", "torch.nn.functional.relu", "torch.relu", "Tensor.relu", "<model> (Functional)", "1 found"):
+    for part in (
+        "GuidedBackprop",
+        "torch.nn.functional.relu",
+        "torch.relu",
+        "Tensor.relu",
+        "<model> (Functional)",
+        "1 found",
+    ):
         assert part in msg, (part, msg)
     # the nn.ReLU module itself is covered: no warning for a model made of modules only
     with warnings.catch_warnings():
@@ -149,7 +164,15 @@ def _state(model: nn.Module):
         [type(m) for m in model.modules()],
         [m.training for m in model.modules()],
         {k: v.clone() for k, v in model.state_dict().items()},
-        [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks), dict(m._backward_pre_hooks)) for m in model.modules()],
+        [
+            (
+                dict(m._forward_hooks),
+                dict(m._forward_pre_hooks),
+                dict(m._backward_hooks),
+                dict(m._backward_pre_hooks),
+            )
+            for m in model.modules()
+        ],
         [(p.requires_grad, p.grad) for p in model.parameters()],
     )
 
@@ -256,7 +279,9 @@ def test_docs_example_runs_as_written():
 @pytest.mark.parametrize("cls", [sl.GuidedBackprop, sl.DeconvNet])
 def test_no_relu_at_all_warns_that_the_result_is_the_gradient(cls):
     """MobileNet-style models use ReLU6/SiLU: the rule reaches nothing, and the user is told."""
-    model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU6(), nn.Conv1d(4, 4, 3), nn.SiLU(), nn.Flatten(), nn.LazyLinear(2))
+    model = nn.Sequential(
+        nn.Conv1d(3, 4, 3), nn.ReLU6(), nn.Conv1d(4, 4, 3), nn.SiLU(), nn.Flatten(), nn.LazyLinear(2)
+    )
     x = make_input("signal")
     model(x.float())  # materialise the lazy layer
     model = model.double().eval()

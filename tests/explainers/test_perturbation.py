@@ -46,7 +46,9 @@ def test_rise_linear_element_cells_is_affine_in_wx(p_keep):
     bias = torch.tensor([0.3], dtype=D)
     model = Linear(w, bias).eval()
     x = _x((2, 1, t), seed=3)
-    rise = sl.RISE(model, n_masks=40000, cells={"t": t}, p_keep=p_keep, shift=False, generator=_g(7), progress=False)
+    rise = sl.RISE(
+        model, n_masks=40000, cells={"t": t}, p_keep=p_keep, shift=False, generator=_g(7), progress=False
+    )
     got = rise(x, target=0).values
     wx = w * x
     expected = (1 - p_keep) * wx + p_keep * wx.sum(-1, keepdim=True) + bias
@@ -64,8 +66,16 @@ def test_rise_coverage_normalization_closed_form():
     w = _x((1, 1, t), seed=4)
     model = Linear(w).eval()
     x = _x((1, 1, t), seed=5)
-    got = sl.RISE(model, n_masks=30000, cells={"t": t}, p_keep=p, shift=False, normalization="coverage",
-                  generator=_g(1), progress=False)(x, target=0).values
+    got = sl.RISE(
+        model,
+        n_masks=30000,
+        cells={"t": t},
+        p_keep=p,
+        shift=False,
+        normalization="coverage",
+        generator=_g(1),
+        progress=False,
+    )(x, target=0).values
     wx = w * x
     expected = wx + p * (wx.sum(-1, keepdim=True) - wx)
     torch.testing.assert_close(got, expected, rtol=0, atol=0.05)
@@ -82,19 +92,30 @@ def _naive_rise(model, x, masks, target, substrate, p_keep):
 
 
 @pytest.mark.parametrize(
-    "kind, substrate", [("signal", 0.0), ("signal", "mean"), ("signal", "interpolate"), ("image", "blur"), ("image", 0.5)]
+    "kind, substrate",
+    [("signal", 0.0), ("signal", "mean"), ("signal", "interpolate"), ("image", "blur"), ("image", 0.5)],
 )
 def test_rise_naive_loop_equals_batched(kind, substrate):
     model = cnn(DIMS[kind])
     x = make_input(kind, batch=3)
     target = torch.tensor([0, 2, 1])
     cells = {"t": 5} if kind == "signal" else {"h": 3, "w": 3}
-    masks = GridMasker(cells, p_keep=0.4).sample(x.shape[1:], sl.Layout.infer(x), 13, generator=_g(9), dtype=D)
+    masks = GridMasker(cells, p_keep=0.4).sample(
+        x.shape[1:], sl.Layout.infer(x), 13, generator=_g(9), dtype=D
+    )
     sub = sl.masking.as_substrate(substrate)
     ref = _naive_rise(model, x, masks, target, sub, 0.4)
     for bs in (1, 5, None):  # chunks straddle samples and blocks
-        got = sl.RISE(model, n_masks=13, cells=cells, p_keep=0.4, substrate=substrate, generator=_g(9),
-                      batch_size=bs, progress=False)(x, target=target).values
+        got = sl.RISE(
+            model,
+            n_masks=13,
+            cells=cells,
+            p_keep=0.4,
+            substrate=substrate,
+            generator=_g(9),
+            batch_size=bs,
+            progress=False,
+        )(x, target=target).values
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -127,15 +148,17 @@ def test_rise_over_named_frequency_axis():
     """Masks over 'f' of a (B, C, F, 2) input: what RISE does inside a Fourier domain."""
     x = _x((2, 3, 17, 2))
     w = _x((1, 3, 17, 2), seed=8)
-    out = sl.RISE(Linear(w).eval(), n_masks=20, cells={"f": 4}, layout="b c f r", generator=_g(),
-                  progress=False)(x, target=0)
+    out = sl.RISE(
+        Linear(w).eval(), n_masks=20, cells={"f": 4}, layout="b c f r", generator=_g(), progress=False
+    )(x, target=0)
     assert out.values.shape == (2, 1, 17, 1)
 
 
 def test_rise_segments_masker_and_errors():
     x = _x((1, 1, 30))
-    out = sl.RISE(Reader(4).eval(), n_masks=200, masker=Segments(6, p_keep=0.5), generator=_g(),
-                  progress=False)(x.abs() + 1).values
+    out = sl.RISE(
+        Reader(4).eval(), n_masks=200, masker=Segments(6, p_keep=0.5), generator=_g(), progress=False
+    )(x.abs() + 1).values
     assert int(out[0, 0].argmax()) < 5  # the first segment (0..4) holds the read position
     with pytest.raises(ParameterError, match="either"):
         sl.RISE(Reader(0), cells=3, masker=GridMasker())
@@ -206,8 +229,9 @@ def test_occlusion_interpolate_segments_on_linear_model():
     t = 12
     w = _x((1, 1, t), seed=2)
     x = torch.linspace(0, 1, t, dtype=D).reshape(1, 1, t)
-    got = sl.Occlusion(Linear(w).eval(), masker=Segments(boundaries=[4, 8]), substrate="interpolate",
-                       progress=False)(x, target=0).values
+    got = sl.Occlusion(
+        Linear(w).eval(), masker=Segments(boundaries=[4, 8]), substrate="interpolate", progress=False
+    )(x, target=0).values
     # x is a straight line, so interpolating a masked middle segment reproduces it: no drop there
     torch.testing.assert_close(got[0, 0, 4:8], torch.zeros(4, dtype=D), rtol=0, atol=1e-12)
 
@@ -256,13 +280,13 @@ def _naive_mask_update(model, x, cells, n_steps, gen, lr=0.02, init_keep=0.3, of
 def test_mask_update_equals_naive_loop():
     model = nn.Sequential(nn.Flatten(), nn.Linear(40, 2), nn.Softmax(-1)).to(D).eval()
     x = _x((1, 2, 20))
-    raw_ref, post_ref = _naive_mask_update(
-        lambda z: model(z)[:, 1:], x, {"t": 5}, 25, _g(3), offset=0.96
-    )
-    raw = sl.MaskUpdate(model, n_steps=25, cells={"t": 5}, offset=0.96, postprocess=False, generator=_g(3),
-                        progress=False)(x, target=sl.Output(1)).values
-    post = sl.MaskUpdate(model, n_steps=25, cells={"t": 5}, offset=0.96, generator=_g(3),
-                         progress=False)(x, target=sl.Output(1)).values
+    raw_ref, post_ref = _naive_mask_update(lambda z: model(z)[:, 1:], x, {"t": 5}, 25, _g(3), offset=0.96)
+    raw = sl.MaskUpdate(
+        model, n_steps=25, cells={"t": 5}, offset=0.96, postprocess=False, generator=_g(3), progress=False
+    )(x, target=sl.Output(1)).values
+    post = sl.MaskUpdate(model, n_steps=25, cells={"t": 5}, offset=0.96, generator=_g(3), progress=False)(
+        x, target=sl.Output(1)
+    ).values
     torch.testing.assert_close(raw, raw_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(post, post_ref, rtol=1e-12, atol=1e-12)
 
@@ -271,8 +295,9 @@ def test_mask_update_values_are_zero_or_damped():
     """The chain's cells only hold 0 or values in [1 - lr, 1]: visible with element cells, no shift."""
     model = Reader(3, sigmoid=True).eval()
     x = _x((1, 1, 8))
-    raw = sl.MaskUpdate(model, n_steps=1, cells={"t": 8}, shift=False, postprocess=False, generator=_g(),
-                        progress=False)(x).values
+    raw = sl.MaskUpdate(
+        model, n_steps=1, cells={"t": 8}, shift=False, postprocess=False, generator=_g(), progress=False
+    )(x).values
     v = raw[raw > 0]
     assert bool(((v >= 0.98) & (v <= 1)).all())
 
@@ -280,8 +305,9 @@ def test_mask_update_values_are_zero_or_damped():
 def test_mask_update_reader_peaks_at_read_position():
     model = Reader(5, scale=4.0, sigmoid=True).eval()
     x = torch.full((2, 1, 12), 1.0, dtype=D)
-    out = sl.MaskUpdate(model, n_steps=300, cells={"t": 12}, shift=False, n_chains=4, generator=_g(),
-                        progress=False)(x).values
+    out = sl.MaskUpdate(
+        model, n_steps=300, cells={"t": 12}, shift=False, n_chains=4, generator=_g(), progress=False
+    )(x).values
     assert out[:, 0].argmax(-1).tolist() == [5, 5]
     assert float(out.max()) == pytest.approx(1.0)  # max-normalised
 
@@ -326,9 +352,13 @@ def test_sklearn_predict_proba_with_every_method(sklearn_model):
     for t in (3, 7):
         xt = x.clone()
         xt[:, :, t] = 0
-        torch.testing.assert_close(occ[:, 0, t], torch.as_tensor(p0 - clf.predict_proba(xt.reshape(3, -1).numpy())[:, 1]))
+        torch.testing.assert_close(
+            occ[:, 0, t], torch.as_tensor(p0 - clf.predict_proba(xt.reshape(3, -1).numpy())[:, 1])
+        )
     rise = sl.RISE(model, n_masks=64, cells={"t": 10}, generator=_g(), progress=False)(x, target=1)
-    mu = sl.MaskUpdate(model, n_steps=10, cells={"t": 5}, generator=_g(), progress=False)(x, target=sl.Output(1))
+    mu = sl.MaskUpdate(model, n_steps=10, cells={"t": 5}, generator=_g(), progress=False)(
+        x, target=sl.Output(1)
+    )
     assert rise.values.shape == mu.values.shape == (3, 1, 10)
     assert torch.isfinite(rise.values).all() and torch.isfinite(mu.values).all()
 
@@ -378,8 +408,9 @@ def test_perturbation_methods_inside_a_composed_score():
     occ = _InSpectrum(sl.Occlusion(model, window={"f": 1}, progress=False))(x, target=0)
     assert occ.values.shape == (1, 1, t // 2 + 1, 1) and occ.layout == "b c f r"
     assert int(occ.values[0, 0, :, 0].argmax()) == k0
-    rise = _InSpectrum(sl.RISE(model, n_masks=300, cells={"f": t // 2 + 1}, shift=False, generator=_g(),
-                               progress=False))(x, target=0)
+    rise = _InSpectrum(
+        sl.RISE(model, n_masks=300, cells={"f": t // 2 + 1}, shift=False, generator=_g(), progress=False)
+    )(x, target=0)
     assert int(rise.values[0, 0, :, 0].argmax()) == k0
 
 

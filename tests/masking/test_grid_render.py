@@ -95,7 +95,9 @@ def test_render_equals_full_table_algorithm(layout, shape, cells, shift, dtype):
 @pytest.mark.parametrize("layout, shape, cells", CASES)
 def test_sample_equals_full_table_algorithm_for_fixed_generator(layout, shape, cells, shift):
     n = 9
-    got = GridMasker(cells, p_keep=0.4, shift=shift).sample(shape, layout, n, generator=_g(5), dtype=torch.float64)
+    got = GridMasker(cells, p_keep=0.4, shift=shift).sample(
+        shape, layout, n, generator=_g(5), dtype=torch.float64
+    )
     # the same draws, in the same order, as GridMasker.plan
     g = _g(5)
     names = Layout(layout).names[1:]
@@ -104,7 +106,9 @@ def test_sample_equals_full_table_algorithm_for_fixed_generator(layout, shape, c
     keep = (torch.rand((n, *grid_shape), generator=g, dtype=torch.float64) < 0.4).to(torch.float64)
     axes = [a for a in names if a in cells]
     if shift:
-        shifts = torch.stack([torch.randint(0, math.ceil(sizes[a] / cells[a]), (n,), generator=g) for a in axes], 1)
+        shifts = torch.stack(
+            [torch.randint(0, math.ceil(sizes[a] / cells[a]), (n,), generator=g) for a in axes], 1
+        )
     else:
         shifts = torch.zeros((n, len(axes)), dtype=torch.long)
     ref = _naive_render(keep, shifts, layout, shape, cells, shift)

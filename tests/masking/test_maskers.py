@@ -146,4 +146,3 @@ def test_segments_equal_and_boundaries():
         Segments(boundaries=[4, 2])
     with pytest.raises(ParameterError, match="outside"):
         Segments(boundaries=[12]).sample((1, 9), "b c t")
-

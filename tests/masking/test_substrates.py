@@ -23,7 +23,9 @@ def test_constant_and_fill_formula():
     out = fill(x, m, 0.5, SIG)
     torch.testing.assert_close(out, x * m + (1 - m) * 0.5, rtol=0, atol=0)
     assert torch.equal(fill(x, torch.ones(1, 1, 10, dtype=x.dtype), "zeros", SIG), x)
-    assert torch.equal(fill(x, torch.zeros(1, 1, 10, dtype=x.dtype), Constant(2.0), SIG), torch.full_like(x, 2.0))
+    assert torch.equal(
+        fill(x, torch.zeros(1, 1, 10, dtype=x.dtype), Constant(2.0), SIG), torch.full_like(x, 2.0)
+    )
 
 
 def test_fill_soft_mask_is_convex_combination():
@@ -32,7 +34,9 @@ def test_fill_soft_mask_is_convex_combination():
     torch.testing.assert_close(fill(x, m, "zeros", SIG), 0.25 * x)
 
 
-@pytest.mark.parametrize("layout, shape", [(SIG, (2, 3, 7)), (IMG, (2, 3, 4, 5)), (Layout("b c t h w"), (1, 2, 3, 4, 5))])
+@pytest.mark.parametrize(
+    "layout, shape", [(SIG, (2, 3, 7)), (IMG, (2, 3, 4, 5)), (Layout("b c t h w"), (1, 2, 3, 4, 5))]
+)
 def test_channel_mean(layout, shape):
     x = _x(shape)
     out = ChannelMean()(x, layout)
@@ -135,9 +139,14 @@ def test_secondary_parameters_are_keyword_only():
     from salience.masking import GridMasker
     from salience.metrics import NoisyLinearImputation, RiseBlur
 
-    for make in (lambda: Blur(2.0, ("t",)), lambda: Noise(1.0, 0.5), lambda: Interpolate("t", 0.3),
-                 lambda: GridMasker(4, 0.3), lambda: RiseBlur(5.0, 11),
-                 lambda: NoisyLinearImputation(0.01, None)):
+    for make in (
+        lambda: Blur(2.0, ("t",)),
+        lambda: Noise(1.0, 0.5),
+        lambda: Interpolate("t", 0.3),
+        lambda: GridMasker(4, 0.3),
+        lambda: RiseBlur(5.0, 11),
+        lambda: NoisyLinearImputation(0.01, None),
+    ):
         with pytest.raises(TypeError):
             make()
     assert RiseBlur(3.0, size=7).size == 7 and Noise(2.0, mean=1.0).mean == 1.0

@@ -123,8 +123,13 @@ ATTRIBUTIONS: dict[str, Callable[[torch.Tensor], Any]] = {
     "non-contiguous": lambda a: _strided(a),
     "inference": lambda a: _inference(lambda: a.clone()),
     "meta": lambda a: torch.empty(a.shape, dtype=a.dtype, device="meta"),
-    "attribution-object": lambda a: sl.Attribution(values=a, target=torch.tensor([0, 3]), scores=torch.zeros(2),
-                                                   method="m", layout=sl.Layout("b c t") if a.ndim == 3 else None),
+    "attribution-object": lambda a: sl.Attribution(
+        values=a,
+        target=torch.tensor([0, 3]),
+        scores=torch.zeros(2),
+        method="m",
+        layout=sl.Layout("b c t") if a.ndim == 3 else None,
+    ),
     "other-input-batch-3": lambda a: _another_input(3, 1)(),
     "other-input-same-batch": lambda a: _another_input(2, torch.tensor([3, 0]))(),
 }
@@ -167,7 +172,7 @@ TARGETS: dict[str, Callable[[], Any]] = {
     "2d-tensor": lambda: torch.tensor([[0, 1]]),
     "numpy-int": lambda: np.int64(2),
     "numpy-array": lambda: np.array([1, 3]),
-    "callable-raises": lambda: (lambda out: 1 / 0),
+    "callable-raises": lambda: lambda out: 1 / 0,
     "probability": lambda: sl.Probability(1),
     "contrast": lambda: sl.Contrast(1, foils=[0]),
     "none": lambda: None,
@@ -245,7 +250,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     "integer": _Integer,
     "float32-weights": _Float32,
     "training-mode": lambda: cnn(1).train(),
-    "lambda": lambda: (lambda x: x.flatten(1)[:, :4] * 2),
+    "lambda": lambda: lambda x: x.flatten(1)[:, :4] * 2,
     "not-callable": lambda: 42,
     "explainer": lambda: sl.Gradient(cnn(1)),
 }
@@ -262,12 +267,12 @@ EXPLAINERS: dict[str, Callable[[nn.Module], Any]] = {
     "none": lambda m: None,
     "not-callable": lambda m: 42,
     "string": lambda m: "Gradient",
-    "returns-nan": lambda m: (lambda x, t: torch.full_like(x, NAN)),
-    "returns-list": lambda m: (lambda x, t: x.tolist()),
-    "returns-wrong-shape": lambda m: (lambda x, t: x[..., 1:]),
-    "returns-int": lambda m: (lambda x, t: (x > 0).long()),
+    "returns-nan": lambda m: lambda x, t: torch.full_like(x, NAN),
+    "returns-list": lambda m: lambda x, t: x.tolist(),
+    "returns-wrong-shape": lambda m: lambda x, t: x[..., 1:],
+    "returns-int": lambda m: lambda x, t: (x > 0).long(),
     "raises": lambda m: _explainer_raises,
-    "plain-callable": lambda m: (lambda x, t: sl.Gradient(m).explain(x, t)),
+    "plain-callable": lambda m: lambda x, t: sl.Gradient(m).explain(x, t),
     "other-model": lambda m: sl.Saliency(cnn(1, seed=5)),
 }
 
@@ -296,72 +301,142 @@ class _IntSubstrate(Substrate):
 
 #: hostile hyperparameters, by kind (see cases_metrics.Param)
 _COUNT = {
-    "zero": lambda: 0, "negative": lambda: -1, "float": lambda: 2.5, "nan": lambda: NAN, "inf": lambda: INF,
-    "huge": lambda: 2**64, "string": lambda: "3", "bool": lambda: True, "tensor": lambda: torch.tensor(3),
-    "list": lambda: [3], "none": lambda: None,
+    "zero": lambda: 0,
+    "negative": lambda: -1,
+    "float": lambda: 2.5,
+    "nan": lambda: NAN,
+    "inf": lambda: INF,
+    "huge": lambda: 2**64,
+    "string": lambda: "3",
+    "bool": lambda: True,
+    "tensor": lambda: torch.tensor(3),
+    "list": lambda: [3],
+    "none": lambda: None,
 }
 _FLOAT = {
-    "zero": lambda: 0.0, "negative": lambda: -1.0, "nan": lambda: NAN, "inf": lambda: INF, "-inf": lambda: -INF,
-    "huge": lambda: 1e308, "string": lambda: "0.1", "bool": lambda: True, "none": lambda: None,
-    "tensor": lambda: torch.tensor(0.1), "complex": lambda: 1j,
+    "zero": lambda: 0.0,
+    "negative": lambda: -1.0,
+    "nan": lambda: NAN,
+    "inf": lambda: INF,
+    "-inf": lambda: -INF,
+    "huge": lambda: 1e308,
+    "string": lambda: "0.1",
+    "bool": lambda: True,
+    "none": lambda: None,
+    "tensor": lambda: torch.tensor(0.1),
+    "complex": lambda: 1j,
 }
 HYPERPARAMETERS: dict[str, dict[str, Callable[[], Any]]] = {
     "count": _COUNT,
     "float": _FLOAT,
     "fraction": {**_FLOAT, "above-one": lambda: 1.5, "tiny": lambda: 1e-300},
     "bool": {"int": lambda: 1, "string": lambda: "yes", "none": lambda: None, "float": lambda: 1.0},
-    "option": {"unknown": lambda: "median", "int": lambda: 1, "bool": lambda: True, "list": lambda: ["sum"],
-               "none": lambda: None},
+    "option": {
+        "unknown": lambda: "median",
+        "int": lambda: 1,
+        "bool": lambda: True,
+        "list": lambda: ["sum"],
+        "none": lambda: None,
+    },
     "generator": {"seed": lambda: 0, "string": lambda: "g", "numpy": lambda: np.random.default_rng(0)},
     "substrate": {
-        "nan": lambda: NAN, "inf": lambda: INF, "huge": lambda: 1e308, "unknown": lambda: "noise",
-        "none": lambda: None, "bool": lambda: True, "callable": lambda: (lambda x: x * 0),
+        "nan": lambda: NAN,
+        "inf": lambda: INF,
+        "huge": lambda: 1e308,
+        "unknown": lambda: "noise",
+        "none": lambda: None,
+        "bool": lambda: True,
+        "callable": lambda: lambda x: x * 0,
         "nan-tensor": lambda: torch.full((3, 16), NAN, dtype=torch.float64),
         "wrong-shape-tensor": lambda: torch.zeros(3, 15, dtype=torch.float64),
         "int-tensor": lambda: torch.zeros(3, 16, dtype=torch.long),
         "complex-tensor": lambda: torch.zeros(3, 16, dtype=torch.complex128),
         "requires-grad-tensor": lambda: torch.zeros(3, 16, dtype=torch.float64, requires_grad=True),
         "meta-tensor": lambda: torch.zeros(3, 16, dtype=torch.float64, device="meta"),
-        "nan-substrate": _NaNSubstrate, "wrong-shape-substrate": _WrongShapeSubstrate,
-        "raising-substrate": _RaisingSubstrate, "int-substrate": _IntSubstrate,
-        "huge-blur": lambda: Blur(1e308), "huge-blur-radius": lambda: Blur(1.0, radius=2**64),
+        "nan-substrate": _NaNSubstrate,
+        "wrong-shape-substrate": _WrongShapeSubstrate,
+        "raising-substrate": _RaisingSubstrate,
+        "int-substrate": _IntSubstrate,
+        "huge-blur": lambda: Blur(1e308),
+        "huge-blur-radius": lambda: Blur(1.0, radius=2**64),
         "interpolate-other-axis": lambda: Interpolate("h"),
     },
     "similarity": {
-        "unknown": lambda: "kendall", "none": lambda: None, "int": lambda: 3,
-        "constant": lambda: (lambda u, v: 1.0), "raises": lambda: (lambda u, v: 1 / 0),
-        "wrong-shape": lambda: (lambda u, v: u), "nan": lambda: (lambda u, v: torch.full((u.shape[0],), NAN)),
+        "unknown": lambda: "kendall",
+        "none": lambda: None,
+        "int": lambda: 3,
+        "constant": lambda: lambda u, v: 1.0,
+        "raises": lambda: lambda u, v: 1 / 0,
+        "wrong-shape": lambda: lambda u, v: u,
+        "nan": lambda: lambda u, v: torch.full((u.shape[0],), NAN),
     },
     "baseline": {
-        "nan": lambda: NAN, "inf": lambda: INF, "huge": lambda: 1e308, "unknown": lambda: "median",
-        "none": lambda: None, "bool": lambda: True,
+        "nan": lambda: NAN,
+        "inf": lambda: INF,
+        "huge": lambda: 1e308,
+        "unknown": lambda: "median",
+        "none": lambda: None,
+        "bool": lambda: True,
         "nan-tensor": lambda: torch.full((3, 16), NAN, dtype=torch.float64),
         "wrong-shape-tensor": lambda: torch.zeros(3, 15, dtype=torch.float64),
         "int-tensor": lambda: torch.zeros(3, 16, dtype=torch.long),
         "complex-tensor": lambda: torch.zeros(3, 16, dtype=torch.complex128),
         "requires-grad-tensor": lambda: torch.zeros(3, 16, dtype=torch.float64, requires_grad=True),
-        "callable-raises": lambda: (lambda x: 1 / 0), "callable-list": lambda: (lambda x: [0.0]),
-        "callable-nan": lambda: (lambda x: torch.full_like(x, NAN)),
+        "callable-raises": lambda: lambda x: 1 / 0,
+        "callable-list": lambda: lambda x: [0.0],
+        "callable-nan": lambda: lambda x: torch.full_like(x, NAN),
     },
-    "norm": {"zero": lambda: 0, "negative": lambda: -1, "nan": lambda: NAN, "-inf": lambda: -INF,
-             "string": lambda: "l2", "none": lambda: None, "bool": lambda: True},
-    "layers": {"empty": lambda: [], "unknown": lambda: ["zz"], "string": lambda: "0", "ints": lambda: [0],
-               "no-parameters": lambda: ["1"], "duplicates": lambda: ["0", "0"], "root": lambda: [""]},
+    "norm": {
+        "zero": lambda: 0,
+        "negative": lambda: -1,
+        "nan": lambda: NAN,
+        "-inf": lambda: -INF,
+        "string": lambda: "l2",
+        "none": lambda: None,
+        "bool": lambda: True,
+    },
+    "layers": {
+        "empty": lambda: [],
+        "unknown": lambda: ["zz"],
+        "string": lambda: "0",
+        "ints": lambda: [0],
+        "no-parameters": lambda: ["1"],
+        "duplicates": lambda: ["0", "0"],
+        "root": lambda: [""],
+    },
     "perturbation": {
         "nan-tensor": lambda: torch.full((2, 2, 3, 16), NAN, dtype=torch.float64),
         "wrong-shape-tensor": lambda: torch.zeros(2, 2, 3, 15, dtype=torch.float64),
         "int-tensor": lambda: torch.zeros(2, 2, 3, 16, dtype=torch.long),
         "huge-tensor": lambda: torch.full((2, 2, 3, 16), 1e300, dtype=torch.float64),
         "requires-grad-tensor": lambda: torch.zeros(2, 2, 3, 16, dtype=torch.float64, requires_grad=True),
-        "callable-raises": lambda: (lambda x, k, g: 1 / 0), "callable-list": lambda: (lambda x, k, g: [0.0]),
+        "callable-raises": lambda: lambda x, k, g: 1 / 0,
+        "callable-list": lambda: lambda x, k, g: [0.0],
         "string": lambda: "gaussian",
     },
-    "cells": {**_COUNT, "wrong-length": lambda: [2, 2], "tuple-of-strings": lambda: ("2",), "empty": lambda: ()},
-    "cell-index": {"out-of-range": lambda: [0, 5], "negative": lambda: [-1, 0], "float": lambda: [0.5, 1.0],
-                   "wrong-length": lambda: [0], "string": lambda: "ab", "nested": lambda: [[0], [1]],
-                   "huge": lambda: [0, 2**64], "none": lambda: None},
-    "metrics": {"none": lambda: None, "empty": lambda: [], "model": lambda: [cnn(1)],
-                "class": lambda: [M.Sparseness], "string": lambda: "Sparseness"},
+    "cells": {
+        **_COUNT,
+        "wrong-length": lambda: [2, 2],
+        "tuple-of-strings": lambda: ("2",),
+        "empty": lambda: (),
+    },
+    "cell-index": {
+        "out-of-range": lambda: [0, 5],
+        "negative": lambda: [-1, 0],
+        "float": lambda: [0.5, 1.0],
+        "wrong-length": lambda: [0],
+        "string": lambda: "ab",
+        "nested": lambda: [[0], [1]],
+        "huge": lambda: [0, 2**64],
+        "none": lambda: None,
+    },
+    "metrics": {
+        "none": lambda: None,
+        "empty": lambda: [],
+        "model": lambda: [cnn(1)],
+        "class": lambda: [M.Sparseness],
+        "string": lambda: "Sparseness",
+    },
 }
 
 
@@ -399,7 +474,9 @@ def _unchanged(t: torch.Tensor, before: tuple) -> None:
             ((t.detach() == values) | (t.detach().isnan() & values.isnan())).all()
         ), "the caller's tensor was changed"
     assert t.requires_grad == requires_grad, "requires_grad was changed"
-    assert (t.grad is None) == (grad is None) and (grad is None or torch.equal(t.grad, grad)), ".grad was changed"
+    assert (t.grad is None) == (grad is None) and (grad is None or torch.equal(t.grad, grad)), (
+        ".grad was changed"
+    )
 
 
 def _model_state(model: Any) -> Any:
@@ -470,16 +547,24 @@ def _variation(case: MetricCase, axis: str, name: str) -> Call:
 
 
 def _grid() -> list:
-    axes = {"x": INPUTS, "attribution": ATTRIBUTIONS, "mask": MASKS, "target": TARGETS, "model": MODELS,
-            "explainer": EXPLAINERS}
+    axes = {
+        "x": INPUTS,
+        "attribution": ATTRIBUTIONS,
+        "mask": MASKS,
+        "target": TARGETS,
+        "model": MODELS,
+        "explainer": EXPLAINERS,
+    }
     out = []
     for case in METRICS:
         for axis, values in axes.items():
             if axis in case.reads:
                 out += [pytest.param(case, axis, name, id=f"{case.id}-{axis}:{name}") for name in values]
         for param, spec in case.params.items():
-            out += [pytest.param(case, param, name, id=f"{case.id}-{param}:{name}")
-                    for name in HYPERPARAMETERS[spec.kind]]
+            out += [
+                pytest.param(case, param, name, id=f"{case.id}-{param}:{name}")
+                for name in HYPERPARAMETERS[spec.kind]
+            ]
     return out
 
 
@@ -515,44 +600,66 @@ def _setup():
 
 
 def test_auc_refuses_what_is_not_a_finite_real_curve():
-    with pytest.raises(sl.InputError, match=r"auc expects curve to be finite\. Got 1 NaN/inf value\(s\) in a tensor "
-                                            r"of shape \(2, 3\)"):
+    with pytest.raises(
+        sl.InputError,
+        match=r"auc expects curve to be finite\. Got 1 NaN/inf value\(s\) in a tensor "
+        r"of shape \(2, 3\)",
+    ):
         M.auc(torch.tensor([[0.0, 1.0, NAN], [1.0, 0.5, 0.0]]))
-    with pytest.raises(sl.InputError, match=r"auc expects curve to be a torch\.Tensor of shape \(\.\.\., K\).*Got "
-                                            r"Attribution instead"):
+    with pytest.raises(
+        sl.InputError,
+        match=r"auc expects curve to be a torch\.Tensor of shape \(\.\.\., K\).*Got "
+        r"Attribution instead",
+    ):
         M.auc(sl.Gradient(cnn(1)).explain(signal(), 1))
     with pytest.raises(sl.InputError, match=r"Got list instead"):
         M.auc([0.0, 1.0])
     with pytest.raises(sl.DTypeError, match=r"auc expects curve to have a real floating-point dtype"):
         M.auc(torch.ones(2, 3, dtype=torch.complex128))
-    with pytest.raises(sl.NumericalError, match=r"auc: the result overflowed torch\.float64 \(NaN/inf\) for sample\(s\) \[1\]"):
+    with pytest.raises(
+        sl.NumericalError,
+        match=r"auc: the result overflowed torch\.float64 \(NaN/inf\) for sample\(s\) \[1\]",
+    ):
         M.auc(torch.tensor([[0.0, 1.0, 0.5], [1.7e308, 1.7e308, 1.7e308]], dtype=torch.float64))
     assert M.auc(torch.tensor([0.0, 1.0, 1.0])).item() == pytest.approx(0.75)  # one curve: a 0-d area
 
 
 def test_meta_tensors_are_refused_as_holding_no_data():
     model, x, a, mask, k = _setup()
-    with pytest.raises(sl.InputError, match=r"sparseness expects attribution to hold data; got a tensor on the "
-                                            r"'meta' device \(shape \(2, 3, 16\)\)"):
+    with pytest.raises(
+        sl.InputError,
+        match=r"sparseness expects attribution to hold data; got a tensor on the "
+        r"'meta' device \(shape \(2, 3, 16\)\)",
+    ):
         M.sparseness(a.to("meta"))
-    with pytest.raises(sl.InputError, match=r"relevance_mass expects the mask to hold data; got a tensor on the 'meta'"):
+    with pytest.raises(
+        sl.InputError, match=r"relevance_mass expects the mask to hold data; got a tensor on the 'meta'"
+    ):
         M.relevance_mass(a, mask.to("meta"))
-    with pytest.raises(sl.ParameterError, match=r"'values' parameter of Reference must hold data; got a tensor on "
-                                                r"the 'meta' device"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"'values' parameter of Reference must hold data; got a tensor on "
+        r"the 'meta' device",
+    ):
         M.deletion_curve(model, x, a, k, steps=2, substrate=torch.zeros(3, 16, device="meta"), progress=False)
 
 
 def test_explainer_classes_and_raising_explainers_get_typed_errors():
     model, x, a, _, k = _setup()
-    with pytest.raises(sl.ParameterError, match=r"The 'explainer' parameter of avg_sensitivity must be a salience "
-                                                r"Explainer .*Got the class Saliency instead; pass an instance, e\.g\. "
-                                                r"Saliency\(model\)"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"The 'explainer' parameter of avg_sensitivity must be a salience "
+        r"Explainer .*Got the class Saliency instead; pass an instance, e\.g\. "
+        r"Saliency\(model\)",
+    ):
         M.avg_sensitivity(sl.Saliency, x, k, progress=False)
 
     def broken(xs, t):
         raise KeyError("boom")
 
-    with pytest.raises(sl.ModelCallError, match=r"random_logit: the explainer broken raised KeyError: 'boom'"):
+    with pytest.raises(
+        sl.ModelCallError, match=r"random_logit: the explainer broken raised KeyError: 'boom'"
+    ):
         M.random_logit(broken, x, k, n_classes=4)
     with pytest.raises(sl.ModelCallError, match=r"evaluate: the explainer broken raised KeyError"):
         M.evaluate([broken], [M.Sparseness()], model, (x, k))
@@ -570,8 +677,9 @@ def test_raising_callables_become_parameter_errors(which):
             return 1 / 0
 
     run = {
-        "similarity": lambda: M.faithfulness_correlation(model, x, a, k, n_runs=3, subset_size=4, similarity=boom,
-                                                         progress=False),
+        "similarity": lambda: M.faithfulness_correlation(
+            model, x, a, k, n_runs=3, subset_size=4, similarity=boom, progress=False
+        ),
         "perturbation": lambda: M.infidelity(model, x, a, k, perturbation=boom),
         "baseline": lambda: M.completeness_gap(model, x, a, k, baseline=boom),
         "substrate": lambda: M.deletion_curve(model, x, a, k, steps=2, substrate=Boom(), progress=False),
@@ -594,10 +702,15 @@ def test_substrate_outputs_are_checked():
         def __call__(self, rows, layout, mask=None):
             return rows[..., 1:]
 
-    with pytest.raises(sl.ParameterError, match=r"deletion_curve: the substrate .*NaNs.* returned 48 NaN/inf value\(s\) "
-                                                r"for finite rows of shape \(1, 3, 16\)"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"deletion_curve: the substrate .*NaNs.* returned 48 NaN/inf value\(s\) "
+        r"for finite rows of shape \(1, 3, 16\)",
+    ):
         M.deletion_curve(model, x, a, k, steps=2, substrate=NaNs(), batch_size=1, progress=False)
-    with pytest.raises(sl.ShapeError, match=r"must return a tensor of the input's shape \(2, 3, 16\)\. Got \(2, 3, 15\)"):
+    with pytest.raises(
+        sl.ShapeError, match=r"must return a tensor of the input's shape \(2, 3, 16\)\. Got \(2, 3, 15\)"
+    ):
         M.deletion_curve(model, x, a, k, steps=2, substrate=Short(), progress=False)
 
 
@@ -606,20 +719,34 @@ def test_counts_beyond_int64_are_refused_before_any_work():
     big = 2**64
     for run, name in [
         (lambda: M.deletion_curve(model, x, a, k, steps=big, progress=False), "steps"),
-        (lambda: M.faithfulness_correlation(model, x, a, k, n_runs=big, subset_size=4, progress=False), "n_runs"),
+        (
+            lambda: M.faithfulness_correlation(model, x, a, k, n_runs=big, subset_size=4, progress=False),
+            "n_runs",
+        ),
         (lambda: M.infidelity(model, x, a, k, n_perturbations=big), "n_perturbations"),
-        (lambda: M.max_sensitivity(sl.Gradient(model), x, k, n_perturbations=big, progress=False), "n_perturbations"),
+        (
+            lambda: M.max_sensitivity(sl.Gradient(model), x, k, n_perturbations=big, progress=False),
+            "n_perturbations",
+        ),
         (lambda: M.RandomLogit(n_classes=big), "n_classes"),
     ]:
-        with pytest.raises(sl.ParameterError, match=rf"The '{name}' parameter of \w+ must be an int in the range "
-                                                    rf"\[\d, 9\.22337e\+18\]\. Got {big}"):
+        with pytest.raises(
+            sl.ParameterError,
+            match=rf"The '{name}' parameter of \w+ must be an int in the range "
+            rf"\[\d, 9\.22337e\+18\]\. Got {big}",
+        ):
             run()
-    with pytest.raises(sl.ParameterError, match=r"'steps' parameter of deletion_curve asks for 2 x 9223372036854775808 "
-                                                r"rows, more than an int64 index"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"'steps' parameter of deletion_curve asks for 2 x 9223372036854775808 "
+        r"rows, more than an int64 index",
+    ):
         M.deletion_curve(model, x, a, k, steps=2**63 - 1, progress=False)
     # a RISE step of more than the number of units is one step that changes everything
-    torch.testing.assert_close(M.deletion_curve(model, x, a, k, step=big, progress=False),
-                               M.deletion_curve(model, x, a, k, step=48, progress=False))
+    torch.testing.assert_close(
+        M.deletion_curve(model, x, a, k, step=big, progress=False),
+        M.deletion_curve(model, x, a, k, step=48, progress=False),
+    )
 
 
 def test_scale_invariant_metrics_do_not_overflow_or_underflow():
@@ -628,25 +755,40 @@ def test_scale_invariant_metrics_do_not_overflow_or_underflow():
     model, x, a, mask, k = _setup()
     for scale in (2.0**1010, 2.0**-540):
         b = a * scale
-        for fn in (M.sparseness, M.complexity, lambda v: M.relevance_mass(v, mask),
-                   lambda v: M.energy_pointing_game(v, mask)):
+        for fn in (
+            M.sparseness,
+            M.complexity,
+            lambda v: M.relevance_mass(v, mask),
+            lambda v: M.energy_pointing_game(v, mask),
+        ):
             assert torch.equal(fn(b), fn(a))
         grad = sl.Gradient(model)
         for sim in ("pearson", "cosine"):
-            assert torch.equal(M.random_logit(grad, x, k, attribution=b, similarity=sim, generator=gen(1)),
-                               M.random_logit(grad, x, k, attribution=a, similarity=sim, generator=gen(1)))
-        same = [M.faithfulness_correlation(model, x, v, k, n_runs=5, subset_size=8, generator=gen(2), progress=False)
-                for v in (a, b)]
+            assert torch.equal(
+                M.random_logit(grad, x, k, attribution=b, similarity=sim, generator=gen(1)),
+                M.random_logit(grad, x, k, attribution=a, similarity=sim, generator=gen(1)),
+            )
+        same = [
+            M.faithfulness_correlation(
+                model, x, v, k, n_runs=5, subset_size=8, generator=gen(2), progress=False
+            )
+            for v in (a, b)
+        ]
         torch.testing.assert_close(same[0], same[1], rtol=1e-12, atol=1e-12)
     cells = torch.stack([mask[0, 0], ~mask[0, 0]])
-    torch.testing.assert_close(M.grid_pointing_game(a * 2.0**1015, cells, [0, 1]), M.grid_pointing_game(a, cells, [0, 1]))
+    torch.testing.assert_close(
+        M.grid_pointing_game(a * 2.0**1015, cells, [0, 1]), M.grid_pointing_game(a, cells, [0, 1])
+    )
 
 
 def test_overflowing_results_are_numerical_errors():
     model, x, a, _, k = _setup()
     huge = a * 1e307
-    with pytest.raises(sl.NumericalError, match=r"infidelity: the result overflowed torch\.float64 \(NaN/inf\) for "
-                                                r"sample\(s\) \[0, 1\]"):
+    with pytest.raises(
+        sl.NumericalError,
+        match=r"infidelity: the result overflowed torch\.float64 \(NaN/inf\) for "
+        r"sample\(s\) \[0, 1\]",
+    ):
         M.infidelity(model, x, huge, k, generator=gen())
     with pytest.raises(sl.NumericalError, match=r"max_sensitivity: the result overflowed"):
         M.max_sensitivity(sl.Gradient(model), x, k, attribution=huge, generator=gen(), progress=False)
@@ -659,30 +801,47 @@ def test_grid_arguments_are_checked():
     cells = torch.zeros(2, 16, dtype=torch.bool)
     cells[0, :8] = cells[1, 8:] = True
     a = attribution_like(x)
-    with pytest.raises(sl.ParameterError, match=r"The 'cells' parameter of grid_pointing_game must hold one cell "
-                                                r"index in \[0, 2\) per map, shape \(2,\)\. Got a tensor of dtype "
-                                                r"torch\.float32"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"The 'cells' parameter of grid_pointing_game must hold one cell "
+        r"index in \[0, 2\) per map, shape \(2,\)\. Got a tensor of dtype "
+        r"torch\.float32",
+    ):
         M.grid_pointing_game(a, cells, [0.5, 1.0])  # was truncated to [0, 1] silently
     with pytest.raises(sl.ParameterError, match=r"Got 1 index\(es\) outside, e\.g\. 5"):
         M.grid_pointing_game(a, cells, [0, 5])
-    with pytest.raises(sl.ParameterError, match=r"The 'labels' parameter of make_grid must hold one integer class per "
-                                                r"input.*Got 'ab' instead"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"The 'labels' parameter of make_grid must hold one integer class per "
+        r"input.*Got 'ab' instead",
+    ):
         M.make_grid(x, "ab")
-    with pytest.raises(sl.ParameterError, match=r"The 'cells' parameter of make_grid must be None, an int or a "
-                                                r"sequence of ints .*Got 2\.5 instead"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"The 'cells' parameter of make_grid must be None, an int or a "
+        r"sequence of ints .*Got 2\.5 instead",
+    ):
         M.make_grid(x, [0, 1], cells=2.5)
     with pytest.raises(sl.ParameterError, match=r"The 'batch_size' parameter of make_grid must be an int"):
         M.make_grid(x, [0, 1], cells=2, model=cnn(1), min_confidence=0.0, batch_size=0)
-    with pytest.raises(sl.ShapeError, match=r"GridPointingGame expects attributions to have a batch axis and at least 3"):
+    with pytest.raises(
+        sl.ShapeError, match=r"GridPointingGame expects attributions to have a batch axis and at least 3"
+    ):
         M.GridPointingGame()(None, x, a[0, 0, 0], mask=cells[:, None])
 
 
 def test_huge_kernels_are_refused_and_huge_radii_capped():
-    with pytest.raises(sl.ParameterError, match=r"The 'sigma' parameter of RiseBlur must be a float in the range "
-                                                r"\(0, 1e\+06\]\. Got 1e\+308"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"The 'sigma' parameter of RiseBlur must be a float in the range "
+        r"\(0, 1e\+06\]\. Got 1e\+308",
+    ):
         M.RiseBlur(1e308)
-    with pytest.raises(sl.ParameterError, match=r"The kernel radius of Blur, ceil\(truncate \* sigma\) = ceil\(4 \* "
-                                                r"1e\+308\), must be at most 4000000 samples"):
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"The kernel radius of Blur, ceil\(truncate \* sigma\) = ceil\(4 \* "
+        r"1e\+308\), must be at most 4000000 samples",
+    ):
         Blur(1e308)
     _, _, a, mask, _ = _setup()
     # a tolerance beyond the signal's extent covers every position, as the widest useful one does

@@ -43,7 +43,9 @@ def test_time_grid_concatenates_full_signals():
     assert grid.inputs.shape == (2, 2, 30) and grid.axes == ("t",)
     for g in range(2):
         for c in range(3):
-            torch.testing.assert_close(grid.inputs[g, :, 10 * c : 10 * (c + 1)], x[grid.sources[g, c]], rtol=0, atol=0)
+            torch.testing.assert_close(
+                grid.inputs[g, :, 10 * c : 10 * (c + 1)], x[grid.sources[g, c]], rtol=0, atol=0
+            )
             assert grid.masks[c, 10 * c : 10 * (c + 1)].all() and grid.masks[c].sum() == 10
     resized = make_grid(x, [0, 1, 2, 0, 1, 2], cells=3, resize=True, mode="linear")
     assert resized.inputs.shape == (2, 2, 10)
@@ -80,7 +82,9 @@ def test_shuffle_uses_only_the_generator():
 def test_confidence_filter_keeps_confidently_correct_inputs():
     # logits = W x with W = [[1, 0], [0, 1]] on 2 features: p(label) = softmax(x)[label]
     model = Counting(Linear(torch.eye(2, dtype=D).reshape(2, 2, 1)).eval())
-    x = torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.2, 0.0], [3.0, 0.0], [0.0, 5.0], [0.0, 0.1]], dtype=D)[..., None]
+    x = torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.2, 0.0], [3.0, 0.0], [0.0, 5.0], [0.0, 0.1]], dtype=D)[
+        ..., None
+    ]
     labels = [0, 1, 0, 1, 1, 1]  # 2: barely, 3: wrong, 5: barely
     grid = make_grid(x, labels, cells=2, model=model, min_confidence=0.9, batch_size=4)
     assert grid.sources.tolist() == [[0, 1]]  # 4 (label 1) waits for a class-0 partner
@@ -138,7 +142,9 @@ def test_channel_reduction_and_upsampling():
     assert grid_pointing_game(a, grid, cells=[0], reduce="positive").tolist() == [0.5]
     assert grid_pointing_game(a, grid, cells=[0], reduce="abs").tolist() == [2 / 3]
     coarse = torch.ones(2, 1, 2, 2, dtype=D)  # a CAM-sized map, bilinearly upsampled
-    torch.testing.assert_close(grid_pointing_game(coarse, grid, cells=[0, 3]), torch.full((2,), 0.25, dtype=D))
+    torch.testing.assert_close(
+        grid_pointing_game(coarse, grid, cells=[0, 3]), torch.full((2,), 0.25, dtype=D)
+    )
     one = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]], dtype=D)
     up = F.interpolate(one, size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
     expect = up[:4, :4].sum() / up.sum()
@@ -183,7 +189,9 @@ def test_class_relevant_maps_point_better_on_a_time_grid(burst_task, method):
     batch = grid.expand()
     plain = pointing(base, grid)
     relevant = pointing(sl.ClassRelevant(base, classes=batch.classes), grid)
-    print(f"\ntime-grid pointing game ({len(grid)} grids x 4 cells, chance 0.25): {method} {plain:.3f} -> "
-          f"ClassRelevant({method}) {relevant:.3f}")
+    print(
+        f"\ntime-grid pointing game ({len(grid)} grids x 4 cells, chance 0.25): {method} {plain:.3f} -> "
+        f"ClassRelevant({method}) {relevant:.3f}"
+    )
     # seeds 0-3 of the task: Gradient +0.01 to +0.05, IG +0.08 to +0.16 (benchmarks/bench_classrel.py)
     assert relevant > plain + (0.01 if method == "Gradient" else 0.05)

@@ -82,8 +82,14 @@ def test_attribution_domain_is_used_and_insertion_starts_from_zero_coefficients(
     dom = FFT(20)
     z = dom.forward(x)
     values = torch.randn_like(z)
-    att = sl.Attribution(values=values, target=torch.tensor([1, 1]), scores=torch.zeros(2), method="m",
-                         layout=sl.Layout("b c f r"), domain=dom)
+    att = sl.Attribution(
+        values=values,
+        target=torch.tensor([1, 1]),
+        scores=torch.zeros(2),
+        method="m",
+        layout=sl.Layout("b c f r"),
+        domain=dom,
+    )
     via_attr = M.insertion_curve(model, x, att, steps=4, progress=False)
     explicit = M.insertion_curve(model, x, values, 1, steps=4, domain=dom, substrate=0.0, progress=False)
     torch.testing.assert_close(via_attr, explicit)
@@ -117,13 +123,27 @@ def test_reduced_domain_attribution_removes_whole_bins():
     x = make_input("signal")
     dom = BoundFFT(20)
     bins = torch.randn(2, 3, 11, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
-    att = sl.Attribution(values=bins, target=torch.tensor([0, 3]), scores=torch.zeros(2), method="m",
-                         layout=sl.Layout("b c f"), domain=dom)
+    att = sl.Attribution(
+        values=bins,
+        target=torch.tensor([0, 3]),
+        scores=torch.zeros(2),
+        method="m",
+        layout=sl.Layout("b c f"),
+        domain=dom,
+    )
     ours = M.deletion_curve(model, x, att, steps=5, progress=False)
-    ref = M.deletion_curve(model, x, bins[..., None], torch.tensor([0, 3]), steps=5, domain=FFT(20), progress=False)
+    ref = M.deletion_curve(
+        model, x, bins[..., None], torch.tensor([0, 3]), steps=5, domain=FFT(20), progress=False
+    )
     torch.testing.assert_close(ours, ref)
-    bad = sl.Attribution(values=bins, target=torch.tensor([0, 3]), scores=torch.zeros(2), method="m",
-                         layout=sl.Layout("b c k"), domain=dom)
+    bad = sl.Attribution(
+        values=bins,
+        target=torch.tensor([0, 3]),
+        scores=torch.zeros(2),
+        method="m",
+        layout=sl.Layout("b c k"),
+        domain=dom,
+    )
     with pytest.raises(sl.ShapeError, match="reduce=False"):
         M.deletion_curve(model, x, bad, steps=5, progress=False)
 
@@ -188,8 +208,9 @@ def test_model_randomisation_flags_edge_detector_not_gradient():
     # (signed Spearman; on this 2-conv GAP model they can even anti-correlate mid-cascade,
     # so the check is "far from 1", and also holds for |maps|)
     assert float(grad[:, -1].mean()) < 0.5
-    grad_abs = M.model_randomisation(sl.Gradient(model), x, y, use_abs=True,
-                                     generator=torch.Generator().manual_seed(0))
+    grad_abs = M.model_randomisation(
+        sl.Gradient(model), x, y, use_abs=True, generator=torch.Generator().manual_seed(0)
+    )
     assert float(grad_abs[:, -1].mean()) < 0.5
     # the metric class reports the similarity after the whole cascade
     metric = M.ModelRandomisation(generator=torch.Generator().manual_seed(0))
@@ -204,7 +225,9 @@ def test_random_logit_flags_class_insensitive_explainer():
     model, x, y = _trained_model()
     edge = M.random_logit(EdgeDetector(model), x, y, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(edge, torch.ones_like(edge))
-    grad = M.RandomLogit(generator=torch.Generator().manual_seed(0))(model, x, None, y, explainer=sl.Gradient(model))
+    grad = M.RandomLogit(generator=torch.Generator().manual_seed(0))(
+        model, x, None, y, explainer=sl.Gradient(model)
+    )
     assert grad.shape == (8,) and float(grad.mean()) < 0.9
 
 
@@ -218,10 +241,18 @@ def test_evaluate_table_matches_direct_calls():
     mask[3] = False  # NaN for this sample: excluded from n
     data = [(x[:2], y[:2], mask[:2]), (x[2:], y[2:], mask[2:])]
     explainers = {"grad": sl.Gradient(model), "ixg": sl.InputXGradient(model)}
-    metrics = {"del": M.Deletion(steps=5, progress=False), "sparse": M.Sparseness(), "mass": M.RelevanceMass()}
+    metrics = {
+        "del": M.Deletion(steps=5, progress=False),
+        "sparse": M.Sparseness(),
+        "mass": M.RelevanceMass(),
+    }
     table = M.evaluate(explainers, metrics, model, data)
     assert len(table) == 6
-    assert [(r["method"], r["metric"]) for r in table][:3] == [("grad", "del"), ("grad", "sparse"), ("grad", "mass")]
+    assert [(r["method"], r["metric"]) for r in table][:3] == [
+        ("grad", "del"),
+        ("grad", "sparse"),
+        ("grad", "mass"),
+    ]
     for ename, ex in explainers.items():
         att = ex.explain(x, y)
         direct = {
@@ -244,8 +275,12 @@ def test_evaluate_table_matches_direct_calls():
 def test_evaluate_with_list_inputs_and_robustness_metric():
     model = cnn(1)
     x = make_input("signal")
-    table = M.evaluate([sl.Gradient(model)], [M.MaxSensitivity(n_perturbations=2, generator=torch.Generator().manual_seed(0)),
-                                               M.Complexity()], model, x)
+    table = M.evaluate(
+        [sl.Gradient(model)],
+        [M.MaxSensitivity(n_perturbations=2, generator=torch.Generator().manual_seed(0)), M.Complexity()],
+        model,
+        x,
+    )
     assert [r["metric"] for r in table] == ["MaxSensitivity", "Complexity"]
     assert all(r["n"] == 2 and r["method"] == "Gradient" for r in table)
 
@@ -268,8 +303,9 @@ def test_classes_equal_functions():
     )
     mask = torch.zeros(2, 1, 8, 8)
     mask[..., 2:5, 2:5] = 1
-    torch.testing.assert_close(M.PointingGame(tolerance=2)(None, x, att, mask=mask),
-                               M.pointing_game(att, mask, tolerance=2))
+    torch.testing.assert_close(
+        M.PointingGame(tolerance=2)(None, x, att, mask=mask), M.pointing_game(att, mask, tolerance=2)
+    )
 
 
 def test_errors():

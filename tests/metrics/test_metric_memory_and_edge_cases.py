@@ -63,8 +63,9 @@ def test_infidelity_rows_per_model_call_are_bounded_and_match_a_loop():
     a = torch.randn_like(x)
     k = torch.tensor([0, 2, 1])
     n, bs, std = 7, 4, 0.1
-    ours = M.infidelity(model, x, a, k, n_perturbations=n, std=std, batch_size=bs,
-                        generator=torch.Generator().manual_seed(5))
+    ours = M.infidelity(
+        model, x, a, k, n_perturbations=n, std=std, batch_size=bs, generator=torch.Generator().manual_seed(5)
+    )
     assert max(model.rows) <= bs and sum(model.rows) >= 3 * n
     # documented draw order: row i * n + j draws std * randn(S), row after row
     g = torch.Generator().manual_seed(5)
@@ -80,8 +81,9 @@ def test_infidelity_rows_per_model_call_are_bounded_and_match_a_loop():
             ref.append(sum(terms) / n)
     torch.testing.assert_close(ours, torch.tensor(ref, dtype=x.dtype))
     # independent of the chunking
-    again = M.infidelity(model, x, a, k, n_perturbations=n, std=std, batch_size=64,
-                         generator=torch.Generator().manual_seed(5))
+    again = M.infidelity(
+        model, x, a, k, n_perturbations=n, std=std, batch_size=64, generator=torch.Generator().manual_seed(5)
+    )
     torch.testing.assert_close(ours, again, rtol=1e-12, atol=1e-14)
 
 
@@ -96,8 +98,16 @@ def test_infidelity_custom_perturbation_is_called_per_chunk():
         seen.append((xs.shape[0], k))
         return torch.randn((xs.shape[0], k, *xs.shape[1:]), generator=g, dtype=xs.dtype) * 0.1
 
-    M.infidelity(model, x, a, 1, n_perturbations=5, perturbation=fn, batch_size=3,
-                 generator=torch.Generator().manual_seed(0))
+    M.infidelity(
+        model,
+        x,
+        a,
+        1,
+        n_perturbations=5,
+        perturbation=fn,
+        batch_size=3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert all(b == 1 and k <= 3 for b, k in seen) and sum(k for _, k in seen) == 10
     full = M.infidelity(model, x, a, 1, n_perturbations=5, perturbation=pert)
     chunked = M.infidelity(model, x, a, 1, n_perturbations=5, perturbation=pert, batch_size=2)
@@ -149,7 +159,9 @@ def test_grid_pointing_game_class_runs_through_evaluate():
     batch = grid.expand()
     masks = grid.masks[batch.cells]
     expl = sl.Gradient(model)
-    table = M.evaluate({"grad": expl}, {"gpg": M.GridPointingGame()}, model, (batch.inputs, batch.targets, masks))
+    table = M.evaluate(
+        {"grad": expl}, {"gpg": M.GridPointingGame()}, model, (batch.inputs, batch.targets, masks)
+    )
     att = expl.explain(batch.inputs, batch.targets)
     want = M.grid_pointing_game(att, grid)
     row = table.get("grad", "gpg")
@@ -185,7 +197,9 @@ def test_relevance_mass_positive_is_validated():
 
 
 def test_relevance_mass_of_a_zero_sum_is_nan():
-    a = torch.tensor([[[0.0, 0.0, 0.0, 0.0]], [[1.0, -1.0, 0.0, 0.0]], [[-1.0, -2.0, 0.0, 0.0]], [[1.0, 3.0, 0.0, 0.0]]])
+    a = torch.tensor(
+        [[[0.0, 0.0, 0.0, 0.0]], [[1.0, -1.0, 0.0, 0.0]], [[-1.0, -2.0, 0.0, 0.0]], [[1.0, 3.0, 0.0, 0.0]]]
+    )
     m = torch.tensor([[[1, 0, 0, 0]]]).expand(4, 1, 4)
     signed = M.relevance_mass(a, m)
     assert torch.isnan(signed[:2]).all()
@@ -199,5 +213,10 @@ def test_faithfulness_correlation_default_subset_too_large_says_so():
     model = cnn(1)
     x = make_input("signal")  # 3 x 20 = 60 units, fewer than the default subset of 224
     attr = sl.Gradient(model).explain(x, 1)
-    with pytest.raises(sl.ParameterError, match=r"'subset_size' .*\(default 224.*smaller than the number of attribution units, 60"):
-        sl.metrics.faithfulness_correlation(model, x, attr, 1, generator=torch.Generator().manual_seed(0), progress=False)
+    with pytest.raises(
+        sl.ParameterError,
+        match=r"'subset_size' .*\(default 224.*smaller than the number of attribution units, 60",
+    ):
+        sl.metrics.faithfulness_correlation(
+            model, x, attr, 1, generator=torch.Generator().manual_seed(0), progress=False
+        )

@@ -34,7 +34,10 @@ def perturb(x_b, unit_shape, units, value):
     out = x_b.clone()
     for u in units:
         idx = np.unravel_index(u, unit_shape)
-        sl_ = tuple(slice(None) if unit_shape[d] == 1 and x_b.shape[d] != 1 else int(idx[d]) for d in range(len(unit_shape)))
+        sl_ = tuple(
+            slice(None) if unit_shape[d] == 1 and x_b.shape[d] != 1 else int(idx[d])
+            for d in range(len(unit_shape))
+        )
         out[sl_] = value[sl_] if isinstance(value, torch.Tensor) else value
     return out
 
@@ -179,7 +182,7 @@ def test_noisy_linear_imputation_image_solves_road_system():
     """2-D: removed pixels are the 1/6-1/12 weighted mean of their neighbours (dense solve)."""
     x = make_input("image", batch=1)[:, :1]
     h = w = 8
-    keep = (torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(4)) > 0.5)
+    keep = torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(4)) > 0.5
     ours = M.NoisyLinearImputation(noise=0.0)(x, "b c h w", keep.double())
     idx = {p: i for i, p in enumerate(itertools.product(range(h), range(w)))}
     A = np.zeros((h * w, h * w))
@@ -206,8 +209,15 @@ def test_road_deletion_is_reproducible_with_generator():
     x = make_input("signal", batch=2)
     a = torch.randn(2, 1, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     runs = [
-        M.deletion_curve(model, x, a, 1, steps=4, progress=False,
-                         substrate=M.NoisyLinearImputation(generator=torch.Generator().manual_seed(9)))
+        M.deletion_curve(
+            model,
+            x,
+            a,
+            1,
+            steps=4,
+            progress=False,
+            substrate=M.NoisyLinearImputation(generator=torch.Generator().manual_seed(9)),
+        )
         for _ in range(2)
     ]
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
@@ -220,8 +230,9 @@ def test_faithfulness_correlation_matches_loop():
     a = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     k = torch.tensor([1, 2])
     n_runs, size = 6, 7
-    ours = M.faithfulness_correlation(model, x, a, k, n_runs=n_runs, subset_size=size,
-                                      generator=torch.Generator().manual_seed(11))
+    ours = M.faithfulness_correlation(
+        model, x, a, k, n_runs=n_runs, subset_size=size, generator=torch.Generator().manual_seed(11)
+    )
     g = torch.Generator().manual_seed(11)
     ref = []
     for b in range(2):
@@ -269,10 +280,24 @@ def test_sensitivity_matches_loop(normalize):
     x = make_input("signal", batch=2)
     expl = sl.InputXGradient(model)
     n, radius = 4, 0.05
-    ours_max = M.max_sensitivity(expl, x, 1, n_perturbations=n, radius=radius, normalize=normalize,
-                                 generator=torch.Generator().manual_seed(3))
-    ours_avg = M.avg_sensitivity(expl, x, 1, n_perturbations=n, radius=radius, normalize=normalize,
-                                 generator=torch.Generator().manual_seed(3))
+    ours_max = M.max_sensitivity(
+        expl,
+        x,
+        1,
+        n_perturbations=n,
+        radius=radius,
+        normalize=normalize,
+        generator=torch.Generator().manual_seed(3),
+    )
+    ours_avg = M.avg_sensitivity(
+        expl,
+        x,
+        1,
+        n_perturbations=n,
+        radius=radius,
+        normalize=normalize,
+        generator=torch.Generator().manual_seed(3),
+    )
     noise = torch.rand((2 * n, 3, 20), generator=torch.Generator().manual_seed(3), dtype=x.dtype)
     maxes, means = [], []
     for b in range(2):
@@ -280,7 +305,9 @@ def test_sensitivity_matches_loop(normalize):
         s = []
         for i in range(n):
             xp = x[b : b + 1] + (2 * noise[b * n + i] - 1) * radius
-            s.append(float((expl.explain(xp, 1).values - ref).norm()) / (float(ref.norm()) if normalize else 1.0))
+            s.append(
+                float((expl.explain(xp, 1).values - ref).norm()) / (float(ref.norm()) if normalize else 1.0)
+            )
         maxes.append(max(s))
         means.append(sum(s) / n)
     torch.testing.assert_close(ours_max, torch.tensor(maxes, dtype=torch.float64))
@@ -295,7 +322,9 @@ def test_sparseness_and_complexity_match_loop():
     for b in range(3):
         v = sorted(abs(float(t)) for t in a[b].flatten())
         n, tot = len(v), sum(v)
-        gini.append(sum((2 * (i + 1) - n - 1) * vi for i, vi in enumerate(v)) / (n * tot) if tot else float("nan"))
+        gini.append(
+            sum((2 * (i + 1) - n - 1) * vi for i, vi in enumerate(v)) / (n * tot) if tot else float("nan")
+        )
         ent.append(-sum((vi / tot) * math.log(vi / tot) for vi in v if vi > 0) if tot else float("nan"))
     torch.testing.assert_close(M.sparseness(a), torch.tensor(gini, dtype=torch.float64), equal_nan=True)
     torch.testing.assert_close(M.complexity(a), torch.tensor(ent, dtype=torch.float64), equal_nan=True)
@@ -329,9 +358,7 @@ def test_localisation_matches_loop(kind):
         maxima = [i for i, v in enumerate(flat) if v == top]
         pg.append(float(any(m_flat[i] for i in maxima)))
         inside = [np.unravel_index(i, sp) for i, v in enumerate(m_flat) if v]
-        hit = any(
-            math.dist(np.unravel_index(i, sp), p) <= tol for i in maxima for p in inside
-        )
+        hit = any(math.dist(np.unravel_index(i, sp), p) <= tol for i in maxima for p in inside)
         pg_tol.append(float(hit))
         pos = [max(v, 0) for v in flat]
         energy.append(sum(p for p, m in zip(pos, m_flat, strict=True) if m) / sum(pos))

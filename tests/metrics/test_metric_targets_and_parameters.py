@@ -23,8 +23,14 @@ def test_zero_radius_gives_zero_sensitivity_for_every_target_form(fn, target):
     # with radius 0 the perturbed copies equal x, so they must be explained with the same score
     model = cnn(1)
     x = make_input("signal", batch=2)
-    out = fn(sl.Gradient(model), x, target, n_perturbations=3, radius=0.0,
-             generator=torch.Generator().manual_seed(0))
+    out = fn(
+        sl.Gradient(model),
+        x,
+        target,
+        n_perturbations=3,
+        radius=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
 
 
@@ -38,8 +44,14 @@ def test_zero_radius_with_a_plain_callable_and_per_sample_target():
         calls.append(t)
         return grad.explain(xx, t).values
 
-    out = M.max_sensitivity(explain, x, sl.Probability([2, 1]), n_perturbations=3, radius=0.0,
-                            generator=torch.Generator().manual_seed(0))
+    out = M.max_sensitivity(
+        explain,
+        x,
+        sl.Probability([2, 1]),
+        n_perturbations=3,
+        radius=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
     assert torch.equal(calls[1].bind(6, None).explained(), torch.tensor([2, 2, 2, 1, 1, 1]))
 
@@ -49,7 +61,8 @@ def test_sensitivity_with_precomputed_attribution_keeps_the_user_target():
     x = make_input("signal", batch=2)
     att = sl.Gradient(model).explain(x, sl.Probability(1))
     out = M.MaxSensitivity(n_perturbations=2, radius=0.0, generator=torch.Generator().manual_seed(0))(
-        model, x, att, sl.Probability(1), explainer=sl.Gradient(model))
+        model, x, att, sl.Probability(1), explainer=sl.Gradient(model)
+    )
     torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
 
 
@@ -135,8 +148,14 @@ def test_parameter_names_do_not_clash_with_other_components():
     for fn in (M.deletion_curve, M.insertion_curve, M.Deletion, M.Insertion):
         params = inspect.signature(fn).parameters
         assert "channel_reduction" in params and "reduce_channels" not in params  # Saliency's is a bool
-    for fn in (M.model_randomisation, M.random_logit, M.ModelRandomisation, M.RandomLogit,
-               M.faithfulness_correlation, M.FaithfulnessCorrelation):
+    for fn in (
+        M.model_randomisation,
+        M.random_logit,
+        M.ModelRandomisation,
+        M.RandomLogit,
+        M.faithfulness_correlation,
+        M.FaithfulnessCorrelation,
+    ):
         params = inspect.signature(fn).parameters
         assert "similarity" in params and "similarity_fn" not in params
     for fn in (M.model_randomisation, M.ModelRandomisation):
@@ -145,7 +164,9 @@ def test_parameter_names_do_not_clash_with_other_components():
     x = make_input("signal", batch=2)
     a = torch.randn_like(x)
     mean = M.deletion_curve(model, x, a, 1, steps=4, channel_reduction="mean", progress=False)
-    torch.testing.assert_close(mean, M.deletion_curve(model, x, a.mean(1, keepdim=True), 1, steps=4, progress=False))
+    torch.testing.assert_close(
+        mean, M.deletion_curve(model, x, a.mean(1, keepdim=True), 1, steps=4, progress=False)
+    )
     with pytest.raises(sl.ParameterError, match="channel_reduction"):
         M.Deletion(channel_reduction="median")
 
@@ -157,8 +178,9 @@ def test_tensor_substrate_is_a_reference_for_metrics_and_explainers():
     a = torch.randn_like(x)
     ref = torch.randn_like(x)  # one reference per sample
     curve = M.deletion_curve(model, x, a, 1, steps=5, substrate=ref, progress=False)
-    assert torch.equal(curve, M.deletion_curve(model, x, a, 1, steps=5, substrate=sl.masking.Reference(ref),
-                                               progress=False))
+    assert torch.equal(
+        curve, M.deletion_curve(model, x, a, 1, steps=5, substrate=sl.masking.Reference(ref), progress=False)
+    )
     # by hand: the last state replaces everything with the reference
     torch.testing.assert_close(curve[:, -1], model(ref)[:, 1])
     occ = sl.Occlusion(model, window={"t": 4}, substrate=ref[:1], progress=False).explain(x, 1)
@@ -177,7 +199,9 @@ def test_filler_bool_and_float_masks_agree(substrate):
     exact = f(idx, keep)
     torch.testing.assert_close(f(idx, keep.to(x.dtype)), exact, rtol=0, atol=1e-12)
     # a run of masks against one sample equals the per-row form
-    torch.testing.assert_close(f(2, keep.to(x.dtype)), f(torch.full((5,), 2), keep.to(x.dtype)), rtol=0, atol=0)
+    torch.testing.assert_close(
+        f(2, keep.to(x.dtype)), f(torch.full((5,), 2), keep.to(x.dtype)), rtol=0, atol=0
+    )
     torch.testing.assert_close(exact[keep.expand_as(exact)], x[idx][keep.expand_as(exact)], rtol=0, atol=0)
 
 
@@ -188,10 +212,12 @@ def test_progress_bars_on_faithfulness_correlation_and_sensitivity(enabled, caps
     model = cnn(1)
     x = make_input("signal", batch=2)
     a = torch.randn_like(x)
-    M.FaithfulnessCorrelation(n_runs=3, subset_size=4, generator=torch.Generator().manual_seed(0),
-                              progress=enabled)(model, x, a, 1)
+    M.FaithfulnessCorrelation(
+        n_runs=3, subset_size=4, generator=torch.Generator().manual_seed(0), progress=enabled
+    )(model, x, a, 1)
     M.MaxSensitivity(n_perturbations=2, generator=torch.Generator().manual_seed(0), progress=enabled)(
-        model, x, a, 1, explainer=sl.Gradient(model))
+        model, x, a, 1, explainer=sl.Gradient(model)
+    )
     err = capsys.readouterr().err
     assert ("faithfulness_correlation" in err and "max_sensitivity" in err) == enabled
     assert (err == "") == (not enabled)
@@ -201,7 +227,9 @@ def test_sensitivity_does_not_depend_on_how_perturbations_are_grouped():
     model = cnn(1)
     x = make_input("signal", batch=2)
     kw = dict(n_perturbations=5, radius=0.1, progress=False)
-    one = M.avg_sensitivity(sl.Gradient(model, batch_size=2), x, 1, generator=torch.Generator().manual_seed(0), **kw)
+    one = M.avg_sensitivity(
+        sl.Gradient(model, batch_size=2), x, 1, generator=torch.Generator().manual_seed(0), **kw
+    )
     all_ = M.avg_sensitivity(sl.Gradient(model), x, 1, generator=torch.Generator().manual_seed(0), **kw)
     torch.testing.assert_close(one, all_, rtol=1e-12, atol=1e-12)
     assert bool((one > 0).all())
@@ -240,8 +268,9 @@ def test_zero_radius_sensitivity_of_an_explainer_with_a_stripped_final_activatio
     model = torch.nn.Sequential(cnn(1), torch.nn.Softmax(-1)).eval()
     x = make_input("signal", batch=2)
     cam = sl.GradCAM(model, layer="0.2", final_activation="strip")
-    out = M.max_sensitivity(cam, x, 1, n_perturbations=2, radius=0.0, generator=torch.Generator().manual_seed(0),
-                            progress=False)
+    out = M.max_sensitivity(
+        cam, x, 1, n_perturbations=2, radius=0.0, generator=torch.Generator().manual_seed(0), progress=False
+    )
     torch.testing.assert_close(out, torch.zeros(2, dtype=x.dtype), rtol=0, atol=1e-12)
 
 

@@ -52,8 +52,12 @@ def test_evaluate_keeps_two_explainers_of_one_class_apart():
 def test_evaluate_labels_identical_explainers_with_a_suffix_and_metrics_by_repr():
     model, x, _, _ = _setup()
     grad = sl.Gradient(model)
-    table = M.evaluate([grad, sl.Gradient(model), grad],
-                       [M.Deletion(steps=2, progress=False), M.Deletion(steps=5, progress=False)], model, (x, K))
+    table = M.evaluate(
+        [grad, sl.Gradient(model), grad],
+        [M.Deletion(steps=2, progress=False), M.Deletion(steps=5, progress=False)],
+        model,
+        (x, K),
+    )
     assert [r["method"] for r in table] == ["Gradient"] * 2 + ["Gradient#2"] * 2 + ["Gradient#3"] * 2
     metrics = [r["metric"] for r in table[:2]]
     assert metrics == [repr(M.Deletion(steps=2, progress=False)), repr(M.Deletion(steps=5, progress=False))]
@@ -70,10 +74,15 @@ def test_metric_labels_are_deterministic_with_generators():
     b = M.FaithfulnessCorrelation(n_runs=8, generator=g(1))
     assert " at 0x" not in repr(a) and "generator=torch.Generator(device='cpu')" in repr(a)
     model, x, _, _ = _setup()
-    table = M.evaluate([sl.Gradient(model)], [M.FaithfulnessCorrelation(n_runs=4, subset_size=5, generator=g(0),
-                                                                         progress=False),
-                                              M.FaithfulnessCorrelation(n_runs=8, subset_size=5, generator=g(1),
-                                                                        progress=False)], model, (x, K))
+    table = M.evaluate(
+        [sl.Gradient(model)],
+        [
+            M.FaithfulnessCorrelation(n_runs=4, subset_size=5, generator=g(0), progress=False),
+            M.FaithfulnessCorrelation(n_runs=8, subset_size=5, generator=g(1), progress=False),
+        ],
+        model,
+        (x, K),
+    )
     assert [r["metric"] for r in table] == [
         repr(M.FaithfulnessCorrelation(n_runs=4, subset_size=5, progress=False, generator=g(5))),
         repr(M.FaithfulnessCorrelation(n_runs=8, subset_size=5, progress=False, generator=g(5))),
@@ -82,8 +91,18 @@ def test_metric_labels_are_deterministic_with_generators():
 
 
 def test_markdown_escapes_pipes_in_cells():
-    table = M.Table([{"method": "IG|fine", "metric": "a\\|b\nc", "mean": 1.0, "std": float("nan"), "n": 1,
-                      "higher_is_better": True}])
+    table = M.Table(
+        [
+            {
+                "method": "IG|fine",
+                "metric": "a\\|b\nc",
+                "mean": 1.0,
+                "std": float("nan"),
+                "n": 1,
+                "higher_is_better": True,
+            }
+        ]
+    )
     lines = table.to_markdown().splitlines()
     assert len(lines) == 3
     unescaped = re.compile(r"(?<!\\)(?:\\\\)*\|")  # a pipe after an even number of backslashes
@@ -106,12 +125,14 @@ def _attribution_metrics(model, x, mask):
         "top_q_iou": lambda a: M.top_q_iou(a, mask),
         "deletion_curve": lambda a: M.deletion_curve(model, x, a, K, steps=3, **kw),
         "insertion_curve": lambda a: M.insertion_curve(model, x, a, K, steps=3, **kw),
-        "faithfulness_correlation": lambda a: M.faithfulness_correlation(model, x, a, K, n_runs=3, subset_size=4,
-                                                                         generator=g(), **kw),
+        "faithfulness_correlation": lambda a: M.faithfulness_correlation(
+            model, x, a, K, n_runs=3, subset_size=4, generator=g(), **kw
+        ),
         "infidelity": lambda a: M.infidelity(model, x, a, K, n_perturbations=2, generator=g()),
         "completeness_gap": lambda a: M.completeness_gap(model, x, a, K),
-        "max_sensitivity": lambda a: M.max_sensitivity(grad, x, K, n_perturbations=2, attribution=a,
-                                                       generator=g(), **kw),
+        "max_sensitivity": lambda a: M.max_sensitivity(
+            grad, x, K, n_perturbations=2, attribution=a, generator=g(), **kw
+        ),
         "model_randomisation": lambda a: M.model_randomisation(grad, x, K, attribution=a, generator=g()),
         "random_logit": lambda a: M.random_logit(grad, x, K, attribution=a, generator=g()),
     }
@@ -130,8 +151,9 @@ def test_nan_and_inf_attributions_are_refused(name):
         with pytest.raises(InputError, match=rf"{name} expects attribution to be finite\. Got 1 NaN/inf"):
             fn(b)
     # the same Attribution object with finite values is scored
-    assert torch.isfinite(fn(sl.Attribution(values=a, target=K, scores=torch.zeros(2), method="m",
-                                            layout=sl.Layout("b c t")))).any()
+    assert torch.isfinite(
+        fn(sl.Attribution(values=a, target=K, scores=torch.zeros(2), method="m", layout=sl.Layout("b c t")))
+    ).any()
 
 
 @pytest.mark.parametrize("name", _NAMES)
@@ -140,19 +162,35 @@ def test_complex_integer_and_boolean_attributions_are_refused(name, dtype):
     model, x, a, mask = _setup()
     fn = _attribution_metrics(model, x, mask)[name]
     bad = (a > 0).to(dtype) if dtype != torch.complex128 else a.to(dtype)
-    with pytest.raises(DTypeError, match=rf"{name} expects attribution to have a real floating-point dtype .*"
-                                         rf"Got {re.escape(str(dtype))} instead"):
+    with pytest.raises(
+        DTypeError,
+        match=rf"{name} expects attribution to have a real floating-point dtype .*"
+        rf"Got {re.escape(str(dtype))} instead",
+    ):
         fn(bad)
 
 
-@pytest.mark.parametrize("name", ["sparseness", "complexity", "pointing_game", "relevance_mass", "top_q_iou",
-                                  "relevance_rank_accuracy", "energy_pointing_game"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sparseness",
+        "complexity",
+        "pointing_game",
+        "relevance_mass",
+        "top_q_iou",
+        "relevance_rank_accuracy",
+        "energy_pointing_game",
+    ],
+)
 @pytest.mark.parametrize("shape", [(2,), ()])
 def test_attributions_without_a_feature_axis_are_refused(name, shape):
     model, x, _, _ = _setup()
     fn = _attribution_metrics(model, x, torch.ones(shape, dtype=torch.bool))[name]
-    with pytest.raises(ShapeError, match=rf"{name} expects attribution to have a batch axis and at least 2 dims.*"
-                                         rf"Got shape {re.escape(str(shape))}"):
+    with pytest.raises(
+        ShapeError,
+        match=rf"{name} expects attribution to have a batch axis and at least 2 dims.*"
+        rf"Got shape {re.escape(str(shape))}",
+    ):
         fn(torch.ones(shape, dtype=torch.float64))
 
 
@@ -160,13 +198,26 @@ def test_attributions_without_a_feature_axis_are_refused(name, shape):
 def test_attributions_with_an_empty_axis_are_refused(name):
     model, x, _, mask = _setup()
     fn = _attribution_metrics(model, x, mask[..., :0])[name]
-    with pytest.raises(ShapeError, match=rf"{name} expects attribution to have at least one element along every "
-                                         rf"axis\. Got shape \(2, 3, 0\)"):
+    with pytest.raises(
+        ShapeError,
+        match=rf"{name} expects attribution to have at least one element along every "
+        rf"axis\. Got shape \(2, 3, 0\)",
+    ):
         fn(torch.zeros(2, 3, 0, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("name", ["deletion_curve", "faithfulness_correlation", "infidelity", "completeness_gap",
-                                  "max_sensitivity", "model_randomisation", "random_logit"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deletion_curve",
+        "faithfulness_correlation",
+        "infidelity",
+        "completeness_gap",
+        "max_sensitivity",
+        "model_randomisation",
+        "random_logit",
+    ],
+)
 def test_inputs_with_an_empty_axis_are_refused(name):
     model, x, a, _ = _setup()
     fn = _attribution_metrics(model, x[..., :0], None)[name]
@@ -175,8 +226,9 @@ def test_inputs_with_an_empty_axis_are_refused(name):
 
 
 # ---------------------------------------------------------------------------- masks
-@pytest.mark.parametrize("fn", [M.pointing_game, M.energy_pointing_game, M.relevance_mass,
-                                M.relevance_rank_accuracy, M.top_q_iou])
+@pytest.mark.parametrize(
+    "fn", [M.pointing_game, M.energy_pointing_game, M.relevance_mass, M.relevance_rank_accuracy, M.top_q_iou]
+)
 def test_masks_must_be_finite_boolean_or_zero_one(fn):
     _, _, a, mask = _setup()
     name = fn.__name__
@@ -185,14 +237,20 @@ def test_masks_must_be_finite_boolean_or_zero_one(fn):
     with pytest.raises(InputError, match=rf"{name} expects the mask to be finite\. Got 1 NaN/inf"):
         fn(a, nan)
     soft = mask.double() * 0.4
-    with pytest.raises(InputError, match=rf"{name} expects the mask to be boolean or hold only 0 and 1 .*Got 10 "
-                                         r"other value\(s\), e\.g\. 0\.4"):
+    with pytest.raises(
+        InputError,
+        match=rf"{name} expects the mask to be boolean or hold only 0 and 1 .*Got 10 "
+        r"other value\(s\), e\.g\. 0\.4",
+    ):
         fn(a, soft)
     labels = mask.long() * 2  # a label map, not a mask
     with pytest.raises(InputError, match=r"only 0 and 1 .*e\.g\. 2"):
         fn(a, labels)
-    with pytest.raises(DTypeError, match=rf"{name} expects the mask to be boolean or hold 0/1 values\. Got dtype "
-                                         r"torch\.complex128"):
+    with pytest.raises(
+        DTypeError,
+        match=rf"{name} expects the mask to be boolean or hold 0/1 values\. Got dtype "
+        r"torch\.complex128",
+    ):
         fn(a, mask.to(torch.complex128))
     with pytest.raises(ShapeError, match=r"mask to have at least one element along every axis"):
         fn(a[..., :1], mask[..., :0])
@@ -209,7 +267,9 @@ def test_grid_pointing_game_refuses_nan_integer_and_empty_inputs():
     bad[0, 1, 1] = float("nan")
     with pytest.raises(InputError, match=r"grid_pointing_game expects attributions to be finite"):
         M.grid_pointing_game(bad, cells, [0, 1])
-    with pytest.raises(DTypeError, match=r"grid_pointing_game expects attributions to have a real floating-point"):
+    with pytest.raises(
+        DTypeError, match=r"grid_pointing_game expects attributions to have a real floating-point"
+    ):
         M.grid_pointing_game(a.long(), cells, [0, 1])
     with pytest.raises(ShapeError, match=r"at least one cell"):
         M.grid_pointing_game(a, cells[:0])
@@ -230,11 +290,15 @@ def test_a_similarity_returning_a_constant_is_refused(which):
             return M.model_randomisation(grad, x, K, similarity=sim, generator=g())
         if which == "random_logit":
             return M.random_logit(grad, x, K, similarity=sim, generator=g())
-        return M.faithfulness_correlation(model, x, a, K, n_runs=3, subset_size=4, similarity=sim, generator=g(),
-                                          progress=False)
+        return M.faithfulness_correlation(
+            model, x, a, K, n_runs=3, subset_size=4, similarity=sim, generator=g(), progress=False
+        )
 
-    with pytest.raises(ParameterError, match=rf"'similarity' callable of {which} must return a tensor of shape "
-                                             r"\(2,\), one value per sample\. Got float 1\.0"):
+    with pytest.raises(
+        ParameterError,
+        match=rf"'similarity' callable of {which} must return a tensor of shape "
+        r"\(2,\), one value per sample\. Got float 1\.0",
+    ):
         run(lambda u, v: 1.0)
     with pytest.raises(ShapeError, match=r"must return a tensor of shape \(2,\).*Got shape \(\)"):
         run(lambda u, v: torch.tensor(1.0))
@@ -250,34 +314,50 @@ def test_correlations_of_a_single_element_map_are_refused(which):
     x = torch.randn(2, 1, 1, generator=g(1), dtype=torch.float64)  # one channel, one time step
     grad = sl.Gradient(model)
     fn = M.model_randomisation if which == "model_randomisation" else M.random_logit
-    with pytest.raises(ShapeError, match=rf"{which}: a spearman correlation needs at least 2 values per sample\. Got 1"):
+    with pytest.raises(
+        ShapeError, match=rf"{which}: a spearman correlation needs at least 2 values per sample\. Got 1"
+    ):
         fn(grad, x, K, generator=g())
     # the cosine of one element is defined (its sign)
     assert fn(grad, x, K, similarity="cosine", generator=g()).shape[0] == 2
 
 
 # ---------------------------------------------------------------------------- explainers
-@pytest.mark.parametrize("which", ["max_sensitivity", "avg_sensitivity", "model_randomisation", "random_logit"])
+@pytest.mark.parametrize(
+    "which", ["max_sensitivity", "avg_sensitivity", "model_randomisation", "random_logit"]
+)
 def test_a_model_passed_as_the_explainer_is_refused(which):
     model, x, _, _ = _setup()
     fn = getattr(M, which)
-    with pytest.raises(ParameterError, match=rf"The 'explainer' parameter of {which} must be a salience Explainer "
-                                             r"or a callable \(x, target\) -> attribution\. Got the model Sequential "
-                                             r"\(an nn.Module\) instead; wrap it"):
+    with pytest.raises(
+        ParameterError,
+        match=rf"The 'explainer' parameter of {which} must be a salience Explainer "
+        r"or a callable \(x, target\) -> attribution\. Got the model Sequential "
+        r"\(an nn.Module\) instead; wrap it",
+    ):
         fn(model, x, K)
 
 
 def test_metric_classes_and_evaluate_refuse_a_model_as_the_explainer():
     model, x, a, _ = _setup()
-    for metric in (M.MaxSensitivity(progress=False), M.AvgSensitivity(progress=False), M.ModelRandomisation(),
-                   M.RandomLogit()):
+    for metric in (
+        M.MaxSensitivity(progress=False),
+        M.AvgSensitivity(progress=False),
+        M.ModelRandomisation(),
+        M.RandomLogit(),
+    ):
         with pytest.raises(ParameterError, match=r"Got the model Sequential \(an nn.Module\)"):
             metric(model, x, a, K, explainer=model)
-    with pytest.raises(ParameterError, match=r"explainers\['grad'\].* parameter of evaluate .*Got the model Sequential"):
+    with pytest.raises(
+        ParameterError, match=r"explainers\['grad'\].* parameter of evaluate .*Got the model Sequential"
+    ):
         M.evaluate({"grad": model}, [M.Sparseness()], model, (x, K))
     # and an explainer where the model is expected
-    with pytest.raises(ParameterError, match=r"The 'model' parameter of deletion_curve must be the model.*Got the "
-                                             r"explainer Gradient"):
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'model' parameter of deletion_curve must be the model.*Got the "
+        r"explainer Gradient",
+    ):
         M.deletion_curve(sl.Gradient(model), x, a, K, steps=2, progress=False)
 
 
@@ -290,16 +370,32 @@ def test_explainer_outputs_are_checked():
 
     with pytest.raises(InputError, match=r"max_sensitivity expects the explainer's attribution to be finite"):
         M.max_sensitivity(nan_explainer, x, K, n_perturbations=2, generator=g(), progress=False)
-    with pytest.raises(ShapeError, match=r"max_sensitivity: the explanations of 4 perturbed copies have shape "
-                                         r"\(4, 3, 19\), but the attribution at x has shape \(2, 3, 20\)"):
-        M.max_sensitivity(lambda xx, t: grad.explain(xx, t).values[..., 1:], x, K, n_perturbations=2,
-                          attribution=a, generator=g(), progress=False)
-    with pytest.raises(ShapeError, match=r"avg_sensitivity: the attribution must hold one map per input, 2 here\. "
-                                         r"Got shape \(1, 3, 20\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"max_sensitivity: the explanations of 4 perturbed copies have shape "
+        r"\(4, 3, 19\), but the attribution at x has shape \(2, 3, 20\)",
+    ):
+        M.max_sensitivity(
+            lambda xx, t: grad.explain(xx, t).values[..., 1:],
+            x,
+            K,
+            n_perturbations=2,
+            attribution=a,
+            generator=g(),
+            progress=False,
+        )
+    with pytest.raises(
+        ShapeError,
+        match=r"avg_sensitivity: the attribution must hold one map per input, 2 here\. "
+        r"Got shape \(1, 3, 20\)",
+    ):
         M.avg_sensitivity(grad, x, K, n_perturbations=2, attribution=a[:1], generator=g(), progress=False)
     # a precomputed map of another batch size would be broadcast by the cosine similarity
-    with pytest.raises(ShapeError, match=r"model_randomisation: the maps of the randomised model have shape "
-                                         r"\(2, 60\), but the attribution at x has shape \(1, 60\)"):
+    with pytest.raises(
+        ShapeError,
+        match=r"model_randomisation: the maps of the randomised model have shape "
+        r"\(2, 60\), but the attribution at x has shape \(1, 60\)",
+    ):
         M.model_randomisation(grad, x, K, attribution=a[:1], similarity="cosine", generator=g())
     with pytest.raises(ShapeError, match=r"random_logit: the explainer returned 1 maps .* for 2 inputs"):
         M.random_logit(lambda xx, t: grad.explain(xx, t).values[:1], x, K, n_classes=4, generator=g())
@@ -309,8 +405,11 @@ def test_explainer_outputs_are_checked():
 def test_model_randomisation_refuses_empty_and_parameter_free_layer_lists():
     model, x, _, _ = _setup()
     grad = sl.Gradient(model)
-    with pytest.raises(ParameterError, match=r"The 'layers' parameter of model_randomisation must be None .* or a "
-                                             r"non-empty list of module names .*Got \[\] instead"):
+    with pytest.raises(
+        ParameterError,
+        match=r"The 'layers' parameter of model_randomisation must be None .* or a "
+        r"non-empty list of module names .*Got \[\] instead",
+    ):
         M.model_randomisation(grad, x, K, layers=[], generator=g())
     with pytest.raises(ParameterError, match=r"'layers' parameter of ModelRandomisation .*Got \(\) instead"):
         M.ModelRandomisation(layers=())
@@ -325,8 +424,11 @@ def test_model_randomisation_refuses_empty_and_parameter_free_layer_lists():
 @pytest.mark.parametrize("data, got", [(None, "NoneType"), (3, "int"), ("x", "str")])
 def test_evaluate_refuses_data_that_is_not_batches(data, got):
     model, _, _, _ = _setup()
-    with pytest.raises(ParameterError, match=rf"The 'data' parameter of evaluate must be a tensor x, a tuple \(x, y\) "
-                                             rf"or \(x, y, mask\), or an iterable of those \(a DataLoader\)\. Got {got}"):
+    with pytest.raises(
+        ParameterError,
+        match=rf"The 'data' parameter of evaluate must be a tensor x, a tuple \(x, y\) "
+        rf"or \(x, y, mask\), or an iterable of those \(a DataLoader\)\. Got {got}",
+    ):
         M.evaluate([sl.Gradient(model)], [M.Sparseness()], model, data)
 
 
@@ -343,22 +445,32 @@ def test_evaluate_refuses_empty_data_explainers_and_metrics():
 # ---------------------------------------------------------------------------- degenerate sizes
 def test_faithfulness_correlation_needs_a_proper_subset_of_at_least_two_units():
     model, x, a, _ = _setup()
-    with pytest.raises(ParameterError, match=r"'subset_size' .*must be smaller than the number of attribution units, "
-                                             r"60 here .*Got 60"):
+    with pytest.raises(
+        ParameterError,
+        match=r"'subset_size' .*must be smaller than the number of attribution units, "
+        r"60 here .*Got 60",
+    ):
         M.faithfulness_correlation(model, x, a, K, n_runs=4, subset_size=60, generator=g(), progress=False)
     one = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1, 3)).double().eval()
     x1 = torch.randn(2, 1, 1, dtype=torch.float64, generator=g(2))
-    with pytest.raises(ShapeError, match=r"faithfulness_correlation needs at least 2 attribution units per sample.*"
-                                         r"Got attributions of shape \(2, 1, 1\)"):
-        M.faithfulness_correlation(one, x1, torch.ones_like(x1), K, n_runs=4, subset_size=1, generator=g(),
-                                   progress=False)
+    with pytest.raises(
+        ShapeError,
+        match=r"faithfulness_correlation needs at least 2 attribution units per sample.*"
+        r"Got attributions of shape \(2, 1, 1\)",
+    ):
+        M.faithfulness_correlation(
+            one, x1, torch.ones_like(x1), K, n_runs=4, subset_size=1, generator=g(), progress=False
+        )
 
 
 @pytest.mark.parametrize("fn", [M.deletion_curve, M.insertion_curve])
 def test_curves_that_would_change_no_unit_are_refused(fn):
     model, x, a, _ = _setup()
-    with pytest.raises(ParameterError, match=rf"The 'max_fraction' parameter of {fn.__name__} must change at least one "
-                                             r"of the 20 attribution units .*max_fraction >= 0\.05 here\)\. Got 0\.04"):
+    with pytest.raises(
+        ParameterError,
+        match=rf"The 'max_fraction' parameter of {fn.__name__} must change at least one "
+        r"of the 20 attribution units .*max_fraction >= 0\.05 here\)\. Got 0\.04",
+    ):
         fn(model, x, a[:, :1], K, steps=3, max_fraction=0.04, progress=False)
     # a single time step is a valid (two-state) curve
     one = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 4)).double().eval()
@@ -372,13 +484,24 @@ def test_infidelity_refuses_nonsense_perturbations():
     pert = torch.randn((2, 3, *x.shape[1:]), generator=g(1), dtype=x.dtype) * 0.1
     bad = pert.clone()
     bad[1, 2, 0, 0] = float("nan")
-    with pytest.raises(InputError, match=r"infidelity expects the perturbation tensor to be finite\. Got 1 NaN/inf"):
+    with pytest.raises(
+        InputError, match=r"infidelity expects the perturbation tensor to be finite\. Got 1 NaN/inf"
+    ):
         M.infidelity(model, x, a, K, n_perturbations=3, perturbation=bad)
-    with pytest.raises(DTypeError, match=r"infidelity expects the perturbation tensor to have a real floating-point"):
+    with pytest.raises(
+        DTypeError, match=r"infidelity expects the perturbation tensor to have a real floating-point"
+    ):
         M.infidelity(model, x, a, K, n_perturbations=3, perturbation=pert.long())
     with pytest.raises(InputError, match=r"infidelity expects perturbation\(x, k, generator\) to be finite"):
-        M.infidelity(model, x, a, K, n_perturbations=3, generator=g(),
-                     perturbation=lambda xs, k, gen: torch.full((1, k, *xs.shape[1:]), float("inf"), dtype=xs.dtype))
+        M.infidelity(
+            model,
+            x,
+            a,
+            K,
+            n_perturbations=3,
+            generator=g(),
+            perturbation=lambda xs, k, gen: torch.full((1, k, *xs.shape[1:]), float("inf"), dtype=xs.dtype),
+        )
 
 
 # ---------------------------------------------------------------------------- bounded faithfulness correlation
@@ -394,15 +517,17 @@ def test_faithfulness_correlation_draws_subsets_chunk_by_chunk(monkeypatch):
         return out
 
     monkeypatch.setattr(torch, "rand", spy)
-    small = M.faithfulness_correlation(model, x, a, K, n_runs=n_runs, subset_size=size, batch_size=bs,
-                                       generator=g(11), progress=False)
+    small = M.faithfulness_correlation(
+        model, x, a, K, n_runs=n_runs, subset_size=size, batch_size=bs, generator=g(11), progress=False
+    )
     monkeypatch.setattr(torch, "rand", rand)
     # no table of n_runs random orders per sample: at most batch_size rows of n_units at a time
     assert drawn and max(s[0] for s in drawn) <= bs and sum(s[0] for s in drawn) == 2 * n_runs
     assert all(s[1:] == (60,) for s in drawn)
     # the same subsets (bit for bit) whatever the chunking, as the documented per-sample draws
-    big = M.faithfulness_correlation(model, x, a, K, n_runs=n_runs, subset_size=size, batch_size=1000,
-                                     generator=g(11), progress=False)
+    big = M.faithfulness_correlation(
+        model, x, a, K, n_runs=n_runs, subset_size=size, batch_size=1000, generator=g(11), progress=False
+    )
     assert torch.equal(small, big)
     gen = g(11)
     subsets = [torch.rand((n_runs, 60), generator=gen).argsort(-1)[:, :size] for _ in range(2)]

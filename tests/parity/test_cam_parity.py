@@ -69,7 +69,9 @@ def test_pytorch_grad_cam_2d(name, ours):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     theirs = torch.from_numpy(np.asarray(theirs, dtype=np.float64))
     assert theirs.shape == mine.shape
-    torch.testing.assert_close(_minmax(mine), theirs, rtol=1e-6, atol=5e-6)  # measured: 1.6e-7, Score-CAM 1.3e-6
+    torch.testing.assert_close(
+        _minmax(mine), theirs, rtol=1e-6, atol=5e-6
+    )  # measured: 1.6e-7, Score-CAM 1.3e-6
 
 
 @pytest.mark.parametrize("kind", ["signal", "image", "video"])
@@ -83,6 +85,8 @@ def test_captum_layer_gradcam_raw(kind):
         theirs = captum_attr.LayerGradCam(model, module).attribute(x, target=target, relu_attributions=False)
         mine = sl.GradCAM(model, layer=layer, relu=False, upsample=False).explain(x, target).values
         torch.testing.assert_close(mine, theirs.detach(), rtol=1e-10, atol=1e-12)
-        theirs_relu = captum_attr.LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+        theirs_relu = captum_attr.LayerGradCam(model, module).attribute(
+            x, target=target, relu_attributions=True
+        )
         mine_relu = sl.GradCAM(model, layer=layer, upsample=False).explain(x, target).values
         torch.testing.assert_close(mine_relu, theirs_relu.detach(), rtol=1e-10, atol=1e-12)

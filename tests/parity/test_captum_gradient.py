@@ -59,7 +59,11 @@ def test_input_x_gradient(kind):
 
 def ours_b_tensor(b, x):
     if isinstance(b, str):
-        return torch.zeros_like(x) if b == "zeros" else x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
+        return (
+            torch.zeros_like(x)
+            if b == "zeros"
+            else x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
+        )
     return b if isinstance(b, torch.Tensor) else torch.full_like(x, b)
 
 
@@ -73,7 +77,9 @@ def test_integrated_gradients(kind, rule, baseline):
     elif baseline == "const":
         ours_b, theirs_b = 0.3, 0.3
     elif baseline == "tensor":
-        ours_b = theirs_b = torch.randn(1, *x.shape[1:], dtype=x.dtype, generator=torch.Generator().manual_seed(9))
+        ours_b = theirs_b = torch.randn(
+            1, *x.shape[1:], dtype=x.dtype, generator=torch.Generator().manual_seed(9)
+        )
     else:
         ours_b = "mean"
         theirs_b = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).contiguous()
@@ -84,7 +90,10 @@ def test_integrated_gradients(kind, rule, baseline):
     if rule == "riemann_trapezoid":  # Captum's step sizes sum to (n-1)/n, see the module docstring
         ours = attr.values * (6 / 7)
         torch.testing.assert_close(ours, theirs, **IG_TOL)
-        gap = attr.values.flatten(1).sum(1) - (model(x) - model(x - x + ours_b_tensor(ours_b, x))).gather(1, t[:, None])[:, 0]
+        gap = (
+            attr.values.flatten(1).sum(1)
+            - (model(x) - model(x - x + ours_b_tensor(ours_b, x))).gather(1, t[:, None])[:, 0]
+        )
         torch.testing.assert_close(attr.delta, gap, rtol=1e-9, atol=1e-12)
         return
     torch.testing.assert_close(attr.values, theirs, **IG_TOL)

@@ -37,7 +37,9 @@ def test_infidelity(kind, normalize):
         noise = pert.reshape(-1, *x.shape[1:])
         return noise, inputs - noise
 
-    ref = captum_metrics.infidelity(model, perturb_func, x, a, target=y, n_perturb_samples=n, normalize=normalize)
+    ref = captum_metrics.infidelity(
+        model, perturb_func, x, a, target=y, n_perturb_samples=n, normalize=normalize
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -48,8 +50,15 @@ def test_sensitivity_max(kind):
     y = torch.tensor([1, 0, 2])
     expl = sl.InputXGradient(model)
     n, radius = 5, 0.05
-    ours = M.max_sensitivity(expl, x, y, n_perturbations=n, radius=radius, normalize=True,
-                             generator=torch.Generator().manual_seed(2))
+    ours = M.max_sensitivity(
+        expl,
+        x,
+        y,
+        n_perturbations=n,
+        radius=radius,
+        normalize=True,
+        generator=torch.Generator().manual_seed(2),
+    )
     noise = torch.rand((3 * n, *x.shape[1:]), generator=torch.Generator().manual_seed(2), dtype=x.dtype)
 
     def perturb_func(inputs, perturb_radius):
@@ -61,6 +70,7 @@ def test_sensitivity_max(kind):
             return (expl.explain(inputs[0], target).values,)
         return expl.explain(inputs, target).values
 
-    ref = captum_metrics.sensitivity_max(explanation_func, x, perturb_func=perturb_func, perturb_radius=radius,
-                                         n_perturb_samples=n, target=y)
+    ref = captum_metrics.sensitivity_max(
+        explanation_func, x, perturb_func=perturb_func, perturb_radius=radius, n_perturb_samples=n, target=y
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)

@@ -55,6 +55,12 @@ def test_occlusion_mean_substrate_matches_captum_tensor_baseline():
     model = cnn(1)
     x = make_input("signal", batch=2)
     mean = x.mean(-1, keepdim=True).expand_as(x).contiguous()
-    theirs = captum_attr.Occlusion(model).attribute(x, sliding_window_shapes=(3, 6), strides=(3, 3), baselines=mean, target=1)
-    ours = sl.Occlusion(model, window={"t": 6}, stride={"t": 3}, substrate="mean", progress=False).explain(x, 1).values
+    theirs = captum_attr.Occlusion(model).attribute(
+        x, sliding_window_shapes=(3, 6), strides=(3, 3), baselines=mean, target=1
+    )
+    ours = (
+        sl.Occlusion(model, window={"t": 6}, stride={"t": 3}, substrate="mean", progress=False)
+        .explain(x, 1)
+        .values
+    )
     torch.testing.assert_close(ours.expand_as(x), theirs.to(x.dtype), **TOL)

@@ -27,7 +27,9 @@ class MaxPoolNet(nn.Module):
         super().__init__()
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[dims]
         pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[dims]
-        self.features = nn.Sequential(conv(3, 6, 3, padding=1), nn.ReLU(inplace=True), pool(2), conv(6, 4, 3), nn.ReLU())
+        self.features = nn.Sequential(
+            conv(3, 6, 3, padding=1), nn.ReLU(inplace=True), pool(2), conv(6, 4, 3), nn.ReLU()
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
 
     def forward(self, x):
@@ -47,6 +49,7 @@ def test_parity_captum(kind, net, method):
     if net == "cnn":
         model = cnn(DIMS[kind])
     else:
+
         def build():
             m = MaxPoolNet(DIMS[kind])
             m(x.float())  # materialise the lazy layer
@@ -63,7 +66,6 @@ def test_parity_captum(kind, net, method):
         warnings.simplefilter("ignore")  # Captum announces its hooks
         theirs = theirs_cls(model).attribute(x.clone().requires_grad_(True), target=target)
     torch.testing.assert_close(ours, theirs.detach(), rtol=1e-12, atol=1e-15)
-
 
 
 @pytest.mark.parity
@@ -89,7 +91,9 @@ def test_parity_captum_guided_gradcam(kind, layer):
 # ---------------------------------------------------------------- parity with zennit
 @pytest.mark.parity
 @pytest.mark.parametrize("kind", ["signal", "image"])
-@pytest.mark.parametrize("name", ["epsilon", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"])
+@pytest.mark.parametrize(
+    "name", ["epsilon", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"]
+)
 def test_parity_zennit(kind, name):
     """zennit with SequentialMergeBatchNorm on a conv net with BatchNorm.
 
@@ -177,4 +181,6 @@ def test_parity_zennit_resnet(block, name):
         out, theirs = attributor(x.clone(), lambda o: torch.eye(4, dtype=o.dtype)[target] * o)
     torch.testing.assert_close(attr.values, theirs, rtol=1e-10, atol=1e-15)
     # the conservation gap is only what biases absorb: it matches zennit's
-    torch.testing.assert_close(attr.delta, theirs.flatten(1).sum(1) - out[torch.arange(2), target], rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(
+        attr.delta, theirs.flatten(1).sum(1) - out[torch.arange(2), target], rtol=1e-8, atol=1e-12
+    )

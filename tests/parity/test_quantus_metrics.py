@@ -55,16 +55,28 @@ def test_pointing_game():
 
 def test_relevance_mass_and_rank_accuracy():
     a, mask = _batch(2)
-    torch.testing.assert_close(M.relevance_mass(a, mask), _q(quantus.RelevanceMassAccuracy, a, mask, abs=False),
-                               rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(M.relevance_rank_accuracy(a, mask),
-                               _q(quantus.RelevanceRankAccuracy, a, mask, abs=False), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        M.relevance_mass(a, mask),
+        _q(quantus.RelevanceMassAccuracy, a, mask, abs=False),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        M.relevance_rank_accuracy(a, mask),
+        _q(quantus.RelevanceRankAccuracy, a, mask, abs=False),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_sparseness_and_complexity():
     a, mask = _batch(3, shape=(3, 10, 10))
-    torch.testing.assert_close(M.sparseness(a), _q(quantus.Sparseness, a, mask, abs=True), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(M.complexity(a), _q(quantus.Complexity, a, mask, abs=True), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        M.sparseness(a), _q(quantus.Sparseness, a, mask, abs=True), rtol=1e-6, atol=1e-6
+    )
+    torch.testing.assert_close(
+        M.complexity(a), _q(quantus.Complexity, a, mask, abs=True), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_faithfulness_correlation(monkeypatch):
@@ -73,16 +85,25 @@ def test_faithfulness_correlation(monkeypatch):
     a = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float32)
     y = torch.tensor([0, 1, 3])
     n_runs, size = 12, 9
-    ours = M.faithfulness_correlation(model, x, a, y, n_runs=n_runs, subset_size=size,
-                                      generator=torch.Generator().manual_seed(7))
+    ours = M.faithfulness_correlation(
+        model, x, a, y, n_runs=n_runs, subset_size=size, generator=torch.Generator().manual_seed(7)
+    )
     # our draws, in our documented order, handed to Quantus in its own order (run, then sample)
     g = torch.Generator().manual_seed(7)
     n = a[0].numel()
     idx = [torch.rand((n_runs, n), generator=g).argsort(-1)[:, :size].numpy() for _ in range(3)]
     feed = iter([idx[b][r] for r in range(n_runs) for b in range(3)])
     monkeypatch.setattr(np.random, "choice", lambda *args, **kw: next(feed))
-    metric = quantus.FaithfulnessCorrelation(nr_runs=n_runs, subset_size=size, perturb_baseline=0.0, abs=False,
-                                             normalise=False, return_aggregate=False, disable_warnings=True)
-    ref = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), device="cpu",
-                 channel_first=True)
+    metric = quantus.FaithfulnessCorrelation(
+        nr_runs=n_runs,
+        subset_size=size,
+        perturb_baseline=0.0,
+        abs=False,
+        normalise=False,
+        return_aggregate=False,
+        disable_warnings=True,
+    )
+    ref = metric(
+        model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), device="cpu", channel_first=True
+    )
     torch.testing.assert_close(ours.double(), torch.tensor(ref, dtype=torch.float64), rtol=1e-4, atol=1e-4)

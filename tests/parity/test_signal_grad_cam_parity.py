@@ -127,7 +127,9 @@ def test_sigmoid_head_binary(TorchCamBuilder, restore_globals):
     x = make_input("signal", batch=4, seed=6)
     theirs = _theirs(TorchCamBuilder, model, x, 1, "Grad-CAM", softmax_final=True, avoid_relu=True)
     ours = sl.GradCAM(model, layer="2", relu=False, upsample=False, final_activation="strip")
-    torch.testing.assert_close(ours.explain(x, target=sl.Output()).values[:, 0], theirs, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        ours.explain(x, target=sl.Output()).values[:, 0], theirs, rtol=1e-8, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("quadratic", [False, True], ids=["linear", "quadratic"])
@@ -136,8 +138,15 @@ def test_contrastive(TorchCamBuilder, restore_globals, explainer, quadratic):
     model = cnn(2)
     x = make_input("image", batch=3, seed=8)
     theirs = _theirs(
-        TorchCamBuilder, model, x, 0, explainer, softmax_final=False, avoid_relu=True,
-        contrastive_foil=3, quadratic_contrastive_score=quadratic,
+        TorchCamBuilder,
+        model,
+        x,
+        0,
+        explainer,
+        softmax_final=False,
+        avoid_relu=True,
+        contrastive_foil=3,
+        quadratic_contrastive_score=quadratic,
     )
     ours = OURS[explainer](model, layer="2", relu=False, upsample=False)
     attr = ours.explain(x, target=sl.Contrast(0, foils=3, quadratic=quadratic))

@@ -54,7 +54,9 @@ def test_to_rgba_zero_is_white_and_sign_kept():
 def test_to_numpy_accepts_attribution_and_grad_tensors():
     x = torch.randn(2, 3, 10, requires_grad=True)
     assert viz.to_numpy(x * 2).shape == (2, 3, 10)
-    attr = sl.Gradient(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(30, 2)).eval()).explain(x.detach(), 0)
+    attr = sl.Gradient(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(30, 2)).eval()).explain(
+        x.detach(), 0
+    )
     assert viz.to_numpy(attr).shape == (2, 3, 10)
 
 
@@ -182,7 +184,9 @@ def test_plot_image_bad_input(call, match):
 @pytest.mark.parametrize("kind", KINDS)
 def test_plot_grid_images_and_signals(kind):
     imgs = as_kind(rng(2, 3, 8, 8), kind)
-    fig = viz.plot_grid(imgs, {"A": as_kind(rng(2, 3, 8, 8), kind), "B": rng(2, 1, 8, 8)}, row_titles=["x", "y"])
+    fig = viz.plot_grid(
+        imgs, {"A": as_kind(rng(2, 3, 8, 8), kind), "B": rng(2, 1, 8, 8)}, row_titles=["x", "y"]
+    )
     assert isinstance(fig, Figure) and len(fig.axes) == 2 * 3  # input column + 2 methods
     assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "A", "B"]
     sig = viz.plot_grid(as_kind(rng(3, 1, 30), kind), {"A": rng(3, 1, 30)}, fs=10.0)
@@ -209,7 +213,9 @@ def test_plot_spectrum_bars_signal_and_bands(kind):
     a[0, 20] = 1.0  # 10 Hz
     a[1, 40] = -0.5  # 20 Hz
     sig = np.sin(2 * np.pi * 10 * np.arange(T) / fs)[None].repeat(2, 0)
-    ax = viz.plot_spectrum(as_kind(a, kind), as_kind(freqs, kind), signal=as_kind(sig, kind), fs=fs, bands=viz.EEG_BANDS)
+    ax = viz.plot_spectrum(
+        as_kind(a, kind), as_kind(freqs, kind), signal=as_kind(sig, kind), fs=fs, bands=viz.EEG_BANDS
+    )
     heights = np.array([p.get_height() for p in ax.patches if hasattr(p, "get_height") and p.get_width() < 1])
     assert heights.size == freqs.size and heights[20] == 1.0 and heights[40] == -0.5  # channels summed
     twin = ax.right_ax
@@ -304,8 +310,9 @@ def test_inputs_are_not_modified():
 
 def test_plot_grid_per_method_norm_and_cmap():
     a = np.abs(rng(1, 3, 8, 8)) + 5.0  # all positive with an offset, like RISE
-    fig = viz.plot_grid(rng(1, 3, 8, 8), {"IG": rng(1, 3, 8, 8), "RISE": a},
-                        norm={"RISE": "minmax"}, cmap={"RISE": "Reds"})
+    fig = viz.plot_grid(
+        rng(1, 3, 8, 8), {"IG": rng(1, 3, 8, 8), "RISE": a}, norm={"RISE": "minmax"}, cmap={"RISE": "Reds"}
+    )
     heat_ig, heat_rise = fig.axes[1].images[1], fig.axes[2].images[1]
     assert heat_rise.get_cmap().name == "Reds" and heat_ig.get_cmap().name == "RdBu_r"
     lo, hi = heat_rise.get_clim()
@@ -318,8 +325,12 @@ def test_plot_attribution_picks_the_view_from_the_layout():
     from torch import nn
 
     torch.manual_seed(0)
-    sig = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
-    img = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
+    sig = nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2)
+    ).eval()
+    img = nn.Sequential(
+        nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)
+    ).eval()
     x1, x2 = torch.randn(2, 2, 64), torch.randn(1, 3, 8, 8)
     ax = viz.plot_attribution(x1, sl.Gradient(sig).explain(x1, 0), 1, fs=32.0)
     assert len(ax.images) == 1 and ax.get_xlabel() == "time (s)"  # all channels as a map
@@ -343,8 +354,16 @@ def test_plot_image_pixel_level_view_is_display_only():
     a0 = a.clone()
     ax = viz.plot_image(rng(3, 16, 16), a, colorbar=False)
     assert np.allclose(ax.images[1].get_array(), 0)  # "sum": the opposite signs cancel
-    ax = viz.plot_image(rng(3, 16, 16), a, channel_reduce="abssum", smooth=1.5, norm="absmax", percentile=99,
-                        cmap="inferno", colorbar=False)
+    ax = viz.plot_image(
+        rng(3, 16, 16),
+        a,
+        channel_reduce="abssum",
+        smooth=1.5,
+        norm="absmax",
+        percentile=99,
+        cmap="inferno",
+        colorbar=False,
+    )
     shown = np.asarray(ax.images[1].get_array())
     assert shown[8, 8] == shown.max() and shown[8, 10] > 0 and shown.sum() == pytest.approx(2.0, rel=0.05)
     assert torch.equal(a, a0)
@@ -356,9 +375,15 @@ def test_plot_image_pixel_level_view_is_display_only():
 
 def test_plot_grid_colour_input_and_stated_scales():
     imgs = np.random.default_rng(0).random((1, 3, 8, 8))
-    fig = viz.plot_grid(imgs, {"IG": rng(1, 3, 8, 8), "RISE": np.abs(rng(1, 1, 8, 8))}, norm={"RISE": "minmax"},
-                        channel_reduce={"IG": "abssum"}, smooth={"IG": 1.0}, percentile={"IG": 99.0},
-                        cmap={"IG": "inferno", "RISE": "Reds"})
+    fig = viz.plot_grid(
+        imgs,
+        {"IG": rng(1, 3, 8, 8), "RISE": np.abs(rng(1, 1, 8, 8))},
+        norm={"RISE": "minmax"},
+        channel_reduce={"IG": "abssum"},
+        smooth={"IG": 1.0},
+        percentile={"IG": 99.0},
+        cmap={"IG": "inferno", "RISE": "Reds"},
+    )
     assert fig.axes[0].images[0].get_array().ndim == 3  # the input column in colour (RGB), not grey
 
     def note(ax):  # the scale note is the label of a tick-less secondary top axis
@@ -412,7 +437,9 @@ def test_plot_attribution_ica_domain_shows_components_in_seconds():
     from torch import nn
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    model = nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 2)
+    ).eval()
     x = torch.randn(3, 2, 64)
     dom = sl.ICA(random_state=0)
     dom.fit(x)

@@ -23,10 +23,18 @@ EVIL = '<script>alert("x")</script> & "quotes"'
 def small_report(n_fig: int = 3) -> viz.Report:
     r = viz.Report(f"report {EVIL}")
     r.section(f"section {EVIL}", f"text {EVIL}")
-    r.table([{"method": EVIL, "AUC": 0.123456}, {"method": "IG", "AUC": float("nan"), "extra": 1}], caption=EVIL)
+    r.table(
+        [{"method": EVIL, "AUC": 0.123456}, {"method": "IG", "AUC": float("nan"), "extra": 1}], caption=EVIL
+    )
     rng = np.random.default_rng(0)
     figs = [(f"signal {EVIL}", viz.plot_signal(rng.standard_normal((2, 40)), rng.standard_normal((2, 40))))]
-    r.sample(f"sample {EVIL}", prediction=EVIL, target=EVIL, metrics={EVIL: 0.5, "pointing game": 1.0}, figures=figs)
+    r.sample(
+        f"sample {EVIL}",
+        prediction=EVIL,
+        target=EVIL,
+        metrics={EVIL: 0.5, "pointing game": 1.0},
+        figures=figs,
+    )
     for i in range(n_fig - 1):
         r.figure(viz.plot_image(rng.standard_normal((3, 8, 8)), rng.standard_normal((3, 8, 8))), f"image {i}")
     return r
@@ -86,11 +94,25 @@ def render(path, tmp_path) -> dict:
 
     exe = chromium()
     if exe is None:
-        pytest.skip("no headless browser: install Debian's 'chromium' package (apt-get install -y chromium); .ci/run does")
+        pytest.skip(
+            "no headless browser: install Debian's 'chromium' package (apt-get install -y chromium); .ci/run does"
+        )
     checked = tmp_path / "checked.html"
-    checked.write_text(Path(path).read_text(encoding="utf-8").replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()]
+    checked.write_text(
+        Path(path).read_text(encoding="utf-8").replace("<head>", "<head>" + CHECK, 1), encoding="utf-8"
+    )
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        checked.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     m = re.search(r'<pre id="salience-check">(.*?)</pre>', proc.stdout, re.S)
     assert m, f"the browser did not render the report (rc={proc.returncode}): {proc.stderr[-800:]}"

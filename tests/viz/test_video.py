@@ -34,17 +34,23 @@ def test_gif_one_frame_per_step_with_frame_specific_maps(tmp_path, kind):
     if kind == "torch":
         video, attr = torch.tensor(video), torch.tensor(attr)
     path = tmp_path / "clip.gif"
-    frames = viz.save_gif(video, attr, path, fps=5, png_dir=tmp_path / "frames", label=False, side_by_side=False, size=12)
+    frames = viz.save_gif(
+        video, attr, path, fps=5, png_dir=tmp_path / "frames", label=False, side_by_side=False, size=12
+    )
     with Image.open(path) as im:
         assert im.n_frames == 5
         decoded = []
         for i in range(im.n_frames):
             im.seek(i)
             decoded.append(np.asarray(im.convert("RGB")))
-    assert len(frames) == 5 and sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"frame_{i:03d}.png" for i in range(5)]
+    assert len(frames) == 5 and sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        f"frame_{i:03d}.png" for i in range(5)
+    ]
     cols = [red_columns(f) for f in decoded]
     for t in range(5):
-        assert cols[t] == {t + 1, t + 2, t + 3}, f"frame {t} shows {sorted(cols[t])}"  # its own map, not frame 0's
+        assert cols[t] == {t + 1, t + 2, t + 3}, (
+            f"frame {t} shows {sorted(cols[t])}"
+        )  # its own map, not frame 0's
     assert len({tuple(sorted(c)) for c in cols}) == 5
 
 

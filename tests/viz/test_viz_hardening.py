@@ -54,8 +54,12 @@ def test_image_grid_draws_method_names_and_row_titles_literally():
     _drawn_literally(viz.plot_grid(images, maps, row_titles=NASTY[:2]), NASTY)
     _drawn_literally(viz.plot_image(images[0], maps[NASTY[0]][0], title=NASTY[4]), NASTY[4:])
     signals = RNG.standard_normal((2, 1, 20))
-    _drawn_literally(viz.plot_grid(signals, {n: RNG.standard_normal((2, 1, 20)) for n in NASTY[:2]},
-                                   row_titles=NASTY[2:4]), NASTY[:4])
+    _drawn_literally(
+        viz.plot_grid(
+            signals, {n: RNG.standard_normal((2, 1, 20)) for n in NASTY[:2]}, row_titles=NASTY[2:4]
+        ),
+        NASTY[:4],
+    )
 
 
 def test_curves_draw_method_names_labels_and_titles_literally():
@@ -70,12 +74,17 @@ def test_spectrum_bands_and_components_draw_names_literally():
     freqs = np.linspace(0, 12, 25)
     a = RNG.standard_normal((len(NASTY), 25))
     _drawn_literally(viz.plot_spectrum(a, freqs, bands=bands, xlabel=NASTY[0], title=NASTY[1]), NASTY)
-    _drawn_literally(viz.plot_bands(a, freqs, bands=bands, per_channel=True, channel_names=NASTY, title=NASTY[2]), NASTY)
+    _drawn_literally(
+        viz.plot_bands(a, freqs, bands=bands, per_channel=True, channel_names=NASTY, title=NASTY[2]), NASTY
+    )
     _drawn_literally(viz.plot_bands(a, freqs, bands=bands, title=NASTY[3]), NASTY)
-    _drawn_literally(viz.plot_time_frequency(RNG.standard_normal((4, 5)), np.arange(5.0), np.arange(4.0), title=NASTY[4]),
-                     NASTY[4:])
-    fig = viz.plot_components(RNG.standard_normal(len(NASTY)), RNG.standard_normal((len(NASTY), 30)), names=NASTY,
-                              title=NASTY[0])
+    _drawn_literally(
+        viz.plot_time_frequency(RNG.standard_normal((4, 5)), np.arange(5.0), np.arange(4.0), title=NASTY[4]),
+        NASTY[4:],
+    )
+    fig = viz.plot_components(
+        RNG.standard_normal(len(NASTY)), RNG.standard_normal((len(NASTY), 30)), names=NASTY, title=NASTY[0]
+    )
     _drawn_literally(fig, NASTY)
 
 
@@ -83,8 +92,13 @@ def test_volume_slices_and_layout_names_are_drawn_literally():
     vol, a = RNG.standard_normal((1, 4, 6, 6)), RNG.standard_normal((1, 4, 6, 6))
     _drawn_literally(viz.plot_volume_slices(vol, a, axis_name="$z_$", n_slices=2), ["$z_$ = 0"])
     # an attribution over axes with odd names (a custom domain's layout)
-    attr = sl.Attribution(values=torch.randn(1, 3, 5), target=None, scores=torch.zeros(1), method="m",
-                          layout=sl.Layout("b $k_$ t^2"))
+    attr = sl.Attribution(
+        values=torch.randn(1, 3, 5),
+        target=None,
+        scores=torch.zeros(1),
+        method="m",
+        layout=sl.Layout("b $k_$ t^2"),
+    )
     _drawn_literally(viz.plot_attribution(torch.randn(1, 3, 5), attr), ["$k_$", "t^2"])
 
 
@@ -109,9 +123,13 @@ class _Tags(HTMLParser):
 def test_mime_is_checked_and_never_written_raw():
     r = viz.Report("x")
     evil = 'image/png" onerror="alert(1)'
-    with pytest.raises(ParameterError, match=r"'mime' parameter of Report.figure must be None or one of .*onerror"):
+    with pytest.raises(
+        ParameterError, match=r"'mime' parameter of Report.figure must be None or one of .*onerror"
+    ):
         r.figure(_png(), mime=evil)
-    with pytest.raises(ParameterError, match=r"'mime'.*says 'image/gif', but the content of \d+ bytes is 'image/png'"):
+    with pytest.raises(
+        ParameterError, match=r"'mime'.*says 'image/gif', but the content of \d+ bytes is 'image/png'"
+    ):
         r.figure(_png(), mime="image/gif")
     assert r.n_figures == 0 and "onerror" not in r.to_html()
 
@@ -130,7 +148,9 @@ def test_every_attribute_of_the_report_is_escaped():
     assert {k for _, attrs in parser.tags for k in attrs} <= allowed
     alts = [attrs["alt"] for tag, attrs in parser.tags if tag == "img"]
     assert alts == [evil, evil]  # the caption survives as the literal alt text
-    assert all(attrs["src"].startswith("data:image/png;base64,") for tag, attrs in parser.tags if tag == "img")
+    assert all(
+        attrs["src"].startswith("data:image/png;base64,") for tag, attrs in parser.tags if tag == "img"
+    )
     assert html.escape(evil) in text
 
 
@@ -138,26 +158,53 @@ def test_every_attribute_of_the_report_is_escaped():
     "call, match",
     [
         (lambda r: viz.Report(5), r"'title' parameter of Report must be a str\. Got int 5"),
-        (lambda r: viz.Report("x", dpi=0), r"'dpi' parameter of Report must be an int in the range \[1, 2400\]\. Got 0"),
+        (
+            lambda r: viz.Report("x", dpi=0),
+            r"'dpi' parameter of Report must be an int in the range \[1, 2400\]\. Got 0",
+        ),
         (lambda r: viz.Report("x", dpi="90"), r"'dpi'.*Got '90'"),
         (lambda r: r.section(None), r"'title' parameter of Report.section must be a str\. Got NoneType"),
-        (lambda r: r.section("s", 3), r"'text' parameter of Report.section must be a str or None\. Got int 3"),
+        (
+            lambda r: r.section("s", 3),
+            r"'text' parameter of Report.section must be a str or None\. Got int 3",
+        ),
         (lambda r: r.text(["a"]), r"'text' parameter of Report.text must be a str\. Got list"),
-        (lambda r: r.table({"method": "IG"}), r"'rows' parameter of Report.table must be a list of dicts.*Got dict"),
+        (
+            lambda r: r.table({"method": "IG"}),
+            r"'rows' parameter of Report.table must be a list of dicts.*Got dict",
+        ),
         (lambda r: r.table("IG"), r"'rows'.*Got str"),
         (lambda r: r.table([{"a": 1}, ("a", 1)]), r"'rows'.*row 1 is a tuple"),
-        (lambda r: r.table([{"a": 1}], caption=2), r"'caption' parameter of Report.table must be a str or None"),
-        (lambda r: r.figure(b"not an image at all"), r"'fig' parameter of Report.figure must hold an image.*19 bytes"),
+        (
+            lambda r: r.table([{"a": 1}], caption=2),
+            r"'caption' parameter of Report.table must be a str or None",
+        ),
+        (
+            lambda r: r.figure(b"not an image at all"),
+            r"'fig' parameter of Report.figure must hold an image.*19 bytes",
+        ),
         (lambda r: r.figure(b""), r"'fig'.*0 bytes"),
-        (lambda r: r.figure(np.zeros((3, 3))), r"'fig' parameter of Report.figure must be a matplotlib Figure.*Got ndarray"),
+        (
+            lambda r: r.figure(np.zeros((3, 3))),
+            r"'fig' parameter of Report.figure must be a matplotlib Figure.*Got ndarray",
+        ),
         (lambda r: r.figure("no/such/file.png"), r"'fig'.*Reading 'no/such/file.png' failed"),
         (lambda r: r.figure(_png(), caption=3), r"'caption' parameter of Report.figure"),
         (lambda r: r.figure(_png(), mime=3), r"'mime' parameter of Report.figure.*Got 3"),
         (lambda r: r.sample(3), r"'name' parameter of Report.sample must be a str"),
-        (lambda r: r.sample("s", metrics=[0.5]), r"'metrics' parameter of Report.sample must be a dict.*Got list"),
-        (lambda r: r.sample("s", figures=[_png()]), r"'figures' parameter of Report.sample.*entry 0 is a bytes"),
+        (
+            lambda r: r.sample("s", metrics=[0.5]),
+            r"'metrics' parameter of Report.sample must be a dict.*Got list",
+        ),
+        (
+            lambda r: r.sample("s", figures=[_png()]),
+            r"'figures' parameter of Report.sample.*entry 0 is a bytes",
+        ),
         (lambda r: r.sample("s", figures=_png()), r"'figures'.*Got bytes"),
-        (lambda r: r.sample("s", figures=[("c", b"text")]), r"'fig' parameter of Report.figure must hold an image"),
+        (
+            lambda r: r.sample("s", figures=[("c", b"text")]),
+            r"'fig' parameter of Report.figure must hold an image",
+        ),
         (lambda r: r.save(5), r"'path' parameter of Report.save must be a file path.*Got int"),
     ],
 )
@@ -193,5 +240,8 @@ def test_report_embeds_other_image_types_with_their_own_mime():
         Image.new("RGB", (3, 3)).save(buf, format=fmt)
         r.figure(buf.getvalue(), fmt)
         assert f'src="data:{mime};base64,' in r.to_html()
-    r.figure(b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="2" height="2"/>', mime="image/svg+xml")
+    r.figure(
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="2" height="2"/>',
+        mime="image/svg+xml",
+    )
     assert 'src="data:image/svg+xml;base64,' in r.to_html() and r.n_figures == 4

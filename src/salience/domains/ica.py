@@ -16,7 +16,9 @@ __all__ = ["ICA"]
 
 
 def _as_matrix(a: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a), dtype=torch.float64)
+    t = torch.as_tensor(
+        np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a), dtype=torch.float64
+    )
     if t.ndim != 2 or not bool(torch.isfinite(t).all()):
         raise ParameterError(f"ICA: {name} must be a finite 2-D matrix. Got shape {tuple(t.shape)}.")
     return t
@@ -51,9 +53,11 @@ def _matrices(ica: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             "incompatible shapes (expected (K, C) and (C, K))."
         )
     mean = getattr(ica, "mean_", None)
-    mean_t = torch.zeros(mixing.shape[0], dtype=torch.float64) if mean is None else torch.as_tensor(
-        np.asarray(mean), dtype=torch.float64
-    ).reshape(-1)
+    mean_t = (
+        torch.zeros(mixing.shape[0], dtype=torch.float64)
+        if mean is None
+        else torch.as_tensor(np.asarray(mean), dtype=torch.float64).reshape(-1)
+    )
     if mean_t.shape[0] != mixing.shape[0]:
         raise ParameterError(f"ICA: mean_ has {mean_t.shape[0]} entries for {mixing.shape[0]} channels.")
     return mixing, unmixing, mean_t
@@ -162,7 +166,9 @@ class ICA(Domain):
         self.max_iter = check_int(max_iter, "max_iter", low=1)
         self.tol = check_float(tol, "tol", low=0.0)
         if not isinstance(axis, str):
-            raise ParameterError(f"The 'axis' parameter of {self.name} must be an axis name (str). Got {axis!r} instead.")
+            raise ParameterError(
+                f"The 'axis' parameter of {self.name} must be an axis name (str). Got {axis!r} instead."
+            )
         self.axis = axis
         self.ica = ica
         self._per_sample: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -209,9 +215,14 @@ class ICA(Domain):
         d = cls(mode=mode, axis=axis, layout=layout)
         a = _as_matrix(mixing, "mixing")
         w = torch.linalg.pinv(a) if unmixing is None else _as_matrix(unmixing, "unmixing")
-        m = torch.zeros(a.shape[0], dtype=torch.float64) if mean is None else torch.as_tensor(
-            np.asarray(mean.detach().cpu() if isinstance(mean, torch.Tensor) else mean), dtype=torch.float64
-        ).reshape(-1)
+        m = (
+            torch.zeros(a.shape[0], dtype=torch.float64)
+            if mean is None
+            else torch.as_tensor(
+                np.asarray(mean.detach().cpu() if isinstance(mean, torch.Tensor) else mean),
+                dtype=torch.float64,
+            ).reshape(-1)
+        )
         if w.shape != a.shape[::-1] or m.shape[0] != a.shape[0]:
             raise ParameterError(
                 f"ICA.from_matrices: mixing {tuple(a.shape)}, unmixing {tuple(w.shape)} and mean "
@@ -377,7 +388,9 @@ class ICA(Domain):
                 raise ShapeError("ICA(mode='sample') needs the sources of the samples: call bind(x) first.")
             if index is None:
                 if z.shape[0] != sources.shape[0]:
-                    raise ShapeError(f"{z.shape[0]} rows for a per-sample ICA bound to {sources.shape[0]} samples; pass index=.")
+                    raise ShapeError(
+                        f"{z.shape[0]} rows for a per-sample ICA bound to {sources.shape[0]} samples; pass index=."
+                    )
                 index = torch.arange(z.shape[0], device=sources.device)
             s = sources.to(device=z.device, dtype=z.dtype)[index.to(sources.device)]  # (R, *rest, K)
             mean = self.sample_mean_.to(device=z.device, dtype=z.dtype)[index.to(self.sample_mean_.device)]

@@ -228,8 +228,12 @@ class ICAIG(CrossDomainIG):
         generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
-        domain = ica if isinstance(ica, ICA) else ICA(
-            ica, mode=mode, n_components=n_components, random_state=random_state, generator=generator
+        domain = (
+            ica
+            if isinstance(ica, ICA)
+            else ICA(
+                ica, mode=mode, n_components=n_components, random_state=random_state, generator=generator
+            )
         )
         super().__init__(model, domain, **kwargs)
 
@@ -258,7 +262,9 @@ class STFTIG(CrossDomainIG):
         fs: float | None = None,
         **kwargs: Any,
     ) -> None:
-        domain = STFT(n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window, center=center, fs=fs)
+        domain = STFT(
+            n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window, center=center, fs=fs
+        )
         super().__init__(model, domain, **kwargs)
 
 

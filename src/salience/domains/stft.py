@@ -115,13 +115,19 @@ class STFT(Domain):
     ) -> None:
         super().__init__(layout=layout)
         self.n_fft = check_int(n_fft, "n_fft", low=2)
-        self.hop_length = self.n_fft // 4 if hop_length is None else check_int(hop_length, "hop_length", low=1)
+        self.hop_length = (
+            self.n_fft // 4 if hop_length is None else check_int(hop_length, "hop_length", low=1)
+        )
         self.hop_length = max(1, self.hop_length)
-        self.win_length = self.n_fft if win_length is None else check_int(win_length, "win_length", low=1, high=self.n_fft)
+        self.win_length = (
+            self.n_fft if win_length is None else check_int(win_length, "win_length", low=1, high=self.n_fft)
+        )
         self.window = _window(window, self.win_length)
         self._window_name = window if isinstance(window, str) else None
         self.center = check_bool(center, "center")
-        self.pad_mode = check_option(pad_mode, "pad_mode", options=("reflect", "constant", "replicate", "circular"))
+        self.pad_mode = check_option(
+            pad_mode, "pad_mode", options=("reflect", "constant", "replicate", "circular")
+        )
         self.normalized = check_bool(normalized, "normalized")
         self.axis = axis
         self.fs = None if fs is None else check_float(fs, "fs", low=0.0, closed="neither")
@@ -144,7 +150,9 @@ class STFT(Domain):
         if self.center:
             return 1 + n // self.hop_length
         if n < self.n_fft:
-            raise ShapeError(f"STFT with center=False needs signals of at least n_fft={self.n_fft} samples; got {n}.")
+            raise ShapeError(
+                f"STFT with center=False needs signals of at least n_fft={self.n_fft} samples; got {n}."
+            )
         return 1 + (n - self.n_fft) // self.hop_length
 
     def _check_nola(self, n: int) -> None:
@@ -169,7 +177,11 @@ class STFT(Domain):
         """What to change so that the NOLA condition holds for ``n`` samples, from the settings
         that actually pass it (each change tried on its own, the others kept)."""
         fixes = []
-        hops = [h for h in range(self.hop_length - 1, 0, -1) if _nola_ok(n, self.n_fft, h, self.window, self.center)]
+        hops = [
+            h
+            for h in range(self.hop_length - 1, 0, -1)
+            if _nola_ok(n, self.n_fft, h, self.window, self.center)
+        ]
         if hops:
             smaller = " (or smaller)" if len(hops) == hops[0] else ""  # every hop below passes too
             fixes.append(f"hop_length={hops[0]}{smaller} instead of {self.hop_length}")
@@ -216,7 +228,10 @@ class STFT(Domain):
         moved = x.to(_compute_dtype(x, "STFT", "x")).movedim(a, -1)
         lead = moved.shape[:-1]
         spec = torch.stft(
-            moved.reshape(-1, moved.shape[-1]), pad_mode=self.pad_mode, return_complex=True, **self._kwargs(moved)
+            moved.reshape(-1, moved.shape[-1]),
+            pad_mode=self.pad_mode,
+            return_complex=True,
+            **self._kwargs(moved),
         )
         z = torch.view_as_real(spec).reshape(*lead, *spec.shape[1:], 2)  # (..., F, frames, 2)
         return z.movedim((-3, -2, -1), (a, a + 1, a + 2)).to(x.dtype)

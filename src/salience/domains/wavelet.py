@@ -27,7 +27,7 @@ def daubechies(order: int) -> np.ndarray:
     n = int(order)
     p = [comb(n - 1 + k, k) for k in range(n)]  # P(y) = sum_k C(n-1+k, k) y^k
     zeros = []
-    for y in (np.roots(p[::-1]) if n > 1 else []):
+    for y in np.roots(p[::-1]) if n > 1 else []:
         r = np.roots([1.0, -(2.0 - 4.0 * y), 1.0])  # z + 1/z = 2 - 4y
         zeros.append(r[np.argmin(np.abs(r))])
     poly = np.array([1.0 + 0j])
@@ -177,7 +177,9 @@ class Wavelet(Domain):
         a = self._axis(x, self.axis)
         moved = x.movedim(a, -1)
         if moved.shape[-1] != n:
-            raise ShapeError(f"This Wavelet domain is bound to signals of {n} samples; got {moved.shape[-1]}.")
+            raise ShapeError(
+                f"This Wavelet domain is bound to signals of {n} samples; got {moved.shape[-1]}."
+            )
         lead = moved.shape[:-1]
         cur = moved.reshape(-1, 1, n)
         if padded > n:

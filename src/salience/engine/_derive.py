@@ -155,7 +155,9 @@ class Derivations:
             return inner(transform(rows, index), index)
 
         # g(z) == f(x) by contract: the scores (and output) at the explained point are shared
-        derived = self._derive(model_fn=model_fn, input=input, layout=layout, composed=True, _cache=self._cache)
+        derived = self._derive(
+            model_fn=model_fn, input=input, layout=layout, composed=True, _cache=self._cache
+        )
         if affine:
             derived._affine = (inner, transform)
         return derived

@@ -15,8 +15,17 @@ import torch
 from torch import nn
 
 __all__ = [
-    "ModelFn", "PassContext", "RowSource", "CallState", "default_batch_size", "cat", "model_device",
-    "state_kept", "reads_only", "version_of", "leaf_written",
+    "ModelFn",
+    "PassContext",
+    "RowSource",
+    "CallState",
+    "default_batch_size",
+    "cat",
+    "model_device",
+    "state_kept",
+    "reads_only",
+    "version_of",
+    "leaf_written",
 ]
 
 # rows x elements per row targeted by the automatic batch size: on a CPU about 2 MiB of float32

@@ -94,7 +94,9 @@ class Explainer:
         super().__init_subclass__(**kwargs)
         named_init(cls)  # the constructor's errors name the class (errors.caller)
 
-    def __init__(self, model: Any, *, batch_size: int | None = None, layout: LayoutLike | None = None) -> None:
+    def __init__(
+        self, model: Any, *, batch_size: int | None = None, layout: LayoutLike | None = None
+    ) -> None:
         if not callable(model):
             raise ParameterError(
                 f"The 'model' parameter of {type(self).__name__} must be callable (an nn.Module or "

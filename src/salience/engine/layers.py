@@ -23,8 +23,19 @@ if TYPE_CHECKING:
     from .score import ScoreFunction
 
 __all__ = [
-    "FINAL_ACTIVATIONS", "ModuleCall", "LayerInfo", "LayerTable", "find_layer", "trace", "layers",
-    "is_token_module", "token_module", "default_layer", "target_layer", "TokenProbe", "lead_shape",
+    "FINAL_ACTIVATIONS",
+    "ModuleCall",
+    "LayerInfo",
+    "LayerTable",
+    "find_layer",
+    "trace",
+    "layers",
+    "is_token_module",
+    "token_module",
+    "default_layer",
+    "target_layer",
+    "TokenProbe",
+    "lead_shape",
 ]
 
 #: modules that, as a model's last operation, turn logits into (log-)probabilities
@@ -33,16 +44,28 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d
 # modules that work on the last axis of a (B, L, D) token sequence: an output of theirs with the
 # input's number of axes is tokens x features, not channels x positions
 _TOKEN = (
-    nn.Linear, nn.Bilinear, nn.LayerNorm, nn.Embedding, nn.MultiheadAttention, nn.RNNBase,
-    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
-    nn.TransformerDecoder, nn.Transformer,
+    nn.Linear,
+    nn.Bilinear,
+    nn.LayerNorm,
+    nn.Embedding,
+    nn.MultiheadAttention,
+    nn.RNNBase,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.Transformer,
 )
 # modules whose own output is a tuple (refused as such when a CAM calls them)
 _TUPLE_OUT = (nn.RNNBase, nn.MultiheadAttention)
 # adaptive pooling only resamples the layer before it (VGG's 7x7 avgpool blows a 2x2 map up)
 _RESAMPLE = (
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
 )
 
 
@@ -92,8 +115,16 @@ class LayerTable(list[LayerInfo]):
     def __str__(self) -> str:
         rows = [("name", "type", "output shape", "marks")]
         for i in self:
-            marks = [m for m, on in (("conv", i.conv), ("spatial", i.spatial), ("default", i.default),
-                                     ("final activation", i.final_activation)) if on]
+            marks = [
+                m
+                for m, on in (
+                    ("conv", i.conv),
+                    ("spatial", i.spatial),
+                    ("default", i.default),
+                    ("final activation", i.final_activation),
+                )
+                if on
+            ]
             if i.calls > 1:
                 marks.append(f"called {i.calls}x")
             shape = "-" if i.shape is None else str(tuple(i.shape))
@@ -236,7 +267,8 @@ def _token_shaped(calls: Sequence[ModuleCall], ndim: int) -> set[str]:
     transformer block of one's own).
     """
     sources = [
-        c for c in calls
+        c
+        for c in calls
         if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim
     ]
     inside = tuple(c.name + "." for c in sources)
@@ -258,7 +290,8 @@ def _spatial(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[Module
     than those whose output is tokens x features (see :func:`_token_shaped`)."""
     token = _token_shaped(calls, ndim)
     return [
-        c for c in calls
+        c
+        for c in calls
         if c.shape is not None
         and len(c.shape) == ndim
         and c.shape[0] == n_rows
@@ -274,8 +307,11 @@ def _default_candidates(
     makes a token sequence (a transformer or recurrent part must be named, with ``reshape=``),
     adaptive pooling left out."""
     first_token = min(
-        (c.order for c in calls
-         if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim),
+        (
+            c.order
+            for c in calls
+            if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim
+        ),
         default=math.inf,
     )
     return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]

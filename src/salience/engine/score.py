@@ -125,7 +125,9 @@ class ScoreFunction(LayerCapture, Derivations):
         # per-row index when several targets share one sample (see ``retarget``)
         self.target_map = self.sample_map
         row_numel = int(math.prod(input.shape[1:]))
-        self.batch_size = batch_size if batch_size is not None else default_batch_size(row_numel, input.device)
+        self.batch_size = (
+            batch_size if batch_size is not None else default_batch_size(row_numel, input.device)
+        )
         #: pass contexts entered around every pass of model calls (see ``under``)
         self.contexts: tuple[PassContext, ...] = ()
         # scores at the explained point; shared with score functions made by `under`/`compose`
@@ -214,7 +216,11 @@ class ScoreFunction(LayerCapture, Derivations):
         return out
 
     def _scores(
-        self, rows: torch.Tensor, index: torch.Tensor, target_rows: torch.Tensor, model_fn: ModelFn | None = None
+        self,
+        rows: torch.Tensor,
+        index: torch.Tensor,
+        target_rows: torch.Tensor,
+        model_fn: ModelFn | None = None,
     ) -> torch.Tensor:
         out = self._output(rows, index, model_fn)
         s = self.target(out, target_rows)
@@ -425,7 +431,9 @@ class ScoreFunction(LayerCapture, Derivations):
         b = self.n_samples
         with torch.no_grad(), self._pass():
             for start, stop in self._chunks(b):
-                outs.append(self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device)))
+                outs.append(
+                    self._output(self.input[start:stop], torch.arange(start, stop, device=self.input.device))
+                )
         out = cat(outs)
         self._cache["reference_output"] = out
         return out
@@ -442,6 +450,7 @@ class ScoreFunction(LayerCapture, Derivations):
         Raises LayerError when the model is not an ``nn.Module`` or has no such layer.
         """
         return find_layer(self.model, layer)
+
 
 def make_score(
     model: Any,

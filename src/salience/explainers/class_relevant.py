@@ -16,7 +16,9 @@ from ..targets import ClassTarget
 
 __all__ = ["ClassRelevant", "TopClasses"]
 
-ClassesLike = Union[str, Sequence[int], Sequence[Sequence[int]], torch.Tensor, "TopClasses", Callable[..., Any]]
+ClassesLike = Union[
+    str, Sequence[int], Sequence[Sequence[int]], torch.Tensor, "TopClasses", Callable[..., Any]
+]
 
 
 class TopClasses:
@@ -232,7 +234,9 @@ class ClassRelevant(Wrapper):
         )
 
     # ------------------------------------------------------------------ class sets
-    def _sets(self, out: torch.Tensor, target: ClassTarget, t_idx: torch.Tensor, score: ScoreFunction) -> list[list[int]]:
+    def _sets(
+        self, out: torch.Tensor, target: ClassTarget, t_idx: torch.Tensor, score: ScoreFunction
+    ) -> list[list[int]]:
         """The compared classes of every row of ``score.input`` (target included, no duplicates)."""
         n = out.shape[0]
         n_out = target.n_classes(out)

@@ -66,9 +66,7 @@ def _check_baseline(baseline: Any, owner: str | None = None) -> Any:
     owner = owner or current_caller()
     if isinstance(baseline, str):
         return check_option(baseline, "baseline", owner, ("zeros", "mean"))
-    if isinstance(baseline, bool) or not (
-        isinstance(baseline, (Real, torch.Tensor)) or callable(baseline)
-    ):
+    if isinstance(baseline, bool) or not (isinstance(baseline, (Real, torch.Tensor)) or callable(baseline)):
         raise ParameterError(
             f"The 'baseline' parameter of {owner} must be 'zeros', 'mean', a float, a tensor "
             f"broadcastable to x, or a callable x -> baseline. Got {type(baseline).__name__} instead."
@@ -110,7 +108,9 @@ def resolve_baseline(
     else:
         b = baseline
     if not isinstance(b, torch.Tensor):
-        raise ParameterError(f"The baseline callable of {owner} must return a tensor. Got {type(b).__name__}.")
+        raise ParameterError(
+            f"The baseline callable of {owner} must return a tensor. Got {type(b).__name__}."
+        )
     try:
         ok = torch.broadcast_shapes(b.shape, x.shape) == x.shape
     except RuntimeError:
@@ -209,7 +209,10 @@ class IntegratedGradients(Explainer):
                 for b in range(first, last + 1):
                     lo, hi = max(start, b * n), min(stop, (b + 1) * n)
                     torch.addcmul(
-                        x0[b], alphas[lo - b * n : hi - b * n].reshape(view), diff[b], out=rows[lo - start : hi - start]
+                        x0[b],
+                        alphas[lo - b * n : hi - b * n].reshape(view),
+                        diff[b],
+                        out=rows[lo - start : hi - start],
                     )
             return rows
 

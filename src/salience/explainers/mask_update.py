@@ -27,12 +27,39 @@ __all__ = ["MaskUpdate"]
 #: F.sigmoid, torch.special.expit, torch.softmax, Tensor.softmax, F.softmax)
 _PROBABILITY_FUNCTIONS = frozenset({"sigmoid", "sigmoid_", "special_expit", "softmax"})
 #: functions that keep the values of their first argument (views, indexing, dtype/device copies)
-_SAME_VALUES = frozenset({
-    "__getitem__", "view", "view_as", "reshape", "reshape_as", "squeeze", "unsqueeze", "flatten",
-    "unflatten", "select", "narrow", "permute", "transpose", "t", "movedim", "swapaxes",
-    "contiguous", "clone", "detach", "to", "float", "double", "half", "bfloat16", "type_as",
-    "cpu", "cuda", "expand", "expand_as",
-})
+_SAME_VALUES = frozenset(
+    {
+        "__getitem__",
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "squeeze",
+        "unsqueeze",
+        "flatten",
+        "unflatten",
+        "select",
+        "narrow",
+        "permute",
+        "transpose",
+        "t",
+        "movedim",
+        "swapaxes",
+        "contiguous",
+        "clone",
+        "detach",
+        "to",
+        "float",
+        "double",
+        "half",
+        "bfloat16",
+        "type_as",
+        "cpu",
+        "cuda",
+        "expand",
+        "expand_as",
+    }
+)
 #: functions that join a sequence of tensors (a probability only if every part is one)
 _JOINS = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack"})
 
@@ -60,7 +87,12 @@ class _ProbabilityOps(TorchFunctionMode):
             if (
                 name in _PROBABILITY_FUNCTIONS
                 or (name in _SAME_VALUES and self.holds(first))
-                or (name in _JOINS and isinstance(first, (list, tuple)) and first and all(map(self.holds, first)))
+                or (
+                    name in _JOINS
+                    and isinstance(first, (list, tuple))
+                    and first
+                    and all(map(self.holds, first))
+                )
             ):
                 self.made[id(out)] = weakref.ref(out)
         return out
@@ -256,7 +288,9 @@ class MaskUpdate(Explainer):
             return score, None
         heads: list[nn.Module] = []
         probe = _HeadProbe()
-        watched = score.final_activation(strip=False, found=lambda _name, module: heads.append(module)).under(probe)
+        watched = score.final_activation(strip=False, found=lambda _name, module: heads.append(module)).under(
+            probe
+        )
 
         def check(s: torch.Tensor) -> None:
             if heads and isinstance(heads[0], nn.LogSoftmax):
@@ -310,7 +344,9 @@ class MaskUpdate(Explainer):
                     check(s)
                 p = self._probability(s)
                 dp = (p - p_prev).abs()
-                u = torch.rand(cells.shape, generator=gen, device=gen.device, dtype=torch.float64).to(x.device)
+                u = torch.rand(cells.shape, generator=gen, device=gen.device, dtype=torch.float64).to(
+                    x.device
+                )
                 pp = p.reshape(cell_view).to(torch.float64)
                 on = cells > 0
                 # an on cell stays on with prob p; an off cell turns on with prob 1 - p

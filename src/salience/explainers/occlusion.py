@@ -83,7 +83,9 @@ class Occlusion(Explainer):
             if window is not None or stride is not None:
                 raise ParameterError(f"{self.name}: pass either window/stride or masker=..., not both.")
             if masker.is_random:
-                raise ParameterError(f"{self.name} needs a deterministic masker; {masker!r} is random (use RISE).")
+                raise ParameterError(
+                    f"{self.name} needs a deterministic masker; {masker!r} is random (use RISE)."
+                )
         self.window = window
         self.stride = stride
         self.masker = masker
@@ -120,5 +122,7 @@ class Occlusion(Explainer):
                 acc += torch.tensordot(drop, occluded, dims=([1], [0]))
                 count += occluded.sum(0)
                 bar.update(masks.shape[0])
-        values = torch.where(count > 0, acc / count.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
+        values = torch.where(
+            count > 0, acc / count.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc)
+        )
         return Parts(values, info={"n_windows": n, "masker": repr(masker)})

@@ -205,6 +205,8 @@ class RISE(Explainer):
         if self.normalization == "p_keep":
             values = acc / (n * float(masker.p_keep))  # type: ignore[attr-defined]
         else:
-            values = torch.where(cover > 0, acc / cover.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc))
+            values = torch.where(
+                cover > 0, acc / cover.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(acc)
+            )
         info = {"n_masks": n, "masker": repr(masker), "normalization": self.normalization}
         return Parts(values, layout=out_layout, info=info)

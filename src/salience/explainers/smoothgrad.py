@@ -105,6 +105,9 @@ class SmoothGrad(Wrapper):
             assert sum2 is not None  # accumulated with sum1 for "square" and "var"
             out = sum2 / n if self.kind == "square" else sum2 / n - mean * mean
         return Parts(
-            out, layout=last.layout, domain=last.domain, layer=last.layer,
+            out,
+            layout=last.layout,
+            domain=last.domain,
+            layer=last.layer,
             info={"n_samples": n, "sigma": self.sigma},
         )

@@ -201,7 +201,9 @@ class GridMasker(Masker):
         if self.cells is None:
             cells = {a: min(8, sizes[a]) for a in lay.spatial}
             if not cells:
-                raise ParameterError(f"{current_caller()}: layout {lay} has no spatial axis; pass cells as a dict.")
+                raise ParameterError(
+                    f"{current_caller()}: layout {lay} has no spatial axis; pass cells as a dict."
+                )
         else:
             cells = _per_axis(self.cells, "cells", lay, sizes)
         return _Grid(lay, sizes, cells, self.shift)
@@ -421,20 +423,30 @@ class Segments(Masker):
         if boundaries is not None:
             b = [check_int(v, "boundaries[i]", low=1) for v in boundaries]
             if any(x >= y for x, y in zip(b, b[1:], strict=False)):
-                raise ParameterError(f"The 'boundaries' parameter of {owner} must be strictly increasing. Got {b}.")
+                raise ParameterError(
+                    f"The 'boundaries' parameter of {owner} must be strictly increasing. Got {b}."
+                )
             boundaries = tuple(b)
         self.boundaries = boundaries
         if not isinstance(axis, str):
-            raise ParameterError(f"The 'axis' parameter of {owner} must be an axis name. Got {axis!r} instead.")
+            raise ParameterError(
+                f"The 'axis' parameter of {owner} must be an axis name. Got {axis!r} instead."
+            )
         self.axis = axis
-        self.p_keep = None if p_keep is None else check_float(p_keep, "p_keep", low=0.0, high=1.0, closed="right")
+        self.p_keep = (
+            None if p_keep is None else check_float(p_keep, "p_keep", low=0.0, high=1.0, closed="right")
+        )
 
     @property
     def is_random(self) -> bool:  # type: ignore[override]
         return self.p_keep is not None
 
     def __repr__(self) -> str:
-        what = f"n_segments={self.n_segments}" if self.boundaries is None else f"boundaries={list(self.boundaries)}"
+        what = (
+            f"n_segments={self.n_segments}"
+            if self.boundaries is None
+            else f"boundaries={list(self.boundaries)}"
+        )
         return f"Segments({what}, axis={self.axis!r}, p_keep={self.p_keep!r})"
 
     def segment_ids(self, size: int) -> torch.Tensor:
@@ -473,6 +485,7 @@ class Segments(Masker):
         view[dim] = sizes[self.axis]
 
         if self.p_keep is None:
+
             def render(a: int, z: int) -> torch.Tensor:
                 k = torch.arange(a, z, device=device).reshape(-1, 1)
                 return (ids.reshape(1, -1) != k).to(dtype).reshape(z - a, *mask_shape)

@@ -268,7 +268,9 @@ class Noise(Substrate):
 
     is_random = True
 
-    def __init__(self, std: float = 1.0, *, mean: float = 0.0, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, std: float = 1.0, *, mean: float = 0.0, generator: torch.Generator | None = None
+    ) -> None:
         self.std = check_float(std, "std", low=0.0)
         self.mean = check_float(mean, "mean")
         self.generator = check_generator(generator)
@@ -302,7 +304,9 @@ class Interpolate(Substrate):
 
     def __init__(self, axis: str | None = None, *, threshold: float = 0.5) -> None:
         if axis is not None and not isinstance(axis, str):
-            raise ParameterError(f"The 'axis' parameter of Interpolate must be an axis name. Got {axis!r} instead.")
+            raise ParameterError(
+                f"The 'axis' parameter of Interpolate must be an axis name. Got {axis!r} instead."
+            )
         self.axis = axis
         self.threshold = check_float(threshold, "threshold", low=0.0, high=1.0, closed="right")
 

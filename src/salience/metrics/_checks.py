@@ -73,8 +73,11 @@ def check_values(t: Any, name: str = "attribution", min_ndim: int = 2) -> torch.
             f"{type(t).__name__} instead."
         )
     if t.is_complex() or not t.is_floating_point():
-        hint = ("complex coefficients need a domain with a real/imaginary axis" if t.is_complex()
-                else f"cast with {name}.float() if these are attribution values")
+        hint = (
+            "complex coefficients need a domain with a real/imaginary axis"
+            if t.is_complex()
+            else f"cast with {name}.float() if these are attribution values"
+        )
         raise DTypeError(
             f"{current_caller()} expects {name} to have a real floating-point dtype (float16/32/64, bfloat16). "
             f"Got {t.dtype} instead ({hint})."
@@ -325,16 +328,22 @@ def check_mask_values(mask: Any, name: str = "mask") -> torch.Tensor:
     complex mask.
     """
     if not isinstance(mask, torch.Tensor):
-        raise InputError(f"{current_caller()} needs a ground-truth {name} tensor. Got {type(mask).__name__} instead.")
+        raise InputError(
+            f"{current_caller()} needs a ground-truth {name} tensor. Got {type(mask).__name__} instead."
+        )
     if mask.is_complex():
-        raise DTypeError(f"{current_caller()} expects the {name} to be boolean or hold 0/1 values. Got dtype {mask.dtype} instead.")
+        raise DTypeError(
+            f"{current_caller()} expects the {name} to be boolean or hold 0/1 values. Got dtype {mask.dtype} instead."
+        )
     _check_data(mask, f"the {name}")
     if mask.dtype == torch.bool:
         return mask
     if not all_finite(mask):
         n_bad = int((~torch.isfinite(mask)).sum())
-        raise InputError(f"{current_caller()} expects the {name} to be finite. Got {n_bad} NaN/inf value(s) in a {name} of "
-                         f"shape {tuple(mask.shape)}.")
+        raise InputError(
+            f"{current_caller()} expects the {name} to be finite. Got {n_bad} NaN/inf value(s) in a {name} of "
+            f"shape {tuple(mask.shape)}."
+        )
     bad = (mask != 0) & (mask != 1)
     if bool(bad.any()):
         raise InputError(

@@ -101,7 +101,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b = b - b.mean(-1, keepdim=True)
     num = (a * b).sum(-1)
     den = (a.square().sum(-1) * b.square().sum(-1)).sqrt()
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float("nan")))
+    return torch.where(
+        den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float("nan"))
+    )
 
 
 def rankdata(a: torch.Tensor) -> torch.Tensor:

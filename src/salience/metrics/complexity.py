@@ -44,8 +44,11 @@ def sparseness(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     k = torch.arange(1, n + 1, device=v.device, dtype=v.dtype)
     total = v.sum(1)
     num = ((2 * k - n - 1) * v).sum(1)
-    return torch.where(total > 0, num / (n * torch.where(total > 0, total, torch.ones_like(total))),
-                       torch.full_like(total, float("nan")))
+    return torch.where(
+        total > 0,
+        num / (n * torch.where(total > 0, total, torch.ones_like(total))),
+        torch.full_like(total, float("nan")),
+    )
 
 
 @caller("complexity")
@@ -62,7 +65,9 @@ def complexity(attribution: torch.Tensor | Attribution) -> torch.Tensor:
     v = rescaled(a.flatten(1).abs())  # exact, scale-invariant: the sum cannot overflow
     total = v.sum(1, keepdim=True)
     p = v / torch.where(total > 0, total, torch.ones_like(total))
-    ent = -torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p)).sum(1)
+    ent = -torch.where(
+        p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p)
+    ).sum(1)
     return torch.where(total[:, 0] > 0, ent, torch.full_like(ent, float("nan")))
 
 
@@ -71,8 +76,17 @@ class Sparseness(Metric):
 
     higher_is_better: ClassVar[bool | None] = True
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: Any = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         return sparseness(attribution)
 
 
@@ -81,6 +95,15 @@ class Complexity(Metric):
 
     higher_is_better: ClassVar[bool | None] = False
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: Any = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         return complexity(attribution)

@@ -169,9 +169,22 @@ def deletion_curve(
     RISE: ``step=...`` with a zero substrate; Xplique: ``steps=10`` with a zero substrate.
     ROAD (MoRF): ``substrate=NoisyLinearImputation()``.
     """
-    return _curve("deletion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
-                  substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
-                  batch_size=batch_size, progress=progress)
+    return _curve(
+        "deletion",
+        model,
+        x,
+        attribution,
+        target,
+        step=step,
+        steps=steps,
+        max_fraction=max_fraction,
+        substrate=substrate,
+        reduce=channel_reduction,
+        domain=domain,
+        layout=layout,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 @caller("insertion_curve")
@@ -197,23 +210,46 @@ def insertion_curve(
     coefficients in a domain. Xplique's insertion starts from ``substrate=0.0``.
     """
     if substrate is None:
-        substrate = 0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
-    return _curve("insertion", model, x, attribution, target, step=step, steps=steps, max_fraction=max_fraction,
-                  substrate=substrate, reduce=channel_reduction, domain=domain, layout=layout,
-                  batch_size=batch_size, progress=progress)
+        substrate = (
+            0.0 if (domain is not None or getattr(attribution, "domain", None) is not None) else RiseBlur()
+        )
+    return _curve(
+        "insertion",
+        model,
+        x,
+        attribution,
+        target,
+        step=step,
+        steps=steps,
+        max_fraction=max_fraction,
+        substrate=substrate,
+        reduce=channel_reduction,
+        domain=domain,
+        layout=layout,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
-deletion_curve.__doc__ = (deletion_curve.__doc__ or "") + _CURVE_DOC + """
+deletion_curve.__doc__ = (
+    (deletion_curve.__doc__ or "")
+    + _CURVE_DOC
+    + """
     References
     ----------
     Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC
     2018; Rong et al., ROAD, ICML 2022.
 """
-insertion_curve.__doc__ = (insertion_curve.__doc__ or "") + _CURVE_DOC + """
+)
+insertion_curve.__doc__ = (
+    (insertion_curve.__doc__ or "")
+    + _CURVE_DOC
+    + """
     References
     ----------
     Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018.
 """
+)
 
 
 @caller("auc")
@@ -280,14 +316,17 @@ class Deletion(_Perturbation):
         progress: bool = True,
     ) -> None:
         if step is not None and steps is not None:
-            raise ParameterError(f"{current_caller()}: pass step=... (RISE) or steps=... (Xplique), not both.")
+            raise ParameterError(
+                f"{current_caller()}: pass step=... (RISE) or steps=... (Xplique), not both."
+            )
         self.step = None if step is None else check_int(step, "step", low=1)
         self.steps = None if steps is None else check_count(steps, "steps")
         self.max_fraction = check_float(max_fraction, "max_fraction", low=0.0, high=1.0, closed="right")
         # None: the insertion default (RiseBlur in input space, zero coefficients in a domain)
         self.substrate = None if substrate is None else as_substrate(substrate)
-        self.channel_reduction = check_option(channel_reduction, "channel_reduction",
-                                              options=(None, "sum", "mean", "max", "absmax"))
+        self.channel_reduction = check_option(
+            channel_reduction, "channel_reduction", options=(None, "sum", "mean", "max", "absmax")
+        )
         self.batch_size = check_batch_size(batch_size)
         self.progress = check_bool(progress, "progress")
 
@@ -295,15 +334,44 @@ class Deletion(_Perturbation):
     def is_stochastic(self) -> bool:  # type: ignore[override]
         return bool(getattr(self.substrate, "is_random", False))
 
-    def curve(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-              domain: Any = None, layout: LayoutLike | None = None) -> torch.Tensor:
+    def curve(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        domain: Any = None,
+        layout: LayoutLike | None = None,
+    ) -> torch.Tensor:
         fn = deletion_curve if self._mode == "deletion" else insertion_curve
-        return fn(model, x, attribution, target, step=self.step, steps=self.steps, max_fraction=self.max_fraction,
-                  substrate=self.substrate, channel_reduction=self.channel_reduction, domain=domain, layout=layout,
-                  batch_size=self.batch_size, progress=self.progress)
+        return fn(
+            model,
+            x,
+            attribution,
+            target,
+            step=self.step,
+            steps=self.steps,
+            max_fraction=self.max_fraction,
+            substrate=self.substrate,
+            channel_reduction=self.channel_reduction,
+            domain=domain,
+            layout=layout,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         return auc(self.curve(model, x, attribution, target, domain=domain))
 
 
@@ -314,8 +382,23 @@ class Insertion(Deletion):
     higher_is_better: ClassVar[bool | None] = True
     _mode = "insertion"
 
-    def __init__(self, *, step: int | None = None, steps: int | None = None, max_fraction: float = 1.0,
-                 substrate: Any = None, channel_reduction: str | None = None, batch_size: int | None = None,
-                 progress: bool = True) -> None:
-        super().__init__(step=step, steps=steps, max_fraction=max_fraction, substrate=substrate,
-                         channel_reduction=channel_reduction, batch_size=batch_size, progress=progress)
+    def __init__(
+        self,
+        *,
+        step: int | None = None,
+        steps: int | None = None,
+        max_fraction: float = 1.0,
+        substrate: Any = None,
+        channel_reduction: str | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(
+            step=step,
+            steps=steps,
+            max_fraction=max_fraction,
+            substrate=substrate,
+            channel_reduction=channel_reduction,
+            batch_size=batch_size,
+            progress=progress,
+        )

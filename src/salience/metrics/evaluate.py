@@ -153,7 +153,9 @@ def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
     if isinstance(data, tuple) and data and isinstance(data[0], torch.Tensor):
         data = [data]
     if data is None or isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise ParameterError(f"The 'data' parameter of evaluate must be {_DATA}. Got {type(data).__name__} instead.")
+        raise ParameterError(
+            f"The 'data' parameter of evaluate must be {_DATA}. Got {type(data).__name__} instead."
+        )
     for item in data:
         if isinstance(item, torch.Tensor):
             yield item, None, None
@@ -222,7 +224,9 @@ def evaluate(
         if not isinstance(m, Metric):
             raise ParameterError(f"metrics must be salience Metric objects; {name!r} is {type(m).__name__}.")
     # keyed by position: each explainer and metric object has its own rows, whatever its name
-    values: dict[tuple[int, int], list[torch.Tensor]] = {(i, j): [] for i in range(len(ex)) for j in range(len(ms))}
+    values: dict[tuple[int, int], list[torch.Tensor]] = {
+        (i, j): [] for i in range(len(ex)) for j in range(len(ms))
+    }
     n_batches = 0
     for x, y, mask in _batches(data):
         n_batches += 1

@@ -133,7 +133,9 @@ def faithfulness_correlation(
         """Rows ``start..stop``: their subsets are drawn here, in row order (bounded memory)."""
         bar.update(stop - start)
         s = torch.arange(start, stop, device=space.device) // n_runs
-        idx = torch.rand((stop - start, n_units), generator=gen, device=gen.device).argsort(-1)[:, :subset_size]
+        idx = torch.rand((stop - start, n_units), generator=gen, device=gen.device).argsort(-1)[
+            :, :subset_size
+        ]
         idx = idx.to(space.device)
         sums[start:stop] = flat[s].gather(1, idx).sum(-1)
         removed = torch.zeros((stop - start, n_units), dtype=torch.bool, device=space.device)
@@ -240,7 +242,10 @@ def infidelity(
             return given[start:stop].to(device=space.device, dtype=space.dtype)
         if perturb is None:
             noise = torch.stack(
-                [torch.randn(shape, generator=gen, device=gen.device, dtype=space.dtype) for _ in range(stop - start)]
+                [
+                    torch.randn(shape, generator=gen, device=gen.device, dtype=space.dtype)
+                    for _ in range(stop - start)
+                ]
             )
             return noise.to(space.device) * std
         pieces = []
@@ -253,7 +258,9 @@ def infidelity(
                     f"{current_caller()}: perturbation(x, k, generator) must return a tensor of shape (len(x), k, *S) = "
                     f"{(1, hi - lo, *shape)}. Got {got} instead."
                 )
-            pieces.append(check_values(p, "perturbation(x, k, generator)")[0].to(device=space.device, dtype=space.dtype))
+            pieces.append(
+                check_values(p, "perturbation(x, k, generator)")[0].to(device=space.device, dtype=space.dtype)
+            )
         return torch.cat(pieces)
 
     def make(start: int, stop: int) -> torch.Tensor:
@@ -268,7 +275,9 @@ def infidelity(
     if normalize:
         num = (dots * diffs).mean(1, keepdim=True)
         den = (dots * dots).mean(1, keepdim=True)
-        beta = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        beta = torch.where(
+            den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den)
+        )
         dots = beta * dots
     return check_finite_result(
         (dots - diffs).square().mean(1),
@@ -283,9 +292,17 @@ class FaithfulnessCorrelation(_Perturbation):
     higher_is_better: ClassVar[bool | None] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_runs: int = 100, subset_size: int = 224, substrate: Any = 0.0,
-                 similarity: str | Callable = "pearson", generator: torch.Generator | None = None,
-                 batch_size: int | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        n_runs: int = 100,
+        subset_size: int = 224,
+        substrate: Any = 0.0,
+        similarity: str | Callable = "pearson",
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> None:
         self.n_runs = check_count(n_runs, "n_runs", low=2)
         self.subset_size = check_int(subset_size, "subset_size", low=1)
         self.substrate = as_substrate(substrate)
@@ -294,12 +311,31 @@ class FaithfulnessCorrelation(_Perturbation):
         self.batch_size = check_batch_size(batch_size)
         self.progress = check_bool(progress, "progress")
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
-        return faithfulness_correlation(model, x, attribution, target, n_runs=self.n_runs,
-                                        subset_size=self.subset_size, substrate=self.substrate,
-                                        similarity=self.similarity, generator=self.generator, domain=domain,
-                                        batch_size=self.batch_size, progress=self.progress)
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
+        return faithfulness_correlation(
+            model,
+            x,
+            attribution,
+            target,
+            n_runs=self.n_runs,
+            subset_size=self.subset_size,
+            substrate=self.substrate,
+            similarity=self.similarity,
+            generator=self.generator,
+            domain=domain,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
 
 
 class Infidelity(_Perturbation):
@@ -308,9 +344,16 @@ class Infidelity(_Perturbation):
     higher_is_better: ClassVar[bool | None] = False
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_perturbations: int = 10, std: float = 0.1, perturbation: Any = None,
-                 normalize: bool = False, generator: torch.Generator | None = None,
-                 batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        n_perturbations: int = 10,
+        std: float = 0.1,
+        perturbation: Any = None,
+        normalize: bool = False,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         self.n_perturbations = check_count(n_perturbations, "n_perturbations")
         self.std = check_float(std, "std", low=0.0)
         self.perturbation = _check_perturbation(perturbation)
@@ -318,8 +361,27 @@ class Infidelity(_Perturbation):
         self.generator = check_generator(generator)
         self.batch_size = check_batch_size(batch_size)
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
-        return infidelity(model, x, attribution, target, n_perturbations=self.n_perturbations, std=self.std,
-                          perturbation=self.perturbation, normalize=self.normalize, generator=self.generator,
-                          domain=domain, batch_size=self.batch_size)
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
+        return infidelity(
+            model,
+            x,
+            attribution,
+            target,
+            n_perturbations=self.n_perturbations,
+            std=self.std,
+            perturbation=self.perturbation,
+            normalize=self.normalize,
+            generator=self.generator,
+            domain=domain,
+            batch_size=self.batch_size,
+        )

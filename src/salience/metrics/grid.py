@@ -122,14 +122,20 @@ def _edges(length: int, n: int) -> list[int]:
 
 
 def _confident(
-    x: torch.Tensor, labels: torch.Tensor, models: Sequence[Any], threshold: float, layout: Layout,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    models: Sequence[Any],
+    threshold: float,
+    layout: Layout,
     batch_size: int | None,
 ) -> torch.Tensor:
     """Rao et al.'s filter: every model predicts the label with softmax confidence >= threshold."""
     keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for model in models:
         if not callable(model):
-            raise ParameterError(f"The 'model' parameter of {current_caller()} must be callable. Got {type(model).__name__}.")
+            raise ParameterError(
+                f"The 'model' parameter of {current_caller()} must be callable. Got {type(model).__name__}."
+            )
         # only the raw outputs are read: Output() binds without a model call
         out = make_score(model, x, Output(), batch_size=batch_size, layout=layout).reference_output()
         if out.ndim != 2 or out.shape[1] < 2:
@@ -258,12 +264,18 @@ def make_grid(
     axes = tuple(axes)
     pos = lay.axes(*axes)
     if "b" in axes or "c" in axes or len(set(axes)) != len(axes):
-        raise ParameterError(f"The 'axes' parameter of {current_caller()} must name distinct spatial axes of {lay}. Got {axes}.")
+        raise ParameterError(
+            f"The 'axes' parameter of {current_caller()} must name distinct spatial axes of {lay}. Got {axes}."
+        )
     if cells is None:
         cells = (2, 2) if len(axes) == 2 else (4,) * len(axes)
     elif isinstance(cells, int) and not isinstance(cells, bool):
         cells = (cells,) * len(axes)
-    elif isinstance(cells, (str, bytes, bool)) or not hasattr(cells, "__iter__") or getattr(cells, "ndim", 1) == 0:
+    elif (
+        isinstance(cells, (str, bytes, bool))
+        or not hasattr(cells, "__iter__")
+        or getattr(cells, "ndim", 1) == 0
+    ):
         raise ParameterError(
             f"The 'cells' parameter of {current_caller()} must be None, an int or a sequence of ints (cells "
             f"per grid axis {axes}). Got {cells!r} instead."
@@ -280,7 +292,9 @@ def make_grid(
     distinct = check_bool(distinct, "distinct")
     batch_size = check_batch_size(batch_size)
     if (model is None) != (min_confidence is None):
-        raise ParameterError(f"{current_caller()}: the confidence filter needs both model=... and min_confidence=... .")
+        raise ParameterError(
+            f"{current_caller()}: the confidence filter needs both model=... and min_confidence=... ."
+        )
 
     keep = torch.ones(x.shape[0], dtype=torch.bool)
     if min_confidence is not None:
@@ -307,7 +321,9 @@ def make_grid(
         length = x.shape[p]
         if resize:
             if length < n:
-                raise ShapeError(f"{current_caller()}: axis {lay.names[p]!r} of size {length} cannot hold {n} cells.")
+                raise ShapeError(
+                    f"{current_caller()}: axis {lay.names[p]!r} of size {length} cannot hold {n} cells."
+                )
             bounds.append(_edges(length, n))
         else:
             bounds.append([i * length for i in range(n + 1)])
@@ -325,7 +341,11 @@ def make_grid(
             size[p - 2] = hi - lo
         part = x.detach()[src[:, cell].to(x.device)]
         if size != spatial:
-            kw = {"mode": _LINEAR[len(spatial)], "align_corners": False} if mode == "linear" else {"mode": mode}
+            kw = (
+                {"mode": _LINEAR[len(spatial)], "align_corners": False}
+                if mode == "linear"
+                else {"mode": mode}
+            )
             if mode == "linear" and len(spatial) not in _LINEAR:
                 raise ParameterError(f"{current_caller()}: mode='linear' supports 1 to 3 spatial axes.")
             part = F.interpolate(part, size=size, **kw)

@@ -65,10 +65,14 @@ def grid_pointing_game(
     """
     if isinstance(attributions, Attribution):
         if attributions.domain is not None:
-            raise ShapeError(f"{current_caller()} needs input-space attributions; got attributions in {attributions.domain!r}.")
+            raise ShapeError(
+                f"{current_caller()} needs input-space attributions; got attributions in {attributions.domain!r}."
+            )
         attributions = attributions.values
     if not isinstance(attributions, torch.Tensor) or attributions.ndim < 3:
-        raise ShapeError(f"{current_caller()}: attributions must be a tensor (M, C, *S). Got {type(attributions).__name__}.")
+        raise ShapeError(
+            f"{current_caller()}: attributions must be a tensor (M, C, *S). Got {type(attributions).__name__}."
+        )
     attributions = check_values(attributions, "attributions", min_ndim=3)
     masks = grid.masks if isinstance(grid, Grid) else grid
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:

@@ -57,9 +57,7 @@ def _dilate(m: torch.Tensor, tolerance: float) -> torch.Tensor:
     # a ball wider than the spatial extent covers every position: larger radii change nothing
     tolerance = min(tolerance, math.hypot(*m.shape[2:]))
     r = int(math.floor(tolerance))
-    grid = torch.stack(
-        torch.meshgrid(*[torch.arange(-r, r + 1, dtype=torch.float64)] * d, indexing="ij")
-    )
+    grid = torch.stack(torch.meshgrid(*[torch.arange(-r, r + 1, dtype=torch.float64)] * d, indexing="ij"))
     ball = (grid.square().sum(0) <= tolerance**2 + 1e-9).to(torch.float32)
     b, c = m.shape[:2]
     flat = m.reshape(b * c, 1, *m.shape[2:]).to(torch.float32)
@@ -120,7 +118,11 @@ def energy_pointing_game(attribution: torch.Tensor | Attribution, mask: torch.Te
     pos = rescaled(a.clamp_min(0).flatten(1))  # exact: a ratio, and its sums cannot overflow
     total = pos.sum(1)
     inside = (pos * m.flatten(1)).sum(1)
-    value = torch.where(total > 0, inside / torch.where(total > 0, total, torch.ones_like(total)), torch.full_like(total, float("nan")))
+    value = torch.where(
+        total > 0,
+        inside / torch.where(total > 0, total, torch.ones_like(total)),
+        torch.full_like(total, float("nan")),
+    )
     return _nan_if_empty(value, m)
 
 
@@ -163,8 +165,11 @@ def relevance_mass(
     total = flat.sum(1)
     defined = total != 0
     inside = (flat * m.flatten(1)).sum(1)
-    value = torch.where(defined, inside / torch.where(defined, total, torch.ones_like(total)),
-                        torch.full_like(total, float("nan")))
+    value = torch.where(
+        defined,
+        inside / torch.where(defined, total, torch.ones_like(total)),
+        torch.full_like(total, float("nan")),
+    )
     return _nan_if_empty(value, m)
 
 
@@ -216,8 +221,17 @@ class _Localisation(Metric):
     higher_is_better: ClassVar[bool | None] = True
     requires_mask: ClassVar[bool] = True
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *,
-                 explainer: Any = None, mask: torch.Tensor | None = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: Any = None,
+        *,
+        explainer: Any = None,
+        mask: torch.Tensor | None = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         return self._compute(attribution, self._need(mask, "a ground-truth mask (mask=...)"))
 
     def _compute(self, attribution: Any, mask: torch.Tensor) -> torch.Tensor:

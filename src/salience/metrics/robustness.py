@@ -121,14 +121,20 @@ def reexplainer(
     """
     if isinstance(explainer, Explainer):
         lay = Layout.infer(x, explainer.layout)
-        score = make_score(explainer.model, x, target, batch_size=explainer.batch_size, layout=lay,
-                           caller=explainer.name)
+        score = make_score(
+            explainer.model, x, target, batch_size=explainer.batch_size, layout=lay, caller=explainer.name
+        )
         score = explainer.explained_score(score)  # as Explainer.explain (e.g. a stripped softmax)
 
         def run(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
             samples = samples.to(score.input.device)
-            rows = score.retarget(score.target, xp, score.sample_map[samples], parents=samples,
-                                  target_map=score.target_map[samples])
+            rows = score.retarget(
+                score.target,
+                xp,
+                score.sample_map[samples],
+                parents=samples,
+                target_map=score.target_map[samples],
+            )
             with caller(explainer.name):
                 parts = as_parts(explainer.attribute(xp, rows), lay)
             return parts.values.detach().to(dtype=xp.dtype)
@@ -202,7 +208,10 @@ def _sensitivities(
             samples = torch.arange(start, stop, device=x.device) // n
             # uniform in the L-infinity ball, as Captum's default_perturb_func
             noise = torch.stack(
-                [torch.rand(shape, generator=gen, device=gen.device, dtype=x.dtype) for _ in range(stop - start)]
+                [
+                    torch.rand(shape, generator=gen, device=gen.device, dtype=x.dtype)
+                    for _ in range(stop - start)
+                ]
             ).to(x.device)
             xp = x[samples] + (2 * noise - 1) * radius
             pert = check_values(explain(xp, samples), "the explanations of the perturbed copies")
@@ -212,8 +221,11 @@ def _sensitivities(
                     f"{tuple(pert.shape)}, but the attribution at x has shape {tuple(ref.shape)}; "
                     f"expected {(stop - start, *ref.shape[1:])}."
                 )
-            parts.append(torch.linalg.vector_norm(pert.reshape(stop - start, -1) - ref_flat[samples.to(ref_flat.device)],
-                                                  ord=ordv, dim=1))
+            parts.append(
+                torch.linalg.vector_norm(
+                    pert.reshape(stop - start, -1) - ref_flat[samples.to(ref_flat.device)], ord=ordv, dim=1
+                )
+            )
             bar.update(stop - start)
     sens = torch.cat(parts).reshape(b, n)
     if normalize:
@@ -290,9 +302,18 @@ def max_sensitivity(
     progress: bool = True,
 ) -> torch.Tensor:
     """Max-sensitivity: the largest change of the explanation over random perturbations."""
-    return _sensitivities(explainer, x, target, n_perturbations=n_perturbations, radius=radius, norm=norm,
-                          normalize=normalize, attribution=attribution, generator=generator,
-                          progress=progress).amax(1)
+    return _sensitivities(
+        explainer,
+        x,
+        target,
+        n_perturbations=n_perturbations,
+        radius=radius,
+        norm=norm,
+        normalize=normalize,
+        attribution=attribution,
+        generator=generator,
+        progress=progress,
+    ).amax(1)
 
 
 @caller("avg_sensitivity")
@@ -310,9 +331,18 @@ def avg_sensitivity(
     progress: bool = True,
 ) -> torch.Tensor:
     """Average sensitivity: the mean change of the explanation over random perturbations."""
-    return _sensitivities(explainer, x, target, n_perturbations=n_perturbations, radius=radius, norm=norm,
-                          normalize=normalize, attribution=attribution, generator=generator,
-                          progress=progress).mean(1)
+    return _sensitivities(
+        explainer,
+        x,
+        target,
+        n_perturbations=n_perturbations,
+        radius=radius,
+        norm=norm,
+        normalize=normalize,
+        attribution=attribution,
+        generator=generator,
+        progress=progress,
+    ).mean(1)
 
 
 max_sensitivity.__doc__ = (max_sensitivity.__doc__ or "") + _DOC
@@ -327,9 +357,16 @@ class MaxSensitivity(Metric):
     is_stochastic: ClassVar[bool] = True
     _reduce = staticmethod(max_sensitivity)
 
-    def __init__(self, *, n_perturbations: int = 10, radius: float = 0.02, norm: Any = "fro",
-                 normalize: bool = False, generator: torch.Generator | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        n_perturbations: int = 10,
+        radius: float = 0.02,
+        norm: Any = "fro",
+        normalize: bool = False,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+    ) -> None:
         self.n_perturbations = check_count(n_perturbations, "n_perturbations")
         self.radius = check_float(radius, "radius", low=0.0)
         self.norm = check_norm(norm)
@@ -337,12 +374,30 @@ class MaxSensitivity(Metric):
         self.generator = check_generator(generator)
         self.progress = check_bool(progress, "progress")
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
-        return type(self)._reduce(explainer, x, target, n_perturbations=self.n_perturbations, radius=self.radius,
-                                  norm=self.norm, normalize=self.normalize, attribution=attribution,
-                                  generator=self.generator, progress=self.progress)
+        return type(self)._reduce(
+            explainer,
+            x,
+            target,
+            n_perturbations=self.n_perturbations,
+            radius=self.radius,
+            norm=self.norm,
+            normalize=self.normalize,
+            attribution=attribution,
+            generator=self.generator,
+            progress=self.progress,
+        )
 
 
 class AvgSensitivity(MaxSensitivity):

@@ -350,10 +350,20 @@ class CompletenessGap(Metric):
         self.baseline = _check_baseline(baseline)
         self.batch_size = check_batch_size(batch_size)
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
-        return completeness_gap(model, x, attribution, target, baseline=self.baseline, domain=domain,
-                                batch_size=self.batch_size)
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
+        return completeness_gap(
+            model, x, attribution, target, baseline=self.baseline, domain=domain, batch_size=self.batch_size
+        )
 
 
 class ModelRandomisation(Metric):
@@ -363,19 +373,44 @@ class ModelRandomisation(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, layers: list[str] | None = None, similarity: str | Callable = "spearman",
-                 use_abs: bool = False, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        layers: list[str] | None = None,
+        similarity: str | Callable = "spearman",
+        use_abs: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.layers = _check_layers(layers)
         self.similarity = _check_similarity(similarity)
         self.use_abs = check_bool(use_abs, "use_abs")
         self.generator = check_generator(generator)
 
-    def curve(self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None) -> torch.Tensor:
-        return model_randomisation(explainer, x, target, layers=self.layers, similarity=self.similarity,
-                                   use_abs=self.use_abs, attribution=attribution, generator=self.generator)
+    def curve(
+        self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None
+    ) -> torch.Tensor:
+        return model_randomisation(
+            explainer,
+            x,
+            target,
+            layers=self.layers,
+            similarity=self.similarity,
+            use_abs=self.use_abs,
+            attribution=attribution,
+            generator=self.generator,
+        )
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
         return self.curve(explainer, x, target, attribution=attribution)[:, -1]
 
@@ -387,14 +422,35 @@ class RandomLogit(Metric):
     requires_explainer: ClassVar[bool] = True
     is_stochastic: ClassVar[bool] = True
 
-    def __init__(self, *, n_classes: int | None = None, similarity: str | Callable = "spearman",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        n_classes: int | None = None,
+        similarity: str | Callable = "spearman",
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.n_classes = None if n_classes is None else check_count(n_classes, "n_classes", low=2)
         self.similarity = _check_similarity(similarity)
         self.generator = check_generator(generator)
 
-    def __call__(self, model: Any, x: torch.Tensor, attribution: Any, target: TargetLike = None, *,
-                 explainer: Any = None, mask: Any = None, domain: Any = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        attribution: Any,
+        target: TargetLike = None,
+        *,
+        explainer: Any = None,
+        mask: Any = None,
+        domain: Any = None,
+    ) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
-        return random_logit(explainer, x, target, n_classes=self.n_classes, similarity=self.similarity,
-                            attribution=attribution, generator=self.generator)
+        return random_logit(
+            explainer,
+            x,
+            target,
+            n_classes=self.n_classes,
+            similarity=self.similarity,
+            attribution=attribution,
+            generator=self.generator,
+        )

@@ -47,7 +47,9 @@ class RiseBlur(Substrate):
         self.sigma = check_float(sigma, "sigma", low=0.0, high=self.MAX_SIGMA, closed="right")
         self.size = check_int(size, "size", low=1, high=self.MAX_SIZE)
         if self.size % 2 == 0:
-            raise ParameterError(f"The 'size' parameter of {current_caller()} must be odd. Got {size!r} instead.")
+            raise ParameterError(
+                f"The 'size' parameter of {current_caller()} must be odd. Got {size!r} instead."
+            )
 
     def kernel(self) -> torch.Tensor:
         """The 1-D kernel (float64, ``size`` taps) whose outer products give RISE's kernel.
@@ -127,7 +129,12 @@ class NoisyLinearImputation(Substrate):
     is_random: ClassVar[bool] = True
 
     def __init__(
-        self, noise: float = 0.01, *, generator: torch.Generator | None = None, max_iter: int = 2000, tol: float = 1e-10
+        self,
+        noise: float = 0.01,
+        *,
+        generator: torch.Generator | None = None,
+        max_iter: int = 2000,
+        tol: float = 1e-10,
     ) -> None:
         self.noise = check_float(noise, "noise", low=0.0)
         self.generator = check_generator(generator)
@@ -149,7 +156,9 @@ class NoisyLinearImputation(Substrate):
 
     def __call__(self, x: torch.Tensor, layout: LayoutLike, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
-            raise ParameterError("NoisyLinearImputation is mask-aware: call it as substrate(x, layout, mask).")
+            raise ParameterError(
+                "NoisyLinearImputation is mask-aware: call it as substrate(x, layout, mask)."
+            )
         lay = Layout(str(layout))
         spatial = lay.spatial_axes
         d = len(spatial)
@@ -168,7 +177,9 @@ class NoisyLinearImputation(Substrate):
 
         def apply(p: torch.Tensor) -> torch.Tensor:
             p = p * unknown
-            return unknown * (diag * p - sum(w * self._shift(p, o) for o, w in zip(offsets, weights, strict=True)))
+            return unknown * (
+                diag * p - sum(w * self._shift(p, o) for o, w in zip(offsets, weights, strict=True))
+            )
 
         rows = v.shape[0]
         dims = tuple(range(1, v.ndim))

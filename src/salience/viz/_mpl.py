@@ -48,7 +48,9 @@ def axes_or_new(ax: Any, figsize: tuple[float, float]) -> Any:
         if not hasattr(ax, "figure") or not hasattr(ax, "plot"):
             from ..errors import ParameterError
 
-            raise ParameterError(f"The 'ax' argument must be a matplotlib Axes or None. Got {type(ax).__name__} instead.")
+            raise ParameterError(
+                f"The 'ax' argument must be a matplotlib Axes or None. Got {type(ax).__name__} instead."
+            )
         return ax
     return new_figure(figsize).add_subplot()
 

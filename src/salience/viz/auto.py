@@ -59,11 +59,15 @@ def plot_attribution(
 
     layout = getattr(attribution, "layout", None)
     if layout is None:
-        raise ParameterError("plot_attribution needs an Attribution (with a layout); use plot_signal/plot_image for arrays.")
+        raise ParameterError(
+            "plot_attribution needs an Attribution (with a layout); use plot_signal/plot_image for arrays."
+        )
     xs = to_numpy(x, "x")
     a_all = to_numpy(attribution, "attribution")
     if not -a_all.shape[0] <= index < a_all.shape[0] or xs.shape[0] != a_all.shape[0]:
-        raise ParameterError(f"index {index} must address one of the {a_all.shape[0]} samples of x and the attribution.")
+        raise ParameterError(
+            f"index {index} must address one of the {a_all.shape[0]} samples of x and the attribution."
+        )
     xi, a = xs[index], a_all[index]
     names = tuple(n for n in layout.names if n != "b")
     domain = getattr(attribution, "domain", None)
@@ -101,7 +105,13 @@ def plot_attribution(
     if a.ndim == 1:
         vmin, vmax = limits(a)
         mpl = _mpl.matplotlib()
-        ax.bar(range(a.shape[0]), a, color=mpl.colormaps[DEFAULT_CMAP]((a - vmin) / (vmax - vmin)), edgecolor="0.3", linewidth=0.5)
+        ax.bar(
+            range(a.shape[0]),
+            a,
+            color=mpl.colormaps[DEFAULT_CMAP]((a - vmin) / (vmax - vmin)),
+            edgecolor="0.3",
+            linewidth=0.5,
+        )
         ax.axhline(0, color="0.3", linewidth=0.6)
         ax.set_xlabel(names[0], **_mpl.PLAIN)
         ax.set_ylabel("attribution")
@@ -109,8 +119,12 @@ def plot_attribution(
     v = a.reshape(a.shape[0], -1)
     vmin, vmax = limits(v)
     seconds = len(names) == 2 and names[1] == "t" and fs is not None
-    extent = (-0.5 / fs, (v.shape[1] - 0.5) / fs, v.shape[0] - 0.5, -0.5) if seconds and fs is not None else None
-    im = ax.imshow(v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent)
+    extent = (
+        (-0.5 / fs, (v.shape[1] - 0.5) / fs, v.shape[0] - 0.5, -0.5) if seconds and fs is not None else None
+    )
+    im = ax.imshow(
+        v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent
+    )
     if v.shape[0] <= 32:
         ax.set_yticks(range(v.shape[0]))
         ax.set_yticklabels([f"{names[0]} {i}" for i in range(v.shape[0])], **_mpl.PLAIN)

@@ -103,7 +103,9 @@ def normalize(values: Any, norm: str = "symmetric", percentile: float = 100.0) -
     return np.clip((v - lo) / (hi - lo), 0.0, 1.0)
 
 
-def to_rgba(values: Any, cmap: Any = DEFAULT_CMAP, norm: str = "symmetric", percentile: float = 100.0) -> np.ndarray:
+def to_rgba(
+    values: Any, cmap: Any = DEFAULT_CMAP, norm: str = "symmetric", percentile: float = 100.0
+) -> np.ndarray:
     """Map attributions to RGBA colours, shape ``values.shape + (4,)``, floats in [0, 1].
 
     ``cmap`` is a matplotlib colour map name or object; without matplotlib the built-in

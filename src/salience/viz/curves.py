@@ -47,7 +47,9 @@ def plot_curves(
     matplotlib Axes
     """
     if legend not in ("right", "below", "best", "none"):
-        raise ParameterError(f"The 'legend' parameter must be 'right', 'below', 'best' or 'none'. Got {legend!r} instead.")
+        raise ParameterError(
+            f"The 'legend' parameter must be 'right', 'below', 'best' or 'none'. Got {legend!r} instead."
+        )
     if kind not in ("deletion", "insertion"):
         raise ParameterError(f"The 'kind' parameter must be 'deletion' or 'insertion'. Got {kind!r} instead.")
     if not isinstance(curves, Mapping) or not curves:
@@ -76,10 +78,15 @@ def plot_curves(
         places: dict[str, dict[str, Any]] = {
             "right": {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0},
             "below": {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28), "ncol": 2},
-            "best": {"loc": "best"}}
+            "best": {"loc": "best"},
+        }
         place = places[legend]
-        leg = ax.legend(fontsize=8, title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)",
-                        title_fontsize=8, **place)
+        leg = ax.legend(
+            fontsize=8,
+            title=f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)",
+            title_fontsize=8,
+            **place,
+        )
         _mpl.plain([*leg.get_texts(), leg.get_title()])
     if title:
         ax.set_title(title, **_mpl.PLAIN)

@@ -23,10 +23,14 @@ def _image_hwc(image: Any) -> np.ndarray:
         if im.shape[0] in (1, 3):
             im = np.moveaxis(im, 0, -1)  # channels-first, the library's layout
         elif im.shape[-1] not in (1, 3, 4):
-            raise ShapeError(f"The 'image' argument must have 1 or 3 channels (C, H, W); got shape {im.shape}.")
+            raise ShapeError(
+                f"The 'image' argument must have 1 or 3 channels (C, H, W); got shape {im.shape}."
+            )
         im = im[..., 0] if im.shape[-1] == 1 else im[..., :3]
     elif im.ndim != 2:
-        raise ShapeError(f"The 'image' argument must be (C, H, W), (H, W, 3) or (H, W); got shape {im.shape}.")
+        raise ShapeError(
+            f"The 'image' argument must be (C, H, W), (H, W, 3) or (H, W); got shape {im.shape}."
+        )
     lo, hi = float(np.nanmin(im)), float(np.nanmax(im))
     return (im - lo) / (hi - lo) if hi > lo else np.zeros_like(im)
 
@@ -83,16 +87,27 @@ def _gaussian_smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def scale_note(norm: str = "symmetric", percentile: float = 100.0, *, channel_reduce: str | None = None,
-               smooth: float = 0.0) -> str:
+def scale_note(
+    norm: str = "symmetric",
+    percentile: float = 100.0,
+    *,
+    channel_reduce: str | None = None,
+    smooth: float = 0.0,
+) -> str:
     """A short statement of how a map was scaled for display (written under plot_grid's column
     titles), e.g. ``"sum |a| over channels, smoothed (sigma 2 px)\n0 to p99 of |a|"``: the
     channel reduction and smoothing on one line, the colour limits (``pN``: the N-th
     percentile) on the next."""
     parts = []
     if channel_reduce is not None:
-        parts.append({"sum": "sum over channels", "mean": "mean over channels", "absmax": "largest |a| of the channels",
-                      "abssum": "sum |a| over channels"}[channel_reduce])
+        parts.append(
+            {
+                "sum": "sum over channels",
+                "mean": "mean over channels",
+                "absmax": "largest |a| of the channels",
+                "abssum": "sum |a| over channels",
+            }[channel_reduce]
+        )
     if smooth and smooth > 0:
         parts.append(f"smoothed (sigma {smooth:g} px)")
     p = "max" if percentile >= 100 else f"p{percentile:g}"
@@ -157,21 +172,32 @@ def plot_image(
     if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
         raise ParameterError(f"The 'alpha' parameter must be in [0, 1]. Got {alpha!r} instead.")
     if background not in ("gray", "rgb"):
-        raise ParameterError(f"The 'background' parameter must be 'gray' or 'rgb'. Got {background!r} instead.")
+        raise ParameterError(
+            f"The 'background' parameter must be 'gray' or 'rgb'. Got {background!r} instead."
+        )
     if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not smooth >= 0:
-        raise ParameterError(f"The 'smooth' parameter must be a standard deviation >= 0 in pixels. Got {smooth!r} instead.")
+        raise ParameterError(
+            f"The 'smooth' parameter must be a standard deviation >= 0 in pixels. Got {smooth!r} instead."
+        )
     im = _image_hwc(image)
     H, W = im.shape[:2]
     ax = _mpl.axes_or_new(ax, (4.2, 4.2 * H / W if W else 4.2))
     shown = im.mean(-1) if (background == "gray" and im.ndim == 3) else im
-    ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+    ax.imshow(
+        shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5)
+    )
     if attr is not None:
         a = _gaussian_smooth(_map_hw(attr, channel_reduce), float(smooth))
         vmin, vmax = limits(a, norm, percentile)
         v = np.abs(a) if norm == "absmax" else a
         opacity = alpha * _strength(v, vmin, vmax) if weighted_alpha else alpha
         ax.imshow(
-            v, cmap=cmap, vmin=vmin, vmax=vmax, alpha=opacity, interpolation="bilinear",
+            v,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            alpha=opacity,
+            interpolation="bilinear",
             extent=(-0.5, W - 0.5, H - 0.5, -0.5),
         )
         if colorbar:
@@ -233,7 +259,9 @@ def plot_grid(
 
     x = to_numpy(inputs, "inputs")
     if x.ndim not in (3, 4):
-        raise ShapeError(f"The 'inputs' argument must be (N, C, T) signals or (N, C, H, W) images; got shape {x.shape}.")
+        raise ShapeError(
+            f"The 'inputs' argument must be (N, C, T) signals or (N, C, H, W) images; got shape {x.shape}."
+        )
     if not isinstance(attributions, Mapping) or not attributions:
         raise ParameterError("The 'attributions' argument must be a non-empty mapping {method name: maps}.")
     maps = {str(k): to_numpy(v, f"attributions[{k!r}]") for k, v in attributions.items()}
@@ -256,7 +284,9 @@ def plot_grid(
     if image:  # fixed-aspect cells: "compressed" keeps the titles and scale notes inside the figure
         fig.set_layout_engine("compressed")
     axes = np.atleast_2d(fig.subplots(N, len(cols), squeeze=False))
-    draw_defaults = {"percentile": 99.5, "channel_reduce": "sum", "smooth": 0.0} if image else {"percentile": 100.0}
+    draw_defaults = (
+        {"percentile": 99.5, "channel_reduce": "sum", "smooth": 0.0} if image else {"percentile": 100.0}
+    )
     for j, name in enumerate(cols):
         is_input = name == "input" and image and show_input
         col_kw = {} if is_input else {k: pick(v, name, None) for k, v in kwargs.items()}
@@ -284,9 +314,16 @@ def plot_grid(
                 if scale_notes:
                     opts = {**draw_defaults, **col_kw}
                     several = image and not is_input and maps[name].ndim == 4 and maps[name].shape[1] > 1
-                    note = "min-max scaled for display" if is_input else scale_note(
-                        c_norm, opts["percentile"], channel_reduce=opts.get("channel_reduce") if several else None,
-                        smooth=opts.get("smooth", 0.0))
+                    note = (
+                        "min-max scaled for display"
+                        if is_input
+                        else scale_note(
+                            c_norm,
+                            opts["percentile"],
+                            channel_reduce=opts.get("channel_reduce") if several else None,
+                            smooth=opts.get("smooth", 0.0),
+                        )
+                    )
                     # a label on a tick-less top axis: the layout makes room and the title sits above
                     top = ax.secondary_xaxis("top")
                     top.set_xticks([])

@@ -173,7 +173,9 @@ class Report:
                 if k not in cols:
                     cols.append(k)
         head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows
+        )
         cap = f"<caption>{_e(caption)}</caption>" if caption else ""
         self._blocks.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return self
@@ -260,15 +262,19 @@ class Report:
         """The report as one HTML string."""
         toc = ""
         if len(self._toc) > 1:
-            toc = "<nav><ul>" + "".join(f'<li><a href="#{_e(a)}">{_e(t)}</a></li>' for a, t in self._toc) + "</ul></nav>"
+            toc = (
+                "<nav><ul>"
+                + "".join(f'<li><a href="#{_e(a)}">{_e(t)}</a></li>' for a, t in self._toc)
+                + "</ul></nav>"
+            )
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         from .. import __version__
 
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(self.title)}</title>"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(self.title)}</title>'
             f"<style>{_CSS}</style></head><body><h1>{_e(self.title)}</h1>"
-            f"<p class=\"meta\">salience {_e(__version__)} &middot; {stamp} &middot; {self.n_figures} figures. "
+            f'<p class="meta">salience {_e(__version__)} &middot; {stamp} &middot; {self.n_figures} figures. '
             "Signed attributions use a diverging colour map: red pushes the explained score up, "
             "blue pushes it down, white is zero. Each map has its own colour scale; how it is "
             "scaled (symmetric, magnitude, min-max, clipping, smoothing) is stated in the figure "
@@ -291,9 +297,13 @@ class Report:
             )
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
-            raise ParameterError(f"The 'path' parameter of Report.save must be a non-empty text path. Got {path!r} instead.")
+            raise ParameterError(
+                f"The 'path' parameter of Report.save must be a non-empty text path. Got {path!r} instead."
+            )
         if os.path.isdir(path):
-            raise ParameterError(f"The 'path' parameter of Report.save must name a file; {path!r} is a folder.")
+            raise ParameterError(
+                f"The 'path' parameter of Report.save must name a file; {path!r} is a folder."
+            )
         text = self.to_html()
         try:
             parent = os.path.dirname(path)

@@ -35,7 +35,9 @@ def _per_bin(attr: Any, channel: int | None) -> np.ndarray:
         if channel is None:
             a = a.sum(0)
         elif not (isinstance(channel, (int, np.integer)) and -a.shape[0] <= channel < a.shape[0]):
-            raise ParameterError(f"The 'channel' parameter must be an index in [0, {a.shape[0]}). Got {channel!r}.")
+            raise ParameterError(
+                f"The 'channel' parameter must be an index in [0, {a.shape[0]}). Got {channel!r}."
+            )
         else:
             a = a[channel]
     if a.ndim != 1:
@@ -69,7 +71,9 @@ def _check_bands(bands: Mapping[str, Sequence[float]]) -> dict[str, tuple[float,
     return out
 
 
-def band_sums(attr: Any, freqs: Any, bands: Mapping[str, Sequence[float]] = EEG_BANDS) -> tuple[list[str], np.ndarray]:
+def band_sums(
+    attr: Any, freqs: Any, bands: Mapping[str, Sequence[float]] = EEG_BANDS
+) -> tuple[list[str], np.ndarray]:
     """Sum per-bin attributions into named bands.
 
     Parameters
@@ -142,13 +146,20 @@ def plot_spectrum(
     ax = _mpl.axes_or_new(ax, (8, 3))
     mpl = _mpl.matplotlib()
     vmin, vmax = limits(a, "symmetric")
-    colours = mpl.colormaps[cmap](np.clip((a - vmin) / (vmax - vmin), 0, 1)) if isinstance(cmap, str) else cmap(np.clip((a - vmin) / (vmax - vmin), 0, 1))
+    colours = (
+        mpl.colormaps[cmap](np.clip((a - vmin) / (vmax - vmin), 0, 1))
+        if isinstance(cmap, str)
+        else cmap(np.clip((a - vmin) / (vmax - vmin), 0, 1))
+    )
     width = float(np.median(np.diff(f))) * 0.9 if f.shape[0] > 1 else 1.0
     ax.bar(f, a, width=width, color=colours, edgecolor="none", zorder=2)
     ax.axhline(0, color="0.3", linewidth=0.6, zorder=1)
     if xlabel is None:
-        xlabel = "frequency (Hz)" if fs is not None or (freqs is not None and float(np.max(f)) > 0.5) else (
-            "frequency (cycles per sample)" if freqs is not None else "frequency bin")
+        xlabel = (
+            "frequency (Hz)"
+            if fs is not None or (freqs is not None and float(np.max(f)) > 0.5)
+            else ("frequency (cycles per sample)" if freqs is not None else "frequency bin")
+        )
     ax.set_xlabel(xlabel, **_mpl.PLAIN)
     ax.set_ylabel("attribution")
     hi = fmax if fmax is not None else float(f[-1]) + width / 2
@@ -159,8 +170,18 @@ def plot_spectrum(
                 continue
             ax.axvspan(lo, min(bh, hi), color=("0.96" if k % 2 == 0 else "0.9"), zorder=0)
             # above the axes, where no bar can cover it
-            ax.text((lo + min(bh, hi)) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=8, color="0.35", clip_on=False, **_mpl.PLAIN)
+            ax.text(
+                (lo + min(bh, hi)) / 2,
+                1.0,
+                name,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="0.35",
+                clip_on=False,
+                **_mpl.PLAIN,
+            )
     if signal is not None:
         s = to_numpy(signal, "signal")
         s = s[None] if s.ndim == 1 else _squeeze_to(s, 2, "signal", "a signal of shape (T,) or (C, T)")
@@ -216,25 +237,43 @@ def plot_bands(
         vmin, vmax = limits(sums, "symmetric")
         im = ax.imshow(sums, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
         for (i, j), v in np.ndenumerate(sums):
-            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
-                    color="white" if abs(v) > 0.6 * vmax else "black")
+            ax.text(
+                j,
+                i,
+                f"{v:.2g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if abs(v) > 0.6 * vmax else "black",
+            )
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, **_mpl.PLAIN)
         C = sums.shape[0]
         ax.set_yticks(range(C))
-        ax.set_yticklabels([str(n) for n in channel_names] if channel_names is not None else [f"ch {i}" for i in range(C)],
-                           **_mpl.PLAIN)
+        ax.set_yticklabels(
+            [str(n) for n in channel_names] if channel_names is not None else [f"ch {i}" for i in range(C)],
+            **_mpl.PLAIN,
+        )
         _mpl.colorbar(ax, im, "attribution")
     else:
         s = sums.reshape(-1, len(names)).sum(0)
         ax = _mpl.axes_or_new(ax, (1.5 + 0.8 * len(names), 3))
         vmin, vmax = limits(s, "symmetric")
         cm = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
-        ax.bar(range(len(names)), s, color=cm(np.clip((s - vmin) / (vmax - vmin), 0, 1)), edgecolor="0.3", linewidth=0.5)
+        ax.bar(
+            range(len(names)),
+            s,
+            color=cm(np.clip((s - vmin) / (vmax - vmin), 0, 1)),
+            edgecolor="0.3",
+            linewidth=0.5,
+        )
         ax.axhline(0, color="0.3", linewidth=0.6)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([f"{n}\n{lo:g}-{hi:g} Hz" for n, (lo, hi) in _check_bands(bands).items()], fontsize=8,
-                           **_mpl.PLAIN)
+        ax.set_xticklabels(
+            [f"{n}\n{lo:g}-{hi:g} Hz" for n, (lo, hi) in _check_bands(bands).items()],
+            fontsize=8,
+            **_mpl.PLAIN,
+        )
         ax.set_ylabel("attribution")
     if title:
         ax.set_title(title, **_mpl.PLAIN)
@@ -362,7 +401,9 @@ def plot_components(
     bar_ax.set_xlabel("attribution (sum over time)" if per_time else "attribution")
     T = s.shape[1]
     if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float)) or not fs > 0):
-        raise ParameterError(f"The 'fs' parameter must be a positive sampling rate in Hz. Got {fs!r} instead.")
+        raise ParameterError(
+            f"The 'fs' parameter must be a positive sampling rate in Hz. Got {fs!r} instead."
+        )
     t = np.arange(T) / fs if fs else np.arange(T, dtype=float)
     if per_time:
         from matplotlib.collections import LineCollection
@@ -375,8 +416,14 @@ def plot_components(
         yk = pos[k] + 0.42 * y / m
         if per_time:
             pts = np.stack([t, yk], axis=1)
-            lc = LineCollection(list(np.stack([pts[:-1], pts[1:]], axis=1)), cmap=cm, norm=cnorm, linewidth=3.0,
-                                capstyle="round", zorder=1)
+            lc = LineCollection(
+                list(np.stack([pts[:-1], pts[1:]], axis=1)),
+                cmap=cm,
+                norm=cnorm,
+                linewidth=3.0,
+                capstyle="round",
+                zorder=1,
+            )
             lc.set_array(0.5 * (w[k, :-1] + w[k, 1:]))
             trace_ax.add_collection(lc)
             trace_ax.plot(t, yk, color="0.25", linewidth=0.5, zorder=2)

@@ -21,7 +21,11 @@ def _signal_pair(x: Any, attr: Any) -> tuple[np.ndarray, np.ndarray]:
     xs = to_numpy(x, "x")
     xs = xs[None] if xs.ndim == 1 else _squeeze_to(xs, 2, "x", "a signal of shape (T,), (C, T) or (1, C, T)")
     a = to_numpy(attr, "attr")
-    a = a[None] if a.ndim == 1 else _squeeze_to(a, 2, "attr", "an attribution of shape (T,), (C, T) or (1, C, T)")
+    a = (
+        a[None]
+        if a.ndim == 1
+        else _squeeze_to(a, 2, "attr", "an attribution of shape (T,), (C, T) or (1, C, T)")
+    )
     if a.shape[0] not in (1, xs.shape[0]):
         raise ShapeError(
             f"The 'attr' argument has {a.shape[0]} channels but the signal has {xs.shape[0]}; pass "
@@ -40,7 +44,9 @@ def _time_axis(T: int, fs: float | None) -> tuple[np.ndarray, str]:
     if fs is None:
         return np.arange(T, dtype=float), "sample"
     if not isinstance(fs, (int, float)) or isinstance(fs, bool) or not fs > 0:
-        raise ParameterError(f"The 'fs' parameter must be a positive sampling rate in Hz. Got {fs!r} instead.")
+        raise ParameterError(
+            f"The 'fs' parameter must be a positive sampling rate in Hz. Got {fs!r} instead."
+        )
     return np.arange(T) / float(fs), "time (s)"
 
 
@@ -50,7 +56,9 @@ def _select(channels: Sequence[int] | None, C: int) -> list[int]:
     out = []
     for c in channels:
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not -C <= c < C:
-            raise ParameterError(f"The 'channels' parameter must list channel indices in [0, {C}). Got {list(channels)!r}.")
+            raise ParameterError(
+                f"The 'channels' parameter must list channel indices in [0, {C}). Got {list(channels)!r}."
+            )
         out.append(int(c) % C)
     if not out:
         raise ParameterError("The 'channels' parameter must select at least one channel.")
@@ -61,7 +69,9 @@ def _names(channel_names: Sequence[str] | None, C: int) -> list[str]:
     if channel_names is None:
         return [f"ch {i}" for i in range(C)]
     if len(channel_names) != C:
-        raise ParameterError(f"The 'channel_names' parameter must name all {C} channels. Got {len(channel_names)} names.")
+        raise ParameterError(
+            f"The 'channel_names' parameter must name all {C} channels. Got {len(channel_names)} names."
+        )
     return [str(n) for n in channel_names]
 
 
@@ -141,15 +151,22 @@ def plot_signal(
         if style == "line":
             pts = np.stack([t, yb], axis=1)
             segs = np.stack([pts[:-1], pts[1:]], axis=1)
-            lc = LineCollection(list(segs), cmap=cmap, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round")
+            lc = LineCollection(
+                list(segs), cmap=cmap, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round"
+            )
             lc.set_array(0.5 * (v[:-1] + v[1:]))
             ax.add_collection(lc)
             # a thin dark trace on top keeps the shape readable where the attribution is ~0 (white)
             ax.plot(t, yb, color="0.2", linewidth=0.6, zorder=2)
         else:
             ax.imshow(
-                v[None, :], cmap=cmap, norm=cnorm, aspect="auto", interpolation="nearest",
-                extent=(t[0] - dt / 2, t[-1] + dt / 2, band[0], band[1]), zorder=1,
+                v[None, :],
+                cmap=cmap,
+                norm=cnorm,
+                aspect="auto",
+                interpolation="nearest",
+                extent=(t[0] - dt / 2, t[-1] + dt / 2, band[0], band[1]),
+                zorder=1,
             )
             ax.plot(t, yb, color="black", linewidth=0.9, zorder=2)
     ax.set_xlim(t[0] - dt / 2, t[-1] + dt / 2)
@@ -201,7 +218,12 @@ def plot_signal_map(
     ax = _mpl.axes_or_new(ax, (9, 1.5 + 0.45 * C))
     dt = (t[1] - t[0]) if T > 1 else 1.0
     im = ax.imshow(
-        v, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest",
+        v,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        aspect="auto",
+        interpolation="nearest",
         extent=(t[0] - dt / 2, t[-1] + dt / 2, C - 0.5, -0.5),
     )
     if traces:

@@ -24,7 +24,9 @@ def _clip(video: Any, attr: Any) -> tuple[np.ndarray, np.ndarray]:
     if v.ndim == 3:
         v = v[None]
     if v.ndim != 4 or v.shape[0] not in (1, 3):
-        raise ShapeError(f"The 'video' argument must be (C, T, H, W) with 1 or 3 channels, or (T, H, W); got shape {v.shape}.")
+        raise ShapeError(
+            f"The 'video' argument must be (C, T, H, W) with 1 or 3 channels, or (T, H, W); got shape {v.shape}."
+        )
     lo, hi = float(v.min()), float(v.max())
     v = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
     frames = np.repeat(v, 3, axis=0) if v.shape[0] == 1 else v
@@ -95,7 +97,11 @@ def video_frames(
         heat = _resize_nearest(colours[t], H, W)
         w = alpha * _resize_nearest(strength[t][..., None], H, W)  # opacity follows |attribution|
         blend = (1 - w) * base + w * heat
-        panel = blend if not side_by_side else np.concatenate([frames[t], np.ones((H, max(1, W // 16), 3)), blend], axis=1)
+        panel = (
+            blend
+            if not side_by_side
+            else np.concatenate([frames[t], np.ones((H, max(1, W // 16), 3)), blend], axis=1)
+        )
         panel = np.kron(panel, np.ones((scale, scale, 1)))
         out.append((np.clip(panel, 0, 1) * 255).round().astype(np.uint8))
     return out
@@ -152,8 +158,13 @@ def save_gif(
         for t, im in enumerate(images):
             im.save(os.path.join(png_dir, f"frame_{t:03d}.png"))
     images[0].save(
-        path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0,
-        optimize=False, disposal=1,
+        path,
+        save_all=True,
+        append_images=images[1:],
+        duration=int(round(1000 / fps)),
+        loop=0,
+        optimize=False,
+        disposal=1,
     )
     return frames
 
@@ -191,7 +202,9 @@ def plot_volume_slices(
     D = frames.shape[0]
     if indices is None:
         if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
-            raise ParameterError(f"The 'n_slices' parameter must be a positive int. Got {n_slices!r} instead.")
+            raise ParameterError(
+                f"The 'n_slices' parameter must be a positive int. Got {n_slices!r} instead."
+            )
         indices = sorted(set(np.linspace(0, D - 1, min(n_slices, D)).round().astype(int).tolist()))
     for i in indices:
         if not 0 <= int(i) < D:
@@ -205,11 +218,20 @@ def plot_volume_slices(
     for ax, i in zip(axes, indices, strict=True):
         ax.imshow(frames[i].mean(-1), cmap="gray", vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
         v = np.abs(a[i]) if norm == "absmax" else a[i]
-        im = ax.imshow(v, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha * _strength(v, vmin, vmax), interpolation="nearest",
-                       extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+        im = ax.imshow(
+            v,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            alpha=alpha * _strength(v, vmin, vmax),
+            interpolation="nearest",
+            extent=(-0.5, W - 0.5, H - 0.5, -0.5),
+        )
         ax.set_title(f"{axis_name} = {int(i)}", fontsize=9, **_mpl.PLAIN)
         ax.set_xticks([])
         ax.set_yticks([])
     del im
-    fig.colorbar(_mpl.scalar_mappable(cmap, vmin, vmax), ax=list(axes), fraction=0.02, pad=0.01, label="attribution")
+    fig.colorbar(
+        _mpl.scalar_mappable(cmap, vmin, vmax), ax=list(axes), fraction=0.02, pad=0.01, label="attribution"
+    )
     return fig

@@ -119,7 +119,9 @@ class Composite:
             )
         check_bool(self.merge_batchnorm, "merge_batchnorm")
         if not isinstance(self.name, str) or not self.name:
-            raise ParameterError(f"The 'name' parameter of Composite must be a non-empty str. Got {self.name!r} instead.")
+            raise ParameterError(
+                f"The 'name' parameter of Composite must be a non-empty str. Got {self.name!r} instead."
+            )
 
     def rule_for(self, module: nn.Module) -> Rule | None:
         for types, rule in self.rules:
@@ -192,9 +194,13 @@ def single(rule: Rule | str, name: str | None = None, stabilizer: float = 1e-6) 
     """
     rule = as_rule(rule, "rule")
     if name is not None and (not isinstance(name, str) or not name):
-        raise ParameterError(f"The 'name' parameter of single must be a non-empty str or None. Got {name!r} instead.")
+        raise ParameterError(
+            f"The 'name' parameter of single must be a non-empty str or None. Got {name!r} instead."
+        )
     stabilizer = check_float(stabilizer, "stabilizer", low=0.0)
-    return Composite(rules=(*_base(stabilizer), (AFFINE, rule)), sums=Epsilon(stabilizer), name=name or repr(rule))
+    return Composite(
+        rules=(*_base(stabilizer), (AFFINE, rule)), sums=Epsilon(stabilizer), name=name or repr(rule)
+    )
 
 
 @caller("epsilon")
@@ -243,12 +249,19 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -
     """:func:`epsilon_alpha2_beta1` with the flat rule on the first layer."""
     epsilon, stabilizer = _check(epsilon, stabilizer)
     base = epsilon_alpha2_beta1(epsilon, stabilizer)
-    return Composite(rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_alpha2_beta1_flat")
+    return Composite(
+        rules=base.rules, first=Flat(stabilizer), sums=base.sums, name="epsilon_alpha2_beta1_flat"
+    )
 
 
 @caller("epsilon_gamma_box")
 def epsilon_gamma_box(
-    low: float | object, high: float | object, *, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6
+    low: float | object,
+    high: float | object,
+    *,
+    epsilon: float = 1e-6,
+    gamma: float = 0.25,
+    stabilizer: float = 1e-6,
 ) -> Composite:
     """gamma on convolutions, epsilon on Linear layers, z^B on the first layer.
 

@@ -120,7 +120,9 @@ class _LRPPass:
     def __init__(self, composite: Composite) -> None:
         self.composite = composite
 
-    def _plan(self, model: nn.Module, produced: dict[int, tuple[Any, ...]]) -> dict[nn.Module, Callable[..., Any]]:
+    def _plan(
+        self, model: nn.Module, produced: dict[int, tuple[Any, ...]]
+    ) -> dict[nn.Module, Callable[..., Any]]:
         comp = self.composite
         plan: dict[nn.Module, Callable[..., Any]] = {}
         uncovered: list[str] = []
@@ -157,7 +159,9 @@ class _LRPPass:
     def _affine(self, rule: Rule, produced: dict[int, tuple[Any, ...]]) -> Callable[..., torch.Tensor]:
         merge = self.composite.merge_batchnorm
 
-        def handler(module: nn.Linear | nn.modules.conv._ConvNd, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def handler(
+            module: nn.Linear | nn.modules.conv._ConvNd, x: torch.Tensor, y: torch.Tensor
+        ) -> torch.Tensor:
             bias = None if module.bias is None else module.bias.detach()
             call = LayerCall(module, x.detach(), module.weight.detach(), bias)
             out = replace_backward(x, y, lambda r: rule.relevance(call, r))
@@ -167,10 +171,14 @@ class _LRPPass:
 
         return handler
 
-    def _batchnorm(self, rule: Rule | None, produced: dict[int, tuple[Any, ...]]) -> Callable[..., torch.Tensor]:
+    def _batchnorm(
+        self, rule: Rule | None, produced: dict[int, tuple[Any, ...]]
+    ) -> Callable[..., torch.Tensor]:
         merge = self.composite.merge_batchnorm
 
-        def handler(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def handler(
+            module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, y: torch.Tensor
+        ) -> torch.Tensor:
             entry = produced.get(id(x))
             if merge and entry is not None and entry[3] is x:
                 layer, x_layer, layer_rule, _ = entry

@@ -93,7 +93,11 @@ class LayerCall:
     """
 
     def __init__(
-        self, module: nn.Module, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+        self,
+        module: nn.Module,
+        x: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> None:
         self.module = module
         self.x = x
@@ -463,9 +467,7 @@ def as_rule(value: Any, name: str = "rule", owner: str | None = None) -> Rule:
         key = value.lower()
         if key in RULES:
             return RULES[key]()
-        hint = (
-            " ZBox needs the input bounds: pass ZBox(low, high)." if key == "zbox" else ""
-        )
+        hint = " ZBox needs the input bounds: pass ZBox(low, high)." if key == "zbox" else ""
         raise ParameterError(
             f"The {name!r} parameter of {owner} names an unknown LRP rule {value!r}; known names "
             f"are {', '.join(repr(n) for n in RULES)} (or pass a rule such as Epsilon(1e-6)).{hint}"

@@ -14,6 +14,7 @@ from ..attribution import Attribution
 from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, named_init, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
+from .layers import unwrap
 from .score import ScoreFunction, make_score
 
 __all__ = ["Explainer", "Wrapper", "Parts", "as_parts"]
@@ -140,7 +141,7 @@ class Explainer:
         owner = self.name
         x = check_input(x, owner)
         layout = Layout.infer(x, self.layout)
-        model = self.model
+        model = unwrap(self.model)  # the network inside torch.compile / DataParallel
         if isinstance(model, nn.Module) and model.training:
             warn(
                 f"{owner}: the model is in training mode; BatchNorm and dropout make attributions "
@@ -150,7 +151,7 @@ class Explainer:
                 TrainingModeWarning,
             )
         x = x.detach()
-        score = make_score(model, x, target, batch_size=self.batch_size, layout=layout)
+        score = make_score(self.model, x, target, batch_size=self.batch_size, layout=layout)
         score = self.explained_score(score)
         parts = as_parts(self.attribute(x, score), layout)
         values = parts.values

@@ -136,8 +136,51 @@ class LayerTable(list[LayerInfo]):
         p.text(str(self))
 
 
+#: attributes through which wrappers hold the network they run: torch.compile's OptimizedModule
+#: (``_orig_mod``), nn.DataParallel and DistributedDataParallel (``module``)
+_WRAPPED = ("_orig_mod", "module")
+
+
+def _wrapped(model: Any) -> nn.Module | None:
+    """The network a wrapper runs, or None when ``model`` is not a known wrapper."""
+    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        return model._orig_mod
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return model.module
+    return None
+
+
+def unwrap(model: Any) -> Any:
+    """The network inside ``torch.compile``, ``nn.DataParallel`` and
+    ``DistributedDataParallel`` wrappers (nested ones too); ``model`` itself otherwise.
+
+    Salience hooks, names and checks the network itself: layer names are its own (``"layer4"``,
+    not ``"_orig_mod.layer4"`` or ``"module.layer4"``), and its mode is the one that counts.
+    """
+    inner = _wrapped(model)
+    while inner is not None:
+        model, inner = inner, _wrapped(inner)
+    return model
+
+
+def eager(model: Any) -> Any:
+    """What the engine calls for ``model``: a ``torch.compile``'d module's original module (the
+    same function run eagerly, so that the hooks of a call are seen; Dynamo does not see hooks
+    added after compilation), ``model`` itself otherwise."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    ):
+        model = model._orig_mod
+    return model
+
+
 def find_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Resolve a dotted module name or a module to ``(name, module)``."""
+    """Resolve a dotted module name or a module to ``(name, module)``.
+
+    ``model`` may be a wrapper (``torch.compile``, DataParallel): names are resolved in the
+    network it runs, with or without the wrapper's prefix (``"_orig_mod."``, ``"module."``).
+    """
+    model = unwrap(model)
     if not isinstance(model, nn.Module):
         raise LayerError(f"Layer methods need an nn.Module model. Got {type(model).__name__}.")
     if isinstance(layer, nn.Module):
@@ -147,8 +190,11 @@ def find_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module
         raise LayerError(f"The module {type(layer).__name__} passed as layer is not part of the model.")
     if isinstance(layer, str):
         mods = dict(model.named_modules())
-        if layer in mods:
-            return layer, mods[layer]
+        name = layer
+        while name not in mods and name.startswith(tuple(w + "." for w in _WRAPPED)):
+            name = name.split(".", 1)[1]  # a wrapper's prefix, as its named_modules() print it
+        if name in mods:
+            return name, mods[name]
         close = [n for n in mods if n and (layer in n or n.endswith(layer))][:5]
         hint = f" Did you mean one of {close}?" if close else ""
         raise LayerError(

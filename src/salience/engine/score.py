@@ -50,7 +50,7 @@ from ._rows import (
     state_kept,
     version_of,
 )
-from .layers import ModuleCall, find_layer, trace
+from .layers import ModuleCall, eager, find_layer, trace, unwrap
 
 __all__ = ["ScoreFunction", "make_score"]
 
@@ -482,8 +482,10 @@ def make_score(
         (:func:`salience.errors.caller`).
     """
     caller = current_caller() if caller is None else caller
-    if isinstance(model, nn.Module):
-        meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    # a wrapper (torch.compile, DataParallel) runs a network: hooks, names and state are its
+    network, call = unwrap(model), eager(model)
+    if isinstance(network, nn.Module):
+        meta = [n for n, t in (*network.named_parameters(), *network.named_buffers()) if t.is_meta]
         if meta:
             raise ParameterError(
                 f"The 'model' parameter of {caller} has {len(meta)} parameter(s)/buffer(s) on the "
@@ -492,12 +494,12 @@ def make_score(
             )
     unbound = as_target(target)
     score = ScoreFunction(
-        lambda rows, index: model(rows),
+        lambda rows, index: call(rows),
         unbound,
         input=x,
         layout=layout,
         batch_size=batch_size,
-        model=model,
+        model=network,
         caller=caller,
     )
     # the reference output is cached by the score function: when binding needed it,

@@ -26,6 +26,12 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
+def non_finite(t: torch.Tensor) -> int:
+    """How many elements of ``t`` are NaN or +-inf: 0 after one fast reduction (see
+    :func:`all_finite`) when every element is finite, the count otherwise (for the message)."""
+    return 0 if all_finite(t) else int((~torch.isfinite(t)).sum())
+
+
 def _range(low: float | None, high: float | None, closed: str) -> str:
     left = "[" if closed in ("both", "left") and low is not None else "("
     right = "]" if closed in ("both", "right") and high is not None else ")"
@@ -138,8 +144,8 @@ def check_input(x: Any, owner: str | None = None, name: str = "x") -> torch.Tens
     if x.is_inference():
         # made under torch.inference_mode(): autograd cannot record it; a normal copy can be
         x = x.clone()
-    if not all_finite(x):
-        n_bad = int((~torch.isfinite(x)).sum())
+    n_bad = non_finite(x)
+    if n_bad:
         raise InputError(
             f"{owner} expects {name} to be finite. Got {n_bad} NaN/inf value(s) in a tensor of "
             f"shape {tuple(x.shape)}."

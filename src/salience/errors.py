@@ -146,22 +146,33 @@ def current_caller() -> str:
     return _CALLER.get()
 
 
-def named_init(cls: type) -> None:
-    """Make ``cls.__init__`` run inside ``caller(type(self).__name__)``.
+def _named(method: Any) -> Any:
+    """``method`` run inside ``caller(type(self).__name__)``."""
 
-    For the ``__init_subclass__`` of the public base classes (explainers, domains, metrics,
-    maskers, substrates): every subclass's constructor then names its class in the errors its
-    validation raises, with no name passed along. A no-op when ``cls`` defines no ``__init__``
-    of its own or when it is wrapped already.
-    """
-    init = cls.__dict__.get("__init__")
-    if init is None or getattr(init, "_salience_named", False):
-        return
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+    @functools.wraps(method)
+    def named(self: Any, *args: Any, **kwargs: Any) -> Any:
         with caller(type(self).__name__):
-            init(self, *args, **kwargs)
+            return method(self, *args, **kwargs)
 
-    __init__._salience_named = True  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[misc]
+    named._salience_named = True  # type: ignore[attr-defined]
+    return named
+
+
+def named_init(cls: type) -> None:
+    """Make the constructor of ``cls`` (its ``__init__``, or a dataclass's ``__post_init__``)
+    run inside ``caller(type(self).__name__)``: the errors its validation raises name the class,
+    with no name passed along. Only methods ``cls`` defines itself are wrapped, once."""
+    for name in ("__init__", "__post_init__"):
+        method = cls.__dict__.get(name)
+        if method is not None and not getattr(method, "_salience_named", False):
+            setattr(cls, name, _named(method))
+
+
+class NamedInit:
+    """Base of the public classes users configure (explainers, domains, metrics, maskers,
+    substrates, LRP rules): every subclass's constructor runs inside the error context of its
+    class (:func:`named_init`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        named_init(cls)

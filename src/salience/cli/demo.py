@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -524,9 +524,9 @@ def _video_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
     methods.pop("SmoothGrad", None)
     attrs = _explain_all(methods, x, y)
     rows = []
-    assert task.truth is not None  # moving_objects knows where the objects are
+    truth = cast(torch.Tensor, task.truth)  # moving_objects knows where the objects are
     for name, a in attrs.items():
-        pg, rm, rra = _localisation(a, task.truth[:8])
+        pg, rm, rra = _localisation(a, truth[:8])
         rows.append(
             {
                 "task": task.name,

@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -524,8 +524,7 @@ def _layers(args: argparse.Namespace) -> int:
         arr, _ = load_data(args.data, max_bytes=limit)
         x = torch.from_numpy(arr[:1]).to(device)
     else:
-        assert shape is not None  # checked before the model was loaded
-        x = torch.zeros([1, *shape], device=device)
+        x = torch.zeros([1, *cast(list[int], shape)], device=device)  # checked before loading
     if isinstance(model, torch.jit.ScriptModule):
         raise CLIError(_NO_HOOKS.format(what="listing layers"))
     print(sl.layers(model, x))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .._validation import check_input
-from ..errors import NotFittedError, ParameterError, ShapeError, current_caller, named_init
+from ..errors import NamedInit, NotFittedError, ParameterError, ShapeError, current_caller
 from ..layout import Layout, LayoutLike, as_layout
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["Domain", "Time", "Compose", "as_domain", "into"]
 
 
-class Domain:
+class Domain(NamedInit):
     """An invertible change of coordinates ``z = forward(x)``, ``x = inverse(z)``.
 
     A domain lets any explainer attribute in other coordinates (frequency bins, independent
@@ -59,10 +59,6 @@ class Domain:
         Axis names of the inputs; None infers them from ``x.ndim`` (``"b c t"`` for signals), or
         takes the explainer's layout inside :class:`InDomain`.
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     #: whether ``inverse(forward(x)) == x`` for every x
     exact: ClassVar[bool] = True

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .._validation import all_finite, check_batch_size, check_input
+from .._validation import check_batch_size, check_input, non_finite
 from ..attribution import Attribution
-from ..errors import NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, named_init, warn
+from ..errors import NamedInit, NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
 from .layers import unwrap
@@ -64,7 +64,7 @@ def as_parts(result: torch.Tensor | Parts, layout: Layout) -> Parts:
     return parts
 
 
-class Explainer:
+class Explainer(NamedInit):
     """Base class of every explainer: validate, build the score function, attribute.
 
     A new method subclasses it, stores its validated keyword-only hyperparameters in
@@ -90,10 +90,6 @@ class Explainer:
 
     #: methods whose output depends on a random generator (opt out of batch invariance)
     is_stochastic: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     def __init__(
         self, model: Any, *, batch_size: int | None = None, layout: LayoutLike | None = None
@@ -161,8 +157,8 @@ class Explainer:
                 f"{owner}.attribute must return a tensor (or Parts) whose first axis is the batch "
                 f"of {x.shape[0]} sample(s); it returned {got}."
             )
-        if not all_finite(values):
-            bad = int((~torch.isfinite(values)).sum())
+        bad = non_finite(values)
+        if bad:
             raise NumericalError(
                 f"{owner} produced {bad} NaN/inf attribution value(s): a computation overflowed "
                 f"{values.dtype} (the input's largest magnitude is {float(x.abs().max()):.3g}). "

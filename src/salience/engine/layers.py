@@ -141,13 +141,17 @@ class LayerTable(list[LayerInfo]):
 _WRAPPED = ("_orig_mod", "module")
 
 
+def _compiled(model: Any) -> nn.Module | None:
+    """The original module of a ``torch.compile``'d module, else None."""
+    inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+    return inner if isinstance(inner, nn.Module) else None
+
+
 def _wrapped(model: Any) -> nn.Module | None:
     """The network a wrapper runs, or None when ``model`` is not a known wrapper."""
-    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
-        return model._orig_mod
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         return model.module
-    return None
+    return _compiled(model)
 
 
 def unwrap(model: Any) -> Any:
@@ -157,9 +161,8 @@ def unwrap(model: Any) -> Any:
     Salience hooks, names and checks the network itself: layer names are its own (``"layer4"``,
     not ``"_orig_mod.layer4"`` or ``"module.layer4"``), and its mode is the one that counts.
     """
-    inner = _wrapped(model)
-    while inner is not None:
-        model, inner = inner, _wrapped(inner)
+    while (inner := _wrapped(model)) is not None:
+        model = inner
     return model
 
 
@@ -167,10 +170,8 @@ def eager(model: Any) -> Any:
     """What the engine calls for ``model``: a ``torch.compile``'d module's original module (the
     same function run eagerly, so that the hooks of a call are seen; Dynamo does not see hooks
     added after compilation), ``model`` itself otherwise."""
-    while type(model).__name__ == "OptimizedModule" and isinstance(
-        getattr(model, "_orig_mod", None), nn.Module
-    ):
-        model = model._orig_mod
+    while (inner := _compiled(model)) is not None:
+        model = inner
     return model
 
 

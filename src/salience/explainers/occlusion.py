@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -97,8 +97,8 @@ class Occlusion(Explainer):
         """The masker in use: ``masker``, or the sliding window built from ``window``/``stride``."""
         if self.masker is not None:
             return self.masker
-        assert self.window is not None  # __init__ requires window= when no masker is given
-        return SlidingWindow(self.window, self.stride)
+        # __init__ requires window= when no masker is given
+        return SlidingWindow(cast(AxisSizes, self.window), self.stride)
 
     def __repr__(self) -> str:
         return f"Occlusion(masker={self._masker()!r}, substrate={self.substrate!r})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -99,11 +100,13 @@ class SmoothGrad(Wrapper):
         if sum1 is None or last is None:
             raise ParameterError(f"{self.name} needs at least one noise draw; got n_samples={n}.")
         mean = sum1 / n
+        # sum2 is accumulated with sum1 for "square" and "var"
         if self.kind == "mean":
             out = mean
+        elif self.kind == "square":
+            out = cast(torch.Tensor, sum2) / n
         else:
-            assert sum2 is not None  # accumulated with sum1 for "square" and "var"
-            out = sum2 / n if self.kind == "square" else sum2 / n - mean * mean
+            out = cast(torch.Tensor, sum2) / n - mean * mean
         return Parts(
             out,
             layout=last.layout,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import all_finite
+from .._validation import non_finite
 from ..errors import ParameterError, SalienceError, ShapeError, caller, current_caller
 from ..layout import LayoutLike
 from .substrates import Constant, SubstrateLike, _checked, as_substrate
@@ -161,8 +161,8 @@ class Filler:
                 f"{self.owner}: the substrate {sub!r} must return real values of the rows' dtype "
                 f"{rows.dtype}. Got dtype {out.dtype}."
             )
-        if not all_finite(out):
-            n_bad = int((~torch.isfinite(out)).sum())
+        n_bad = non_finite(out)
+        if n_bad:
             raise ParameterError(
                 f"{self.owner}: the substrate {sub!r} returned {n_bad} NaN/inf value(s) for finite rows of "
                 f"shape {tuple(rows.shape)}; what replaces removed values must be finite."

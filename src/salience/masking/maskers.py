@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 import torch
 
 from .._validation import check_bool, check_float, check_int, make_generator
-from ..errors import ParameterError, ShapeError, caller, current_caller, named_init
+from ..errors import NamedInit, ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = ["Masker", "MaskPlan", "GridMasker", "SlidingWindow", "Segments"]
@@ -65,16 +65,12 @@ class MaskPlan:
         return f"MaskPlan(n={self.n}, shape={self.shape})"
 
 
-class Masker:
+class Masker(NamedInit):
     """Base class: ``plan(shape, layout, n, generator=..., device=..., dtype=...) -> MaskPlan``.
 
     ``is_random`` tells whether masks are drawn at random (then ``n`` is required) or are a fixed
     set (sliding windows, segments; ``n`` is ignored and ``plan.n`` says how many).
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     is_random: ClassVar[bool] = False
 

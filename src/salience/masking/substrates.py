@@ -27,8 +27,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._validation import all_finite, check_float, check_generator, check_int, check_option, make_generator
-from ..errors import ParameterError, ShapeError, current_caller, named_init
+from .._validation import (
+    check_float,
+    check_generator,
+    check_int,
+    check_option,
+    make_generator,
+    non_finite,
+)
+from ..errors import NamedInit, ParameterError, ShapeError, current_caller
 from ..layout import Layout, LayoutLike, as_layout
 
 __all__ = [
@@ -44,17 +51,13 @@ __all__ = [
 ]
 
 
-class Substrate:
+class Substrate(NamedInit):
     """Base class: ``substrate(x, layout, mask=None) -> Tensor`` of ``x``'s shape, dtype and device.
 
     Subclasses implement ``__call__``. ``needs_mask`` declares that the result depends on the
     mask (then callers must pass it, broadcastable to ``x``, 1 = keep); ``is_random`` that it
     draws random numbers (from its own generator, never the global RNG).
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     needs_mask: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
@@ -107,8 +110,8 @@ class Reference(Substrate):
                 f"The 'values' parameter of Reference must hold data; got a tensor on the 'meta' device "
                 f"(shape {tuple(values.shape)})."
             )
-        if not all_finite(values):
-            n_bad = int((~torch.isfinite(values)).sum())
+        n_bad = non_finite(values)
+        if n_bad:
             raise ParameterError(
                 f"The 'values' parameter of Reference must be finite. Got {n_bad} NaN/inf value(s) in a "
                 f"tensor of shape {tuple(values.shape)}."

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import all_finite, check_input, check_int
+from .._validation import all_finite, check_input, check_int, non_finite
 from ..attribution import Attribution
 from ..engine import Explainer
 from ..errors import (
@@ -93,8 +93,8 @@ def check_values(t: Any, name: str = "attribution", min_ndim: int = 2) -> torch.
             f"{tuple(t.shape)} instead."
         )
     _check_data(t, name)
-    if not all_finite(t):
-        n_bad = int((~torch.isfinite(t)).sum())
+    n_bad = non_finite(t)
+    if n_bad:
         raise InputError(
             f"{current_caller()} expects {name} to be finite. Got {n_bad} NaN/inf value(s) in a tensor of "
             f"shape {tuple(t.shape)}."
@@ -338,8 +338,8 @@ def check_mask_values(mask: Any, name: str = "mask") -> torch.Tensor:
     _check_data(mask, f"the {name}")
     if mask.dtype == torch.bool:
         return mask
-    if not all_finite(mask):
-        n_bad = int((~torch.isfinite(mask)).sum())
+    n_bad = non_finite(mask)
+    if n_bad:
         raise InputError(
             f"{current_caller()} expects the {name} to be finite. Got {n_bad} NaN/inf value(s) in a {name} of "
             f"shape {tuple(mask.shape)}."

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..attribution import Attribution
-from ..errors import ParameterError, named_init
+from ..errors import NamedInit, ParameterError
 from ..targets import TargetLike
 
 __all__ = ["Metric"]
@@ -20,7 +20,7 @@ __all__ = ["Metric"]
 AttributionLike = "torch.Tensor | Attribution"
 
 
-class Metric:
+class Metric(NamedInit):
     """Base class of the metric classes: a bundle of configuration around a functional metric.
 
     A metric class only stores validated keyword-only parameters in ``__init__`` and calls its
@@ -32,10 +32,6 @@ class Metric:
 
     Class attributes declare what a metric needs and how to read it (torchmetrics-style).
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        named_init(cls)  # the constructor's errors name the class (errors.caller)
 
     #: True if larger values are better, False if smaller are, None if neither (e.g. sanity curves)
     higher_is_better: ClassVar[bool | None] = None

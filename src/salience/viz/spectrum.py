@@ -11,20 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ..domains.bands import EEG_BANDS
 from ..errors import ParameterError, ShapeError
 from . import _mpl
 from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
 
 __all__ = ["EEG_BANDS", "band_sums", "plot_spectrum", "plot_bands", "plot_time_frequency", "plot_components"]
-
-EEG_BANDS: dict[str, tuple[float, float]] = {
-    "delta": (0.5, 4.0),
-    "theta": (4.0, 8.0),
-    "alpha": (8.0, 12.0),
-    "beta": (12.0, 30.0),
-    "gamma": (30.0, 100.0),
-}
-"""Conventional EEG bands in Hz, each the half-open interval ``[low, high)``."""
 
 
 def _per_bin(attr: Any, channel: int | None) -> np.ndarray:

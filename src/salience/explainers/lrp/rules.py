@@ -20,17 +20,15 @@ al., "Unmasking Clever Hans predictors", Nature Communications 2019 (flat rule).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._validation import all_finite, check_float
-from ...errors import LayerError, ParameterError, ShapeError, caller, current_caller
+from ..._validation import check_float, non_finite
+from ...errors import LayerError, NamedInit, ParameterError, ShapeError, caller, current_caller
 
 __all__ = [
     "Rule",
@@ -111,13 +109,13 @@ class LayerCall:
             return self.module.forward(inp)
         w = self.weight if weight is _SAME else weight
         b = self.bias if bias is _SAME else bias
-        assert w is not None, "affine layers always carry a weight"
+        w = cast(torch.Tensor, w)  # affine layers always carry a weight
         m = self.module
         if isinstance(m, nn.Linear):
             return F.linear(inp, w, b)
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return m._conv_forward(inp, w, b)
-        assert isinstance(m, nn.modules.conv._ConvTransposeNd)  # the rest of AFFINE
+        m = cast(nn.modules.conv._ConvTransposeNd, m)  # the rest of AFFINE
         fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(m.kernel_size)]
         # torch types _ConvNd.padding as str | tuple, but transposed convolutions refuse string padding
         return fn(inp, w, b, m.stride, m.padding, m.output_padding, m.groups, m.dilation)  # type: ignore[arg-type]
@@ -147,26 +145,8 @@ def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.clamp(max=0)
 
 
-def _named(post_init: Callable[[Any], None]) -> Callable[[Any], None]:
-    """``post_init`` run inside ``caller(type(self).__name__)``: the checks of a rule's fields
-    name the rule (as :func:`salience.errors.named_init` does for constructors)."""
-
-    @functools.wraps(post_init)
-    def __post_init__(self: Any) -> None:
-        with caller(type(self).__name__):
-            post_init(self)
-
-    return __post_init__
-
-
-class Rule:
+class Rule(NamedInit):
     """Base class of LRP rules: ``relevance(layer, r)`` returns the relevance of the input."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        post_init = cls.__dict__.get("__post_init__")
-        if post_init is not None:
-            cls.__post_init__ = _named(post_init)  # type: ignore[attr-defined]
 
     #: whether the rule needs a Linear/convolution layer (it modifies weights)
     needs_weights: ClassVar[bool] = True
@@ -294,8 +274,8 @@ def _check_bound(value: Any, name: str) -> BoundLike:
             f"finite values. Got a {value.dtype} tensor of shape {tuple(value.shape)} on "
             f"{value.device} instead."
         )
-    if not all_finite(value):
-        bad = int((~torch.isfinite(value)).sum())
+    bad = non_finite(value)
+    if bad:
         raise ParameterError(
             f"The {name!r} parameter of {owner} must hold finite values. Got {bad} NaN/inf "
             f"value(s) in a tensor of shape {tuple(value.shape)} instead."

@@ -29,7 +29,7 @@ CHECKS = [
 
 @pytest.mark.parametrize("check", CHECKS)
 def test_contract(check):
-    check()
+    assert check()
 
 
 # the public base classes, for subclassing (their subclasses are registered)

@@ -522,7 +522,7 @@ DOMAIN_CONTRACT = [
 
 @pytest.mark.parametrize("check", DOMAIN_CONTRACT)
 def test_domain_contract(check):
-    check()
+    assert check()
 
 
 def test_daubechies_filters():

@@ -19,7 +19,7 @@ or one test per check with pytest::
 
     @pytest.mark.parametrize("name, check", CHECKS, ids=[name for name, _ in CHECKS])
     def test_my_explainer(name, check):
-        check()
+        assert check()
 
 A failed check raises :class:`CheckFailed` (an ``AssertionError``) whose message names the
 check, what was expected and what was found. The checks use tiny float64 models and inputs

@@ -37,7 +37,7 @@ def explainer_checks(
     """The explainer checks as ``(name, check)`` pairs, for ``pytest.mark.parametrize``.
 
     Like scikit-learn's ``parametrize_with_checks``: each check is its own test, so every
-    failure is reported. Calling ``check()`` runs it; it raises :class:`CheckFailed`.
+    failure is reported. Calling ``check()`` runs it: True when it passes, else :class:`CheckFailed`.
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ def explainer_checks(
     >>> CHECKS[0][0]
     'output[signal]'
     >>> for name, check in CHECKS:  # or: @pytest.mark.parametrize("name, check", CHECKS)
-    ...     check()
+    ...     assert check()
     """
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
@@ -175,7 +175,7 @@ def domain_checks(
     """The domain checks as ``(name, check)`` pairs, for ``pytest.mark.parametrize``.
 
     Each check works on its own deep copy of ``domain`` (fitted on ``x`` when it must be), so
-    your object is never modified. Calling ``check()`` runs it; it raises :class:`CheckFailed`.
+    your object is never modified. Calling ``check()`` runs it: True when it passes, else :class:`CheckFailed`.
 
     Parameters
     ----------

@@ -34,7 +34,8 @@ class CheckFailed(AssertionError):
 
 
 class Check:
-    """One named check, ready to run: calling it runs the check and raises :class:`CheckFailed`.
+    """One named check, ready to run: calling it runs the check, returns True when it passes
+    and raises :class:`CheckFailed` when it does not.
 
     Attributes
     ----------
@@ -47,8 +48,9 @@ class Check:
         self.__name__ = name
         self._fn = fn
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
         self._fn()
+        return True
 
     def __repr__(self) -> str:
         return f"Check({self.name!r})"

@@ -140,8 +140,11 @@ def test_model_failure_gets_context(x):
 
 
 def test_model_must_return_tensor(x):
-    with pytest.raises(sl.ModelOutputError, match="must return a torch.Tensor; got tuple"):
-        sl.Gradient(lambda t: (t.sum((1, 2)),)).explain(x)
+    with pytest.raises(sl.ModelOutputError, match="must return a torch.Tensor; got ndarray"):
+        sl.Gradient(lambda t: t.sum((1, 2)).detach().numpy()).explain(x)
+    # a structured output must say which tensor to explain (a one-element tuple is unambiguous)
+    with pytest.raises(sl.ModelOutputError, match=r"tuple of 2 elements; pass output=<index>"):
+        sl.Gradient(lambda t: (t.sum((1, 2)), t)).explain(x)
 
 
 def test_training_mode_warns_and_is_left_alone(x):

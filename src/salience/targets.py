@@ -81,7 +81,11 @@ class Target:
 
     Subclasses implement ``__call__``; ``bind`` (called once per explanation with the number of
     samples and a lazy reference output at x) returns a bound copy, never mutating ``self``.
+    A target whose ``raw`` is True receives the model's output as the model returned it (a tuple,
+    a mapping, a ``ModelOutput``) instead of the tensor selected by ``output=``.
     """
+
+    raw: bool = False
 
     def bind(self, n_samples: int, reference: Reference) -> Target:
         return self
@@ -315,12 +319,25 @@ class Output(Target):
 
 
 class Score(Target):
-    """Any callable mapping the model output (R, *O) to one score per row (R,)."""
+    """Any callable mapping the model output (R, *O) to one score per row (R,).
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    Parameters
+    ----------
+    fn : callable
+        ``fn(output) -> Tensor (R,)``.
+    raw : bool, default False
+        Hand ``fn`` the model's output as the model returned it (a tuple, a dict, a Hugging Face
+        ``ModelOutput``: ``Score(lambda o: o["logits"][:, 1], raw=True)``) rather than the tensor
+        the explainer's ``output=`` option selects (by default a ``ModelOutput``'s logits).
+    """
+
+    def __init__(self, fn: Callable[[Any], torch.Tensor], *, raw: bool = False) -> None:
         if not callable(fn):
             raise TargetError(f"Score expects a callable. Got {type(fn).__name__} instead.")
+        if not isinstance(raw, bool):
+            raise TargetError(f"Score's 'raw' must be True or False. Got {raw!r} instead.")
         self.fn = fn
+        self.raw = raw
 
     def __call__(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         try:
@@ -328,21 +345,27 @@ class Score(Target):
         except SalienceError:
             raise
         except Exception as err:
+            what = (
+                f"a model output of shape {tuple(output.shape)}, dtype {output.dtype}"
+                if isinstance(output, torch.Tensor)
+                else f"the model's {type(output).__name__} output"
+            )
             raise TargetError(
                 f"Score function {getattr(self.fn, '__name__', self.fn)!r} raised "
-                f"{type(err).__name__}: {err} (on a model output of shape {tuple(output.shape)}, "
-                f"dtype {output.dtype})."
+                f"{type(err).__name__}: {err} (on {what})."
             ) from err
-        if not isinstance(out, torch.Tensor) or out.shape != (output.shape[0],):
+        rows = index.shape[0]
+        if not isinstance(out, torch.Tensor) or out.shape != (rows,):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise TargetError(
                 f"Score function {getattr(self.fn, '__name__', self.fn)!r} must return one score "
-                f"per row, shape ({output.shape[0]},). Got {shape} instead."
+                f"per row, shape ({rows},). Got {shape} instead."
             )
         return out
 
     def __repr__(self) -> str:
-        return f"Score({getattr(self.fn, '__name__', repr(self.fn))})"
+        raw = ", raw=True" if self.raw else ""
+        return f"Score({getattr(self.fn, '__name__', repr(self.fn))}{raw})"
 
 
 class Contrast(Target):

@@ -27,6 +27,7 @@ class Derivations:
     """The methods of :class:`~salience.engine.ScoreFunction` that derive new score functions."""
 
     model_fn: ModelFn
+    select: Callable[[Any], Any] | None
     target: Target
     input: torch.Tensor
     layout: Layout
@@ -96,6 +97,7 @@ class Derivations:
                 raise nothing()
             return cast("ScoreFunction", self)
         inner = self.model_fn
+        select = self.select
         reported = [found is None]
 
         def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
@@ -113,6 +115,8 @@ class Derivations:
             finally:
                 for h in handles:
                     h.remove()
+            if select is not None:  # the tensor explained inside a structured output
+                out = select(out)
             hit = next(((n, m, i) for n, (m, i, o) in seen.items() if o is out), None)
             if hit is None:
                 if strip:
@@ -123,7 +127,8 @@ class Derivations:
                 found(hit[0], hit[1])  # type: ignore[misc]
             return hit[2] if strip else out
 
-        return self._derive(model_fn=model_fn)
+        # the derived model function returns the selected tensor already
+        return self._derive(model_fn=model_fn, select=None)
 
     def compose(
         self,

@@ -3,6 +3,7 @@ implement, :meth:`Explainer.attribute`) and :class:`Wrapper` (a method built aro
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ from ..attribution import Attribution
 from ..errors import NamedInit, NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, warn
 from ..layout import Layout, LayoutLike, as_layout
 from ..targets import TargetLike
+from ._forward import OutputLike, check_output
 from .layers import unwrap
 from .score import ScoreFunction, make_score
 
@@ -86,13 +88,24 @@ class Explainer(NamedInit):
     layout : str or Layout, optional
         Axis names of the input; inferred from ``x.ndim`` when None ((N, C, T), (N, C, H, W),
         (N, C, T, H, W)).
+    output : str, int or callable, optional
+        The tensor to explain when the model returns a tuple, a list, a dict or a Hugging Face
+        ``ModelOutput``: a key (``"logits"``), an index (``0``) or a callable ``output -> tensor``.
+        None (the default) takes a tensor as it is, a mapping's or ``ModelOutput``'s ``"logits"``
+        and the element of a one-element tuple, and otherwise raises an error naming what the
+        output holds. Targets then see that tensor (``Score(fn, raw=True)`` sees the whole output).
     """
 
     #: methods whose output depends on a random generator (opt out of batch invariance)
     is_stochastic: ClassVar[bool] = False
 
     def __init__(
-        self, model: Any, *, batch_size: int | None = None, layout: LayoutLike | None = None
+        self,
+        model: Any,
+        *,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
         if not callable(model):
             raise ParameterError(
@@ -102,6 +115,7 @@ class Explainer(NamedInit):
         self.model = model
         self.batch_size = check_batch_size(batch_size, type(self).__name__)
         self.layout = as_layout(layout) if layout is not None else None
+        self.output = check_output(output, type(self).__name__)
 
     @property
     def name(self) -> str:
@@ -110,7 +124,14 @@ class Explainer(NamedInit):
     def __repr__(self) -> str:
         return f"{self.name}(batch_size={self.batch_size})"
 
-    def explain(self, x: torch.Tensor, target: TargetLike = None) -> Attribution:
+    def explain(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
+    ) -> Attribution:
         """Explain ``target`` at ``x``.
 
         Parameters
@@ -120,6 +141,14 @@ class Explainer(NamedInit):
         target : int, sequence of ints, Tensor of shape (N,), Target, callable or None
             What to explain; None explains the predicted class (or the single output of a model
             with one output per sample), recorded in the result.
+        forward_args : sequence, optional
+            Extra positional inputs of every model call, after ``x``'s rows: ``model(rows, *forward_args)``.
+        forward_kwargs : dict, optional
+            Extra keyword inputs of every model call (an attention mask, a padding mask, a
+            subject id, flags). Tensors whose first axis has length N are per-sample (also
+            inside lists, tuples and dicts): each model call receives the entries of the samples
+            its rows belong to, whatever the chunking (IG steps, noise draws, masks). Wrap a
+            tensor in :func:`salience.engine.shared` to pass it to every call unchanged.
 
         Returns
         -------
@@ -129,11 +158,17 @@ class Explainer(NamedInit):
             # gradients cannot be recorded in inference mode: switch it off for the call
             # (check_input then explains a normal copy of an inference tensor)
             with torch.inference_mode(False):
-                return self.explain(x, target)
+                return self.explain(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)
         with caller(self.name):
-            return self._explain(x, target)
+            return self._explain(x, target, forward_args, forward_kwargs)
 
-    def _explain(self, x: torch.Tensor, target: TargetLike) -> Attribution:
+    def _explain(
+        self,
+        x: torch.Tensor,
+        target: TargetLike,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
+    ) -> Attribution:
         owner = self.name
         x = check_input(x, owner)
         layout = Layout.infer(x, self.layout)
@@ -147,7 +182,16 @@ class Explainer(NamedInit):
                 TrainingModeWarning,
             )
         x = x.detach()
-        score = make_score(self.model, x, target, batch_size=self.batch_size, layout=layout)
+        score = make_score(
+            self.model,
+            x,
+            target,
+            batch_size=self.batch_size,
+            layout=layout,
+            output=self.output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
+        )
         score = self.explained_score(score)
         parts = as_parts(self.attribute(x, score), layout)
         values = parts.values
@@ -237,7 +281,9 @@ class Wrapper(Explainer):
                 f"(e.g. IntegratedGradients(model)). Got {type(explainer).__name__} instead."
             )
         self.explainer = explainer
-        super().__init__(explainer.model, batch_size=explainer.batch_size, layout=explainer.layout)
+        super().__init__(
+            explainer.model, batch_size=explainer.batch_size, layout=explainer.layout, output=explainer.output
+        )
 
     def explained_score(self, score: ScoreFunction) -> ScoreFunction:
         return self.explainer.explained_score(score)

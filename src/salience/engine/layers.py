@@ -5,7 +5,7 @@ for users."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -303,6 +303,16 @@ def is_token_module(module: nn.Module) -> bool:
     return isinstance(module, _TOKEN)
 
 
+def _makes_tokens(module: nn.Module, shape: tuple[int, ...] | None, ndim: int) -> bool:
+    """Whether a token module's output of ``shape`` is tokens x features with the input's
+    ``ndim`` axes. A LayerNorm whose output's last axis is not the normalised one has normalised
+    the channels of a channels-first map (timm's ``LayerNorm2d``, used throughout ConvNeXt): its
+    output is channels x positions."""
+    if shape is None or len(shape) != ndim or not is_token_module(module):
+        return False
+    return not (isinstance(module, nn.LayerNorm) and shape[-1] != module.normalized_shape[-1])
+
+
 def _token_shaped(calls: Sequence[ModuleCall], ndim: int) -> set[str]:
     """Names of the modules whose output is tokens x features rather than channels x positions.
 
@@ -311,13 +321,10 @@ def _token_shaped(calls: Sequence[ModuleCall], ndim: int) -> set[str]:
     squeeze-excitation block, is not one). Token-shaped are the sources, the modules inside
     them, and every later module other than a convolution whose output has the shape of an
     earlier source's output: what passes the tokens along (an activation, dropout, a norm, a
-    transformer block of one's own).
+    transformer block of one's own). A LayerNorm that normalised the channels of a
+    channels-first map (timm's ``LayerNorm2d`` in ConvNeXt) is not a source (:func:`_makes_tokens`).
     """
-    sources = [
-        c
-        for c in calls
-        if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim
-    ]
+    sources = [c for c in calls if _makes_tokens(c.module, c.lead_shape, ndim)]
     inside = tuple(c.name + "." for c in sources)
     token = set()
     for c in calls:
@@ -352,13 +359,15 @@ def _default_candidates(
 ) -> list[ModuleCall]:
     """Spatial layers a CAM may pick by itself: those finished before the first module that
     makes a token sequence (a transformer or recurrent part must be named, with ``reshape=``),
-    adaptive pooling left out."""
+    adaptive pooling left out.
+
+    Only a (B, L, D) sequence ends the search, which for an input with several spatial axes
+    (images, video) has fewer axes than the input: there a token module's output with the
+    input's number of axes is a channels-last map (B, H, W, C), as inside a ConvNeXt block, and
+    the network may return to channels-first maps after it. Such outputs are not spatial
+    (:func:`_token_shaped`), but the layers after them remain candidates."""
     first_token = min(
-        (
-            c.order
-            for c in calls
-            if is_token_module(c.module) and c.lead_shape is not None and len(c.lead_shape) == ndim
-        ),
+        (c.order for c in calls if ndim == 3 and _makes_tokens(c.module, c.lead_shape, ndim)),
         default=math.inf,
     )
     return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
@@ -392,9 +401,9 @@ class TokenProbe:
         def reset(*_: Any) -> None:
             shapes.clear()
 
-        def record(_m: nn.Module, _i: Any, out: Any) -> None:
+        def record(m: nn.Module, _i: Any, out: Any) -> None:
             shape = lead_shape(out)
-            if shape is not None and len(shape) == self.ndim:
+            if shape is not None and _makes_tokens(m, shape, self.ndim):
                 shapes.add(shape[1:])
 
         def at_layer(_m: nn.Module, _i: Any, out: Any) -> None:
@@ -484,7 +493,15 @@ def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> Module
     return candidates[-1]
 
 
-def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = None) -> LayerTable:
+def layers(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layout: LayoutLike | None = None,
+    output: Any = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
+) -> LayerTable:
     """List the layers a CAM can explain, from one dry run of ``model`` on ``x``.
 
     Every submodule gets a forward hook for the duration of one forward pass without
@@ -498,6 +515,11 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
         An example batch (one sample is enough).
     layout : str or Layout, optional
         Axis names of ``x``; inferred from ``x.ndim`` when None.
+    output : str, int or callable, optional
+        The tensor a structured model output is explained by (see
+        :class:`~salience.engine.Explainer`); its producer is marked as the output.
+    forward_args, forward_kwargs : optional
+        Extra inputs of the model call (see :meth:`~salience.engine.Explainer.explain`).
 
     Returns
     -------
@@ -527,7 +549,18 @@ def layers(model: nn.Module, x: torch.Tensor, *, layout: LayoutLike | None = Non
         raise LayerError(f"layers() needs an nn.Module model. Got {type(model).__name__}.")
     from .score import make_score  # (score.py imports this module)
 
-    calls = trace(make_score(model, x.detach(), Output(), batch_size=None, layout=lay, caller="layers"))
+    score = make_score(
+        model,
+        x.detach(),
+        Output(),
+        batch_size=None,
+        layout=lay,
+        caller="layers",
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
+    calls = trace(score)
     n = x.shape[0]
     spatial_calls = _spatial(calls, x.ndim, n)
     candidates = _default_candidates(calls, spatial_calls, x.ndim)

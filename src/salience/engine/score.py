@@ -18,7 +18,7 @@ their parent's.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -32,11 +32,13 @@ from ..errors import (
     ParameterError,
     SalienceError,
     ShapeError,
+    TargetError,
     current_caller,
 )
 from ..layout import Layout
-from ..targets import Target, TargetLike, as_target
+from ..targets import Score, Target, TargetLike, as_target
 from ._derive import Derivations
+from ._forward import Extras, OutputLike, Selector
 from ._hooks import LayerCapture
 from ._rows import (
     CallState,
@@ -89,6 +91,11 @@ class ScoreFunction(LayerCapture, Derivations):
     caller : str, optional
         The explainer or metric named in error messages; by default the one running
         (:func:`salience.errors.caller`).
+    select : callable, optional
+        ``select(output) -> Tensor``: the tensor to explain in what ``model_fn`` returns (a
+        structured output's logits, see :class:`~salience.engine.Selector`); None when
+        ``model_fn`` returns it already. A target with ``raw = True``
+        (:class:`~salience.targets.Score` with ``raw=True``) receives the unselected output.
 
     Attributes
     ----------
@@ -112,8 +119,10 @@ class ScoreFunction(LayerCapture, Derivations):
         batch_size: int | None = None,
         model: Any = None,
         caller: str | None = None,
+        select: Callable[[Any], Any] | None = None,
     ) -> None:
         self.model_fn = model_fn
+        self.select = select
         self.target = target
         self.input = input
         self.layout = layout
@@ -163,9 +172,12 @@ class ScoreFunction(LayerCapture, Derivations):
         rows: torch.Tensor,
         index: torch.Tensor,
         model_fn: ModelFn | None = None,
+        *,
+        raw: bool = False,
     ) -> torch.Tensor:
-        """The model's output for ``rows`` (checked), on rows the model may overwrite (see
-        :class:`~salience.engine._rows.CallState` for when the model receives a copy)."""
+        """The model's output for ``rows`` (the selected tensor, checked), on rows the model may
+        overwrite (see :class:`~salience.engine._rows.CallState` for when the model receives a
+        copy). ``raw=True`` returns what the model returned, unselected and unchecked."""
         call = self._call
         fn = model_fn or self.model_fn
         try:
@@ -192,6 +204,10 @@ class ScoreFunction(LayerCapture, Derivations):
                 f"{tuple(rows.shape[1:])}, dtype {rows.dtype}, on {rows.device} (model parameters "
                 f"on {model_device(self.model)}): {type(err).__name__}: {err}"
             ) from err
+        if raw:
+            return out
+        if self.select is not None:
+            out = self.select(out)
         if not isinstance(out, torch.Tensor):
             raise ModelOutputError(
                 f"{self.caller}: the model must return a torch.Tensor; got {type(out).__name__}. "
@@ -222,8 +238,24 @@ class ScoreFunction(LayerCapture, Derivations):
         target_rows: torch.Tensor,
         model_fn: ModelFn | None = None,
     ) -> torch.Tensor:
-        out = self._output(rows, index, model_fn)
-        s = self.target(out, target_rows)
+        raw = bool(getattr(self.target, "raw", False))
+        out = self._output(rows, index, model_fn, raw=raw)
+        try:
+            s = self.target(out, target_rows)
+        except TargetError as err:
+            kind = getattr(self.select, "structured", None)
+            if kind is None or raw or not isinstance(self.target, Score):
+                raise
+            raise TargetError(
+                f"{err} The model returns a {kind}; the target received the selected tensor "
+                f"(output={getattr(self.select, 'output', None)!r}). Score(fn, raw=True) hands fn the "
+                f"model's whole {kind} instead."
+            ) from err
+        if raw and isinstance(s, torch.Tensor) and s.shape == (rows.shape[0],) and not all_finite(s):
+            raise ModelOutputError(
+                f"{self.caller}: the target {self.target!r} returned NaN or inf scores for a chunk of "
+                f"{rows.shape[0]} rows; attributions would be meaningless."
+            )
         if s.shape != (rows.shape[0],):
             raise ModelOutputError(
                 f"{self.caller}: the target {self.target!r} returned shape {tuple(s.shape)}; "
@@ -460,6 +492,9 @@ def make_score(
     batch_size: int | None,
     layout: Layout,
     caller: str | None = None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> ScoreFunction:
     """The score function of ``model`` at ``x`` with ``target`` bound there (what ``explain`` uses).
 
@@ -480,8 +515,21 @@ def make_score(
     caller : str, optional
         Name used in error messages (the explainer or metric); by default the one running
         (:func:`salience.errors.caller`).
+    output : str, int, callable or None, optional
+        The tensor to explain when the model returns a tuple, a mapping or a Hugging Face
+        ``ModelOutput``: a key, an index or a callable (see :class:`~salience.engine.Selector`).
+        None takes a tensor as it is, a mapping's ``"logits"`` and a one-element tuple's element.
+    forward_args : sequence, optional
+        Extra positional inputs of every model call, after the rows.
+    forward_kwargs : mapping, optional
+        Extra keyword inputs of every model call (an attention mask, a padding mask, flags).
+        Tensors whose first axis has the length of ``x``'s are per-sample (also inside lists,
+        tuples and dicts): each model call receives the entries of the samples its rows belong
+        to, whatever the chunking (IG steps, noise draws, masks). Wrap a tensor in
+        :func:`~salience.engine.shared` to pass it unchanged.
     """
     caller = current_caller() if caller is None else caller
+    extras = Extras(forward_args, forward_kwargs, x.shape[0], caller)
     # a wrapper (torch.compile, DataParallel) runs a network: hooks, names and state are its
     network, call = unwrap(model), eager(model)
     if isinstance(network, nn.Module):
@@ -493,14 +541,22 @@ def make_score(
                 "weights first (model.to_empty(device=...), then load_state_dict)."
             )
     unbound = as_target(target)
+
+    def model_fn(rows: torch.Tensor, index: torch.Tensor) -> Any:
+        if not extras:
+            return call(rows)
+        args, kwargs = extras.rows(index)
+        return call(rows, *args, **kwargs)
+
     score = ScoreFunction(
-        lambda rows, index: call(rows),
+        model_fn,
         unbound,
         input=x,
         layout=layout,
         batch_size=batch_size,
         model=network,
         caller=caller,
+        select=Selector(output, caller),
     )
     # the reference output is cached by the score function: when binding needed it,
     # input_values() reuses it

@@ -13,6 +13,7 @@ pass of model calls (forward and backward).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -51,6 +52,28 @@ def replace_backward(
     ``value``'s own graph is cut: the only path back from the result is the rule.
     """
     return _Replace.apply(x, value.detach(), backward)
+
+
+def _each_tensor(out: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``out`` with ``fn`` applied to each floating tensor in it (through tuples, lists and
+    mappings, a Hugging Face ``ModelOutput`` included, copied rather than modified); None when
+    nothing in it is a floating tensor, so a forward hook leaves the output as it is."""
+    if isinstance(out, torch.Tensor):
+        return fn(out) if out.is_floating_point() else None
+    if isinstance(out, (tuple, list)) and type(out) in (tuple, list):
+        parts = [_each_tensor(v, fn) for v in out]
+        if all(p is None for p in parts):
+            return None
+        return type(out)(v if p is None else p for v, p in zip(out, parts, strict=True))
+    if isinstance(out, Mapping):
+        changed = {k: p for k, v in out.items() if (p := _each_tensor(v, fn)) is not None}
+        if not changed:
+            return None
+        new = copy.copy(out)
+        for k, p in changed.items():
+            new[k] = p  # type: ignore[index]
+        return new
+    return None
 
 
 @contextmanager
@@ -102,9 +125,9 @@ def rewired(
         if output is not None:
 
             def output_hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
-                if not isinstance(out, torch.Tensor):
-                    return None
-                return output(module, out, out)
+                # a structured output (tuple, dict, ModelOutput): every floating tensor in it,
+                # the one the score is taken from among them
+                return _each_tensor(out, lambda t: output(module, t, t))
 
             handles.append(model.register_forward_hook(own_thread(output_hook)))
         yield

@@ -18,7 +18,7 @@ from torch import nn
 
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
-from ..engine import Explainer, Parts, ScoreFunction
+from ..engine import Explainer, OutputLike, Parts, ScoreFunction
 from ..engine.layers import target_layer
 from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
@@ -106,6 +106,9 @@ class LayerExplainer(Explainer):
         Maximum samples per forward/backward pass.
     layout : str or Layout, optional
         Axis names of the input.
+    output : str, int or callable, optional
+        The tensor to explain when the model returns a tuple, a dict or a Hugging Face
+        ``ModelOutput`` (a key, an index or a callable); by default a ``ModelOutput``'s logits.
     """
 
     #: does the method use gradients (False for Score-CAM)
@@ -122,8 +125,9 @@ class LayerExplainer(Explainer):
         final_activation: str = "warn",
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         if not (layer is None or isinstance(layer, (str, nn.Module))):
             raise ParameterError(
                 f"The 'layer' parameter of {self.name} must be None, a dotted module name or an "
@@ -390,6 +394,7 @@ class ScoreCAM(LayerExplainer):
         progress: bool = True,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
         super().__init__(
             model,
@@ -400,6 +405,7 @@ class ScoreCAM(LayerExplainer):
             final_activation=final_activation,
             batch_size=batch_size,
             layout=layout,
+            output=output,
         )
         self.progress = check_bool(progress, "progress")
 

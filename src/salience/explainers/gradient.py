@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .._validation import check_option
-from ..engine import Explainer, ScoreFunction
+from ..engine import Explainer, OutputLike, ScoreFunction
 from ..layout import LayoutLike
 
 __all__ = ["Gradient", "Saliency", "InputXGradient"]
@@ -58,8 +58,9 @@ class Saliency(Explainer):
         reduce_channels: bool | None = None,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         self.reduce_channels = check_option(
             reduce_channels, "reduce_channels", type(self).__name__, (None, True, False)
         )

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._validation import all_finite, check_int, check_option
-from ..engine import Explainer, Parts, ScoreFunction
+from ..engine import Explainer, OutputLike, Parts, ScoreFunction
 from ..errors import ParameterError, SalienceError, current_caller
 from ..layout import LayoutLike
 
@@ -178,8 +178,9 @@ class IntegratedGradients(Explainer):
         baseline: BaselineLike = "zeros",
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         self.n_steps = check_int(n_steps, "n_steps", low=1)
         self.rule = check_option(rule, "rule", options=RULES)
         quadrature(self.rule, self.n_steps)  # validates n_steps against the rule

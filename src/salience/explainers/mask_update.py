@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from .._progress import progress_bar
 from .._validation import check_bool, check_float, check_generator, check_int, check_option, make_generator
-from ..engine import Explainer, Parts, ScoreFunction, own_thread
+from ..engine import Explainer, OutputLike, Parts, ScoreFunction, own_thread
 from ..errors import ModelOutputError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, SubstrateLike
@@ -195,6 +195,8 @@ class MaskUpdate(Explainer):
     progress : bool, default True
     batch_size : int, optional
     layout : str or Layout, optional
+    output : str, int or callable, optional
+        See :class:`~salience.engine.Explainer`.
 
     Returns
     -------
@@ -235,8 +237,9 @@ class MaskUpdate(Explainer):
         progress: bool = True,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         self.n_steps = check_int(n_steps, "n_steps", low=1)
         self.cells = cells
         self.shift = check_bool(shift, "shift")

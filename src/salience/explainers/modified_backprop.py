@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..engine import Explainer, Parts, ScoreFunction, own_thread
+from ..engine import Explainer, OutputLike, Parts, ScoreFunction, own_thread
 from ..errors import SalienceWarning, current_caller, warn
 from ..layout import LayoutLike
 from .backward_rules import replace_backward, rewired
@@ -243,6 +243,7 @@ class GuidedGradCAM(GradCAM):
         final_activation: str = "warn",
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
         super().__init__(
             model,
@@ -253,6 +254,7 @@ class GuidedGradCAM(GradCAM):
             final_activation=final_activation,
             batch_size=batch_size,
             layout=layout,
+            output=output,
         )
 
     def __repr__(self) -> str:

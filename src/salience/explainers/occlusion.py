@@ -8,7 +8,7 @@ import torch
 
 from .._progress import progress_bar
 from .._validation import check_bool
-from ..engine import Explainer, Parts, ScoreFunction
+from ..engine import Explainer, OutputLike, Parts, ScoreFunction
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
@@ -45,6 +45,8 @@ class Occlusion(Explainer):
     progress : bool, default True
     batch_size : int, optional
     layout : str or Layout, optional
+    output : str, int or callable, optional
+        See :class:`~salience.engine.Explainer`.
 
     Returns
     -------
@@ -73,8 +75,9 @@ class Occlusion(Explainer):
         progress: bool = True,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         if masker is None:
             if window is None:
                 raise ParameterError(f"{self.name} needs window=... (e.g. {{'t': 25}}) or masker=... .")

@@ -8,7 +8,7 @@ import torch
 
 from .._progress import progress_bar
 from .._validation import check_bool, check_generator, check_int, check_option, make_generator
-from ..engine import Explainer, Parts, ScoreFunction
+from ..engine import Explainer, OutputLike, Parts, ScoreFunction
 from ..errors import ParameterError
 from ..layout import LayoutLike
 from ..masking import Filler, GridMasker, Masker, SubstrateLike
@@ -70,6 +70,8 @@ class RISE(Explainer):
         Show a tqdm bar over the masks (if tqdm is installed).
     batch_size : int, optional
     layout : str or Layout, optional
+    output : str, int or callable, optional
+        See :class:`~salience.engine.Explainer`.
 
     Returns
     -------
@@ -109,8 +111,9 @@ class RISE(Explainer):
         progress: bool = True,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         self.n_masks = check_int(n_masks, "n_masks", low=1)
         if masker is not None:
             masker = check_masker(masker)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ...engine import Explainer, Parts, ScoreFunction, own_thread
+from ...engine import Explainer, OutputLike, Parts, ScoreFunction, own_thread
 from ...errors import LayerError, ParameterError, SalienceWarning, current_caller, warn
 from ...layout import LayoutLike
 from ..backward_rules import replace_backward, rewired
@@ -319,8 +319,9 @@ class LRP(Explainer):
         composite: CompositeLike = "epsilon",
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        output: OutputLike = None,
     ) -> None:
-        super().__init__(model, batch_size=batch_size, layout=layout)
+        super().__init__(model, batch_size=batch_size, layout=layout, output=output)
         self.composite = _resolve(composite)
 
     def __repr__(self) -> str:

@@ -14,8 +14,6 @@ score
     :class:`ScoreFunction` and :func:`make_score`.
 explainer
     :class:`Explainer`, :class:`Wrapper` and :class:`Parts`.
-attention
-    Attention capture: :func:`attention_maps`, :func:`capture_attention`, :class:`AttentionMap`.
 layers
     Finding and describing layers: :func:`find_layer`, :func:`trace`, :func:`layers`.
 """
@@ -24,7 +22,6 @@ from ..errors import caller, current_caller
 from ._forward import OutputLike, Selector, shared
 from ._hooks import own_thread
 from ._rows import ModelFn, PassContext, RowSource, default_batch_size
-from .attention import AttentionMap, attention_maps, capture_attention
 from .explainer import Explainer, Parts, Wrapper
 from .layers import LayerInfo, LayerTable, ModuleCall, find_layer, layers, trace
 from .score import ScoreFunction, make_score
@@ -35,9 +32,6 @@ __all__ = [
     "Parts",
     "ScoreFunction",
     "make_score",
-    "AttentionMap",
-    "attention_maps",
-    "capture_attention",
     "OutputLike",
     "Selector",
     "shared",

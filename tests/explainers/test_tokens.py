@@ -101,6 +101,8 @@ def test_patch_embedding_lookup():
     assert find_patch_embedding(hf, 2)[0] == "embeddings.patch_embeddings.projection"
     plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 8, 2, stride=2))
     assert find_patch_embedding(plain, 2)[0] == "2"
+    assert find_patch_embedding(plain, 2, names_only=True) is None
+    assert find_patch_embedding(hf, 2, names_only=True)[0] == "embeddings.patch_embeddings.projection"
     assert find_patch_embedding(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), 2) is None
     assert find_patch_embedding(lambda t: t, 2) is None
 

@@ -208,14 +208,16 @@ def _tuple(v: Any, nd: int) -> tuple[int, ...]:
     return tuple(int(i) for i in v) if isinstance(v, (tuple, list)) else (int(v),) * nd
 
 
-def find_patch_embedding(model: Any, n_spatial: int) -> tuple[str, nn.Module] | None:
+def find_patch_embedding(
+    model: Any, n_spatial: int, *, names_only: bool = False
+) -> tuple[str, nn.Module] | None:
     """The patch-embedding convolution of ``model``, as ``(name, conv)``, or None.
 
     Looked for, in order: the first ``Conv{n_spatial}d`` at or inside a module named
     ``patch_embed`` (timm), ``conv_proj`` (torchvision), ``patch_embeddings`` (Hugging Face) or
-    ``patch_embedding``; else the first ``Conv{n_spatial}d`` whose kernel equals its stride
-    and covers more than one position (a 1x1 convolution is not a patch embedding).
-    ``torch.compile`` and ``DataParallel`` wrappers are seen through.
+    ``patch_embedding``; else (unless ``names_only``) the first ``Conv{n_spatial}d`` whose
+    kernel equals its stride and covers more than one position (a 1x1 convolution is not a
+    patch embedding). ``torch.compile`` and ``DataParallel`` wrappers are seen through.
     """
     model = unwrap(model)
     conv_type = _CONVS.get(n_spatial)
@@ -227,6 +229,8 @@ def find_patch_embedding(model: Any, n_spatial: int) -> tuple[str, nn.Module] | 
             for sub, conv in module.named_modules():
                 if isinstance(conv, conv_type):
                     return (f"{name}.{sub}" if sub else name), conv
+    if names_only:
+        return None
     for name, conv in named:
         if (
             isinstance(conv, conv_type)
@@ -439,3 +443,35 @@ def infer_token_grid(
 
 def _also(prefix_source: str) -> str:
     return f"; prefix from {prefix_source}" if prefix_source else ""
+
+
+def token_grid(tokens: torch.Tensor, sizes: tuple[int, ...], owner: str = "reshape='tokens'") -> torch.Tensor:
+    """Tokens (B, L, D) -> feature maps (B, D, *grid), dropping a leading CLS token if present:
+    the shape-only reading of salience 0.2, kept for code that imports it from
+    ``salience.explainers.cam`` (the CAMs now use :func:`infer_token_grid`).
+
+    The grid is the input's spatial ``sizes`` divided by one common patch size ``p``; the
+    number of extra leading tokens (0 or 1) is whatever makes ``prod(grid)`` equal the token
+    count. Raises LayerError when no such grid exists or when it is ambiguous.
+    """
+    if tokens.ndim != 3:
+        raise LayerError(
+            f"{owner}: expected a token output of shape (B, L, D); got {tuple(tokens.shape)}. "
+            "Pass reshape=callable mapping the layer output to (B, K, *spatial)."
+        )
+    n_tokens = tokens.shape[1]
+    found = []
+    for extra in (0, 1):
+        for p in range(1, max(sizes) + 1):
+            if all(s % p == 0 for s in sizes) and math.prod(s // p for s in sizes) == n_tokens - extra:
+                found.append((extra, tuple(s // p for s in sizes)))
+    if len(found) != 1:
+        what = "no patch grid fits" if not found else f"several grids fit: {found}"
+        raise LayerError(
+            f"{owner}: cannot infer a token grid for {n_tokens} tokens and input sizes {sizes} "
+            f"({what}). Pass reshape=callable, e.g. "
+            "lambda a: a[:, 1:].reshape(a.shape[0], 14, 14, -1).permute(0, 3, 1, 2)."
+        )
+    extra, grid = found[0]
+    body = tokens[:, extra:]
+    return body.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)

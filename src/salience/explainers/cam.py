@@ -8,7 +8,6 @@ written over "the axes after the channel axis", never per rank.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
@@ -19,7 +18,15 @@ from torch import nn
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
 from ..engine import Explainer, OutputLike, Parts, ScoreFunction
-from ..engine.layers import target_layer
+from ..engine.layers import TokenProbe, target_layer, token_layer_error, token_module
+from ..engine.tokens import (
+    PATCH_NAMES,
+    TokenGrid,
+    find_patch_embedding,
+    infer_token_grid,
+    prefix_tokens,
+    token_grid,  # noqa: F401  (the shape-only reading of salience 0.2, imported from here)
+)
 from ..errors import FinalActivationWarning, LayerError, ParameterError, ShapeError, warn
 from ..layout import Layout, LayoutLike
 
@@ -37,36 +44,6 @@ LayerLike = None | str | nn.Module
 Reshape = None | str | Callable[[torch.Tensor], torch.Tensor]
 
 _INTERPOLATION = ("linear", "bilinear", "trilinear")  # by number of spatial axes
-
-
-def token_grid(tokens: torch.Tensor, sizes: tuple[int, ...], owner: str = "reshape='tokens'") -> torch.Tensor:
-    """Tokens (B, L, D) -> feature maps (B, D, *grid), dropping a leading CLS token if present.
-
-    The grid is the input's spatial ``sizes`` divided by one common patch size ``p``; the
-    number of extra leading tokens (0 or 1) is whatever makes ``prod(grid)`` equal the token
-    count. Raises LayerError when no such grid exists or when it is ambiguous.
-    """
-    if tokens.ndim != 3:
-        raise LayerError(
-            f"{owner}: expected a token output of shape (B, L, D); got {tuple(tokens.shape)}. "
-            "Pass reshape=callable mapping the layer output to (B, K, *spatial)."
-        )
-    n_tokens = tokens.shape[1]
-    found = []
-    for extra in (0, 1):
-        for p in range(1, max(sizes) + 1):
-            if all(s % p == 0 for s in sizes) and math.prod(s // p for s in sizes) == n_tokens - extra:
-                found.append((extra, tuple(s // p for s in sizes)))
-    if len(found) != 1:
-        what = "no patch grid fits" if not found else f"several grids fit: {found}"
-        raise LayerError(
-            f"{owner}: cannot infer a token grid for {n_tokens} tokens and input sizes {sizes} "
-            f"({what}). Pass reshape=callable, e.g. "
-            "lambda a: a[:, 1:].reshape(a.shape[0], 14, 14, -1).permute(0, 3, 1, 2)."
-        )
-    extra, grid = found[0]
-    body = tokens[:, extra:]
-    return body.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
 
 class LayerExplainer(Explainer):
@@ -90,12 +67,20 @@ class LayerExplainer(Explainer):
     upsample : bool, default True
         Interpolate the map to the input's spatial size (linear, bilinear or trilinear for 1, 2
         or 3 spatial axes, ``align_corners=False``); False leaves it at the layer's resolution.
-    reshape : None, "tokens" or callable, optional
-        For layers whose output is not (B, K, *spatial), e.g. transformer tokens (B, L, D). A
-        callable maps the layer output to (B, K, *spatial) (it is applied to activations and
-        gradients alike). ``"tokens"`` infers a patch grid from the input size and drops a
-        leading CLS token. Requires an explicit ``layer`` (the last blocks of a CLS-token
-        classifier only feed the CLS token: pick e.g. ``blocks[-1].norm1``).
+    reshape : "auto", "tokens", None or callable, default "auto"
+        How a layer output that is not (B, K, *spatial) is read, e.g. transformer tokens
+        (B, N, D). ``"auto"``: a convolutional or other spatial layer as it is (exactly as
+        ``None``); a token layer of a model that identifies itself as a patch transformer (a
+        patch-embedding module named as timm, torchvision and Hugging Face name it, or
+        CLS/distillation/register token parameters, see :mod:`salience.engine.tokens`) as its
+        patch grid, the prefix tokens dropped; any other token layer is refused, as with
+        ``None``. ``"tokens"``: the patch grid, also from a convolution with kernel == stride or
+        from the shapes alone. A grid of per-channel tokens (C, T') gives maps of shape
+        (N, C, T). The grid used is recorded in ``Attribution.info["tokens"]`` (a
+        :class:`~salience.engine.tokens.TokenGrid`). A callable maps the layer output to
+        (B, K, *spatial) (it is applied to activations and gradients alike). ``"tokens"`` and
+        a callable need an explicit ``layer`` (the last blocks of a CLS-token classifier only
+        feed the CLS token: pick e.g. ``blocks[-1].norm1``).
     final_activation : {"warn", "keep", "strip"}, default "warn"
         What to do when the model ends in a Softmax/LogSoftmax/Sigmoid module. ``"warn"`` explains
         the output as it is and says so; ``"keep"`` does the same silently; ``"strip"`` explains
@@ -121,7 +106,7 @@ class LayerExplainer(Explainer):
         layer: LayerLike = None,
         relu: bool = True,
         upsample: bool = True,
-        reshape: Reshape = None,
+        reshape: Reshape = "auto",
         final_activation: str = "warn",
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
@@ -133,12 +118,12 @@ class LayerExplainer(Explainer):
                 f"The 'layer' parameter of {self.name} must be None, a dotted module name or an "
                 f"nn.Module. Got {type(layer).__name__} instead."
             )
-        if not (reshape is None or reshape == "tokens" or callable(reshape)):
+        if not (reshape is None or reshape in ("auto", "tokens") or callable(reshape)):
             raise ParameterError(
-                f"The 'reshape' parameter of {self.name} must be None, 'tokens' or a callable mapping "
-                f"the layer output to (B, K, *spatial). Got {reshape!r} instead."
+                f"The 'reshape' parameter of {self.name} must be 'auto', 'tokens', None or a callable "
+                f"mapping the layer output to (B, K, *spatial). Got {reshape!r} instead."
             )
-        if reshape is not None and layer is None:
+        if reshape not in (None, "auto") and layer is None:
             raise ParameterError(
                 f"{self.name}: reshape=... needs an explicit layer=...: in a CLS-token transformer the "
                 "last modules only feed the CLS token, so their token maps have zero gradient. "
@@ -164,16 +149,25 @@ class LayerExplainer(Explainer):
         if not spatial:
             raise ShapeError(f"{owner} needs an input with spatial axes; got layout {layout}.")
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
+        auto = self.reshape == "auto"
         name, module, probe = target_layer(score, self.layer, sizes, tokens=self.reshape is not None)
+        token = False
+        if auto and self.layer is not None and not isinstance(module, nn.modules.conv._ConvNd):
+            token = token_module(score.model, name) is not None  # else: does it pass tokens on?
+            probe = None if token else TokenProbe(module, x.ndim)
+        channels = x.shape[layout.axes("c")[0]] if layout.has_channels else 1
+        read = _Reading(
+            self, name, score.model, (x.shape[0], channels, *sizes), token, probe if auto else None
+        )
         if probe is not None:
             score = score.under(probe)
-        values, cam = self._layer_map(x, score, module, sizes)
-        if probe is not None:
+        values, cam = self._layer_map(x, score, module, read)
+        if probe is not None and not auto:
             probe.check(name)
         layer_shape = tuple(cam.shape[1:])
         if self.relu:
             cam = cam.clamp_min(0)
-        cam = cam.unsqueeze(1)  # (B, 1, *a)
+        cam = cam if read.per_channel else cam.unsqueeze(1)  # (B, 1 or C, *a)
         if self.upsample and tuple(cam.shape[2:]) != sizes:
             if len(sizes) > len(_INTERPOLATION):
                 raise ShapeError(
@@ -186,7 +180,12 @@ class LayerExplainer(Explainer):
             layout=layout,
             layer=name,
             scores=values,
-            info={"layer_shape": layer_shape, "relu": self.relu, "upsampled": self.upsample},
+            info={
+                "layer_shape": layer_shape,
+                "relu": self.relu,
+                "upsampled": self.upsample,
+                **({} if read.grid is None else {"tokens": read.grid}),
+            },
         )
 
     def explained_score(self, score: ScoreFunction) -> ScoreFunction:
@@ -211,34 +210,87 @@ class LayerExplainer(Explainer):
 
         return score.final_activation(strip=False, found=report)
 
-    def _grid(self, t: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-        """Layer output (B, *A) -> (B, K, *a) with one axis per input spatial axis."""
-        if self.reshape == "tokens":
-            t = token_grid(t, sizes, f"{self.name}(reshape='tokens')")
-        elif callable(self.reshape):
-            t = self.reshape(t)
+    def _layer_map(
+        self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, read: _Reading
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (B,) and the layer-resolution map (B, *a) (or (B, C, *a) for per-channel tokens)."""
+        values, a, g = score.layer_gradients(module)  # grad=True: g is a tensor
+        return values, self._combine(read(a), read(cast(torch.Tensor, g)))
+
+    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Activations and gradients (B, K, *a) -> map (B, *a)."""
+        raise NotImplementedError
+
+
+class _Reading:
+    """How one call reads the target layer's output (B, *A) as (B, K, *a): as it is, through
+    the user's ``reshape`` callable, or as a token grid (found once, kept in ``grid``)."""
+
+    def __init__(
+        self,
+        owner: LayerExplainer,
+        name: str,
+        model: Any,
+        input_shape: tuple[int, ...],
+        token: bool,
+        probe: TokenProbe | None,
+    ) -> None:
+        self.owner, self.name, self.model, self.input_shape = owner, name, model, input_shape
+        self.sizes = input_shape[2:]
+        self.token, self.probe = token, probe  # "auto": a token layer, or one passing tokens on
+        self.grid: TokenGrid | None = None
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        reshape, owner = self.owner.reshape, self.owner.name
+        if callable(reshape):
+            t = reshape(t)
             if not isinstance(t, torch.Tensor):
-                raise LayerError(f"{self.name}: reshape must return a tensor; got {type(t).__name__}.")
-        if t.ndim != 2 + len(sizes):
+                raise LayerError(f"{owner}: reshape must return a tensor; got {type(t).__name__}.")
+        elif reshape == "tokens" or (reshape == "auto" and self._is_tokens(t)):
+            t = self._tokens(t, reshape == "auto")
+        if t.ndim != 2 + len(self.sizes) + self.per_channel:
             raise LayerError(
-                f"{self.name}: the target layer's output has shape {tuple(t.shape)}, but a map "
-                f"over the input's {len(sizes)} spatial axes needs (B, K, {', '.join(['...'] * len(sizes))}). "
+                f"{owner}: the target layer's output has shape {tuple(t.shape)}, but a map over the "
+                f"input's {len(self.sizes)} spatial axes needs (B, K, {', '.join(['...'] * len(self.sizes))}). "
                 "Pick a convolutional layer (salience.layers(model, x) lists them) or pass "
                 "reshape=... (e.g. 'tokens' for transformer outputs)."
             )
         return t
 
-    def _layer_map(
-        self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores (B,) and the layer-resolution map (B, *a)."""
-        values, a, g = score.layer_gradients(module)  # grad=True: g is a tensor
-        a, g = self._grid(a, sizes), self._grid(cast(torch.Tensor, g), sizes)
-        return values, self._combine(a, g)
+    @property
+    def per_channel(self) -> bool:
+        """Whether the layer is read as per-channel tokens, a grid (C, *a) over the input's channels."""
+        return self.grid is not None and self.grid.channels is not None
 
-    def _combine(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Activations and gradients (B, K, *a) -> map (B, *a)."""
-        raise NotImplementedError
+    def _is_tokens(self, t: torch.Tensor) -> bool:
+        """A token module's output, one passing a token sequence on (the probe saw it made), or
+        a 3-axis output for an input with several spatial axes (which no plain reading fits)."""
+        if self.token or (self.probe is not None and any(self.probe.hits)):
+            return True
+        return self.probe is not None and t.ndim == 3 and len(self.sizes) > 1
+
+    def _tokens(self, t: torch.Tensor, auto: bool) -> torch.Tensor:
+        """Tokens (B, N, D) -> (B, D, *grid), the grid inferred on the first call."""
+        if self.grid is None:
+            nd = len(self.sizes)
+            if (
+                auto
+                and prefix_tokens(self.model) is None
+                and not find_patch_embedding(self.model, nd, names_only=True)
+            ):
+                raise token_layer_error(
+                    self.name,
+                    f"returns {tuple(t.shape)} for an input of shape {self.input_shape}; the model names "
+                    f"no patch embedding ({', '.join(PATCH_NAMES)}) and declares no prefix tokens, so "
+                    "reshape='auto' does not read it as a patch grid. Its output",
+                )
+            hint = (
+                " Pass reshape=callable mapping the layer output to (B, K, *spatial), e.g. "
+                "for a CLS token and a 14x14 grid, "
+                "lambda a: a[:, 1:].transpose(1, 2).reshape(a.shape[0], -1, 14, 14)."
+            )
+            self.grid = infer_token_grid(t.shape, self.input_shape, model=self.model, hint=hint)
+        return self.grid.to_grid(t)
 
 
 def _positions(t: torch.Tensor) -> tuple[int, ...]:
@@ -389,7 +441,7 @@ class ScoreCAM(LayerExplainer):
         layer: LayerLike = None,
         relu: bool = True,
         upsample: bool = True,
-        reshape: Reshape = None,
+        reshape: Reshape = "auto",
         final_activation: str = "warn",
         progress: bool = True,
         batch_size: int | None = None,
@@ -410,15 +462,16 @@ class ScoreCAM(LayerExplainer):
         self.progress = check_bool(progress, "progress")
 
     def _layer_map(
-        self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, sizes: tuple[int, ...]
+        self, x: torch.Tensor, score: ScoreFunction, module: nn.Module, read: _Reading
     ) -> tuple[torch.Tensor, torch.Tensor]:
         values, a, _ = score.layer_gradients(module, grad=False)
-        a = self._grid(a, sizes)
+        a, sizes = read(a), read.sizes
         b, k = a.shape[:2]
         if len(sizes) > len(_INTERPOLATION):
             raise ShapeError(f"{self.name} supports 1 to 3 spatial axes; got {len(sizes)}.")
         mode = _INTERPOLATION[len(sizes) - 1]
-        flat = a.reshape(b * k, 1, *a.shape[2:])
+        # one mask per channel k: (1, *a), or (C, *a) over the input's channels for per-channel tokens
+        flat = a.reshape(b * k, *([] if read.per_channel else [1]), *a.shape[2:])
         layout = score.layout
         bar = progress_bar(b * k, f"{self.name} masks", self.progress)
 

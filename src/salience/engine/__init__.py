@@ -16,6 +16,9 @@ explainer
     :class:`Explainer`, :class:`Wrapper` and :class:`Parts`.
 layers
     Finding and describing layers: :func:`find_layer`, :func:`trace`, :func:`layers`.
+tokens
+    Token grids of transformer layers and their mapping back to the input:
+    :func:`infer_token_grid`, :class:`TokenGrid`.
 """
 
 from ..errors import caller, current_caller
@@ -25,6 +28,7 @@ from ._rows import ModelFn, PassContext, RowSource, default_batch_size
 from .explainer import Explainer, Parts, Wrapper
 from .layers import LayerInfo, LayerTable, ModuleCall, find_layer, layers, trace
 from .score import ScoreFunction, make_score
+from .tokens import TokenGrid, find_patch_embedding, infer_token_grid, prefix_tokens
 
 __all__ = [
     "Explainer",
@@ -48,4 +52,8 @@ __all__ = [
     "LayerTable",
     "caller",
     "current_caller",
+    "TokenGrid",
+    "infer_token_grid",
+    "find_patch_embedding",
+    "prefix_tokens",
 ]

@@ -252,3 +252,19 @@ def test_model_is_left_unchanged():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert flags == [b.attn.fused_attn for b in model.blocks] and not model.training
     assert not any(m._forward_hooks for m in model.modules())
+
+
+def _compiled(net: nn.Module) -> nn.Module:
+    return torch.compile(net, backend="eager")  # no C++ toolchain needed
+
+
+@pytest.mark.parametrize("wrap", [_compiled, nn.DataParallel])
+def test_wrapped_models_are_read_through(wrap):
+    """torch.compile and DataParallel: the grid comes from the network inside (1-D case, where
+    shapes alone would not tell tokens from channels x time)."""
+    model = PatchTransformer1D()
+    x = _x((2, 3, 64), seed=7)
+    plain = sl.GradCAM(model, layer=LAYER).explain(x, 1)
+    wrapped = sl.GradCAM(wrap(model), layer=LAYER).explain(x, 1)
+    torch.testing.assert_close(wrapped.values, plain.values, **TOL)
+    assert wrapped.info["tokens"] == plain.info["tokens"]

@@ -207,24 +207,43 @@ def test_padding_is_cropped():
     assert torch.equal(g.to_input(v), torch.tensor([[1, 1, 2, 2, 2, 2, 3, 3, 3]], dtype=F64))
 
 
-def test_overlapping_2d_against_a_loop():
+@pytest.mark.parametrize(
+    ("sizes", "kernel", "stride", "padding"),
+    [
+        # rows: 5 patches of 5 from -1 by 2 (the last covers 7..11, row 11 is padding); columns:
+        # 3 of 4 by 2 (column 8 is covered by none)
+        ((11, 9), (5, 4), (2, 2), (1, 0)),
+        ((11, 9), (3, 2), (3, 2), (2, 1)),  # kernel == stride (the repeat path), padded, remainders
+        ((8, 8), (4, 4), (4, 4), (0, 0)),
+    ],
+)
+def test_patches_to_pixels_against_a_loop(sizes, kernel, stride, padding):
     """Mean of the covering patches, checked against a direct loop over patches and pixels."""
-    # rows: 5 patches of 5 from -1 by 2 (the last covers 7..11, row 11 is padding); columns: 3 of
-    # 4 by 2 (column 8 is covered by none)
-    g = _grid(prefix=2, grid=(5, 3), sizes=(11, 9), kernel=(5, 4), stride=(2, 2), padding=(1, 0))
-    v = torch.randn(3, 2, 2 + 15, dtype=F64, generator=torch.Generator().manual_seed(0))
-    total = torch.zeros(3, 2, 11, 9, dtype=F64)
-    count = torch.zeros(11, 9, dtype=F64)
-    for i in range(5):
-        for j in range(3):
-            r0, c0 = i * 2 - 1, j * 2
-            for r in range(max(r0, 0), min(r0 + 5, 11)):
-                for c in range(c0, min(c0 + 4, 9)):
-                    total[..., r, c] += v[..., 2 + i * 3 + j]
+    grid = tuple(
+        (s + 2 * p - k) // st + 1 for s, k, st, p in zip(sizes, kernel, stride, padding, strict=True)
+    )
+    g = _grid(prefix=2, grid=grid, sizes=sizes, kernel=kernel, stride=stride, padding=padding)
+    v = torch.randn(3, 2, 2 + g.n_patches, dtype=F64, generator=torch.Generator().manual_seed(0))
+    total = torch.zeros(3, 2, *sizes, dtype=F64)
+    count = torch.zeros(*sizes, dtype=F64)
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            r0, c0 = i * stride[0] - padding[0], j * stride[1] - padding[1]
+            for r in range(max(r0, 0), min(r0 + kernel[0], sizes[0])):
+                for c in range(max(c0, 0), min(c0 + kernel[1], sizes[1])):
+                    total[..., r, c] += v[..., 2 + i * grid[1] + j]
                     count[r, c] += 1
     expected = torch.where(count > 0, total / count.clamp_min(1), torch.zeros(()))
     torch.testing.assert_close(g.to_input(v), expected, rtol=1e-12, atol=1e-12)
-    assert g.to_input(v).shape == (3, 2, 11, 9)
+    assert g.to_input(v).shape == (3, 2, *sizes)
+
+
+def test_three_dimensional_tubelets():
+    g = _grid(prefix=1, grid=(2, 1, 2), sizes=(4, 2, 4), kernel=(2, 2, 2))
+    v = torch.tensor([[0.0, 1, 2, 3, 4]], dtype=F64)
+    out = g.to_input(v)
+    assert out.shape == (1, 4, 2, 4) and torch.equal(out[0, 2:, :, :2], torch.full((2, 2, 2), 3.0, dtype=F64))
+    assert torch.equal(out.sum(), torch.tensor(8.0 * (1 + 2 + 3 + 4), dtype=F64))
 
 
 def test_channel_tokens_to_channels_by_time():

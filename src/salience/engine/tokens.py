@@ -179,23 +179,31 @@ def _unpatch(
 ) -> torch.Tensor:
     """(M, *grid) patch values -> (M, *sizes): each position the mean of the patches covering it."""
     nd = len(sizes)
+
+    def crop(t: torch.Tensor) -> torch.Tensor:
+        # t covers positions -padding .. -padding + length: crop the padding at the start; crop
+        # (padding) or extend with zeros (the remainder a strided convolution drops, covered by
+        # no patch) at the end
+        pad = [
+            e
+            for s, n, p in zip(reversed(sizes), reversed(t.shape[1:]), reversed(padding), strict=True)
+            for e in (-p, s + p - n)
+        ]
+        return F.pad(t, pad)
+
+    if kernel == stride and all(d == 1 for d in dilation):  # non-overlapping: repeat each value
+        for axis, k in enumerate(kernel):
+            v = v.repeat_interleave(k, dim=1 + axis)
+        return crop(v)
     if nd not in _CONV_T:
         raise LayerError(
-            f"{current_caller()}: patches can be mapped back over 1 to 3 spatial axes; got {nd}."
+            f"{current_caller()}: overlapping patches can be mapped back over 1 to 3 spatial axes; got {nd}."
         )
     conv_t = _CONV_T[nd]
     w = torch.ones(1, 1, *kernel, dtype=v.dtype, device=v.device)
     kw: dict[str, Any] = {"stride": stride, "dilation": dilation}
-    total = conv_t(v.unsqueeze(1), w, **kw)[:, 0]  # positions -padding .. -padding + length
-    count = conv_t(torch.ones_like(v[:1]).unsqueeze(1), w, **kw)[:, 0]
-    # crop the padding at the start; crop (padding) or extend with zeros (the remainder a strided
-    # convolution drops, covered by no patch) at the end
-    pad = [
-        e
-        for s, t, p in zip(reversed(sizes), reversed(total.shape[1:]), reversed(padding), strict=True)
-        for e in (-p, s + p - t)
-    ]
-    total, count = F.pad(total, pad), F.pad(count, pad)
+    total = crop(conv_t(v.unsqueeze(1), w, **kw)[:, 0])
+    count = crop(conv_t(torch.ones_like(v[:1]).unsqueeze(1), w, **kw)[:, 0])
     return torch.where(count > 0, total / torch.where(count > 0, count, torch.ones_like(count)), total)
 
 

@@ -7,7 +7,7 @@ run inside it (:func:`~salience.errors.named_init`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 from .._validation import all_finite, check_input, check_int, non_finite
 from ..attribution import Attribution
 from ..engine import Explainer
+from ..engine._forward import Extras
 from ..errors import (
     DTypeError,
     InputError,
@@ -149,7 +150,38 @@ def check_explainer(explainer: Any, name: str = "explainer") -> Any:
     return explainer
 
 
-def run_explainer(explainer: Any, x: torch.Tensor, target: Any) -> Any:
+def check_forward(forward_args: Any, forward_kwargs: Any, n_samples: int) -> Extras:
+    """The extra forward inputs of a metric call, validated (the messages name the metric).
+
+    Parameters
+    ----------
+    forward_args : sequence
+        Extra positional inputs of every model call.
+    forward_kwargs : mapping or None
+        Extra keyword inputs of every model call.
+    n_samples : int
+        The number of samples of ``x``: tensors whose first axis has this length are per-sample.
+
+    Returns
+    -------
+    Extras
+        ``rows(samples)`` gives the inputs of rows derived from ``samples``.
+
+    Raises
+    ------
+    ParameterError
+        ``forward_args`` is not a tuple or list, or ``forward_kwargs`` not a dict with str keys.
+    """
+    return Extras(forward_args, forward_kwargs, n_samples, current_caller())
+
+
+def run_explainer(
+    explainer: Any,
+    x: torch.Tensor,
+    target: Any,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
+) -> Any:
     """``explainer(x, target)``, with the exceptions of a plain callable typed.
 
     Parameters
@@ -158,6 +190,13 @@ def run_explainer(explainer: Any, x: torch.Tensor, target: Any) -> Any:
         Checked by :func:`check_explainer` beforehand.
     x : Tensor
     target : Any
+    forward_args : sequence, optional
+        Extra positional inputs of the model, for the rows of ``x``: a salience Explainer gets
+        ``explain(x, target, forward_args=..., forward_kwargs=...)``, a plain callable
+        ``explainer(x, target, *forward_args, **forward_kwargs)`` (as the model is called, with
+        :func:`~salience.engine.shared` values unwrapped).
+    forward_kwargs : mapping, optional
+        Extra keyword inputs of the model, for the rows of ``x``.
 
     Returns
     -------
@@ -170,18 +209,25 @@ def run_explainer(explainer: Any, x: torch.Tensor, target: Any) -> Any:
         A plain callable (not a salience Explainer) raised; its exception is the cause. Errors
         of salience itself pass through unchanged.
     """
+    kwargs = dict(forward_kwargs or {})
     if isinstance(explainer, Explainer):
-        return explainer(x, target)
+        if not (forward_args or kwargs):  # as before: a subclass may narrow explain's signature
+            return explainer(x, target)
+        return explainer.explain(x, target, forward_args=tuple(forward_args), forward_kwargs=kwargs)
+    if forward_args or kwargs:  # as the model would receive them: shared(...) values unwrapped
+        n = x.shape[0] if isinstance(x, torch.Tensor) and x.ndim else 0
+        forward_args, kwargs = check_forward(forward_args, kwargs, n).rows(torch.arange(n))
     try:
-        return explainer(x, target)
+        return explainer(x, target, *forward_args, **kwargs)
     except SalienceError:
         raise
     except Exception as err:
         name = getattr(explainer, "__name__", type(explainer).__name__)
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        extra = " plus the extra forward inputs" if forward_args or kwargs else ""
         raise ModelCallError(
             f"{current_caller()}: the explainer {name} raised {type(err).__name__}: {err} (called as "
-            f"explainer(x, target) on x of shape {shape})."
+            f"explainer(x, target){extra} on x of shape {shape})."
         ) from err
 
 

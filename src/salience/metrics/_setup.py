@@ -3,6 +3,7 @@ the target bound at ``x``, and attributions placed in the input space or a domai
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from .._validation import check_batch_size
 from ..attribution import Attribution
 from ..domains.base import into
 from ..engine import Explainer, ScoreFunction, make_score
+from ..engine._forward import OutputLike, check_output
 from ..errors import ParameterError, ShapeError, current_caller
 from ..layout import Layout, LayoutLike
 from ..targets import TargetLike
@@ -24,17 +26,35 @@ def prepare(
     *,
     batch_size: int | None,
     layout: LayoutLike | None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, Layout, ScoreFunction]:
-    """Check ``x`` and build the engine's score function with ``target`` bound at ``x``."""
+    """Check ``x`` and build the engine's score function with ``target`` bound at ``x``.
+
+    ``output`` selects the tensor scored in a structured model output; ``forward_args`` and
+    ``forward_kwargs`` are extra inputs of every model call, per-sample tensors cut to the rows
+    of each chunk (see :func:`~salience.engine.make_score`). Their errors name the metric.
+    """
     if not callable(model) or isinstance(model, Explainer):
         got = f"the explainer {model!r}" if isinstance(model, Explainer) else type(model).__name__
         raise ParameterError(
             f"The 'model' parameter of {current_caller()} must be the model, callable (an nn.Module or a "
             f"function of a batch). Got {got} instead."
         )
+    output = check_output(output, current_caller())
     x = check_x(x)
     lay = Layout.infer(x, layout)
-    score = make_score(model, x, target, batch_size=check_batch_size(batch_size), layout=lay)
+    score = make_score(
+        model,
+        x,
+        target,
+        batch_size=check_batch_size(batch_size),
+        layout=lay,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
     return x, lay, score
 
 
@@ -62,14 +82,28 @@ def setup(
     *,
     batch_size: int | None,
     layout: LayoutLike | None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Layout, ScoreFunction]:
     """Shared preamble of the model-based metrics: ``(attribution, space, layout, score)``.
 
-    ``space`` is ``x``, or ``domain.forward(x)`` with the score composed through the inverse.
+    ``space`` is ``x``, or ``domain.forward(x)`` with the score composed through the inverse;
+    ``output``, ``forward_args`` and ``forward_kwargs`` as in :func:`prepare` (a domain's rows
+    keep their sample, so per-sample inputs follow them).
     """
     a, target, domain = unpack(attribution, target, domain)
     a_layout = attribution.layout if isinstance(attribution, Attribution) else None
-    x, lay, score = prepare(model, x, target, batch_size=batch_size, layout=layout)
+    x, lay, score = prepare(
+        model,
+        x,
+        target,
+        batch_size=batch_size,
+        layout=layout,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
     space = x
     if domain is not None:
         space, lay, score, d = into(score, x, domain, lay)

@@ -7,6 +7,7 @@ the model-based metrics in :mod:`~salience.metrics._setup`, and the scale-exact 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -27,8 +28,19 @@ class Metric(NamedInit):
     functional counterpart in ``__call__``. Every class has the same call signature, so
     :func:`~salience.metrics.evaluate` can run any of them:
 
-    ``metric(model, x, attribution, target=None, *, explainer=None, mask=None, domain=None)``
-    returns one value per sample, shape (B,) (NaN where the metric is undefined for a sample).
+    ``metric(model, x, attribution, target=None, *, explainer=None, mask=None, domain=None,
+    forward_args=(), forward_kwargs=None)`` returns one value per sample, shape (B,) (NaN where
+    the metric is undefined for a sample).
+
+    ``forward_args`` and ``forward_kwargs`` are extra inputs of every model call
+    (``model(rows, *forward_args, **forward_kwargs)``: an attention mask, a padding mask, a
+    subject id, flags). Tensors whose first axis has length B are per-sample: every model call,
+    and every re-run of the explainer, receives the entries of the samples its rows derive from
+    (perturbed copies, deletion states, noise draws), whatever the chunking; wrap a tensor in
+    :func:`salience.engine.shared` to pass it unchanged. Metrics that call the model take
+    ``output=`` in their constructor (the tensor to score in a structured output); metrics that
+    re-run an explainer use the explainer's own ``output``; metrics that call neither ignore
+    the extra inputs.
 
     Class attributes declare what a metric needs and how to read it (torchmetrics-style).
     """
@@ -62,6 +74,8 @@ class Metric(NamedInit):
         explainer: Any = None,
         mask: torch.Tensor | None = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -81,6 +95,7 @@ def _param_repr(value: Any) -> str:
 
 
 class _Perturbation(Metric):
-    """A metric that scores perturbed copies of the input with the model."""
+    """A metric that scores perturbed copies of the input with the model (``self.output``
+    selects the scored tensor of a structured output)."""
 
     requires_model: ClassVar[bool] = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -86,6 +87,8 @@ class Sparseness(Metric):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return sparseness(attribution)
 
@@ -105,5 +108,7 @@ class Complexity(Metric):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return complexity(attribution)

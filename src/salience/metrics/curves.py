@@ -8,6 +8,7 @@ input's device, so memory stays bounded whatever the number of steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from .._progress import progress_bar
 from .._validation import check_batch_size, check_bool, check_float, check_int, check_option
 from ..attribution import Attribution
+from ..engine._forward import OutputLike, check_output
 from ..errors import InputError, ParameterError, ShapeError, caller, current_caller
 from ..layout import LayoutLike
 from ..masking import Filler, as_substrate
@@ -74,10 +76,24 @@ def _curve(
     layout: LayoutLike | None,
     batch_size: int | None,
     progress: bool,
+    output: OutputLike,
+    forward_args: Sequence[Any],
+    forward_kwargs: Mapping[str, Any] | None,
 ) -> torch.Tensor:
     max_fraction = check_float(max_fraction, "max_fraction", low=0.0, high=1.0, closed="right")
     progress = check_bool(progress, "progress")
-    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    a, space, lay, score = setup(
+        model,
+        x,
+        attribution,
+        target,
+        domain,
+        batch_size=batch_size,
+        layout=layout,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
     units = _reduce_channels(a, reduce)
     unit_shape = units.shape[1:]
     ranks = _ranks(units.flatten(1))
@@ -139,6 +155,17 @@ _CURVE_DOC = """
         Maximum rows per model call.
     progress : bool, default True
         Show a tqdm bar over the scored rows (if tqdm is installed).
+    output : str, int or callable, optional
+        The tensor to score when the model returns a tuple, a dict or a Hugging Face
+        ``ModelOutput``: a key, an index or a callable ``output -> tensor``. None: a tensor as it
+        is, a mapping's or ``ModelOutput``'s ``"logits"``, a one-element tuple's element.
+    forward_args : sequence, optional
+        Extra positional inputs of every model call: ``model(rows, *forward_args)``.
+    forward_kwargs : dict, optional
+        Extra keyword inputs of every model call (an attention mask, a padding mask, flags).
+        Tensors whose first axis has length B are per-sample: each state of sample ``i`` is
+        scored with sample ``i``'s entries, whatever ``batch_size``; wrap a tensor in
+        :func:`salience.engine.shared` to pass it unchanged.
 
     Returns
     -------
@@ -163,6 +190,9 @@ def deletion_curve(
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Deletion curve: the score as the most relevant units are replaced by the substrate.
 
@@ -184,6 +214,9 @@ def deletion_curve(
         layout=layout,
         batch_size=batch_size,
         progress=progress,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
     )
 
 
@@ -203,6 +236,9 @@ def insertion_curve(
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Insertion curve: the score as the most relevant units of ``x`` are put into the substrate.
 
@@ -228,6 +264,9 @@ def insertion_curve(
         layout=layout,
         batch_size=batch_size,
         progress=progress,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
     )
 
 
@@ -299,6 +338,9 @@ class Deletion(_Perturbation):
 
     RISE: ``Deletion(step=224)`` (pixels per step; zero substrate). Xplique:
     ``Deletion(steps=10)``. ROAD: ``Deletion(substrate=NoisyLinearImputation())``.
+    ``output=`` selects the scored tensor of a structured model output (as in
+    :func:`deletion_curve`); extra model inputs are passed to the call
+    (``forward_args=``/``forward_kwargs=``).
     """
 
     higher_is_better: ClassVar[bool | None] = False
@@ -314,6 +356,7 @@ class Deletion(_Perturbation):
         channel_reduction: str | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        output: OutputLike = None,
     ) -> None:
         if step is not None and steps is not None:
             raise ParameterError(
@@ -329,6 +372,7 @@ class Deletion(_Perturbation):
         )
         self.batch_size = check_batch_size(batch_size)
         self.progress = check_bool(progress, "progress")
+        self.output = check_output(output, type(self).__name__)
 
     @property
     def is_stochastic(self) -> bool:  # type: ignore[override]
@@ -343,6 +387,8 @@ class Deletion(_Perturbation):
         *,
         domain: Any = None,
         layout: LayoutLike | None = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         fn = deletion_curve if self._mode == "deletion" else insertion_curve
         return fn(
@@ -359,6 +405,9 @@ class Deletion(_Perturbation):
             layout=layout,
             batch_size=self.batch_size,
             progress=self.progress,
+            output=self.output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )
 
     def __call__(
@@ -371,8 +420,19 @@ class Deletion(_Perturbation):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
-        return auc(self.curve(model, x, attribution, target, domain=domain))
+        curve = self.curve(
+            model,
+            x,
+            attribution,
+            target,
+            domain=domain,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
+        )
+        return auc(curve)
 
 
 class Insertion(Deletion):
@@ -392,6 +452,7 @@ class Insertion(Deletion):
         channel_reduction: str | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        output: OutputLike = None,
     ) -> None:
         super().__init__(
             step=step,
@@ -401,4 +462,5 @@ class Insertion(Deletion):
             channel_reduction=channel_reduction,
             batch_size=batch_size,
             progress=progress,
+            output=output,
         )

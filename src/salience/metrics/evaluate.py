@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import ParameterError, caller
-from ._checks import check_explainer, run_explainer
+from ._checks import check_explainer, check_forward, run_explainer
 from .base import Metric
 
 __all__ = ["evaluate", "Table"]
@@ -143,32 +143,70 @@ def _named(objs: Any, what: str) -> list[tuple[str, Any]]:
 
 
 _DATA = "a tensor x, a tuple (x, y) or (x, y, mask), or an iterable of those (a DataLoader)"
+#: appended to the messages about data: what else a batch may hold
+_KWARGS_HINT = " (a batch may also end with a dict of its keyword model inputs, (x, y, forward_kwargs))"
 
 
-def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:
-    """(x, target, mask) triples from a tensor, an (x, y[, mask]) tuple, or an iterable of them."""
+def _batches(data: Any) -> Iterable[tuple[torch.Tensor, Any, Any, Mapping[str, Any] | None]]:
+    """(x, target, mask, forward_kwargs) from a tensor, an (x, y[, mask][, kwargs]) tuple, or an
+    iterable of them."""
     if isinstance(data, torch.Tensor):
-        yield data, None, None
+        yield data, None, None, None
         return
     if isinstance(data, tuple) and data and isinstance(data[0], torch.Tensor):
         data = [data]
     if data is None or isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
         raise ParameterError(
-            f"The 'data' parameter of evaluate must be {_DATA}. Got {type(data).__name__} instead."
+            f"The 'data' parameter of evaluate must be {_DATA}. Got {type(data).__name__} instead{_KWARGS_HINT}."
         )
     for item in data:
         if isinstance(item, torch.Tensor):
-            yield item, None, None
-        elif isinstance(item, (tuple, list)) and 1 <= len(item) <= 3:
+            yield item, None, None, None
+            continue
+        kwargs = None
+        if isinstance(item, (tuple, list)) and len(item) > 1 and isinstance(item[-1], Mapping):
+            item, kwargs = item[:-1], item[-1]
+        if isinstance(item, (tuple, list)) and 1 <= len(item) <= 3:
             x = item[0]
             y = item[1] if len(item) > 1 else None
             m = item[2] if len(item) > 2 else None
-            yield x, y, m
+            yield x, y, m, kwargs
         else:
             raise ParameterError(
                 f"The 'data' parameter of evaluate must be {_DATA}. Got an item of type "
-                f"{type(item).__name__} instead."
+                f"{type(item).__name__} instead{_KWARGS_HINT}."
             )
+
+
+def _forward_inputs(
+    x: Any,
+    forward_args: Sequence[Any],
+    forward_kwargs: Mapping[str, Any] | None,
+    batch_kwargs: Mapping[str, Any] | None,
+    in_memory: bool,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The extra model inputs of one batch: evaluate's own, checked, merged with the batch's."""
+    n = x.shape[0] if isinstance(x, torch.Tensor) and x.ndim else 0
+    extras = check_forward(forward_args, forward_kwargs, n)
+    if not in_memory and extras.per_sample:
+        raise ParameterError(
+            "The 'forward_kwargs'/'forward_args' parameters of evaluate hold a tensor whose first axis has "
+            f"the length of a batch ({n}), a per-sample input, but data is an iterable of batches: "
+            "per-sample extra inputs must come with their batch. Yield (x, y, forward_kwargs) or "
+            "(x, y, mask, forward_kwargs) items, or wrap a tensor that is the same for every batch in "
+            "salience.engine.shared(...)."
+        )
+    kwargs = dict(extras.kwargs)
+    if batch_kwargs is not None:
+        batch = check_forward((), batch_kwargs, n).kwargs
+        both = sorted(set(kwargs) & set(batch))
+        if both:
+            raise ParameterError(
+                f"The 'forward_kwargs' parameter of evaluate and the batch's own keyword inputs both give "
+                f"{both}; pass each input once."
+            )
+        kwargs.update(batch)
+    return extras.args, kwargs
 
 
 @caller("evaluate")
@@ -179,6 +217,8 @@ def evaluate(
     data: Any,
     *,
     domain: Any = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Table:
     """Run every metric on every explainer's attributions over ``data``; return a tidy table.
 
@@ -195,8 +235,21 @@ def evaluate(
         The model the perturbation metrics evaluate (usually the explainers' model).
     data : Tensor x, tuple (x, y) or (x, y, mask), or an iterable of such batches
         ``y`` is the target (None: predicted class); ``mask`` the ground truth for localisation.
+        A batch may end with a dict of its own extra keyword inputs of the model, ``(x, y,
+        forward_kwargs)`` or ``(x, y, mask, forward_kwargs)`` (per-sample tensors such as an
+        attention mask, with the batch's rows), merged with ``forward_kwargs``.
     domain : optional
         Passed to the metrics (attributions computed in a domain also carry it themselves).
+    forward_args : sequence, optional
+        Extra positional inputs of every model call, ``model(rows, *forward_args,
+        **forward_kwargs)``, passed to every explainer and metric.
+    forward_kwargs : dict, optional
+        Extra keyword inputs of every model call, passed to every explainer and metric. With
+        in-memory data (a tensor or one tuple), tensors whose first axis has length B are
+        per-sample and follow their rows through every explainer and metric. With an iterable
+        of batches, per-sample inputs must come with their batch (a dict ending each item):
+        here only inputs that are the same for every batch are accepted (flags, and tensors
+        wrapped in :func:`salience.engine.shared`).
 
     Returns
     -------
@@ -207,8 +260,9 @@ def evaluate(
     ------
     ParameterError
         Empty ``explainers`` or ``metrics``, a model where an explainer is expected, an object
-        that is not a Metric, ``data`` that is None or not an iterable of batches, or ``data``
-        that yields no batch.
+        that is not a Metric, ``data`` that is None or not an iterable of batches, ``data``
+        that yields no batch, per-sample ``forward_args``/``forward_kwargs`` with an iterable of
+        batches, or a batch's keyword input that ``forward_kwargs`` also gives.
 
     Examples
     --------
@@ -227,15 +281,25 @@ def evaluate(
     values: dict[tuple[int, int], list[torch.Tensor]] = {
         (i, j): [] for i in range(len(ex)) for j in range(len(ms))
     }
+    in_memory = isinstance(data, torch.Tensor) or (
+        isinstance(data, tuple) and bool(data) and isinstance(data[0], torch.Tensor)
+    )
     n_batches = 0
-    for x, y, mask in _batches(data):
+    for x, y, mask, batch_kwargs in _batches(data):
         n_batches += 1
+        args, kwargs = _forward_inputs(x, forward_args, forward_kwargs, batch_kwargs, in_memory)
+        # passed only when there are some: explainers and metrics written before these
+        # options existed keep working
+        extra: dict[str, Any] = {"forward_args": args, "forward_kwargs": kwargs} if args or kwargs else {}
         for i, (_, explainer) in enumerate(ex):
-            att = explainer.explain(x, y) if hasattr(explainer, "explain") else run_explainer(explainer, x, y)
+            if hasattr(explainer, "explain"):
+                att = explainer.explain(x, y, **extra)
+            else:
+                att = run_explainer(explainer, x, y, args, kwargs)
             for j, (mname, metric) in enumerate(ms):
                 if metric.requires_mask and mask is None:
                     raise ParameterError(f"{mname} needs ground-truth masks: pass data as (x, y, mask).")
-                v = metric(model, x, att, y, explainer=explainer, mask=mask, domain=domain)
+                v = metric(model, x, att, y, explainer=explainer, mask=mask, domain=domain, **extra)
                 values[(i, j)].append(v.detach().reshape(-1).to("cpu", torch.float64))
     if not n_batches:
         raise ParameterError("The 'data' parameter of evaluate must yield at least one batch. Got none.")

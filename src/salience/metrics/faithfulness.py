@@ -8,7 +8,7 @@ memory does not grow with the number of runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -24,6 +24,7 @@ from .._validation import (
     make_generator,
 )
 from ..attribution import Attribution
+from ..engine._forward import OutputLike, check_output
 from ..errors import ParameterError, ShapeError, caller, current_caller
 from ..layout import LayoutLike
 from ..masking import Filler, as_substrate
@@ -60,6 +61,9 @@ def faithfulness_correlation(
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Faithfulness correlation: do attribution sums predict the score drop of random subsets?
 
@@ -84,6 +88,17 @@ def faithfulness_correlation(
         per sample, sample after sample, and does not depend on ``batch_size``.
     progress : bool, default True
         Show a tqdm bar over the scored rows (if tqdm is installed).
+    output : str, int or callable, optional
+        The tensor to score when the model returns a tuple, a dict or a Hugging Face
+        ``ModelOutput``: a key, an index or a callable ``output -> tensor``. None: a tensor as it
+        is, a mapping's or ``ModelOutput``'s ``"logits"``, a one-element tuple's element.
+    forward_args : sequence, optional
+        Extra positional inputs of every model call: ``model(rows, *forward_args)``.
+    forward_kwargs : dict, optional
+        Extra keyword inputs of every model call (an attention mask, a padding mask, flags).
+        Tensors whose first axis has length B are per-sample: every perturbed copy of sample
+        ``i`` is scored with sample ``i``'s entries, whatever ``batch_size``; wrap a tensor in
+        :func:`salience.engine.shared` to pass it unchanged.
 
     Returns
     -------
@@ -101,7 +116,18 @@ def faithfulness_correlation(
     n_runs = check_count(n_runs, "n_runs", low=2)
     similarity = _check_similarity(similarity)
     progress = check_bool(progress, "progress")
-    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    a, space, lay, score = setup(
+        model,
+        x,
+        attribution,
+        target,
+        domain,
+        batch_size=batch_size,
+        layout=layout,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
     flat = a.flatten(1)
     n_units = flat.shape[1]
     subset_size = check_int(subset_size, "subset_size", low=1)
@@ -172,6 +198,9 @@ def infidelity(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Infidelity: ``E_I[(I . attribution - (f(x) - f(x - I)))^2]``.
 
@@ -199,6 +228,17 @@ def infidelity(
     batch_size : int, optional
         Maximum rows per model call; perturbations are drawn and evaluated chunk by chunk, so
         memory is bounded by ``batch_size`` rows, not by ``B * n_perturbations``.
+    output : str, int or callable, optional
+        The tensor to score when the model returns a tuple, a dict or a Hugging Face
+        ``ModelOutput``: a key, an index or a callable ``output -> tensor``. None: a tensor as it
+        is, a mapping's or ``ModelOutput``'s ``"logits"``, a one-element tuple's element.
+    forward_args : sequence, optional
+        Extra positional inputs of every model call: ``model(rows, *forward_args)``.
+    forward_kwargs : dict, optional
+        Extra keyword inputs of every model call (an attention mask, a padding mask, flags).
+        Tensors whose first axis has length B are per-sample: every perturbed copy of sample
+        ``i`` is scored with sample ``i``'s entries, whatever ``batch_size``; wrap a tensor in
+        :func:`salience.engine.shared` to pass it unchanged.
 
     Returns
     -------
@@ -221,7 +261,18 @@ def infidelity(
     std = check_float(std, "std", low=0.0)
     perturbation = _check_perturbation(perturbation)
     normalize = check_bool(normalize, "normalize")
-    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    a, space, lay, score = setup(
+        model,
+        x,
+        attribution,
+        target,
+        domain,
+        batch_size=batch_size,
+        layout=layout,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
     gen = make_generator(generator)
     b, shape = space.shape[0], tuple(space.shape[1:])
     check_rows(b, n, "n_perturbations")
@@ -287,7 +338,8 @@ def infidelity(
 
 # ---------------------------------------------------------------------------- classes
 class FaithfulnessCorrelation(_Perturbation):
-    """:func:`faithfulness_correlation` as a metric class (higher is better)."""
+    """:func:`faithfulness_correlation` as a metric class (higher is better); ``output=`` selects
+    the scored tensor of a structured model output."""
 
     higher_is_better: ClassVar[bool | None] = True
     is_stochastic: ClassVar[bool] = True
@@ -302,6 +354,7 @@ class FaithfulnessCorrelation(_Perturbation):
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        output: OutputLike = None,
     ) -> None:
         self.n_runs = check_count(n_runs, "n_runs", low=2)
         self.subset_size = check_int(subset_size, "subset_size", low=1)
@@ -310,6 +363,7 @@ class FaithfulnessCorrelation(_Perturbation):
         self.generator = check_generator(generator)
         self.batch_size = check_batch_size(batch_size)
         self.progress = check_bool(progress, "progress")
+        self.output = check_output(output, type(self).__name__)
 
     def __call__(
         self,
@@ -321,6 +375,8 @@ class FaithfulnessCorrelation(_Perturbation):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return faithfulness_correlation(
             model,
@@ -335,11 +391,15 @@ class FaithfulnessCorrelation(_Perturbation):
             domain=domain,
             batch_size=self.batch_size,
             progress=self.progress,
+            output=self.output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )
 
 
 class Infidelity(_Perturbation):
-    """:func:`infidelity` as a metric class (lower is better)."""
+    """:func:`infidelity` as a metric class (lower is better); ``output=`` selects the scored
+    tensor of a structured model output."""
 
     higher_is_better: ClassVar[bool | None] = False
     is_stochastic: ClassVar[bool] = True
@@ -353,6 +413,7 @@ class Infidelity(_Perturbation):
         normalize: bool = False,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
+        output: OutputLike = None,
     ) -> None:
         self.n_perturbations = check_count(n_perturbations, "n_perturbations")
         self.std = check_float(std, "std", low=0.0)
@@ -360,6 +421,7 @@ class Infidelity(_Perturbation):
         self.normalize = check_bool(normalize, "normalize")
         self.generator = check_generator(generator)
         self.batch_size = check_batch_size(batch_size)
+        self.output = check_output(output, type(self).__name__)
 
     def __call__(
         self,
@@ -371,6 +433,8 @@ class Infidelity(_Perturbation):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return infidelity(
             model,
@@ -384,4 +448,7 @@ class Infidelity(_Perturbation):
             generator=self.generator,
             domain=domain,
             batch_size=self.batch_size,
+            output=self.output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )

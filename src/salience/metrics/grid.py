@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ from .._validation import (
     check_option,
 )
 from ..engine import make_score
+from ..engine._forward import OutputLike, check_output
 from ..errors import ParameterError, ShapeError, caller, current_caller
 from ..layout import Layout, LayoutLike
 from ..targets import Output
@@ -128,8 +129,12 @@ def _confident(
     threshold: float,
     layout: Layout,
     batch_size: int | None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Rao et al.'s filter: every model predicts the label with softmax confidence >= threshold."""
+    """Rao et al.'s filter: every model predicts the label with softmax confidence >= threshold
+    (on the tensor ``output`` selects, with the extra inputs of the pool's samples)."""
     keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for model in models:
         if not callable(model):
@@ -137,7 +142,17 @@ def _confident(
                 f"The 'model' parameter of {current_caller()} must be callable. Got {type(model).__name__}."
             )
         # only the raw outputs are read: Output() binds without a model call
-        out = make_score(model, x, Output(), batch_size=batch_size, layout=layout).reference_output()
+        score = make_score(
+            model,
+            x,
+            Output(),
+            batch_size=batch_size,
+            layout=layout,
+            output=output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
+        )
+        out = score.reference_output()
         if out.ndim != 2 or out.shape[1] < 2:
             raise ShapeError(
                 f"{current_caller()}: the confidence filter needs classifier outputs (N, K) with K >= 2; got "
@@ -191,6 +206,9 @@ def make_grid(
     min_confidence: float | None = None,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Grid:
     """Compose a pool of inputs into grids whose cells hold inputs of different classes.
 
@@ -230,6 +248,14 @@ def make_grid(
         Rows per model call of the confidence filter.
     generator : torch.Generator, optional
         Shuffle the pool first (VAR shuffles with a fixed seed); the global RNG is never used.
+    output : str, int or callable, optional
+        For the confidence filter: the tensor of a structured model output (a tuple, a dict, a
+        ``ModelOutput``) holding the class scores; a key, an index or a callable. None: a tensor
+        as it is, a mapping's ``"logits"``.
+    forward_args, forward_kwargs : sequence, dict, optional
+        For the confidence filter: extra inputs of every model call, ``model(rows,
+        *forward_args, **forward_kwargs)``; tensors whose first axis has length N are
+        per-sample (each input of the pool is classified with its own entries).
 
     Returns
     -------
@@ -291,16 +317,24 @@ def make_grid(
     mode = check_option(mode, "mode", options=("area", "nearest", "linear"))
     distinct = check_bool(distinct, "distinct")
     batch_size = check_batch_size(batch_size)
+    output = check_output(output, current_caller())
     if (model is None) != (min_confidence is None):
         raise ParameterError(
             f"{current_caller()}: the confidence filter needs both model=... and min_confidence=... ."
+        )
+    if model is None and (output is not None or forward_args or forward_kwargs):
+        raise ParameterError(
+            f"{current_caller()}: output=, forward_args= and forward_kwargs= are inputs of the confidence "
+            "filter's model calls; pass model=... and min_confidence=... with them."
         )
 
     keep = torch.ones(x.shape[0], dtype=torch.bool)
     if min_confidence is not None:
         thr = check_float(min_confidence, "min_confidence", low=0.0, high=1.0)
         models = list(model) if isinstance(model, (list, tuple)) else [model]
-        keep = _confident(x.detach(), lab.to(x.device), models, thr, lay, batch_size).cpu()
+        keep = _confident(
+            x.detach(), lab.to(x.device), models, thr, lay, batch_size, output, forward_args, forward_kwargs
+        ).cpu()
     order = torch.arange(x.shape[0])
     if generator is not None:
         check_generator(generator)

@@ -9,6 +9,7 @@ refused), and return one value per sample, shape (B,), NaN where the mask of a s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -231,6 +232,8 @@ class _Localisation(Metric):
         explainer: Any = None,
         mask: torch.Tensor | None = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return self._compute(attribution, self._need(mask, "a ground-truth mask (mask=...)"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -21,6 +21,7 @@ from ._checks import (
     check_count,
     check_explainer,
     check_finite_result,
+    check_forward,
     check_rows,
     check_values,
     check_x,
@@ -32,16 +33,25 @@ from .base import Metric
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
 
 
-def explain_with(explainer: Any, x: torch.Tensor, target: TargetLike) -> tuple[torch.Tensor, Any]:
+def explain_with(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor, Any]:
     """Run an Explainer (or a callable ``(x, target) -> Tensor | Attribution``); values and the
     explained target (per-sample class indices where recorded, else ``target``).
+
+    ``forward_args``/``forward_kwargs`` are the model's extra inputs for the rows of ``x``
+    (see :func:`~salience.metrics._checks.run_explainer`).
 
     The values are checked (:func:`~salience.metrics._checks.check_values`: finite, floating point,
     one map per row of ``x``); an exception raised by a plain callable becomes a
     :class:`~salience.errors.ModelCallError`.
     """
     check_explainer(explainer)
-    out = run_explainer(explainer, x, target)
+    out = run_explainer(explainer, x, target, forward_args, forward_kwargs)
     if isinstance(out, Attribution):
         values, explained = out.values, out.target
     elif isinstance(out, torch.Tensor):
@@ -107,7 +117,11 @@ def repeat_target(target: TargetLike, samples: torch.Tensor, n_samples: int) -> 
 
 
 def reexplainer(
-    explainer: Any, x: torch.Tensor, target: TargetLike
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``explain(xp, samples)``: the explanation of ``xp`` (R, *S), whose row ``r`` is a perturbed
     copy of ``x[samples[r]]``, with ``target`` bound at ``x``: each row is scored exactly as its
@@ -118,11 +132,24 @@ def reexplainer(
     target, with each row mapped to its sample); a plain callable gets
     ``repeat_target(target, samples, len(x))``. The explainer's errors name it, as in
     :meth:`~salience.engine.Explainer.explain`.
+
+    ``forward_args``/``forward_kwargs`` are the model's extra inputs at ``x``: row ``r`` gets
+    the entries of sample ``samples[r]`` (the retargeted score keeps each row's parent sample,
+    so the engine cuts them per chunk; a plain callable receives them indexed by ``samples``).
+    An Explainer scores the tensor its own ``output`` selects.
     """
     if isinstance(explainer, Explainer):
         lay = Layout.infer(x, explainer.layout)
         score = make_score(
-            explainer.model, x, target, batch_size=explainer.batch_size, layout=lay, caller=explainer.name
+            explainer.model,
+            x,
+            target,
+            batch_size=explainer.batch_size,
+            layout=lay,
+            caller=explainer.name,
+            output=explainer.output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )
         score = explainer.explained_score(score)  # as Explainer.explain (e.g. a stripped softmax)
 
@@ -141,8 +168,11 @@ def reexplainer(
 
         return run
 
+    extras = check_forward(forward_args, forward_kwargs, x.shape[0])
+
     def call(xp: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]))[0]
+        args, kwargs = extras.rows(samples)
+        return explain_with(explainer, xp, repeat_target(target, samples, x.shape[0]), args, kwargs)[0]
 
     return call
 
@@ -171,9 +201,12 @@ def _sensitivities(
     attribution: Any,
     generator: torch.Generator | None,
     progress: bool,
+    forward_args: Sequence[Any],
+    forward_kwargs: Mapping[str, Any] | None,
 ) -> torch.Tensor:
     x = check_x(x)
     check_explainer(explainer)
+    check_forward(forward_args, forward_kwargs, x.shape[0])  # errors name the metric
     n = check_count(n_perturbations, "n_perturbations")
     radius = check_float(radius, "radius", low=0.0)
     norm = check_norm(norm)
@@ -182,7 +215,7 @@ def _sensitivities(
     progress = check_bool(progress, "progress")
     gen = make_generator(check_generator(generator))
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target)
+        ref, explained = explain_with(explainer, x, target, forward_args, forward_kwargs)
     else:
         ref, explained, _ = unpack(attribution, target, None)
         if ref.shape[0] != x.shape[0]:
@@ -192,7 +225,7 @@ def _sensitivities(
             )
     b, shape = x.shape[0], x.shape[1:]
     check_rows(b, n, "n_perturbations")
-    explain = reexplainer(explainer, x, explained if target is None else target)
+    explain = reexplainer(explainer, x, explained if target is None else target, forward_args, forward_kwargs)
     # perturbed copies are drawn and explained chunk by chunk, at most `rows` per explainer call
     # (memory bounded by the explainer's batch_size, not by B * n); copy j of sample i is row
     # i * n + j, and each row draws its noise with torch.rand(S, generator=...) in row order,
@@ -257,6 +290,16 @@ _DOC = """
     generator : torch.Generator, optional
     progress : bool, default True
         Show a tqdm bar over the ``B * n_perturbations`` perturbed copies (if tqdm is installed).
+    forward_args : sequence, optional
+        Extra positional inputs of every model call: ``model(rows, *forward_args)``.
+    forward_kwargs : dict, optional
+        Extra keyword inputs of every model call (an attention mask, a padding mask, flags).
+        Tensors whose first axis has length B are per-sample: the explanation of each perturbed
+        copy of sample ``i`` is computed with sample ``i``'s entries, whatever the chunking (a
+        plain callable is called as ``explainer(x_rows, target, *forward_args,
+        **forward_kwargs)`` with them indexed by sample); wrap a tensor in
+        :func:`salience.engine.shared` to pass it unchanged. A salience Explainer scores the
+        tensor its own ``output=`` selects.
 
     Returns
     -------
@@ -300,6 +343,8 @@ def max_sensitivity(
     attribution: Any = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Max-sensitivity: the largest change of the explanation over random perturbations."""
     return _sensitivities(
@@ -313,6 +358,8 @@ def max_sensitivity(
         attribution=attribution,
         generator=generator,
         progress=progress,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
     ).amax(1)
 
 
@@ -329,6 +376,8 @@ def avg_sensitivity(
     attribution: Any = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Average sensitivity: the mean change of the explanation over random perturbations."""
     return _sensitivities(
@@ -342,6 +391,8 @@ def avg_sensitivity(
         attribution=attribution,
         generator=generator,
         progress=progress,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
     ).mean(1)
 
 
@@ -384,6 +435,8 @@ class MaxSensitivity(Metric):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
         return type(self)._reduce(
@@ -397,6 +450,8 @@ class MaxSensitivity(Metric):
             attribution=attribution,
             generator=self.generator,
             progress=self.progress,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )
 
 

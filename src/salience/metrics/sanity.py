@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 
 from .._validation import check_batch_size, check_bool, check_generator, check_option, make_generator
 from ..attribution import Attribution
+from ..engine._forward import OutputLike, check_output
 from ..errors import ParameterError, caller, current_caller
 from ..explainers.integrated_gradients import BaselineLike, _check_baseline, resolve_baseline
 from ..layout import LayoutLike
@@ -20,10 +21,12 @@ from ._checks import (
     check_count,
     check_explainer,
     check_finite_result,
+    check_forward,
     check_same_shape,
     check_x,
     unpack,
 )
+from ._randomisation import _check_layers, _reinitialise, _with_model, randomisation_layers
 from ._setup import prepare, setup
 from ._stats import similarity as _similarity
 from .base import Metric
@@ -48,17 +51,6 @@ def _check_similarity(similarity: Any) -> str | Callable:
     return check_option(similarity, "similarity", options=_SIMILARITIES)
 
 
-def _check_layers(layers: Any) -> list[str] | None:
-    if layers is None:
-        return None
-    if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers):
-        raise ParameterError(
-            f"The 'layers' parameter of {current_caller()} must be None (every layer with parameters) or a "
-            f"non-empty list of module names such as ['2', '0']. Got {layers!r} instead."
-        )
-    return list(layers)
-
-
 @caller("completeness_gap")
 def completeness_gap(
     model: Any,
@@ -70,6 +62,9 @@ def completeness_gap(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    output: OutputLike = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Completeness gap ``sum(attribution) - (f(x) - f(baseline))`` per sample (signed).
 
@@ -83,6 +78,13 @@ def completeness_gap(
         ``domain.forward(x)``), a callable of it, or ``"mean"`` (per-sample, per-channel mean).
     domain : optional
         The attribution lives in this domain; ``f(baseline)`` is ``f(inverse(baseline) + r)``.
+    output : str, int or callable, optional
+        The tensor to score in a structured model output (a tuple, a dict, a ``ModelOutput``): a
+        key, an index or a callable. None: a tensor as it is, a mapping's ``"logits"``.
+    forward_args, forward_kwargs : sequence, dict, optional
+        Extra inputs of every model call, ``model(rows, *forward_args, **forward_kwargs)``;
+        tensors whose first axis has length B are per-sample (``f(x_i)`` and ``f(baseline_i)``
+        both get sample ``i``'s entries); :func:`salience.engine.shared` passes one unchanged.
 
     Returns
     -------
@@ -99,7 +101,18 @@ def completeness_gap(
     ----------
     Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
-    a, space, lay, score = setup(model, x, attribution, target, domain, batch_size=batch_size, layout=layout)
+    a, space, lay, score = setup(
+        model,
+        x,
+        attribution,
+        target,
+        domain,
+        batch_size=batch_size,
+        layout=layout,
+        output=output,
+        forward_args=forward_args,
+        forward_kwargs=forward_kwargs,
+    )
     baseline = _check_baseline(baseline)
     base = call_user(resolve_baseline, (baseline, space, score), "baseline")
     rows = torch.stack([space, base], 1)
@@ -109,58 +122,6 @@ def completeness_gap(
 
 
 # ---------------------------------------------------------------------------- randomisation
-def randomisation_layers(model: nn.Module) -> list[str]:
-    """Names of the modules holding parameters, from the output side to the input side.
-
-    This is the cascading order of Adebayo et al. (the last module in registration order first).
-    """
-    if not isinstance(model, nn.Module):
-        raise ParameterError(f"Model randomisation needs an nn.Module. Got {type(model).__name__} instead.")
-    names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    return names[::-1]
-
-
-def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
-    """Draw new parameters for ``module`` (in place, on a copy) without touching the global RNG.
-
-    Modules with ``reset_parameters`` use their own default initialisation, run under a forked
-    RNG seeded from ``generator``; other parameters get ``N(0, std(p)^2)`` draws.
-    """
-    params = list(module.parameters(recurse=False))
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-    devices = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
-    with torch.no_grad():
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                reset()
-            return
-        g = torch.Generator().manual_seed(seed)
-        for p in params:
-            std = float(p.std()) if p.numel() > 1 else 1.0
-            p.copy_((torch.randn(p.shape, generator=g, dtype=torch.float64) * std).to(p))
-
-
-def _with_model(explainer: Any, original: nn.Module, new: nn.Module) -> Any:
-    """A shallow copy of ``explainer`` (and of the explainers it wraps) bound to ``new``.
-
-    Attributes that are modules of ``original`` (a CAM layer) are swapped for the module of the
-    same name in ``new``.
-    """
-    names = {id(m): n for n, m in original.named_modules()}
-    new_mods = dict(new.named_modules())
-    out = copy.copy(explainer)
-    for key, value in list(vars(out).items()):
-        if value is original:
-            setattr(out, key, new)
-        elif isinstance(value, nn.Module) and id(value) in names:
-            setattr(out, key, new_mods[names[id(value)]])
-        elif key == "explainer" and hasattr(value, "model"):
-            setattr(out, key, _with_model(value, original, new))
-    return out
-
-
 @caller("model_randomisation")
 def model_randomisation(
     explainer: Any,
@@ -172,6 +133,8 @@ def model_randomisation(
     use_abs: bool = False,
     attribution: Any = None,
     generator: torch.Generator | None = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Cascading model-parameter randomisation: similarity to the original map, layer by layer.
 
@@ -197,6 +160,10 @@ def model_randomisation(
         The map of the trained model, if already computed.
     generator : torch.Generator, optional
         Seeds the re-initialisation; the global RNG is left untouched.
+    forward_args, forward_kwargs : sequence, dict, optional
+        Extra inputs of every model call, ``model(rows, *forward_args, **forward_kwargs)``,
+        handed to every run of the explainer (which scores the tensor its own ``output=``
+        selects); tensors whose first axis has length B are per-sample.
 
     Returns
     -------
@@ -234,8 +201,9 @@ def model_randomisation(
         )
     gen = make_generator(generator)
     x = check_x(x)
+    check_forward(forward_args, forward_kwargs, x.shape[0])  # errors name the metric
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target)
+        ref, explained = explain_with(explainer, x, target, forward_args, forward_kwargs)
     else:
         ref, explained, _ = unpack(attribution, target, None)
     target = explained if target is None else target
@@ -248,7 +216,7 @@ def model_randomisation(
     out = []
     for name in names:
         _reinitialise(clone_mods[name], gen)
-        vals, _ = explain_with(bound, x, target)
+        vals, _ = explain_with(bound, x, target, forward_args, forward_kwargs)
         vals = vals.flatten(1)
         check_same_shape(ref, vals, "the maps of the randomised model")
         if use_abs:
@@ -267,6 +235,8 @@ def random_logit(
     similarity: str | Callable = "spearman",
     attribution: Any = None,
     generator: torch.Generator | None = None,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Random-logit check: similarity between the map of the class and that of a random other class.
 
@@ -284,6 +254,10 @@ def random_logit(
         Inferred from the model output at ``x`` when the explainer is a salience Explainer.
     similarity : {"spearman", "pearson", "cosine"} or callable, default "spearman"
         Quantus' RandomLogit uses SSIM on images.
+    forward_args, forward_kwargs : sequence, dict, optional
+        Extra inputs of every model call, ``model(rows, *forward_args, **forward_kwargs)``,
+        handed to every run of the explainer (which scores the tensor its own ``output=``
+        selects); tensors whose first axis has length B are per-sample.
 
     Returns
     -------
@@ -298,8 +272,9 @@ def random_logit(
     if n_classes is not None:
         n_classes = check_count(n_classes, "n_classes", low=2)
     x = check_x(x)
+    extras = check_forward(forward_args, forward_kwargs, x.shape[0])  # errors name the metric
     if attribution is None:
-        ref, explained = explain_with(explainer, x, target)
+        ref, explained = explain_with(explainer, x, target, forward_args, forward_kwargs)
     else:
         ref, explained, _ = unpack(attribution, target, None)
     t = as_target(explained if target is None else target)
@@ -325,7 +300,17 @@ def random_logit(
         model = getattr(explainer, "model", None)
         if model is None:
             raise ParameterError("random_logit: pass n_classes=... for a callable explainer.")
-        _, _, score = prepare(model, x[:1], 0, batch_size=None, layout=getattr(explainer, "layout", None))
+        args, kwargs = extras.rows(torch.zeros(1, dtype=torch.long))  # the first sample's inputs
+        _, _, score = prepare(
+            model,
+            x[:1],
+            0,
+            batch_size=None,
+            layout=getattr(explainer, "layout", None),
+            output=getattr(explainer, "output", None),
+            forward_args=args,
+            forward_kwargs=kwargs,
+        )
         n_classes = t.n_classes(score.reference_output())
     if n_classes < 2:
         raise ParameterError(f"random_logit needs at least 2 classes. Got n_classes={n_classes}.")
@@ -333,7 +318,8 @@ def random_logit(
     offset = torch.randint(1, n_classes, (x.shape[0],), generator=gen, device=gen.device).to(x.device)
     other = (k + offset) % n_classes
     # the other class is scored as the explained one (a probability stays a probability)
-    vals, _ = explain_with(explainer, x, t.with_index(other) if isinstance(target, Target) else other)
+    other_target = t.with_index(other) if isinstance(target, Target) else other
+    vals, _ = explain_with(explainer, x, other_target, forward_args, forward_kwargs)
     ref, vals = ref.flatten(1), vals.flatten(1)
     check_same_shape(ref, vals, "the maps of the other class")
     return _similarity(ref, vals.to(ref.dtype), similarity)
@@ -341,14 +327,18 @@ def random_logit(
 
 # ---------------------------------------------------------------------------- classes
 class CompletenessGap(Metric):
-    """:func:`completeness_gap` as a metric class (closer to zero is better; signed)."""
+    """:func:`completeness_gap` as a metric class (closer to zero is better; signed); ``output=``
+    selects the scored tensor of a structured model output."""
 
     higher_is_better: ClassVar[bool | None] = None
     requires_model: ClassVar[bool] = True
 
-    def __init__(self, *, baseline: BaselineLike = 0.0, batch_size: int | None = None) -> None:
+    def __init__(
+        self, *, baseline: BaselineLike = 0.0, batch_size: int | None = None, output: OutputLike = None
+    ) -> None:
         self.baseline = _check_baseline(baseline)
         self.batch_size = check_batch_size(batch_size)
+        self.output = check_output(output, type(self).__name__)
 
     def __call__(
         self,
@@ -360,9 +350,20 @@ class CompletenessGap(Metric):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return completeness_gap(
-            model, x, attribution, target, baseline=self.baseline, domain=domain, batch_size=self.batch_size
+            model,
+            x,
+            attribution,
+            target,
+            baseline=self.baseline,
+            domain=domain,
+            batch_size=self.batch_size,
+            output=self.output,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )
 
 
@@ -387,7 +388,14 @@ class ModelRandomisation(Metric):
         self.generator = check_generator(generator)
 
     def curve(
-        self, explainer: Any, x: torch.Tensor, target: TargetLike = None, *, attribution: Any = None
+        self,
+        explainer: Any,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        attribution: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         return model_randomisation(
             explainer,
@@ -398,6 +406,8 @@ class ModelRandomisation(Metric):
             use_abs=self.use_abs,
             attribution=attribution,
             generator=self.generator,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )
 
     def __call__(
@@ -410,9 +420,19 @@ class ModelRandomisation(Metric):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
-        return self.curve(explainer, x, target, attribution=attribution)[:, -1]
+        curve = self.curve(
+            explainer,
+            x,
+            target,
+            attribution=attribution,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
+        )
+        return curve[:, -1]
 
 
 class RandomLogit(Metric):
@@ -443,6 +463,8 @@ class RandomLogit(Metric):
         explainer: Any = None,
         mask: Any = None,
         domain: Any = None,
+        forward_args: Sequence[Any] = (),
+        forward_kwargs: Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
         explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
         return random_logit(
@@ -453,4 +475,6 @@ class RandomLogit(Metric):
             similarity=self.similarity,
             attribution=attribution,
             generator=self.generator,
+            forward_args=forward_args,
+            forward_kwargs=forward_kwargs,
         )

@@ -78,3 +78,9 @@ from cases_modbp import MODBP  # noqa: E402
 from cases_perturbation import PERTURBATION  # noqa: E402
 
 EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION, *DOMAIN_CASES, *MODBP, *INTEGRATION]
+
+# Methods that need a transformer: the contract suite runs them on tests/transformer_models.py
+# (cases_attention.transformer_checks), not on the CNNs the EXPLAINERS cases are run on.
+from cases_attention import ATTENTION  # noqa: E402
+
+TRANSFORMER_EXPLAINERS: list[Case] = [*ATTENTION]

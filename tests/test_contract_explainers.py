@@ -15,7 +15,9 @@ import inspect
 import pytest
 
 import salience as sl
-from registry import EXPLAINERS
+
+from registry import EXPLAINERS, TRANSFORMER_EXPLAINERS  # isort: skip (registry imports the cases)
+from cases_attention import transformer_checks  # isort: skip
 from salience.testing import explainer_checks, toy_model
 
 CHECKS = [
@@ -24,6 +26,10 @@ CHECKS = [
     for name, check in explainer_checks(
         case.make, kinds=case.kinds, stochastic=case.stochastic, expected_passes=case.passes
     )
+] + [
+    pytest.param(check, id=f"{case.id}-{name}")
+    for case in TRANSFORMER_EXPLAINERS
+    for name, check in transformer_checks(case)
 ]
 
 
@@ -43,7 +49,7 @@ def test_every_public_explainer_is_registered():
         if inspect.isclass(obj) and issubclass(obj, sl.Explainer) and obj not in BASES
     }
     registered = set()
-    for case in EXPLAINERS:
+    for case in [*EXPLAINERS, *TRANSFORMER_EXPLAINERS]:
         e = case.make(toy_model("signal"))
         while True:
             registered.add(type(e).__name__)

@@ -14,6 +14,8 @@ score
     :class:`ScoreFunction` and :func:`make_score`.
 explainer
     :class:`Explainer`, :class:`Wrapper` and :class:`Parts`.
+attention
+    Attention capture: :func:`attention_maps`, :func:`capture_attention`, :class:`AttentionMap`.
 layers
     Finding and describing layers: :func:`find_layer`, :func:`trace`, :func:`layers`.
 tokens
@@ -25,6 +27,7 @@ from ..errors import caller, current_caller
 from ._forward import OutputLike, Selector, shared
 from ._hooks import own_thread
 from ._rows import ModelFn, PassContext, RowSource, default_batch_size
+from .attention import AttentionMap, attention_maps, capture_attention
 from .explainer import Explainer, Parts, Wrapper
 from .layers import LayerInfo, LayerTable, ModuleCall, find_layer, layers, trace
 from .score import ScoreFunction, make_score
@@ -36,6 +39,9 @@ __all__ = [
     "Parts",
     "ScoreFunction",
     "make_score",
+    "AttentionMap",
+    "attention_maps",
+    "capture_attention",
     "OutputLike",
     "Selector",
     "shared",

@@ -8,6 +8,7 @@ out). The package's top level re-exports this ``__all__``.
 from ..engine import Explainer, Parts, Wrapper
 from ..engine.layers import LayerInfo, LayerTable, layers
 from . import lrp
+from .attention import AttentionGradCAM, AttentionGuidedGradCAM, AttentionRollout, TransformerAttribution
 from .cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerExplainer, ScoreCAM, XGradCAM
 from .class_relevant import ClassRelevant, TopClasses
 from .gradient import Gradient, InputXGradient, Saliency
@@ -27,6 +28,11 @@ __all__ = [
     "layers",
     "LayerInfo",
     "LayerTable",
+    # attention
+    "AttentionRollout",
+    "TransformerAttribution",
+    "AttentionGradCAM",
+    "AttentionGuidedGradCAM",
     # cam
     "LayerExplainer",
     "GradCAM",

@@ -268,3 +268,17 @@ def test_wrapped_models_are_read_through(wrap):
     wrapped = sl.GradCAM(wrap(model), layer=LAYER).explain(x, 1)
     torch.testing.assert_close(wrapped.values, plain.values, **TOL)
     assert wrapped.info["tokens"] == plain.info["tokens"]
+
+
+def test_guided_grad_cam_reads_token_layers_by_default():
+    """GuidedGradCAM's Grad-CAM part uses the same automatic grid as GradCAM."""
+    model, x = (
+        TinyViT(),
+        torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+    )
+    with pytest.warns(sl.explainers.modified_backprop.ReLUCoverageWarning):
+        guided = sl.GuidedGradCAM(model, layer="blocks.1.norm1").explain(x, 1)
+    cam = sl.GradCAM(model, layer="blocks.1.norm1").explain(x, 1).values
+    gradient = sl.Gradient(model).explain(x, 1).values  # no ReLU: guided backprop is the gradient
+    torch.testing.assert_close(guided.values, gradient * cam)
+    assert isinstance(guided.info["tokens"], TokenGrid)

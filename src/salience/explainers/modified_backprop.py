@@ -239,7 +239,7 @@ class GuidedGradCAM(GradCAM):
         *,
         layer: LayerLike = None,
         relu: bool = True,
-        reshape: Reshape = None,
+        reshape: Reshape = "auto",
         final_activation: str = "warn",
         batch_size: int | None = None,
         layout: LayoutLike | None = None,

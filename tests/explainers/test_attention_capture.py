@@ -12,7 +12,7 @@ from torch import nn
 from torch.overrides import _get_current_function_mode_stack
 
 import salience as sl
-from salience.engine import attention_maps, capture_attention, make_score
+from salience.engine import attention_maps, capture_attention, make_score, reduce_attention
 from salience.engine._attention_ops import explicit_mha, explicit_sdpa
 from salience.layout import Layout
 from transformer_models import PatchTransformer1D, TinyViT
@@ -478,3 +478,26 @@ def test_hugging_face_eager_path_with_a_mask_and_a_structured_output():
     torch.testing.assert_close(maps[0].attention, probs.detach())
     torch.testing.assert_close(maps[0].gradient, g)
     assert maps[0].attention[1, :, :, 3:].abs().max() < 1e-6  # padding keys masked, per sample
+
+
+def test_reduce_attention_sees_one_chunk_at_a_time_and_cleans_up_when_it_raises():
+    model = _vit("sdpa", True)
+    x = torch.randn(5, 3, 16, 16, dtype=DT)
+    sizes = []
+
+    def reduce(maps):
+        sizes.append(maps[0].attention.shape[0])
+        return torch.stack([m.gradient.sum((1, 2, 3)) for m in maps], 1)
+
+    got = reduce_attention(_score(model, x, batch_size=2), reduce, gradients=True)
+    assert sizes == [2, 2, 1] and got.shape == (5, 3)
+    whole = attention_maps(_score(model, x), gradients=True)
+    torch.testing.assert_close(got, torch.stack([m.gradient.sum((1, 2, 3)) for m in whole], 1))
+    hooks = _hooks(model)
+
+    def fail(maps):
+        raise _Boom("reduce failed")
+
+    with pytest.raises(_Boom):
+        reduce_attention(_score(model, x, batch_size=2), fail)
+    assert _hooks(model) == hooks and len(_get_current_function_mode_stack()) == 0

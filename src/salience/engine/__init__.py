@@ -15,7 +15,8 @@ score
 explainer
     :class:`Explainer`, :class:`Wrapper` and :class:`Parts`.
 attention
-    Attention capture: :func:`attention_maps`, :func:`capture_attention`, :class:`AttentionMap`.
+    Attention capture: :func:`attention_maps`, :func:`reduce_attention`, :func:`capture_attention`,
+    :class:`AttentionMap`.
 layers
     Finding and describing layers: :func:`find_layer`, :func:`trace`, :func:`layers`.
 tokens
@@ -27,7 +28,7 @@ from ..errors import caller, current_caller
 from ._forward import OutputLike, Selector, shared
 from ._hooks import own_thread
 from ._rows import ModelFn, PassContext, RowSource, default_batch_size
-from .attention import AttentionMap, attention_maps, capture_attention
+from .attention import AttentionMap, attention_maps, capture_attention, reduce_attention
 from .explainer import Explainer, Parts, Wrapper
 from .layers import LayerInfo, LayerTable, ModuleCall, find_layer, layers, trace
 from .score import ScoreFunction, make_score
@@ -41,6 +42,7 @@ __all__ = [
     "make_score",
     "AttentionMap",
     "attention_maps",
+    "reduce_attention",
     "capture_attention",
     "OutputLike",
     "Selector",

@@ -65,7 +65,7 @@ def explicit_sdpa(
         key = key.repeat_interleave(groups, dim=-3)
         value = value.repeat_interleave(groups, dim=-3)
     factor = scale if scale is not None else query.shape[-1] ** -0.5
-    scores = (query @ key.transpose(-2, -1)) * factor
+    scores = (query * factor) @ key.transpose(-2, -1)  # scaling q is cheaper than the scores
     length, source = scores.shape[-2], scores.shape[-1]
     if is_causal:
         causal = torch.ones(length, source, dtype=torch.bool, device=scores.device).tril()

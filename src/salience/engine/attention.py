@@ -28,10 +28,10 @@ Forward hooks on every module, wrapped with :func:`~salience.engine.own_thread` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ from .tokens import prefix_tokens
 if TYPE_CHECKING:
     from .score import ScoreFunction
 
-__all__ = ["AttentionMap", "attention_maps", "capture_attention"]
+__all__ = ["AttentionMap", "attention_maps", "reduce_attention", "capture_attention"]
 
 _SOFTMAX = {torch.softmax, torch.Tensor.softmax, F.softmax, torch.special.softmax}
 
@@ -176,34 +176,9 @@ def _named(records: list[tuple[str, str, torch.Tensor]]) -> list[tuple[str, str,
     return out
 
 
-def attention_maps(score: ScoreFunction, *, gradients: bool = False) -> list[AttentionMap]:
-    """The attention probabilities of every attention layer at the explained input, and optionally
-    the gradient of the explained score with respect to them.
-
-    One forward pass (and, with ``gradients=True``, one backward pass) per chunk of
-    ``score.batch_size`` samples, rows in order. The capture (see :func:`capture_attention`)
-    exists only inside the call. Records the scores at the explained input
-    (``score.input_values()`` costs no further call).
-
-    Parameters
-    ----------
-    score : ScoreFunction
-        The score function an explainer received (not inside a domain).
-    gradients : bool, default False
-        Also compute ``d score / d A`` for every layer (one backward per chunk).
-
-    Returns
-    -------
-    list of AttentionMap
-        In the order the attentions were computed (forward order), each with ``attention`` of
-        shape (B, H, N, M) and ``gradient`` of the same shape or None.
-
-    Raises
-    ------
-    LayerError
-        When the model computed no attention (no ``scaled_dot_product_attention``,
-        ``nn.MultiheadAttention`` or 4-D softmax was seen).
-    """
+def _chunk_maps(score: ScoreFunction, gradients: bool) -> Generator[list[AttentionMap], None, None]:
+    """The attention maps of each chunk of ``score.batch_size`` samples, in order; records the
+    scores at the explained input after the last chunk."""
     if score.composed:
         raise CompositionError(
             f"{score.caller} explains the model's attention, which has no meaning inside a domain "
@@ -213,8 +188,6 @@ def attention_maps(score: ScoreFunction, *, gradients: bool = False) -> list[Att
     declared = prefix_tokens(score.model)
     prefix = None if declared is None else declared[0]
     names: list[tuple[str, str]] | None = None
-    probs: list[list[torch.Tensor]] = []
-    grads: list[list[torch.Tensor]] = []
     vals = []
     with score._pass():
         for start, stop in score._chunks(b):
@@ -244,32 +217,96 @@ def attention_maps(score: ScoreFunction, *, gradients: bool = False) -> list[Att
             keys = [(n, src) for n, src, _ in found]
             if names is None:
                 names = keys
-                probs = [[] for _ in found]
-                grads = [[] for _ in found]
             elif keys != names:
                 raise LayerError(
                     f"{score.caller}: the model computed different attention layers on different "
                     f"chunks of the batch ({[n for n, _ in names]} then {[n for n, _ in keys]})."
                 )
+            tensors = [p for _, _, p in found]
+            grads: list[torch.Tensor | None] = [None] * len(found)
             if gradients:
                 if not s.requires_grad:
                     raise score._no_gradient("its attention")
-                tensors = [p for _, _, p in found]
                 with torch.enable_grad():
                     got = torch.autograd.grad(s.sum(), tensors, allow_unused=True)
-                for i, (g, p) in enumerate(zip(got, tensors, strict=True)):
-                    grads[i].append(torch.zeros_like(p) if g is None else g.detach())
-            for i, (_, _, p) in enumerate(found):
-                probs[i].append(p.detach())
+                grads = [
+                    torch.zeros_like(p) if g is None else g.detach()
+                    for g, p in zip(got, tensors, strict=True)
+                ]
             vals.append(s.detach())
+            yield [
+                AttentionMap(name=n, attention=p.detach(), gradient=g, prefix=prefix, source=src)
+                for (n, src, p), g in zip(found, grads, strict=True)
+            ]
     score.record_input_values(cat(vals))
+
+
+def attention_maps(score: ScoreFunction, *, gradients: bool = False) -> list[AttentionMap]:
+    """The attention probabilities of every attention layer at the explained input, and optionally
+    the gradient of the explained score with respect to them.
+
+    One forward pass (and, with ``gradients=True``, one backward pass) per chunk of
+    ``score.batch_size`` samples, rows in order. The capture (see :func:`capture_attention`)
+    exists only inside the call. Records the scores at the explained input
+    (``score.input_values()`` costs no further call). Every layer of every sample is kept:
+    :func:`reduce_attention` bounds the memory to one chunk.
+
+    Parameters
+    ----------
+    score : ScoreFunction
+        The score function an explainer received (not inside a domain).
+    gradients : bool, default False
+        Also compute ``d score / d A`` for every layer (one backward per chunk).
+
+    Returns
+    -------
+    list of AttentionMap
+        In the order the attentions were computed (forward order), each with ``attention`` of
+        shape (B, H, N, M) and ``gradient`` of the same shape or None.
+
+    Raises
+    ------
+    LayerError
+        When the model computed no attention (no ``scaled_dot_product_attention``,
+        ``nn.MultiheadAttention`` or 4-D softmax was seen).
+    CompositionError
+        Inside a domain (the attention belongs to the model's input, not to coefficients).
+    """
+    chunks = list(_chunk_maps(score, gradients))
     return [
         AttentionMap(
-            name=name,
-            attention=cat(probs[i]),
-            gradient=cat(grads[i]) if gradients else None,
-            prefix=prefix,
-            source=source,
+            name=first.name,
+            attention=cat([c[i].attention for c in chunks]),
+            gradient=cat([cast(torch.Tensor, c[i].gradient) for c in chunks]) if gradients else None,
+            prefix=first.prefix,
+            source=first.source,
         )
-        for i, (name, source) in enumerate(names or [])
+        for i, first in enumerate(chunks[0])
     ]
+
+
+def reduce_attention(
+    score: ScoreFunction,
+    reduce: Callable[[list[AttentionMap]], torch.Tensor],
+    *,
+    gradients: bool = False,
+) -> torch.Tensor:
+    """``reduce`` applied to the attention maps of each chunk of samples, concatenated.
+
+    As :func:`attention_maps`, but the maps of a chunk (``score.batch_size`` samples) are handed
+    to ``reduce`` and dropped, so memory is bounded by one chunk whatever the batch: what the
+    attention methods use.
+
+    Parameters
+    ----------
+    score : ScoreFunction
+    reduce : callable
+        ``reduce(maps) -> Tensor (b, ...)`` for the ``b`` samples of a chunk, in order.
+    gradients : bool, default False
+
+    Returns
+    -------
+    Tensor of shape (B, ...)
+    """
+    with closing(_chunk_maps(score, gradients)) as chunks:  # closed (hooks gone) if reduce raises
+        return cat([reduce(maps) for maps in chunks])

@@ -2,7 +2,7 @@
 
 Every method reads the attention probabilities ``A_l`` (B, H, N, N) of the model's attention
 layers (and, for the gradient methods, ``dScore/dA_l``), captured inside the call by
-:func:`salience.engine.attention.attention_maps` (fused kernels included, no lasting change to
+:func:`salience.engine.attention.reduce_attention` (fused kernels included, no lasting change to
 the model). The relevance of the tokens is then mapped back to the input through the model's
 token grid (:func:`salience.engine.tokens.infer_token_grid`: prefix tokens dropped, 2-D patches
 to pixels, 1-D patches to time steps, per-channel tokens to channels), recorded in
@@ -14,8 +14,9 @@ has one (``query=None``), else the mean over all query rows, or the row ``query`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from .._validation import check_bool, check_float, check_option
 from ..engine import Explainer, OutputLike, Parts, ScoreFunction
-from ..engine.attention import AttentionMap, attention_maps
+from ..engine.attention import AttentionMap, reduce_attention
 from ..engine.tokens import TokenGrid, infer_token_grid
 from ..errors import LayerError, ParameterError
 from ..layout import LayoutLike
@@ -34,6 +35,18 @@ from .modified_backprop import _guided
 __all__ = ["AttentionRollout", "TransformerAttribution", "AttentionGradCAM", "AttentionGuidedGradCAM"]
 
 _INTERPOLATION = ("linear", "bilinear", "trilinear")
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What the captured maps tell about the model: tokens, grid, query row (None: mean over
+    rows), the self-attention layers and their heads."""
+
+    n: int
+    grid: TokenGrid
+    row: int | None
+    layers: list[str]
+    heads: list[int]
 
 
 class _AttentionExplainer(Explainer):
@@ -62,15 +75,10 @@ class _AttentionExplainer(Explainer):
     def __repr__(self) -> str:
         return f"{self.name}(query={self.query!r})"
 
-    def _setup(
-        self, x: torch.Tensor, score: ScoreFunction
-    ) -> tuple[list[AttentionMap], TokenGrid, int | None]:
-        """The self-attention maps, the token grid and the query row (None: mean over rows)."""
-        maps = attention_maps(score, gradients=self.uses_gradients)
+    def _inspect(self, x: torch.Tensor, score: ScoreFunction, maps: list[AttentionMap]) -> _Found:
+        """What the first chunk's maps tell: the token count, grid, query row and layers."""
         n = maps[-1].tokens
-        maps = [m for m in maps if m.attention.shape[-2] == m.attention.shape[-1] == n]
-        if not maps:  # pragma: no cover - the last map always qualifies unless it is cross-attention
-            raise LayerError(f"{self.name}: the model computed no self-attention over {n} tokens.")
+        kept = [m for m in maps if m.attention.shape[-2] == m.attention.shape[-1] == n]
         grid = infer_token_grid(
             (x.shape[0], n, 1),
             tuple(x.shape),
@@ -91,28 +99,46 @@ class _AttentionExplainer(Explainer):
         else:
             # a leading token of unknown kind is read as a CLS token (token 0), as Chefer's code does
             row = 0 if grid.prefix > 0 and "unknown" in grid.prefix_kinds else None
-        return maps, grid, row
+        return _Found(n, grid, row, [m.name for m in kept], [m.heads for m in kept])
 
-    def _info(self, maps: list[AttentionMap], grid: TokenGrid, row: int | None) -> dict[str, Any]:
+    def _run(
+        self,
+        x: torch.Tensor,
+        score: ScoreFunction,
+        combine: Callable[[list[AttentionMap], _Found], torch.Tensor],
+    ) -> tuple[torch.Tensor, _Found]:
+        """``combine`` applied to the self-attention maps of each chunk of samples, concatenated
+        (memory bounded by one chunk), and what the maps told (see :meth:`_inspect`)."""
+        found: list[_Found] = []
+
+        def reduce(maps: list[AttentionMap]) -> torch.Tensor:
+            if not found:
+                found.append(self._inspect(x, score, maps))
+            f = found[0]
+            return combine([m for m in maps if m.attention.shape[-2] == m.attention.shape[-1] == f.n], f)
+
+        out = reduce_attention(score, reduce, gradients=self.uses_gradients)
+        return out, found[0]
+
+    def _info(self, found: _Found) -> dict[str, Any]:
         return {
-            "layers": [m.name for m in maps],
-            "heads": [m.heads for m in maps],
-            "tokens": grid,
-            "prefix": grid.prefix,
-            "query": "mean" if row is None else row,
+            "layers": found.layers,
+            "heads": found.heads,
+            "tokens": found.grid,
+            "prefix": found.grid.prefix,
+            "query": "mean" if found.row is None else found.row,
         }
 
-    def _to_input(self, relevance: torch.Tensor, grid: TokenGrid, x: torch.Tensor) -> torch.Tensor:
+    def _to_input(self, relevance: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
         """Per-token relevance (B, N) -> a map (B, 1 or C, *sizes) over the input."""
         values = grid.to_input(relevance)
         return values.unsqueeze(1) if grid.channels is None else values
 
     def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
-        maps, grid, row = self._setup(x, score)
-        relevance = self._relevance(maps, row)  # (B, N)
-        info = self._info(maps, grid, row)
-        info["token_relevance"] = relevance[:, grid.prefix :].detach()
-        return Parts(self._to_input(relevance, grid, x), info=info)
+        relevance, found = self._run(x, score, lambda maps, f: self._relevance(maps, f.row))  # (B, N)
+        info = self._info(found)
+        info["token_relevance"] = relevance[:, found.grid.prefix :].detach()
+        return Parts(self._to_input(relevance, found.grid), info=info)
 
     def _relevance(self, maps: list[AttentionMap], row: int | None) -> torch.Tensor:
         raise NotImplementedError
@@ -188,8 +214,8 @@ class AttentionRollout(_AttentionExplainer):
             f"query={self.query!r})"
         )
 
-    def _info(self, maps: list[AttentionMap], grid: TokenGrid, row: int | None) -> dict[str, Any]:
-        info = super()._info(maps, grid, row)
+    def _info(self, found: _Found) -> dict[str, Any]:
+        info = super()._info(found)
         info.update(head_fusion=self.head_fusion, discard_ratio=self.discard_ratio)
         return info
 
@@ -341,11 +367,11 @@ class AttentionGradCAM(_AttentionExplainer):
         return F.interpolate(cam, size=sizes, mode=_INTERPOLATION[len(sizes) - 1], align_corners=False)
 
     def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
-        maps, grid, row = self._setup(x, score)
-        cam = self._patch_map(maps, grid, row)
-        info = self._info(maps[-1:], grid, row)
+        cam, found = self._run(x, score, lambda maps, f: self._patch_map(maps, f.grid, f.row))
+        info = self._info(found)
+        info.update(layers=found.layers[-1:], heads=found.heads[-1:])
         info.update(token_relevance=cam.detach(), relu=self.relu, normalize=self.normalize)
-        return Parts(self._upsample(cam, grid), layer=maps[-1].name, info=info)
+        return Parts(self._upsample(cam, found.grid), layer=found.layers[-1], info=info)
 
 
 def _guided_gelu(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

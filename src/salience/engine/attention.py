@@ -63,6 +63,8 @@ class AttentionMap:
         appended when one module computes several attentions in one forward pass).
     attention : Tensor of shape (B, H, N, M)
         Attention probabilities: rows are queries, each row sums to 1 (0 for a fully masked row).
+        In the explained input's dtype (a softmax the model computes in another precision is
+        cast).
     gradient : Tensor of shape (B, H, N, M) or None
         ``d score / d attention`` (None unless gradients were asked for).
     prefix : int or None
@@ -234,8 +236,17 @@ def _chunk_maps(score: ScoreFunction, gradients: bool) -> Generator[list[Attenti
                     for g, p in zip(got, tensors, strict=True)
                 ]
             vals.append(s.detach())
+            # in the input's dtype: a softmax computed in float32 inside a float64 model (Hugging
+            # Face's eager path) is read like the model's other layers
+            dtype = score.input.dtype
             yield [
-                AttentionMap(name=n, attention=p.detach(), gradient=g, prefix=prefix, source=src)
+                AttentionMap(
+                    name=n,
+                    attention=p.detach().to(dtype),
+                    gradient=None if g is None else g.to(dtype),
+                    prefix=prefix,
+                    source=src,
+                )
                 for (n, src, p), g in zip(found, grads, strict=True)
             ]
     score.record_input_values(cat(vals))

@@ -361,13 +361,13 @@ def _default_candidates(
     makes a token sequence (a transformer or recurrent part must be named, with ``reshape=``),
     adaptive pooling left out.
 
-    Only a (B, L, D) sequence ends the search, which for an input with several spatial axes
-    (images, video) has fewer axes than the input: there a token module's output with the
-    input's number of axes is a channels-last map (B, H, W, C), as inside a ConvNeXt block, and
-    the network may return to channels-first maps after it. Such outputs are not spatial
-    (:func:`_token_shaped`), but the layers after them remain candidates."""
+    A token sequence has three axes (B, L, D) whatever the input: for images and video, a
+    token module's output with the input's number of axes is a channels-last map (B, H, W, C),
+    as inside a ConvNeXt block, after which the network may return to channels-first maps. Such
+    outputs are not spatial (:func:`_token_shaped`) but do not end the search; the first
+    (B, L, D) sequence (a ViT's or Swin's first norm or projection) does."""
     first_token = min(
-        (c.order for c in calls if ndim == 3 and _makes_tokens(c.module, c.lead_shape, ndim)),
+        (c.order for c in calls if _makes_tokens(c.module, c.lead_shape, 3)),
         default=math.inf,
     )
     return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]

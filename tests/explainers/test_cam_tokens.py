@@ -282,3 +282,66 @@ def test_guided_grad_cam_reads_token_layers_by_default():
     gradient = sl.Gradient(model).explain(x, 1).values  # no ReLU: guided backprop is the gradient
     torch.testing.assert_close(guided.values, gradient * cam)
     assert isinstance(guided.info["tokens"], TokenGrid)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"attention": "mha"}, {"attention": "explicit"}, {"dist": True, "registers": 2}, {"cls": False}],
+)
+def test_default_layer_of_a_vit_feeds_the_last_attention(kw):
+    """With no layer, a patch transformer's CAM reads the last block's first norm (the layer
+    pytorch-grad-cam recommends), not the patch embedding."""
+    model, x = (
+        TinyViT(**kw),
+        torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+    )
+    got = sl.GradCAM(model).explain(x, 1)
+    assert got.layer == "blocks.1.norm1"
+    torch.testing.assert_close(got.values, sl.GradCAM(model, layer="blocks.1.norm1").explain(x, 1).values)
+    assert got.values.abs().sum() > 0
+    # reshape=None keeps the old default (the last spatial layer before the tokens)
+    assert sl.GradCAM(model, reshape=None).explain(x, 1).layer == "patch_embed.proj"
+
+
+def test_default_layer_of_a_post_norm_encoder():
+    class PostNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.patch_embed = nn.Conv1d(2, 16, 8, stride=8)
+            layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(16, 3)
+            self.double().eval()
+
+        def forward(self, x):
+            return self.head(self.encoder(self.patch_embed(x).transpose(1, 2)).mean(1))
+
+    x = torch.randn(2, 2, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = sl.GradCAM(PostNorm()).explain(x, 1)
+    assert got.layer == "encoder.layers.0"  # the output of the block before the last attention
+    assert got.values.shape == (2, 1, 64)
+
+
+def test_named_channels_first_layer_norm_is_read_as_a_map():
+    """A LayerNorm subclass normalising the channels of a (B, C, H, W) map (timm's LayerNorm2d)
+    is a token module by type, but its output is channels x positions: read as it is."""
+
+    class LayerNorm2d(nn.LayerNorm):
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        LayerNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    ).double()
+    model.eval()
+    # (width 6 != 8 channels: a map whose last axis had the channels' length would be ambiguous)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = sl.GradCAM(model, layer="1").explain(x, 1).values
+    torch.testing.assert_close(got, sl.GradCAM(model, layer="1", reshape=lambda a: a).explain(x, 1).values)

@@ -47,17 +47,9 @@ DEFAULT_LAYERS = {
 }
 
 
-CHANNELS_FIRST_NORM = pytest.mark.xfail(
-    strict=False,
-    reason="a named layer that is an nn.LayerNorm subclass normalising the channels of a (B, C, H, W) "
-    "map (timm's LayerNormAct2d, 'bn2') is taken for a token module and refused by reshape='auto' "
-    "(the default layer=None reads it correctly)",
-)
-
-
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=CHANNELS_FIRST_NORM) if n.endswith("_ln") else n for n in DEFAULT_LAYERS],
+    list(DEFAULT_LAYERS),
 )
 def test_default_cam_layer_is_the_last_spatial_stage(name):
     model = create(name)

@@ -5,8 +5,7 @@ for users."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,17 @@ from ..errors import CompositionError, LayerError, ShapeError, current_caller
 from ..layout import Layout, LayoutLike
 from ..targets import Output
 from ._hooks import own_thread, worker_thread_error
+from ._token_layers import (
+    TokenProbe,
+    is_token_module,
+    last_attention_input,
+    lead_shape,
+    makes_tokens,
+    patch_transformer,
+    token_layer_error,
+    token_module,
+    token_shaped,
+)
 
 if TYPE_CHECKING:
     from .score import ScoreFunction
@@ -41,21 +51,6 @@ __all__ = [
 #: modules that, as a model's last operation, turn logits into (log-)probabilities
 FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmax2d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-# modules that work on the last axis of a (B, L, D) token sequence: an output of theirs with the
-# input's number of axes is tokens x features, not channels x positions
-_TOKEN = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.LayerNorm,
-    nn.Embedding,
-    nn.MultiheadAttention,
-    nn.RNNBase,
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-    nn.TransformerEncoder,
-    nn.TransformerDecoder,
-    nn.Transformer,
-)
 # modules whose own output is a tuple (refused as such when a CAM calls them)
 _TUPLE_OUT = (nn.RNNBase, nn.MultiheadAttention)
 # adaptive pooling only resamples the layer before it (VGG's 7x7 avgpool blows a 2x2 map up)
@@ -205,13 +200,6 @@ def find_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module
     raise LayerError(f"layer must be a dotted module name or an nn.Module. Got {type(layer).__name__}.")
 
 
-def lead_shape(out: Any) -> tuple[int, ...] | None:
-    """Shape of a module output, or of the tensor leading a tuple/list output."""
-    if isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
-
-
 @dataclass
 class ModuleCall:
     """What one submodule did during a traced forward pass (see :meth:`ScoreFunction.trace`).
@@ -294,55 +282,10 @@ def trace(score: ScoreFunction, n_rows: int | None = None) -> list[ModuleCall]:
     return sorted(calls, key=lambda c: c.order)
 
 
-def is_token_module(module: nn.Module) -> bool:
-    """A module that works on the last axis of a (B, L, D) sequence (Linear, token-wise
-    LayerNorm, attention, RNN, transformer layers). A LayerNorm over several trailing axes
-    (``LayerNorm([C, T])``) normalises channels x positions and is not one."""
-    if isinstance(module, nn.LayerNorm):
-        return len(module.normalized_shape) == 1
-    return isinstance(module, _TOKEN)
-
-
-def _makes_tokens(module: nn.Module, shape: tuple[int, ...] | None, ndim: int) -> bool:
-    """Whether a token module's output of ``shape`` is tokens x features with the input's
-    ``ndim`` axes. A LayerNorm whose output's last axis is not the normalised one has normalised
-    the channels of a channels-first map (timm's ``LayerNorm2d``, used throughout ConvNeXt): its
-    output is channels x positions."""
-    if shape is None or len(shape) != ndim or not is_token_module(module):
-        return False
-    return not (isinstance(module, nn.LayerNorm) and shape[-1] != module.normalized_shape[-1])
-
-
-def _token_shaped(calls: Sequence[ModuleCall], ndim: int) -> set[str]:
-    """Names of the modules whose output is tokens x features rather than channels x positions.
-
-    The sources are token modules whose output (or an RNN's output sequence) has the input's
-    number of axes, a real (B, L, D) sequence (a Linear on pooled (B, C) features, as in a
-    squeeze-excitation block, is not one). Token-shaped are the sources, the modules inside
-    them, and every later module other than a convolution whose output has the shape of an
-    earlier source's output: what passes the tokens along (an activation, dropout, a norm, a
-    transformer block of one's own). A LayerNorm that normalised the channels of a
-    channels-first map (timm's ``LayerNorm2d`` in ConvNeXt) is not a source (:func:`_makes_tokens`).
-    """
-    sources = [c for c in calls if _makes_tokens(c.module, c.lead_shape, ndim)]
-    inside = tuple(c.name + "." for c in sources)
-    token = set()
-    for c in calls:
-        if c.shape is None or isinstance(c.module, _CONV):
-            continue
-        if (
-            c.name.startswith(inside)
-            or any(s is c for s in sources)
-            or any(s.order <= c.order and s.lead_shape[1:] == c.shape[1:] for s in sources)  # type: ignore[index]
-        ):
-            token.add(c.name)
-    return token
-
-
 def _spatial(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[ModuleCall]:
     """Modules whose output has the input's number of axes and more than one position, other
-    than those whose output is tokens x features (see :func:`_token_shaped`)."""
-    token = _token_shaped(calls, ndim)
+    than those whose output is tokens x features (see :func:`~salience.engine._token_layers.token_shaped`)."""
+    token = token_shaped(calls, ndim)
     return [
         c
         for c in calls
@@ -364,73 +307,13 @@ def _default_candidates(
     A token sequence has three axes (B, L, D) whatever the input: for images and video, a
     token module's output with the input's number of axes is a channels-last map (B, H, W, C),
     as inside a ConvNeXt block, after which the network may return to channels-first maps. Such
-    outputs are not spatial (:func:`_token_shaped`) but do not end the search; the first
+    outputs are not spatial (:func:`~salience.engine._token_layers.token_shaped`) but do not end the search; the first
     (B, L, D) sequence (a ViT's or Swin's first norm or projection) does."""
     first_token = min(
-        (c.order for c in calls if _makes_tokens(c.module, c.lead_shape, 3)),
+        (c.order for c in calls if makes_tokens(c.module, c.lead_shape, 3)),
         default=math.inf,
     )
     return [c for c in spatial if c.order < first_token and not isinstance(c.module, _RESAMPLE)]
-
-
-def token_module(model: nn.Module, name: str) -> nn.Module | None:
-    """The token module (Linear, token-wise LayerNorm, attention, RNN, transformer layer) that
-    is the layer ``name`` of ``model`` or contains it, or None: such a layer's output is
-    (B, L, D) tokens x features (or time x hidden units), not channels x positions."""
-    for prefix, module in model.named_modules():
-        if is_token_module(module) and (name == prefix or name.startswith(prefix + ".") or prefix == ""):
-            return module
-    return None
-
-
-class TokenProbe:
-    """Pass context: whether the output of ``layer`` has the shape of a (B, L, D) token sequence
-    made earlier in the same forward pass by a token module (so that a GELU, dropout or custom
-    block after a transformer or RNN is recognised). ``hits`` gets one bool per call of the
-    layer. Hooks exist only inside the pass and act only in the calling thread."""
-
-    def __init__(self, layer: nn.Module, ndim: int) -> None:
-        self.layer = layer
-        self.ndim = ndim
-        self.hits: list[bool] = []
-
-    @contextmanager
-    def __call__(self, model: Any) -> Iterator[None]:
-        shapes: set[tuple[int, ...]] = set()
-
-        def reset(*_: Any) -> None:
-            shapes.clear()
-
-        def record(m: nn.Module, _i: Any, out: Any) -> None:
-            shape = lead_shape(out)
-            if shape is not None and _makes_tokens(m, shape, self.ndim):
-                shapes.add(shape[1:])
-
-        def at_layer(_m: nn.Module, _i: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor):
-                self.hits.append(tuple(out.shape[1:]) in shapes)
-
-        handles = []
-        try:
-            if isinstance(model, nn.Module):
-                handles.append(model.register_forward_pre_hook(own_thread(reset)))
-                for m in model.modules():
-                    if m is not self.layer and is_token_module(m):
-                        handles.append(m.register_forward_hook(own_thread(record)))
-            handles.append(self.layer.register_forward_hook(own_thread(at_layer)))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    def check(self, name: str) -> None:
-        """Raise the token-layer error when the layer ``name`` returned a token sequence."""
-        if any(self.hits):
-            raise token_layer_error(
-                name,
-                "returns the shape of a token sequence made earlier by a transformer, attention "
-                "or recurrent module: its output",
-            )
 
 
 def target_layer(
@@ -454,7 +337,12 @@ def target_layer(
                 "activation map needs a signal with several time points (or an image with "
                 "several pixels). For per-channel importance use a gradient method."
             )
-        call = default_layer(trace(score, n_rows=1), ndim, 1)
+        calls = trace(score, n_rows=1)
+        if tokens and patch_transformer(score.model, len(sizes)):
+            before = last_attention_input(calls)
+            if before is not None:
+                return before.name, before.module, None
+        call = default_layer(calls, ndim, 1)
         return call.name, call.module, None
     name, module = score.find_layer(layer)
     if tokens or isinstance(module, _CONV):
@@ -464,19 +352,6 @@ def target_layer(
     if token is not None and not (token is module and isinstance(token, _TUPLE_OUT)):
         raise token_layer_error(name, f"is (or is inside) a {type(token).__name__}, whose output")
     return name, module, TokenProbe(module, ndim)
-
-
-def token_layer_error(name: str, what: str) -> LayerError:
-    """The error for a layer whose output is tokens x features, read without ``reshape``."""
-    return LayerError(
-        f"{current_caller()}: the layer {name!r} {what} is a sequence of tokens x features "
-        "(B, L, D), not channels x positions; read as it is, its feature axis would be taken for "
-        "time. Pass reshape='tokens' (a patch grid inferred from the input size), a callable "
-        "mapping the output to (B, K, *spatial) (e.g. reshape=lambda a: a.transpose(1, 2) for "
-        "(B, T, D) time x features; reshape=lambda a: a if the layer does work on channels x "
-        "positions, e.g. a Linear over time), or pick a convolutional layer "
-        "(salience.layers(model, x) lists them)."
-    )
 
 
 def default_layer(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> ModuleCall:

@@ -18,7 +18,7 @@ from torch import nn
 from .._progress import progress_bar
 from .._validation import check_bool, check_option
 from ..engine import Explainer, OutputLike, Parts, ScoreFunction
-from ..engine.layers import TokenProbe, target_layer, token_layer_error, token_module
+from ..engine.layers import TokenProbe, makes_tokens, target_layer, token_layer_error, token_module
 from ..engine.tokens import (
     PATCH_NAMES,
     TokenGrid,
@@ -151,10 +151,11 @@ class LayerExplainer(Explainer):
         sizes = tuple(x.shape[i] for i in layout.spatial_axes)
         auto = self.reshape == "auto"
         name, module, probe = target_layer(score, self.layer, sizes, tokens=self.reshape is not None)
-        token = False
-        if auto and self.layer is not None and not isinstance(module, nn.modules.conv._ConvNd):
-            token = token_module(score.model, name) is not None  # else: does it pass tokens on?
-            probe = None if token else TokenProbe(module, x.ndim)
+        token: nn.Module | None = None
+        if auto and not isinstance(module, nn.modules.conv._ConvNd):
+            token = token_module(score.model, name)  # else: does it pass tokens on?
+            if self.layer is not None:
+                probe = None if token is not None else TokenProbe(module, x.ndim)
         channels = x.shape[layout.axes("c")[0]] if layout.has_channels else 1
         read = _Reading(
             self, name, score.model, (x.shape[0], channels, *sizes), token, probe if auto else None
@@ -232,7 +233,7 @@ class _Reading:
         name: str,
         model: Any,
         input_shape: tuple[int, ...],
-        token: bool,
+        token: nn.Module | None,
         probe: TokenProbe | None,
     ) -> None:
         self.owner, self.name, self.model, self.input_shape = owner, name, model, input_shape
@@ -265,7 +266,10 @@ class _Reading:
     def _is_tokens(self, t: torch.Tensor) -> bool:
         """A token module's output, one passing a token sequence on (the probe saw it made), or
         a 3-axis output for an input with several spatial axes (which no plain reading fits)."""
-        if self.token or (self.probe is not None and any(self.probe.hits)):
+        if self.token is not None:
+            # a LayerNorm over the channels of a channels-first map (timm's LayerNorm2d) is not one
+            return makes_tokens(self.token, tuple(t.shape), t.ndim)
+        if self.probe is not None and any(self.probe.hits):
             return True
         return self.probe is not None and t.ndim == 3 and len(self.sizes) > 1
 

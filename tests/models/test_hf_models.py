@@ -162,3 +162,15 @@ def test_bert_on_input_embeddings_with_a_padding_mask():
     assert_same(whole.values, direct_ig(lambda e, **k: on_embeddings(e, **k).logits, embeds, 2, 4, **kw))
     for i, n in enumerate(lengths):
         assert (whole.values[i, n:] == 0).all() and (whole.values[i, :n] != 0).any(dim=1).all()
+
+
+def test_default_gradcam_layer_and_attention_methods(vit):
+    norm = "vit.layers.1.layernorm_before"
+    got = sl.GradCAM(vit).explain(X, 0)
+    assert got.layer == norm
+    assert_same(got.values, sl.GradCAM(vit, layer=norm, reshape=read).explain(X, 0).values)
+    for method in (sl.AttentionRollout, sl.TransformerAttribution, sl.AttentionGradCAM):
+        att = method(vit).explain(X, 0)
+        assert att.values.shape == (4, 1, SIZE, SIZE)
+        assert len(att.info["layers"]) == (1 if method is sl.AttentionGradCAM else 2)
+        assert att.info["tokens"].prefix == 1 and att.values.abs().sum() > 0

@@ -127,3 +127,23 @@ def test_layers_lists_the_token_layers(vit):
     default = [name for name, row in table.items() if row.default]
     # never a tensor inside attention (timm's q_norm/k_norm see (B, heads, N, head_dim))
     assert len(default) == 1 and ".attn" not in default[0] and "attention" not in default[0]
+
+
+def test_default_gradcam_layer_feeds_the_last_attention(vit):
+    """With no layer, Grad-CAM reads the last block's first norm (as pytorch-grad-cam's guide
+    recommends), read as the patch grid: it equals the named layer with the explicit reshape."""
+    model, norm, read, _ = vit
+    got = sl.GradCAM(model).explain(X, 1)
+    assert got.layer == norm
+    assert_same(got.values, sl.GradCAM(model, layer=norm, reshape=read).explain(X, 1).values)
+
+
+def test_attention_methods_run(vit):
+    """The attention methods find the attention of every block (fused or not) and the grid."""
+    model, _, _, prefix = vit
+    for method in (sl.AttentionRollout, sl.TransformerAttribution, sl.AttentionGradCAM):
+        got = method(model).explain(X, 1)
+        assert got.values.shape == (4, 1, SIZE, SIZE) and torch.isfinite(got.values).all()
+        assert len(got.info["layers"]) == (1 if method is sl.AttentionGradCAM else 2)  # the last block only
+        assert got.info["tokens"].prefix == prefix
+        assert got.values.abs().sum() > 0

@@ -140,6 +140,8 @@ CONTEXTS: dict[str, Callable[[], dict]] = {"domains.md": _domains_md, "viz.md": 
 WARNINGS: dict[str, list[tuple[type[Warning], str]]] = {
     "cam.md": [(UserWarning, "ends in Softmax")],  # "warns: explains p_2", as its comment says
     "domains.md": [(Warning, "FastICA|did not converge")],  # scikit-learn on toy data
+    # torch.compile imports torch._inductor, which uses torch.jit.script_method (torch's own warning)
+    "transformers.md": [(DeprecationWarning, "torch.jit.script_method")],
 }
 
 

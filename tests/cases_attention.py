@@ -114,3 +114,37 @@ ATTENTION: list[Case] = [
         "InputXGradient-ViT", lambda m, **kw: sl.InputXGradient(m, **kw), passes=lambda b: [b], kinds=_KINDS
     ),
 ]
+
+#: the other families on the same transformers: every gradient method, the Grad-CAM family on
+#: the token layer it picks by itself (the grid inferred), perturbation
+ON_TRANSFORMERS: list[Case] = [
+    Case("Gradient-transformer", lambda m, **kw: sl.Gradient(m, **kw), passes=lambda b: [b], kinds=_KINDS),
+    Case("Saliency-transformer", lambda m, **kw: sl.Saliency(m, **kw), passes=lambda b: [b], kinds=_KINDS),
+    Case(
+        "IG-transformer",
+        lambda m, **kw: sl.IntegratedGradients(m, n_steps=4, rule="gausslegendre", **kw),
+        passes=lambda b: [4 * b, b, b],  # the path, the scores at x and at the baseline (delta)
+        kinds=_KINDS,
+    ),
+    Case(
+        "SmoothGrad-transformer",
+        lambda m, **kw: sl.SmoothGrad(
+            sl.Gradient(m, **kw), n_samples=3, generator=torch.Generator().manual_seed(0), progress=False
+        ),
+        passes=lambda b: [3 * b, b],
+        stochastic=True,
+        kinds=_KINDS,
+    ),
+    # a dry run on one sample finds the default layer, then one pass
+    Case("GradCAM-tokens", lambda m, **kw: sl.GradCAM(m, **kw), passes=lambda b: [1, b], kinds=_KINDS),
+    Case("HiResCAM-tokens", lambda m, **kw: sl.HiResCAM(m, **kw), passes=lambda b: [1, b], kinds=_KINDS),
+    Case(
+        "RISE-transformer",
+        lambda m, **kw: sl.RISE(
+            m, n_masks=6, cells=2, generator=torch.Generator().manual_seed(0), progress=False, **kw
+        ),
+        passes=lambda b: [6 * b, b],  # the masks, then the score at x
+        stochastic=True,
+        kinds=_KINDS,
+    ),
+]

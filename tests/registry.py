@@ -81,6 +81,6 @@ EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION, *DOMAIN_CASES, 
 
 # Methods that need a transformer: the contract suite runs them on tests/transformer_models.py
 # (cases_attention.transformer_checks), not on the CNNs the EXPLAINERS cases are run on.
-from cases_attention import ATTENTION  # noqa: E402
+from cases_attention import ATTENTION, ON_TRANSFORMERS  # noqa: E402
 
-TRANSFORMER_EXPLAINERS: list[Case] = [*ATTENTION]
+TRANSFORMER_EXPLAINERS: list[Case] = [*ATTENTION, *ON_TRANSFORMERS]

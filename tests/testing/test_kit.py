@@ -164,6 +164,15 @@ class UsesGlobalRNG(GradTimesInput):
         return super().attribute(x, score) + jitter
 
 
+class CallsTheModel(GradTimesInput):
+    def attribute(self, x, score):
+        out = super().attribute(x, score)
+        if score.model.training:  # (called in training mode it would fail training_mode first)
+            return out
+        baseline = score.model(torch.zeros_like(x[:1]))  # around the score: no extra inputs
+        return out + 0 * baseline.sum()
+
+
 class SetsEval(GradTimesInput):
     def attribute(self, x, score):
         self.model.eval()
@@ -187,6 +196,7 @@ class SetsEval(GradTimesInput):
         ),
         (UsesGlobalRNG, "no_side_effects", "the global torch RNG state changed"),
         (SetsEval, "training_mode", "module '(root)' went from training to eval mode"),
+        (CallsTheModel, "extra_inputs", "to pass the input to every model call; it raised TypeError"),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )

@@ -102,6 +102,9 @@ def explainer_checks(
       records 3 for each sample.
     - ``target_recorded``: for ``target=None``, ``Attribution.target`` is the predicted class and
       ``Attribution.scores`` the model's output for it at x.
+    - ``extra_inputs``: a per-sample forward input (``explain(..., forward_kwargs=...)``)
+      reaches every model call with its sample's rows: ``batch_size`` 1 and 2 give the values of
+      the default, and (deterministic methods) each sample explained alone gives its values.
 
     Examples
     --------

@@ -8,7 +8,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -207,6 +207,70 @@ def check_chunk_invariance(s: Setup, kind: str) -> None:
                     f"{bs} (passes of {passes} rows); found {len(counter.rows)} calls with "
                     f"{counter.rows} rows.",
                 )
+
+
+class _WithGain(nn.Module):
+    """The kit's model with an extra per-sample input: ``forward(x, gain=g) = model(x * g)``.
+
+    The model's children are registered under their own names (``"2"`` names the same layer as
+    in the model), and ``.model`` is the model itself, as for the call-counting wrapper."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "_net", model)
+        for name, child in model.named_children():
+            self.add_module(name, child)
+
+    @property
+    def model(self) -> nn.Module:
+        return cast(nn.Module, self.__dict__["_net"])
+
+    def __getitem__(self, index: int) -> Any:  # what an explainer indexing a Sequential reaches
+        return self.model[index]  # type: ignore[index]
+
+    def forward(self, x: torch.Tensor, *, gain: torch.Tensor) -> Any:
+        return self.model(x * gain.reshape(-1, *([1] * (x.ndim - 1))))
+
+
+def check_extra_inputs(s: Setup, kind: str) -> None:
+    """A per-sample forward input (``forward_kwargs``) reaches every model call with the rows of
+    its sample: the values do not depend on ``batch_size`` and, for deterministic methods, equal
+    each sample explained alone."""
+    x = s.input(kind, batch=3)
+    gain = torch.tensor([0.5, 1.0, 2.0], dtype=x.dtype, device=x.device)
+    name = "extra_inputs"
+    model = _WithGain(s.model(kind)).to(x.device).eval()
+    subject = s.subject(kind, model)
+    try:
+        ref = s.build(model).explain(x, 1, forward_kwargs={"gain": gain}).values
+    except Exception as err:
+        raise _fail(
+            name,
+            subject,
+            "expected explain(x, 1, forward_kwargs={'gain': per-sample tensor}) to pass the input to "
+            f"every model call; it raised {type(err).__name__}: {err} (does attribute() call the "
+            "model itself instead of the score function?).",
+        ) from err
+    for bs in (1, 2):
+        out = s.build(model, bs).explain(x, 1, forward_kwargs={"gain": gain}).values
+        if not same(out, ref, s.rtol, s.atol):
+            raise _fail(
+                name,
+                subject,
+                f"expected batch_size={bs} with a per-sample forward input to give the values of "
+                f"batch_size=None; found {difference(out, ref)}.",
+            )
+    if s.is_stochastic(kind):
+        return
+    for i in range(3):
+        alone = s.build(model).explain(x[i : i + 1], 1, forward_kwargs={"gain": gain[i : i + 1]}).values
+        if not same(alone, ref[i : i + 1], s.rtol, s.atol):
+            raise _fail(
+                name,
+                subject,
+                f"expected sample {i} explained alone (with its own forward input) to give its "
+                f"values in the batch; found {difference(alone, ref[i : i + 1])}.",
+            )
 
 
 def check_determinism(s: Setup, kind: str) -> None:
@@ -416,4 +480,5 @@ EXPLAINER_CHECKS: dict[str, Callable[[Setup, str], None]] = {
     "training_mode": check_training_mode,
     "target_forms": check_target_forms,
     "target_recorded": check_target_recorded,
+    "extra_inputs": check_extra_inputs,
 }

@@ -315,3 +315,15 @@ def test_monotonicity_correlation_uniform_draws():
             rows[:, 0, first[i]] = noise[i * 9 : i * 9 + 3, 0][:, first[i]]
             out.append(((model(rows)[:, 0] - f0[i]) ** 2).mean() / f0[i] ** 2)
     torch.testing.assert_close(got, torch.stack(out))
+
+
+def test_extreme_values():
+    """Steps and patches longer than the input are the whole input; Sufficiency's distances are
+    exact at the dtype's extremes (one power-of-two scale for the batch)."""
+    model, x, c, y = _linear(10)
+    assert P.monotonicity(model, x, c, y, features_in_step=2**64, progress=False).tolist() == [1.0] * 3
+    whole = P.selectivity(model, x, c, y, patch_size=2**64, progress=False)
+    torch.testing.assert_close(whole, c.flatten(1).sum(1) / 2)  # one patch: (f(x) + f(0)) / 2
+    ref = P.sufficiency(model, x, c, threshold=0.5)
+    for scale in (1e300, 1e-310):
+        torch.testing.assert_close(P.sufficiency(model, x, c * scale, threshold=0.5), ref, equal_nan=True)

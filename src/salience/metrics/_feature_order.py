@@ -161,6 +161,7 @@ def monotonicity(
               forward_kwargs=forward_kwargs, progress=progress)  # fmt: skip
     a, space, lay, score, progress = R.setup_metric(model, x, attribution, target, domain, kw)
     ranks = _ascending_ranks(a)
+    step = min(step, ranks[0].numel())  # a step of every unit or more: one state
     k = math.ceil(ranks[0].numel() / step)
     check_rows(space.shape[0], k, "features_in_step")
     filler = Filler(space, substrate, lay)
@@ -241,7 +242,7 @@ def monotonicity_correlation(
               forward_kwargs=forward_kwargs, progress=progress)  # fmt: skip
     a, space, lay, score, progress = R.setup_metric(model, x, attribution, target, domain, kw)
     b = space.shape[0]
-    group = _ascending_ranks(a) // step
+    group = _ascending_ranks(a) // min(step, a[0].numel())
     k = int(group.max()) + 1
     check_rows(b, k * n_samples, "n_samples")
     filler = None if uniform else Filler(space, substrate, lay)
@@ -340,10 +341,14 @@ def sufficiency(
             raise ShapeError(f"{current_caller()}: distance(a) must return a ({b}, {b}) tensor.")
         d = d.to(flat)
     else:
-        w = flat
+        top = flat.abs().max()
+        # one exact power-of-two scale for the whole batch: the max-normalised distances do not
+        # change, and values near the dtype's largest no longer overflow the squares
+        e = -int(torch.frexp(top).exponent) if top > 0 else 0
+        w = flat * 2.0 ** (e // 2) * 2.0 ** (e - e // 2)  # in two factors: 2**e may not be a float
         if distance == "seuclidean":
-            var = flat.var(0) if b > 1 else torch.zeros_like(flat[0])
-            w = torch.where(var > 0, flat / var.clamp_min(torch.finfo(flat.dtype).tiny).sqrt(), 0.0)
+            var = w.var(0) if b > 1 else torch.zeros_like(w[0])
+            w = torch.where(var > 0, w / var.clamp_min(torch.finfo(w.dtype).tiny).sqrt(), 0.0)
         d = torch.cdist(w, w)
     top = d.abs().max()
     if top > 0:

@@ -47,6 +47,7 @@ def grid_labels(space: torch.Tensor, lay: Layout, patch_size: Any) -> torch.Tens
     label = torch.zeros((1,) * space.ndim, dtype=torch.long, device=space.device)
     for ax, p in zip(axes, sizes, strict=True):
         n = space.shape[ax]
+        p = min(p, n)  # a patch longer than the axis is the whole axis (Quantus pads it to one patch)
         before = (p - n % p) // 2 if n % p else 0
         count = math.ceil(n / p)
         idx = (torch.arange(n, device=space.device) + before) // p
@@ -92,7 +93,7 @@ def superpixels(
     img = space.permute(0, *others, h_ax, w_ax).reshape(b, -1, hh, ww)
     std = img.flatten(1).std(1).clamp_min(torch.finfo(img.dtype).tiny)
     col = ((img - img.mean((1, 2, 3), keepdim=True)) / std[:, None, None, None]).flatten(2)  # (B, C, N)
-    step = math.sqrt(hh * ww / n_segments)
+    step = math.sqrt(hh * ww / min(n_segments, hh * ww))
     gh, gw = max(1, round(hh / step)), max(1, round(ww / step))
     cy = (torch.arange(gh, dtype=img.dtype, device=img.device) + 0.5) * hh / gh
     cx = (torch.arange(gw, dtype=img.dtype, device=img.device) + 0.5) * ww / gw

@@ -75,6 +75,18 @@ def test_non_sensitivity_groups_of_features():
     )
 
 
+def test_non_sensitivity_one_group_of_every_unit():
+    model, x, w = _linear()
+    a = w[0] * x  # used and attributed as a whole: 0; unattributed as a whole: 1
+    for step in (10, 2**62):
+        torch.testing.assert_close(
+            X.non_sensitivity(model, x, a, 0, features_in_step=step), torch.zeros(3, dtype=torch.float64)
+        )
+        torch.testing.assert_close(
+            X.non_sensitivity(model, x, 0 * a, 0, features_in_step=step), torch.ones(3, dtype=torch.float64)
+        )
+
+
 def test_non_sensitivity_thresholds():
     model, x, w = _linear()
     a = w[0] * x

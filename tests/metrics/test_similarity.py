@@ -184,6 +184,10 @@ def test_errors_name_the_parameter():
         S.ssim(a.flatten(1), b.flatten(1), shape=(1, 7, 7))
     with pytest.raises(ParameterError, match="window"):
         S.ssim(a, b, window="box")
+    with pytest.raises(ShapeError, match="window"):
+        S.ssim(a, b, sigma=1e300)  # refused before any window is built
+    with pytest.raises(ParameterError, match="'k1'"):
+        S.ssim(a, b, k1=2.0)
     with pytest.raises(ShapeError, match="at least 2"):
         S.kendall_tau(a[:, :, :1, :1], b[:, :, :1, :1])
 

@@ -159,6 +159,7 @@ def non_sensitivity(
     )
     unit_shape = a.shape[1:]
     n_units = a[0].numel()
+    step = min(step, n_units)  # a larger step is one group of every unit
     n_groups = -(-n_units // step)
     b = space.shape[0]
     check_rows(b, n_groups, "features_in_step")

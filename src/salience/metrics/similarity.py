@@ -236,7 +236,7 @@ def ssim(
         Of the Gaussian window.
     win_size : int, optional
         Side of the uniform window, odd, default 7 (the Gaussian window's side is set by ``sigma``).
-    k1, k2 : float > 0
+    k1, k2 : float in (0, 1]
     data_range : float > 0, optional
         ``L``. Default: per sample, ``max(a, b) - min(a, b)`` over both maps (attributions have no
         fixed range; Quantus does the same), which makes the SSIM invariant to a common scale.
@@ -264,8 +264,8 @@ def ssim(
     """
     window = check_option(window, "window", options=("gaussian", "uniform"))
     sigma = check_float(sigma, "sigma", low=0.0, closed="right")
-    k1 = check_float(k1, "k1", low=0.0, closed="right")
-    k2 = check_float(k2, "k2", low=0.0, closed="right")
+    k1 = check_float(k1, "k1", low=0.0, high=1.0, closed="right")
+    k2 = check_float(k2, "k2", low=0.0, high=1.0, closed="right")
     sample_covariance = check_bool(sample_covariance, "sample_covariance")
     if win_size is not None:
         if window == "gaussian":
@@ -297,13 +297,13 @@ def ssim(
         raise ShapeError(
             f"{current_caller()} supports maps (B, C, *S) with 1 to 3 spatial axes. Got shape {tuple(a.shape)}."
         )
-    w = _window(window, win_size, sigma, nd, a.dtype, a.device)
-    side = w.shape[0]
+    side = 2 * int(min(3.5 * sigma + 0.5, 2**40)) + 1 if window == "gaussian" else (win_size or 7)
     if min(a.shape[2:]) < side:
         raise ShapeError(
             f"{current_caller()}: the {window} window has {side} taps per axis, larger than the maps' "
             f"spatial shape {tuple(a.shape[2:])}; use a smaller window (sigma= or window='uniform', win_size=)."
         )
+    w = _window(window, win_size, sigma, nd, a.dtype, a.device)
     bsz, c = a.shape[:2]
     if data_range is None:
         both = torch.cat([a.flatten(1), b.flatten(1)], 1)

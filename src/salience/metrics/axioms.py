@@ -108,7 +108,8 @@ def non_sensitivity(
     coefficients) are taken in order in groups of ``features_in_step``; each group is replaced
     by the substrate in its own copy of the input. A group is *ignored by the model* if
     ``|f(x_group removed) - f(x)| < atol``, and *unattributed* if every unit in it has
-    ``|a| < eps`` (times the sample's largest ``|a|`` when ``relative``). The score is the
+    ``|a| < eps`` (times the sample's largest ``|a|`` when ``relative``; every unit of an
+    all-zero map is unattributed). The score is the
     number of groups where exactly one of the two holds (the symmetric difference of the two
     sets of Nguyen & Martinez): 0 is best.
 

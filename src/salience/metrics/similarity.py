@@ -111,11 +111,12 @@ def _runs(s: torch.Tensor) -> torch.Tensor:
 
 
 def _inversions(v: torch.Tensor) -> torch.Tensor:
-    """Pairs ``j < i`` with ``v[j] > v[i]`` per row, by a bottom-up merge: O(n log^2 n), batched.
+    """Pairs ``j < i`` with ``v[j] > v[i]`` per row, by a bottom-up merge sort: O(n log^2 n), batched.
 
-    At each level the sorted left block of every pair of blocks is searched for the elements of
-    the right block (``torch.searchsorted``); the row is padded to a power of two with +inf at
-    the end, which adds no inversion.
+    At each level every pair of sorted blocks is merged by ``torch.searchsorted``: an element of
+    the right block is preceded by the left elements not greater than it, the others are its
+    inversions; an element of the left block is preceded by the right elements smaller than it.
+    The row is padded to a power of two with +inf at the end, which adds no inversion.
     """
     b, n = v.shape
     m = 1 << max(0, (n - 1).bit_length())
@@ -123,12 +124,16 @@ def _inversions(v: torch.Tensor) -> torch.Tensor:
     total = torch.zeros(b, dtype=torch.int64, device=v.device)
     size = 1
     while size < m:
-        blocks = cur.reshape(b, m // (2 * size), 2, size)
-        left = blocks[:, :, 0].reshape(-1, size).contiguous()
-        right = blocks[:, :, 1].reshape(-1, size).contiguous()
-        not_greater = torch.searchsorted(left, right, right=True)
-        total += (size - not_greater).reshape(b, -1).sum(1)
-        cur = blocks.reshape(b, m // (2 * size), 2 * size).sort(-1).values.reshape(b, m)
+        blocks = cur.reshape(-1, 2, size)
+        left, right = blocks[:, 0].contiguous(), blocks[:, 1].contiguous()
+        left_not_greater = torch.searchsorted(left, right, right=True)
+        right_smaller = torch.searchsorted(right, left, right=False)
+        total += (size - left_not_greater).reshape(b, -1).sum(1)
+        idx = torch.arange(size, device=v.device)
+        merged = torch.empty_like(blocks).reshape(-1, 2 * size)
+        merged.scatter_(1, idx + right_smaller, left)
+        merged.scatter_(1, idx + left_not_greater, right)
+        cur = merged.reshape(b, m)
         size *= 2
     return total
 
@@ -173,7 +178,8 @@ def kendall_tau(a: torch.Tensor | Attribution, b: torch.Tensor | Attribution) ->
     new_a = _runs(sa)
     n1 = _tied_pairs(sa, new_a)
     n3 = _tied_pairs(sa, new_a | _runs(sb))  # tied in both: runs of equal (a, b) pairs
-    n2 = _tied_pairs(b.sort(1).values, _runs(b.sort(1).values))
+    sb_alone = b.sort(1).values
+    n2 = _tied_pairs(sb_alone, _runs(sb_alone))
     # ties in a are ordered by b, so they add no inversion: inversions are discordant pairs
     dis = _inversions(sb)
     n0 = n * (n - 1) // 2
@@ -183,21 +189,27 @@ def kendall_tau(a: torch.Tensor | Attribution, b: torch.Tensor | Attribution) ->
     return tau.clamp(-1, 1).to(a.dtype)
 
 
-def _window(
-    kind: str, win_size: int | None, sigma: float, nd: int, dtype: torch.dtype, device: Any
-) -> torch.Tensor:
-    """The normalised N-D window (outer product of 1-D windows)."""
+def _window(kind: str, win_size: int | None, sigma: float, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """The normalised 1-D window; the N-D window is its outer product (a separable filter)."""
     if kind == "gaussian":
         r = int(3.5 * sigma + 0.5)  # scipy.ndimage's truncate=3.5, as skimage
         t = torch.arange(-r, r + 1, dtype=torch.float64)
         w1 = torch.exp(-0.5 * (t / sigma) ** 2)
     else:
         w1 = torch.ones(int(win_size or 7), dtype=torch.float64)
-    w1 = w1 / w1.sum()
-    w = w1
-    for _ in range(nd - 1):
-        w = w[..., None] * w1
-    return w.to(device=device, dtype=dtype)
+    return (w1 / w1.sum()).to(device=device, dtype=dtype)
+
+
+def _filter(t: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """``t`` (N, K, *S) filtered by the separable window ``w1`` along every spatial axis, only
+    where the window lies inside (no padding): one 1-D convolution per axis."""
+    kernel = w1.reshape(1, 1, -1)
+    for axis in range(2, t.ndim):
+        moved = t.movedim(axis, -1)
+        shape = moved.shape
+        out = F.conv1d(moved.reshape(-1, 1, shape[-1]), kernel)
+        t = out.reshape(*shape[:-1], out.shape[-1]).movedim(-1, axis)
+    return t
 
 
 @caller("ssim")
@@ -303,7 +315,7 @@ def ssim(
             f"{current_caller()}: the {window} window has {side} taps per axis, larger than the maps' "
             f"spatial shape {tuple(a.shape[2:])}; use a smaller window (sigma= or window='uniform', win_size=)."
         )
-    w = _window(window, win_size, sigma, nd, a.dtype, a.device)
+    w = _window(window, win_size, sigma, a.dtype, a.device)
     bsz, c = a.shape[:2]
     if data_range is None:
         both = torch.cat([a.flatten(1), b.flatten(1)], 1)
@@ -315,8 +327,7 @@ def ssim(
     a, b = a / scale, b / scale
     lr = torch.where(rng > 0, torch.ones_like(rng), torch.zeros_like(rng))
     stacked = torch.stack([a, b, a * a, b * b, a * b], 2).reshape(bsz * c, 5, *a.shape[2:])
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
-    mu_a, mu_b, aa, bb, ab = conv(stacked, w.expand(5, 1, *w.shape), groups=5).unbind(1)
+    mu_a, mu_b, aa, bb, ab = _filter(stacked, w).unbind(1)
     norm = 1.0
     if sample_covariance:
         np_ = side**nd

@@ -22,10 +22,14 @@ import torch
 from torch import nn
 
 import salience as sl
-from cases_metrics import METRICS, Call, MetricCase, attribution_like, default_call, gen, mask_like, signal
+from cases_metrics import METRICS as CORE_METRICS
+from cases_metrics import Call, MetricCase, attribution_like, default_call, gen, mask_like, signal
+from cases_metrics_more import MORE
 from salience import metrics as M
 from salience.masking import Blur, Interpolate, Substrate
 from toy_models import cnn
+
+METRICS = [*CORE_METRICS, *MORE]
 
 NAN, INF = float("nan"), float("inf")
 
@@ -34,7 +38,9 @@ NAN, INF = float("nan"), float("inf")
 def test_every_public_metric_is_registered():
     covered = {name for case in METRICS for name in case.covers}
     missing = sorted(set(M.__all__) - covered)
-    assert not missing, f"public metrics without a case in tests/cases_metrics.py: {missing}"
+    assert not missing, (
+        f"public metrics without a case in tests/cases_metrics.py or cases_metrics_more.py: {missing}"
+    )
     assert not covered - set(M.__all__), "a case covers a name that is not public"
     ids = [case.id for case in METRICS]
     assert len(ids) == len(set(ids))

@@ -7,6 +7,15 @@ and run on the input's device. Metric classes bundle configuration, declare
 and share one call signature, so :func:`evaluate` can run any of them.
 """
 
+from .axioms import (
+    EffectiveComplexity,
+    InputInvariance,
+    NonSensitivity,
+    effective_complexity,
+    input_invariance,
+    non_sensitivity,
+    shift_first_layer,
+)
 from .base import Metric
 from .complexity import Complexity, Sparseness, complexity, sparseness
 from .curves import Deletion, Insertion, auc, deletion_curve, insertion_curve
@@ -26,6 +35,33 @@ from .localisation import (
     relevance_rank_accuracy,
     top_q_iou,
 )
+from .localisation_more import (
+    AttributionLocalisation,
+    Focus,
+    LocalisationAUC,
+    TopKIntersection,
+    attribution_localisation,
+    focus,
+    localisation_auc,
+    top_k_intersection,
+)
+from .perturbation_curves import (
+    IROF,
+    Monotonicity,
+    MonotonicityCorrelation,
+    RegionPerturbation,
+    Selectivity,
+    SensitivityN,
+    Sufficiency,
+    irof,
+    monotonicity,
+    monotonicity_correlation,
+    region_perturbation,
+    region_perturbation_curve,
+    selectivity,
+    sensitivity_n,
+    sufficiency,
+)
 from .robustness import AvgSensitivity, MaxSensitivity, avg_sensitivity, max_sensitivity
 from .sanity import (
     CompletenessGap,
@@ -35,6 +71,22 @@ from .sanity import (
     model_randomisation,
     random_logit,
     randomisation_layers,
+)
+from .similarity import cosine, kendall_tau, pearson, spearman, ssim, top_k_overlap
+from .stability import (
+    Consistency,
+    Continuity,
+    LocalLipschitzEstimate,
+    RelativeInputStability,
+    RelativeOutputStability,
+    RelativeRepresentationStability,
+    consistency,
+    continuity,
+    continuity_shifts,
+    local_lipschitz_estimate,
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
 )
 from .substrates import NoisyLinearImputation, RiseBlur
 
@@ -58,6 +110,14 @@ __all__ = [
     "make_grid",
     "grid_pointing_game",
     "GridPointingGame",
+    "focus",
+    "localisation_auc",
+    "top_k_intersection",
+    "attribution_localisation",
+    "Focus",
+    "LocalisationAUC",
+    "TopKIntersection",
+    "AttributionLocalisation",
     # faithfulness
     "deletion_curve",
     "insertion_curve",
@@ -70,17 +130,52 @@ __all__ = [
     "Insertion",
     "FaithfulnessCorrelation",
     "Infidelity",
+    "irof",
+    "selectivity",
+    "region_perturbation",
+    "region_perturbation_curve",
+    "sensitivity_n",
+    "monotonicity",
+    "monotonicity_correlation",
+    "sufficiency",
+    "IROF",
+    "Selectivity",
+    "RegionPerturbation",
+    "SensitivityN",
+    "Monotonicity",
+    "MonotonicityCorrelation",
+    "Sufficiency",
     # robustness
     "max_sensitivity",
     "avg_sensitivity",
     "MaxSensitivity",
     "AvgSensitivity",
+    "local_lipschitz_estimate",
+    "LocalLipschitzEstimate",
+    "continuity",
+    "continuity_shifts",
+    "Continuity",
+    "consistency",
+    "Consistency",
+    "relative_input_stability",
+    "RelativeInputStability",
+    "relative_output_stability",
+    "RelativeOutputStability",
+    "relative_representation_stability",
+    "RelativeRepresentationStability",
     # complexity
     "sparseness",
     "complexity",
     "Sparseness",
     "Complexity",
+    "effective_complexity",
+    "EffectiveComplexity",
     # axioms and sanity
+    "non_sensitivity",
+    "input_invariance",
+    "shift_first_layer",
+    "NonSensitivity",
+    "InputInvariance",
     "completeness_gap",
     "randomisation_layers",
     "model_randomisation",
@@ -88,4 +183,11 @@ __all__ = [
     "CompletenessGap",
     "ModelRandomisation",
     "RandomLogit",
+    # similarity between maps
+    "spearman",
+    "kendall_tau",
+    "pearson",
+    "cosine",
+    "ssim",
+    "top_k_overlap",
 ]

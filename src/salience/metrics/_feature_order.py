@@ -62,7 +62,11 @@ def sensitivity_n(
         Run ``j`` of sample ``i`` removes ``torch.rand(n_units, generator=g).argsort()[:n]``,
         drawn row after row (the draws of :func:`faithfulness_correlation` with
         ``subset_size=n``), so results do not depend on ``batch_size``.
-    {COMMON}
+    domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
+        As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
+        coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
+        rows per model call (not the number of perturbations), ``output``/``forward_args``/
+        ``forward_kwargs`` select a structured output and pass extra model inputs.
     Returns
     -------
     Tensor of shape (B,)
@@ -145,7 +149,11 @@ def monotonicity(
     features_in_step : int, default 1
     substrate : default 0.0
         The starting point (Quantus' default "black" is each sample's minimum).
-    {COMMON}
+    domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
+        As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
+        coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
+        rows per model call (not the number of perturbations), ``output``/``forward_args``/
+        ``forward_kwargs`` select a structured output and pass extra model inputs.
     Returns
     -------
     Tensor of shape (B,)
@@ -221,7 +229,11 @@ def monotonicity_correlation(
         The uniform draws: row ``j`` of sample ``i`` (group ``j // n_samples``) draws
         ``torch.rand(S, generator=g)``, row after row, independently of ``batch_size`` on a
         CPU generator.
-    {COMMON}
+    domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
+        As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
+        coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
+        rows per model call (not the number of perturbations), ``output``/``forward_args``/
+        ``forward_kwargs`` select a structured output and pass extra model inputs.
     Returns
     -------
     Tensor of shape (B,)
@@ -359,7 +371,3 @@ def sufficiency(
     count = near.sum(1)
     agree = (near & same).sum(1).to(flat.dtype)
     return torch.where(count > 0, agree / count.clamp_min(1), torch.full_like(agree, torch.nan))
-
-
-for _fn in (sensitivity_n, monotonicity, monotonicity_correlation):
-    _fn.__doc__ = (_fn.__doc__ or "").replace("    {COMMON}\n", R.COMMON_DOC.lstrip("\n") + "\n")

@@ -214,20 +214,6 @@ def removal_scores(
     return score.values(make, n=n_states)
 
 
-COMMON_DOC = """
-    domain : object with ``forward``/``inverse``, optional
-        Perturb the coefficients of this domain (frequency bins, components) instead of samples.
-    layout : str or Layout, optional
-    batch_size : int, optional
-        Maximum rows per model call (memory is bounded by it, not by the number of perturbations).
-    progress : bool, default True
-        Show a tqdm bar over the scored rows (if tqdm is installed).
-    output, forward_args, forward_kwargs : optional
-        The scored tensor of a structured output and extra model inputs, as in
-        :func:`~salience.metrics.deletion_curve` (per-sample tensors follow their sample's rows).
-"""
-
-
 def setup_metric(model: Any, x: Any, attribution: Any, target: Any, domain: Any, kw: dict) -> tuple:
     progress = check_bool(kw.pop("progress"), "progress")
     a, space, lay, score = setup(model, x, attribution, target, domain, **kw)

@@ -67,7 +67,11 @@ def irof(
         What removed segments become (each channel's mean; any substrate of
         :mod:`salience.masking`). Quantus replaces them by the mean too.
     normalize : bool, default True
-    {COMMON}
+    domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
+        As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
+        coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
+        rows per model call (not the number of perturbations), ``output``/``forward_args``/
+        ``forward_kwargs`` select a structured output and pass extra model inputs.
     Returns
     -------
     Tensor of shape (B,)
@@ -134,7 +138,11 @@ def selectivity(
         Region labels instead of patches.
     substrate : default 0.0
     normalize : bool, default True
-    {COMMON}
+    domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
+        As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
+        coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
+        rows per model call (not the number of perturbations), ``output``/``forward_args``/
+        ``forward_kwargs`` select a structured output and pass extra model inputs.
     Returns
     -------
     Tensor of shape (B,)
@@ -189,7 +197,11 @@ def _region_perturbation_curve(
     n_regions : int, default 100
         ``L``, at most the number of regions (Quantus' ``regions_evaluation``).
     substrate : default 0.0
-    {COMMON}
+    domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
+        As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
+        coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
+        rows per model call (not the number of perturbations), ``output``/``forward_args``/
+        ``forward_kwargs`` select a structured output and pass extra model inputs.
     Returns
     -------
     Tensor of shape (B, L)
@@ -228,9 +240,6 @@ def region_perturbation(
     curve = _region_perturbation_curve(model, x, attribution, target, **kw)
     return curve.sum(1) / (curve.shape[1] + 1)
 
-
-for _fn in (irof, selectivity, _region_perturbation_curve):
-    _fn.__doc__ = (_fn.__doc__ or "").replace("    {COMMON}\n", R.COMMON_DOC.lstrip("\n") + "\n")
 
 from ._feature_order import monotonicity, monotonicity_correlation, sensitivity_n, sufficiency  # noqa: E402
 from ._perturbation_classes import (  # noqa: E402

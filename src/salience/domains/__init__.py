@@ -1,7 +1,9 @@
-"""Domains: explain in the coefficients of an invertible transform (Fourier, ICA, STFT, wavelets)."""
+"""Domains: explain in the coefficients of an invertible transform (Fourier, ICA, STFT, wavelets,
+complex cepstrum)."""
 
 from .bands import EEG_BANDS, aggregate_bands
 from .base import Compose, Domain, Time, as_domain, into
+from .cepstrum import ComplexCepstrum, ComplexCepstrumIG
 from .fourier import Fourier
 from .ica import ICA
 from .in_domain import ICAIG, STFTIG, CrossDomainIG, FourierIG, InDomain, TimeIG, WaveletIG
@@ -15,6 +17,7 @@ __all__ = [
     "STFT",
     "ICA",
     "Wavelet",
+    "ComplexCepstrum",
     "Compose",
     "InDomain",
     "CrossDomainIG",
@@ -23,6 +26,7 @@ __all__ = [
     "ICAIG",
     "STFTIG",
     "WaveletIG",
+    "ComplexCepstrumIG",
     "aggregate_bands",
     "EEG_BANDS",
     "daubechies",

@@ -1,7 +1,9 @@
-"""Multi-level orthonormal discrete wavelet transform (Haar, Daubechies) with periodic extension."""
+"""Multi-level orthonormal discrete wavelet transform (Haar, Daubechies, and PyWavelets' orthogonal
+families) with periodic extension, coefficient for coefficient PyWavelets' ``mode="periodization"``."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from math import comb
 from typing import Any
@@ -39,19 +41,30 @@ def daubechies(order: int) -> np.ndarray:
     return h / h.sum() * np.sqrt(2.0)
 
 
-def _lowpass(wavelet: Any) -> np.ndarray:
-    if isinstance(wavelet, str):
-        name = wavelet.lower()
-        if name == "haar":
-            return daubechies(1)
-        if name.startswith("db") and name[2:].isdigit() and 1 <= int(name[2:]) <= 20:
-            return daubechies(int(name[2:]))
+def _pywt_lowpass(name: str) -> np.ndarray:
+    """``rec_lo`` of the orthogonal wavelet ``name`` of PyWavelets (optional dependency)."""
+    try:
+        pywt: Any = importlib.import_module("pywt")  # optional, untyped
+    except ImportError:
         raise ParameterError(
-            f"The 'wavelet' parameter of {current_caller()} must be 'haar', 'db1'..'db20', a sequence of "
-            f"orthonormal low-pass taps, or an object with dec_lo. Got {wavelet!r} instead."
+            f"The 'wavelet' parameter of {current_caller()} is {name!r}: 'haar' and 'db1'..'db20' are "
+            "built in; other orthogonal wavelets ('symN', 'coifN', 'dbN' above 20) are read from "
+            "PyWavelets, which is not installed (pip install PyWavelets)."
+        ) from None
+    try:
+        w = pywt.Wavelet(name)
+    except ValueError:
+        w = None
+    if w is None or not w.orthogonal:
+        raise ParameterError(
+            f"The 'wavelet' parameter of {current_caller()} must name an orthogonal discrete wavelet "
+            f"('haar', 'dbN', 'symN', 'coifN'). Got {name!r} instead."
         )
-    taps = getattr(wavelet, "dec_lo", wavelet)
-    h = np.asarray(taps, dtype=np.float64).reshape(-1)
+    return _checked(np.asarray(w.rec_lo, dtype=np.float64), name)
+
+
+def _checked(h: np.ndarray, what: str = "taps") -> np.ndarray:
+    """``h`` if it has an even number of taps orthonormal to their even shifts (to 1e-8)."""
     ok = h.size >= 2 and h.size % 2 == 0
     if ok:
         shifts = [float(np.dot(h[: h.size - 2 * m], h[2 * m :])) for m in range(h.size // 2)]
@@ -59,9 +72,36 @@ def _lowpass(wavelet: Any) -> np.ndarray:
     if not ok:
         raise ParameterError(
             f"The 'wavelet' parameter of {current_caller()} must give an even number of orthonormal "
-            "low-pass taps (unit norm, orthogonal to their even shifts)."
+            f"low-pass taps (unit norm, orthogonal to their even shifts, to 1e-8); {what} does not "
+            "(PyWavelets' 'dmey' is an FIR approximation, orthonormal only to about 2e-3)."
         )
     return h
+
+
+def _lowpass(wavelet: Any) -> np.ndarray:
+    """The low-pass taps ``h`` in PyWavelets' ``rec_lo`` order (``dec_lo`` reversed)."""
+    if isinstance(wavelet, str):
+        name = wavelet.lower()
+        if name == "haar":
+            return daubechies(1)
+        if name.startswith("db") and name[2:].isdigit() and 1 <= int(name[2:]) <= 20:
+            return daubechies(int(name[2:]))
+        return _pywt_lowpass(name)
+    if getattr(wavelet, "orthogonal", True) is False:
+        raise ParameterError(
+            f"The 'wavelet' parameter of {current_caller()} must be an orthogonal wavelet; "
+            f"{getattr(wavelet, 'name', type(wavelet).__name__)!r} is not (biorthogonal wavelets are "
+            "not supported)."
+        )
+    if hasattr(wavelet, "rec_lo"):
+        taps = wavelet.rec_lo
+    elif hasattr(wavelet, "dec_lo"):
+        taps = np.asarray(wavelet.dec_lo, dtype=np.float64)[::-1]
+    else:
+        taps = wavelet
+    return _checked(
+        np.asarray(taps, dtype=np.float64).reshape(-1), repr(getattr(wavelet, "name", "the taps"))
+    )
 
 
 class Wavelet(Domain):
@@ -69,10 +109,21 @@ class Wavelet(Domain):
 
     The signal is first extended to a multiple of ``2**levels`` samples by wrapping it
     (circular padding on the right, as the reference implementation does); each level splits
-    its input into approximation ``a[n] = sum_k h[k] x[2n+k]`` and detail
-    ``d[n] = sum_k g[k] x[2n+k]`` (indices modulo the length, ``g[k] = (-1)^k h[L-1-k]``). The
-    transform is orthonormal, so ``inverse`` is its transpose (transposed convolutions) followed
-    by cropping the padding: exact, differentiable, torch only.
+    its input into approximation ``a[n] = sum_k h[k] x[2n+k-s]`` and detail
+    ``d[n] = sum_k g[k] x[2n+k-s]`` (indices modulo the length, ``s = L/2 - 1`` for ``L`` taps,
+    ``h`` PyWavelets' ``rec_lo``, ``g[k] = (-1)^k h[L-1-k]`` its ``rec_hi``). These are exactly
+    PyWavelets' ``wavedec(x, wavelet, mode="periodization", level=levels)`` coefficients for a
+    length that is a multiple of ``2**levels`` (for other lengths: of the wrapped signal), with
+    the bands in the order below; ``inverse`` is ``waverec``. The transform is orthonormal, so
+    ``inverse`` is its transpose (transposed convolutions) followed by cropping the padding:
+    exact, differentiable, torch only.
+
+    One convention for every way of naming a wavelet: ``Wavelet("db2")``,
+    ``Wavelet(pywt.Wavelet("db2"))`` (its ``rec_lo``; an object with only ``dec_lo`` is read
+    reversed) and ``Wavelet(pywt.Wavelet("db2").rec_lo)`` are the same transform. ``"haar"``
+    and ``"db1"``..``"db20"`` are computed here (:func:`daubechies`, equal to PyWavelets'
+    tables to 1e-12); other orthogonal names (``"symN"``, ``"coifN"``, ``"dbN"`` above 20) are
+    read from PyWavelets when it is installed. Biorthogonal wavelets are refused.
 
     ``z`` concatenates the bands along a coefficient axis ``coef`` in the reference band order
     ``[A_L, D_1, D_2, ..., D_L]`` (``D_1`` the finest): ``"b c t"`` becomes ``"b c coef"``.
@@ -85,7 +136,9 @@ class Wavelet(Domain):
 
     Parameters
     ----------
-    wavelet : "haar", "db1".."db20", sequence of floats, or object with ``dec_lo``, default "haar"
+    wavelet : str, sequence of floats, or ``pywt.Wavelet``, default "haar"
+        A name (``"haar"``, ``"dbN"``, ``"symN"``, ``"coifN"``), the low-pass taps in
+        PyWavelets' ``rec_lo`` order, or an object with ``rec_lo`` (or ``dec_lo``).
     levels : int, default 3
     per : {"band", "coefficient"}, default "band"
     axis : str, default "t"
@@ -185,10 +238,10 @@ class Wavelet(Domain):
         if padded > n:
             cur = torch.cat([cur, cur[..., : padded - n]], -1)
         w = self._filters(cur)
-        extra = w.shape[-1] - 2
+        s = w.shape[-1] // 2 - 1  # PyWavelets' "periodization" alignment
         details = []
         for _ in range(self.levels):
-            ext = torch.cat([cur, cur[..., :extra]], -1) if extra else cur
+            ext = torch.cat([cur[..., cur.shape[-1] - s :], cur, cur[..., :s]], -1) if s else cur
             out = F.conv1d(ext, w, stride=2)  # (M, 2, len/2)
             cur, d = out[:, :1], out[:, 1:]
             details.append(d)
@@ -203,14 +256,22 @@ class Wavelet(Domain):
         flat = moved.reshape(-1, 1, padded)
         bands = torch.split(flat, self._sizes(padded), dim=-1)
         w = self._filters(flat)
-        extra = w.shape[-1] - 2
+        s = w.shape[-1] // 2 - 1
         cur = bands[0]
         for level in range(self.levels, 0, -1):
             coeffs = torch.cat([cur, bands[level]], 1)  # (M, 2, len)
-            y = F.conv_transpose1d(coeffs, w, stride=2)  # (M, 1, 2 len + extra)
+            y = F.conv_transpose1d(coeffs, w, stride=2)  # (M, 1, 2 len + 2 s)
             size = 2 * coeffs.shape[-1]
-            if extra:
-                cur = torch.cat([y[..., :extra] + y[..., size:], y[..., extra:size]], -1)
+            if s:  # fold the wrapped ends back: y[j] is sample (j - s) mod size
+                mid = y[..., s : s + size]
+                cur = torch.cat(
+                    [
+                        mid[..., :s] + y[..., s + size :],
+                        mid[..., s : size - s],
+                        mid[..., size - s :] + y[..., :s],
+                    ],
+                    -1,
+                )
             else:
                 cur = y
         return cur[..., :n].reshape(*lead, n).movedim(-1, a)

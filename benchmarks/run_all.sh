@@ -9,10 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONUNBUFFERED=1
-benches=("${@:-core domains cam perturbation metrics modbp classrel overhead}")
+benches=("${@:-core domains cam perturbation metrics modbp classrel attention overhead}")
 for b in ${benches[@]}; do
   echo "=== bench_$b ($(date -u +%H:%M:%S))"
-  python "benchmarks/bench_$b.py"
+  if [ "$b" = attention ]; then
+    python "benchmarks/bench_$b.py" --out benchmarks/results_attention.md
+  else
+    python "benchmarks/bench_$b.py"
+  fi
 done
 {
   echo "# Benchmark results"
@@ -23,7 +27,7 @@ done
   echo "timings taken in the same run. The \"bare limit\" is the model's own forward(+backward) cost"
   echo "over the same number of rows."
   echo
-  for b in core domains cam perturbation metrics modbp classrel overhead engine_split; do
+  for b in core domains cam perturbation metrics modbp classrel attention overhead engine_split overhead_15; do
     f="benchmarks/results_$b.md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done

@@ -389,9 +389,10 @@ def test_plot_grid_colour_input_and_stated_scales():
     def note(ax):  # the scale note is the label of a tick-less secondary top axis
         return " ".join(c.get_xlabel() for c in ax.child_axes)
 
-    assert note(fig.axes[1]) == viz.scale_note("symmetric", 99.0, channel_reduce="abssum", smooth=1.0)
+    # "abssum" leaves no negative values: "auto" draws the column on a sequential scale from 0
+    assert note(fig.axes[1]) == viz.scale_note("sequential", 99.0, channel_reduce="abssum", smooth=1.0)
     assert "sum |a| over channels" in note(fig.axes[1]) and "smoothed (sigma 1 px)" in note(fig.axes[1])
-    assert "p99 of |a|" in note(fig.axes[1]) and note(fig.axes[2]) == "p0.5 to p99.5"
+    assert "0 to p99" in note(fig.axes[1]) and note(fig.axes[2]) == "p0.5 to p99.5"
     assert fig.axes[1].images[1].get_cmap().name == "inferno"
     sig = viz.plot_grid(rng(2, 1, 30), {"A": rng(2, 1, 30)})
     assert note(sig.axes[0]) == "signed, \u00b1max of |a|" and note(sig.axes[1]) == ""  # first row only

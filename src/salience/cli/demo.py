@@ -192,29 +192,26 @@ class _Sink:
         return data
 
 
-#: RISE scores are all positive (weighted mean scores): shown min-max scaled on a sequential map
-_POSITIVE: dict[str, Any] = {"norm": {"RISE": "minmax"}, "cmap": {"RISE": "Reds"}}
+#: the colour scales are viz's defaults, chosen from each map: signed maps diverging around a
+#: white zero, maps without negative values (Grad-CAM) sequential from zero, RISE min-max as its
+#: paper shows it; each column states its scale under its title
 _GRID_CAPTION = (
     "samples x methods; each map has its own colour scale, stated under its column title "
-    "(signed maps: red raises the explained score, blue lowers it, white is zero; RISE's "
-    "scores are all positive: min-max scaled, white to red)"
+    "(signed maps: red raises the explained score, blue lowers it, white is zero; maps without "
+    "negative values: white (zero) to dark red; RISE's scores are mask-weighted mean scores, "
+    "all close to the mean: min-max scaled, white to dark red, as the RISE paper shows them)"
 )
 #: photos: the pixel-level maps are speckle at 224 x 224; the grid shows their magnitude summed
-#: over the colour channels, lightly smoothed, with the colour scale clipped at the 99th
-#: percentile (display only: the attributions and metrics are unchanged)
+#: over the colour channels (no sign left: a sequential scale from zero), lightly smoothed, with
+#: the colour scale clipped at the 99th percentile (display only: the attributions and metrics
+#: are unchanged)
 _PIXEL_LEVEL = ("Gradient", "Input x Gradient", "Integrated Gradients", "SmoothGrad")
-_PIXEL_VIEW = {
-    "channel_reduce": "abssum",
-    "smooth": 2.0,
-    "norm": "absmax",
-    "percentile": 99.0,
-    "cmap": "inferno",
-}
+_PIXEL_VIEW = {"channel_reduce": "abssum", "smooth": 2.0, "percentile": 99.0}
 
 
 def _image_grid_options(methods: Any) -> dict[str, Any]:
     """Per-method plot_grid options for the photo grid (see _PIXEL_VIEW)."""
-    out: dict[str, dict[str, Any]] = {k: dict(v) for k, v in _POSITIVE.items()}
+    out: dict[str, dict[str, Any]] = {}
     for name in methods:
         if name in _PIXEL_LEVEL:
             for k, v in _PIXEL_VIEW.items():
@@ -351,7 +348,6 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
         row_titles=titles,
         fs=task.fs,
         channel_names=names,
-        **_POSITIVE,
     )
     rep.figure(sink.png(fig, f"{slug}_grid"), _GRID_CAPTION)
     fig = viz._mpl.new_figure((12, 3.6))

@@ -62,9 +62,14 @@ def colorbar(ax: Any, mappable: Any, label: str | None = None) -> Any:
     return cb
 
 
-def scalar_mappable(cmap: Any, vmin: float, vmax: float) -> Any:
-    mpl = matplotlib()
-    return mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(vmin, vmax), cmap=cmap)
+def scale_colorbar(ax: Any, scale: Any, label: str = "attribution") -> Any:
+    """A colour bar for a :class:`~salience.viz.color.Scale`, its label naming how the map was
+    scaled when that is not the signed default (``"attribution (0 to max)"``)."""
+    cb = colorbar(ax, scale.mappable(), label + _SCALE_SUFFIX.get(scale.norm, ""))
+    return cb
+
+
+_SCALE_SUFFIX = {"sequential": " (from 0)", "absmax": " |a|", "minmax": " (min to max)"}
 
 
 def to_png(fig: Any, dpi: int = 100) -> bytes:

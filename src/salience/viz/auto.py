@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError, SalienceError
-from . import _mpl
-from .color import DEFAULT_CMAP, limits, to_numpy
+from . import _meta, _mpl
+from .color import resolve_norm, scale_for, to_numpy
 
 __all__ = ["plot_attribution"]
 
@@ -21,6 +21,12 @@ def plot_attribution(
     *,
     fs: float | None = None,
     channel_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     ax: Any = None,
 ) -> Any:
     """Draw sample ``index`` of an :class:`~salience.Attribution` with the view its layout calls for.
@@ -43,8 +49,19 @@ def plot_attribution(
     index : int
         Which sample to draw.
     fs : float, optional
-        Sampling rate (time axes in seconds, frequencies in Hz).
+        Sampling rate (time axes in seconds, frequencies in Hz); default: the ``sfreq`` the
+        attribution carries.
     channel_names : sequence of str, optional
+        Default: the names the attribution carries.
+    class_names : sequence of str, optional
+        Names of the classes: the title names the explained class (default: the names the
+        attribution carries, else ``"class k"``).
+    title : str, optional
+        Default: the method, the explained class and its score (``""`` for none).
+    cmap, norm, vmin, vmax
+        Colour scale (:func:`~salience.viz.scale_for`): ``"auto"`` draws signed maps on a
+        symmetric diverging scale (white at zero), maps without negative values on a
+        sequential scale from zero.
     ax : matplotlib Axes, optional
         Ignored by the multi-panel volume and component views.
 
@@ -69,6 +86,13 @@ def plot_attribution(
             f"index {index} must address one of the {a_all.shape[0]} samples of x and the attribution."
         )
     xi, a = xs[index], a_all[index]
+    fs = _meta.sampling_rate(attribution, fs)
+    channel_names = _meta.channel_names(attribution, channel_names)
+    if title is None:
+        title = _meta.title(attribution, index % a_all.shape[0], class_names)
+    if isinstance(norm, str) and norm == "auto":  # the method is known here, not in the views below
+        norm = resolve_norm(a, norm, _meta.method(attribution))
+    scale = {"cmap": cmap, "norm": norm, "vmin": vmin, "vmax": vmax}
     names = tuple(n for n in layout.names if n != "b")
     domain = getattr(attribution, "domain", None)
     coords: dict[str, np.ndarray] = {}
@@ -79,59 +103,75 @@ def plot_attribution(
             coords = {}
     if domain is None:
         if names == ("c", "t"):
-            if xi.shape[0] == 1:
-                return plot_signal(xi, a, fs=fs, channel_names=channel_names, ax=ax)
-            return plot_signal_map(xi, a, fs=fs, channel_names=channel_names, ax=ax)
+            draw = plot_signal if xi.shape[0] == 1 else plot_signal_map
+            return draw(xi, a, fs=fs, channel_names=channel_names, title=title, ax=ax, **scale)
         if names == ("c", "h", "w"):
-            return plot_image(xi, a, ax=ax)
+            return plot_image(xi, a, title=title, ax=ax, **scale)
         if len(names) == 4 and names[0] == "c" and names[-2:] == ("h", "w"):
-            return plot_volume_slices(xi, a, axis_name=names[1])
+            fig = plot_volume_slices(xi, a, axis_name=names[1], **scale)
+            if title:
+                fig.suptitle(title, **_mpl.PLAIN)
+            return fig
     if "f" in names and "f" in coords and coords["f"].shape[0] == a.shape[names.index("f")]:
         rest = [n for n in names if n not in ("c", "f")]
         if not rest:
             bands = EEG_BANDS if fs is not None else None
             sig = xi if xi.ndim == 2 else None
-            return plot_spectrum(a, coords["f"], signal=sig, fs=fs, bands=bands, ax=ax)
+            return plot_spectrum(a, coords["f"], signal=sig, fs=fs, bands=bands, title=title, ax=ax, **scale)
         if len(rest) == 1 and rest[0] in coords and a.ndim == 3:
-            return plot_time_frequency(a, coords[rest[0]], coords["f"], ax=ax)
+            return plot_time_frequency(a, coords[rest[0]], coords["f"], title=title, ax=ax, **scale)
     if domain is not None and names in (("k",), ("k", "t")):  # ICA: components and their traces
         sources = _component_traces(domain, xs, index, a.shape[0])
         if sources is not None:
             from .spectrum import plot_components
 
             what = "per component and time step" if a.ndim == 2 else "per component"
-            return plot_components(a, sources, fs=fs, title=f"attribution {what} (independent components)")
+            head = f"{title}\n" if title else ""
+            return plot_components(
+                a, sources, fs=fs, title=f"{head}attribution {what} (independent components)", **scale
+            )
     ax = _mpl.axes_or_new(ax, (8, 3))
     if a.ndim == 1:
-        vmin, vmax = limits(a)
-        mpl = _mpl.matplotlib()
         ax.bar(
             range(a.shape[0]),
             a,
-            color=mpl.colormaps[DEFAULT_CMAP]((a - vmin) / (vmax - vmin)),
+            color=scale_for(a, norm, cmap, vmin=vmin, vmax=vmax).colours(a),
             edgecolor="0.3",
             linewidth=0.5,
         )
         ax.axhline(0, color="0.3", linewidth=0.6)
         ax.set_xlabel(names[0], **_mpl.PLAIN)
         ax.set_ylabel("attribution")
+        if title:
+            ax.set_title(title, fontsize=10, **_mpl.PLAIN)
         return ax
     v = a.reshape(a.shape[0], -1)
-    vmin, vmax = limits(v)
+    sc = scale_for(v, norm, cmap, vmin=vmin, vmax=vmax)
     seconds = len(names) == 2 and names[1] == "t" and fs is not None
     extent = (
         (-0.5 / fs, (v.shape[1] - 0.5) / fs, v.shape[0] - 0.5, -0.5) if seconds and fs is not None else None
     )
-    im = ax.imshow(
-        v, aspect="auto", cmap=DEFAULT_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest", extent=extent
+    ax.imshow(
+        sc.shown(v),
+        aspect="auto",
+        cmap=sc.colormap(),
+        norm=sc.mpl_norm(),
+        interpolation="nearest",
+        extent=extent,
     )
     if v.shape[0] <= 32:
         ax.set_yticks(range(v.shape[0]))
-        ax.set_yticklabels([f"{names[0]} {i}" for i in range(v.shape[0])], **_mpl.PLAIN)
+        rows = (
+            list(channel_names)
+            if names[0] == "c" and channel_names is not None and len(channel_names) == v.shape[0]
+            else [f"{names[0]} {i}" for i in range(v.shape[0])]
+        )
+        ax.set_yticklabels(rows, **_mpl.PLAIN)
     ax.set_ylabel(names[0], **_mpl.PLAIN)
     ax.set_xlabel("time (s)" if seconds else " x ".join(names[1:]), **_mpl.PLAIN)
-    ax.set_title(f"attribution over ({', '.join(names)})", fontsize=10, **_mpl.PLAIN)
-    _mpl.colorbar(ax, im, "attribution")
+    what = f"attribution over ({', '.join(names)})"
+    ax.set_title(f"{title}\n{what}" if title else what, fontsize=10, **_mpl.PLAIN)
+    _mpl.scale_colorbar(ax, sc)
     return ax
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError, ShapeError
-from . import _mpl
-from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
+from . import _meta, _mpl
+from .color import _squeeze_to, resolve_norm, scale_for, to_numpy
 
 __all__ = ["plot_image", "plot_grid", "scale_note"]
 
@@ -35,14 +35,27 @@ def _image_hwc(image: Any) -> np.ndarray:
     return (im - lo) / (hi - lo) if hi > lo else np.zeros_like(im)
 
 
-def _strength(v: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Per-pixel weight in [0, 1] for weighted opacity: the distance from the colour map's
-    neutral point (0 for signed limits, the lower limit otherwise), relative to the limits."""
-    if vmin < 0 < vmax:
-        w = np.abs(v) / (max(-vmin, vmax) or 1.0)
-    else:
-        w = (v - vmin) / ((vmax - vmin) or 1.0)
-    return np.clip(w, 0.0, 1.0) ** 0.75
+def check_stretch(map_shape: tuple[int, ...], image_shape: tuple[int, ...], what: str = "image") -> None:
+    """Refuse to stretch a map over an image of another aspect ratio.
+
+    A map at another resolution with (about) the image's aspect ratio, such as a CAM at layer
+    resolution, is upsampled for display; a map whose height/width ratio differs from the
+    image's by more than a factor 1.5 (an (8, 256) signal map over a 64 x 64 image) belongs to
+    other data, and drawing it would invent a picture: ShapeError naming both shapes.
+    """
+    (h, w), (H, W) = map_shape[-2:], image_shape[-2:]
+    if min(h, w, H, W) < 1:
+        raise ShapeError(f"The 'attr' map {tuple(map_shape)} or the {what} {tuple(image_shape)} is empty.")
+    if (h, w) == (H, W):
+        return
+    ratio = (h / w) / (H / W)
+    if not 1 / 1.5 <= ratio <= 1.5:
+        raise ShapeError(
+            f"The 'attr' map has shape {tuple(map_shape)} (height x width {h} x {w}) but the {what} is "
+            f"{H} x {W} (shape {tuple(image_shape)}): their aspect ratios differ ({h / w:.3g} vs "
+            f"{H / W:.3g}), so the map would be stretched over an image it does not belong to. Pass "
+            f"this {what}'s own map (a map at another resolution must keep the {what}'s aspect ratio)."
+        )
 
 
 #: how plot_image reduces a (C, H, W) attribution to one map
@@ -88,16 +101,19 @@ def _gaussian_smooth(a: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def scale_note(
-    norm: str = "symmetric",
+    norm: Any = "auto",
     percentile: float = 100.0,
     *,
     channel_reduce: str | None = None,
     smooth: float = 0.0,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> str:
     """A short statement of how a map was scaled for display (written under plot_grid's column
     titles), e.g. ``"sum |a| over channels, smoothed (sigma 2 px)\n0 to p99 of |a|"``: the
     channel reduction and smoothing on one line, the colour limits (``pN``: the N-th
-    percentile) on the next."""
+    percentile; fixed ``vmin``/``vmax`` when given) on the next. ``norm`` is the resolved mode
+    (``"auto"`` reads as "scale from the map"; a matplotlib Normalize as the caller's)."""
     parts = []
     if channel_reduce is not None:
         parts.append(
@@ -111,12 +127,20 @@ def scale_note(
     if smooth and smooth > 0:
         parts.append(f"smoothed (sigma {smooth:g} px)")
     p = "max" if percentile >= 100 else f"p{percentile:g}"
+    key = norm if isinstance(norm, str) else "custom"
     scale = {
+        "auto": f"scale from the map (signed: \u00b1{p} of |a|; else 0 to {p})",
+        "custom": "caller's normalisation",
         "symmetric": f"signed, \u00b1{p} of |a|",
+        "sequential": f"non-negative, 0 to {p}",
         "absmax": f"magnitude, 0 to {p} of |a|",
         "minmax": "min to max" if percentile >= 100 else f"p{100 - percentile:g} to p{percentile:g}",
         "none": "values as they are (-1 to 1)",
-    }[norm]
+    }[key]
+    if vmin is not None or vmax is not None:
+        scale += (
+            f", limits {'auto' if vmin is None else f'{vmin:g}'} to {'auto' if vmax is None else f'{vmax:g}'}"
+        )
     return ", ".join(parts) + ("\n" if parts else "") + scale
 
 
@@ -129,11 +153,14 @@ def plot_image(
     background: str = "gray",
     channel_reduce: str = "sum",
     smooth: float = 0.0,
-    cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     percentile: float = 99.5,
     colorbar: bool = True,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     ax: Any = None,
 ) -> Any:
     """An image with its attribution as a translucent heatmap.
@@ -143,14 +170,16 @@ def plot_image(
     image : array or Tensor of shape (C, H, W), (1, C, H, W), (H, W) or (H, W, 3)
         Shown min-max scaled (so normalised model inputs display correctly).
     attr : array, Tensor or Attribution of shape (H', W'), (C, H', W') or (1, C, H', W'), optional
-        Channels are reduced with ``channel_reduce``; another resolution (a CAM at layer size)
-        is stretched over the image with bilinear interpolation. None shows the image alone.
-        The attribution is never changed; reduction and smoothing apply to the drawn copy.
+        Channels are reduced with ``channel_reduce``; another resolution with the image's aspect
+        ratio (a CAM at layer size) is stretched over the image with bilinear interpolation; a
+        map of another aspect ratio (an (8, 256) map over a 64 x 64 image) raises ShapeError
+        naming both shapes. None shows the image alone. The attribution is never changed;
+        reduction and smoothing apply to the drawn copy.
     alpha : float in [0, 1]
         Opacity of the heatmap (its maximum with ``weighted_alpha``).
     weighted_alpha : bool
-        Scale each pixel's opacity by its attribution magnitude, so unimportant regions show the
-        image itself rather than a white veil.
+        Scale each pixel's opacity by its distance from the scale's neutral point (zero), so
+        unimportant regions show the image itself rather than a veil.
     background : {"gray", "rgb"}
         Show the image in grey (the heatmap reads better) or in colour.
     channel_reduce : {"sum", "mean", "absmax", "abssum"}
@@ -161,9 +190,16 @@ def plot_image(
         Standard deviation in pixels of a Gaussian blur applied to the displayed map (0: none).
         Pixel-level maps (gradients, IG, SmoothGrad) are speckle at full resolution; light
         smoothing makes their regions visible. State it with the figure (:func:`scale_note`).
-    cmap, norm, percentile
-        Colour map and normalisation (:func:`~salience.viz.limits`); by default the limit is the
+    cmap, norm, vmin, vmax, percentile
+        Colour scale (:func:`~salience.viz.scale_for`). ``"auto"``: a signed map on a symmetric
+        diverging scale (white at zero), a map without negative values (Grad-CAM, RISE, an
+        ``"abssum"`` reduction) on a sequential scale from zero. By default the limit is the
         99.5th percentile of the magnitudes so one hot pixel does not wash the map out.
+    title : str, optional
+        Default for an :class:`~salience.Attribution` of one sample: its method, class and
+        score; ``""`` for none.
+    class_names : sequence of str, optional
+        Names of the classes, for the default title.
 
     Returns
     -------
@@ -181,34 +217,59 @@ def plot_image(
         )
     im = _image_hwc(image)
     H, W = im.shape[:2]
+    a = None
+    if attr is not None:
+        a = _map_hw(attr, channel_reduce)
+        check_stretch(a.shape, (H, W))
+        a = _gaussian_smooth(a, float(smooth))
     ax = _mpl.axes_or_new(ax, (4.2, 4.2 * H / W if W else 4.2))
     shown = im.mean(-1) if (background == "gray" and im.ndim == 3) else im
     ax.imshow(
         shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5)
     )
-    if attr is not None:
-        a = _gaussian_smooth(_map_hw(attr, channel_reduce), float(smooth))
-        vmin, vmax = limits(a, norm, percentile)
-        v = np.abs(a) if norm == "absmax" else a
-        opacity = alpha * _strength(v, vmin, vmax) if weighted_alpha else alpha
+    if a is not None:
+        sc = scale_for(a, norm, cmap, vmin=vmin, vmax=vmax, percentile=percentile, method=_meta.method(attr))
+        v = sc.shown(a)
+        if weighted_alpha:
+            t = sc.fraction(a)
+            w = np.abs(2 * t - 1) if sc.diverging else t
+            opacity = alpha * np.clip(w, 0.0, 1.0) ** 0.75
+        else:
+            opacity = alpha
         ax.imshow(
             v,
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
+            cmap=sc.colormap(),
+            norm=sc.mpl_norm(),
             alpha=opacity,
             interpolation="bilinear",
             extent=(-0.5, W - 0.5, H - 0.5, -0.5),
         )
         if colorbar:
-            _mpl.colorbar(ax, _mpl.scalar_mappable(cmap, vmin, vmax), "attribution")
+            _mpl.scale_colorbar(ax, sc)
     ax.set_xlim(-0.5, W - 0.5)
     ax.set_ylim(H - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
+    if title is None and attr is not None and _meta.is_attribution(attr) and len(attr) == 1:
+        title = _meta.title(attr, 0, class_names)
     if title:
         ax.set_title(title, **_mpl.PLAIN)
     return ax
+
+
+def _column_norm(
+    maps: np.ndarray, norm: Any, image: bool, opts: Mapping[str, Any], method: str | None
+) -> Any:
+    """Resolve ``"auto"`` once per plot_grid column, on the maps as drawn (after the channel
+    reduction), so every row of a method shares one kind of scale."""
+    if not (isinstance(norm, str) and norm == "auto"):
+        return norm
+    if image:
+        reduce = opts.get("channel_reduce", "sum")
+        drawn = np.stack([_map_hw(m, reduce) for m in maps])
+    else:
+        drawn = maps
+    return resolve_norm(drawn, "auto", method)
 
 
 def plot_grid(
@@ -216,10 +277,11 @@ def plot_grid(
     attributions: Mapping[str, Any],
     *,
     row_titles: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
     fs: float | None = None,
     show_input: bool = True,
-    cmap: Any = DEFAULT_CMAP,
-    norm: str | Mapping[str, str] = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
     cell_size: float = 2.6,
     scale_notes: bool = True,
     **kwargs: Any,
@@ -231,24 +293,31 @@ def plot_grid(
     inputs : array or Tensor of shape (N, C, H, W) or (N, C, T)
         The samples (rows).
     attributions : mapping of str to array/Tensor/Attribution, each of shape (N, ...)
-        One entry per method (columns), in order. Each map gets its own colour scale (methods
-        have different units); compare shapes, not colours, across columns.
+        One entry per method (columns), in order. Each map gets its own colour limits (methods
+        have different units); compare shapes, not colours, across columns. With ``norm="auto"``
+        each column is drawn on a symmetric diverging scale when any of its maps is signed, on
+        a sequential scale from zero otherwise (RISE, Grad-CAM).
     row_titles : sequence of str, optional
-        A label per sample (e.g. ``"coffee: pred espresso"``).
+        A label per sample (e.g. ``"coffee: pred espresso"``). Default, when a column is an
+        :class:`~salience.Attribution` with class targets: the explained class of each row
+        (named with ``class_names``).
+    class_names : sequence of str, optional
+        Names of the classes, for the default row titles.
     fs : float, optional
-        Sampling rate for signal grids.
+        Sampling rate for signal grids (default: the one an Attribution carries).
     show_input : bool
         Add a first column with the bare input in colour (images only).
     cmap, norm : colour map and normalisation, or a mapping from method name to one
-        Per-column choices, e.g. ``norm={"RISE": "minmax"}, cmap={"RISE": "Reds"}`` for a method
-        whose scores are all positive (methods not in a mapping get the defaults).
+        Per-column choices, e.g. ``norm={"RISE": "minmax"}`` for a method whose paper shows its
+        maps min-max scaled (methods not in a mapping get ``"auto"``).
     scale_notes : bool
         Write under each column title how its maps are scaled (:func:`scale_note`: sign,
         channel reduction, smoothing, colour limits), so the normalisation is stated in the
         figure itself.
     **kwargs
-        Passed to :func:`plot_image` or :func:`~salience.viz.plot_signal`. Any of them may also
-        be a mapping from method name to value for per-column choices, e.g.
+        Passed to :func:`plot_image` or :func:`~salience.viz.plot_signal` (``vmin``, ``vmax``,
+        ``percentile``, ``channel_reduce``, ``smooth``, ``channel_names``, ...). Any of them may
+        also be a mapping from method name to value for per-column choices, e.g.
         ``channel_reduce={"IG": "abssum"}, smooth={"IG": 2.0}``.
 
     Returns
@@ -265,12 +334,24 @@ def plot_grid(
     if not isinstance(attributions, Mapping) or not attributions:
         raise ParameterError("The 'attributions' argument must be a non-empty mapping {method name: maps}.")
     maps = {str(k): to_numpy(v, f"attributions[{k!r}]") for k, v in attributions.items()}
+    given = {str(k): v for k, v in attributions.items()}
     N = x.shape[0]
     for k, v in maps.items():
         if v.shape[0] != N:
             raise ShapeError(f"attributions[{k!r}] has {v.shape[0]} samples but inputs has {N}.")
     if row_titles is not None and len(row_titles) != N:
         raise ParameterError(f"The 'row_titles' parameter must have {N} entries. Got {len(row_titles)}.")
+    first = next((v for v in attributions.values() if _meta.is_attribution(v)), None)
+    if row_titles is None and first is not None:
+        labels = [
+            _meta.target_label(first.target, i, _meta.class_names(first, class_names)) for i in range(N)
+        ]
+        row_titles = [f"#{i}: {lab}" for i, lab in enumerate(labels)] if None not in labels else None
+    fs = _meta.sampling_rate(first, fs)
+    if first is not None and "channel_names" not in kwargs and x.ndim == 3:
+        names = _meta.channel_names(first, None)
+        if names is not None and len(names) == x.shape[1]:
+            kwargs["channel_names"] = names
 
     def pick(option: Any, name: str, default: Any) -> Any:
         return option.get(name, default) if isinstance(option, Mapping) else option
@@ -291,16 +372,33 @@ def plot_grid(
         is_input = name == "input" and image and show_input
         col_kw = {} if is_input else {k: pick(v, name, None) for k, v in kwargs.items()}
         col_kw = {k: v for k, v in col_kw.items() if v is not None}
-        c_map, c_norm = pick(cmap, name, DEFAULT_CMAP), pick(norm, name, "symmetric")
+        c_map = pick(cmap, name, "auto")
+        how = _meta.method(given.get(name)) or name
+        c_norm = (
+            "auto" if is_input else _column_norm(maps[name], pick(norm, name, "auto"), image, col_kw, how)
+        )
         for i in range(N):
             ax = axes[i, j]
             if is_input:
                 plot_image(x[i], None, background="rgb", ax=ax)
             elif image:
-                plot_image(x[i], maps[name][i], cmap=c_map, norm=c_norm, colorbar=False, ax=ax, **col_kw)
+                plot_image(
+                    x[i], maps[name][i], cmap=c_map, norm=c_norm, colorbar=False, title="", ax=ax, **col_kw
+                )
             else:
                 draw = plot_signal_map if multichannel else plot_signal
-                draw(x[i], maps[name][i], fs=fs, cmap=c_map, norm=c_norm, colorbar=False, ax=ax, **col_kw)
+                draw(
+                    x[i],
+                    maps[name][i],
+                    fs=fs,
+                    cmap=c_map,
+                    norm=c_norm,
+                    colorbar=False,
+                    scale_bar=False,
+                    title="",
+                    ax=ax,
+                    **col_kw,
+                )
                 ax.tick_params(labelsize=7)
                 if i < N - 1:
                     ax.set_xlabel("")
@@ -322,6 +420,8 @@ def plot_grid(
                             opts["percentile"],
                             channel_reduce=opts.get("channel_reduce") if several else None,
                             smooth=opts.get("smooth", 0.0),
+                            vmin=opts.get("vmin"),
+                            vmax=opts.get("vmax"),
                         )
                     )
                     # a label on a tick-less top axis: the layout makes room and the title sits above

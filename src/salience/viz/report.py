@@ -276,7 +276,8 @@ class Report:
             f"<style>{_CSS}</style></head><body><h1>{_e(self.title)}</h1>"
             f'<p class="meta">salience {_e(__version__)} &middot; {stamp} &middot; {self.n_figures} figures. '
             "Signed attributions use a diverging colour map: red pushes the explained score up, "
-            "blue pushes it down, white is zero. Each map has its own colour scale; how it is "
+            "blue pushes it down, white is zero; maps without negative values use a sequential "
+            "map from white (zero) to dark red. Each map has its own colour scale; how it is "
             "scaled (symmetric, magnitude, min-max, clipping, smoothing) is stated in the figure "
             "or its caption. Click a figure to see it at full size.</p>"
             f"{toc}{''.join(self._blocks)}</body></html>\n"

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..domains.bands import EEG_BANDS
 from ..errors import ParameterError, ShapeError
-from . import _mpl
-from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
+from . import _meta, _mpl
+from .color import _squeeze_to, scale_for, to_numpy
 
 __all__ = ["EEG_BANDS", "band_sums", "plot_spectrum", "plot_bands", "plot_time_frequency", "plot_components"]
 
@@ -102,8 +102,12 @@ def plot_spectrum(
     bands: Mapping[str, Sequence[float]] | None = None,
     fmax: float | None = None,
     xlabel: str | None = None,
-    cmap: Any = DEFAULT_CMAP,
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     ax: Any = None,
 ) -> Any:
     """Per-frequency-bin attribution as signed bars, against the signal's amplitude spectrum.
@@ -127,6 +131,12 @@ def plot_spectrum(
     xlabel : str, optional
         Label of the frequency axis (default: Hz with ``fs`` or frequencies above 0.5, cycles
         per sample for normalised frequencies, bin indices otherwise).
+    cmap, norm, vmin, vmax
+        Colours of the bars (:func:`~salience.viz.scale_for`; ``"auto"``: diverging for signed
+        values, sequential from zero otherwise).
+    title : str, optional
+        Default for an :class:`~salience.Attribution` of one sample: its method, class and
+        score; ``""`` for none.
 
     Returns
     -------
@@ -134,15 +144,10 @@ def plot_spectrum(
         The attribution axes (the spectrum's twin axes is ``ax.right_ax`` when drawn).
     """
     a = _per_bin(attr, channel)
+    fs = _meta.sampling_rate(attr, fs)
     f = _freqs(freqs, a.shape[0], fs)
     ax = _mpl.axes_or_new(ax, (8, 3))
-    mpl = _mpl.matplotlib()
-    vmin, vmax = limits(a, "symmetric")
-    colours = (
-        mpl.colormaps[cmap](np.clip((a - vmin) / (vmax - vmin), 0, 1))
-        if isinstance(cmap, str)
-        else cmap(np.clip((a - vmin) / (vmax - vmin), 0, 1))
-    )
+    colours = scale_for(a, norm, cmap, vmin=vmin, vmax=vmax, method=_meta.method(attr)).colours(a)
     width = float(np.median(np.diff(f))) * 0.9 if f.shape[0] > 1 else 1.0
     ax.bar(f, a, width=width, color=colours, edgecolor="none", zorder=2)
     ax.axhline(0, color="0.3", linewidth=0.6, zorder=1)
@@ -189,9 +194,17 @@ def plot_spectrum(
         twin.set_ylim(bottom=0)
         twin.tick_params(axis="y", colors="0.35")
         ax.right_ax = twin
+    title = _default_title(attr, title, class_names)
     if title:
         ax.set_title(title, pad=14 if bands is not None else 6, **_mpl.PLAIN)
     return ax
+
+
+def _default_title(attr: Any, title: str | None, class_names: Sequence[str] | None) -> str | None:
+    """``title``, or for an Attribution of one sample its method, class and score."""
+    if title is None and _meta.is_attribution(attr) and len(attr) == 1:
+        return _meta.title(attr, 0, class_names)
+    return title
 
 
 def plot_bands(
@@ -201,8 +214,12 @@ def plot_bands(
     bands: Mapping[str, Sequence[float]] = EEG_BANDS,
     per_channel: bool = False,
     channel_names: Sequence[str] | None = None,
-    cmap: Any = DEFAULT_CMAP,
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     ax: Any = None,
 ) -> Any:
     """Attribution summed into frequency bands (see :func:`band_sums` for the bin convention).
@@ -212,8 +229,13 @@ def plot_bands(
     attr : array, Tensor or Attribution of shape (F,) or (C, F)
     freqs : array of shape (F,)
     per_channel : bool
-        With (C, F) input: a channels x bands signed heat map with the values written in each
-        cell; otherwise one bar per band (channels summed).
+        With (C, F) input: a channels x bands heat map with the values written in each cell;
+        otherwise one bar per band (channels summed).
+    channel_names : sequence of str, optional
+        Row names (default: the names an Attribution carries).
+    cmap, norm, vmin, vmax
+        Colour scale (:func:`~salience.viz.scale_for`; ``"auto"``: diverging for signed sums,
+        sequential from zero otherwise).
 
     Returns
     -------
@@ -222,12 +244,14 @@ def plot_bands(
     a = to_numpy(attr, "attr")
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
+    channel_names = _meta.channel_names(attr, channel_names)
     names, sums = band_sums(a, freqs, bands)
-    mpl = _mpl.matplotlib()
     if per_channel and sums.ndim == 2:
         ax = _mpl.axes_or_new(ax, (1.2 + 0.9 * len(names), 1.0 + 0.35 * sums.shape[0]))
-        vmin, vmax = limits(sums, "symmetric")
-        im = ax.imshow(sums, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        sc = scale_for(sums, norm, cmap, vmin=vmin, vmax=vmax, method=_meta.method(attr))
+        im = ax.imshow(sc.shown(sums), cmap=sc.colormap(), norm=sc.mpl_norm(), aspect="auto")
+        t = sc.fraction(sums)
+        dark = (np.abs(2 * t - 1) if sc.diverging else t) > 0.6
         for (i, j), v in np.ndenumerate(sums):
             ax.text(
                 j,
@@ -236,7 +260,7 @@ def plot_bands(
                 ha="center",
                 va="center",
                 fontsize=7,
-                color="white" if abs(v) > 0.6 * vmax else "black",
+                color="white" if dark[i, j] else "black",
             )
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, **_mpl.PLAIN)
@@ -246,16 +270,15 @@ def plot_bands(
             [str(n) for n in channel_names] if channel_names is not None else [f"ch {i}" for i in range(C)],
             **_mpl.PLAIN,
         )
-        _mpl.colorbar(ax, im, "attribution")
+        _mpl.scale_colorbar(ax, sc)
+        del im
     else:
         s = sums.reshape(-1, len(names)).sum(0)
         ax = _mpl.axes_or_new(ax, (1.5 + 0.8 * len(names), 3))
-        vmin, vmax = limits(s, "symmetric")
-        cm = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
         ax.bar(
             range(len(names)),
             s,
-            color=cm(np.clip((s - vmin) / (vmax - vmin), 0, 1)),
+            color=scale_for(s, norm, cmap, vmin=vmin, vmax=vmax, method=_meta.method(attr)).colours(s),
             edgecolor="0.3",
             linewidth=0.5,
         )
@@ -267,6 +290,7 @@ def plot_bands(
             **_mpl.PLAIN,
         )
         ax.set_ylabel("attribution")
+    title = _default_title(attr, title, class_names)
     if title:
         ax.set_title(title, **_mpl.PLAIN)
     return ax
@@ -278,12 +302,15 @@ def plot_time_frequency(
     freqs: Any,
     *,
     channel: int | None = None,
-    cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     percentile: float = 100.0,
     fmax: float | None = None,
     colorbar: bool = True,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     ax: Any = None,
 ) -> Any:
     """A time-frequency attribution map (e.g. STFT-domain IG) as a signed image.
@@ -296,6 +323,9 @@ def plot_time_frequency(
         Frame centre times (s).
     freqs : array of shape (F,)
         Bin frequencies (Hz).
+    cmap, norm, vmin, vmax, percentile
+        Colour scale (:func:`~salience.viz.scale_for`; ``"auto"``: diverging for signed maps,
+        sequential from zero otherwise).
 
     Returns
     -------
@@ -316,15 +346,15 @@ def plot_time_frequency(
         else:
             raise ShapeError(f"attr has shape {a.shape} but freqs x times is ({f.shape[0]}, {t.shape[0]}).")
     ax = _mpl.axes_or_new(ax, (8, 3.2))
-    vmin, vmax = limits(a, norm, percentile)
-    v = np.abs(a) if norm == "absmax" else a
-    mesh = ax.pcolormesh(t, f, v, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
+    sc = scale_for(a, norm, cmap, vmin=vmin, vmax=vmax, percentile=percentile, method=_meta.method(attr))
+    ax.pcolormesh(t, f, sc.shown(a), cmap=sc.colormap(), norm=sc.mpl_norm(), shading="nearest")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (Hz)")
     if fmax is not None:
         ax.set_ylim(top=fmax)
     if colorbar:
-        _mpl.colorbar(ax, mesh, "attribution")
+        _mpl.scale_colorbar(ax, sc)
+    title = _default_title(attr, title, class_names)
     if title:
         ax.set_title(title, **_mpl.PLAIN)
     return ax
@@ -336,8 +366,12 @@ def plot_components(
     *,
     fs: float | None = None,
     names: Sequence[str] | None = None,
-    cmap: Any = DEFAULT_CMAP,
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     fig: Any = None,
 ) -> Any:
     """Independent components: their attribution as bars beside their time courses.
@@ -353,6 +387,12 @@ def plot_components(
         coloured by its weight.
     fs : float, optional
         Sampling rate for a time axis in seconds.
+    cmap, norm, vmin, vmax
+        Colour scale of the bars and traces (:func:`~salience.viz.scale_for`; ``"auto"``:
+        diverging for signed weights, sequential from zero otherwise).
+    title : str, optional
+        Default for an :class:`~salience.Attribution` of one sample: its method, class and
+        score; ``""`` for none.
     fig : matplotlib Figure, optional
         Figure to draw into (two axes are added); a new one otherwise.
 
@@ -377,14 +417,17 @@ def plot_components(
     labels = list(names) if names is not None else [f"IC {k}" for k in range(K)]
     if len(labels) != K:
         raise ParameterError(f"The 'names' parameter must name all {K} components.")
-    mpl = _mpl.matplotlib()
+    _mpl.matplotlib()
     if fig is None:
         fig = _mpl.new_figure((10, 0.9 + 0.55 * K))
     bar_ax, trace_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3.2]}, sharey=True)
     total = w.sum(1) if per_time else w
-    vmin, vmax = limits(total, "symmetric")
-    cm = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
-    colours = cm(np.clip((total - vmin) / (vmax - vmin), 0, 1))
+    how = _meta.method(weights)
+    bar_scale = scale_for(
+        total, norm, cmap, vmin=None if per_time else vmin, vmax=None if per_time else vmax, method=how
+    )
+    colours = bar_scale.colours(total)
+    strong = np.abs(2 * bar_scale.fraction(total) - 1) if bar_scale.diverging else bar_scale.fraction(total)
     pos = np.arange(K)[::-1]
     bar_ax.barh(pos, total, color=colours, edgecolor="0.3", linewidth=0.5)
     bar_ax.axvline(0, color="0.3", linewidth=0.6)
@@ -400,8 +443,8 @@ def plot_components(
     if per_time:
         from matplotlib.collections import LineCollection
 
-        tmin, tmax = limits(w, "symmetric")
-        cnorm = mpl.colors.Normalize(tmin, tmax)
+        time_scale = scale_for(w, norm, cmap, vmin=vmin, vmax=vmax, method=how)
+        cnorm, cm = time_scale.mpl_norm(), time_scale.colormap()
     for k in range(K):
         y = s[k] - s[k].mean()
         m = float(np.max(np.abs(y))) or 1.0
@@ -420,14 +463,15 @@ def plot_components(
             trace_ax.add_collection(lc)
             trace_ax.plot(t, yk, color="0.25", linewidth=0.5, zorder=2)
         else:
-            trace_ax.plot(t, yk, color=colours[k] if abs(total[k]) > 0.15 * vmax else "0.55", linewidth=1.0)
+            trace_ax.plot(t, yk, color=colours[k] if strong[k] > 0.15 else "0.55", linewidth=1.0)
     trace_ax.set_xlim(t[0], t[-1] if T > 1 else t[0] + 1)
     trace_ax.set_xlabel("time (s)" if fs else "sample")
     trace_ax.set_ylim(-0.6, K - 0.4)
     trace_ax.tick_params(axis="y", left=False)
     if per_time:
-        _mpl.colorbar(trace_ax, _mpl.scalar_mappable(cm, tmin, tmax), "attribution")
+        _mpl.scale_colorbar(trace_ax, time_scale)
         trace_ax.set_title("component time courses, coloured by attribution", fontsize=9)
+    title = _default_title(weights, title, class_names)
     if title:
         fig.suptitle(title, **_mpl.PLAIN)
     return fig

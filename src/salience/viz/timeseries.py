@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError, ShapeError
-from . import _mpl
-from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy
+from . import _meta, _mpl
+from .color import _squeeze_to, scale_for, to_numpy
 
 __all__ = ["plot_signal", "plot_signal_map"]
 
@@ -50,6 +50,42 @@ def _time_axis(T: int, fs: float | None) -> tuple[np.ndarray, str]:
     return np.arange(T) / float(fs), "time (s)"
 
 
+def _nice_length(span: float) -> float:
+    """The longest 1, 2 or 5 x 10^k not over a fifth of ``span``."""
+    target = span / 5.0
+    k = 10.0 ** np.floor(np.log10(target))
+    return float(next(m * k for m in (5, 2, 1) if m * k <= target * (1 + 1e-9)))
+
+
+def time_scale_bar(ax: Any, duration: float) -> Any:
+    """A horizontal scale bar in seconds (``"0.5 s"``, ``"20 ms"``) in the lower right corner of
+    ``ax``, about a fifth of ``duration`` (s) long; its artist has gid ``"salience-scale-bar"``."""
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # type: ignore[import-untyped]
+
+    if not duration > 0:
+        return None
+    length = _nice_length(duration)
+    label = f"{length:g} s" if length >= 1 else f"{length * 1000:.3g} ms"
+    bar = AnchoredSizeBar(
+        ax.transData,
+        length,
+        label,
+        loc="lower right",
+        pad=0.25,
+        borderpad=0.3,
+        sep=2,
+        frameon=True,
+        size_vertical=0,
+        fontproperties=FontProperties(size=7),
+    )
+    bar.patch.set_alpha(0.75)
+    bar.patch.set_edgecolor("none")
+    bar.set_gid("salience-scale-bar")
+    ax.add_artist(bar)
+    return bar
+
+
 def _select(channels: Sequence[int] | None, C: int) -> list[int]:
     if channels is None:
         return list(range(C))
@@ -83,12 +119,17 @@ def plot_signal(
     channels: Sequence[int] | None = None,
     channel_names: Sequence[str] | None = None,
     style: str = "line",
-    cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     percentile: float = 100.0,
     linewidth: float = 2.0,
     colorbar: bool = True,
+    scale_bar: bool = True,
+    units: str | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     ax: Any = None,
 ) -> Any:
     """Draw a signal with its attribution, one band per channel.
@@ -100,19 +141,31 @@ def plot_signal(
     attr : array, Tensor or Attribution of shape (T,), (C, T), (1, T) or (1, C, T)
         Its attribution; one row is broadcast over the channels, another length is resampled.
     fs : float, optional
-        Sampling rate in Hz: the time axis is in seconds; samples otherwise.
+        Sampling rate in Hz: the time axis is in seconds; samples otherwise. Default: the
+        ``sfreq`` an :class:`~salience.Attribution` carries.
     channels : sequence of int, optional
         Channels to draw (default all), top to bottom.
     channel_names : sequence of str, optional
-        A name per channel of ``x``.
+        A name per channel of ``x`` (default: the names an Attribution carries, else
+        ``"ch 0"``, ...).
     style : {"line", "background"}
         ``"line"``: each trace coloured by its attribution at every sample (SignalGrad-CAM's
         single-channel display). ``"background"``: a black trace over a shaded attribution band.
-    cmap, norm, percentile
-        Colour map (signed diverging by default) and normalisation (see :func:`~salience.viz.limits`);
-        one colour scale is shared by all channels so they are comparable.
+    cmap, norm, vmin, vmax, percentile
+        Colour scale (:func:`~salience.viz.scale_for`): ``"auto"`` draws a signed map on a
+        symmetric diverging scale (white at zero) and a map without negative values on a
+        sequential scale from zero; one scale is shared by all channels so they are comparable.
     colorbar : bool
         Add a colour bar labelled ``attribution``.
+    scale_bar : bool
+        With a sampling rate: a time scale bar in seconds in the lower right corner.
+    units : str, optional
+        Amplitude units of ``x`` (``"uV"``), written on the y axis of a single channel.
+    title : str, optional
+        Default for an :class:`~salience.Attribution` of one sample: its method, class and
+        score; ``""`` for none.
+    class_names : sequence of str, optional
+        Names of the classes, for the default title.
     ax : matplotlib Axes, optional
         Where to draw; a new figure otherwise.
 
@@ -124,22 +177,23 @@ def plot_signal(
     """
     if style not in ("line", "background"):
         raise ParameterError(f"The 'style' parameter must be 'line' or 'background'. Got {style!r} instead.")
+    fs = _meta.sampling_rate(attr, fs)
     xs, a = _signal_pair(x, attr)
     C, T = xs.shape
     sel = _select(channels, C)
-    names = _names(channel_names, C)
+    names = _names(_meta.channel_names(attr, channel_names), C)
     t, tlabel = _time_axis(T, fs)
-    vmin, vmax = limits(a[sel], norm, percentile)
-    mpl = _mpl.matplotlib()
+    sc = scale_for(a[sel], norm, cmap, vmin=vmin, vmax=vmax, percentile=percentile, method=_meta.method(attr))
+    _mpl.matplotlib()
     from matplotlib.collections import LineCollection
 
     ax = _mpl.axes_or_new(ax, (9, 1.2 + 0.9 * len(sel)) if len(sel) > 1 else (9, 2.8))
-    cnorm = mpl.colors.Normalize(vmin, vmax)
+    cnorm, cm = sc.mpl_norm(), sc.colormap()
     dt = (t[1] - t[0]) if T > 1 else 1.0
     single = len(sel) == 1
     for row, c in enumerate(sel):
         y = xs[c]
-        v = np.abs(a[c]) if norm == "absmax" else a[c]
+        v = sc.shown(a[c])
         if single:
             lo, hi = float(np.min(y)), float(np.max(y))
             pad = 0.08 * (hi - lo if hi > lo else 1.0)
@@ -152,7 +206,7 @@ def plot_signal(
             pts = np.stack([t, yb], axis=1)
             segs = np.stack([pts[:-1], pts[1:]], axis=1)
             lc = LineCollection(
-                list(segs), cmap=cmap, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round"
+                list(segs), cmap=cm, norm=cnorm, linewidth=linewidth * 2.5, zorder=1, capstyle="round"
             )
             lc.set_array(0.5 * (v[:-1] + v[1:]))
             ax.add_collection(lc)
@@ -161,7 +215,7 @@ def plot_signal(
         else:
             ax.imshow(
                 v[None, :],
-                cmap=cmap,
+                cmap=cm,
                 norm=cnorm,
                 aspect="auto",
                 interpolation="nearest",
@@ -172,17 +226,34 @@ def plot_signal(
     ax.set_xlim(t[0] - dt / 2, t[-1] + dt / 2)
     if single:
         ax.set_ylim(*band)
-        ax.set_ylabel(names[sel[0]], **_mpl.PLAIN)
+        ax.set_ylabel(names[sel[0]] + (f" ({units})" if units else ""), **_mpl.PLAIN)
     else:
         ax.set_ylim(-0.5, len(sel) - 0.5)
         ax.set_yticks(range(len(sel)))
         ax.set_yticklabels([names[c] for c in reversed(sel)], **_mpl.PLAIN)
+    _finish(ax, attr, tlabel, title, class_names, scale_bar and fs is not None, T / fs if fs else 0.0)
+    if colorbar:
+        _mpl.scale_colorbar(ax, sc)
+    return ax
+
+
+def _finish(
+    ax: Any,
+    attr: Any,
+    tlabel: str,
+    title: str | None,
+    class_names: Sequence[str] | None,
+    bar: bool,
+    duration: float,
+) -> None:
+    """Time label, time scale bar, and the title (by default an Attribution's own)."""
     ax.set_xlabel(tlabel)
+    if bar:
+        time_scale_bar(ax, duration)
+    if title is None and _meta.is_attribution(attr) and len(attr) == 1:
+        title = _meta.title(attr, 0, class_names)
     if title:
         ax.set_title(title, **_mpl.PLAIN)
-    if colorbar:
-        _mpl.colorbar(ax, _mpl.scalar_mappable(cmap, vmin, vmax), "attribution")
-    return ax
 
 
 def plot_signal_map(
@@ -192,11 +263,15 @@ def plot_signal_map(
     fs: float | None = None,
     channel_names: Sequence[str] | None = None,
     traces: bool = True,
-    cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     percentile: float = 100.0,
     colorbar: bool = True,
+    scale_bar: bool = True,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
     ax: Any = None,
 ) -> Any:
     """All channels as one image-like attribution map (rows = channels), traces overlaid.
@@ -209,19 +284,18 @@ def plot_signal_map(
     -------
     matplotlib Axes
     """
+    fs = _meta.sampling_rate(attr, fs)
     xs, a = _signal_pair(x, attr)
     C, T = xs.shape
-    names = _names(channel_names, C)
+    names = _names(_meta.channel_names(attr, channel_names), C)
     t, tlabel = _time_axis(T, fs)
-    vmin, vmax = limits(a, norm, percentile)
-    v = np.abs(a) if norm == "absmax" else a
+    sc = scale_for(a, norm, cmap, vmin=vmin, vmax=vmax, percentile=percentile, method=_meta.method(attr))
     ax = _mpl.axes_or_new(ax, (9, 1.5 + 0.45 * C))
     dt = (t[1] - t[0]) if T > 1 else 1.0
-    im = ax.imshow(
-        v,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
+    ax.imshow(
+        sc.shown(a),
+        cmap=sc.colormap(),
+        norm=sc.mpl_norm(),
         aspect="auto",
         interpolation="nearest",
         extent=(t[0] - dt / 2, t[-1] + dt / 2, C - 0.5, -0.5),
@@ -233,9 +307,7 @@ def plot_signal_map(
             ax.plot(t, c - 0.4 * y / m, color="black", linewidth=0.7)
     ax.set_yticks(range(C))
     ax.set_yticklabels(names, **_mpl.PLAIN)
-    ax.set_xlabel(tlabel)
-    if title:
-        ax.set_title(title, **_mpl.PLAIN)
+    _finish(ax, attr, tlabel, title, class_names, scale_bar and fs is not None, T / fs if fs else 0.0)
     if colorbar:
-        _mpl.colorbar(ax, im, "attribution")
+        _mpl.scale_colorbar(ax, sc)
     return ax

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError, ShapeError
-from . import _mpl
-from .color import DEFAULT_CMAP, _squeeze_to, limits, to_numpy, to_rgba
-from .image import _strength
+from . import _meta, _mpl
+from .color import Scale, _squeeze_to, scale_for, to_numpy
+from .image import check_stretch
 
 __all__ = ["video_frames", "save_gif", "plot_volume_slices"]
 
@@ -42,7 +42,14 @@ def _clip(video: Any, attr: Any) -> tuple[np.ndarray, np.ndarray]:
             f"attr has {a.shape[0]} frames but the video has {frames.shape[0]}; pass one map per frame "
             "(upsample CAMs along time first)."
         )
+    check_stretch(a.shape, frames.shape[:3], "frame")
     return frames, a
+
+
+def _opacity(scale: Scale, a: np.ndarray) -> np.ndarray:
+    """Per-pixel weight in [0, 1]: the distance from the scale's neutral point (zero)."""
+    t = scale.fraction(a)
+    return np.clip(np.abs(2 * t - 1) if scale.diverging else t, 0.0, 1.0) ** 0.75
 
 
 def _resize_nearest(img: np.ndarray, H: int, W: int) -> np.ndarray:
@@ -56,8 +63,10 @@ def video_frames(
     attr: Any,
     *,
     alpha: float = 0.85,
-    cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     percentile: float = 99.5,
     size: int = 160,
     side_by_side: bool = True,
@@ -68,11 +77,14 @@ def video_frames(
     ----------
     video : array or Tensor of shape (C, T, H, W), (1, C, T, H, W) or (T, H, W)
     attr : array, Tensor or Attribution of shape (T, H', W'), (C, T, H', W') or (1, C, T, H', W')
-        One map per frame (channels summed); other spatial sizes are resized (nearest).
+        One map per frame (channels summed); other spatial sizes with the frame's aspect ratio
+        are resized (nearest), others raise ShapeError.
     alpha : float
         Maximum heatmap opacity; each pixel's opacity is scaled by its attribution magnitude.
-    norm, percentile
-        One colour scale for the whole clip (computed over all frames) so frames compare.
+    cmap, norm, vmin, vmax, percentile
+        One colour scale for the whole clip (computed over all frames) so frames compare
+        (:func:`~salience.viz.scale_for`; ``"auto"``: diverging for signed maps, sequential
+        from zero otherwise).
     size : int
         Height in pixels of each rendered panel (nearest-neighbour upscaling keeps small clips
         legible).
@@ -87,9 +99,9 @@ def video_frames(
         raise ParameterError(f"The 'alpha' parameter must be in [0, 1]. Got {alpha!r} instead.")
     frames, a = _clip(video, attr)
     T, H, W, _ = frames.shape
-    vmin, vmax = limits(a, norm, percentile)
-    colours = to_rgba(a, cmap=cmap, norm=norm, percentile=percentile)[..., :3]
-    strength = _strength(np.abs(a) if norm == "absmax" else a, vmin, vmax)
+    sc = scale_for(a, norm, cmap, vmin=vmin, vmax=vmax, percentile=percentile, method=_meta.method(attr))
+    colours = sc.colours(a)[..., :3]
+    strength = _opacity(sc, a)
     scale = max(1, int(round(size / H)))
     out = []
     for t in range(T):
@@ -177,8 +189,10 @@ def plot_volume_slices(
     indices: Sequence[int] | None = None,
     axis_name: str = "t",
     alpha: float = 0.85,
-    cmap: Any = DEFAULT_CMAP,
-    norm: str = "symmetric",
+    cmap: Any = "auto",
+    norm: Any = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
     percentile: float = 99.5,
     fig: Any = None,
 ) -> Any:
@@ -193,6 +207,8 @@ def plot_volume_slices(
         Evenly spaced slices to show (ignored when ``indices`` is given).
     axis_name : str
         Label of the sliced axis (``"t"`` for frames, ``"z"`` or ``"d"`` for depth).
+    cmap, norm, vmin, vmax, percentile
+        One colour scale for all slices (:func:`~salience.viz.scale_for`).
 
     Returns
     -------
@@ -209,7 +225,7 @@ def plot_volume_slices(
     for i in indices:
         if not 0 <= int(i) < D:
             raise ParameterError(f"Slice index {i} is outside [0, {D}).")
-    vmin, vmax = limits(a, norm, percentile)
+    sc = scale_for(a, norm, cmap, vmin=vmin, vmax=vmax, percentile=percentile, method=_meta.method(attr))
     H, W = frames.shape[1:3]
     if fig is None:
         fig = _mpl.new_figure((1.9 * len(indices) + 0.6, 2.2))
@@ -217,13 +233,11 @@ def plot_volume_slices(
     im = None
     for ax, i in zip(axes, indices, strict=True):
         ax.imshow(frames[i].mean(-1), cmap="gray", vmin=0, vmax=1, extent=(-0.5, W - 0.5, H - 0.5, -0.5))
-        v = np.abs(a[i]) if norm == "absmax" else a[i]
         im = ax.imshow(
-            v,
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            alpha=alpha * _strength(v, vmin, vmax),
+            sc.shown(a[i]),
+            cmap=sc.colormap(),
+            norm=sc.mpl_norm(),
+            alpha=alpha * _opacity(sc, a[i]),
             interpolation="nearest",
             extent=(-0.5, W - 0.5, H - 0.5, -0.5),
         )
@@ -231,7 +245,5 @@ def plot_volume_slices(
         ax.set_xticks([])
         ax.set_yticks([])
     del im
-    fig.colorbar(
-        _mpl.scalar_mappable(cmap, vmin, vmax), ax=list(axes), fraction=0.02, pad=0.01, label="attribution"
-    )
+    fig.colorbar(sc.mappable(), ax=list(axes), fraction=0.02, pad=0.01, label="attribution")
     return fig

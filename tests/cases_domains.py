@@ -21,6 +21,8 @@ DOMAINS = {
     "Fourier-full": lambda: sl.Fourier(output="full"),
     "STFT": lambda: sl.STFT(n_fft=8, hop_length=2),
     "Wavelet-db2": lambda: sl.Wavelet("db2", levels=2),
+    "ComplexCepstrum": lambda: sl.ComplexCepstrum(),
+    "ComplexCepstrum-unwrapped": lambda: sl.ComplexCepstrum(phase="unwrapped"),
     "ICA": lambda: sl.ICA.from_matrices(_SQUARE, _MEAN),
     "ICA-lossy": lambda: sl.ICA.from_matrices(_TALL, _MEAN),
     "ICA-sample": lambda: sl.ICA.from_matrices(_SQUARE, _MEAN, mode="sample"),
@@ -77,6 +79,12 @@ DOMAIN_CASES += [
         "WaveletIG",
         lambda m, **kw: sl.WaveletIG(m, levels=2, n_steps=2, **kw),
         passes=_rr(2),
+        kinds=("signal",),
+    ),
+    Case(
+        "ComplexCepstrumIG",
+        lambda m, **kw: sl.ComplexCepstrumIG(m, n_steps=2, **kw),
+        passes=lambda b: [2 * b, b, b],  # Gauss-Legendre: the path, then the scores at x and x0
         kinds=("signal",),
     ),
     Case(

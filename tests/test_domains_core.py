@@ -98,7 +98,7 @@ def test_parameter_errors():
     with pytest.raises(sl.ParameterError, match="'mode'"):
         sl.ICA(mode="global")
     with pytest.raises(sl.ParameterError, match="wavelet"):
-        sl.Wavelet("sym4")
+        sl.Wavelet("nosuch4")
     with pytest.raises(sl.ParameterError, match="orthonormal"):
         sl.Wavelet([1.0, 1.0])
     with pytest.raises(sl.ParameterError, match="'domain'"):
@@ -512,11 +512,17 @@ CONTRACT = {
     "TrendSeasonal": lambda: TrendSeasonal(period=6),
 }
 ODD = ["shapes_dtypes", "round_trip", "adjoint", "batch_invariance"]  # on odd lengths too
+# The complex cepstrum is not affine: its straight IG path in cepstral coefficients bends the
+# signal through the ReLUs' kinks, and the gap shrinks like 1/n steps (3e-3 at 32 trapezoid
+# steps on this CNN; smooth models meet 1e-3 far sooner, tests/test_domains_cepstrum.py).
+TOLERANCE = {"cases:ComplexCepstrum": 1e-2, "cases:ComplexCepstrum-unwrapped": 1e-2}
 DOMAIN_CONTRACT = [
     pytest.param(check, id=f"{name}-t{t}-{check_name}")
     for name, make in CONTRACT.items()
     for t, checks in ((24, None), (21, ODD))
-    for check_name, check in domain_checks(make(), _x(t=t), checks=checks, target=1, completeness_tol=1e-3)
+    for check_name, check in domain_checks(
+        make(), _x(t=t), checks=checks, target=1, completeness_tol=TOLERANCE.get(name, 1e-3)
+    )
 ]
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ParameterError, ShapeError
+from .errors import ParameterError, ShapeError, warn
 
 __all__ = ["Layout", "as_layout"]
 
 _DEFAULTS = {3: "b c t", 4: "b c h w", 5: "b c t h w"}
+
+#: an inferred "b c t" input with at least this many times more channels than time steps is
+#: probably channels-last (N, T, C): a warning names layout="b t c"
+CHANNELS_LAST_RATIO = 8
 
 
 #: axes that are not positions: batch, channel, real/imaginary part of a complex coefficient
@@ -48,7 +52,13 @@ class Layout:
 
     @classmethod
     def infer(cls, x: torch.Tensor, layout: LayoutLike | None = None) -> Layout:
-        """Return ``layout`` (checked against ``x``) or the default layout for ``x.ndim``."""
+        """Return ``layout`` (checked against ``x``) or the default layout for ``x.ndim``.
+
+        An inferred ``"b c t"`` for an input with at least ``CHANNELS_LAST_RATIO`` (8) times
+        more channels than time steps (``C >= 8 * T``, e.g. (N, 256, 3)) warns that the array
+        is probably channels-last and names ``layout="b t c"``; an explicit ``layout`` never
+        warns.
+        """
         if layout is not None:
             out = as_layout(layout)
             out.check(x)
@@ -58,6 +68,14 @@ class Layout:
                 f"Cannot infer a layout for an input of shape {tuple(x.shape)}: expected 3 dims "
                 "(N, C, T) signals, 4 dims (N, C, H, W) images or 5 dims (N, C, T, H, W) video; "
                 "pass layout='...' to name the axes."
+            )
+        if x.ndim == 3 and x.shape[1] >= CHANNELS_LAST_RATIO * x.shape[2] > 0:
+            n, c, t = x.shape
+            warn(
+                f"An input of shape {tuple(x.shape)} is read as (N, C, T): {c} channels of {t} time "
+                f"step{'s' if t != 1 else ''} each, at least {CHANNELS_LAST_RATIO} times more channels "
+                'than steps. If the array is channels-last (N, T, C), pass layout="b t c" (or '
+                'x.transpose(1, 2)); pass layout="b c t" to keep this reading without the warning.'
             )
         return cls(_DEFAULTS[x.ndim])
 

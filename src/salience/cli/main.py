@@ -15,6 +15,8 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import SalienceError
+from ._bands import HELP as BANDS_HELP
+from ._bands import band_outputs, check_bands
 from ._console import Progress, format_table
 from ._io import (
     CLIError,
@@ -109,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--fs", type=float, default=None, help="sampling rate in Hz (time axes in seconds, frequencies in Hz)"
     )
+    e.add_argument("--bands", default=None, help=BANDS_HELP)
     e.add_argument("--steps", type=int, default=None, help="IG steps / SmoothGrad samples / RISE masks")
     e.add_argument("--window", default=None, help="occlusion window per axis, e.g. t=25 or h=16,w=16")
     e.add_argument("--stride", default=None, help="occlusion stride per axis (default: the window)")
@@ -392,6 +395,7 @@ def _explain(args: argparse.Namespace) -> int:
     fs = float(args.fs) if args.fs is not None else None
     if fs is None and "fs" in meta:  # the file's own rate, unless --fs overrides it
         fs = check_fs(meta["fs"], f"the 'fs' array in {args.data}", "; give --fs to override it")
+    check_bands(args.bands, args.domain, fs)  # before the model runs
     model = load_model(
         args.model, weights=args.weights, trust_pickle=args.trust_pickle, device=args.device, quiet=args.quiet
     )
@@ -428,6 +432,7 @@ def _explain(args: argparse.Namespace) -> int:
         "target": args.target or "predicted",
         "input_shape": list(arr.shape),
         "channels": meta.get("channels"),
+        "bands": args.bands,
     }
     save: dict[str, Any] = {
         "values": values,
@@ -440,6 +445,9 @@ def _explain(args: argparse.Namespace) -> int:
     coords = _coordinates(first, fs)
     for k, v in coords.items():
         save[f"coord_{k}"] = v
+    bands = band_outputs(args.bands, _all_rows(first, values), fs) if args.bands and fs else None
+    if bands is not None:
+        save.update(bands[0])
     npz = os.path.join(args.out, "attributions.npz")
     np.savez_compressed(npz, **save)
     report = viz.Report(f"salience explain: {os.path.basename(args.model)} on {os.path.basename(args.data)}")
@@ -447,6 +455,11 @@ def _explain(args: argparse.Namespace) -> int:
         "Run", f"method {first.method}, domain {args.domain}, {arr.shape[0]} samples of shape {arr.shape[1:]}"
     )
     report.table([{"key": k, "value": "" if v is None else v} for k, v in metadata.items()])
+    if bands is not None:
+        report.section(
+            "Bands", "attribution summed per frequency band (mean over samples, summed over channels)"
+        )
+        report.table(bands[1])
     png_dir = os.path.join(args.out, "png")
     os.makedirs(png_dir, exist_ok=True)
     n_plot = min(args.plots, arr.shape[0])
@@ -472,6 +485,13 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"attributions {values.shape} -> {npz}")
     print(f"report: {os.path.abspath(html_path)}")
     return 0
+
+
+def _all_rows(first: Any, values: np.ndarray) -> Any:
+    """The first chunk's Attribution holding every sample's values."""
+    import torch
+
+    return dataclasses.replace(first, values=torch.from_numpy(values))
 
 
 def _coordinates(attribution: Any, fs: float | None) -> dict[str, np.ndarray]:

@@ -53,7 +53,7 @@ def faithfulness_correlation(
     target: TargetLike = None,
     *,
     n_runs: int = 100,
-    subset_size: int = 224,
+    subset_size: int | None = None,
     substrate: Any = 0.0,
     similarity: str | Callable = "pearson",
     generator: torch.Generator | None = None,
@@ -74,9 +74,11 @@ def faithfulness_correlation(
     Parameters
     ----------
     n_runs : int, default 100
-    subset_size : int, default 224
-        Quantus' default (an image row); use a fraction of the units of your data. Must be
-        smaller than the number of units (removing them all gives the same sum on every run).
+    subset_size : int, optional
+        Units removed per run. Must be smaller than the number of units ``n`` (removing them
+        all gives the same sum on every run). None: ``min(224, max(1, n // 4))``, i.e.
+        Quantus' default of 224 (an image row) on inputs of at least 896 units, a quarter of
+        the units on shorter ones (a (3, 100) signal: 75), so short signals work by default.
     substrate : float, tensor or substrate object, default 0.0
     similarity : {"pearson", "spearman"} or callable, default "pearson"
         Pearson as Bhatt et al. and Quantus; Xplique's MuFidelity uses Spearman.
@@ -130,6 +132,8 @@ def faithfulness_correlation(
     )
     flat = a.flatten(1)
     n_units = flat.shape[1]
+    if subset_size is None:  # always smaller than n_units >= 2
+        subset_size = _default_subset(n_units)
     subset_size = check_int(subset_size, "subset_size", low=1)
     if n_units < 2:
         raise ShapeError(
@@ -138,10 +142,10 @@ def faithfulness_correlation(
         )
     if subset_size >= n_units:
         raise ParameterError(
-            f"The 'subset_size' parameter of {current_caller()} (default 224, Quantus' default for images) "
-            f"must be smaller than the number of attribution units, {n_units} here (shape "
-            f"{tuple(a.shape[1:])}): a subset of all units has the same sum on every run. Got "
-            f"{subset_size}; pass a smaller subset_size, e.g. subset_size={max(1, n_units // 4)}."
+            f"The 'subset_size' parameter of {current_caller()} must be smaller than the number of "
+            f"attribution units, {n_units} here (shape {tuple(a.shape[1:])}): a subset of all units "
+            f"has the same sum on every run. Got {subset_size}; pass a smaller subset_size, e.g. "
+            f"subset_size={_default_subset(n_units)} (what the default None picks here)."
         )
     gen = make_generator(generator)
     b = space.shape[0]
@@ -171,6 +175,11 @@ def faithfulness_correlation(
     with bar:
         drops = score.input_values()[:, None] - score.values(make, n=n_runs)
     return _similarity(sums.reshape(b, n_runs), drops, similarity)
+
+
+def _default_subset(n_units: int) -> int:
+    """The default subset size: Quantus' 224 (an image row), at most a quarter of the units."""
+    return min(224, max(1, n_units // 4))
 
 
 # ---------------------------------------------------------------------------- infidelity
@@ -348,7 +357,7 @@ class FaithfulnessCorrelation(_Perturbation):
         self,
         *,
         n_runs: int = 100,
-        subset_size: int = 224,
+        subset_size: int | None = None,
         substrate: Any = 0.0,
         similarity: str | Callable = "pearson",
         generator: torch.Generator | None = None,
@@ -357,7 +366,7 @@ class FaithfulnessCorrelation(_Perturbation):
         output: OutputLike = None,
     ) -> None:
         self.n_runs = check_count(n_runs, "n_runs", low=2)
-        self.subset_size = check_int(subset_size, "subset_size", low=1)
+        self.subset_size = None if subset_size is None else check_int(subset_size, "subset_size", low=1)
         self.substrate = as_substrate(substrate)
         self.similarity = _check_similarity(similarity)
         self.generator = check_generator(generator)

@@ -444,10 +444,11 @@ def test_aggregate_bands_conventions():
     model = cnn(1, in_channels=2)
     one = sl.FourierIG(model, n_steps=4, fs=fs).explain(x, target=0)
     full = sl.FourierIG(model, n_steps=4, fs=fs, output="full").explain(x, target=0)
-    b1 = sl.aggregate_bands(one)
-    b2 = sl.aggregate_bands(full)
-    assert b1.layout == "b c band" and b1.shape == (2, 2, 5)
-    assert list(b1.info["bands"]) == list(EEG_BANDS)
+    with pytest.warns(sl.SalienceWarning, match="outside every band"):  # DC: below delta
+        b1 = sl.aggregate_bands(one, "eeg")
+        b2 = sl.aggregate_bands(full, "eeg")
+    assert b1.layout == "b c band" and b1.shape == (2, 2, 6)  # "other": DC, below delta
+    assert list(b1.info["bands"]) == list(EEG_BANDS) and b1.info["band_names"][-1] == "other"
     torch.testing.assert_close(b1.values, b2.values, rtol=0, atol=1e-13)
     freqs = torch.arange(t // 2 + 1, dtype=D) * fs / t  # 0.5 Hz bins
     # half-open [low, high): 4.0 Hz goes to theta, not delta

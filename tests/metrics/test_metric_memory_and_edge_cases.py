@@ -209,14 +209,21 @@ def test_relevance_mass_of_a_zero_sum_is_nan():
     torch.testing.assert_close(pos[[1, 3]], torch.tensor([1.0, 0.25]))
 
 
-def test_faithfulness_correlation_default_subset_too_large_says_so():
+def test_faithfulness_correlation_default_subset_adapts_to_short_inputs():
+    """The default subset is min(224, n_units // 4): a 60-unit signal removes 15 units per run;
+    an explicit subset as large as the input still says what would fit."""
     model = cnn(1)
-    x = make_input("signal")  # 3 x 20 = 60 units, fewer than the default subset of 224
+    x = make_input("signal")  # 3 x 20 = 60 units, fewer than Bhatt et al.'s 224
     attr = sl.Gradient(model).explain(x, 1)
+
+    def run(**kw):
+        return sl.metrics.faithfulness_correlation(
+            model, x, attr, 1, generator=torch.Generator().manual_seed(0), progress=False, **kw
+        )
+
+    torch.testing.assert_close(run(), run(subset_size=15), rtol=0, atol=0)
     with pytest.raises(
         sl.ParameterError,
-        match=r"'subset_size' .*\(default 224.*smaller than the number of attribution units, 60",
+        match=r"'subset_size' .*smaller than the number of attribution units, 60.*subset_size=15",
     ):
-        sl.metrics.faithfulness_correlation(
-            model, x, attr, 1, generator=torch.Generator().manual_seed(0), progress=False
-        )
+        run(subset_size=224)

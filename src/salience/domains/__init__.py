@@ -1,7 +1,7 @@
 """Domains: explain in the coefficients of an invertible transform (Fourier, ICA, STFT, wavelets,
 complex cepstrum)."""
 
-from .bands import EEG_BANDS, aggregate_bands
+from .bands import EEG_BANDS, aggregate_bands, linear_bands, octave_bands, resolve_bands
 from .base import Compose, Domain, Time, as_domain, into
 from .cepstrum import ComplexCepstrum, ComplexCepstrumIG
 from .fourier import Fourier
@@ -28,6 +28,9 @@ __all__ = [
     "WaveletIG",
     "ComplexCepstrumIG",
     "aggregate_bands",
+    "resolve_bands",
+    "octave_bands",
+    "linear_bands",
     "EEG_BANDS",
     "daubechies",
     "as_domain",

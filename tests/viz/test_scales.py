@@ -241,3 +241,27 @@ def test_every_plot_takes_cmap_norm_vmin_vmax(draw):
     assert out is not None
     with pytest.raises(sl.ParameterError):
         draw({"vmin": 3.0, "vmax": 1.0})
+
+
+# ------------------------------------------------------------------ ground truth
+def test_ground_truth_runs_are_outlined_where_they_are():
+    truth = np.zeros((3, 100), bool)
+    truth[2, 10:20] = truth[2, 50:55] = truth[0, 90:] = True
+    ax = viz.plot_signal_map(np.zeros((3, 100)), np.ones((3, 100)), fs=10.0, truth=truth)
+    boxes = sorted(
+        (round(p.get_x(), 6), round(p.get_width(), 6), p.get_y())
+        for p in ax.patches
+        if p.get_gid() == "salience-truth"
+    )
+    # rows top down: channel c spans (c - 0.5, c + 0.5); one box per run, in seconds
+    assert boxes == [(0.95, 1.0, 1.5), (4.95, 0.5, 1.5), (8.95, 1.0, -0.5)]
+    ax = viz.plot_signal(np.zeros((3, 100)), np.ones((3, 100)), truth=truth[2])  # (T,): every channel
+    assert sum(p.get_gid() == "salience-truth" for p in ax.patches) == 6
+    with pytest.raises(sl.ShapeError, match=r"'truth'.*\(3, 100\)"):
+        viz.plot_signal_map(np.zeros((3, 100)), np.ones((3, 100)), truth=np.ones((2, 100)))
+    img_truth = np.zeros((16, 16))
+    img_truth[4:8, 4:8] = 1
+    ax = viz.plot_image(np.zeros((3, 16, 16)), np.ones((16, 16)), truth=img_truth)
+    assert any(getattr(c, "get_gid", lambda: None)() == "salience-truth" for c in ax.collections)
+    with pytest.raises(sl.ShapeError, match="truth"):
+        viz.plot_image(np.zeros((3, 16, 16)), np.ones((16, 16)), truth=np.ones((8, 8)))

@@ -228,31 +228,6 @@ def _slug(s: str) -> str:
     return "".join(c.lower() if c.isalnum() else "-" for c in s).strip("-").replace("--", "-")
 
 
-def _draw_truth(ax: Any, truth: np.ndarray, fs: float | None, rows_top_down: bool) -> None:
-    """Outline the ground-truth (channel, time) boxes on a signal plot."""
-    from matplotlib.patches import Rectangle
-
-    C, T = truth.shape
-    dt = 1.0 / fs if fs else 1.0
-    for c in range(C):
-        idx = np.flatnonzero(truth[c])
-        if idx.size == 0:
-            continue
-        y = c if rows_top_down else C - 1 - c
-        ax.add_patch(
-            Rectangle(
-                (idx[0] * dt - dt / 2, y - 0.5),
-                (idx[-1] - idx[0] + 1) * dt,
-                1.0,
-                fill=False,
-                edgecolor="black",
-                linewidth=1.6,
-                linestyle="--",
-                zorder=5,
-            )
-        )
-
-
 # ------------------------------------------------------------------ tasks
 def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str, Any]]:
     from .. import viz
@@ -374,10 +349,9 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
                 a,
                 fs=task.fs,
                 channel_names=names,
+                truth=task.truth[idx[j]] if task.truth is not None else None,
                 title=f"{best}, target {task.classes[int(y[j])]} (dashed: ground truth)",
             )
-            if task.truth is not None:
-                _draw_truth(ax, task.truth[idx[j]].numpy(), task.fs, rows_top_down=True)
         figs.append((f"{best} over the signal", sink.png(ax, f"{slug}_sample{j}_{_slug(best)}")))
         if fourier is not None:
             fatt, freqs = fourier

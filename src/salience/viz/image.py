@@ -159,6 +159,7 @@ def plot_image(
     vmax: float | None = None,
     percentile: float = 99.5,
     colorbar: bool = True,
+    truth: Any = None,
     title: str | None = None,
     class_names: Sequence[str] | None = None,
     ax: Any = None,
@@ -195,6 +196,8 @@ def plot_image(
         diverging scale (white at zero), a map without negative values (Grad-CAM, RISE, an
         ``"abssum"`` reduction) on a sequential scale from zero. By default the limit is the
         99.5th percentile of the magnitudes so one hot pixel does not wash the map out.
+    truth : array or Tensor of shape (H, W) or (1, H, W), optional
+        A ground-truth mask of the image's size, outlined with a dashed contour.
     title : str, optional
         Default for an :class:`~salience.Attribution` of one sample: its method, class and
         score; ``""`` for none.
@@ -246,6 +249,21 @@ def plot_image(
         )
         if colorbar:
             _mpl.scale_colorbar(ax, sc)
+    if truth is not None:
+        m = _squeeze_to(to_numpy(truth, "truth"), 2, "truth", "a mask of shape (H, W) or (1, H, W)")
+        if m.shape != (H, W):
+            raise ShapeError(f"The 'truth' mask has shape {m.shape} but the image is {H} x {W}.")
+        if (m != 0).any() and not (m != 0).all():
+            cs = ax.contour(
+                np.arange(W),
+                np.arange(H),
+                (m != 0).astype(float),
+                levels=[0.5],
+                colors="black",
+                linestyles="--",
+                linewidths=1.5,
+            )
+            cs.set_gid("salience-truth")
     ax.set_xlim(-0.5, W - 0.5)
     ax.set_ylim(H - 0.5, -0.5)
     ax.set_xticks([])

@@ -50,6 +50,41 @@ def _time_axis(T: int, fs: float | None) -> tuple[np.ndarray, str]:
     return np.arange(T) / float(fs), "time (s)"
 
 
+def _truth_mask(truth: Any, C: int, T: int) -> np.ndarray:
+    """A (C, T) boolean ground-truth mask from (T,), (1, T), (C, T) or (1, C, T)."""
+    m = to_numpy(truth, "truth")
+    m = m[None] if m.ndim == 1 else _squeeze_to(m, 2, "truth", "a mask of shape (T,), (C, T) or (1, C, T)")
+    if m.shape[1] != T or m.shape[0] not in (1, C):
+        raise ShapeError(
+            f"The 'truth' mask has shape {m.shape} but the signal is (C, T) = ({C}, {T}); pass a "
+            "(C, T) mask or a (1, T) mask for all channels."
+        )
+    return np.broadcast_to(m != 0, (C, T))
+
+
+def _draw_truth(ax: Any, mask: np.ndarray, t: np.ndarray, dt: float, rows: list[tuple[float, float]]) -> None:
+    """Dashed boxes around each run of True in each row of ``mask``; ``rows`` gives each row's
+    (bottom, top) on the y axis. The boxes have gid ``"salience-truth"``."""
+    from matplotlib.patches import Rectangle
+
+    for c, (lo, hi) in enumerate(rows):
+        m = np.r_[False, mask[c], False].astype(int)
+        starts, ends = np.flatnonzero(np.diff(m) == 1), np.flatnonzero(np.diff(m) == -1)
+        for s, e in zip(starts, ends, strict=True):
+            box = Rectangle(
+                (t[s] - dt / 2, lo),
+                (e - s) * dt,
+                hi - lo,
+                fill=False,
+                edgecolor="black",
+                linewidth=1.5,
+                linestyle="--",
+                zorder=5,
+            )
+            box.set_gid("salience-truth")
+            ax.add_patch(box)
+
+
 def _nice_length(span: float) -> float:
     """The longest 1, 2 or 5 x 10^k not over a fifth of ``span``."""
     target = span / 5.0
@@ -128,6 +163,7 @@ def plot_signal(
     colorbar: bool = True,
     scale_bar: bool = True,
     units: str | None = None,
+    truth: Any = None,
     title: str | None = None,
     class_names: Sequence[str] | None = None,
     ax: Any = None,
@@ -161,6 +197,9 @@ def plot_signal(
         With a sampling rate: a time scale bar in seconds in the lower right corner.
     units : str, optional
         Amplitude units of ``x`` (``"uV"``), written on the y axis of a single channel.
+    truth : array or Tensor of shape (T,), (C, T) or (1, C, T), optional
+        A ground-truth mask: each run of nonzero samples is outlined with a dashed box in its
+        channel's band.
     title : str, optional
         Default for an :class:`~salience.Attribution` of one sample: its method, class and
         score; ``""`` for none.
@@ -191,6 +230,8 @@ def plot_signal(
     cnorm, cm = sc.mpl_norm(), sc.colormap()
     dt = (t[1] - t[0]) if T > 1 else 1.0
     single = len(sel) == 1
+    mask = _truth_mask(truth, C, T) if truth is not None else None
+    bands: list[tuple[float, float]] = []
     for row, c in enumerate(sel):
         y = xs[c]
         v = sc.shown(a[c])
@@ -202,6 +243,7 @@ def plot_signal(
             centre = len(sel) - 1 - row
             m = float(np.max(np.abs(y - y.mean()))) or 1.0
             yb, band = centre + 0.42 * (y - y.mean()) / m, (centre - 0.5, centre + 0.5)
+        bands.append(band)
         if style == "line":
             pts = np.stack([t, yb], axis=1)
             segs = np.stack([pts[:-1], pts[1:]], axis=1)
@@ -223,6 +265,8 @@ def plot_signal(
                 zorder=1,
             )
             ax.plot(t, yb, color="black", linewidth=0.9, zorder=2)
+    if mask is not None:
+        _draw_truth(ax, mask[sel], t, dt, bands)
     ax.set_xlim(t[0] - dt / 2, t[-1] + dt / 2)
     if single:
         ax.set_ylim(*band)
@@ -263,6 +307,7 @@ def plot_signal_map(
     fs: float | None = None,
     channel_names: Sequence[str] | None = None,
     traces: bool = True,
+    truth: Any = None,
     cmap: Any = "auto",
     norm: Any = "auto",
     vmin: float | None = None,
@@ -277,8 +322,9 @@ def plot_signal_map(
     """All channels as one image-like attribution map (rows = channels), traces overlaid.
 
     SignalGrad-CAM's overlapped display: ``attr`` of shape (C, T) (or (1, T), broadcast) drawn as
-    an image over time, with each channel's trace scaled into its row when ``traces`` is True.
-    Parameters as in :func:`plot_signal`.
+    an image over time, with each channel's trace scaled into its row when ``traces`` is True;
+    ``truth`` (a (C, T) or (1, T) ground-truth mask) is outlined with dashed boxes. Parameters as
+    in :func:`plot_signal`.
 
     Returns
     -------
@@ -305,6 +351,8 @@ def plot_signal_map(
             y = xs[c] - xs[c].mean()
             m = float(np.max(np.abs(y))) or 1.0
             ax.plot(t, c - 0.4 * y / m, color="black", linewidth=0.7)
+    if truth is not None:
+        _draw_truth(ax, _truth_mask(truth, C, T), t, dt, [(c - 0.5, c + 0.5) for c in range(C)])
     ax.set_yticks(range(C))
     ax.set_yticklabels(names, **_mpl.PLAIN)
     _finish(ax, attr, tlabel, title, class_names, scale_bar and fs is not None, T / fs if fs else 0.0)

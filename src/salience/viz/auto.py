@@ -20,6 +20,7 @@ def plot_attribution(
     index: int = 0,
     *,
     fs: float | None = None,
+    bands: Any = None,
     channel_names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     title: str | None = None,
@@ -51,6 +52,10 @@ def plot_attribution(
     fs : float, optional
         Sampling rate (time axes in seconds, frequencies in Hz); default: the ``sfreq`` the
         attribution carries.
+    bands : None, str, dict name -> (low, high), or edges, optional
+        Bands shaded and named on a spectrum view (:func:`~salience.domains.resolve_bands`):
+        none by default; ``"octave"`` for octave bands from 0 Hz to Nyquist; EEG band names only
+        when asked for with ``bands="eeg"``. A band at or above Nyquist raises ParameterError.
     channel_names : sequence of str, optional
         Default: the names the attribution carries.
     class_names : sequence of str, optional
@@ -70,7 +75,7 @@ def plot_attribution(
     matplotlib Axes or Figure
     """
     from .image import plot_image
-    from .spectrum import EEG_BANDS, plot_spectrum, plot_time_frequency
+    from .spectrum import plot_spectrum, plot_time_frequency
     from .timeseries import plot_signal, plot_signal_map
     from .video import plot_volume_slices
 
@@ -115,7 +120,6 @@ def plot_attribution(
     if "f" in names and "f" in coords and coords["f"].shape[0] == a.shape[names.index("f")]:
         rest = [n for n in names if n not in ("c", "f")]
         if not rest:
-            bands = EEG_BANDS if fs is not None else None
             sig = xi if xi.ndim == 2 else None
             return plot_spectrum(a, coords["f"], signal=sig, fs=fs, bands=bands, title=title, ax=ax, **scale)
         if len(rest) == 1 and rest[0] in coords and a.ndim == 3:

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
-from ..domains.bands import EEG_BANDS
+from ..domains.bands import EEG_BANDS, OTHER, BandsLike, aggregate_bands, resolve_bands
 from ..errors import ParameterError, ShapeError
 from . import _meta, _mpl
 from .color import _squeeze_to, scale_for, to_numpy
@@ -48,48 +49,72 @@ def _freqs(freqs: Any, F: int, fs: float | None) -> np.ndarray:
     return np.linspace(0, fs / 2, F)
 
 
-def _check_bands(bands: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
-    if not isinstance(bands, Mapping) or not bands:
-        raise ParameterError("The 'bands' parameter must be a non-empty mapping {name: (low_hz, high_hz)}.")
-    out = {}
-    for k, v in bands.items():
-        try:
-            lo, hi = (float(b) for b in v)
-        except (TypeError, ValueError) as exc:
-            raise ParameterError(f"Band {k!r} must be a pair (low_hz, high_hz). Got {v!r}.") from exc
-        if not hi > lo:
-            raise ParameterError(f"Band {k!r} must have high > low. Got {v!r}.")
-        out[str(k)] = (lo, hi)
-    return out
+OUTSIDE_LABEL = "outside every band"
+"""How plots label the ``"other"`` entry: the attribution of bins outside every band."""
+
+
+def _band_table(bands: BandsLike, f: np.ndarray, fs: float | None) -> dict[str, tuple[float, float]]:
+    """:func:`~salience.domains.resolve_bands` for bins ``f``: Nyquist is ``fs / 2``, or without
+    ``fs`` the highest bin (as :func:`~salience.domains.aggregate_bands` does on a tensor)."""
+    u = np.unique(np.abs(f))
+    res = float(np.diff(u).min()) if u.size > 1 else None
+    rate = fs if fs is not None else 2 * float(u.max() if u.size else 0.0)
+    if not rate > 0:
+        raise ParameterError(
+            f"The bin frequencies are all 0 and no fs was given; pass freqs in Hz or fs=. Got {f!r}."
+        )
+    return resolve_bands(bands, rate, resolution=res)
+
+
+def _sums(attr: Any, freqs: Any, bands: BandsLike, fs: float | None) -> tuple[list[str], np.ndarray, dict]:
+    a = to_numpy(attr, "attr")
+    f = to_numpy(freqs, "freqs").ravel()
+    if a.shape[-1] != f.shape[0]:
+        raise ShapeError(f"attr has {a.shape[-1]} bins on its last axis but freqs has {f.shape[0]}.")
+    table = _band_table(bands, f, fs)
+    t = torch.as_tensor(np.ascontiguousarray(a))
+    out = aggregate_bands(t, table, fs=fs, freqs=torch.as_tensor(f))
+    names = list(table) + ([OTHER] if out.shape[-1] > len(table) else [])
+    return names, out.numpy(), table
 
 
 def band_sums(
-    attr: Any, freqs: Any, bands: Mapping[str, Sequence[float]] = EEG_BANDS
+    attr: Any, freqs: Any, bands: BandsLike = None, *, fs: float | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """Sum per-bin attributions into named bands.
+    """Sum per-bin attributions into named bands, as :func:`~salience.domains.aggregate_bands` does.
 
     Parameters
     ----------
     attr : array or Tensor of shape (..., F)
         Per-frequency-bin attributions (signed; sums keep the sign).
     freqs : array of shape (F,)
-        Bin centre frequencies in Hz.
-    bands : mapping of str to (low, high)
-        A bin belongs to a band when ``low <= f < high`` (half-open, so adjacent bands never
-        share a bin); bins outside every band are left out.
+        Bin centre frequencies in Hz (``|f|`` is used, so full spectra fold).
+    bands : None, str, dict name -> (low, high), or increasing edges, default None
+        See :func:`~salience.domains.resolve_bands`. None: octave bands from 0 Hz to Nyquist;
+        EEG band names only with ``bands="eeg"``. A bin belongs to ``[low, high)`` (a band
+        reaching Nyquist also takes the Nyquist bin).
+    fs : float, optional
+        Sampling rate in Hz; Nyquist is ``fs / 2`` (else the highest bin). A band at or above it
+        raises ParameterError.
 
     Returns
     -------
     names : list of str
+        The band names, then ``"other"`` when some bin (e.g. DC for ``"eeg"``) lies outside
+        every band, so the sums add up to the total attribution.
     sums : ndarray of shape (..., n_bands)
     """
-    a = to_numpy(attr, "attr")
-    f = to_numpy(freqs, "freqs").ravel()
-    if a.shape[-1] != f.shape[0]:
-        raise ShapeError(f"attr has {a.shape[-1]} bins on its last axis but freqs has {f.shape[0]}.")
-    b = _check_bands(bands)
-    sums = np.stack([a[..., (f >= lo) & (f < hi)].sum(-1) for lo, hi in b.values()], axis=-1)
-    return list(b), sums
+    names, sums, _ = _sums(attr, freqs, bands, fs)
+    return names, sums
+
+
+def _label(name: str, table: Mapping[str, Sequence[float]], hz: bool = False) -> str:
+    """A band's axis label: ``"outside every band"`` for the ``"other"`` entry, with its edges."""
+    if name not in table:
+        return OUTSIDE_LABEL
+    lo, hi = table[name]
+    edges = f"{lo:g}-{hi:g} Hz"
+    return name if not hz else (edges if name == f"{lo:g}-{hi:g}" else f"{name}\n{edges}")
 
 
 def plot_spectrum(
@@ -99,7 +124,7 @@ def plot_spectrum(
     fs: float | None = None,
     signal: Any = None,
     channel: int | None = None,
-    bands: Mapping[str, Sequence[float]] | None = None,
+    bands: BandsLike = None,
     fmax: float | None = None,
     xlabel: str | None = None,
     cmap: Any = "auto",
@@ -123,9 +148,11 @@ def plot_spectrum(
     signal : array or Tensor of shape (T,) or (C, T), optional
         The explained signal; its rfft amplitude (mean over the selected channels) is drawn as
         a grey line on a second y axis.
-    bands : mapping of str to (low, high), optional
-        Bands to shade and label (e.g. :data:`EEG_BANDS`); the names are written just above the
-        axes, so bars never cover them.
+    bands : None, str, dict name -> (low, high), or edges, optional
+        Bands to shade and label (:func:`~salience.domains.resolve_bands`: ``"octave"``,
+        ``"eeg"``, a dict ...); none by default. The names are written just above the axes, so
+        bars never cover them. A band at or above Nyquist (``fs / 2``, else the highest bin)
+        raises ParameterError.
     fmax : float, optional
         Upper limit of the frequency axis.
     xlabel : str, optional
@@ -162,23 +189,13 @@ def plot_spectrum(
     hi = fmax if fmax is not None else float(f[-1]) + width / 2
     ax.set_xlim(float(f[0]) - width / 2, hi)
     if bands is not None:
-        for k, (name, (lo, bh)) in enumerate(_check_bands(bands).items()):
+        for k, (name, (lo, bh)) in enumerate(_band_table(bands, f, fs).items()):
             if lo >= hi:
                 continue
             ax.axvspan(lo, min(bh, hi), color=("0.96" if k % 2 == 0 else "0.9"), zorder=0)
-            # above the axes, where no bar can cover it
-            ax.text(
-                (lo + min(bh, hi)) / 2,
-                1.0,
-                name,
-                transform=ax.get_xaxis_transform(),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                color="0.35",
-                clip_on=False,
-                **_mpl.PLAIN,
-            )
+            at = ((lo + min(bh, hi)) / 2, 1.0)  # above the axes, where no bar can cover it
+            kw = {"ha": "center", "va": "bottom", "fontsize": 8, "color": "0.35", "clip_on": False}
+            ax.text(*at, name, transform=ax.get_xaxis_transform(), **kw, **_mpl.PLAIN)
     if signal is not None:
         s = to_numpy(signal, "signal")
         s = s[None] if s.ndim == 1 else _squeeze_to(s, 2, "signal", "a signal of shape (T,) or (C, T)")
@@ -209,9 +226,10 @@ def _default_title(attr: Any, title: str | None, class_names: Sequence[str] | No
 
 def plot_bands(
     attr: Any,
-    freqs: Any,
+    freqs: Any = None,
     *,
-    bands: Mapping[str, Sequence[float]] = EEG_BANDS,
+    bands: BandsLike = None,
+    fs: float | None = None,
     per_channel: bool = False,
     channel_names: Sequence[str] | None = None,
     cmap: Any = "auto",
@@ -227,7 +245,17 @@ def plot_bands(
     Parameters
     ----------
     attr : array, Tensor or Attribution of shape (F,) or (C, F)
-    freqs : array of shape (F,)
+        Per-bin attributions, or an :class:`~salience.Attribution`: with a band axis (from
+        :func:`~salience.domains.aggregate_bands`) its sums and ``info["bands"]`` are drawn as
+        they are; with a frequency axis and no ``freqs`` it is summed with ``bands``.
+    freqs : array of shape (F,), optional
+        Bin frequencies in Hz; needed for arrays.
+    bands : None, str, dict name -> (low, high), or edges, default None
+        :func:`~salience.domains.resolve_bands`; None: octave bands from 0 Hz to Nyquist, EEG
+        names only with ``bands="eeg"``. Bins outside every band are drawn as a last entry
+        labelled "outside every band".
+    fs : float, optional
+        Sampling rate in Hz (Nyquist check; default: the one the attribution carries).
     per_channel : bool
         With (C, F) input: a channels x bands heat map with the values written in each cell;
         otherwise one bar per band (channels summed).
@@ -241,29 +269,33 @@ def plot_bands(
     -------
     matplotlib Axes
     """
-    a = to_numpy(attr, "attr")
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
+    fs = _meta.sampling_rate(attr, fs)
+    if _meta.is_attribution(attr) and freqs is None:
+        banded = attr if "band" in attr.layout.names else aggregate_bands(attr, bands, fs=fs)
+        if not {"band_names", "bands"} <= set(banded.info):
+            raise ParameterError("plot_bands: a band axis needs info['band_names'] and info['bands'].")
+        names, table = [str(n) for n in banded.info["band_names"]], dict(banded.info["bands"])
+        sums = np.moveaxis(to_numpy(banded.values, "attr"), banded.layout.axes("band")[0], -1)
+    elif freqs is None:
+        raise ParameterError(
+            "plot_bands: pass freqs=... (bin frequencies in Hz) with an array, or an Attribution."
+        )
+    else:
+        names, sums, table = _sums(attr, freqs, bands, fs)
+    if sums.ndim == 3 and sums.shape[0] == 1:
+        sums = sums[0]
     channel_names = _meta.channel_names(attr, channel_names)
-    names, sums = band_sums(a, freqs, bands)
     if per_channel and sums.ndim == 2:
         ax = _mpl.axes_or_new(ax, (1.2 + 0.9 * len(names), 1.0 + 0.35 * sums.shape[0]))
         sc = scale_for(sums, norm, cmap, vmin=vmin, vmax=vmax, method=_meta.method(attr))
-        im = ax.imshow(sc.shown(sums), cmap=sc.colormap(), norm=sc.mpl_norm(), aspect="auto")
+        ax.imshow(sc.shown(sums), cmap=sc.colormap(), norm=sc.mpl_norm(), aspect="auto")
         t = sc.fraction(sums)
         dark = (np.abs(2 * t - 1) if sc.diverging else t) > 0.6
         for (i, j), v in np.ndenumerate(sums):
-            ax.text(
-                j,
-                i,
-                f"{v:.2g}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if dark[i, j] else "black",
-            )
+            colour = "white" if dark[i, j] else "black"
+            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7, color=colour)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, **_mpl.PLAIN)
+        ax.set_xticklabels([_label(n, table) for n in names], **_mpl.PLAIN)
         C = sums.shape[0]
         ax.set_yticks(range(C))
         ax.set_yticklabels(
@@ -271,7 +303,6 @@ def plot_bands(
             **_mpl.PLAIN,
         )
         _mpl.scale_colorbar(ax, sc)
-        del im
     else:
         s = sums.reshape(-1, len(names)).sum(0)
         ax = _mpl.axes_or_new(ax, (1.5 + 0.8 * len(names), 3))
@@ -284,11 +315,7 @@ def plot_bands(
         )
         ax.axhline(0, color="0.3", linewidth=0.6)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(
-            [f"{n}\n{lo:g}-{hi:g} Hz" for n, (lo, hi) in _check_bands(bands).items()],
-            fontsize=8,
-            **_mpl.PLAIN,
-        )
+        ax.set_xticklabels([_label(n, table, hz=True) for n in names], fontsize=8, **_mpl.PLAIN)
         ax.set_ylabel("attribution")
     title = _default_title(attr, title, class_names)
     if title:
@@ -451,14 +478,8 @@ def plot_components(
         yk = pos[k] + 0.42 * y / m
         if per_time:
             pts = np.stack([t, yk], axis=1)
-            lc = LineCollection(
-                list(np.stack([pts[:-1], pts[1:]], axis=1)),
-                cmap=cm,
-                norm=cnorm,
-                linewidth=3.0,
-                capstyle="round",
-                zorder=1,
-            )
+            segments = list(np.stack([pts[:-1], pts[1:]], axis=1))
+            lc = LineCollection(segments, cmap=cm, norm=cnorm, linewidth=3.0, capstyle="round", zorder=1)
             lc.set_array(0.5 * (w[k, :-1] + w[k, 1:]))
             trace_ax.add_collection(lc)
             trace_ax.plot(t, yk, color="0.25", linewidth=0.5, zorder=2)

@@ -226,12 +226,14 @@ def test_plot_spectrum_bars_signal_and_bands(kind):
 
 def test_band_sums_half_open_convention():
     freqs = np.array([3.0, 4.0, 7.9, 8.0, 12.0, 13.0])
-    names, s = viz.band_sums(np.ones((2, 6)), freqs, {"theta": (4, 8), "alpha": (8, 13)})
-    assert names == ["theta", "alpha"]
-    np.testing.assert_array_equal(s, [[2, 2], [2, 2]])  # 4 and 7.9 in theta; 8 and 12 in alpha; 13 in neither
+    with pytest.warns(sl.SalienceWarning, match="outside every band"):
+        names, s = viz.band_sums(np.ones((2, 6)), freqs, {"theta": (4, 8), "alpha": (8, 13)})
+    assert names == ["theta", "alpha", "other"]
+    # 4, 7.9 in theta; 8, 12, 13 (the highest bin stands in for Nyquist) in alpha; 3 outside
+    np.testing.assert_array_equal(s, [[2, 3, 1], [2, 3, 1]])
     with pytest.raises(ValueError, match="bins"):
         viz.band_sums(np.ones(5), freqs)
-    with pytest.raises(ValueError, match="high > low"):
+    with pytest.raises(ValueError, match="low < high"):
         viz.band_sums(np.ones(6), freqs, {"x": (5, 1)})
 
 
@@ -240,9 +242,10 @@ def test_plot_bands(per_channel):
     freqs = np.linspace(0, 64, 129)
     ax = viz.plot_bands(torch.randn(3, 129), freqs, per_channel=per_channel)
     if per_channel:
-        assert ax.images[0].get_array().shape == (3, 5) and len(ax.texts) == 15
+        # octave bands by default: 0-1, 1-2, ..., 32-64 Hz
+        assert ax.images[0].get_array().shape == (3, 7) and len(ax.texts) == 21
     else:
-        assert len(ax.patches) == 5
+        assert len(ax.patches) == 7
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -374,6 +374,8 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
                 viz.plot_bands(
                     per_bin,
                     freqs,
+                    bands="eeg",
+                    fs=task.fs,
                     per_channel=True,
                     channel_names=names,
                     ax=ax2,

@@ -295,7 +295,9 @@ def plot_bands(
             colour = "white" if dark[i, j] else "black"
             ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7, color=colour)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([_label(n, table) for n in names], **_mpl.PLAIN)
+        labels = [_label(n, table) for n in names]
+        slant = {"rotation": 30, "ha": "right"} if max(map(len, labels)) > 6 else {}  # no overlaps
+        ax.set_xticklabels(labels, **slant, **_mpl.PLAIN)
         C = sums.shape[0]
         ax.set_yticks(range(C))
         ax.set_yticklabels(

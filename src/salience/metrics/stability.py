@@ -44,7 +44,32 @@ __all__ = [
 ]
 
 
-_COMMON = """
+@caller("local_lipschitz_estimate")
+def local_lipschitz_estimate(
+    explainer: Any,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    n_perturbations: int = 200,
+    noise: str = "gaussian",
+    scale: float = 0.1,
+    perturbation: torch.Tensor | None = None,
+    keep_prediction: bool = False,
+    attribution: Any = None,
+    model: Any = None,
+    output: Any = None,
+    domain: Any = None,
+    layout: str | None = None,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+    forward_args: Sequence[Any] = (),
+    forward_kwargs: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """Local Lipschitz estimate: ``max_j ||e(x) - e(x_j)||_2 / ||x - x_j||_2`` over noisy copies.
+
+    A copy equal to ``x`` (distance 0) is skipped.
+
     Parameters
     ----------
     explainer : Explainer or callable ``(x, target) -> Tensor | Attribution``
@@ -95,34 +120,6 @@ _COMMON = """
     ShapeError
         Explanations of the copies whose shape differs from the one at ``x``; a perturbation
         tensor of the wrong shape.
-"""
-
-
-@caller("local_lipschitz_estimate")
-def local_lipschitz_estimate(
-    explainer: Any,
-    x: torch.Tensor,
-    target: TargetLike = None,
-    *,
-    n_perturbations: int = 200,
-    noise: str = "gaussian",
-    scale: float = 0.1,
-    perturbation: torch.Tensor | None = None,
-    keep_prediction: bool = False,
-    attribution: Any = None,
-    model: Any = None,
-    output: Any = None,
-    domain: Any = None,
-    layout: str | None = None,
-    batch_size: int | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-    forward_args: Sequence[Any] = (),
-    forward_kwargs: Mapping[str, Any] | None = None,
-) -> torch.Tensor:
-    """Local Lipschitz estimate: ``max_j ||e(x) - e(x_j)||_2 / ||x - x_j||_2`` over noisy copies.
-
-    A copy equal to ``x`` (distance 0) is skipped.
 
     References
     ----------
@@ -166,6 +163,14 @@ def relative_input_stability(
     Relative changes are element-wise (an element that is 0 at ``x`` is divided by ``eps_min``),
     norms are L2 over the flattened maps.
 
+    Parameters
+    ----------
+    eps_min : float
+        The smallest denominator (and the divisor of elements that are 0 at ``x``).
+    explainer, x, target, n_perturbations, noise, scale, perturbation, keep_prediction, attribution, model, output, domain, layout, batch_size, generator, progress, forward_args, forward_kwargs
+        As in :func:`local_lipschitz_estimate` (``keep_prediction`` defaults to True here, as
+        Agarwal et al. define the metric). Returns and raises likewise.
+
     References
     ----------
     Agarwal et al., "Rethinking Stability for Attribution-based Explanations", 2022.
@@ -205,6 +210,14 @@ def relative_output_stability(
 ) -> torch.Tensor:
     """Relative Output Stability: ``max ||(e_x - e_x')/e_x|| / max(||h(x) - h(x')||, eps_min)``,
     ``h`` the model's output (the logits; pass ``output=`` for another tensor).
+
+    Parameters
+    ----------
+    eps_min : float
+        The smallest denominator (and the divisor of elements that are 0 at ``x``).
+    explainer, x, target, n_perturbations, noise, scale, perturbation, keep_prediction, attribution, model, output, domain, layout, batch_size, generator, progress, forward_args, forward_kwargs
+        As in :func:`local_lipschitz_estimate` (``keep_prediction`` defaults to True here, as
+        Agarwal et al. define the metric). Returns and raises likewise.
 
     References
     ----------
@@ -248,6 +261,16 @@ def relative_representation_stability(
     eps_min)``, ``L`` the activations of ``layer`` (a dotted name or a module of the model),
     captured by the engine for the explained input and every copy.
 
+    Parameters
+    ----------
+    eps_min : float
+        The smallest denominator (and the divisor of elements that are 0 at ``x``).
+    layer : str or nn.Module
+        The layer whose activations are compared.
+    explainer, x, target, n_perturbations, noise, scale, perturbation, keep_prediction, attribution, model, output, domain, layout, batch_size, generator, progress, forward_args, forward_kwargs
+        As in :func:`local_lipschitz_estimate` (``keep_prediction`` defaults to True here, as
+        Agarwal et al. define the metric). Returns and raises likewise.
+
     References
     ----------
     Agarwal et al., "Rethinking Stability for Attribution-based Explanations", 2022.
@@ -261,16 +284,6 @@ def relative_representation_stability(
         return core.relative(r.ref, r.expl, eps) / den.clamp_min(eps).to(r.ref.device, r.ref.dtype)
 
     return core.noisy(explainer, x, target, ratio, kw, layer=layer)
-
-
-for _f in (local_lipschitz_estimate, relative_input_stability, relative_output_stability):
-    _f.__doc__ = (_f.__doc__ or "") + _COMMON
-relative_representation_stability.__doc__ = (
-    relative_representation_stability.__doc__ or ""
-) + _COMMON.replace(
-    "    n_perturbations : int\n",
-    "    layer : str or nn.Module\n        The layer whose activations are compared.\n    n_perturbations : int\n",
-)
 
 
 # ---------------------------------------------------------------------------------- classes

@@ -466,3 +466,24 @@ def test_the_grid_filter_classifies_each_input_with_its_own_inputs(batch_size):
         M.make_grid(X, labels, cells=1, forward_kwargs=KWARGS)
     with pytest.raises(ParameterError, match="The 'output' parameter of make_grid"):
         M.make_grid(X, labels, cells=1, model=DictOut(), min_confidence=0.5, output=2.5)
+
+
+def test_evaluate_scores_the_tensor_each_explainer_explained():
+    """A metric left at output=None takes the explainer's output= (a copy: the metric object is
+    not changed); one with its own output keeps it."""
+    model = TupleOut()  # the logits are element 1: no default applies
+    explainer = sl.IntegratedGradients(model, n_steps=4, output=1)
+    metric = M.Deletion(steps=4, progress=False)
+    table = M.evaluate({"IG": explainer}, [metric, M.CompletenessGap()], model, (X, Y))
+    att = explainer.explain(X, Y)
+    want = [
+        float(M.Deletion(steps=4, progress=False, output=1)(model, X, att, Y).mean()),
+        float(M.CompletenessGap(output=1)(model, X, att, Y).mean()),
+    ]
+    torch.testing.assert_close(torch.tensor(_table_means(table)), torch.tensor(want), rtol=1e-12, atol=1e-12)
+    assert metric.output is None
+    # a metric given its own output keeps it (element 0, the channel mean, scores otherwise)
+    own = M.evaluate({"IG": explainer}, [M.Deletion(steps=4, progress=False, output=0)], model, (X, Y))
+    direct = M.Deletion(steps=4, progress=False, output=0)(model, X, att, Y)
+    assert _table_means(own)[0] == pytest.approx(float(direct.mean()), rel=1e-12)
+    assert _table_means(own)[0] != pytest.approx(want[0], rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -209,6 +210,17 @@ def _forward_inputs(
     return extras.args, kwargs
 
 
+def _with_output(metric: Metric, explainer: Any) -> Metric:
+    """``metric`` scoring the tensor the explainer explained: a metric left at ``output=None``
+    takes the explainer's ``output`` (a copy; the user's metric object is not changed)."""
+    chosen = getattr(explainer, "output", None)
+    if chosen is None or getattr(metric, "output", chosen) is not None:
+        return metric
+    scored = copy.copy(metric)
+    scored.output = chosen  # type: ignore[attr-defined]
+    return scored
+
+
 @caller("evaluate")
 def evaluate(
     explainers: Mapping[str, Any] | Sequence[Any],
@@ -254,7 +266,8 @@ def evaluate(
     Returns
     -------
     Table
-        One row per (explainer, metric), in the given order.
+        One row per (explainer, metric), in the given order. A model-calling metric left at
+        ``output=None`` scores the tensor each explainer's ``output=`` selects.
 
     Raises
     ------
@@ -299,7 +312,8 @@ def evaluate(
             for j, (mname, metric) in enumerate(ms):
                 if metric.requires_mask and mask is None:
                     raise ParameterError(f"{mname} needs ground-truth masks: pass data as (x, y, mask).")
-                v = metric(model, x, att, y, explainer=explainer, mask=mask, domain=domain, **extra)
+                scorer = _with_output(metric, explainer)
+                v = scorer(model, x, att, y, explainer=explainer, mask=mask, domain=domain, **extra)
                 values[(i, j)].append(v.detach().reshape(-1).to("cpu", torch.float64))
     if not n_batches:
         raise ParameterError("The 'data' parameter of evaluate must yield at least one batch. Got none.")

@@ -27,7 +27,7 @@ done
   echo "timings taken in the same run. The \"bare limit\" is the model's own forward(+backward) cost"
   echo "over the same number of rows."
   echo
-  for b in core domains cam perturbation metrics modbp classrel attention overhead engine_split overhead_15; do
+  for b in core domains cam perturbation metrics modbp classrel attention quantus_families overhead engine_split overhead_15; do
     f="benchmarks/results_$b.md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done

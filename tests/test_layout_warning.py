@@ -73,8 +73,9 @@ def test_explain_warns_at_the_users_line_and_layout_b_t_c_works():
 def test_images_and_video_never_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Layout.infer(_x(1, 64, 2, 2))
-        Layout.infer(_x(1, 64, 1, 2, 2))
+        image = Layout.infer(_x(1, 64, 2, 2))
+        video = Layout.infer(_x(1, 64, 1, 2, 2))
+    assert (str(image), str(video)) == ("b c h w", "b c t h w")
 
 
 # ---------------------------------------------------------------- FaithfulnessCorrelation's subset size

@@ -434,6 +434,49 @@ def test_sensitivities_are_this_loop():
     torch.testing.assert_close(v.mean(1), avg, rtol=0, atol=0)
 
 
+def test_sensitivities_take_the_loop_options():
+    """Max-/Avg-Sensitivity gained the loop's options: a domain (noise on the coefficients),
+    explicit noise, the prediction filter and batch_size, with values checked by hand."""
+    from salience.metrics import MaxSensitivity, avg_sensitivity, max_sensitivity
+
+    class Double:
+        exact = True
+
+        def forward(self, x):
+            return 2 * x
+
+        def inverse(self, z, index=None):
+            return z / 2
+
+    model, x = _model(), _x(2)
+    y = torch.tensor([0, 1])
+    expl = sl.InputXGradient(model)
+    noise = _noise(x, 3, 0.2, seed=6)
+    a = expl.explain(x, y).values
+    by_hand = torch.stack(
+        [(expl.explain(x + noise[:, j] / 2, y).values - a).flatten(1).norm(dim=1) for j in range(3)], 1
+    )
+    kw = {"n_perturbations": 3, "perturbation": noise, "domain": Double(), "progress": False}
+    torch.testing.assert_close(max_sensitivity(expl, x, y, batch_size=2, **kw), by_hand.amax(1))
+    torch.testing.assert_close(avg_sensitivity(expl, x, y, **kw), by_hand.mean(1))
+    # keep_prediction: a copy whose class changes is dropped; none kept -> NaN
+    flip = torch.zeros_like(noise)
+    flip[0, 1] = 1e3 * torch.sign(torch.randn(x.shape[1:], generator=_gen(2)))
+    with torch.no_grad():
+        changed = model(x[:1] + flip[0, 1:2]).argmax(1) != model(x[:1]).argmax(1)
+    kept = max_sensitivity(
+        expl, x, y, n_perturbations=3, perturbation=flip, keep_prediction=True, progress=False
+    )
+    every = max_sensitivity(expl, x, y, n_perturbations=3, perturbation=flip, progress=False)
+    assert bool(changed)  # the flipped copy changes the class
+    assert kept[0] == 0 and every[0] > 0
+    torch.testing.assert_close(kept[1:], every[1:])
+    # the class forwards domain= and the stored options
+    m = MaxSensitivity(n_perturbations=3, generator=_gen(3), progress=False, batch_size=1)
+    v = m(model, x, a, y, explainer=expl, domain=sl.domains.Fourier())
+    assert v.shape == (2,) and torch.isfinite(v).all()
+
+
 class _Scaled(nn.Module):
     """model(x, s=...) with a per-sample scale s (B,): extra inputs must follow each copy."""
 

@@ -24,6 +24,11 @@ Definitional differences pinned (the tests switch Quantus' defaults off or avoid
   five elements of the flattened map; ours defaults to the positions and signs of the five
   largest ``|a|`` and takes Quantus' as a callable here. A sample no other sample shares a label
   with scores 0 in Quantus (0 / 1e-9) and NaN in ours.
+- Max-/Avg-Sensitivity: Quantus divides by the Frobenius norm of the explanation at ``x`` by
+  default (ours with ``normalize=True``; Yeh et al. and our default do not) and draws uniform
+  noise of bound 0.2 (ours: ``radius=0.02``, Captum's default). With
+  ``return_nan_when_prediction_changes`` one changed prediction makes Quantus' sample NaN; ours
+  (``keep_prediction=True``) reduces over the copies kept.
 - RelativeOutputStability: Quantus' ``softmax=True`` default compares probabilities; Agarwal et
   al. compare logits, as ours does (``softmax=False`` here).
 """
@@ -218,3 +223,64 @@ def test_consistency():
     assert torch.isnan(ours[9]) and ref[9] == 0
     assert ((ours[:9] > 0) & (ours[:9] < 1)).any()
     assert _close(ours[:9], ref[:9])
+
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("which", ["max", "avg"])
+def test_max_avg_sensitivity(which, keep):
+    """Max-/Avg-Sensitivity on the stability loop: Quantus' defaults (difference, Frobenius norm
+    over the Frobenius norm of the explanation at x: ours with ``normalize=True``), the same
+    noise on both sides. With ``keep_prediction``/``return_nan_when_prediction_changes``, large
+    noise on two samples changes some of their predictions: Quantus then takes np.max/np.mean
+    (one change makes the sample NaN), ours the max/mean over the copies kept; the samples where
+    no copy changed agree, and ours is finite wherever a copy was kept."""
+    from salience.metrics import avg_sensitivity, max_sensitivity
+
+    model, x, y = _setup(b=4, seed=3)
+    expl = sl.Gradient(model)
+    a = expl.explain(x, y).values
+    n = 6
+    scale = torch.tensor([0.05, 0.05, 3.0, 3.0] if keep else [0.05] * 4).reshape(4, 1, 1, 1, 1)
+    noise = _noise(x, n, 1.0, 6) * scale
+    fn = max_sensitivity if which == "max" else avg_sensitivity
+    ours = fn(
+        expl,
+        x,
+        y,
+        n_perturbations=n,
+        perturbation=noise,
+        normalize=True,
+        keep_prediction=keep,
+        progress=False,
+    )
+    cls = quantus.MaxSensitivity if which == "max" else quantus.AvgSensitivity
+    metric = cls(
+        nr_samples=n,
+        perturb_func=_feeder(noise),
+        normalise=False,
+        abs=False,
+        return_nan_when_prediction_changes=keep,
+        disable_warnings=True,
+    )
+    ref = _quantus(metric, model, x, y, a, expl)
+    if not keep:
+        assert _close(ours, ref)
+        return
+    with torch.no_grad():
+        same = torch.stack([model(x + noise[:, j]).argmax(1) == y for j in range(n)], 1)
+    whole = same.all(1)
+    assert whole.any() and not whole.all(), "the noise must change some predictions, not all"
+    assert _close(ours[whole], ref[whole])
+    assert torch.isnan(ref[~whole]).all()
+    # the partly kept samples, by hand: the max/mean over the kept copies
+    sens = torch.stack(
+        [
+            (expl.explain(x + noise[:, j], y).values - a).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)
+            for j in range(n)
+        ],
+        1,
+    ).double()
+    kept = torch.where(same, sens, torch.nan)
+    by_hand = kept.nan_to_num(-torch.inf).amax(1) if which == "max" else torch.nanmean(kept, 1)
+    assert (same.any(1) & ~whole).any()
+    torch.testing.assert_close(ours.double(), by_hand, rtol=1e-4, atol=1e-6)

@@ -30,8 +30,8 @@ from ..errors import NumericalError, ParameterError, SalienceError, ShapeError, 
 from ..layout import Layout
 from ..targets import TargetLike
 from ._checks import check_count, check_explainer, check_forward, check_rows, check_values, check_x, unpack
+from ._reexplain import explain_with, reexplainer
 from ._setup import prepare
-from .robustness import explain_with, reexplainer
 
 
 @dataclass

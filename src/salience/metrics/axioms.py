@@ -25,9 +25,9 @@ from ..masking import Filler, as_substrate
 from ..targets import TargetLike
 from ._checks import check_explainer, check_forward, check_rows, check_x, unpack
 from ._randomisation import _with_model
+from ._reexplain import explain_with
 from ._setup import setup
 from .base import Metric, _Perturbation
-from .robustness import explain_with
 
 __all__ = [
     "effective_complexity",

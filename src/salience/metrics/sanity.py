@@ -27,10 +27,10 @@ from ._checks import (
     unpack,
 )
 from ._randomisation import _check_layers, _reinitialise, _with_model, randomisation_layers
+from ._reexplain import explain_with
 from ._setup import prepare, setup
 from ._stats import similarity as _similarity
 from .base import Metric
-from .robustness import explain_with
 
 __all__ = [
     "completeness_gap",

@@ -3,7 +3,7 @@
 Local Lipschitz estimate (Alvarez-Melis and Jaakkola 2018), Continuity (Montavon et al. 2018),
 Consistency (Dasgupta et al. 2022) and Relative Input/Output/Representation Stability (Agarwal
 et al. 2022). All but Consistency re-run the explainer on perturbed copies of each sample with
-the target bound at ``x`` (:func:`~salience.metrics.robustness.reexplainer`, as Max- and
+the target bound at ``x`` (:func:`~salience.metrics._reexplain.reexplainer`, as Max- and
 Avg-Sensitivity), chunk by chunk: memory is bounded by ``batch_size`` rows, not by the number of
 perturbations. Noise is drawn from a ``generator`` (never the global RNG), row after row, so
 the values do not depend on ``batch_size``; with ``domain=`` it is added to the domain's

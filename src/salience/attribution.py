@@ -38,7 +38,10 @@ class Attribution:
     layer : str or None
         The layer a CAM-family method explained.
     info : dict
-        Method-specific extras (e.g. the quadrature rule, the number of model calls).
+        Method-specific extras (e.g. the quadrature rule, the number of model calls) and what is
+        known about the input: ``channel_names``, ``class_names``, ``sfreq`` (Hz), ``units``,
+        ``positions`` ((C, 3) metres), ``montage`` and ``mne_info`` (from an MNE object, see
+        :mod:`salience.mne`), which the plots and the report read.
     """
 
     values: torch.Tensor
@@ -50,6 +53,25 @@ class Attribution:
     delta: torch.Tensor | None = None
     layer: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channel_names(self) -> list[str] | None:
+        """``info["channel_names"]``: the names of the input's channels, when known (given with
+        ``channel_names=`` or read from an MNE object)."""
+        names = self.info.get("channel_names")
+        return None if names is None else [str(n) for n in names]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """``info["class_names"]``: the model's classes in output order, when known."""
+        names = self.info.get("class_names")
+        return None if names is None else [str(n) for n in names]
+
+    @property
+    def sfreq(self) -> float | None:
+        """``info["sfreq"]``: the sampling rate in Hz, when known."""
+        fs = self.info.get("sfreq", self.info.get("fs"))
+        return None if fs is None else float(fs)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -59,6 +59,38 @@ def test_region_perturbation_closed_form(order):
     assert ((aopc > inv) if order == "morf" else (aopc < inv)).all()
 
 
+def test_region_perturbation_random_order():
+    """order="random": the regions of each sample removed in the order of one torch.rand(L) per
+    sample from the generator (checked by hand on the linear model), independent of batch_size,
+    reproducible with the same seed, and between LeRF and MoRF on average."""
+    model, x, c, y = _linear(1)
+    kw = dict(patch_size=2, order="random", progress=False)
+    curve = P.region_perturbation_curve(model, x, c, y, generator=torch.Generator().manual_seed(5), **kw)
+    g = torch.Generator().manual_seed(5)
+    keys = torch.stack([torch.rand(T // 2, generator=g, dtype=torch.float64) for _ in range(3)])
+    order = keys.argsort(1, descending=True)
+    patches = c.reshape(3, T // 2, 2).sum(-1)
+    torch.testing.assert_close(curve, patches.gather(1, order).cumsum(1))
+    again = P.region_perturbation_curve(
+        model, x, c, y, generator=torch.Generator().manual_seed(5), batch_size=1, **kw
+    )
+    torch.testing.assert_close(again, curve, rtol=0, atol=0)
+    many = torch.stack(
+        [
+            P.region_perturbation(model, x, c, y, generator=torch.Generator().manual_seed(s), **kw)
+            for s in range(20)
+        ]
+    ).mean(0)
+    morf = P.region_perturbation(model, x, c, y, patch_size=2, order="morf", progress=False)
+    lerf = P.region_perturbation(model, x, c, y, patch_size=2, order="lerf", progress=False)
+    assert ((lerf < many) & (many < morf)).all()
+    m = sl.metrics.RegionPerturbation(
+        patch_size=2, order="random", generator=torch.Generator().manual_seed(5)
+    )
+    assert m.is_stochastic and m.higher_is_better is None
+    torch.testing.assert_close(m(model, x, c, y), curve.sum(1) / (T // 2 + 1))
+
+
 @pytest.mark.parametrize("normalize", [True, False])
 def test_irof_closed_form(normalize):
     model, x, c, y = _linear(2)

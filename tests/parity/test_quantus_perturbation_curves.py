@@ -16,7 +16,8 @@ Definitional differences pinned (the tests switch Quantus' defaults off or repro
 - Selectivity: Quantus returns the curve and ``get_auc_score`` its unit-spaced trapezoid;
   ``normalize=False`` gives that per sample.
 - RegionPerturbation: Quantus returns the curve, ours ``region_perturbation_curve``;
-  ``region_perturbation`` is Samek's AOPC of it.
+  ``region_perturbation`` is Samek's AOPC of it. ``order="random"``: Quantus draws from NumPy's
+  global RNG, ours from ``generator=``.
 - SensitivityN: Quantus 0.6 removes single features cumulatively in MoRF order and, for each
   step, correlates over the samples of the batch (one value per step, first batch only); Ancona
   et al.'s definition, ours, correlates per sample over random subsets of size n. The test
@@ -70,6 +71,28 @@ def test_region_perturbation(order):
     ref = _q(quantus.RegionPerturbation(patch_size=3, order=order, regions_evaluation=6, perturb_baseline=0.0,
                                         **OFF), model, x, a, y)  # fmt: skip
     ours = P.region_perturbation_curve(model, x, a, y, patch_size=3, order=order, n_regions=6, progress=False)
+    torch.testing.assert_close(ours.double(), _t(ref), rtol=1e-4, atol=1e-4)
+
+
+def test_region_perturbation_random_order():
+    """Quantus' order="random" draws np.random.permutation(L) per sample from NumPy's global RNG;
+    ours draws from a generator. The same permutations, fed to ours as an attribution whose
+    patch sums rank the patches in that order (MoRF), give Quantus' curve: the orders differ
+    only in their source of randomness."""
+    model, x, a, y = _data(4)
+    np.random.seed(11)
+    ref = _q(quantus.RegionPerturbation(patch_size=3, order="random", regions_evaluation=6, perturb_baseline=0.0,
+                                        **OFF), model, x, a, y)  # fmt: skip
+    np.random.seed(11)
+    perms = [np.random.permutation(9) for _ in range(x.shape[0])]  # a 3 x 3 grid of 3 x 3 patches
+    ranked = torch.zeros_like(a)
+    for i, perm in enumerate(perms):
+        for rank, p in enumerate(perm):
+            r, c = divmod(int(p), 3)
+            ranked[i, :, 3 * r : 3 * r + 3, 3 * c : 3 * c + 3] = 10.0 ** (9 - rank)
+    ours = P.region_perturbation_curve(
+        model, x, ranked, y, patch_size=3, order="morf", n_regions=6, progress=False
+    )
     torch.testing.assert_close(ours.double(), _t(ref), rtol=1e-4, atol=1e-4)
 
 

@@ -129,7 +129,8 @@ class Selectivity(_Ordered):
 
 class RegionPerturbation(_Ordered):
     """:func:`~salience.metrics.perturbation_curves.region_perturbation` (AOPC) as a metric class:
-    higher is better with ``order="morf"``, lower with ``"lerf"``."""
+    higher is better with ``order="morf"``, lower with ``"lerf"``; ``"random"`` is a baseline
+    (neither)."""
 
     def __init__(
         self,
@@ -139,20 +140,26 @@ class RegionPerturbation(_Ordered):
         order: str = "morf",
         n_regions: int = 100,
         substrate: Any = 0.0,
+        generator: torch.Generator | None = None,
         batch_size: int | None = None,
         progress: bool = True,
         output: OutputLike = None,
     ) -> None:
         self.patch_size = _check_patch(patch_size)
         self.segments = _check_segments(segments)
-        self.order = check_option(order, "order", options=("morf", "lerf"))
+        self.order = check_option(order, "order", options=("morf", "lerf", "random"))
         self.n_regions = check_count(n_regions, "n_regions")
         self.substrate = as_substrate(substrate)
+        self.generator = check_generator(generator)
         self._common(batch_size, progress, output)
 
     @property
-    def higher_is_better(self) -> bool:  # type: ignore[override]
-        return self.order == "morf"
+    def higher_is_better(self) -> bool | None:  # type: ignore[override]
+        return {"morf": True, "lerf": False}.get(self.order)
+
+    @property
+    def is_stochastic(self) -> bool:  # type: ignore[override]
+        return self.order == "random"
 
 
 class SensitivityN(_Ordered):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .._progress import progress_bar
-from .._validation import check_bool, check_int, check_option
+from .._validation import check_bool, check_generator, check_int, check_option, make_generator
 from ..errors import InputError, ParameterError, ShapeError, current_caller
 from ..layout import Layout
 from ..masking import Filler
@@ -178,10 +178,22 @@ def region_scores(a: torch.Tensor, labels: torch.Tensor, how: str) -> tuple[torc
     return sums, counts
 
 
-def region_ranks(scores: torch.Tensor, counts: torch.Tensor, order: str) -> torch.Tensor:
+def region_ranks(
+    scores: torch.Tensor, counts: torch.Tensor, order: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Removal rank of each region (0 first): MoRF descending scores, LeRF ascending; ties by
-    label; empty regions last."""
-    key = scores if order == "morf" else -scores
+    label; ``"random"``: a uniform random permutation per sample (one ``torch.rand(L)`` per
+    sample, in sample order, from ``generator``); empty regions last."""
+    if order == "random":
+        gen = make_generator(generator)
+        key = torch.stack(
+            [
+                torch.rand(scores.shape[1], generator=gen, device=gen.device, dtype=torch.float64)
+                for _ in scores
+            ]
+        ).to(scores.device)
+    else:
+        key = scores if order == "morf" else -scores
     key = torch.where(counts > 0, key, torch.full_like(key, -torch.inf))
     idx = torch.sort(key, dim=1, descending=True, stable=True).indices
     ranks = torch.empty_like(idx)
@@ -252,9 +264,10 @@ def curve_scores(
     substrate: Any,
     domain: Any,
     kw: dict,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(f(x), scores after removing 1..L regions (B, L), regions per sample (B,))``."""
-    order = check_option(order, "order", options=("morf", "lerf"))
+    order = check_option(order, "order", options=("morf", "lerf", "random"))
     a, space, lay, score, progress = setup_metric(model, x, attribution, target, domain, kw)
     labels = labels_for(space, lay, segments, patch_size, n_segments)
     scores, counts = region_scores(a, labels, how)
@@ -263,7 +276,7 @@ def curve_scores(
     if n_regions is not None:
         n = min(n, n_regions)
     check_rows(space.shape[0], n, "n_regions")
-    ranks = region_ranks(scores, counts, order)
+    ranks = region_ranks(scores, counts, order, check_generator(generator))
     filler = Filler(space, substrate, lay)
     bar = progress_bar(space.shape[0] * n, current_caller(), progress)
     with bar:

@@ -179,13 +179,15 @@ def _region_perturbation_curve(
     domain: Any = None,
     layout: LayoutLike | None = None,
     batch_size: int | None = None,
+    generator: torch.Generator | None = None,
     progress: bool = True,
     output: OutputLike = None,
     forward_args: Sequence[Any] = (),
     forward_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Region perturbation curve: ``f(x) - f(x_k)`` after removing the first ``k = 1..L``
-    regions, most relevant first (``order="morf"``) or least relevant first (``"lerf"``).
+    regions, most relevant first (``order="morf"``), least relevant first (``"lerf"``) or in a
+    random order (``"random"``, the baseline curve Samek et al. compare against).
 
     Parameters
     ----------
@@ -193,10 +195,15 @@ def _region_perturbation_curve(
         Patches on Quantus' grid (see :func:`selectivity`), ranked by their attribution sum.
     segments : integer Tensor broadcastable to ``x``, optional
         Region labels instead of patches.
-    order : {"morf", "lerf"}, default "morf"
+    order : {"morf", "lerf", "random"}, default "morf"
+        ``"random"``: a uniform random permutation of each sample's regions, drawn from
+        ``generator`` (one ``torch.rand(L)`` per sample, in sample order), as Quantus'
+        ``order="random"`` (which draws from NumPy's global RNG).
     n_regions : int, default 100
         ``L``, at most the number of regions (Quantus' ``regions_evaluation``).
     substrate : default 0.0
+    generator : torch.Generator, optional
+        Source of the random order (only with ``order="random"``).
     domain, layout, batch_size, progress, output, forward_args, forward_kwargs : optional
         As in :func:`~salience.metrics.deletion_curve`: ``domain`` perturbs a domain's
         coefficients (frequency bins, components) instead of samples, ``batch_size`` bounds the
@@ -218,6 +225,7 @@ def _region_perturbation_curve(
     f0, curve, _ = R.curve_scores(
         model, x, attribution, target, segments=segments, patch_size=patch_size, n_segments=None,
         how="sum", order=order, n_regions=n_regions, substrate=substrate, domain=domain, kw=kw,
+        generator=generator,
     )  # fmt: skip
     return f0[:, None] - curve
 
@@ -231,7 +239,8 @@ def region_perturbation(
 ) -> torch.Tensor:
     """AOPC of :func:`region_perturbation_curve` (same parameters): the mean score drop over the
     ``L + 1`` states ``k = 0..L`` (``k = 0`` drops nothing), Samek et al.'s area over the
-    perturbation curve. Higher is better for MoRF, lower for LeRF.
+    perturbation curve. Higher is better for MoRF, lower for LeRF; ``order="random"`` gives the
+    baseline a faithful map should beat.
 
     Returns
     -------

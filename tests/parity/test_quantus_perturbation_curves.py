@@ -79,12 +79,12 @@ def test_region_perturbation_random_order():
     ours draws from a generator. The same permutations, fed to ours as an attribution whose
     patch sums rank the patches in that order (MoRF), give Quantus' curve: the orders differ
     only in their source of randomness."""
-    model, x, a, y = _data(4)
+    model, x, a, y = _data(4, shape=(3, 9, 9))  # a 3 x 3 grid of 3 x 3 patches, no padding
     np.random.seed(11)
     ref = _q(quantus.RegionPerturbation(patch_size=3, order="random", regions_evaluation=6, perturb_baseline=0.0,
                                         **OFF), model, x, a, y)  # fmt: skip
     np.random.seed(11)
-    perms = [np.random.permutation(9) for _ in range(x.shape[0])]  # a 3 x 3 grid of 3 x 3 patches
+    perms = [np.random.permutation(9) for _ in range(x.shape[0])]
     ranked = torch.zeros_like(a)
     for i, perm in enumerate(perms):
         for rank, p in enumerate(perm):

@@ -1,0 +1,302 @@
+"""The TensorFlow bridge: a Keras (TensorFlow backend) or ``tf.keras`` model, or a TensorFlow
+callable, as a ``torch.nn.Module`` whose forward runs in TensorFlow and whose backward is the
+vector-Jacobian product of a ``tf.GradientTape``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import LayerError
+from ._common import (
+    graph_layers,
+    has_hooks,
+    head_of,
+    output_layer,
+    register,
+    stand_in,
+    to_first,
+    to_last,
+)
+
+try:
+    import tensorflow as tf
+except ImportError as err:  # pragma: no cover - exercised only without TensorFlow
+    raise ImportError(
+        "salience.keras.wrap needs TensorFlow for a model that is not a Keras model of the torch "
+        "backend: pip install 'salience[keras]' (or pip install tensorflow-cpu keras)."
+    ) from err
+
+__all__ = ["TFModel", "to_tf", "to_torch"]
+
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def to_tf(t: torch.Tensor) -> Any:
+    """A torch tensor as a TensorFlow tensor: shared memory through DLPack (contiguous, on the
+    CPU), through a NumPy view when DLPack refuses it (never through Python lists)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    try:
+        return tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(t))
+    except Exception:  # an unaligned buffer, an unsupported dtype
+        return tf.convert_to_tensor(t.numpy())
+
+
+def to_torch(t: Any, device: torch.device) -> torch.Tensor:
+    """A TensorFlow tensor as a torch tensor on ``device`` (DLPack, else a NumPy view)."""
+    try:
+        out = torch.from_dlpack(t)
+    except Exception:
+        out = torch.from_numpy(t.numpy())
+    return out if out.device == device else out.to(device)
+
+
+class _TFCall(torch.autograd.Function):
+    """``fn`` (TensorFlow tensors -> a list of TensorFlow tensors) as a torch function; its
+    backward seeds the tape recorded in the forward pass with the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, fn: Callable[..., Sequence[Any]], *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        device = xs[0].device
+        tf_in = [to_tf(x) for x in xs]
+        if any(ctx.needs_input_grad[1:]):
+            with tf.GradientTape(persistent=True) as tape:
+                for t in tf_in:
+                    tape.watch(t)
+                outs = list(fn(*tf_in))
+            ctx.tape, ctx.tf_in, ctx.tf_out = tape, tf_in, outs
+            ctx.in_dtypes = [x.dtype for x in xs]
+        else:
+            outs = list(fn(*tf_in))
+        ctx.device = device
+        return tuple(to_torch(o, device) for o in outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+        seeds = [
+            to_tf(g.to(_DTYPES.get(o.dtype.name, g.dtype))) for g, o in zip(grads, ctx.tf_out, strict=True)
+        ]
+        res = ctx.tape.gradient(
+            ctx.tf_out,
+            ctx.tf_in,
+            output_gradients=seeds,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        out = [to_torch(r, ctx.device).to(d) for r, d in zip(res, ctx.in_dtypes, strict=True)]
+        return (None, *out)
+
+
+def _model_class(model: Any) -> Any:
+    """The functional-model class of ``model``'s Keras (Keras 3 or tf_keras)."""
+    module = type(model).__module__.split(".")[0]
+    if module == "tf_keras":
+        import tf_keras
+
+        return tf_keras.Model
+    import keras
+
+    return keras.Model
+
+
+def _spec(kt: Any) -> Any:
+    return tf.TensorSpec(tuple(kt.shape), tf.as_dtype(kt.dtype))
+
+
+class TFModel(nn.Module):
+    """A Keras/TensorFlow model as a torch module (see :func:`salience.keras.wrap`).
+
+    Parameters
+    ----------
+    model : keras.Model, tf_keras.Model or callable
+    data_format : {"channels_last", "channels_first"}, optional
+    graph : bool, default True
+        Run each program (the model, or a part of it for a layer) as a ``tf.function`` traced
+        once for any number of rows; False runs it eagerly.
+    """
+
+    def __init__(self, model: Any, *, data_format: str | None = None, graph: bool = True) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"salience.keras.wrap needs a callable model; got {type(model).__name__}.")
+        object.__setattr__(self, "_keras_model", model)  # not a torch submodule
+        self.graph = bool(graph)
+        inputs = getattr(model, "inputs", None)
+        outputs = getattr(model, "outputs", None)
+        self._functional = bool(inputs) and bool(outputs) and len(inputs) == 1
+        self._layers: dict[str, Any] = {}
+        self._head: tuple[str, Any] | None = None
+        self._programs: dict[Any, Callable[..., Sequence[Any]]] = {}
+        self._dtype = torch.float32
+        if self._functional:
+            self._dtype = _DTYPES.get(tf.as_dtype(inputs[0].dtype).name, torch.float32)
+            for layer in graph_layers(model):
+                register(self, layer.name, stand_in(layer, data_format))
+                self._layers[layer.name] = layer
+            last = output_layer(model)
+            found = head_of(last) if last is not None else None
+            if found is not None:
+                register(self, found[0], found[1])
+                self._head = (found[0], last)
+        self.eval()
+
+    @property
+    def keras_model(self) -> Any:
+        """The wrapped Keras model (or TensorFlow callable)."""
+        return self.__dict__["_keras_model"]
+
+    def extra_repr(self) -> str:
+        return f"model={getattr(self.keras_model, 'name', type(self.keras_model).__name__)!r}"
+
+    # ----------------------------------------------------------------------- programs
+    def _call_model(self, fn: Any, x: Any) -> Any:
+        try:
+            return fn(x, training=False)
+        except TypeError:
+            return fn(x)
+
+    def _function(self, fn: Callable[..., list[Any]], specs: list[Any] | None) -> Callable[..., list[Any]]:
+        if not self.graph or specs is None:
+            return fn
+        return tf.function(fn, input_signature=specs, autograph=False)
+
+    def _logits(self, h: Any) -> Any:
+        """The pre-activation output of the model's last layer from that layer's input."""
+        layer = self._head[1] if self._head is not None else None
+        if type(layer).__name__ != "Dense":
+            return h
+        z = tf.tensordot(h, tf.convert_to_tensor(layer.kernel), axes=[[h.shape.rank - 1], [0]])
+        return z + tf.convert_to_tensor(layer.bias) if layer.use_bias else z
+
+    def _finals(self, head: bool) -> list[Any]:
+        model = self.keras_model
+        if head:
+            return [self._head[1].input]  # type: ignore[index]
+        return list(model.outputs)
+
+    def _program(self, watched: tuple[str, ...], head: bool) -> Callable[..., Sequence[Any]]:
+        """x -> [activations of the watched layers..., final output(s)] in one pass."""
+        key = ("all", watched, head)
+        if key in self._programs:
+            return self._programs[key]
+        model = self.keras_model
+        if not self._functional:
+            if watched or head:
+                raise LayerError(
+                    "salience.keras: the wrapped model is not a functional or sequential Keras model "
+                    "with one input, so its layers cannot be read; build it with keras.Input."
+                )
+
+            def whole(x: Any) -> list[Any]:
+                out = self._call_model(model, x)
+                return list(out) if isinstance(out, (list, tuple)) else [out]
+
+            prog = self._function(whole, None)
+        else:
+            outs = [self._output_of(n) for n in watched] + self._finals(head)
+            sub = _model_class(model)(model.inputs, outs, name="salience_program")
+
+            def part(x: Any) -> list[Any]:
+                got = sub(x, training=False)
+                got = list(got) if isinstance(got, (list, tuple)) else [got]
+                if head:
+                    got[-1] = self._logits(got[-1])
+                return got
+
+            prog = self._function(part, [_spec(model.inputs[0])])
+        self._programs[key] = prog
+        return prog
+
+    def _output_of(self, name: str) -> Any:
+        try:
+            return self._layers[name].output
+        except (AttributeError, ValueError, RuntimeError) as err:
+            raise LayerError(
+                f"salience.keras: the output of layer {name!r} cannot be read from the model's graph "
+                f"({type(err).__name__}: {err}); a layer called more than once has no single output."
+            ) from err
+
+    def _split(self, name: str, head: bool) -> tuple[Callable[..., Any], Callable[..., Any], bool] | None:
+        """(x -> [a], tail, tail needs x) for a layer ``name``, or None when the model cannot be
+        cut there (the layer produces the output itself)."""
+        key = ("split", name, head)
+        if key in self._programs:
+            return self._programs[key]  # type: ignore[return-value]
+        model, cls = self.keras_model, _model_class(self.keras_model)
+        a = self._output_of(name)
+        finals = self._finals(head)
+        if any(f is a for f in finals):
+            return None
+        first = cls(model.inputs, [a], name="salience_head")
+        try:
+            rest, needs_x = cls([a], finals, name="salience_tail"), False
+        except Exception:  # the part after the layer also reads the input (a skip around it)
+            rest, needs_x = cls([*model.inputs, a], finals, name="salience_tail"), True
+
+        def head_fn(x: Any) -> list[Any]:
+            return [first(x, training=False)]
+
+        def tail_fn(*ins: Any) -> list[Any]:
+            got = rest(list(ins) if len(ins) > 1 else ins[0], training=False)
+            got = list(got) if isinstance(got, (list, tuple)) else [got]
+            if head:
+                got[-1] = self._logits(got[-1])
+            return got
+
+        tail_specs = [_spec(model.inputs[0]), _spec(a)] if needs_x else [_spec(a)]
+        split = (
+            self._function(head_fn, [_spec(model.inputs[0])]),
+            self._function(tail_fn, tail_specs),
+            needs_x,
+        )
+        self._programs[key] = split  # type: ignore[assignment]
+        return split
+
+    # ----------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> Any:
+        watched = tuple(n for n in self._layers if has_hooks(self._modules[n]))  # type: ignore[arg-type]
+        head = self._head is not None and has_hooks(self._modules[self._head[0]])  # type: ignore[arg-type]
+        xin = x if x.dtype == self._dtype or not self._functional else x.to(self._dtype)
+        split = self._split(watched[0], head) if len(watched) == 1 else None
+        if split is not None:
+            first, rest, needs_x = split
+            (a,) = _TFCall.apply(first, xin)
+            a = self._through(watched[0], a, replace=True)
+            finals = _TFCall.apply(rest, xin, a) if needs_x else _TFCall.apply(rest, a)
+        else:
+            outs = _TFCall.apply(self._program(watched, head), xin)
+            for n, a in zip(watched, outs[: len(watched)], strict=True):
+                self._through(n, a, replace=False)
+            finals = outs[len(watched) :]
+        if head:
+            return self._modules[self._head[0]](finals[0])  # type: ignore[index,misc]
+        return finals[0] if len(finals) == 1 else tuple(finals)
+
+    def _through(self, name: str, a: torch.Tensor, *, replace: bool) -> torch.Tensor:
+        """Pass a layer's activations through its stand-in (channels-first for the hooks)."""
+        proxy = self._modules[name]
+        last = bool(getattr(proxy, "channels_last", False))
+        shown = to_first(a, last)
+        got = proxy(shown)  # type: ignore[misc]
+        if not isinstance(got, torch.Tensor) or got.shape != shown.shape:
+            raise LayerError(
+                f"salience.keras: a hook on layer {name!r} returned "
+                f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}; "
+                f"expected a tensor of shape {tuple(shown.shape)}."
+            )
+        if not replace and got is not shown and not torch.equal(got, shown):
+            raise LayerError(
+                f"salience.keras: hooks on several layers at once ({name!r} among them) may read the "
+                "activations but not replace them; replace one layer's output per call."
+            )
+        return to_last(got, last)

@@ -9,7 +9,7 @@ and imported only when used.
 from ._store import StoreError
 from .explain import explain_dataset
 from .read import open_attributions, to_xarray
-# from .summaries import channel_importance, class_means, dataset_section, metric_table, summarise
+from .summaries import class_means, dataset_section, importance, metric_table, summarise
 
 __all__ = [
     "explain_dataset",
@@ -17,7 +17,7 @@ __all__ = [
     "to_xarray",
     "StoreError",
     "class_means",
-    "channel_importance",
+    "importance",
     "metric_table",
     "summarise",
     "dataset_section",

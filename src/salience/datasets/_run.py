@@ -193,7 +193,9 @@ def _meta(a: Any) -> dict[str, Any]:
         "domain": None if a.domain is None else jsonable(a.domain),
         "layer": a.layer,
         "coords": coords,
-        "info": jsonable({k: v for k, v in a.info.items() if not isinstance(v, torch.Tensor) or v.numel() <= 64}),
+        "info": jsonable(
+            {k: v for k, v in a.info.items() if not isinstance(v, torch.Tensor) or v.numel() <= 64}
+        ),
         "target": None if isinstance(target, torch.Tensor) else jsonable(target),
     }
 

@@ -214,7 +214,9 @@ def _split(pending: list[Batch], cut: int) -> tuple[Batch, list[Batch]]:
         None if pending[0].labels is None else torch.cat([b.labels for b in pending if b.labels is not None]),
         _cat([b.kwargs for b in pending]) if pending[0].kwargs else {},
     )
-    head = Batch(whole.x[:cut], None if whole.labels is None else whole.labels[:cut], _slice(whole.kwargs, 0, cut))
+    head = Batch(
+        whole.x[:cut], None if whole.labels is None else whole.labels[:cut], _slice(whole.kwargs, 0, cut)
+    )
     if whole.x.shape[0] == cut:
         return head, []
     rest = Batch(

@@ -59,7 +59,7 @@ def diff(old: Any, new: Any, path: str = "") -> list[str]:
                 out += diff(old[k], new[k], sub)
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in diff(a, b, f"{path}[{i}]")]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in diff(a, b, f"{path}[{i}]")]
     if old != new:
         show = [repr(v) if len(repr(v)) <= 80 else repr(v)[:77] + "..." for v in (old, new)]
         return [f"{path or '<root>'}: {show[0]} -> {show[1]}"]
@@ -86,7 +86,14 @@ class Store:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, n: int, chunk: int, fingerprint: dict[str, Any], resume: bool, **attrs: Any
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        n: int,
+        chunk: int,
+        fingerprint: dict[str, Any],
+        resume: bool,
+        **attrs: Any,
     ) -> Store:
         """Open ``path`` to resume it (``resume`` and a store with the same fingerprint), or
         create it afresh (an existing store there is replaced when ``resume`` is False)."""
@@ -140,7 +147,11 @@ class Store:
         if len(axes) != values.ndim - 1:
             axes = [f"axis_{i}" for i in range(1, values.ndim)]
         for name, arr in result.arrays.items():
-            dims = ["sample", *axes] if name == "values" else ["sample", *[f"{name}_{i}" for i in range(1, arr.ndim)]]
+            dims = (
+                ["sample", *axes]
+                if name == "values"
+                else ["sample", *[f"{name}_{i}" for i in range(1, arr.ndim)]]
+            )
             floating = np.issubdtype(arr.dtype, np.floating)
             self.group.create_array(
                 name,

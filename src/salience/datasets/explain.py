@@ -13,7 +13,7 @@ from .._validation import check_bool, check_int, check_option
 from ..errors import ParameterError
 from ._run import SEED_BITS, describe, explain_chunk
 from ._sources import Source, as_source
-from ._store import Store
+from ._store import Store, zarr_module
 
 __all__ = ["explain_dataset"]
 
@@ -27,7 +27,7 @@ def _versions() -> dict[str, str]:
 
     from .._version import __version__
 
-    zarr = __import__("zarr")
+    zarr = zarr_module()
     return {
         "salience": __version__,
         "torch": torch.__version__,
@@ -138,10 +138,13 @@ def explain_dataset(
             "The 'explainer' parameter of explain_dataset must be a salience Explainer (e.g. "
             f"IntegratedGradients(model)); got {type(explainer).__name__}."
         )
+    zarr_module()  # the store needs zarr: say which extra to install before any work
     engine = check_option(engine, "engine", "explain_dataset", ("local", "ray"))
     resume = check_bool(resume, "resume", "explain_dataset")
     progress = check_bool(progress, "progress", "explain_dataset")
-    chunk = DEFAULT_CHUNK if batch_size is None else check_int(batch_size, "batch_size", "explain_dataset", low=1)
+    chunk = (
+        DEFAULT_CHUNK if batch_size is None else check_int(batch_size, "batch_size", "explain_dataset", low=1)
+    )
     if workers is not None:
         workers = check_int(workers, "workers", "explain_dataset", low=1)
         if engine == "local" and workers != 1:
@@ -229,4 +232,3 @@ def _recorded_seed(out: Any) -> int | None:
         return None
     found = doc.get("seed")
     return int(found) if found is not None else None
-

@@ -81,7 +81,17 @@ def open_attributions(path: str | os.PathLike[str]) -> Any:
         )
     ds = _names(ds, "c", doc.get("channel_names"))
     ds = ds.assign_coords(sample=np.arange(n))
-    keep = ("method", "explainer", "layout", "domain", "layer", "stochastic", "seed", "class_names", "versions")
+    keep = (
+        "method",
+        "explainer",
+        "layout",
+        "domain",
+        "layer",
+        "stochastic",
+        "seed",
+        "class_names",
+        "versions",
+    )
     ds.attrs = {k: doc[k] for k in keep if doc.get(k) is not None}
     ds.attrs.update(n_written=n_written, complete=n_written == n, chunk=chunk, salience=doc)
     return ds

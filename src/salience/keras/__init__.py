@@ -25,7 +25,7 @@ from ..errors import ParameterError
 __all__ = ["wrap", "KerasLayer"]
 
 
-def wrap(model: Any, *, data_format: str | None = None) -> Any:
+def wrap(model: Any, *, data_format: str | None = None, graph: bool = True) -> Any:
     """A Keras or TensorFlow model as a ``torch.nn.Module`` that salience explains.
 
     Parameters
@@ -39,6 +39,10 @@ def wrap(model: Any, *, data_format: str | None = None) -> Any:
         Where a layer's channel axis is when the layer does not say (an activation, a dropout);
         by default ``keras.config.image_data_format()``. Layers with a ``data_format`` (a
         convolution, a pooling) use their own.
+    graph : bool, default True
+        TensorFlow models only: run the model (or the part of it before and after an explained
+        layer) as a ``tf.function`` traced once per part for any number of rows; False runs it
+        eagerly (slower; for models that cannot be traced).
 
     Returns
     -------
@@ -74,7 +78,7 @@ def wrap(model: Any, *, data_format: str | None = None) -> Any:
         return TorchBackendModel(model, data_format=data_format)
     from ._tf import TFModel
 
-    return TFModel(model, data_format=data_format)
+    return TFModel(model, data_format=data_format, graph=graph)
 
 
 def _is_torch_keras(model: Any) -> bool:

@@ -44,7 +44,7 @@ def _sensitivities(explainer: Any, x: torch.Tensor, target: TargetLike, kw: dict
     n = check_count(kw["n_perturbations"], "n_perturbations")
     radius = check_float(kw["radius"], "radius", low=0.0)
     norm = check_norm(kw["norm"])
-    ordv = 2.0 if norm == "fro" else norm
+    ordv = 2.0 if isinstance(norm, str) else norm  # "fro": the 2-norm of the flattened map
     normalize = check_bool(kw["normalize"], "normalize")
     keep = check_bool(kw["keep_prediction"], "keep_prediction")
     progress = check_bool(kw["progress"], "progress")

@@ -23,7 +23,7 @@ from salience.explainers.gradient import Gradient  # noqa: E402
 from salience.explainers.integrated_gradients import IntegratedGradients  # noqa: E402
 from salience.explainers.smoothgrad import SmoothGrad  # noqa: E402
 
-from ._common import Items, synthetic, tiny_model  # noqa: E402
+from dataset_helpers import Items, synthetic, tiny_model  # noqa: E402
 
 
 def _arrays(path: str) -> dict[str, np.ndarray]:
@@ -205,7 +205,7 @@ def test_exception_then_resume(reference, data, tmp_path, writes):
 _KILLED = """
 import sys, time, numpy as np, torch
 sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
-from datasets._common import Items, synthetic, tiny_model
+from dataset_helpers import Items, synthetic, tiny_model
 from salience.datasets.explain import explain_dataset
 from salience.explainers.integrated_gradients import IntegratedGradients
 
@@ -226,9 +226,7 @@ def test_sigkill_then_resume(reference, data, tmp_path, writes):
     x, y = data
     here = os.path.dirname(os.path.abspath(__file__))
     out = str(tmp_path / "s.zarr")
-    script = _KILLED.format(
-        src=os.path.join(here, "..", "..", "src"), tests=os.path.join(here, ".."), out=out
-    )
+    script = _KILLED.format(src=os.path.join(here, "..", "..", "src"), tests=here, out=out)
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
     try:
         deadline = time.monotonic() + 60

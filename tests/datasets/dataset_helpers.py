@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import torch
 from torch import nn
@@ -45,3 +48,18 @@ class Items(torch.utils.data.Dataset):
             raise RuntimeError("injected failure")
         self.reads.append(i)
         return self.x[i], self.y[i]
+
+
+class KillOnce(Items):
+    """Kills its own process (SIGKILL) the first time it reads ``kill_at`` (a marker file makes
+    it once across the restarted actor)."""
+
+    def __init__(self, x, y, kill_at, marker):
+        super().__init__(x, y)
+        self.kill_at, self.marker = kill_at, marker
+
+    def __getitem__(self, i):
+        if i == self.kill_at and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__getitem__(i)

@@ -95,6 +95,18 @@ class Attribution:
         arr = self.numpy()
         return arr.astype(dtype) if dtype is not None else arr
 
+    def to_xarray(self, **kwargs: Any) -> Any:
+        """The result as an ``xarray.Dataset`` (needs xarray: ``pip install 'salience[datasets]'``).
+
+        ``values`` with dims ``("sample", *axes)`` of the layout, ``score``, ``target`` and
+        ``delta`` per sample, a domain's coordinates (frequencies, scales) on its axes; keywords
+        ``channel_names`` and ``class_names``. The same variables as
+        :func:`salience.datasets.open_attributions` reads from a store.
+        """
+        from .datasets.read import to_xarray
+
+        return to_xarray(self, **kwargs)
+
     def __len__(self) -> int:
         return int(self.values.shape[0])
 

@@ -16,14 +16,14 @@ import torch
 
 zarr = pytest.importorskip("zarr")
 
+from dataset_helpers import Items, synthetic, tiny_model  # noqa: E402
+
 from salience.datasets._store import StoreError  # noqa: E402
 from salience.datasets.explain import explain_dataset  # noqa: E402
 from salience.errors import ParameterError, SalienceError, TargetError  # noqa: E402
 from salience.explainers.gradient import Gradient  # noqa: E402
 from salience.explainers.integrated_gradients import IntegratedGradients  # noqa: E402
 from salience.explainers.smoothgrad import SmoothGrad  # noqa: E402
-
-from dataset_helpers import Items, synthetic, tiny_model  # noqa: E402
 
 
 def _arrays(path: str) -> dict[str, np.ndarray]:

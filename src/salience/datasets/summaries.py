@@ -286,7 +286,10 @@ def dataset_section(
         except ImportError:
             fig = None
         if fig is not None:
+            import matplotlib.pyplot as plt
+
             report.figure(fig, caption="Class-wise mean attribution (mean over channels for maps)")
+            plt.close(fig)
     return report
 
 

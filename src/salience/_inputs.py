@@ -57,7 +57,9 @@ def as_input(x: Any, model: Any = None) -> tuple[Any, dict[str, Any]]:
     return from_mne(x, dtype=model_dtype(model))
 
 
-def check_names(names: Any, what: str, count: int | None = None, owner: str | None = None) -> list[str] | None:
+def check_names(
+    names: Any, what: str, count: int | None = None, owner: str | None = None
+) -> list[str] | None:
     """``names`` as a list of str (None stays None), of length ``count`` when given."""
     if names is None:
         return None
@@ -101,7 +103,9 @@ def with_names(
 
 
 def _is_name(v: Any) -> bool:
-    return isinstance(v, str) or (hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "US" and not isinstance(v, torch.Tensor))
+    return isinstance(v, str) or (
+        hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "US" and not isinstance(v, torch.Tensor)
+    )
 
 
 def named_target(target: Any, class_names: Sequence[str] | None, owner: str | None = None) -> Any:

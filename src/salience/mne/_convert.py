@@ -17,7 +17,9 @@ def _mne() -> Any:
     try:
         import mne
     except ImportError as exc:  # pragma: no cover - exercised only without mne
-        raise ImportError("salience.mne needs MNE-Python: pip install 'salience[mne]' (or pip install mne).") from exc
+        raise ImportError(
+            "salience.mne needs MNE-Python: pip install 'salience[mne]' (or pip install mne)."
+        ) from exc
     if getattr(mne, "__file__", None) is None:  # a folder named mne on sys.path, not the library
         raise ImportError("salience.mne needs MNE-Python: pip install 'salience[mne]' (or pip install mne).")
     return mne
@@ -64,7 +66,11 @@ def unit_factors(info: Any, units: Any = None) -> tuple[np.ndarray, list[str]]:
             f"EEG) or a dict channel type -> unit. Got {units!r}: {exc}"
         ) from exc
     types = ones.get_channel_types()
-    given = dict(units) if isinstance(units, dict) else {t: units for t, u in zip(types, si, strict=True) if u != "AU"}
+    given = (
+        dict(units)
+        if isinstance(units, dict)
+        else {t: units for t, u in zip(types, si, strict=True) if u != "AU"}
+    )
     names = [str(given.get(t, u)) for t, u in zip(types, si, strict=True)]
     return np.asarray(factors, dtype=np.float64), names
 
@@ -204,9 +210,7 @@ def from_mne(
     return torch.as_tensor(data, dtype=dtype or torch.get_default_dtype()), meta
 
 
-def windows(
-    raw: Any, length: float, step: float | None = None, *, reject_by_annotation: bool = True
-) -> Any:
+def windows(raw: Any, length: float, step: float | None = None, *, reject_by_annotation: bool = True) -> Any:
     """Cut a continuous recording into fixed-length windows (``mne.Epochs``).
 
     Parameters
@@ -229,10 +233,14 @@ def windows(
     if _kind(raw) != "raw":
         raise InputError(f"windows() cuts an mne.io.Raw recording. Got {type(raw).__name__} instead.")
     if isinstance(length, bool) or not isinstance(length, (int, float)) or not length > 0:
-        raise ParameterError(f"The 'length' parameter of windows must be a positive number of seconds. Got {length!r}.")
+        raise ParameterError(
+            f"The 'length' parameter of windows must be a positive number of seconds. Got {length!r}."
+        )
     step = float(length) if step is None else step
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step:
-        raise ParameterError(f"The 'step' parameter of windows must be a positive number of seconds. Got {step!r}.")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+        raise ParameterError(
+            f"The 'step' parameter of windows must be a positive number of seconds. Got {step!r}."
+        )
     overlap = max(float(length) - float(step), 0.0)
     if step > length:
         raise ParameterError(

@@ -42,7 +42,9 @@ def ica_matrices(ica: Any, units: Any = None) -> tuple[np.ndarray, np.ndarray, n
         matrices are rescaled from MNE's SI units.
     """
     if getattr(ica, "unmixing_matrix_", None) is None or getattr(ica, "pca_components_", None) is None:
-        raise NotFittedError("ICA.from_mne: the mne.preprocessing.ICA is not fitted; call ica.fit(epochs) first.")
+        raise NotFittedError(
+            "ICA.from_mne: the mne.preprocessing.ICA is not fitted; call ica.fit(epochs) first."
+        )
     k = int(ica.n_components_)
     pk = np.asarray(ica.pca_components_[:k], dtype=np.float64)  # (K, C)
     u = np.asarray(ica.unmixing_matrix_, dtype=np.float64)  # (K, K)
@@ -57,7 +59,7 @@ def ica_matrices(ica: Any, units: Any = None) -> tuple[np.ndarray, np.ndarray, n
         back = np.diag(scale)  # MNE multiplies back; projections are not undone
     else:
         w_pre = pre
-        back = np.linalg.pinv(pre, rcond=1e-14)
+        back = np.asarray(np.linalg.pinv(pre, rcond=1e-14), dtype=np.float64)
     unmixing = u @ pk @ w_pre
     mixing = back @ pk.T @ m
     mean = back @ pca_mean

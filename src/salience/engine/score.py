@@ -109,6 +109,9 @@ class ScoreFunction(LayerCapture, Derivations):
         methods refuse such scores.
     """
 
+    #: whether a model output of the current pass held NaN/inf (on the device; see _pass)
+    _non_finite: torch.Tensor | None = None
+
     def __init__(
         self,
         model_fn: ModelFn,
@@ -224,11 +227,12 @@ class ScoreFunction(LayerCapture, Derivations):
                 f"{self.caller}: the model returned shape {tuple(out.shape)} for {rows.shape[0]} "
                 "input rows; the first axis must be the batch."
             )
-        if not all_finite(out):
-            raise ModelOutputError(
-                f"{self.caller}: the model output contains NaN or inf for a chunk of "
-                f"{rows.shape[0]} rows; attributions would be meaningless."
-            )
+        if out.is_floating_point() and out.numel():
+            # accumulated on the output's device and checked once per pass (see _pass): a check
+            # per call would wait for every model call of a GPU pipeline to finish
+            lo, hi = torch.aminmax(out.detach())
+            bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+            self._non_finite = bad if self._non_finite is None else self._non_finite | bad
         return out
 
     def _scores(
@@ -300,10 +304,18 @@ class ScoreFunction(LayerCapture, Derivations):
     @contextmanager
     def _pass(self) -> Iterator[None]:
         """Enter the pass contexts (see :meth:`under`) around one pass of model calls."""
-        with ExitStack() as stack:
-            for context in self.contexts:
-                stack.enter_context(context(self.model))
-            yield
+        try:
+            with ExitStack() as stack:
+                for context in self.contexts:
+                    stack.enter_context(context(self.model))
+                yield
+        finally:
+            bad, self._non_finite = self._non_finite, None
+        if bad is not None and bool(bad):  # one host synchronisation per pass
+            raise ModelOutputError(
+                f"{self.caller}: the model output contains NaN or inf (in a pass of model calls "
+                "over chunks of rows); attributions would be meaningless."
+            )
 
     # ------------------------------------------------------------------ public API
     def values(self, source: RowSource, n: int | None = None) -> torch.Tensor:

@@ -190,7 +190,7 @@ class LayerExplainer(Explainer):
         if flip is not None:
             x = _augment(x, flip)
             score = score.repeat(x, len(AUGMENTATIONS))
-        layers = self.layer if isinstance(self.layer, list) else [self.layer]
+        layers: list[Any] = self.layer if isinstance(self.layer, list) else [self.layer]
         maps, names, shapes, grids = [], [], [], []
         values = torch.empty(0)
         for layer in layers:
@@ -411,7 +411,6 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den where den != 0, else 0 (no epsilon that would bias small values)."""
     nz = den != 0
     return torch.where(nz, num / torch.where(nz, den, torch.ones_like(den)), torch.zeros_like(num))
-
 
 
 def minmax(t: torch.Tensor) -> torch.Tensor:

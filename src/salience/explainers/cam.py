@@ -158,6 +158,14 @@ class ScoreCAM(LayerExplainer):
     progress : bool, default True
         Show a tqdm progress bar over the masked rows (if tqdm is installed).
 
+    Notes
+    -----
+    pytorch-grad-cam's ``ScoreCAM`` resizes the channels with ``nn.UpsamplingBilinear2d``
+    (``align_corners=True``) and divides by ``max - min + 1e-8``; this class interpolates with
+    ``align_corners=False`` (as every CAM here upsamples its map) and divides exactly. The masks,
+    hence the weights, differ wherever the layer's resolution differs from the input's; they
+    agree when it is the same.
+
     References
     ----------
     Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural

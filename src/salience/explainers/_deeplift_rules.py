@@ -131,7 +131,14 @@ _FUNCTIONS: dict[Any, str] = {
     torch.Tensor.log_softmax: "Tensor.log_softmax",
 }
 # the functions F.max_poolNd dispatch to (boolean_dispatch wrappers)
-for _name in ("max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices", "_max_pool1d", "_max_pool2d", "_max_pool3d"):
+for _name in (
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "_max_pool1d",
+    "_max_pool2d",
+    "_max_pool3d",
+):
     if hasattr(F, _name):
         _FUNCTIONS[getattr(F, _name)] = f"torch.nn.functional.{_name.lstrip('_')}"
 
@@ -150,13 +157,17 @@ def _argmax(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return adaptive(x, module.output_size, return_indices=True)[1]  # type: ignore[call-overload]
     pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
     m: Any = module
-    return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True)[1]
+    return pool(
+        x, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode, return_indices=True
+    )[1]
 
 
 def _unpool(values: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """``values`` summed into the positions ``index`` of a zero tensor of ``shape`` (overlapping
     windows accumulate)."""
-    out = torch.zeros((*shape[:2], int(torch.Size(shape[2:]).numel())), dtype=values.dtype, device=values.device)
+    out = torch.zeros(
+        (*shape[:2], int(torch.Size(shape[2:]).numel())), dtype=values.dtype, device=values.device
+    )
     out.scatter_add_(2, index.flatten(2), values.flatten(2))
     return out.reshape(shape)
 
@@ -212,10 +223,17 @@ class References:
         y0[index] = y.detach().to(y0.dtype)
         return y
 
-    def _lookup(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lookup(
+        self, module: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         k = self._ordinal(module)
         found = self.store.get((module, k))
-        if found is None or self.index is None or found[0].shape[1:] != x.shape[1:] or found[1].shape[1:] != y.shape[1:]:
+        if (
+            found is None
+            or self.index is None
+            or found[0].shape[1:] != x.shape[1:]
+            or found[1].shape[1:] != y.shape[1:]
+        ):
             raise ModelCallError(
                 f"{current_caller()}: the model took another path on the input than on the baseline "
                 f"(call {k + 1} of {type(module).__name__} has no reference activation of shape "

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import all_finite, check_int, check_option
+from .._validation import all_finite, check_bool, check_int, check_option
 from ..engine import Explainer, OutputLike, Parts, ScoreFunction
 from ..errors import ParameterError, SalienceError, current_caller
 from ..layout import LayoutLike
@@ -155,6 +155,9 @@ class IntegratedGradients(Explainer):
     baseline : "zeros", "mean", float, Tensor or callable, default "zeros"
         ``x0``: zeros, the per-sample per-channel mean over the non-channel axes, a constant, a
         tensor broadcastable to x, or a function ``x -> x0``.
+    multiply_by_inputs : bool, default True
+        False returns the path-integrated gradient ``integral_0^1 grad f(x0 + a (x - x0)) da``
+        without the factor ``x - x0`` (Captum's "local" attribution); ``delta`` is then None.
 
     References
     ----------
@@ -176,18 +179,21 @@ class IntegratedGradients(Explainer):
         n_steps: int = 50,
         rule: str = "riemann_trapezoid",
         baseline: BaselineLike = "zeros",
+        multiply_by_inputs: bool = True,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
         output: OutputLike = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout, output=output)
+        self.multiply_by_inputs = check_bool(multiply_by_inputs, "multiply_by_inputs")
         self.n_steps = check_int(n_steps, "n_steps", low=1)
         self.rule = check_option(rule, "rule", options=RULES)
         quadrature(self.rule, self.n_steps)  # validates n_steps against the rule
         self.baseline = _check_baseline(baseline)
 
     def __repr__(self) -> str:
-        return f"IntegratedGradients(n_steps={self.n_steps}, rule={self.rule!r}, baseline={self.baseline!r})"
+        local = "" if self.multiply_by_inputs else ", multiply_by_inputs=False"
+        return f"IntegratedGradients(n_steps={self.n_steps}, rule={self.rule!r}, baseline={self.baseline!r}{local})"
 
     def attribute(self, x: torch.Tensor, score: ScoreFunction) -> Parts:
         x0 = resolve_baseline(self.baseline, x, score)
@@ -218,6 +224,10 @@ class IntegratedGradients(Explainer):
             return rows
 
         values, grad_sum = score.gradients(make, n=n, weights=weights)
+        if not self.multiply_by_inputs:
+            if float(alphas[-1]) == 1.0:
+                score.record_input_values(values[:, -1])
+            return Parts(grad_sum, info={"rule": self.rule, "n_steps": n, "multiply_by_inputs": False})
         attr = diff * grad_sum
         f_x = values[:, -1] if float(alphas[-1]) == 1.0 else score.input_values()
         f_0 = values[:, 0] if float(alphas[0]) == 0.0 else score.values(x0.unsqueeze(1))[:, 0]

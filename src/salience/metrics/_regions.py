@@ -215,13 +215,14 @@ def removal_scores(
     """
     b = ranks.shape[0]
     pos = ranks.gather(1, labels.expand(b, *labels.shape[1:]).reshape(b, -1)).reshape(b, *labels.shape[1:])
+    pos = pos.to(torch.int32)  # ranks < number of regions: half the memory traffic of int64 per chunk
 
     def make(start: int, stop: int) -> torch.Tensor:
         bar.update(stop - start)
         r = torch.arange(start, stop, device=pos.device)
         s, k = r // n_states, r % n_states + 1
-        removed = pos[s] < k.reshape(-1, *([1] * (pos.ndim - 1)))
-        return filler(s, ~removed)
+        kept = pos[s] >= k.reshape(-1, *([1] * (pos.ndim - 1)))  # regions ranked k and later stay
+        return filler(s, kept)
 
     return score.values(make, n=n_states)
 

@@ -28,6 +28,7 @@ from ._io import (
     parse_size,
     parse_target,
 )
+from ._names import add_name_options, class_label, load_names, named_info, target_text
 
 #: --method names -> (salience class name, needs a layer)
 METHODS: dict[str, str] = {
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fs", type=float, default=None, help="sampling rate in Hz (time axes in seconds, frequencies in Hz)"
     )
     e.add_argument("--bands", default=None, help=BANDS_HELP)
+    add_name_options(e)
     e.add_argument("--steps", type=int, default=None, help="IG steps / SmoothGrad samples / RISE masks")
     e.add_argument("--window", default=None, help="occlusion window per axis, e.g. t=25 or h=16,w=16")
     e.add_argument("--stride", default=None, help="occlusion stride per axis (default: the window)")
@@ -392,6 +394,7 @@ def _explain(args: argparse.Namespace) -> int:
     limit = _data_limit(args)
     device = _check_device(args.device)
     arr, meta = load_data(args.data, key=args.key, max_bytes=limit)
+    channels, classes = load_names(args, meta, arr.shape[1])
     fs = float(args.fs) if args.fs is not None else None
     if fs is None and "fs" in meta:  # the file's own rate, unless --fs overrides it
         fs = check_fs(meta["fs"], f"the 'fs' array in {args.data}", "; give --fs to override it")
@@ -401,7 +404,7 @@ def _explain(args: argparse.Namespace) -> int:
     )
     x = torch.from_numpy(arr).to(device)
     explainer = _wrap_domain(args, _build_explainer(args, model), x)
-    target = parse_target(args.target, x.shape[0])
+    target = parse_target(target_text(args.target, classes), x.shape[0])
     chunk = 16
     parts = []
     own_bar = _method_name(args.method) in _OWN_BAR
@@ -431,7 +434,8 @@ def _explain(args: argparse.Namespace) -> int:
         "fs": fs,
         "target": args.target or "predicted",
         "input_shape": list(arr.shape),
-        "channels": meta.get("channels"),
+        "channels": channels,
+        "class_names": classes,
         "bands": args.bands,
     }
     save: dict[str, Any] = {
@@ -463,11 +467,13 @@ def _explain(args: argparse.Namespace) -> int:
     png_dir = os.path.join(args.out, "png")
     os.makedirs(png_dir, exist_ok=True)
     n_plot = min(args.plots, arr.shape[0])
-    full = dataclasses.replace(first, values=torch.from_numpy(values))  # all samples, for plotting
+    full = dataclasses.replace(
+        first, values=torch.from_numpy(values), info=named_info(first.info, channels, classes)
+    )
     if n_plot:
         report.section("Samples")
     for j in range(n_plot):
-        figs = _sample_figures(arr, full, j, fs, os.path.join(args.out, f"sample{j}"), meta.get("channels"))
+        figs = _sample_figures(arr, full, j, fs, os.path.join(args.out, f"sample{j}"), channels)
         embedded: list[tuple[str, Any]] = []  # (caption, saved path or PNG bytes)
         for cap, fig in figs:
             if isinstance(fig, str):
@@ -478,7 +484,7 @@ def _explain(args: argparse.Namespace) -> int:
             with open(path, "wb") as fh:
                 fh.write(data)
             embedded.append((cap, data))
-        tgt = int(targets[j]) if targets.size else args.target
+        tgt = class_label(int(targets[j]), classes) if targets.size else args.target
         report.sample(f"sample {j}", target=tgt, metrics={"score": float(scores[j])}, figures=embedded)
     html_path = report.save(os.path.join(args.out, "report.html"))
     if not args.quiet:

@@ -294,6 +294,11 @@ def test_path_mismatch_is_an_error():
     x = make_input("signal", batch=1).abs()
     with pytest.raises(ModelCallError, match="another path"):
         DeepLift(model, baseline=0.0).explain(x, 0)
+    # one row per call: the reference of the second sample took the branch, the first did not
+    x = torch.stack([x[0], -x[0]])
+    x0 = -x
+    with pytest.raises(ModelCallError, match="another path"):
+        DeepLift(model, baseline=x0, batch_size=1).explain(x, 0)
 
 
 # --------------------------------------------------------------------------- side effects

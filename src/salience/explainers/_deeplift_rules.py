@@ -198,6 +198,7 @@ class References:
         self.index: torch.Tensor | None = None  # the positions of the running model call's rows
         self.calls: dict[nn.Module, int] = {}  # calls of each module in the running model call
         self.store: dict[tuple[nn.Module, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.written: dict[tuple[nn.Module, int], torch.Tensor] = {}  # rows recorded, per call
         self.busy = False  # a rule is running (its own torch calls are not the model's)
 
     def tag(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -217,10 +218,12 @@ class References:
             return y
         if key not in self.store:
             n = self.n_points
-            self.store[key] = (x.new_zeros((n, *x.shape[1:])), y.new_zeros((n, *y.shape[1:])))
+            self.store[key] = (x.new_empty((n, *x.shape[1:])), y.new_empty((n, *y.shape[1:])))
+            self.written[key] = torch.zeros(n, dtype=torch.bool, device=index.device)
         x0, y0 = self.store[key]
         x0[index] = x.detach().to(x0.dtype)
         y0[index] = y.detach().to(y0.dtype)
+        self.written[key][index] = True
         return y
 
     def _lookup(
@@ -233,6 +236,7 @@ class References:
             or self.index is None
             or found[0].shape[1:] != x.shape[1:]
             or found[1].shape[1:] != y.shape[1:]
+            or not bool(self.written[(module, k)][self.index].all())  # a sample's path differed
         ):
             raise ModelCallError(
                 f"{current_caller()}: the model took another path on the input than on the baseline "
@@ -248,7 +252,7 @@ class References:
         try:
             dx, dy = x.detach() - x0, y.detach() - y0
             small = dx.abs() < self.eps
-            m = dy / torch.where(small, torch.ones_like(dx), dx)
+            m = dy / dx.masked_fill(small, 1.0)
             if bool(small.any()):
                 m = torch.where(small, _derivative(module, x), m)
         finally:
@@ -264,7 +268,7 @@ class References:
             top = torch.maximum(yd, y0)
             dx = xd - x0
             small = dx.abs() < self.eps
-            safe = torch.where(small, torch.ones_like(dx), dx)
+            safe = dx.masked_fill(small, 1.0)
         finally:
             self.busy = False
 

@@ -71,9 +71,10 @@ class DeepLift(Explainer):
     gradient, which is their exact multiplier. The attributions then sum to ``f(x) - f(x0)``
     (``Attribution.delta`` is the gap, zero up to rounding when every nonlinearity is covered).
 
-    Two passes of B rows each: the baselines, recording the covered modules' activations, then
-    the inputs with the rules. Rows are matched by position, so every ``batch_size`` (1
-    included) gives the same result. The rules are installed by hooks that exist only inside the
+    Two passes of B rows each: the baselines (forward only), recording the covered modules'
+    inputs and outputs, then the inputs with the rules. Rows are matched by position, so every
+    ``batch_size`` (1 included) gives the same result; the recorded activations of all B rows
+    are kept until the call ends. The rules are installed by hooks that exist only inside the
     call and act only in its thread; the model is never modified. Nonlinearities no rule reaches
     (functional calls such as ``torch.relu`` or ``F.max_pool2d``, ``nn.Softmax``,
     ``nn.LayerNorm``, attention) keep their plain gradient and a

@@ -163,9 +163,10 @@ def faithfulness_correlation(
         """Rows ``start..stop``: their subsets are drawn here, in row order (bounded memory)."""
         bar.update(stop - start)
         s = torch.arange(start, stop, device=space.device) // n_runs
-        idx = torch.rand((stop - start, n_units), generator=gen, device=gen.device).argsort(-1)[
-            :, :subset_size
-        ]
+        # the subset_size smallest of one torch.rand(n_units) per row: the set argsort()[:k] picks,
+        # found by topk (~5x faster than a full sort of 4096 units)
+        draws = torch.rand((stop - start, n_units), generator=gen, device=gen.device)
+        idx = torch.topk(draws, subset_size, dim=-1, largest=False, sorted=False).indices
         idx = idx.to(space.device)
         sums[start:stop] = flat[s].gather(1, idx).sum(-1)
         removed = torch.zeros((stop - start, n_units), dtype=torch.bool, device=space.device)

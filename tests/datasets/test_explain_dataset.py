@@ -18,6 +18,7 @@ zarr = pytest.importorskip("zarr")
 
 from dataset_helpers import Items, synthetic, tiny_model  # noqa: E402
 
+from salience.datasets._sources import as_source  # noqa: E402
 from salience.datasets._store import StoreError  # noqa: E402
 from salience.datasets.explain import explain_dataset  # noqa: E402
 from salience.errors import ParameterError, SalienceError, TargetError  # noqa: E402
@@ -99,6 +100,7 @@ def test_every_kind_of_data(kind, reference, data, tmp_path):
     elif kind == "npy":
         np.save(tmp_path / "x.npy", x)
         src = (np.load(tmp_path / "x.npy", mmap_mode="r"), y)
+        assert as_source(src).path == str(tmp_path / "x.npy")  # read by path, not through the map
     elif kind == "zarr":
         src = (zarr.create_array(tmp_path / "x.zarr", data=x, chunks=(50, 2, 16)), y)
     else:
@@ -229,15 +231,16 @@ def test_sigkill_then_resume(reference, data, tmp_path, writes):
     script = _KILLED.format(src=os.path.join(here, "..", "..", "src"), tests=here, out=out)
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a loaded machine takes long to import torch
         written = 0
         while time.monotonic() < deadline and proc.poll() is None:
             if os.path.exists(os.path.join(out, "written", "c")):
                 written = len(os.listdir(os.path.join(out, "written", "c")))
                 if written >= 2:
                     break
-            time.sleep(0.02)
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed"
+        assert written >= 2, "no chunk was written in time"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:

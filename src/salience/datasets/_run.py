@@ -17,6 +17,8 @@ from torch import nn
 from ..errors import ParameterError, TargetError
 from ._sources import Batch, _slice
 
+#: attributes that change what is shown, not what is computed (left out of the fingerprint)
+DISPLAY = frozenset({"progress", "verbose"})
 #: seeds are 63-bit (a torch generator takes up to 64 bits; numpy's SeedSequence any size)
 SEED_BITS = 63
 
@@ -103,7 +105,11 @@ def describe(obj: Any, depth: int = 0) -> Any:
         return f"{getattr(obj, '__module__', '')}.{obj.__qualname__}"
     name = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if depth < 6 and hasattr(obj, "__dict__"):
-        params = {k: describe(v, depth + 1) for k, v in vars(obj).items() if not k.startswith("_")}
+        params = {
+            k: describe(v, depth + 1)
+            for k, v in vars(obj).items()
+            if not k.startswith("_") and k not in DISPLAY
+        }
         return {"type": name, "params": params}
     return {"type": name}
 
@@ -227,7 +233,8 @@ def explain_chunk(
         parts = [get(a) for a in results]
         if any(p is None for p in parts):
             return None
-        return torch.cat([p.detach() for p in parts]).cpu().numpy()
+        out = torch.cat([p.detach() for p in parts]).cpu()
+        return (out.to(torch.float32) if out.dtype == torch.bfloat16 else out).numpy()
 
     arrays: dict[str, np.ndarray] = {"values": np.concatenate([a.numpy() for a in results])}
     scores = stack(lambda a: a.scores)

@@ -789,3 +789,19 @@ def test_sequential_with_in_place_first_layer(make):
         warnings.simplefilter("ignore")
         make(model).explain(x, target=1)
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("method", ["Gradient", "IG"])
+def test_batchnorm_left_training_inside_an_eval_model_keeps_its_statistics(method: str):
+    """A BatchNorm left in training mode inside a model in eval mode updates its running
+    statistics on every forward; explaining restores them (and num_batches_tracked)."""
+    model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8, 2))
+    model.eval()
+    model[1].train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 2, 10)
+    expl = sl.Gradient(model) if method == "Gradient" else sl.IntegratedGradients(model, n_steps=4)
+    expl.explain(x, 0)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model[1].training and not model.training

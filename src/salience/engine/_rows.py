@@ -87,8 +87,9 @@ def state_kept(model: Any) -> Iterator[None]:
     """Around one model call: a module in training mode gets its buffers (BatchNorm running
     statistics, ``num_batches_tracked``) and the global RNGs its dropout draws from restored
     afterwards, so explaining never changes the model or the caller's random streams. Nothing
-    happens for modules in eval mode or plain callables."""
-    if not (isinstance(model, nn.Module) and model.training):
+    happens when every module is in eval mode, or for plain callables. A submodule left in
+    training mode inside a model in eval mode (a BatchNorm the user forgot) counts too."""
+    if not (isinstance(model, nn.Module) and any(m.training for m in model.modules())):
         yield
         return
     saved = [(b, b.detach().clone()) for b in model.buffers()]

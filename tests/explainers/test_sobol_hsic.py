@@ -376,3 +376,60 @@ def test_zero_width_is_the_kernels_limit():
         Const().eval(), grid_size=4, nb_design=16, generator=_gen(), progress=False
     ).explain(x, 0)
     assert torch.equal(attr.values, torch.zeros_like(attr.values))
+
+
+@pytest.mark.parametrize(
+    "shape, layout, grid",
+    [
+        ((2, 3, 20), "b c t", {"t": 3}),
+        ((2, 3, 8, 9), "b c h w", {"h": 3, "w": 3}),
+        ((2, 3, 4, 6, 7), "b c t h w", {"c": 3, "t": 2, "h": 4, "w": 5}),
+    ],
+)
+def test_modulate_is_the_mask_product(shape, layout, grid):
+    """Rows are built by broadcasting cell values over blocks (unequal blocks included): the
+    same as multiplying by the nearest-neighbour masks (TensorFlow's half-pixel nearest)."""
+    x = torch.randn(shape, dtype=torch.float64, generator=_gen())
+    g = Grid(x, Layout(layout), grid)
+    cells = torch.rand((5, *g.mask_shape), dtype=torch.float64, generator=_gen(2))
+    masks = g.expand(cells)
+    full = cells
+    for name, k in grid.items():  # the reference: torch's "nearest-exact" index rule, axis by axis
+        ax = Layout(layout).axes(name)[0]
+        size = shape[ax]
+        idx = [min(int((i + 0.5) * k / size), k - 1) for i in range(size)]
+        full = full.index_select(ax, torch.tensor(idx))
+    torch.testing.assert_close(masks, full, rtol=0, atol=0)
+    torch.testing.assert_close(g.modulate(x[1], cells), x[1] * masks, rtol=0, atol=0)
+
+
+def test_mask_reading_substrate():
+    """A substrate that reads the mask (Interpolate) is handed the full-resolution masks."""
+    from salience.masking import Interpolate, fill
+
+    seen = []
+
+    class Record(nn.Module):
+        def forward(self, rows):
+            seen.append(rows.clone())
+            return rows.flatten(1).sum(1, keepdim=True)
+
+    x = make_input("signal", 1)
+    layout = Layout("b c t")
+    g = Grid(x, layout, {"t": 4})
+
+    def make():
+        return SobolAttributionMethod(
+            Record().eval(),
+            grid_size={"t": 4},
+            nb_design=2,
+            perturbation=Interpolate(),
+            generator=_gen(),
+            progress=False,
+        )
+
+    make().explain(x, 0)
+    design = make().design(x, g)
+    masks = g.expand(design.reshape(-1, *g.mask_shape))
+    expected = torch.cat([fill(x, m[None], Interpolate(), layout) for m in masks])
+    torch.testing.assert_close(torch.cat(seen[:-1]), expected)

@@ -102,6 +102,29 @@ class Grid:
             out = out.index_select(dim, src.clamp_max(n_cells - 1).to(out.device))
         return out
 
+    def modulate(self, q: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """``q * M`` for one sample ``q`` (*S) and each mask ``M`` of cell values (K, *mask_shape)
+        upsampled as :meth:`expand` does, shape (K, *S), without building the masks: an axis
+        whose length is a multiple of its cell count is split into (cells, cell length) and the
+        cell values broadcast over the second part."""
+        k = cells.shape[0]
+        q_shape: list[int] = []
+        c_shape: list[int] = []
+        for i, name in enumerate(self.layout.names[1:]):
+            size, n_cells = self.sizes[name], self.mask_shape[i]
+            if n_cells in (1, size):
+                q_shape.append(size)
+                c_shape.append(n_cells)
+            elif size % n_cells == 0:
+                q_shape += [n_cells, size // n_cells]
+                c_shape += [n_cells, 1]
+            else:  # cell lengths differ: the cell values are expanded along this axis only
+                src = ((torch.arange(size, dtype=torch.float64) + 0.5) * (n_cells / size)).floor().long()
+                cells = cells.index_select(1 + i, src.clamp_max(n_cells - 1).to(cells.device))
+                q_shape.append(size)
+                c_shape.append(size)
+        return (q.reshape(q_shape) * cells.reshape(k, *c_shape)).reshape(k, *q.shape)
+
     def upsample(self, maps: torch.Tensor) -> torch.Tensor:
         """Maps (B, *mask_shape) -> the input's size along the gridded axes by cubic convolution
         (Keys, a = -0.75, half-pixel centres, edges replicated: OpenCV's ``INTER_CUBIC``, which
@@ -200,28 +223,40 @@ def check_perturbation(perturbation: Any, sigma: Any) -> tuple[str | Substrate, 
 
 
 class Perturbation:
-    """Rows ``perturb(x[b], M)`` for given samples and masks (1 = keep):
+    """Rows ``perturb(x[b], M)`` for one sample and many cell masks (1 = keep):
 
     - ``"inpainting"``: ``x * M`` (Xplique: zero baseline);
     - ``"blurring"``: ``x * M + (1 - M) * BoxBlur(sigma)(x)``;
     - ``"amplitude"``: ``x * (M - 0.5) * sigma`` (what Xplique's code computes; its docstring
       writes ``x + (M - 0.5) * sigma``);
     - a substrate: ``x * M + (1 - M) * substrate(x)``.
+
+    Each is ``p + M * q`` for per-sample tensors ``p`` and ``q``, so the rows are built by
+    broadcasting the cell values over blocks of ``q`` (:meth:`Grid.modulate`) without
+    materialising full-resolution masks; a substrate that reads the mask gets the masks.
     """
 
     def __init__(self, x: torch.Tensor, layout: Layout, kind: str | Substrate, sigma: float | None) -> None:
-        self.x, self.sigma = x, sigma
-        self.amplitude = kind == "amplitude"
-        if not self.amplitude:
-            sub: Any = (
-                0.0 if kind == "inpainting" else BoxBlur(int(sigma or 10)) if kind == "blurring" else kind
-            )
-            self.filler = Filler(x, sub, layout)
+        self.p: torch.Tensor | None = None
+        self.q = x
+        self.filler: Filler | None = None
+        if kind == "amplitude":
+            scale = float(sigma if sigma is not None else 1.0)
+            self.p, self.q = x * (-0.5 * scale), x * scale
+        elif kind != "inpainting":
+            sub: Any = BoxBlur(int(sigma or 10)) if kind == "blurring" else kind
+            filler = Filler(x, sub, layout)
+            if filler.base is None:  # a substrate that reads the mask
+                self.filler = filler
+            elif filler.const != 0.0:
+                self.p, self.q = filler.base, filler.diff
 
-    def __call__(self, index: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        if self.amplitude:
-            return self.x[index] * (masks.to(self.x.dtype) - 0.5) * float(self.sigma or 1.0)
-        return self.filler(index, masks.to(self.x.dtype))
+    def rows(self, b: int, cells: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """The rows of sample ``b`` under cell values (K, *mask_shape): shape (K, *S)."""
+        if self.filler is not None:
+            return self.filler(b, grid.expand(cells))
+        out = grid.modulate(self.q[b], cells)
+        return out if self.p is None else out.add_(self.p[b])
 
 
 def sobol_points(
@@ -276,9 +311,12 @@ def design_scores(
     bar = progress_bar(x.shape[0] * n_rows, desc, progress)
 
     def rows(start: int, stop: int) -> torch.Tensor:
-        r = torch.arange(start, stop, device=x.device)
+        parts = []
+        for b in range(start // n_rows, (stop - 1) // n_rows + 1):  # a sample's rows are consecutive
+            k0, k1 = max(start, b * n_rows) - b * n_rows, min(stop, (b + 1) * n_rows) - b * n_rows
+            parts.append(perturb.rows(b, cells[k0:k1], grid))
         bar.update(stop - start)
-        return perturb(r // n_rows, grid.expand(cells[r % n_rows]))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     with bar:
         return score.values(rows, n=n_rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
@@ -9,13 +10,55 @@ import torch
 from .._progress import progress_bar
 from .._validation import check_bool
 from ..engine import Explainer, OutputLike, Parts, ScoreFunction
-from ..errors import ParameterError
+from ..errors import ParameterError, current_caller
 from ..layout import LayoutLike
-from ..masking import Filler, Masker, SlidingWindow, SubstrateLike
+from ..masking import Filler, Masker, MaskPlan, SlidingWindow, SubstrateLike
+from ..masking.groups import Groups, GroupsLike, as_groups
 from ..masking.maskers import AxisSizes
 from ._perturbation import block_size, check_masker, check_substrate, masked_scores
 
 __all__ = ["Occlusion"]
+
+
+class _GroupMasker(Masker):
+    """One mask per group of a grouping: 0 on the group's elements, 1 elsewhere (occlusion of
+    feature groups, e.g. ``Occlusion(model, groups=...)``). Deterministic; the grouping must be
+    shared by every sample (per-sample groupings: :class:`~salience.FeatureAblation`).
+
+    Parameters
+    ----------
+    groups : Groups or integer Tensor
+    """
+
+    def __init__(self, groups: Any) -> None:
+        self.groups = as_groups(groups)
+
+    def __repr__(self) -> str:
+        return f"_GroupMasker({self.groups!r})"
+
+    def plan(
+        self,
+        shape: Sequence[int],
+        layout: LayoutLike,
+        n: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> MaskPlan:
+        gids = self.groups.resolve(shape, layout)
+        if gids.ids.shape[0] != 1:
+            raise ParameterError(
+                f"{current_caller()}: the groups {self.groups!r} give one grouping per sample; a masker "
+                "needs one grouping shared by every sample (FeatureAblation takes per-sample groups)."
+            )
+        ids = gids.ids[0].to(device)
+
+        def render(a: int, z: int) -> torch.Tensor:
+            k = torch.arange(a, z, device=device).reshape(-1, *([1] * ids.ndim))
+            return (ids.unsqueeze(0) != k).to(dtype)
+
+        return MaskPlan(gids.n_groups, gids.shape, render)
 
 
 class Occlusion(Explainer):
@@ -36,10 +79,17 @@ class Occlusion(Explainer):
         to every spatial axis. Axes not named are occluded as a whole (all channels at once unless
         ``"c"`` is named).
     stride : int or dict of str to int, optional
-        Default: the window (disjoint windows tiling the input).
+        Default: the window (disjoint windows tiling the input). Captum's ``Occlusion``
+        defaults to a stride of 1 (every window position); pass ``stride=1`` for its maps.
     masker : Masker, optional
         Instead of ``window``/``stride``: any deterministic masker, e.g. ``Segments(12)`` or
         ``Segments(boundaries=[...])`` for long series (beats, sleep epochs).
+    groups : Groups or integer Tensor, optional
+        Instead of ``window``/``stride``/``masker``: occlude each feature group of a grouping
+        (:mod:`salience.masking.groups`: time segments, channels, patches, superpixels,
+        frequency bands or components inside :class:`~salience.InDomain`), shared by every
+        sample. With a grouping every element lies in one group, so the map equals (up to rounding)
+        :class:`~salience.FeatureAblation`'s with the same groups and substrate.
     substrate : str, float or Substrate, default 0.0
         What occluded values become (``"zeros"``, ``"mean"``, ``"blur"``, ``"interpolate"``, ...).
     progress : bool, default True
@@ -71,6 +121,7 @@ class Occlusion(Explainer):
         window: AxisSizes | None = None,
         stride: AxisSizes | None = None,
         masker: Masker | None = None,
+        groups: GroupsLike = None,
         substrate: SubstrateLike = 0.0,
         progress: bool = True,
         batch_size: int | None = None,
@@ -78,9 +129,17 @@ class Occlusion(Explainer):
         output: OutputLike = None,
     ) -> None:
         super().__init__(model, batch_size=batch_size, layout=layout, output=output)
-        if masker is None:
+        self.groups: Groups | None = None
+        if groups is not None:
+            if window is not None or stride is not None or masker is not None:
+                raise ParameterError(f"{self.name}: pass groups=... alone, without window/stride/masker.")
+            self.groups = as_groups(groups)
+            masker = _GroupMasker(self.groups)
+        elif masker is None:
             if window is None:
-                raise ParameterError(f"{self.name} needs window=... (e.g. {{'t': 25}}) or masker=... .")
+                raise ParameterError(
+                    f"{self.name} needs window=... (e.g. {{'t': 25}}), masker=... or groups=... ."
+                )
         else:
             masker = check_masker(masker)
             if window is not None or stride is not None:

@@ -94,11 +94,14 @@ class Groups(NamedInit):
         return f"{type(self).__name__}()"
 
 
+_INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def _check_ids(ids: Any, name: str = "groups") -> torch.Tensor:
     owner = current_caller()
     if isinstance(ids, np.ndarray):
         ids = torch.from_numpy(ids)
-    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in _INTEGER:
         got = f"a {ids.dtype} tensor" if isinstance(ids, torch.Tensor) else type(ids).__name__
         raise ParameterError(
             f"The {name!r} parameter of {owner} must be an integer tensor of group ids (0 .. G-1) "
@@ -145,7 +148,9 @@ class GroupMask(Groups):
         ids = self.ids
         if ids.ndim == len(shape):
             ids = ids.unsqueeze(0)
-        if ids.ndim != len(shape) + 1 or any(m not in (1, s) for m, s in zip(ids.shape[1:], shape, strict=True)):
+        if ids.ndim != len(shape) + 1 or any(
+            m not in (1, s) for m, s in zip(ids.shape[1:], shape, strict=True)
+        ):
             raise ShapeError(
                 f"{current_caller()}: group ids of shape {tuple(self.ids.shape)} do not broadcast to "
                 f"samples of shape {shape} (layout {as_layout(layout)}); give one id per element, "
@@ -187,7 +192,9 @@ def element_groups() -> Groups:
 class _Axis(Groups):
     def __init__(self, axis: str, size: int) -> None:
         if not isinstance(axis, str):
-            raise ParameterError(f"The 'axis' parameter of {current_caller()} must be an axis name. Got {axis!r}.")
+            raise ParameterError(
+                f"The 'axis' parameter of {current_caller()} must be an axis name. Got {axis!r}."
+            )
         self.axis = axis
         self.size = check_int(size, "size", low=1)
 
@@ -206,7 +213,10 @@ class _Axis(Groups):
         ids = torch.arange(n) // self.size
         view = [1] * (len(names) + 1)
         view[names.index(self.axis) + 1] = n
-        labels = [str(i) if self.size == 1 else f"{i * self.size}-{min(n, (i + 1) * self.size) - 1}" for i in range(int(ids.max()) + 1)]
+        labels = [
+            str(i) if self.size == 1 else f"{i * self.size}-{min(n, (i + 1) * self.size) - 1}"
+            for i in range(int(ids.max()) + 1)
+        ]
         return GroupIds(ids.reshape(view), int(ids.max()) + 1, [f"{self.axis}{v}" for v in labels])
 
 
@@ -361,7 +371,12 @@ def cross_groups(first: Groups, second: Groups) -> Groups:
 
 class _Bands(Groups):
     def __init__(
-        self, freqs: torch.Tensor, table: dict[str, tuple[float, float]], axis: str, other: bool, nyquist: float
+        self,
+        freqs: torch.Tensor,
+        table: dict[str, tuple[float, float]],
+        axis: str,
+        other: bool,
+        nyquist: float,
     ) -> None:
         self.freqs, self.table, self.axis, self.other, self.nyquist = freqs, table, axis, other, nyquist
 

@@ -331,3 +331,18 @@ def test_optional_modules_imported_lazily():
                 f"{path.name}: {n}" for n in names if n.split(".")[0] in ("zarr", "xarray", "dask", "ray")
             ]
     assert found == []
+
+
+def test_mne_epochs(tmp_path):
+    mne = pytest.importorskip("mne")
+    x, y = synthetic(90)
+    info = mne.create_info(["Fz", "Cz"], sfreq=64.0, ch_types="eeg", verbose=False)
+    events = np.stack([np.arange(90) * 100, np.zeros(90, int), y], axis=1)
+    epochs = mne.EpochsArray(x, info, events=events, verbose=False)
+    ig = IntegratedGradients(tiny_model(), n_steps=8)
+    path = explain_dataset(ig, epochs, tmp_path / "s.zarr", targets="label", batch_size=32, progress=False)
+    got = _arrays(path)
+    ref = ig.explain(torch.from_numpy(epochs.get_data()), torch.from_numpy(y))
+    np.testing.assert_array_equal(got["values"], ref.numpy())
+    np.testing.assert_array_equal(got["label"], y)
+    assert dict(zarr.open_group(path, mode="r").attrs)["salience"]["channel_names"] == ["Fz", "Cz"]

@@ -74,6 +74,8 @@ class Source:
     """A sized sequence of ``n`` samples of shape ``sample_shape``, read chunk by chunk."""
 
     n: int
+    #: the channel names the data carry (MNE epochs), recorded unless the caller gives some
+    channel_names: list[str] | None = None
     #: whether chunk k can be read without reading chunks 0..k-1
     random_access: bool = True
 
@@ -169,6 +171,22 @@ class DatasetSource(Source):
 
         collate = self.collate_fn or default_collate
         return parse_items(collate([self.dataset[i] for i in range(start, stop)]))
+
+
+class EpochsSource(Source):
+    """MNE ``Epochs`` (or ``EpochsArray``): chunks read with ``get_data(item=...)`` (epochs that
+    are not preloaded are read from disk chunk by chunk), the event codes ``events[:, 2]`` as
+    labels, the channel names recorded in the store."""
+
+    def __init__(self, epochs: Any) -> None:
+        self.epochs = epochs
+        self.n = len(epochs)
+        self.channel_names = [str(c) for c in epochs.ch_names]
+
+    def read(self, start: int, stop: int) -> Batch:
+        x = np.asarray(self.epochs.get_data(item=np.arange(start, stop)))
+        labels = torch.as_tensor(np.asarray(self.epochs.events[start:stop, 2]))
+        return Batch(torch.from_numpy(np.ascontiguousarray(x)), labels)
 
 
 class LoaderSource(Source):
@@ -295,10 +313,13 @@ def as_source(data: Any) -> Source:
         return ArraySource(data, path=_npy_path(data))
     if isinstance(data, torch.Tensor):
         return ArraySource(data.detach().cpu().numpy())
+    if type(data).__module__.startswith("mne.") and hasattr(data, "get_data") and hasattr(data, "events"):
+        return EpochsSource(data)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         return DatasetSource(data)
     raise ParameterError(
         "explain_dataset: 'data' must be a torch Dataset or DataLoader, a numpy array (or a "
-        "memory-mapped .npy, or its path), a Zarr array (or its path) or an (array, labels) pair; "
+        "memory-mapped .npy, or its path), a Zarr array (or its path), MNE Epochs or an (array, "
+        "labels) pair; "
         f"got {type(data).__name__}."
     )

@@ -87,8 +87,9 @@ def explain_dataset(
         The samples, of shape (N, *S): a map-style torch ``Dataset`` or a ``DataLoader`` in a fixed
         order (items ``x``, ``(x, label)``, ``(x, label, forward_kwargs)`` or a dict with ``"x"``,
         ``"label"`` and per-sample forward inputs under other keys), a numpy array or a
-        memory-mapped ``.npy`` (or its path), a Zarr array (or its path), or a pair of an array
-        and its labels of shape (N,).
+        memory-mapped ``.npy`` (or its path), a Zarr array (or its path), MNE ``Epochs`` (read
+        chunk by chunk with ``get_data``; the event codes ``events[:, 2]`` are the labels, the
+        channel names are recorded), or a pair of an array and its labels of shape (N,).
     out : str or path
         The store's directory (Zarr v3).
     targets : None, "label", int, array of shape (N,) or Target
@@ -156,6 +157,7 @@ def explain_dataset(
     if source.n == 0:
         raise ParameterError("explain_dataset: 'data' holds no samples.")
     targets = _check_targets(targets, source.n)
+    channel_names = source.channel_names if channel_names is None else channel_names
     stochastic = bool(explainer.is_stochastic)
     if seed is not None:
         seed = check_int(seed, "seed", "explain_dataset", low=0, high=(1 << SEED_BITS) - 1)

@@ -12,7 +12,7 @@ import torch
 from mne_fixtures import NAMES, SFREQ, epochs, fitted_ica, hook_wired, model, need_mne
 
 import salience as sl
-from salience.mne import from_mne, labels
+from salience.mne import from_mne, labels, windows
 from salience.viz.topomap import plot_topomap
 
 mne = need_mne()
@@ -69,7 +69,7 @@ def test_evoked_and_windowed_raw():
     raw = mne.io.RawArray(np.concatenate(list(ep.get_data()), axis=1), ep.info, verbose="error")
     with pytest.raises(sl.InputError, match="windows"):
         sl.Gradient(net).explain(raw, 0)
-    w = sl.Gradient(net).explain(sl.mne.windows(raw, length=2.0, step=1.0), 0)
+    w = sl.Gradient(net).explain(windows(raw, length=2.0, step=1.0), 0)
     assert w.values.shape == (7, len(NAMES), 200) and w.sfreq == SFREQ
 
 

@@ -76,6 +76,10 @@ def test_domain_coordinates(tmp_path):
     np.testing.assert_allclose(e.explain(torch.from_numpy(x[:3])).to_xarray().coords["f"], ds.coords["f"])
     per_band = importance(tmp_path / "f.zarr", "f")
     assert per_band.dims == ("f",) and per_band.coords["f"].values[1] == 8.0
+    mass = importance(tmp_path / "f.zarr", "f", bands={"low": (0, 20), "high": (20, 65)})
+    direct = np.abs(ds["values"].values).mean(axis=(0, 1))
+    np.testing.assert_allclose(mass.values, [direct[:3].sum(), direct[3:].sum()], rtol=1e-12)
+    assert mass.coords["band"].values.tolist() == ["low", "high"]
 
 
 def test_incomplete_store_warns(tmp_path):

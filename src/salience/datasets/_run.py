@@ -191,7 +191,10 @@ def _meta(a: Any) -> dict[str, Any]:
             found = a.domain.coordinates()
         except Exception:  # coordinates are a plotting aid; a domain that cannot give them has none
             found = {}
-        coords = {str(k): np.asarray(torch.as_tensor(v).detach().cpu()) for k, v in found.items()}
+        for k, v in found.items():
+            arr = np.asarray(v.detach().cpu()) if isinstance(v, torch.Tensor) else np.asarray(v)
+            if arr.dtype.kind in "biuf":  # numeric coordinates become arrays of the store
+                coords[str(k)] = arr
     target = a.target
     return {
         "layout": str(a.layout),

@@ -101,7 +101,13 @@ def class_means(path: str | os.PathLike[str], *, by: str = "target", absolute: b
     return xr.DataArray(data, dims=["class", *axes], coords=coords, name="mean_abs" if absolute else "mean")
 
 
-def importance(path: str | os.PathLike[str], axis: str = "c", *, by: str | None = None) -> Any:
+def importance(
+    path: str | os.PathLike[str],
+    axis: str = "c",
+    *,
+    by: str | None = None,
+    bands: Mapping[str, tuple[float, float]] | None = None,
+) -> Any:
     """Mean ``|attribution|`` per coordinate of ``axis``, averaged over samples and every other
     axis: per channel (``"c"``), per frequency or band (``"f"``), per scale, per component.
 
@@ -113,10 +119,15 @@ def importance(path: str | os.PathLike[str], axis: str = "c", *, by: str | None 
         An axis of the store's layout (``open_attributions(path).values.dims[1:]``).
     by : {"target", "label"}, optional
         One row per class instead of one over the dataset.
+    bands : mapping of str to (low, high), optional
+        Named ranges of the axis's coordinates (e.g. ``{"alpha": (8, 13)}`` on a frequency axis
+        ``"f"``): the result has one entry per band, the sum over the coordinates in
+        ``[low, high)`` (the attribution mass of the band).
 
     Returns
     -------
     xarray.DataArray of dims (axis,) or ("class", axis)
+        With ``bands``, the dim is ``"band"``.
     """
     from .read import xarray_module
 
@@ -137,6 +148,16 @@ def importance(path: str | os.PathLike[str], axis: str = "c", *, by: str | None 
         raise StoreError(f"{os.fspath(path)!r} has no written chunk to summarise.")
     xr = xarray_module()
     coords = {k: v for k, v in _coords(group, doc, axes).items() if k == axis}
+    if bands is not None:
+        if axis not in coords or isinstance(coords[axis], list):
+            raise ParameterError(
+                f"'bands' needs numeric coordinates on the axis {axis!r}; the store has none."
+            )
+        values = np.asarray(coords[axis], dtype=np.float64)
+        sel = {name: (values >= lo) & (values < hi) for name, (lo, hi) in bands.items()}
+        sums = {c: np.array([v[m].sum() for m in sel.values()]) for c, v in sums.items()}
+        coords = {"band": list(sel)}
+        axis = "band"
     if by is None:
         return xr.DataArray(sums[0] / counts[0], dims=[axis], coords=coords, name="mean_abs")
     classes = sorted(sums)

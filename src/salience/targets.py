@@ -496,6 +496,11 @@ def as_target(target: TargetLike) -> Target:
         return target
     if isinstance(target, bool):
         raise TargetError(f"target must be an int class index, not a bool. Got {target!r}.")
+    if isinstance(target, str) or (isinstance(target, Sequence) and target and isinstance(target[0], str)):
+        raise TargetError(  # explain(..., class_names=[...]) turns names into indices first
+            f"target {target!r} names a class: pass class_names=[...] to explain() (or explain "
+            "mne.Epochs, whose event names are the class names), or give the class index."
+        )
     if isinstance(target, (Integral, torch.Tensor, np.ndarray)) or (
         isinstance(target, Sequence) and not isinstance(target, (str, bytes))
     ):

@@ -112,6 +112,9 @@ def test_named_targets():
         named_target("up", names)
     with pytest.raises(sl.TargetError, match="class_names"):
         named_target("left", None)
+    for name in ("left", ["left", "rest"]):  # the one coercion point says how to name classes
+        with pytest.raises(sl.TargetError, match=r"names a class: pass class_names=\[\.\.\.\]"):
+            sl.as_target(name)
 
 
 def test_names_are_checked_against_the_channels():

@@ -20,6 +20,7 @@ from ._demo_parts import (
     _explain_all,
     _fourier,
     _fourier_title,
+    _grid_cell,
     _ica,
     _image_grid_options,
     _localisation,
@@ -34,6 +35,7 @@ __all__ = ["DemoOptions", "run_demo"]
 
 def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str, Any]]:
     from .. import viz
+    from ..viz.report import completeness_metrics
 
     model = task.model
     n_eval = 8 if opts.quick else 24
@@ -126,9 +128,10 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
         row_titles=titles,
         fs=task.fs,
         channel_names=names,
+        cell_size=_grid_cell(len(attrs), image=False),
     )
     rep.figure(sink.png(fig, f"{slug}_grid"), _GRID_CAPTION)
-    fig = viz._mpl.new_figure((12, 3.6))
+    fig = viz._mpl.new_figure((11, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     viz.plot_curves(curves_del, kind="deletion", ax=ax1, ylabel="target probability")
     viz.plot_curves(curves_ins, kind="insertion", ax=ax2, ylabel="target probability")
@@ -207,6 +210,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
                 "rank accuracy (IG)": float(rra[j]),
             }
         metrics["p(target)"] = float(prob[j, y[j]])
+        metrics.update(completeness_metrics(attrs[best], j))
         rep.sample(
             f"{task.name} test #{int(idx[j])}",
             prediction=task.classes[int(pred[j])],
@@ -220,6 +224,7 @@ def _signal_task(task: _data.Task, opts: DemoOptions, sink: _Sink, bar: Progress
 
 def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str, Any]]:
     from .. import viz
+    from ..viz.report import completeness_metrics
 
     task = _data.efficientnet_images()
     model, x, y = task.model, task.x_test, task.y_test
@@ -258,7 +263,11 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
         for i, (p, k) in enumerate(zip(task.notes["photos"], y, strict=True))
     ]
     fig = viz.plot_grid(
-        x, {k: a.values for k, a in attrs.items()}, row_titles=titles, **_image_grid_options(attrs)
+        x,
+        {k: a.values for k, a in attrs.items()},
+        row_titles=titles,
+        cell_size=_grid_cell(len(attrs) + 1, image=True),
+        **_image_grid_options(attrs),
     )
     rep.figure(
         sink.png(fig, "images_grid"),
@@ -279,6 +288,7 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
             photo,
             prediction=f"{task.classes[int(y[j])]} ({float(prob[j, y[j]]):.1%})",
             target="predicted class",
+            metrics=completeness_metrics(attrs["Integrated Gradients"], j),
             figures=[("Integrated Gradients overlay", sink.png(ax, f"images_{photo}_ig"))],
         )
     bar.step()

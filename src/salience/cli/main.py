@@ -375,6 +375,7 @@ def _explain(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
+    from ..viz.report import completeness_metrics, completeness_summary
 
     if args.plots < 0:
         raise CLIError(f"--plots must be >= 0. Got {args.plots}.")
@@ -459,6 +460,9 @@ def _explain(args: argparse.Namespace) -> int:
         "Run", f"method {first.method}, domain {args.domain}, {arr.shape[0]} samples of shape {arr.shape[1:]}"
     )
     report.table([{"key": k, "value": "" if v is None else v} for k, v in metadata.items()])
+    gaps = dataclasses.replace(first, values=torch.from_numpy(values), delta=_delta(save))
+    if gaps.delta is not None:  # IG's completeness gap, per sample below
+        report.text(cast(str, completeness_summary(gaps)))
     if bands is not None:
         report.section(
             "Bands", "attribution summed per frequency band (mean over samples, summed over channels)"
@@ -471,7 +475,7 @@ def _explain(args: argparse.Namespace) -> int:
         first, values=torch.from_numpy(values), info=named_info(first.info, channels, classes)
     )
     if n_plot:
-        report.section("Samples")
+        report.section(f"Samples: {first.method}")
     for j in range(n_plot):
         figs = _sample_figures(arr, full, j, fs, os.path.join(args.out, f"sample{j}"), channels)
         embedded: list[tuple[str, Any]] = []  # (caption, saved path or PNG bytes)
@@ -479,18 +483,26 @@ def _explain(args: argparse.Namespace) -> int:
             if isinstance(fig, str):
                 embedded.append((cap, fig))
                 continue
-            data = viz._mpl.to_png(fig if hasattr(fig, "savefig") else fig.figure, 90)
+            data = viz._mpl.to_png(fig if hasattr(fig, "savefig") else fig.figure, report.dpi)
             path = os.path.join(png_dir, f"sample{j}_{len(embedded)}.png")
             with open(path, "wb") as fh:
                 fh.write(data)
             embedded.append((cap, data))
         tgt = class_label(int(targets[j]), classes) if targets.size else args.target
-        report.sample(f"sample {j}", target=tgt, metrics={"score": float(scores[j])}, figures=embedded)
+        metrics = {"score": float(scores[j]), **completeness_metrics(gaps, j)}
+        report.sample(f"sample {j}", target=tgt, metrics=metrics, figures=embedded)
     html_path = report.save(os.path.join(args.out, "report.html"))
     if not args.quiet:
         print(f"attributions {values.shape} -> {npz}")
     print(f"report: {os.path.abspath(html_path)}")
     return 0
+
+
+def _delta(save: dict[str, Any]) -> Any:
+    """Every sample's completeness gap as a tensor, or None (methods without one)."""
+    import torch
+
+    return torch.from_numpy(save["delta"]) if "delta" in save else None
 
 
 def _all_rows(first: Any, values: np.ndarray) -> Any:

@@ -173,10 +173,40 @@ def plot_attribution(
         ax.set_yticklabels(rows, **_mpl.PLAIN)
     ax.set_ylabel(names[0], **_mpl.PLAIN)
     ax.set_xlabel("time (s)" if seconds else " x ".join(names[1:]), **_mpl.PLAIN)
+    wavelet = _wavelet_bands(domain, names, v.shape[1], fs)
+    if wavelet is not None:  # a wavelet's bands: named by level and frequency range
+        ax.set_xticks(range(v.shape[1]))
+        ax.set_xticklabels(wavelet, fontsize=8, **_mpl.PLAIN)
+        ax.set_xlabel("wavelet band: level" + (", frequency range" if fs else ""))
     what = f"attribution over ({', '.join(names)})"
     ax.set_title(f"{title}\n{what}" if title else what, fontsize=10, **_mpl.PLAIN)
     _mpl.scale_colorbar(ax, sc)
     return ax
+
+
+def _wavelet_bands(domain: Any, names: tuple[str, ...], n: int, fs: float | None) -> list[str] | None:
+    """Labels of a wavelet domain's reported bands ``[A_L, D_1, ..., D_L]`` (``"A3"``, ``"D1"``),
+    with the frequency range each covers when ``fs`` is known (``D_j``: fs/2^(j+1) to fs/2^j,
+    ``A_L``: 0 to fs/2^(L+1)); None for other domains and layouts."""
+    from ..domains.wavelet import Wavelet
+
+    if not isinstance(domain, Wavelet) or names[-1:] != ("band",) or n != domain.levels + 1:
+        return None
+    levels = domain.levels
+
+    def hz(v: float) -> str:
+        return f"{v:.3g}"
+
+    out = []
+    for i in range(n):
+        level = levels if i == 0 else i
+        name = f"{'A' if i == 0 else 'D'}{level}"
+        if fs:
+            low = 0.0 if i == 0 else fs / 2 ** (level + 1)
+            high = fs / 2 ** (level + 1) if i == 0 else fs / 2**level
+            name += f"\n{hz(low)}-{hz(high)} Hz"
+        out.append(name)
+    return out
 
 
 def _component_traces(domain: Any, xs: np.ndarray, index: int, K: int) -> np.ndarray | None:

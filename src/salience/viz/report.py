@@ -14,7 +14,10 @@ from .._validation import check_int
 from ..errors import ParameterError
 from . import _mpl
 
-__all__ = ["Report"]
+__all__ = ["Report", "completeness_metrics", "completeness_summary"]
+
+#: the smallest text height, in CSS pixels, a report lets a figure's text shrink to
+MIN_TEXT_PX = 9.0
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;
@@ -26,7 +29,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 td:first-child,th:first-child{text-align:left}
 figure.salience-figure{display:inline-block;margin:.4em .6em .8em 0;vertical-align:top;max-width:100%;
 overflow-x:auto}
-figure.salience-figure img{max-width:100%;border:1px solid #eee;cursor:zoom-in}
+figure.salience-figure img{display:block;max-width:100%;height:auto;outline:1px solid #eee;cursor:zoom-in}
 figure.salience-figure img:focus{max-width:none;cursor:zoom-out;outline:2px solid #8ab}
 figcaption{font-size:.85em;color:#444;max-width:60em}
 .sample{border-left:4px solid #8ab;padding-left:1em;margin:1.2em 0}
@@ -99,6 +102,46 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def completeness_metrics(attribution: Any, index: int) -> dict[str, float]:
+    """The completeness gap of sample ``index`` of an attribution that has one (``delta``: IG
+    and the domain IGs), as report metrics; ``{}`` when it has none.
+
+    ``delta`` is ``sum(values) - (f(x) - f(x'))``; the relative gap divides it by
+    ``|f(x) - f(x')|`` (``sum(values) - delta``), the change the attributions account for.
+
+    Examples
+    --------
+    >>> import torch, salience as sl
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3), torch.nn.Tanh())
+    >>> attr = sl.IntegratedGradients(model, n_steps=32).explain(torch.ones(2, 2, 4), target=0)
+    >>> sorted(completeness_metrics(attr, 0))
+    ['IG completeness gap', 'IG relative gap']
+    """
+    delta = getattr(attribution, "delta", None)
+    if delta is None:
+        return {}
+    d = float(delta.reshape(-1)[index])
+    change = float(attribution.values[index].sum()) - d  # f(x) - f(x')
+    rel = abs(d) / abs(change) if change != 0 else float("inf") if d else 0.0
+    return {"IG completeness gap": d, "IG relative gap": rel}
+
+
+def completeness_summary(attribution: Any) -> str | None:
+    """One sentence on the completeness gaps of every sample of an attribution with ``delta``
+    (largest and median relative gap); None without ``delta``."""
+    delta = getattr(attribution, "delta", None)
+    if delta is None:
+        return None
+    n = int(delta.reshape(-1).shape[0])
+    rel = sorted(completeness_metrics(attribution, i)["IG relative gap"] for i in range(n))
+    worst = max(range(n), key=lambda i: abs(float(delta.reshape(-1)[i])))
+    return (
+        f"Completeness: sum(attributions) - (f(x) - f(x')) is at most {_fmt(rel[-1])} of "
+        f"|f(x) - f(x')| (median {_fmt(rel[n // 2])}, {n} samples; largest absolute gap "
+        f"{_fmt(float(delta.reshape(-1)[worst]))}, sample {worst}). More steps shrink it."
+    )
+
+
 class Report:
     """Collect text, tables and figures, then write one HTML file with everything embedded.
 
@@ -115,7 +158,13 @@ class Report:
     title : str
         The page title.
     dpi : int
-        Resolution used for matplotlib figures, in [1, 2400].
+        Resolution used for matplotlib figures, in [1, 2400]. At the default, 100, one image
+        pixel is one CSS pixel at natural size.
+    min_text_px : float
+        The smallest text height, in CSS pixels, a figure's text may have as displayed. A
+        figure whose smallest text is known (matplotlib figures, and PNGs written by the CLI
+        and the demo, which record it) is never shrunk below that: narrower pages scroll it
+        sideways instead of making its labels illegible. Default 9.
 
     Examples
     --------
@@ -126,9 +175,21 @@ class Report:
     >>> report.save("report.html")  # doctest: +SKIP
     """
 
-    def __init__(self, title: str = "salience report", *, dpi: int = 90) -> None:
+    def __init__(
+        self, title: str = "salience report", *, dpi: int = _mpl.DPI, min_text_px: float = MIN_TEXT_PX
+    ) -> None:
         self.title = _check_text(title, "title", "Report")
         self.dpi = check_int(dpi, "dpi", "Report", low=1, high=2400)
+        if (
+            isinstance(min_text_px, bool)
+            or not isinstance(min_text_px, (int, float))
+            or not 0 <= min_text_px < 1000
+        ):
+            raise ParameterError(
+                "The 'min_text_px' parameter of Report must be a number of CSS pixels in [0, 1000). "
+                f"Got {min_text_px!r} instead."
+            )
+        self.min_text_px = float(min_text_px)
         self._blocks: list[str] = []
         self._toc: list[tuple[str, str]] = []
         self.n_figures = 0
@@ -205,7 +266,8 @@ class Report:
         cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
         # tabindex: clicking focuses the image, and the :focus rule shows it at full size
         self._blocks.append(
-            f'<figure class="salience-figure"><img src="{_e(uri)}" alt="{_e(alt)}" tabindex="0">{cap}</figure>'
+            f'<figure class="salience-figure"><img src="{_e(uri)}" alt="{_e(alt)}" tabindex="0"'
+            f"{self._legible(data)}>{cap}</figure>"
         )
         self.n_figures += 1
         return self
@@ -279,7 +341,9 @@ class Report:
             "blue pushes it down, white is zero; maps without negative values use a sequential "
             "map from white (zero) to dark red. Each map has its own colour scale; how it is "
             "scaled (symmetric, magnitude, min-max, clipping, smoothing) is stated in the figure "
-            "or its caption. Click a figure to see it at full size.</p>"
+            "or its caption. Figures are never shrunk below the size at which their smallest "
+            f"text is {self.min_text_px:g} px tall (wider ones scroll sideways); click a figure to "
+            "see it at full size.</p>"
             f"{toc}{''.join(self._blocks)}</body></html>\n"
         )
 
@@ -320,6 +384,18 @@ class Report:
         return path
 
     # -- helpers ---------------------------------------------------------------------------
+    def _legible(self, data: bytes) -> str:
+        """The <img> attributes that keep a PNG's smallest recorded text at least
+        ``min_text_px`` CSS pixels tall: ``min-width`` = natural width x min_text_px / text px
+        (the image scrolls sideways rather than shrink below it; a figure whose text is
+        smaller than that at natural size is enlarged). Nothing for other images."""
+        text_px = _mpl.png_text_px(data)
+        if text_px is None or len(data) < 24:
+            return ""
+        width = int.from_bytes(data[16:20], "big")  # IHDR: the image's natural width in pixels
+        least = math.ceil(width * self.min_text_px / text_px)
+        return f' data-text-px="{text_px:g}" style="min-width:{least}px"'
+
     def _image_bytes(self, fig: Any, mime: Any) -> tuple[bytes, str]:
         """The image bytes of ``fig`` and their MIME type, checked against ``mime``."""
         if mime is not None and mime not in MIME_TYPES:

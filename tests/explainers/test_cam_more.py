@@ -189,22 +189,23 @@ def test_fullgrad_completeness(kind):
     assert attr.info["layers"] == ("0", "1", "3", "4")
 
 
-def _fullgrad_reference(model, x, t, normalize):
-    """Input term and conv/BN bias terms by autograd, post-processed as the paper (or peer) does."""
+def _fullgrad_reference(model, x, t, normalize, layers=(0, 1, 3, 4)):
+    """Input term and conv/BN bias terms by autograd, post-processed as the paper (or peer)
+    does: each channel interpolated to the input, then summed."""
     outs = {}
 
     def keep(i):
         def hook(_m, _inp, out):
             outs[i] = out
-            return out.clone()  # the in-place ReLU after "4" must not overwrite it
+            return out.clone()  # an in-place ReLU after the layer must not overwrite it
 
         return hook
 
-    handles = [model[i].register_forward_hook(keep(i)) for i in (0, 1, 3, 4)]
+    handles = [model[i].register_forward_hook(keep(i)) for i in layers]
     xr = x.clone().requires_grad_(True)
     try:
         score = model(xr)[torch.arange(len(t)), t].sum()
-        grads = torch.autograd.grad(score, [xr, *(outs[i] for i in (0, 1, 3, 4))])
+        grads = torch.autograd.grad(score, [xr, *(outs[i] for i in layers)])
     finally:
         for h in handles:
             h.remove()
@@ -216,15 +217,16 @@ def _fullgrad_reference(model, x, t, normalize):
         return m.bias.detach()
 
     terms = [grads[0] * x] + [
-        g * bias(i).reshape(1, -1, *([1] * (g.ndim - 2)))
-        for g, i in zip(grads[1:], (0, 1, 3, 4), strict=True)
+        g * bias(i).reshape(1, -1, *([1] * (g.ndim - 2))) for g, i in zip(grads[1:], layers, strict=True)
     ]
     total = 0
     for term in terms:
         term = term.abs()
         dims = tuple(range(2, term.ndim)) if normalize == "channel" else tuple(range(1, term.ndim))
         lo, hi = term.amin(dims, keepdim=True), term.amax(dims, keepdim=True)
-        total = total + torch.where(hi > lo, (term - lo) / (hi - lo).clamp_min(1e-300), 0.0).sum(1)
+        term = torch.where(hi > lo, (term - lo) / (hi - lo).clamp_min(1e-300), 0.0)
+        channels = [_up(term[:, c], x.shape[2:])[:, 0] for c in range(term.shape[1])]
+        total = total + torch.stack(channels, 1).sum(1)
     return total
 
 
@@ -234,6 +236,32 @@ def test_fullgrad_equals_the_reference(kind, normalize):
     model, x = bn_cnn(DIMS[kind]), make_input(kind, batch=3)
     mine = FullGrad(model, normalize=normalize).explain(x, TARGET).values[:, 0]
     torch.testing.assert_close(mine, _fullgrad_reference(model, x, TARGET, normalize), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("normalize", ["channel", "layer"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fullgrad_interpolates_terms_of_lower_resolution(kind, normalize):
+    d = DIMS[kind]
+    conv, bn = getattr(nn, f"Conv{d}d"), getattr(nn, f"BatchNorm{d}d")
+    pool, gap = getattr(nn, f"MaxPool{d}d"), getattr(nn, f"AdaptiveAvgPool{d}d")
+    model = nn.Sequential(
+        conv(3, 5, 3, padding=1),
+        bn(5),
+        nn.ReLU(),
+        pool(2),
+        conv(5, 4, 3, padding=1),
+        nn.ReLU(),
+        gap(1),
+        nn.Flatten(),
+        nn.Linear(4, 4),
+    )
+    model[1].running_mean.normal_()
+    model = model.double().eval()
+    x = make_input(kind, batch=3)
+    mine = FullGrad(model, normalize=normalize).explain(x, TARGET)
+    expected = _fullgrad_reference(model, x, TARGET, normalize, layers=(0, 1, 4))
+    torch.testing.assert_close(mine.values[:, 0], expected, rtol=1e-9, atol=1e-10)
+    assert mine.info["layers"] == ("0", "1", "4")
 
 
 def test_fullgrad_channels_last_layout():

@@ -123,10 +123,11 @@ class AblationCAM(LayerExplainer):
                     f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}. Pick a "
                     "convolutional layer (salience.layers(model, x) lists them)."
                 )
-            channels = current["channels"]
-            out = out.clone()
-            out[torch.arange(out.shape[0], device=out.device), channels.to(out.device)] = self.value
-            return out
+            # a new tensor (never written in place: the output may be shared, e.g. by a residual
+            # branch), made in one pass: channel `channels[r]` of row r replaced by `value`
+            hit = current["channels"].to(out.device)[:, None] == torch.arange(k, device=out.device)
+            shape = (*hit.shape, *([1] * (out.ndim - 2)))
+            return torch.where(hit.reshape(shape), torch.tensor(self.value, dtype=out.dtype), out)
 
         @contextmanager
         def ablating(_model: Any) -> Iterator[None]:

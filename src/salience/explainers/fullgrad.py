@@ -16,7 +16,7 @@ from ..engine import Explainer, OutputLike, Parts, ScoreFunction
 from ..engine._hooks import own_thread
 from ..errors import CompositionError, LayerError, ShapeError
 from ..layout import Layout, LayoutLike
-from ._cam_base import _INTERPOLATION, _safe_div, _to_layout
+from ._cam_base import _INTERPOLATION, _to_layout
 
 __all__ = ["FullGrad"]
 
@@ -32,8 +32,9 @@ class FullGrad(Explainer):
     normalisation, whose bias is ``beta - mean * gamma / sqrt(var + eps)`` with its running
     statistics (the paper's code and pytorch-grad-cam do the same). Each term is post-processed
     (``psi``): its absolute value (``absolute``), min-max scaling (``normalize``), linear,
-    bilinear or trilinear interpolation to the input's spatial size (``align_corners=False``),
-    then summed over its channels; the map is the sum of all terms. One forward and backward
+    bilinear or trilinear interpolation to the input's spatial size (``align_corners=False``;
+    applied to the sum over the term's channels, which by linearity is the sum of the
+    interpolated channels); the map is the sum of all terms. One forward and backward
     pass of B rows gives every gradient (hooks on the biased layers exist only during it).
 
     The bias terms without positions (``nn.Linear`` layers, and any layer whose output has not
@@ -173,17 +174,20 @@ class FullGrad(Explainer):
         )
 
     def _post(self, term: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-        """psi: (B, K, *a) -> (B, 1, *sizes): abs, min-max scaling, interpolation, channel sum."""
+        """psi: (B, K, *a) -> (B, 1, *sizes): abs, min-max scaling, channel sum, interpolation
+        (linear, so summing the channels first gives the sum of the interpolated channels)."""
         if self.absolute:
             term = term.abs()
         if self.normalize is not None:
             flat = term.flatten(2) if self.normalize == "channel" else term.flatten(1).unsqueeze(1)
             lo = flat.amin(-1, keepdim=True)
-            flat = _safe_div(flat - lo, (flat.amax(-1, keepdim=True) - lo).expand_as(flat))
-            term = flat.reshape(term.shape)
+            span = flat.amax(-1, keepdim=True) - lo
+            scale = torch.where(span > 0, 1 / torch.where(span > 0, span, 1), 0)  # 0 for a constant map
+            term = ((flat - lo) * scale).reshape(term.shape)
+        term = term.sum(1, keepdim=True)
         if tuple(term.shape[2:]) != sizes:
             term = F.interpolate(term, size=sizes, mode=_INTERPOLATION[len(sizes) - 1], align_corners=False)
-        return term.sum(1, keepdim=True)
+        return term
 
 
 def _has_bias(m: nn.Module) -> bool:

@@ -259,7 +259,7 @@ def _image_task(opts: DemoOptions, sink: _Sink, bar: Progress) -> list[dict[str,
         caption="evaluation (predicted class)",
     )
     titles = [
-        f"{p}: {task.classes[int(k)]} ({float(prob[i, k]):.0%})"
+        f"{p}\n{task.classes[int(k)]} ({float(prob[i, k]):.0%})"
         for i, (p, k) in enumerate(zip(task.notes["photos"], y, strict=True))
     ]
     fig = viz.plot_grid(

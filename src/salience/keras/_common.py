@@ -67,7 +67,7 @@ def channels_last(layer: Any, data_format: str | None) -> bool:
     if fmt not in ("channels_last", "channels_first"):
         fmt = data_format
     if fmt is None:
-        import keras
+        import keras  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         fmt = keras.config.image_data_format()
     return bool(fmt == "channels_last")

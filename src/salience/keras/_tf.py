@@ -23,7 +23,7 @@ from ._common import (
 )
 
 try:
-    import tensorflow as tf
+    import tensorflow as tf  # type: ignore[import-not-found,import-untyped,unused-ignore]
 except ImportError as err:  # pragma: no cover - exercised only without TensorFlow
     raise ImportError(
         "salience.keras.wrap needs TensorFlow for a model that is not a Keras model of the torch "
@@ -193,10 +193,10 @@ def _model_class(model: Any) -> Any:
     """The functional-model class of ``model``'s Keras (Keras 3 or tf_keras)."""
     module = type(model).__module__.split(".")[0]
     if module == "tf_keras":
-        import tf_keras
+        import tf_keras  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         return tf_keras.Model
-    import keras
+    import keras  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     return keras.Model
 
@@ -223,8 +223,8 @@ class TFModel(nn.Module):
             raise TypeError(f"salience.keras.wrap needs a callable model; got {type(model).__name__}.")
         object.__setattr__(self, "_keras_model", model)  # not a torch submodule
         self.graph = bool(graph)
-        inputs = getattr(model, "inputs", None)
-        outputs = getattr(model, "outputs", None)
+        inputs: Any = getattr(model, "inputs", None)
+        outputs: Any = getattr(model, "outputs", None)
         self._functional = bool(inputs) and bool(outputs) and len(inputs) == 1
         self._layers: dict[str, Any] = {}
         self._head: tuple[str, Any] | None = None
@@ -264,7 +264,7 @@ class TFModel(nn.Module):
 
     def _logits(self, h: Any) -> Any:
         """The pre-activation output of the model's last layer from that layer's input."""
-        layer = self._head[1] if self._head is not None else None
+        layer: Any = self._head[1] if self._head is not None else None
         if type(layer).__name__ != "Dense":
             return h
         z = tf.tensordot(h, tf.convert_to_tensor(layer.kernel), axes=[[h.shape.rank - 1], [0]])

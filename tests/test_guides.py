@@ -158,6 +158,8 @@ def test_page_python_blocks_run_in_order(page, tmp_path, monkeypatch):
     code_all = "\n".join(code for _, code, _ in found)
     if "sklearn" in code_all:
         pytest.importorskip("sklearn")
+    if "import mne" in code_all:
+        pytest.importorskip("mne")
     ns = CONTEXTS.get(page, dict)()
     ns["__name__"] = "__docs_" + re.sub(r"\W", "_", page) + "__"
     monkeypatch.chdir(tmp_path)

@@ -111,11 +111,6 @@ def test_every_cam_runs_on_the_last_map_over_time(net, cls):
     assert bool(torch.isfinite(a.values).all())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine's default-layer rule looks for outputs with the input's 3 axes; braindecode's "
-    "2-D convolutions give (B, K, T', 1) maps, so there is no default CAM layer yet (issue #16)",
-)
 def test_default_cam_layer_is_the_last_map_over_time(net):
     name, model = net
     a = sl.GradCAM(model).explain(X, 0)

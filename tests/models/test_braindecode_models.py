@@ -66,8 +66,8 @@ def test_chunking_changes_nothing(conformer):
 def test_default_cam_layer_is_not_a_token_sequence(conformer):
     """Its (B, 7, 40) patch embedding is tokens x features made by einops' Rearrange (no token
     module); it has the shape of the transformer's tokens, so it is not read as 7 channels x 40
-    time steps, and with no spatial layer before the tokens there is no default."""
+    time steps; the default is the last map over time before them, the projection's
+    (B, K, T', 1) convolution."""
     table = {row.name: row for row in sl.layers(conformer, X[:1])}
     assert not table["patch_embedding"].default
-    with pytest.raises(sl.LayerError, match="no default layer"):
-        sl.GradCAM(conformer).explain(X, 0)
+    assert sl.GradCAM(conformer).explain(X, 0).layer == "patch_embedding.projection.0"

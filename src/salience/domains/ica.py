@@ -231,6 +231,17 @@ class ICA(Domain):
         d._set(a, w, m)
         return d
 
+    @classmethod
+    def from_mne(
+        cls, ica: Any, *, units: Any = None, axis: str = "c", layout: LayoutLike | None = None
+    ) -> ICA:
+        """The domain of a fitted ``mne.preprocessing.ICA``: MNE's sources (``get_sources``) and
+        back projection (``apply``), its PCA whitening included; see
+        :func:`salience.mne.ica_domain` (``units``: those of the explained tensors)."""
+        from ..mne import ica_domain
+
+        return ica_domain(ica, units=units, axis=axis, layout=layout)
+
     def _set(self, mixing: torch.Tensor, unmixing: torch.Tensor, mean: torch.Tensor) -> None:
         self.mixing_ = mixing
         self.components_ = unmixing

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._inputs import as_input, named_target, with_names
 from .._validation import check_batch_size, check_input, non_finite
 from ..attribution import Attribution
 from ..errors import NamedInit, NumericalError, ParameterError, ShapeError, TrainingModeWarning, caller, warn
@@ -131,16 +132,22 @@ class Explainer(NamedInit):
         *,
         forward_args: Sequence[Any] = (),
         forward_kwargs: Mapping[str, Any] | None = None,
+        channel_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> Attribution:
         """Explain ``target`` at ``x``.
 
         Parameters
         ----------
-        x : Tensor of shape (N, C, T), (N, C, H, W) or (N, C, T, H, W)
-            Floating-point, finite, channels-first; not modified.
-        target : int, sequence of ints, Tensor of shape (N,), Target, callable or None
+        x : Tensor of shape (N, C, T), (N, C, H, W) or (N, C, T, H, W), or MNE data
+            Floating-point, finite, channels-first; not modified. ``mne.Epochs``/``EpochsArray``
+            and ``mne.Evoked`` are converted by :func:`salience.mne.from_mne` (data channels,
+            MNE's SI units, the model's dtype); their channel names, ``sfreq``, montage and
+            event names go into the result's ``info``.
+        target : int, sequence of ints, Tensor of shape (N,), Target, callable, class name(s) or None
             What to explain; None explains the predicted class (or the single output of a model
-            with one output per sample), recorded in the result.
+            with one output per sample), recorded in the result. A str (or one str per sample)
+            is a class name, looked up in ``class_names``.
         forward_args : sequence, optional
             Extra positional inputs of every model call, after ``x``'s rows: ``model(rows, *forward_args)``.
         forward_kwargs : dict, optional
@@ -149,6 +156,12 @@ class Explainer(NamedInit):
             inside lists, tuples and dicts): each model call receives the entries of the samples
             its rows belong to, whatever the chunking (IG steps, noise draws, masks). Wrap a
             tensor in :func:`salience.engine.shared` to pass it to every call unchanged.
+        channel_names : sequence of str, optional
+            One name per channel (the layout's ``"c"`` axis), recorded in ``info`` for the plots
+            (overrides an MNE object's).
+        class_names : sequence of str, optional
+            The model's classes in output order: recorded in ``info`` and used to read a
+            target given by name (default for ``mne.Epochs``: the event names by code).
 
         Returns
         -------
@@ -158,9 +171,16 @@ class Explainer(NamedInit):
             # gradients cannot be recorded in inference mode: switch it off for the call
             # (check_input then explains a normal copy of an inference tensor)
             with torch.inference_mode(False):
-                return self.explain(x, target, forward_args=forward_args, forward_kwargs=forward_kwargs)
+                return self.explain(
+                    x,
+                    target,
+                    forward_args=forward_args,
+                    forward_kwargs=forward_kwargs,
+                    channel_names=channel_names,
+                    class_names=class_names,
+                )
         with caller(self.name):
-            return self._explain(x, target, forward_args, forward_kwargs)
+            return self._explain(x, target, forward_args, forward_kwargs, channel_names, class_names)
 
     def _explain(
         self,
@@ -168,10 +188,15 @@ class Explainer(NamedInit):
         target: TargetLike,
         forward_args: Sequence[Any] = (),
         forward_kwargs: Mapping[str, Any] | None = None,
+        channel_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> Attribution:
         owner = self.name
+        x, meta = as_input(x, self.model)  # an MNE object: its tensor and metadata
         x = check_input(x, owner)
         layout = Layout.infer(x, self.layout)
+        meta = with_names(meta, x, layout, channel_names, class_names)
+        target = named_target(target, meta.get("class_names"))
         model = unwrap(self.model)  # the network inside torch.compile / DataParallel
         if isinstance(model, nn.Module) and model.training:
             warn(
@@ -217,7 +242,7 @@ class Explainer(NamedInit):
             domain=parts.domain,
             delta=None if parts.delta is None else parts.delta.detach(),
             layer=parts.layer,
-            info=parts.info,
+            info={**meta, **parts.info},
         )
 
     __call__ = explain

@@ -290,7 +290,7 @@ def _spatial(calls: Sequence[ModuleCall], ndim: int, n_rows: int) -> list[Module
         c
         for c in calls
         if c.shape is not None
-        and len(c.shape) == ndim
+        and (len(c.shape) == ndim or (len(c.shape) == ndim + 1 and 1 in c.shape[2:]))
         and c.shape[0] == n_rows
         and math.prod(c.shape[2:]) > 1
         and c.name not in token

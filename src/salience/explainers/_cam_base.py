@@ -345,6 +345,9 @@ class _Reading:
                 raise LayerError(f"{owner}: reshape must return a tensor; got {type(t).__name__}.")
         elif reshape == "tokens" or (reshape == "auto" and self._is_tokens(t)):
             t = self._tokens(t, reshape == "auto")
+        elif reshape == "auto" and t.ndim == 3 + len(self.sizes) and 1 in t.shape[2:]:
+            # a 2-D convolution's map of a signal (braindecode: (B, K, T', 1) or (B, K, 1, T'))
+            t = t.squeeze(2 + list(t.shape[2:]).index(1))
         if t.ndim != 2 + len(self.sizes) + self.per_channel:
             raise LayerError(
                 f"{owner}: the target layer's output has shape {tuple(t.shape)}, but a map over the "

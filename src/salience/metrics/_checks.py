@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._inputs import as_input
 from .._validation import all_finite, check_input, check_int, non_finite
 from ..attribution import Attribution
 from ..engine import Explainer
@@ -112,10 +113,11 @@ def _check_data(t: torch.Tensor, name: str) -> None:
         )
 
 
-def check_x(x: Any) -> torch.Tensor:
+def check_x(x: Any, model: Any = None) -> torch.Tensor:
     """The explained input, as :func:`~salience._validation.check_input`, also without an empty
-    axis (a metric of a zero-length signal is undefined); returned detached."""
-    x = check_input(x)
+    axis (a metric of a zero-length signal is undefined); returned detached. An MNE object
+    becomes its data in ``model``'s dtype (:func:`salience.mne.from_mne`)."""
+    x = check_input(as_input(x, model)[0])
     if 0 in x.shape:
         raise ShapeError(
             f"{current_caller()} expects x to have at least one element along every axis. Got shape "

@@ -43,7 +43,7 @@ def prepare(
             f"function of a batch). Got {got} instead."
         )
     output = check_output(output, current_caller())
-    x = check_x(x)
+    x = check_x(x, model)
     lay = Layout.infer(x, layout)
     score = make_score(
         model,

@@ -281,7 +281,7 @@ def input_invariance(
         )
     atol = check_float(atol, "atol", low=0.0)
     rtol = check_float(rtol, "rtol", low=0.0)
-    x = check_x(x)
+    x = check_x(x, model)
     check_forward(forward_args, forward_kwargs, x.shape[0])
     shifted = shift_first_layer(model, shift)
     if attribution is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._inputs import is_mne, model_dtype
 from ..errors import ParameterError, caller
 from ._checks import check_explainer, check_forward, run_explainer
 from .base import Metric
@@ -247,6 +248,8 @@ def evaluate(
         The model the perturbation metrics evaluate (usually the explainers' model).
     data : Tensor x, tuple (x, y) or (x, y, mask), or an iterable of such batches
         ``y`` is the target (None: predicted class); ``mask`` the ground truth for localisation.
+        ``mne.Epochs`` give their data (:func:`salience.mne.from_mne`, the model's dtype) and,
+        with two or more event types, :func:`salience.mne.labels` as targets.
         A batch may end with a dict of its own extra keyword inputs of the model, ``(x, y,
         forward_kwargs)`` or ``(x, y, mask, forward_kwargs)`` (per-sample tensors such as an
         attention mask, with the batch's rows), merged with ``forward_kwargs``.
@@ -294,6 +297,11 @@ def evaluate(
     values: dict[tuple[int, int], list[torch.Tensor]] = {
         (i, j): [] for i in range(len(ex)) for j in range(len(ms))
     }
+    if is_mne(data):  # mne.Epochs: its data in the model's dtype, its event classes as targets
+        from ..mne import from_mne, labels
+
+        x_mne, meta = from_mne(data, dtype=model_dtype(model))
+        data = (x_mne, labels(data)) if "class_names" in meta else x_mne
     in_memory = isinstance(data, torch.Tensor) or (
         isinstance(data, tuple) and bool(data) and isinstance(data[0], torch.Tensor)
     )

@@ -200,7 +200,7 @@ def model_randomisation(
             f"randomisation_layers(model)); {empty} hold none, so randomising them would change nothing."
         )
     gen = make_generator(generator)
-    x = check_x(x)
+    x = check_x(x, model)
     check_forward(forward_args, forward_kwargs, x.shape[0])  # errors name the metric
     if attribution is None:
         ref, explained = explain_with(explainer, x, target, forward_args, forward_kwargs)
@@ -271,7 +271,7 @@ def random_logit(
     similarity = _check_similarity(similarity)
     if n_classes is not None:
         n_classes = check_count(n_classes, "n_classes", low=2)
-    x = check_x(x)
+    x = check_x(x, getattr(explainer, "model", None))
     extras = check_forward(forward_args, forward_kwargs, x.shape[0])  # errors name the metric
     if attribution is None:
         ref, explained = explain_with(explainer, x, target, forward_args, forward_kwargs)

@@ -28,6 +28,7 @@ from .image import plot_grid, plot_image, scale_note
 from .report import Report
 from .spectrum import EEG_BANDS, band_sums, plot_bands, plot_components, plot_spectrum, plot_time_frequency
 from .timeseries import plot_signal, plot_signal_map
+from .topomap import plot_topomap, topomap_values
 from .video import plot_volume_slices, save_gif, video_frames
 
 __all__ = [
@@ -54,6 +55,8 @@ __all__ = [
     "band_sums",
     "plot_time_frequency",
     "plot_components",
+    "plot_topomap",
+    "topomap_values",
     "video_frames",
     "save_gif",
     "plot_volume_slices",

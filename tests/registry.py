@@ -71,13 +71,30 @@ CORE: list[Case] = [
 
 # Each family adds its cases in its own module (tests/cases_<family>.py) and one line here.
 from cases_cam import CAM  # noqa: E402
+from cases_cam_more import CAM_MORE  # noqa: E402
 from cases_classrel import CLASSREL  # noqa: E402
 from cases_domains import DOMAIN_CASES  # noqa: E402
+from cases_groups import GROUPS  # noqa: E402
 from cases_integration import INTEGRATION  # noqa: E402
+from cases_layer_sobol import LAYER, SOBOL_HSIC  # noqa: E402
 from cases_modbp import MODBP  # noqa: E402
 from cases_perturbation import PERTURBATION  # noqa: E402
+from cases_reference import REFERENCE  # noqa: E402
 
-EXPLAINERS: list[Case] = [*CORE, *CAM, *CLASSREL, *PERTURBATION, *DOMAIN_CASES, *MODBP, *INTEGRATION]
+EXPLAINERS: list[Case] = [
+    *CORE,
+    *CAM,
+    *CAM_MORE,
+    *CLASSREL,
+    *PERTURBATION,
+    *DOMAIN_CASES,
+    *MODBP,
+    *INTEGRATION,
+    *REFERENCE,
+    *LAYER,
+    *SOBOL_HSIC,
+    *GROUPS,
+]
 
 # Methods that need a transformer: the contract suite runs them on tests/transformer_models.py
 # (cases_attention.transformer_checks), not on the CNNs the EXPLAINERS cases are run on.

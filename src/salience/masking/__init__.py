@@ -6,7 +6,22 @@ Generating masks (:mod:`salience.masking.maskers`) and applying them (:func:`fil
 Occlusion and the deletion/insertion metrics. Masks hold values in [0, 1], 1 = keep.
 """
 
+from . import groups
 from .filling import Filler, fill
+from .groups import (
+    GroupMask,
+    Groups,
+    GroupsLike,
+    axis_groups,
+    band_groups,
+    channel_groups,
+    component_groups,
+    cross_groups,
+    element_groups,
+    patch_groups,
+    superpixel_groups,
+    time_segments,
+)
 from .maskers import GridMasker, Masker, MaskPlan, Segments, SlidingWindow
 from .substrates import (
     Blur,
@@ -37,4 +52,18 @@ __all__ = [
     "as_substrate",
     "fill",
     "Filler",
+    # feature groups (FeatureAblation, Shapley, KernelShap, Lime, Occlusion(groups=))
+    "groups",
+    "GroupMask",
+    "Groups",
+    "GroupsLike",
+    "axis_groups",
+    "band_groups",
+    "channel_groups",
+    "component_groups",
+    "cross_groups",
+    "element_groups",
+    "patch_groups",
+    "superpixel_groups",
+    "time_segments",
 ]

@@ -116,7 +116,16 @@ def check_output(s: Setup, kind: str) -> None:
             subject,
             f"expected one map per sample (batch axis {x.shape[0]}); found shape {tuple(v.shape)}.",
         )
-    if attr.domain is None:
+    if attr.domain is None and attr.info.get("space") == "layer":
+        # a layer attribution (LayerIntegratedGradients, ...): a map of the layer's output
+        layer_shape = tuple(attr.info.get("layer_shape", ()))
+        if tuple(v.shape[1:]) != layer_shape:
+            raise _fail(
+                name,
+                subject,
+                f"expected a map of the layer's output shape (B, *{layer_shape}); found {tuple(v.shape)}.",
+            )
+    elif attr.domain is None:
         try:
             torch.broadcast_shapes(v.shape, x.shape)
             ok = v.ndim == x.ndim

@@ -29,6 +29,8 @@ from ._io import (
     parse_target,
 )
 from ._names import add_name_options, class_label, load_names, named_info, target_text
+from .dataset_commands import COMMANDS as DATASET_COMMANDS
+from .dataset_commands import add_parsers as add_dataset_parsers
 
 #: --method names -> (salience class name, needs a layer)
 METHODS: dict[str, str] = {
@@ -134,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--device", default="cpu")
     max_data(la)
     common(la)
+    add_dataset_parsers(sub, common)
     return p
 
 
@@ -153,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             if args.quiet:
                 warnings.simplefilter("ignore")
-            return {"demo": _demo, "explain": _explain, "layers": _layers}[args.command](args)
+            return {"demo": _demo, "explain": _explain, "layers": _layers, **DATASET_COMMANDS}[args.command](
+                args
+            )
     except KeyboardInterrupt:
         print("salience: interrupted", file=sys.stderr)
         return 130

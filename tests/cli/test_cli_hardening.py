@@ -409,7 +409,7 @@ def test_whole_model_given_as_weights_is_refused_without_torch_warnings(f, capsy
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_torch_log_of_a_successful_load_is_shown_unless_quiet(f, monkeypatch, quiet):
-    io_module = importlib.import_module("salience.cli._io")
+    io_module = importlib.import_module("salience.cli._model_io")
     model = nn.Linear(2, 3)
 
     def load_logging(spec, device):

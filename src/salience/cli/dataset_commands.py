@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SalienceError
-from ._io import CLIError, load_data, load_model
+from ._io import CLIError, load_data
+from ._model_io import load_model
 
 __all__ = ["add_parsers", "COMMANDS", "main"]
 

@@ -34,7 +34,6 @@ DOMAINS: dict[str, str | None] = {
     "wavelet": "Wavelet",
     "ica": "ICA",
 }
-#: --method names that take --steps (IG steps, SmoothGrad samples, RISE masks)
 
 
 def _build_explainer(args: argparse.Namespace, model: Any) -> Any:

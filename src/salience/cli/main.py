@@ -27,36 +27,12 @@ from ._io import (
     parse_size,
     parse_target,
 )
-from ._methods import _NO_HOOKS, _OWN_BAR, _build_explainer, _method_name, _wrap_domain
+from ._methods import _NO_HOOKS, _OWN_BAR, DOMAINS, METHODS, _build_explainer, _method_name, _wrap_domain
 from ._model_io import load_model
 from ._names import add_name_options, class_label, load_names, named_info, target_text
 from .dataset_commands import COMMANDS as DATASET_COMMANDS
 from .dataset_commands import add_parsers as add_dataset_parsers
 
-#: --method names -> (salience class name, needs a layer)
-METHODS: dict[str, str] = {
-    "gradient": "Gradient",
-    "saliency": "Saliency",
-    "inputxgradient": "InputXGradient",
-    "ig": "IntegratedGradients",
-    "smoothgrad": "SmoothGrad",
-    "gradcam": "GradCAM",
-    "hirescam": "HiResCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "scorecam": "ScoreCAM",
-    "rise": "RISE",
-    "occlusion": "Occlusion",
-}
-#: --domain names -> salience domain class name (None: the input space)
-DOMAINS: dict[str, str | None] = {
-    "time": None,
-    "fourier": "Fourier",
-    "stft": "STFT",
-    "wavelet": "Wavelet",
-    "ica": "ICA",
-}
 #: --method names that take --steps (IG steps, SmoothGrad samples, RISE masks)
 STEPS = ("ig", "smoothgrad", "rise")
 #: --seed range: a torch generator takes 64 bits, FastICA (ICA domain, demo) 32

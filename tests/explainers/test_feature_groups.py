@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 import salience as sl
-from cases_groups import GROUPS
-from registry import EXPLAINERS
+
+from registry import EXPLAINERS  # isort: skip (first: it loads every case module, and those import from it)
+from cases_groups import GROUPS  # isort: skip
 from salience.errors import ParameterError, ShapeError
 from salience.explainers.ablation import FeatureAblation, FeaturePermutation
 from salience.explainers.shapley import ShapleyValueSampling

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import salience as sl
-from cases_layer_sobol import LAYER
-from registry import EXPLAINERS
+
+from registry import EXPLAINERS  # isort: skip (first: it loads every case module, and those import from it)
+from cases_layer_sobol import LAYER  # isort: skip
 from salience.errors import CompositionError, LayerError, ParameterError, ShapeError
 from salience.explainers.integrated_gradients import quadrature
 from salience.explainers.layer_attribution import (

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from scipy.stats import qmc
 from torch import nn
 
-from cases_layer_sobol import SOBOL_HSIC
-from registry import EXPLAINERS
+from registry import EXPLAINERS  # isort: skip (first: it loads every case module, and those import from it)
+from cases_layer_sobol import SOBOL_HSIC  # isort: skip
 from salience.errors import ParameterError
 from salience.explainers._gsa import BoxBlur, Grid, lhs_points
 from salience.explainers.hsic import HsicAttributionMethod

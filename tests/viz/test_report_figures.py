@@ -35,11 +35,11 @@ def test_completeness_metrics_are_the_gap_and_its_share_of_the_change():
     for i in range(3):
         got = completeness_metrics(attr, i)
         gap = float(attr.values[i].sum() - change[i])
-        assert got["IG completeness gap"] == pytest.approx(gap, abs=1e-12)
-        assert got["IG relative gap"] == pytest.approx(abs(gap) / abs(float(change[i])), rel=1e-9)
-        assert got["IG relative gap"] > 1e-6  # 4 steps: a visible gap
+        assert got["completeness gap"] == pytest.approx(gap, abs=1e-12)
+        assert got["relative completeness gap"] == pytest.approx(abs(gap) / abs(float(change[i])), rel=1e-9)
+        assert got["relative completeness gap"] > 1e-6  # 4 steps: a visible gap
     text = completeness_summary(attr)
-    worst = max(completeness_metrics(attr, i)["IG relative gap"] for i in range(3))
+    worst = max(completeness_metrics(attr, i)["relative completeness gap"] for i in range(3))
     assert text is not None and f"at most {viz.report._fmt(worst)}" in text and "3 samples" in text
     grad = sl.Gradient(model).explain(x, target=1)
     assert completeness_metrics(grad, 0) == {} and completeness_summary(grad) is None
@@ -76,8 +76,8 @@ def test_cli_report_shows_the_gap_per_sample(tmp_path, monkeypatch):
     assert main(["explain", "m.pt", "x.npy", "--method", "ig", "--steps", "4", "--out", "o", "--quiet"]) == 0
     html = (tmp_path / "o" / "report.html").read_text()
     delta = np.load(tmp_path / "o" / "attributions.npz")["delta"]
-    assert "Completeness: sum(attributions)" in html and html.count("IG relative gap") == 2
-    assert f"<b>IG completeness gap</b>: {viz.report._fmt(float(delta[0]))}" in html
+    assert "Completeness: sum(attributions)" in html and html.count("relative completeness gap") == 2
+    assert f"<b>completeness gap</b>: {viz.report._fmt(float(delta[0]))}" in html
     assert "Samples: IntegratedGradients" in html and 'data-text-px="' in html
     assert main(["explain", "m.pt", "x.npy", "--method", "gradient", "--out", "g", "--quiet"]) == 0
     assert "Completeness" not in (tmp_path / "g" / "report.html").read_text()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ParameterError, TargetError
+from ..errors import NotFittedError, ParameterError, TargetError, warn
 from ._sources import Batch, _slice
 
 #: attributes that change what is shown, not what is computed (left out of the fingerprint)
@@ -189,7 +189,8 @@ def _meta(a: Any) -> dict[str, Any]:
     if a.domain is not None and callable(getattr(a.domain, "coordinates", None)):
         try:
             found = a.domain.coordinates()
-        except Exception:  # coordinates are a plotting aid; a domain that cannot give them has none
+        except (NotFittedError, TypeError, ValueError) as err:  # a plotting aid: stored when given
+            warn(f"explain_dataset: the domain's coordinates are not stored ({type(err).__name__}: {err}).")
             found = {}
         for k, v in found.items():
             arr = np.asarray(v.detach().cpu()) if isinstance(v, torch.Tensor) else np.asarray(v)

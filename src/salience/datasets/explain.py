@@ -13,7 +13,7 @@ from .._validation import check_bool, check_int, check_option
 from ..errors import ParameterError
 from ._run import SEED_BITS, describe, explain_chunk
 from ._sources import Source, as_source
-from ._store import Store, zarr_module
+from ._store import Store, StoreError, zarr_module
 
 __all__ = ["explain_dataset"]
 
@@ -226,11 +226,13 @@ def _open(
 def _recorded_seed(out: Any) -> int | None:
     if not os.path.exists(out):
         return None
-    from ._store import zarr_module
 
     try:
         doc = dict(zarr_module().open_group(out, mode="r").attrs).get("salience") or {}
-    except Exception:
-        return None
+    except Exception as err:  # an unreadable path: say so here, not as "another explainer" later
+        raise StoreError(
+            f"explain_dataset: {os.fspath(out)!r} exists but is not a readable Zarr store "
+            f"({type(err).__name__}: {err}). Delete it, or pass resume=False."
+        ) from err
     found = doc.get("seed")
     return int(found) if found is not None else None

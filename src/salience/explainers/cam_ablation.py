@@ -127,7 +127,7 @@ class AblationCAM(LayerExplainer):
             # branch), made in one pass: channel `channels[r]` of row r replaced by `value`
             hit = current["channels"].to(out.device)[:, None] == torch.arange(k, device=out.device)
             shape = (*hit.shape, *([1] * (out.ndim - 2)))
-            return torch.where(hit.reshape(shape), torch.tensor(self.value, dtype=out.dtype), out)
+            return torch.where(hit.reshape(shape), out.new_tensor(self.value), out)
 
         @contextmanager
         def ablating(_model: Any) -> Iterator[None]:

@@ -22,9 +22,9 @@ __all__ = ["KernelShap", "Lime"]
 
 def _kernel_sizes(m: int, n: int, gen: torch.Generator) -> torch.Tensor:
     """Coalition sizes k in 1 .. m-1 drawn with p(k) proportional to (m-1) / (k (m-k))."""
-    k = torch.arange(1, m, dtype=torch.float64)
+    k = torch.arange(1, m, dtype=torch.float64, device=gen.device)  # on the generator's device
     p = (m - 1) / (k * (m - k))
-    return torch.multinomial(p, n, replacement=True, generator=gen) + 1
+    return (torch.multinomial(p, n, replacement=True, generator=gen) + 1).cpu()
 
 
 class KernelShap(Explainer):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import LayerError
+from ..errors import LayerError, ParameterError
 from ._common import (
     graph_layers,
     has_hooks,
@@ -220,7 +220,10 @@ class TFModel(nn.Module):
     def __init__(self, model: Any, *, data_format: str | None = None, graph: bool = True) -> None:
         super().__init__()
         if not callable(model):
-            raise TypeError(f"salience.keras.wrap needs a callable model; got {type(model).__name__}.")
+            raise ParameterError(
+                "The 'model' parameter of salience.keras.wrap must be a Keras model or a TensorFlow "
+                f"callable. Got {type(model).__name__} instead."
+            )
         object.__setattr__(self, "_keras_model", model)  # not a torch submodule
         self.graph = bool(graph)
         inputs: Any = getattr(model, "inputs", None)

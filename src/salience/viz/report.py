@@ -103,8 +103,8 @@ def _fmt(v: Any) -> str:
 
 
 def completeness_metrics(attribution: Any, index: int) -> dict[str, float]:
-    """The completeness gap of sample ``index`` of an attribution that has one (``delta``: IG
-    and the domain IGs), as report metrics; ``{}`` when it has none.
+    """The completeness gap of sample ``index`` of an attribution that has one (``delta``: IG,
+    the domain IGs, DeepLift, the layer attributions), as report metrics; ``{}`` when it has none.
 
     ``delta`` is ``sum(values) - (f(x) - f(x'))``; the relative gap divides it by
     ``|f(x) - f(x')|`` (``sum(values) - delta``), the change the attributions account for.
@@ -115,7 +115,7 @@ def completeness_metrics(attribution: Any, index: int) -> dict[str, float]:
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 3), torch.nn.Tanh())
     >>> attr = sl.IntegratedGradients(model, n_steps=32).explain(torch.ones(2, 2, 4), target=0)
     >>> sorted(completeness_metrics(attr, 0))
-    ['IG completeness gap', 'IG relative gap']
+    ['completeness gap', 'relative completeness gap']
     """
     delta = getattr(attribution, "delta", None)
     if delta is None:
@@ -123,7 +123,7 @@ def completeness_metrics(attribution: Any, index: int) -> dict[str, float]:
     d = float(delta.reshape(-1)[index])
     change = float(attribution.values[index].sum()) - d  # f(x) - f(x')
     rel = abs(d) / abs(change) if change != 0 else float("inf") if d else 0.0
-    return {"IG completeness gap": d, "IG relative gap": rel}
+    return {"completeness gap": d, "relative completeness gap": rel}
 
 
 def completeness_summary(attribution: Any) -> str | None:
@@ -133,7 +133,7 @@ def completeness_summary(attribution: Any) -> str | None:
     if delta is None:
         return None
     n = int(delta.reshape(-1).shape[0])
-    rel = sorted(completeness_metrics(attribution, i)["IG relative gap"] for i in range(n))
+    rel = sorted(completeness_metrics(attribution, i)["relative completeness gap"] for i in range(n))
     worst = max(range(n), key=lambda i: abs(float(delta.reshape(-1)[i])))
     return (
         f"Completeness: sum(attributions) - (f(x) - f(x')) is at most {_fmt(rel[-1])} of "

@@ -78,7 +78,12 @@ def test_gradient_ig_and_gradcam_equal_direct_implementations(net):
 
 
 def _signal_cases():
-    return [c for c in EXPLAINERS if "signal" in c.kinds and not c.needs_layer]
+    # cases built for the kit's own signal length (band groups with fixed bins) are left out
+    return [
+        c
+        for c in EXPLAINERS
+        if "signal" in c.kinds and not c.needs_layer and c.tags.get("signal_length", TIMES) == TIMES
+    ]
 
 
 @pytest.mark.parametrize("case", _signal_cases(), ids=lambda c: c.id)

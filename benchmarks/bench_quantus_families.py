@@ -32,6 +32,7 @@ import torch
 from _common import THREADS, setup, time_all  # noqa: E402  (puts src/ on sys.path)
 
 import salience as sl  # noqa: E402
+from salience.engine import default_batch_size  # noqa: E402
 from salience import metrics as M  # noqa: E402
 from salience.metrics import axioms as X  # noqa: E402
 from salience.metrics import localisation_more as L  # noqa: E402
@@ -39,17 +40,22 @@ from salience.metrics import perturbation_curves as P  # noqa: E402
 from salience.metrics import stability as S  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-BS = 256
+BS = 256  # Quantus' batch_size (samples per batch: the whole batch at once)
+# ours: rows per model call; None = the library's default (salience.engine.default_batch_size: at
+# most 256 rows and ~512K input elements per call on a CPU, so that activations stay in the caches)
+OURS_BS: int | None = None
 Q = dict(abs=False, normalise=False, disable_warnings=True, display_progressbar=False)
 
 
 def _bare(model, x, rows, grad=False):
-    """Forward (+ backward) passes over ``rows`` rows made of copies of ``x``, BS rows per call."""
+    """Forward (+ backward) passes over ``rows`` rows made of copies of ``x``, in the chunks salience
+    uses (``OURS_BS`` rows per call, or the default batch size for this input)."""
     reps = x.repeat(math.ceil(rows / x.shape[0]), *[1] * (x.ndim - 1))[:rows]
+    per_call = OURS_BS or default_batch_size(int(x[0].numel()))
 
     def run():
-        for s in range(0, rows, BS):
-            chunk = reps[s : s + BS]
+        for s in range(0, rows, per_call):
+            chunk = reps[s : s + per_call]
             if grad:
                 chunk = chunk.clone().requires_grad_(True)
                 out = model(chunk)
@@ -113,14 +119,14 @@ def cases(kind, n, quick):
     n_patches = steps if kind == "cnn1d" else (64 // patch) ** 2
     out.append((
         "Selectivity", f"patch {patch}, {n_patches} patches",
-        lambda: P.selectivity(model, x, a, y, patch_size=patch, normalize=False, batch_size=BS, progress=False),
+        lambda: P.selectivity(model, x, a, y, patch_size=patch, normalize=False, batch_size=OURS_BS, progress=False),
         q(quantus.Selectivity(patch_size=patch, perturb_baseline=0.0, **Q)),
         _bare(model, x, n * (n_patches + 1)),
     ))  # fmt: skip
     out.append((
         "RegionPerturbation (MoRF)", f"patch {patch}, {n_patches} regions",
         lambda: P.region_perturbation_curve(model, x, a, y, patch_size=patch, n_regions=n_patches, order="morf",
-                                            batch_size=BS, progress=False),
+                                            batch_size=OURS_BS, progress=False),
         q(quantus.RegionPerturbation(patch_size=patch, regions_evaluation=n_patches, order="morf",
                                      perturb_baseline=0.0, **Q)),
         _bare(model, x, n * (n_patches + 1)),
@@ -128,7 +134,7 @@ def cases(kind, n, quick):
     fis = feats // steps
     out.append((
         "Monotonicity", f"features_in_step {fis} ({steps} steps)",
-        lambda: P.monotonicity(model, x, a, y, features_in_step=fis, batch_size=BS, progress=False),
+        lambda: P.monotonicity(model, x, a, y, features_in_step=fis, batch_size=OURS_BS, progress=False),
         q(quantus.Monotonicity(features_in_step=fis, perturb_baseline=0.0, **Q)),
         _bare(model, x, n * (steps + 1)),
     ))  # fmt: skip
@@ -138,7 +144,7 @@ def cases(kind, n, quick):
     out.append((
         "MonotonicityCorrelation", f"features_in_step {fis_mc} ({groups} groups), {ns} samples",
         lambda: P.monotonicity_correlation(model, x, a, y, n_samples=ns, features_in_step=fis_mc, substrate=0.0,
-                                           batch_size=BS, progress=False),
+                                           batch_size=OURS_BS, progress=False),
         q(quantus.MonotonicityCorrelation(nr_samples=ns, features_in_step=fis_mc, perturb_baseline=0.0, **Q)),
         _bare(model, x, n * (groups * ns + 1)),
     ))  # fmt: skip
@@ -149,7 +155,7 @@ def cases(kind, n, quick):
     q_steps = int(0.8 * feats) // fis_sn
     out.append((
         "SensitivityN", f"Quantus {q_steps} steps of {fis_sn}; ours n={fis_sn}, {q_steps} runs",
-        lambda: P.sensitivity_n(model, x, a, y, n=fis_sn, n_runs=q_steps, batch_size=BS, progress=False,
+        lambda: P.sensitivity_n(model, x, a, y, n=fis_sn, n_runs=q_steps, batch_size=OURS_BS, progress=False,
                                 generator=torch.Generator().manual_seed(0)),
         q(quantus.SensitivityN(features_in_step=fis_sn, n_max_percentage=0.8, perturb_baseline=0.0,
                                return_aggregate=False, **Q)),
@@ -168,7 +174,7 @@ def cases(kind, n, quick):
             setattr(np, "trapz", np.trapezoid)  # noqa: B010
         out.append((
             "IROF", f"{n_seg} segments (8x8 grid)",
-            lambda: P.irof(model, x, a, y, segments=seg, substrate=0.0, normalize=False, batch_size=BS,
+            lambda: P.irof(model, x, a, y, segments=seg, substrate=0.0, normalize=False, batch_size=OURS_BS,
                            progress=False),
             q(quantus.IROF(perturb_baseline=0.0, return_aggregate=False, perturb_func=_zero_positions, **Q)),
             _bare(model, x, n * (n_seg + 1)),
@@ -189,7 +195,7 @@ def cases(kind, n, quick):
         bare_g, bare_f = _bare(model, x, grad_rows, grad=True), _bare(model, x, grad_rows)
         out.append((
             name, f"{n_p} perturbations, Gradient explainer",
-            lambda f=ours_fn: f(expl, x, y, n_perturbations=n_p, perturbation=noise, attribution=a_full, batch_size=BS,
+            lambda f=ours_fn: f(expl, x, y, n_perturbations=n_p, perturbation=noise, attribution=a_full, batch_size=OURS_BS,
                                 progress=False),
             q(metric, a_batch=a_full.numpy(), explain_func=_explain_func(expl)),
             lambda bg=bare_g, bf=bare_f: (bg(), bf()),
@@ -203,7 +209,7 @@ def cases(kind, n, quick):
                                       display_progressbar=False)  # fmt: skip
         out.append((
             "NonSensitivity", "features_in_step 1, 2 samples",
-            lambda: X.non_sensitivity(model, x4, a4, y4, eps=1e-5, atol=1e-5, features_in_step=1, batch_size=BS),
+            lambda: X.non_sensitivity(model, x4, a4, y4, eps=1e-5, atol=1e-5, features_in_step=1, batch_size=OURS_BS),
             lambda: ns_q(model=model, x_batch=x4.numpy(), y_batch=y4.numpy(), a_batch=a4.numpy(), device="cpu",
                          channel_first=True, softmax=False, batch_size=BS),
             _bare(model, x4, 2 * (feats + 1)),
@@ -265,7 +271,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run; prints, writes nothing")
     ap.add_argument("--only", default=None, help="comma-separated metric names (prints, writes nothing)")
     ap.add_argument("--models", default="cnn1d,cnn2d", help="comma-separated: cnn1d, cnn2d")
+    ap.add_argument("--ours-batch-size", type=int, default=None, help="rows per model call for salience")
     args = ap.parse_args()
+    global OURS_BS
+    OURS_BS = args.ours_batch_size
     torch.set_num_threads(THREADS)
     n, repeats = (4, 1) if args.quick else (32, 3)
     load0 = os.getloadavg()

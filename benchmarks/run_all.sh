@@ -9,11 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONUNBUFFERED=1
-benches=("${@:-core domains cam perturbation metrics modbp classrel attention overhead}")
+benches=("${@:-core domains cam cam_more perturbation feature_groups metrics quantus_families modbp classrel attention datasets overhead}")
 for b in ${benches[@]}; do
   echo "=== bench_$b ($(date -u +%H:%M:%S))"
   if [ "$b" = attention ]; then
     python "benchmarks/bench_$b.py" --out benchmarks/results_attention.md
+  elif [ "$b" = quantus_families ]; then
+    python "benchmarks/bench_$b.py" && python benchmarks/profile_quantus_families.py
   else
     python "benchmarks/bench_$b.py"
   fi
@@ -27,9 +29,11 @@ done
   echo "timings taken in the same run. The \"bare limit\" is the model's own forward(+backward) cost"
   echo "over the same number of rows."
   echo
-  for b in core domains cam perturbation metrics modbp classrel attention quantus_families overhead engine_split overhead_15; do
+  for b in core domains cam cam_more perturbation feature_groups metrics modbp classrel attention quantus_families quantus_profile datasets keras overhead engine_split overhead_15; do
     f="benchmarks/results_$b.md"
     if [ -f "$f" ]; then cat "$f"; echo; fi
   done
 } > benchmarks/RESULTS.md
 echo "wrote benchmarks/RESULTS.md"
+# benchmarks/bench_keras.py runs in the TensorFlow environment of .ci/run (.venv-tf):
+#   .venv-tf/bin/python benchmarks/bench_keras.py   (writes results_keras.md, assembled above)

@@ -64,13 +64,15 @@ def _onehot(n: int, dtype: str = "float32") -> np.ndarray:
     return np.eye(K, dtype=dtype)[[TARGET] * n]
 
 
-def _close(ours: torch.Tensor, theirs, rtol: float = 1e-5) -> None:
+def _close(ours: torch.Tensor, theirs, rtol: float = 1e-5) -> bool:
+    """True when ours equals theirs within ``rtol`` of their scale (raises with the difference otherwise)."""
     theirs = np.asarray(theirs)
     scale = float(np.abs(theirs).max())
     assert scale > 0
     np.testing.assert_allclose(
         ours.detach().numpy().reshape(theirs.shape), theirs, rtol=rtol, atol=rtol * scale
     )
+    return True
 
 
 def _reduce(values: torch.Tensor, dims: int, how: str) -> torch.Tensor:
@@ -88,10 +90,10 @@ def test_saliency_and_gradient_input(dims):
     b, lay = wrap(model), layout(dims)
     xt = tf.constant(x.numpy())
     theirs = xa.Saliency(model).explain(xt, _onehot(len(x), dtype))
-    _close(sl.Saliency(b, layout=lay).explain(x, target=TARGET).values, theirs)
+    assert _close(sl.Saliency(b, layout=lay).explain(x, target=TARGET).values, theirs)
     theirs = xa.GradientInput(model).explain(xt, _onehot(len(x), dtype))
     ours = _reduce(sl.InputXGradient(b, layout=lay).explain(x, target=TARGET).values, dims, "mean")
-    _close(ours, theirs)
+    assert _close(ours, theirs)
 
 
 @pytest.mark.parametrize("dims", DIMS)
@@ -99,7 +101,7 @@ def test_integrated_gradients(nets32, dims):
     model, x = nets32[dims], data(dims, dtype=torch.float32)
     theirs = xa.IntegratedGradients(model, steps=16).explain(tf.constant(x.numpy()), _onehot(len(x)))
     ours = sl.IntegratedGradients(wrap(model), n_steps=16, layout=layout(dims)).explain(x, target=TARGET)
-    _close(_reduce(ours.values, dims, "mean"), theirs)
+    assert _close(_reduce(ours.values, dims, "mean"), theirs)
 
 
 @pytest.mark.parametrize("dims", DIMS)
@@ -128,7 +130,7 @@ def test_smoothgrad_on_the_same_noisy_points(nets32, dims, monkeypatch):
         generator=torch.Generator().manual_seed(5),
         progress=False,
     )
-    _close(_reduce(explainer.explain(x, target=TARGET).values, dims, "mean"), theirs)
+    assert _close(_reduce(explainer.explain(x, target=TARGET).values, dims, "mean"), theirs)
 
 
 def test_gradcam_2d(nets32):
@@ -136,7 +138,7 @@ def test_gradcam_2d(nets32):
     theirs = xa.GradCAM(model, conv_layer="conv2").explain(tf.constant(x.numpy()), _onehot(len(x)))
     ours = sl.GradCAM(wrap(model), layer="conv2", layout="b h w c").explain(x, target=TARGET)
     assert ours.values.shape == tuple(theirs.shape)
-    _close(ours.values, theirs, 1e-4)
+    assert _close(ours.values, theirs, 1e-4)
 
 
 class XpliqueGradCAMPP(LayerExplainer):
@@ -155,7 +157,7 @@ def test_gradcampp_2d_difference_pinned(nets32):
     theirs = xa.GradCAMPP(model, conv_layer="conv2").explain(tf.constant(x.numpy()), _onehot(len(x)))
     b = wrap(model)
     pinned = XpliqueGradCAMPP(b, layer="conv2", layout="b h w c").explain(x, target=TARGET)
-    _close(pinned.values, theirs, 1e-4)
+    assert _close(pinned.values, theirs, 1e-4)
     ours = sl.GradCAMPlusPlus(b, layer="conv2", layout="b h w c").explain(x, target=TARGET).values
     assert not np.allclose(ours.numpy(), np.asarray(theirs), rtol=1e-2)  # the paper's sums differ
 
@@ -171,4 +173,4 @@ def test_occlusion_disjoint_patches(nets32, dims):
     ours = sl.Occlusion(wrap(model), window=window, layout=layout(dims), progress=False).explain(
         x, target=TARGET
     )
-    _close(ours.values.expand(*theirs.shape), theirs)
+    assert _close(ours.values.expand(*theirs.shape), theirs)

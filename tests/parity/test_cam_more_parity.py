@@ -88,7 +88,7 @@ def test_eigen_cams(ours, name, layer):
     x = make_input("image", batch=3, seed=7)
     signed = ours(model, layer=layer, relu=False).explain(x, torch.tensor(TARGET)).values[:, 0]
     theirs = _theirs(getattr(pgc, name), model, [model[int(layer)]], x)
-    _signs(signed, theirs)  # measured: max diff 2e-7 with the matching sign
+    assert len(_signs(signed, theirs)) == 3  # measured: max diff 2e-7 with the matching sign
 
 
 def test_projection_equals_theirs_up_to_sign():
@@ -173,7 +173,7 @@ def test_eigen_smooth(ours, name):
     x = make_input("image", batch=3, seed=7)
     signed = ours(model, layer="2", relu=False, eigen_smooth=True).explain(x, torch.tensor(TARGET)).values
     theirs = _theirs(getattr(pgc, name), model, [model[2]], x, eigen_smooth=True)
-    _signs(signed[:, 0], theirs)
+    assert len(_signs(signed[:, 0], theirs)) == 3
 
 
 @pytest.mark.parametrize(
@@ -251,7 +251,7 @@ def test_eigen_cams_3d(ours, name):
     model = _scaled(cnn(3))
     x = make_input("video", batch=3, seed=7)
     signed = ours(model, layer="2", relu=False).explain(x, torch.tensor(TARGET)).values[:, 0]
-    _signs(signed, _theirs(getattr(pgc, name), model, [model[2]], x))
+    assert len(_signs(signed, _theirs(getattr(pgc, name), model, [model[2]], x))) == 3
 
 
 @pytest.mark.parametrize("ours, name", PAIRS, ids=[p[1] for p in PAIRS])
@@ -262,7 +262,9 @@ def test_several_layers_and_eigen_smooth_3d(ours, name):
     theirs = _theirs(getattr(pgc, name), model, [model[0], model[2]], x)
     torch.testing.assert_close(_minmax(attr.values[:, 0]), theirs, rtol=1e-6, atol=1e-5)  # measured 2.4e-7
     signed = ours(model, layer="2", relu=False, eigen_smooth=True).explain(x, torch.tensor(TARGET)).values
-    _signs(signed[:, 0], _theirs(getattr(pgc, name), model, [model[2]], x, eigen_smooth=True))
+    assert (
+        len(_signs(signed[:, 0], _theirs(getattr(pgc, name), model, [model[2]], x, eigen_smooth=True))) == 3
+    )
 
 
 def test_aug_smooth_3d_flips_h_in_pytorch_grad_cam():

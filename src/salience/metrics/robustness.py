@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -21,7 +21,7 @@ from ..targets import TargetLike
 from . import _stability as core
 from ._checks import check_count, check_x
 from ._reexplain import explain_with
-from .base import Metric
+from .stability import _Stability
 
 __all__ = ["max_sensitivity", "avg_sensitivity", "MaxSensitivity", "AvgSensitivity", "explain_with"]
 
@@ -232,13 +232,10 @@ def avg_sensitivity(
     return torch.nanmean(_sensitivities(explainer, x, target, dict(locals())), dim=1)
 
 
-class MaxSensitivity(Metric):
+class MaxSensitivity(_Stability):
     """:func:`max_sensitivity` as a metric class (lower is better)."""
 
-    higher_is_better: ClassVar[bool | None] = False
-    requires_explainer: ClassVar[bool] = True
-    is_stochastic: ClassVar[bool] = True
-    _reduce = staticmethod(max_sensitivity)
+    _fn = staticmethod(max_sensitivity)
 
     def __init__(
         self,
@@ -263,42 +260,8 @@ class MaxSensitivity(Metric):
         self.progress = check_bool(progress, "progress")
         self.output = output
 
-    def __call__(
-        self,
-        model: Any,
-        x: torch.Tensor,
-        attribution: Any,
-        target: TargetLike = None,
-        *,
-        explainer: Any = None,
-        mask: Any = None,
-        domain: Any = None,
-        forward_args: Sequence[Any] = (),
-        forward_kwargs: Mapping[str, Any] | None = None,
-    ) -> torch.Tensor:
-        explainer = self._need(explainer, "the explainer to re-run (explainer=...)")
-        return type(self)._reduce(
-            explainer,
-            x,
-            target,
-            n_perturbations=self.n_perturbations,
-            radius=self.radius,
-            norm=self.norm,
-            normalize=self.normalize,
-            keep_prediction=self.keep_prediction,
-            attribution=attribution,
-            model=model,
-            output=self.output,
-            domain=domain,
-            batch_size=self.batch_size,
-            generator=self.generator,
-            progress=self.progress,
-            forward_args=forward_args,
-            forward_kwargs=forward_kwargs,
-        )
-
 
 class AvgSensitivity(MaxSensitivity):
     """:func:`avg_sensitivity` as a metric class (lower is better)."""
 
-    _reduce = staticmethod(avg_sensitivity)
+    _fn = staticmethod(avg_sensitivity)
